@@ -1,0 +1,160 @@
+"""The frozen CLIP image tower: open_clip model -> φ(x) = encode_image(x), unnormalised.
+
+The default is ``ViT-L-14-quickgelu`` + ``openai`` (SPEC §2; the ``-quickgelu`` name matters:
+plain ``ViT-L-14`` builds nn.GELU and silently changes the features). ``tiny`` is a small
+random-init config registered by this package for tests and the demo; it detects nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+from torch import nn
+
+from .errors import BackboneError
+
+log = logging.getLogger(__name__)
+
+TINY_NAME = "clipflow-tiny"
+_TINY_SEED = 0  # the tiny tower is random but identical in every process (train vs eval)
+open_clip.add_model_config(Path(__file__).parent / "model_configs")
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class BackboneConfig:
+    """Which CLIP tower, which weights, how to run it. YAML keys under ``backbone:``.
+
+    Attributes:
+        name: open_clip model name, or ``tiny`` for the random test backbone.
+        pretrained: open_clip tag (``openai``), a local weights file, or null for random init.
+        precision: ``fp32`` or autocast ``bf16``/``fp16`` on CUDA; the flow is always fp32.
+        preprocess: ``paper`` (resize 256² → crop 224) or ``univfd`` (center crop only).
+        cache_dir: where open_clip caches downloaded weights (null = its default).
+    """
+
+    name: str = "ViT-L-14-quickgelu"
+    pretrained: str | None = "openai"
+    precision: str = "fp32"
+    preprocess: str = "paper"
+    cache_dir: str | None = None
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name in ("tiny", TINY_NAME)
+
+
+class Backbone(nn.Module):
+    """A frozen open_clip visual tower with the facts needed to preprocess and describe it."""
+
+    def __init__(self, model: nn.Module, cfg: BackboneConfig):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.cfg = cfg
+        pp = getattr(model.visual, "preprocess_cfg", {}) or {}
+        self.mean = tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
+        self.std = tuple(pp.get("std", open_clip.OPENAI_DATASET_STD))
+        size = getattr(model.visual, "image_size", 224)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.feature_dim = int(model.visual.output_dim)
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images (N, 3, S, S) -> float32 features (N, D)."""
+        dtype = PRECISIONS[self.cfg.precision]
+        use_amp = dtype is not None and images.device.type == "cuda"
+        ctx = torch.autocast("cuda", dtype=dtype) if use_amp else nullcontext()
+        with ctx:
+            feats = self.model.encode_image(images)
+        return feats.float()
+
+    def describe(self) -> dict:
+        """What produced a feature: recorded in checkpoints and results."""
+        return {
+            "name": TINY_NAME if self.cfg.is_tiny else self.cfg.name,
+            "pretrained": None if self.cfg.is_tiny else self.cfg.pretrained,
+            "weights_id": weights_identity(self.cfg),
+            "random_init": self.cfg.is_tiny or not self.cfg.pretrained,
+            "precision": self.cfg.precision,
+            "preprocess": self.cfg.preprocess,
+            "feature_dim": self.feature_dim,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+def weights_identity(cfg: BackboneConfig) -> str:
+    """A short identity of the weights: the tag, or the local file's name + size + mtime."""
+    if cfg.is_tiny:
+        return f"{TINY_NAME}:random-seed{_TINY_SEED}"
+    if not cfg.pretrained:
+        return f"{cfg.name}:random"
+    p = Path(cfg.pretrained).expanduser()
+    if p.is_file():
+        st = p.stat()
+        return f"file:{p.name}:{st.st_size}:{int(st.st_mtime)}"
+    return f"{cfg.name}:{cfg.pretrained}"
+
+
+def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Backbone:
+    """Build the frozen tower on ``device``; one clear error when weights are unavailable."""
+    if cfg.precision not in PRECISIONS:
+        raise BackboneError(f"backbone.precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if cfg.preprocess not in ("paper", "univfd"):
+        raise BackboneError(f"backbone.preprocess={cfg.preprocess!r}: choose paper or univfd")
+    if cfg.is_tiny:
+        with torch.random.fork_rng(devices=[]), _quiet_open_clip():
+            torch.manual_seed(_TINY_SEED)
+            model = open_clip.create_model(TINY_NAME, pretrained=None)
+        log.warning("backbone 'tiny' has random weights: results show the pipeline works, not detection")
+    else:
+        with _quiet_open_clip():
+            model = _create_pretrained(cfg)
+    return Backbone(model, cfg).to(device)
+
+
+@contextmanager
+def _quiet_open_clip():
+    """open_clip logs its progress at INFO on the *root* logger; keep only its warnings."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _create_pretrained(cfg: BackboneConfig) -> nn.Module:
+    if cfg.name not in open_clip.list_models():
+        raise BackboneError(f"unknown open_clip model {cfg.name!r}; e.g. backbone.name=ViT-L-14-quickgelu")
+    pretrained = cfg.pretrained
+    if pretrained and _looks_like_path(pretrained) and not Path(pretrained).expanduser().is_file():
+        raise BackboneError(f"CLIP weights file not found: {pretrained} — check backbone.pretrained")
+    try:
+        return open_clip.create_model(
+            cfg.name,
+            pretrained=str(Path(pretrained).expanduser()) if pretrained and _looks_like_path(pretrained) else pretrained,
+            cache_dir=cfg.cache_dir,
+        )
+    except Exception as err:  # hub, network and file errors all end here
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        reason = reason if len(reason) <= 120 else reason[:117] + "..."
+        raise BackboneError(
+            f"cannot load CLIP weights {cfg.name}/{pretrained}{' (HF_HUB_OFFLINE=1)' if offline else ''}: "
+            f"{reason} — download them once with network access, or pass "
+            "backbone.pretrained=/path/to/open_clip_model.safetensors"
+        ) from None
+
+
+def _looks_like_path(s: str) -> bool:
+    return os.sep in s or s.endswith((".safetensors", ".bin", ".pt", ".pth"))

@@ -1,0 +1,38 @@
+"""User-facing errors: each carries one line that says what went wrong and what to do.
+
+The CLIs catch :class:`ClipflowError` and print its message without a traceback, then exit
+with a non-zero code. Library code raises the most specific subclass.
+"""
+
+
+class ClipflowError(Exception):
+    """Base class of every error a user should see as one clear line."""
+
+    exit_code = 2
+
+
+class DataError(ClipflowError):
+    """A missing, empty or mis-laid data folder."""
+
+
+class UnreadableImageError(ClipflowError):
+    """One image file could not be decoded; callers skip it and record the reason."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class CheckpointError(ClipflowError):
+    """A checkpoint that is missing, corrupt, of another version or of another feature size."""
+
+
+class BackboneError(ClipflowError):
+    """CLIP weights that cannot be found or loaded (e.g. offline without a local file)."""
+
+
+class TrainingDivergedError(ClipflowError):
+    """A non-finite loss or score during training."""
+
+    exit_code = 3

@@ -1,0 +1,85 @@
+"""Scores -> metrics per dataset (sklearn) and the validation threshold (SPEC §7).
+
+Labels: 0 = real, 1 = fake. Prediction: fake iff score > threshold (strict).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+METRIC_COLUMNS = ("n_real", "n_fake", "ap", "acc@val", "real_acc@val", "fake_acc@val", "auc", "acc@oracle")
+
+
+def calibrate_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Threshold that maximises accuracy on (scores, labels), midway between sorted scores.
+
+    Ties in accuracy go to the lowest such threshold. With one class only, the threshold
+    sits just outside the scores so that every sample is classified as that class.
+    """
+    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
+    if len(scores) == 0:
+        raise ValueError("cannot calibrate a threshold on zero samples")
+    candidates = _candidate_thresholds(scores)
+    accs = [accuracy_at(scores, labels, t) for t in candidates]
+    return float(candidates[int(np.argmax(accs))])
+
+
+def _candidate_thresholds(scores: np.ndarray) -> np.ndarray:
+    uniq = np.unique(scores)
+    mids = (uniq[:-1] + uniq[1:]) / 2
+    margin = max(1.0, float(np.abs(uniq).max())) * 1e-6
+    return np.concatenate([[uniq[0] - margin], mids, [uniq[-1] + margin]])
+
+
+def accuracy_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    """Accuracy of ``score > threshold`` against labels (1 = fake)."""
+    return float(np.mean((np.asarray(scores) > threshold).astype(int) == np.asarray(labels)))
+
+
+def oracle_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Best accuracy over all thresholds, chosen on the *test labels* (always labelled oracle)."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
+    order = np.argsort(scores, kind="stable")
+    s, y = scores[order], labels[order]
+    # Threshold below index i: samples [0, i) predicted real, [i, n) fake; only cut between
+    # distinct scores, so equal scores never land on both sides.
+    n = len(s)
+    real_below = np.concatenate([[0], np.cumsum(y == 0)])  # (n+1,)
+    fake_above = np.concatenate([[0], np.cumsum(y[::-1] == 1)])[::-1]  # (n+1,)
+    valid = np.ones(n + 1, bool)
+    valid[1:n] = s[1:] != s[:-1]
+    return float(((real_below + fake_above)[valid]).max() / n)
+
+
+def dataset_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """All per-dataset numbers of the results table (AP, AUC in %, accuracies in %)."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
+    real, fake = scores[labels == 0], scores[labels == 1]
+    if len(real) == 0 or len(fake) == 0:
+        raise ValueError("a dataset needs both real and fake images for AP/AUC")
+    return {
+        "n_real": int(len(real)),
+        "n_fake": int(len(fake)),
+        "ap": 100 * float(average_precision_score(labels, scores)),
+        "acc@val": 100 * accuracy_at(scores, labels, threshold),
+        "real_acc@val": 100 * float(np.mean(real <= threshold)),
+        "fake_acc@val": 100 * float(np.mean(fake > threshold)),
+        "auc": 100 * float(roc_auc_score(labels, scores)),
+        "acc@oracle": 100 * oracle_accuracy(scores, labels),
+    }
+
+
+def mean_row(rows: list[dict]) -> dict[str, float]:
+    """Arithmetic mean over datasets (the paper's mAP / mean accuracy); counts are summed."""
+    out: dict[str, float] = {}
+    for key in METRIC_COLUMNS:
+        values = [r[key] for r in rows]
+        out[key] = int(sum(values)) if key.startswith("n_") else float(np.mean(values))
+    return out
+
+
+def false_positive_rate(val_real_scores: np.ndarray, score: float) -> float:
+    """Share of natural validation images that score at least ``score`` (empirical FPR)."""
+    val = np.asarray(val_real_scores, float)
+    return float(np.mean(val >= score)) if len(val) else float("nan")

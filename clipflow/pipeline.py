@@ -1,0 +1,201 @@
+"""The glue: run_train(settings, run_dir) and run_eval(settings, run_dir).
+
+folder → images → (proxy) → backbone → features → flow → scores → metrics → report.
+Each step is a function of its own module; this file only wires them and writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbone import BackboneConfig, load_backbone
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import EvalSettings, TrainSettings, resolve_device
+from .data import TestSet, discover_test_sets, discover_train_images, univfd_sample
+from .errors import CheckpointError, DataError, TrainingDivergedError
+from .features import extract_features
+from .fileio import atomic_write_text
+from .flow import CLIPFlow, score_features
+from .metrics import calibrate_threshold, dataset_metrics, mean_row
+from .preprocess import build_transform
+from .proxy import bandstop, build_proxy, describe
+from .report import write_results
+from .train import fit
+from .versions import package_versions
+
+log = logging.getLogger(__name__)
+
+# SPEC §4.1.8: the paper masks the whole low band for P, a tenth of it for N+P.
+DEFAULT_RATIO = {"N": 0.1, "P": 1.0, "N+P": 0.1}
+
+
+def build_model(feature_dim: int, settings: TrainSettings) -> CLIPFlow:
+    """A freshly initialised head, identical for identical seeds, without touching global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        return CLIPFlow(feature_dim, settings.flow)
+
+
+def run_train(s: TrainSettings, run_dir: Path) -> Path:
+    """Train on natural images (and their proxies), calibrate, save; returns the checkpoint."""
+    run_dir = Path(run_dir)
+    device = resolve_device(s.device)
+    if not s.data.train_root:
+        raise DataError("no training images given — pass data.train_root=DIR (natural images only)")
+    split = discover_train_images(Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed)
+    val_paths = _validation_paths(s, split.val)
+    log.info("training on %d natural images (%d classes), validating on %d", len(split.train), len(split.classes), len(val_paths))
+
+    backbone = load_backbone(s.backbone, device)
+    mode = s.train.mode
+    proxy_fn = build_proxy(s.proxy, DEFAULT_RATIO[mode])
+    variants = {"N": [None], "P": [proxy_fn], "N+P": [None, proxy_fn]}[mode]
+    feats, train_paths, skipped = _train_features(s, backbone, split.train, variants, device)
+    natural = feats[0] if mode in ("N", "N+P") else None
+    proxy = feats[-1] if mode in ("P", "N+P") else None
+
+    model = build_model(backbone.feature_dim, s)
+    history = fit(model, natural, proxy, s.train, device)
+    threshold, val_real, val_info = calibrate(model, backbone, val_paths, s, device)
+    extra = {
+        "history": history,
+        "proxy": describe(s.proxy, DEFAULT_RATIO[mode]),
+        "train": {"mode": mode, "n_images": len(train_paths), "classes": split.classes,
+                  "views": s.data.views, "n_skipped": len(skipped), "epochs": s.train.resolved_epochs()},
+        "validation": val_info,
+        "versions": package_versions(),
+    }
+    ckpt = save_checkpoint(run_dir, model, threshold, backbone.describe(), _plain(asdict(s)), val_real, extra)
+    atomic_write_text(run_dir / "skipped_train.txt", "".join(f"{p}\t{r}\n" for p, r in skipped))
+    return ckpt
+
+
+def _validation_paths(s: TrainSettings, held_out: list[Path]) -> list[Path]:
+    if s.data.val_root:
+        return discover_train_images(Path(s.data.val_root), per_class=None, val_fraction=0.0, seed=s.seed).train
+    if not held_out:
+        raise DataError("no validation images: pass data.val_root=DIR or set data.val_fraction > 0")
+    return held_out
+
+
+def _train_features(s: TrainSettings, backbone, paths, variants, device):
+    """(K, V, N, D) features for K variants × V augmented views of the same N images."""
+    transform = build_transform(backbone, train=True)
+    views, kept, skipped = [], None, []
+    for view in range(s.data.views):
+        fs = extract_features(backbone, paths, transform, variants, device, s.data.batch_size,
+                              s.data.num_workers, seed=s.seed, view=view, desc=f"train features view {view + 1}/{s.data.views}")
+        views.append(fs.features)
+        kept, skipped = fs.paths, fs.skipped
+    if not kept:
+        raise DataError(f"none of the {len(paths)} training images could be read; see the warnings above")
+    return torch.stack(views, dim=1), kept, skipped
+
+
+def calibrate(model: CLIPFlow, backbone, val_paths, s: TrainSettings, device):
+    """SPEC §7: threshold maximising accuracy on natural val images vs their band-stop proxies."""
+    transform = build_transform(backbone, train=False)
+    fs = extract_features(backbone, val_paths, transform, [None, lambda img, gen: bandstop(img)], device,
+                          s.data.batch_size, s.data.num_workers, seed=s.seed, desc="validation features")
+    if not fs.paths:
+        raise DataError("none of the validation images could be read")
+    real = score_features(model, fs.features[0], device=device)
+    proxy = score_features(model, fs.features[1], device=device)
+    _require_finite(torch.cat([real, proxy]))
+    scores = torch.cat([real, proxy]).numpy()
+    labels = np.r_[np.zeros(len(real), int), np.ones(len(proxy), int)]
+    threshold = calibrate_threshold(scores, labels)
+    info = {"n_images": len(fs.paths), "n_skipped": len(fs.skipped), "proxy": "bandstop(30,100)@256",
+            "acc": float(np.mean((scores > threshold) == labels))}
+    return threshold, real, info
+
+
+def _require_finite(scores: torch.Tensor) -> None:
+    if not torch.isfinite(scores).all():
+        raise TrainingDivergedError("the trained flow gives non-finite scores; retrain with loss=logsigmoid")
+
+
+def _plain(d):
+    """Dataclass dict -> JSON-safe values (paths as strings)."""
+    if isinstance(d, dict):
+        return {k: _plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_plain(v) for v in d]
+    return str(d) if isinstance(d, Path) else d
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
+    """Score every dataset under ``data.test_root`` with a checkpoint; write the result files."""
+    device = resolve_device(s.device)
+    ckpt = load_checkpoint(s.ckpt)
+    if not s.data.test_root:
+        raise DataError("no test images given — pass data.test_root=DIR")
+    sets = select_test_sets(discover_test_sets(Path(s.data.test_root)), s)
+    backbone = load_backbone(eval_backbone_config(ckpt, s.backbone), device)
+    if backbone.feature_dim != ckpt.model.feature_dim:
+        raise CheckpointError(
+            f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone {backbone.cfg.name} gives "
+            f"{backbone.feature_dim}-d; evaluate with the backbone it was trained with ({ckpt.backbone.get('name')})"
+        )
+    paths = list(dict.fromkeys(str(p) for ts in sets for p in (*ts.real, *ts.fake)))  # shared reals once
+    fs = extract_features(backbone, paths, build_transform(backbone), [None], device,
+                          s.data.batch_size, s.data.num_workers, seed=s.seed, desc="test features")
+    score_of = dict(zip(fs.paths, score_features(ckpt.model, fs.features[0], device=device).tolist()))
+    rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold)
+    if not rows:
+        raise DataError("no dataset had readable real and fake images; see skipped.txt and the warnings")
+    meta = eval_metadata(ckpt, backbone, s)
+    return write_results(Path(run_dir), rows, mean_row(rows), meta, score_rows, fs.skipped)
+
+
+def select_test_sets(sets: list[TestSet], s: EvalSettings) -> list[TestSet]:
+    if s.data.protocol == "univfd":
+        return [univfd_sample(ts, s.data.max_per_class, seed=0) for ts in sets]
+    if s.data.protocol != "all":
+        raise DataError(f"data.protocol={s.data.protocol!r}: use all or univfd")
+    return sets
+
+
+def eval_backbone_config(ckpt: Checkpoint, overrides: dict) -> BackboneConfig:
+    """The checkpoint's backbone, with the user's overrides (e.g. a local weights file)."""
+    recorded = {k: ckpt.backbone.get(k) for k in ("name", "pretrained", "precision", "preprocess")}
+    recorded = {k: v for k, v in recorded.items() if v is not None or k == "pretrained"}
+    return BackboneConfig(**{**recorded, **overrides})
+
+
+def evaluate_sets(sets: list[TestSet], score_of: dict[str, float], threshold: float):
+    """Per-set metric rows and per-image score rows; sets left one-sided by skips are dropped."""
+    rows, score_rows = [], []
+    for ts in sets:
+        items = [(str(p), 0) for p in ts.real] + [(str(p), 1) for p in ts.fake]
+        items = [(p, y) for p, y in items if p in score_of]
+        labels = np.array([y for _, y in items], int)
+        if labels.sum() == 0 or labels.sum() == len(labels):
+            log.warning("dataset %s skipped: no readable %s images", ts.name, "fake" if labels.sum() == 0 else "real")
+            continue
+        scores = np.array([score_of[p] for p, _ in items])
+        rows.append({"dataset": ts.name, "display_name": ts.display_name, **dataset_metrics(scores, labels, threshold)})
+        score_rows += [{"path": p, "dataset": ts.name, "label": y, "score": score_of[p]} for p, y in items]
+    return rows, score_rows
+
+
+def eval_metadata(ckpt: Checkpoint, backbone, s: EvalSettings) -> dict:
+    return {
+        "backbone": backbone.describe(),
+        "preprocess": backbone.cfg.preprocess,
+        "protocol": s.data.protocol if s.data.protocol == "all" else f"univfd(max_per_class={s.data.max_per_class}, seed=0)",
+        "threshold": ckpt.threshold,
+        "checkpoint": str(ckpt.path),
+        "checkpoint_sha256": ckpt.sha256,
+        "train_mode": ckpt.meta.get("train", {}).get("mode"),
+        "test_root": s.data.test_root,
+        "versions": package_versions(),
+    }

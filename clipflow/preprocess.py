@@ -1,0 +1,67 @@
+"""Image tensor -> backbone input, for the two protocols of SPEC §3.
+
+``paper``: resize to 256×256 (bilinear), crop 224 (random when training, center when testing).
+``univfd``: no resize, center crop 224; smaller images are zero-padded (UnivFD's protocol).
+Mean/std and the crop size come from the backbone, never from a copied table.
+Proxies run *before* this, at native resolution (SPEC §4.1.7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torchvision.transforms.v2.functional as TF
+
+RESIZE_TO = 256
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """uint8 (3, H, W) -> normalised float (3, S, S). ``train`` switches to a random crop."""
+
+    protocol: str
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: bool = False
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.protocol == "paper":
+            image = TF.resize(image, [RESIZE_TO, RESIZE_TO], antialias=True)
+        image = pad_to_min_size(image, self.size)
+        image = self._crop(image, generator)
+        x = image.float().div_(255.0)
+        return TF.normalize(x, list(self.mean), list(self.std))
+
+    def _crop(self, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        if not self.train:
+            return TF.center_crop(image, [self.size, self.size])
+        top = int(torch.randint(0, h - self.size + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - self.size + 1, (1,), generator=generator))
+        return image[..., top : top + self.size, left : left + self.size]
+
+    def describe(self) -> dict:
+        return {"protocol": self.protocol, "size": self.size, "train": self.train,
+                "resize": RESIZE_TO if self.protocol == "paper" else None}
+
+
+def pad_to_min_size(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad (centered) so both sides are at least ``size``; images under 224 occur."""
+    h, w = image.shape[-2:]
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph == 0 and pw == 0:
+        return image
+    return TF.pad(image, [pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=0)
+
+
+def build_transform(backbone, protocol: str | None = None, train: bool = False) -> ImageTransform:
+    """The transform matching ``backbone`` (its size, mean, std and configured protocol)."""
+    return ImageTransform(
+        protocol=protocol or backbone.cfg.preprocess,
+        size=backbone.image_size,
+        mean=backbone.mean,
+        std=backbone.std,
+        train=train,
+    )

@@ -1,0 +1,106 @@
+"""Rows -> results.csv / results.md / metrics.json / scores.csv / skipped.txt / a plot.
+
+Every file is written atomically; numbers in the tables are percentages with two decimals,
+the JSON keeps full precision.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from .fileio import atomic_write_bytes, atomic_write_text
+from .metrics import METRIC_COLUMNS
+
+TABLE_COLUMNS = ("dataset", "display_name", *METRIC_COLUMNS)
+RANDOM_WARNING = (
+    "**Random-weight backbone: these numbers show that the pipeline runs, not that it detects "
+    "anything.**"
+)
+
+
+def to_csv(rows: list[dict], columns: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k), csv_mode=True) for k in columns})
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[dict], columns: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(k)) for k in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value, csv_mode: bool = False) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}" if csv_mode else f"{value:.2f}"
+    return str(value)
+
+
+def describe_run(meta: dict) -> str:
+    """One header paragraph naming what produced a table."""
+    bb = meta.get("backbone", {})
+    parts = [
+        f"backbone `{bb.get('name')}` (weights `{bb.get('weights_id')}`)",
+        f"preprocessing `{meta.get('preprocess')}`",
+        f"protocol `{meta.get('protocol')}`",
+        f"threshold {meta.get('threshold'):.6g} (calibrated on natural validation images)",
+        f"checkpoint sha256 `{str(meta.get('checkpoint_sha256'))[:12]}`",
+    ]
+    text = "; ".join(parts) + "."
+    if bb.get("random_init"):
+        text += "\n\n" + RANDOM_WARNING
+    return text
+
+
+def write_results(run_dir: Path, rows: list[dict], mean: dict, meta: dict, scores: list[dict],
+                  skipped: list[tuple[str, str]]) -> dict[str, Path]:
+    """Write all result files of one evaluation into ``run_dir``; return their paths."""
+    run_dir = Path(run_dir)
+    table = rows + [{"dataset": "mean", "display_name": "Mean", **mean}]
+    paths = {name: run_dir / name for name in
+             ("results.csv", "results.md", "metrics.json", "scores.csv", "skipped.txt")}
+    atomic_write_text(paths["results.csv"], to_csv(table, TABLE_COLUMNS))
+    md = f"# Results\n\n{describe_run(meta)}\n\n{to_markdown(table, TABLE_COLUMNS)}"
+    md += "\n`acc@val`: threshold from the checkpoint; `acc@oracle`: best threshold on the test labels.\n"
+    if skipped:
+        md += f"\n{len(skipped)} unreadable file(s) skipped; see skipped.txt.\n"
+    atomic_write_text(paths["results.md"], md)
+    payload = {**meta, "datasets": rows, "mean": mean, "n_skipped": len(skipped)}
+    atomic_write_text(paths["metrics.json"], json.dumps(payload, indent=2, sort_keys=True))
+    atomic_write_text(paths["scores.csv"], to_csv(scores, ("path", "dataset", "label", "score")))
+    atomic_write_text(paths["skipped.txt"], "".join(f"{p}\t{r}\n" for p, r in skipped))
+    if rows:
+        paths["ap_per_dataset.png"] = plot_ap(rows, mean, run_dir / "ap_per_dataset.png")
+    return paths
+
+
+def plot_ap(rows: list[dict], mean: dict, path: Path) -> Path:
+    """Bar chart of AP per dataset with the mean as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["display_name"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(names) + 2), 3.5))
+    ax.bar(names, [r["ap"] for r in rows], color="#4C72B0")
+    ax.axhline(mean["ap"], color="#C44E52", ls="--", label=f"mAP {mean['ap']:.2f}")
+    ax.set_ylabel("AP (%)")
+    ax.set_ylim(0, 100)
+    ax.tick_params(axis="x", rotation=60)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

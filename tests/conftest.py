@@ -1,0 +1,54 @@
+"""Shared fixtures: a generated miniature of the benchmark, trained once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fixtures_images import make_cnnspot_tree, make_train_tree, make_univfd_tree
+
+BIN = Path(sys.executable).parent
+# Tests must never reach a hub, and stay within the 2 CI cores.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def run_cli(name: str, *args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a console script of this environment; never raises on a non-zero exit."""
+    return subprocess.run(
+        [str(BIN / name), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="session")
+def mini_bench(tmp_path_factory) -> Path:
+    """train/ (2 classes, reals + fakes that must never be used) and test/ in all layouts."""
+    root = tmp_path_factory.mktemp("bench")
+    make_train_tree(root / "train", classes=("airplane", "cat"), n_real=10, n_fake=3)
+    make_cnnspot_tree(root / "test", sets={"biggan": (4, 4), "mygen": (3, 3)}, class_level={"progan": ["airplane", "cat"]})
+    make_univfd_tree(root / "test", pools={"imagenet": 3, "laion": 4}, gens={"guided": 3, "ldm_200": 2})
+    (root / "test" / "biggan" / "1_fake" / "broken.jpg").write_bytes(b"")  # must be skipped, not fatal
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(mini_bench: Path) -> Path:
+    """One clipflow-train run through the console script (tiny backbone, CPU)."""
+    run_dir = mini_bench / "run"
+    proc = run_cli(
+        "clipflow-train", "mode=N+P", f"data.train_root={mini_bench / 'train'}", "backbone=tiny",
+        "device=cpu", "data.num_workers=0", "train.epochs=2", f"hydra.run.dir={run_dir}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"checkpoint: {run_dir / 'model.safetensors'}" in proc.stdout
+    return run_dir

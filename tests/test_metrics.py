@@ -1,0 +1,70 @@
+"""Metrics equal sklearn; hand-checked accuracies; the strict threshold rule; calibration."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from clipflow.metrics import (
+    accuracy_at,
+    calibrate_threshold,
+    dataset_metrics,
+    false_positive_rate,
+    mean_row,
+    oracle_accuracy,
+)
+
+
+def test_ap_and_auc_equal_sklearn_on_random_scores():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        labels = rng.integers(0, 2, 200)
+        labels[:2] = [0, 1]
+        scores = rng.normal(size=200) + labels * rng.uniform(0, 2)
+        m = dataset_metrics(scores, labels, threshold=0.0)
+        assert m["ap"] == pytest.approx(100 * average_precision_score(labels, scores))
+        assert m["auc"] == pytest.approx(100 * roc_auc_score(labels, scores))
+        assert (m["n_real"], m["n_fake"]) == ((labels == 0).sum(), (labels == 1).sum())
+
+
+def test_accuracies_by_hand_with_strict_threshold():
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.4])
+    labels = np.array([0, 0, 1, 1, 1])
+    m = dataset_metrics(scores, labels, threshold=0.4)
+    # fake iff score > 0.4: only 0.8 is called fake; both 0.4s are called real.
+    assert m["acc@val"] == pytest.approx(100 * 3 / 5)
+    assert m["real_acc@val"] == pytest.approx(100.0)
+    assert m["fake_acc@val"] == pytest.approx(100 / 3)
+    assert accuracy_at(scores, labels, 0.3) == pytest.approx(4 / 5)  # only the real 0.1 is called real
+
+
+def test_oracle_matches_brute_force_and_never_splits_ties():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        scores = rng.integers(0, 6, 30).astype(float)  # many ties
+        labels = rng.integers(0, 2, 30)
+        cuts = np.concatenate([[scores.min() - 1], np.unique(scores)])
+        brute = max(accuracy_at(scores, labels, t) for t in cuts)
+        assert oracle_accuracy(scores, labels) == pytest.approx(brute)
+    assert oracle_accuracy(np.array([1.0, 1.0]), np.array([0, 1])) == pytest.approx(0.5)
+
+
+def test_threshold_calibration_on_toy_sets():
+    assert calibrate_threshold(np.array([0, 1, 2, 3, 4.0]), np.array([0, 0, 0, 1, 1])) == pytest.approx(2.5)
+    t = calibrate_threshold(np.array([0.0, 2.0, 1.0, 3.0]), np.array([0, 0, 1, 1]))
+    assert accuracy_at(np.array([0.0, 2.0, 1.0, 3.0]), np.array([0, 0, 1, 1]), t) == pytest.approx(0.75)
+    only_real = calibrate_threshold(np.array([1.0, 2.0]), np.array([0, 0]))
+    assert only_real > 2.0
+
+
+def test_mean_row_and_one_sided_sets():
+    rows = [dataset_metrics(np.array([0, 1.0]), np.array([0, 1]), 0.5),
+            dataset_metrics(np.array([1, 0.0]), np.array([0, 1]), 0.5)]
+    mean = mean_row(rows)
+    assert mean["ap"] == pytest.approx((rows[0]["ap"] + rows[1]["ap"]) / 2)
+    assert mean["n_real"] == 2
+    with pytest.raises(ValueError):
+        dataset_metrics(np.array([0.1, 0.2]), np.array([0, 0]), 0.0)
+
+
+def test_false_positive_rate_counts_scores_at_or_above():
+    assert false_positive_rate(np.array([0.0, 1.0, 2.0, 3.0]), 2.0) == pytest.approx(0.5)
