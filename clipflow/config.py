@@ -32,6 +32,8 @@ class DataConfig:
         protocol: ``all`` images, or ``univfd`` (≤ max_per_class real + fake per set, seed 0,
             with UnivFD's fall-back to 100 when a set is smaller).
         batch_size, num_workers: extraction loader settings.
+        cache, cache_dir: keep backbone features on disk (default ``$CLIPFLOW_CACHE`` or
+            ``~/.cache/clipflow/features``), so the backbone runs once per image and view.
     """
 
     train_root: str | None = None
@@ -44,6 +46,9 @@ class DataConfig:
     max_per_class: int = 1000
     batch_size: int = 64
     num_workers: int = 4
+    cache: bool = True
+    cache_dir: str | None = None
+    cache_shard_size: int = 4096
 
 
 @dataclass

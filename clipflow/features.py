@@ -2,7 +2,7 @@
 
 One decode per image feeds every *variant* of it (e.g. the natural image and its proxy),
 so N+P pairs come from the same pixels. Randomness (crops, masks) is seeded per file from
-(seed, view, path), so results do not depend on batch size, worker count or file order.
+(seed, view, variant, path), so results do not depend on batch size, worker count or file order.
 """
 
 from __future__ import annotations
@@ -21,8 +21,30 @@ from .imageio import load_image, pil_to_uint8_tensor
 
 log = logging.getLogger(__name__)
 
-# A variant maps a uint8 (3, H, W) image + generator to another uint8 image (a proxy).
-Variant = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+# A variant function maps a uint8 (3, H, W) image + generator to another uint8 image.
+VariantFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of seeing an image before the backbone: the image itself, a proxy, a perturbation.
+
+    ``key`` names it stably (it seeds the variant's random draws and keys the feature cache),
+    so a variant's features do not depend on which other variants share the pass.
+    """
+
+    key: str
+    fn: VariantFn | None = None
+
+
+IDENTITY = Variant("identity")
+
+
+def as_variant(v: Variant | VariantFn | None, index: int) -> Variant:
+    """Accept a Variant, a bare function (keyed by position) or None (the image itself)."""
+    if isinstance(v, Variant):
+        return v
+    return IDENTITY if v is None else Variant(f"fn{index}", v)
 
 
 @dataclass
@@ -49,7 +71,7 @@ def item_seed(seed: int, view: int, path: str) -> int:
 class ImageFileDataset(Dataset):
     """Loads one file, applies each variant then the transform; never raises on bad files."""
 
-    def __init__(self, paths: Sequence, transform, variants: Sequence[Variant | None], seed: int, view: int):
+    def __init__(self, paths: Sequence, transform, variants: Sequence[Variant], seed: int, view: int):
         self.paths = [str(p) for p in paths]
         self.transform = transform
         self.variants = list(variants)
@@ -62,13 +84,16 @@ class ImageFileDataset(Dataset):
         path = self.paths[i]
         try:
             image = pil_to_uint8_tensor(load_image(path))  # (3, H, W) uint8, native size
-            gen = torch.Generator().manual_seed(item_seed(self.seed, self.view, path))
-            out = [self.transform(v(image, gen) if v else image, gen) for v in self.variants]
-            return torch.stack(out), i, ""  # (K, 3, S, S)
+            return torch.stack([self._apply(v, image, path) for v in self.variants]), i, ""  # (K, 3, S, S)
         except UnreadableImageError as err:
             return None, i, err.reason
         except Exception as err:  # a file must never take the batch down with it
             return None, i, f"{type(err).__name__}: {err}"
+
+
+    def _apply(self, variant: Variant, image: torch.Tensor, path: str) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(item_seed(self.seed, self.view, f"{variant.key}|{path}"))
+        return self.transform(variant.fn(image, gen) if variant.fn else image, gen)
 
 
 def _collate(batch):
@@ -82,7 +107,7 @@ def extract_features(
     backbone,
     paths: Sequence,
     transform,
-    variants: Sequence[Variant | None] = (None,),
+    variants: Sequence[Variant | VariantFn | None] = (None,),
     device: str | torch.device = "cpu",
     batch_size: int = 64,
     num_workers: int = 0,
@@ -91,6 +116,7 @@ def extract_features(
     desc: str = "extract",
 ) -> FeatureSet:
     """Run ``backbone`` over ``paths``; ``None`` in ``variants`` means the image itself."""
+    variants = [as_variant(v, i) for i, v in enumerate(variants)]
     dataset = ImageFileDataset(paths, transform, variants, seed, view)
     loader = DataLoader(
         dataset,

@@ -6,6 +6,7 @@ Each step is a function of its own module; this file only wires them and writes 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -13,17 +14,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .backbone import BackboneConfig, load_backbone
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import EvalSettings, TrainSettings, resolve_device
 from .data import TestSet, discover_test_sets, discover_train_images, univfd_sample
 from .errors import CheckpointError, DataError, TrainingDivergedError
-from .features import extract_features
+from .cache import FeatureCache, cached_extract
+from .features import IDENTITY, Variant
 from .fileio import atomic_write_text
 from .flow import CLIPFlow, score_features
 from .metrics import calibrate_threshold, dataset_metrics, mean_row
 from .preprocess import build_transform
-from .proxy import bandstop, build_proxy, describe
+from .proxy import ProxyConfig, bandstop, build_proxy, describe
 from .report import write_results
 from .train import fit
 from .versions import package_versions
@@ -52,21 +55,21 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
     log.info("training on %d natural images (%d classes), validating on %d", len(split.train), len(split.classes), len(val_paths))
 
     backbone = load_backbone(s.backbone, device)
+    cache = feature_cache(s.data)
     mode = s.train.mode
-    proxy_fn = build_proxy(s.proxy, DEFAULT_RATIO[mode])
-    variants = {"N": [None], "P": [proxy_fn], "N+P": [None, proxy_fn]}[mode]
-    feats, train_paths, skipped = _train_features(s, backbone, split.train, variants, device)
+    feats, train_paths, skipped = train_features(s, backbone, split.train, cache, device)
     natural = feats[0] if mode in ("N", "N+P") else None
     proxy = feats[-1] if mode in ("P", "N+P") else None
 
     model = build_model(backbone.feature_dim, s)
     history = fit(model, natural, proxy, s.train, device)
-    threshold, val_real, val_info = calibrate(model, backbone, val_paths, s, device)
+    val = validation_features(s, backbone, val_paths, cache, device)
+    threshold, val_real, val_info = calibrate(model, val, device)
     extra = {
         "history": history,
         "proxy": describe(s.proxy, DEFAULT_RATIO[mode]),
         "train": {"mode": mode, "n_images": len(train_paths), "classes": split.classes,
-                  "views": s.data.views, "n_skipped": len(skipped), "epochs": s.train.resolved_epochs()},
+                  "views": n_views(s), "n_skipped": len(skipped), "epochs": s.train.resolved_epochs()},
         "validation": val_info,
         "versions": package_versions(),
     }
@@ -83,13 +86,36 @@ def _validation_paths(s: TrainSettings, held_out: list[Path]) -> list[Path]:
     return held_out
 
 
-def _train_features(s: TrainSettings, backbone, paths, variants, device):
-    """(K, V, N, D) features for K variants × V augmented views of the same N images."""
+def feature_cache(data) -> FeatureCache | None:
+    """The configured feature cache, or None when ``data.cache=false``."""
+    return FeatureCache(data.cache_dir, data.cache_shard_size) if data.cache else None
+
+
+def n_views(s: TrainSettings) -> int:
+    """``data.views=0`` means one fresh view per epoch, as the paper's on-the-fly training."""
+    return s.data.views if s.data.views > 0 else s.train.resolved_epochs()
+
+
+def proxy_variant(cfg: ProxyConfig, mode: str) -> Variant:
+    """The training proxy, keyed by its resolved parameters (the cache key depends on them)."""
+    params = describe(cfg, DEFAULT_RATIO[mode])
+    return Variant("proxy:" + json.dumps(params, sort_keys=True), build_proxy(cfg, DEFAULT_RATIO[mode]))
+
+
+VALIDATION_PROXY = Variant("bandstop(30,100)@256", lambda img, gen: bandstop(img))
+
+
+def train_features(s: TrainSettings, backbone, paths, cache, device):
+    """(K, V, N, D) features for K variants (natural and/or proxy) × V views of N images."""
+    mode = s.train.mode
+    proxy = proxy_variant(s.proxy, mode)
+    variants = {"N": [IDENTITY], "P": [proxy], "N+P": [IDENTITY, proxy]}[mode]
     transform = build_transform(backbone, train=True)
     views, kept, skipped = [], None, []
-    for view in range(s.data.views):
-        fs = extract_features(backbone, paths, transform, variants, device, s.data.batch_size,
-                              s.data.num_workers, seed=s.seed, view=view, desc=f"train features view {view + 1}/{s.data.views}")
+    total = n_views(s)
+    for view in range(total):
+        fs = cached_extract(backbone, paths, transform, variants, cache, device, s.data.batch_size,
+                            s.data.num_workers, seed=s.seed, view=view, desc=f"train features view {view + 1}/{total}")
         views.append(fs.features)
         kept, skipped = fs.paths, fs.skipped
     if not kept:
@@ -97,20 +123,24 @@ def _train_features(s: TrainSettings, backbone, paths, variants, device):
     return torch.stack(views, dim=1), kept, skipped
 
 
-def calibrate(model: CLIPFlow, backbone, val_paths, s: TrainSettings, device):
-    """SPEC §7: threshold maximising accuracy on natural val images vs their band-stop proxies."""
-    transform = build_transform(backbone, train=False)
-    fs = extract_features(backbone, val_paths, transform, [None, lambda img, gen: bandstop(img)], device,
-                          s.data.batch_size, s.data.num_workers, seed=s.seed, desc="validation features")
+def validation_features(s: TrainSettings, backbone, paths, cache, device):
+    """(2, N, D): natural validation images and their band-stop proxies (SPEC §4.3)."""
+    fs = cached_extract(backbone, paths, build_transform(backbone, train=False), [IDENTITY, VALIDATION_PROXY],
+                        cache, device, s.data.batch_size, s.data.num_workers, seed=s.seed, desc="validation features")
     if not fs.paths:
         raise DataError("none of the validation images could be read")
-    real = score_features(model, fs.features[0], device=device)
-    proxy = score_features(model, fs.features[1], device=device)
+    return fs
+
+
+def calibrate(model: CLIPFlow, val, device):
+    """SPEC §7: threshold maximising accuracy on natural val images vs their band-stop proxies."""
+    real = score_features(model, val.features[0], device=device)
+    proxy = score_features(model, val.features[1], device=device)
     _require_finite(torch.cat([real, proxy]))
     scores = torch.cat([real, proxy]).numpy()
     labels = np.r_[np.zeros(len(real), int), np.ones(len(proxy), int)]
     threshold = calibrate_threshold(scores, labels)
-    info = {"n_images": len(fs.paths), "n_skipped": len(fs.skipped), "proxy": "bandstop(30,100)@256",
+    info = {"n_images": len(val.paths), "n_skipped": len(val.skipped), "proxy": VALIDATION_PROXY.key,
             "acc": float(np.mean((scores > threshold) == labels))}
     return threshold, real, info
 
@@ -129,6 +159,37 @@ def _plain(d):
     return str(d) if isinstance(d, Path) else d
 
 
+def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
+    """Fill the feature cache for the train / val / test stages (torchrun shards the files)."""
+    unknown = sorted(set(stages) - {"train", "val", "test"})
+    if unknown:
+        raise DataError(f"unknown stage(s) {unknown}: use stages=[train,val,test]")
+    if not s.data.cache:
+        raise DataError("clipflow-extract fills the feature cache: leave data.cache=true")
+    device = distributed.init_from_env(resolve_device(s.device))
+    backbone = load_backbone(s.backbone, device)
+    cache = feature_cache(s.data)
+    summary: dict = {"cache_dir": str(cache.root), "backbone": backbone.describe()}
+    split = None
+    if s.data.train_root and {"train", "val"} & set(stages):
+        split = discover_train_images(Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed)
+    if "train" in stages and split:
+        _, kept, skipped = train_features(s, backbone, split.train, cache, device)
+        summary["train"] = {"n_images": len(kept), "n_skipped": len(skipped), "views": n_views(s), "mode": s.train.mode}
+    if "val" in stages and (split or s.data.val_root):
+        val = validation_features(s, backbone, _validation_paths(s, split.val if split else []), cache, device)
+        summary["val"] = {"n_images": len(val.paths), "n_skipped": len(val.skipped)}
+    if "test" in stages and s.data.test_root:
+        sets = discover_test_sets(Path(s.data.test_root))
+        fs = test_features(backbone, sets, s.data, cache, device, s.seed)
+        summary["test"] = {"n_images": len(fs.paths), "n_skipped": len(fs.skipped), "sets": [t.name for t in sets]}
+    if len(summary) == 2:
+        raise DataError("nothing to extract: pass data.train_root, data.val_root and/or data.test_root")
+    if not distributed.launched_by_torchrun() or torch.distributed.get_rank() == 0:
+        atomic_write_text(Path(run_dir) / "extract.json", json.dumps(summary, indent=2, default=str))
+    return summary
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -145,15 +206,20 @@ def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
             f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone {backbone.cfg.name} gives "
             f"{backbone.feature_dim}-d; evaluate with the backbone it was trained with ({ckpt.backbone.get('name')})"
         )
-    paths = list(dict.fromkeys(str(p) for ts in sets for p in (*ts.real, *ts.fake)))  # shared reals once
-    fs = extract_features(backbone, paths, build_transform(backbone), [None], device,
-                          s.data.batch_size, s.data.num_workers, seed=s.seed, desc="test features")
+    fs = test_features(backbone, sets, s.data, feature_cache(s.data), device, s.seed)
     score_of = dict(zip(fs.paths, score_features(ckpt.model, fs.features[0], device=device).tolist()))
     rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold)
     if not rows:
         raise DataError("no dataset had readable real and fake images; see skipped.txt and the warnings")
     meta = eval_metadata(ckpt, backbone, s)
     return write_results(Path(run_dir), rows, mean_row(rows), meta, score_rows, fs.skipped)
+
+
+def test_features(backbone, sets: list[TestSet], data, cache, device, seed: int = 0):
+    """(1, N, D) features of every test image, each file once (shared real pools)."""
+    paths = list(dict.fromkeys(str(p) for ts in sets for p in (*ts.real, *ts.fake)))
+    return cached_extract(backbone, paths, build_transform(backbone), [IDENTITY], cache, device,
+                          data.batch_size, data.num_workers, seed=seed, desc="test features")
 
 
 def select_test_sets(sets: list[TestSet], s: EvalSettings) -> list[TestSet]:

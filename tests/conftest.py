@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from fixtures_images import make_cnnspot_tree, make_train_tree, make_univfd_tree
 BIN = Path(sys.executable).parent
 # Tests must never reach a hub, and stay within the 2 CI cores.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Feature caches of the tests go to a throw-away folder, never to the user's ~/.cache.
+os.environ["CLIPFLOW_CACHE"] = tempfile.mkdtemp(prefix="clipflow-test-cache-")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
