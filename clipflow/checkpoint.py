@@ -135,7 +135,7 @@ def load_checkpoint(path: str | Path, expected_feature_dim: int | None = None) -
         raise CheckpointError(
             f"{weights} does not match the hash in {meta_path.name} (truncated or replaced); retrain or restore it"
         )
-    feature_dim = int(meta["feature_dim"])
+    feature_dim, flow_cfg, threshold = _model_fields(meta, meta_path)
     if expected_feature_dim is not None and feature_dim != expected_feature_dim:
         raise CheckpointError(
             f"checkpoint expects {feature_dim}-d features but the backbone gives {expected_feature_dim}-d; "
@@ -145,8 +145,7 @@ def load_checkpoint(path: str | Path, expected_feature_dim: int | None = None) -
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"cannot read {weights}: {err}") from None
-    flow_cfg = {k: v for k, v in meta["flow"].items() if k != "feature_dim"}
-    model = CLIPFlow(feature_dim, FlowConfig(**flow_cfg))
+    model = CLIPFlow(feature_dim, flow_cfg)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
@@ -156,9 +155,20 @@ def load_checkpoint(path: str | Path, expected_feature_dim: int | None = None) -
     model.eval()
     return Checkpoint(
         model=model,
-        threshold=float(meta["threshold"]),
+        threshold=threshold,
         backbone=meta.get("backbone", {}),
         meta=meta,
         val_real_scores=tensors.get("val_real_scores", torch.empty(0)),
         path=weights,
     )
+
+
+def _model_fields(meta: dict, meta_path: Path) -> tuple[int, FlowConfig, float]:
+    """(feature dim, flow config, threshold) from the JSON; a missing or foreign field is
+    one clear error, not a KeyError/TypeError traceback (e.g. a hand-edited file)."""
+    try:
+        flow = {k: v for k, v in meta["flow"].items() if k != "feature_dim"}
+        return int(meta["feature_dim"]), FlowConfig(**flow), float(meta["threshold"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        reason = f"missing field {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise CheckpointError(f"{meta_path} is not a usable clipflow checkpoint ({reason}); re-run clipflow-train") from None

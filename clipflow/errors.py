@@ -36,3 +36,9 @@ class TrainingDivergedError(ClipflowError):
     """A non-finite loss or score during training."""
 
     exit_code = 3
+
+
+class SomeFilesUnreadableError(ClipflowError):
+    """A batch finished, but some inputs could not be scored (they are listed with a reason)."""
+
+    exit_code = 4

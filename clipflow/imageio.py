@@ -39,7 +39,7 @@ def is_image_file(path: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXT
 
 
 def list_images(
-    folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS
+    folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS, include_special: bool = False
 ) -> list[Path]:
     """All image files under ``folder``, recursively, in a deterministic order.
 
@@ -47,6 +47,9 @@ def list_images(
     files and folders (``.git``, macOS ``._*`` forks), follows directory symlinks but
     visits each real folder once (no loops, no duplicates), and logs a warning instead of
     raising when a sub-folder cannot be read. Files are listed, never opened.
+    ``include_special`` also lists what has an image name but is no regular file (a
+    dangling or looping symlink, a FIFO), so that a caller can report it as unreadable
+    instead of losing it silently; :func:`load_image` rejects those without opening them.
 
     Raises:
         DataError: ``folder`` is not an existing directory.
@@ -70,13 +73,17 @@ def list_images(
         for entry in _scan_dir(directory):
             if entry.name.startswith("."):
                 continue
+            named_image = Path(entry.name).suffix.lower() in exts
             try:
                 if entry.is_dir():  # follows symlinks
                     stack.append(Path(entry.path))
-                elif entry.is_file() and Path(entry.name).suffix.lower() in exts:
+                elif named_image and (include_special or entry.is_file()):
                     found.append(Path(entry.path))
             except OSError as exc:  # e.g. a symlink loop on the entry itself
-                logger.warning("skipping %s: %s", entry.path, exc)
+                if include_special and named_image:
+                    found.append(Path(entry.path))
+                else:
+                    logger.warning("skipping %s: %s", entry.path, exc)
     # Sorting on path parts (not on str) gives the same order on every Python version.
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
@@ -150,7 +157,8 @@ def _check_file(path: Path) -> None:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise UnreadableImageError(path, "file not found") from None
+        reason = "broken symbolic link (its target is missing)" if path.is_symlink() else "file not found"
+        raise UnreadableImageError(path, reason) from None
     except OSError as exc:
         raise UnreadableImageError(path, f"cannot read file: {exc.strerror or exc}") from None
     if not stat.S_ISREG(st.st_mode):

@@ -1,4 +1,4 @@
-"""clipflow-eval ckpt=PATH data.test_root=DIR [data.protocol=all|univfd] [device=...]"""
+"""clipflow-eval ckpt=PATH data.test_root=DIR [data.protocol=all|univfd] [perturb=all|jpeg|...] [device=...]"""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 from ..config import eval_settings
 from ..errors import ClipflowError
+from ..perturb import resolve_perturbations
 from ..pipeline import run_eval
 from .common import CONFIG_PATH, guarded, run_dir, to_dict
 
@@ -16,8 +17,17 @@ def main(cfg: DictConfig) -> None:
     def job() -> None:
         if not cfg.get("ckpt"):
             raise ClipflowError("no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)")
-        files = run_eval(eval_settings(to_dict(cfg)), run_dir())
-        print((files["results.md"]).read_text())
+        values = to_dict(cfg)
+        perturbations = resolve_perturbations(values.pop("perturb", None))
+        settings = eval_settings(values)
+        if perturbations:
+            from ..robustness import run_robustness  # only robustness runs need it
+
+            files = run_robustness(settings, perturbations, run_dir())
+            print(files["robustness.md"].read_text())
+        else:
+            files = run_eval(settings, run_dir())
+            print(files["results.md"].read_text())
         print(f"results: {files['results.csv'].parent}")
 
     guarded(job)

@@ -1,0 +1,91 @@
+"""clipflow-detect ckpt=PATH inputs=[FILE|DIR|GLOB,...] [out=FILE.jsonl|FILE.csv|-] [device=...]
+
+Exit codes: 0 every file scored; 2 usage error (one line on stderr); 4 some files unreadable
+(they are listed with their reason, everything else is scored and written).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import hydra
+from omegaconf import DictConfig
+
+from ..detect import (Detector, Prediction, expand_inputs, output_format, records_table,
+                      records_to_jsonl, table_footer, write_records)
+from ..checkpoint import load_checkpoint
+from ..errors import ClipflowError, SomeFilesUnreadableError
+from .common import CONFIG_PATH, guarded, to_dict
+
+
+@dataclass
+class DetectSettings:
+    """Typed values of configs/detect.yaml."""
+
+    ckpt: str = ""
+    inputs: list[str] = field(default_factory=list)
+    out: str | None = None
+    format: str | None = None
+    table: bool = True
+    device: str = "auto"
+    batch_size: int = 32
+    num_workers: int = 4
+    backbone: dict = field(default_factory=dict)
+
+
+def detect_settings(cfg: dict) -> DetectSettings:
+    inputs = cfg.get("inputs") or []
+    return DetectSettings(
+        ckpt=str(cfg.get("ckpt") or ""),
+        inputs=[str(i) for i in ([inputs] if isinstance(inputs, str) else inputs)],
+        out=cfg.get("out"), format=cfg.get("format"), table=bool(cfg.get("table", True)),
+        device=str(cfg.get("device", "auto")), batch_size=int(cfg.get("batch_size", 32)),
+        num_workers=int(cfg.get("num_workers", 4)),
+        backbone={k: v for k, v in (cfg.get("backbone") or {}).items() if v is not None},
+    )
+
+
+def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Prediction]:
+    """Expand the inputs, score them, print/write the records; raise on usage errors and,
+    after everything is written, SomeFilesUnreadableError when some inputs failed."""
+    if not s.ckpt:
+        raise ClipflowError("no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)")
+    if not s.inputs:
+        raise ClipflowError("no images given — pass inputs=[photo.jpg,folder,'*.png'] (files, folders, globs)")
+    if s.out and s.out != "-":
+        output_format(s.out, s.format)  # a bad name fails now, not after scoring
+    ckpt = load_checkpoint(s.ckpt)  # a refused checkpoint is the first thing to hear about
+    entries = expand_inputs(s.inputs)
+    if all(problem for _, problem in entries):
+        raise ClipflowError("nothing to score: " + "; ".join(f"{p}: {why}" for p, why in entries))
+    det = Detector.from_loaded(ckpt, s.device, s.backbone, s.batch_size)
+    scored = iter(det.score_files([p for p, problem in entries if not problem], s.num_workers))
+    records = [Prediction(None, None, None, p, problem) if problem else next(scored) for p, problem in entries]
+    _emit(s, det, records, stdout or sys.stdout)
+    bad = [r for r in records if r.error is not None]
+    if bad:
+        raise SomeFilesUnreadableError(f"{len(bad)} of {len(records)} inputs could not be scored; "
+                                       "they are listed with the reason")
+    return records
+
+
+def _emit(s: DetectSettings, det: Detector, records: list[Prediction], stdout: TextIO) -> None:
+    if s.out == "-":
+        stdout.write(records_to_jsonl(records))
+        return
+    if s.table:
+        stdout.write(records_table(records) + "\n" + table_footer(det, records))
+    if s.out:
+        print(f"results: {write_records(records, s.out, s.format)}", file=stdout)
+    stdout.flush()
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="detect", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    guarded(lambda: run_detect(detect_settings(to_dict(cfg))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""Score your own images with a trained checkpoint: the :class:`Detector` API.
+
+    from clipflow import Detector
+    det = Detector.from_checkpoint("outputs/train/<date>", device="auto")
+    det.score(["a.jpg", pil_image, hwc_uint8_array])   # -> np.ndarray (N,), higher = more likely fake
+    det.predict("a.jpg")                               # -> [Prediction(score, label, fpr, path)]
+
+The backbone and its preprocessing are rebuilt from the checkpoint, so scores match those
+``clipflow-eval`` writes for the same files. ``fpr`` is the share of the checkpoint's natural
+validation images that score at least as high: how often a real photo looks this unusual.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .backbone import Backbone, load_backbone
+from .checkpoint import Checkpoint, load_checkpoint
+from .config import resolve_device
+from .errors import CheckpointError, ClipflowError, UnreadableImageError
+from .fileio import atomic_write_text
+from .features import extract_features
+from .flow import score_features
+from .imageio import list_images, load_image, pil_to_uint8_tensor
+from .metrics import false_positive_rate
+from .pipeline import eval_backbone_config
+from .preprocess import build_transform
+
+log = logging.getLogger(__name__)
+
+REAL, FAKE = "real", "ai-generated"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's verdict. ``score``/``label``/``fpr`` are None when ``error`` says why not."""
+
+    score: float | None
+    label: str | None  # "real" | "ai-generated" | None (unreadable)
+    fpr: float | None
+    path: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Detector:
+    """A checkpoint + the frozen backbone it was trained on, ready to score images."""
+
+    def __init__(self, ckpt: Checkpoint, backbone: Backbone, device: str = "cpu", batch_size: int = 32):
+        if backbone.feature_dim != ckpt.model.feature_dim:
+            raise CheckpointError(
+                f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone {backbone.cfg.name} gives "
+                f"{backbone.feature_dim}-d; use the backbone it was trained with ({ckpt.backbone.get('name')})")
+        self.ckpt, self.backbone, self.device = ckpt, backbone, device
+        self.model = ckpt.model.to(device).eval()
+        self.transform = build_transform(backbone)
+        self.batch_size = batch_size
+        self._val = np.sort(ckpt.val_real_scores.numpy().astype(float))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", backbone: dict | None = None,
+                        batch_size: int = 32) -> "Detector":
+        """Load ``path`` (run folder, ``model.safetensors`` or its JSON) and its backbone.
+
+        ``backbone`` overrides recorded fields, e.g. ``{"pretrained": "/local/weights.safetensors"}``.
+        """
+        return cls.from_loaded(load_checkpoint(path), device, backbone, batch_size)
+
+    @classmethod
+    def from_loaded(cls, ckpt: Checkpoint, device: str = "auto", backbone: dict | None = None,
+                    batch_size: int = 32) -> "Detector":
+        """Like :meth:`from_checkpoint`, for a checkpoint already loaded with ``load_checkpoint``."""
+        device = resolve_device(device)
+        overrides = {k: v for k, v in (backbone or {}).items() if v is not None}
+        return cls(ckpt, load_backbone(eval_backbone_config(ckpt, overrides), device), device, batch_size)
+
+    @property
+    def threshold(self) -> float:
+        """Decision threshold from the checkpoint: ``score > threshold`` means ai-generated."""
+        return self.ckpt.threshold
+
+    @property
+    def random_backbone(self) -> bool:
+        return bool(self.backbone.describe().get("random_init"))
+
+    @property
+    def n_validation(self) -> int:
+        """How many natural validation scores the FPR is computed from."""
+        return len(self._val)
+
+    def label(self, score: float) -> str:
+        return FAKE if score > self.threshold else REAL
+
+    def fpr(self, score: float) -> float | None:
+        """Share of natural validation images scoring >= ``score`` (None without them)."""
+        value = false_positive_rate(self._val, score)
+        return None if np.isnan(value) else value
+
+    def score(self, images: Any, skip_errors: bool = False) -> np.ndarray:
+        """Anomaly scores (N,) for one image or a list of them (paths, PIL images, arrays,
+        tensors; see :func:`to_uint8_chw`). An unreadable file raises UnreadableImageError,
+        or scores NaN with ``skip_errors=True``."""
+        return self._score(as_items(images), skip_errors)[0]
+
+    def predict(self, images: Any, skip_errors: bool = False) -> list[Prediction]:
+        """:meth:`score` plus the decision at the checkpoint threshold and the empirical FPR."""
+        items = as_items(images)
+        scores, errors = self._score(items, skip_errors)
+        paths = [str(x) if isinstance(x, (str, os.PathLike)) else None for x in items]
+        return [self._prediction(s, p, errors.get(i)) for i, (s, p) in enumerate(zip(scores, paths))]
+
+    def _score(self, items: list, skip_errors: bool) -> tuple[np.ndarray, dict[int, str]]:
+        scores, errors = np.full(len(items), np.nan), {}
+        for start in range(0, len(items), self.batch_size):
+            batch, keep = [], []
+            for i, item in enumerate(items[start : start + self.batch_size], start):
+                try:
+                    batch.append(self.transform(to_uint8_chw(item)))  # (3, S, S)
+                    keep.append(i)
+                except UnreadableImageError as err:
+                    if not skip_errors:
+                        raise
+                    errors[i] = err.reason
+                    log.warning("skipped %s", err)
+            if keep:
+                feats = self.backbone(torch.stack(batch).to(self.device))  # (B, D)
+                scores[keep] = score_features(self.model, feats, device=self.device).numpy()
+        return scores, errors
+
+    def _prediction(self, score: float, path: str | None, error: str | None) -> Prediction:
+        if error is not None:
+            return Prediction(None, None, None, path, error)
+        return Prediction(float(score), self.label(score), self.fpr(score), path)
+
+    def score_files(self, paths: Sequence[str | os.PathLike], num_workers: int = 0,
+                    desc: str = "detect") -> list[Prediction]:
+        """Score many files in batches with a progress bar; unreadable files come back with
+        their reason instead of raising. Results follow the order of ``paths``."""
+        paths = [str(p) for p in paths]
+        workers = num_workers if len(paths) > self.batch_size else 0  # spawning costs more than it saves
+        fs = extract_features(self.backbone, paths, self.transform, variants=[None], device=self.device,
+                              batch_size=self.batch_size, num_workers=workers, desc=desc)
+        scores = score_features(self.model, fs.features[0], device=self.device).tolist()
+        done = {p: self._prediction(s, p, None) for p, s in zip(fs.paths, scores)}
+        done.update({p: Prediction(None, None, None, p, reason) for p, reason in fs.skipped})
+        return [done[p] for p in paths]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def as_items(images: Any) -> list:
+    """One image or a sequence of them -> a list; a 4-D array/tensor is a batch."""
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+        return list(images)
+    return [images]
+
+
+def to_uint8_chw(item: Any) -> torch.Tensor:
+    """A path, PIL image, HWC/HW numpy array or CHW/HW tensor -> uint8 (3, H, W).
+
+    Files and PIL images get the same EXIF rotation and mode conversion as ``clipflow-eval``.
+    Float arrays/tensors must hold values in [0, 1]; uint16 arrays are scaled by 255/65535.
+    Arrays are taken as RGB (convert OpenCV's BGR first).
+    """
+    if isinstance(item, (str, os.PathLike)):
+        return pil_to_uint8_tensor(load_image(Path(item)))
+    if isinstance(item, Image.Image):
+        return pil_to_uint8_tensor(ImageOps.exif_transpose(item))
+    if isinstance(item, np.ndarray):
+        if item.ndim == 3 and item.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"numpy images are HWC with 1, 3 or 4 channels; got shape {item.shape}")
+        if item.dtype == np.uint16:  # 16-bit data scaled like 16-bit files (65535 -> 255)
+            item = np.rint(item / 257.0).astype(np.uint8)
+        item = np.ascontiguousarray(item)
+        item = torch.from_numpy(item if item.flags.writeable else item.copy())  # torch warns on read-only
+        item = item.permute(2, 0, 1) if item.ndim == 3 else item
+    if isinstance(item, torch.Tensor):
+        return _tensor_to_uint8_chw(item.detach().cpu())
+    raise TypeError(f"cannot score a {type(item).__name__}: pass a path, PIL image, numpy array or tensor")
+
+
+def _tensor_to_uint8_chw(t: torch.Tensor) -> torch.Tensor:
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
+        raise ValueError(f"tensors are CHW (or HW) with 1, 3 or 4 channels; got shape {tuple(t.shape)}")
+    t = t[:3] if t.shape[0] >= 3 else t.expand(3, -1, -1)  # alpha dropped, as for files
+    if t.dtype == torch.uint8:
+        return t.contiguous()
+    if not t.is_floating_point():
+        raise TypeError(f"unsupported image dtype {t.dtype}: use uint8 or float in [0, 1]")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < -1e-3 or hi > 1 + 1e-3 or not np.isfinite([lo, hi]).all():
+        raise ValueError(f"float images must hold values in [0, 1]; got [{lo:.3g}, {hi:.3g}]")
+    return (t.double() * 255.0).round().clamp(0, 255).to(torch.uint8).contiguous()
+
+
+# ----------------------------------------------------------------------------- many files
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | None]]:
+    """Files, folders (recursive, image extensions only) and glob patterns -> ordered,
+    de-duplicated ``(path, problem)`` pairs; ``problem`` says why an input named nothing.
+
+    A file named explicitly is always tried, whatever its extension; so is a dangling
+    symlink or a FIFO, which then fails with its reason instead of vanishing.
+    """
+    out: dict[str, str | None] = {}
+    for raw in inputs:
+        text = os.path.expanduser(str(raw))
+        for path, problem in _expand_one(text):
+            out.setdefault(os.path.normpath(path), problem)
+    return list(out.items())
+
+
+def _expand_one(text: str) -> list[tuple[str, str | None]]:
+    path = Path(text)
+    if path.is_dir():
+        found = list_images(path, include_special=True)
+        return [(str(p), None) for p in found] or [(text, "no image files in this folder")]
+    if os.path.lexists(text):
+        return [(text, None)]
+    if any(c in text for c in "*?["):
+        matches = sorted(glob.glob(text, recursive=True))
+        expanded = [pair for m in matches for pair in _expand_one(m)]
+        return expanded or [(text, "no file matches this pattern")]
+    return [(text, "not found")]
+
+
+# ----------------------------------------------------------------------------- output
+
+RECORD_COLUMNS = ("path", "score", "label", "fpr", "error")
+
+
+def records_to_jsonl(records: Sequence[Prediction]) -> str:
+    """One JSON object per line; missing numbers are null (never NaN, which is not JSON)."""
+    return "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records)
+
+
+def records_to_csv(records: Sequence[Prediction]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(RECORD_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: "" if v is None else v for k, v in r.to_dict().items()})
+    return buf.getvalue()
+
+
+def output_format(path: str, fmt: str | None = None) -> str:
+    """``jsonl`` or ``csv``: as given, else from the suffix (.jsonl/.json/.ndjson, .csv)."""
+    fmt = (fmt or {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}.get(
+        Path(path).suffix.lower(), "")).lower()
+    if fmt not in ("jsonl", "csv"):
+        raise ClipflowError(f"cannot tell the output format of {path!r}: name it .jsonl or .csv, or pass format=jsonl|csv")
+    return fmt
+
+
+def write_records(records: Sequence[Prediction], path: str | os.PathLike, fmt: str | None = None) -> Path:
+    """Write the records as JSON lines or CSV, atomically; returns the path."""
+    text = (records_to_csv if output_format(str(path), fmt) == "csv" else records_to_jsonl)(records)
+    atomic_write_text(Path(path), text)
+    return Path(path)
+
+
+def records_table(records: Sequence[Prediction]) -> str:
+    """A plain-text table for the terminal: path, score, decision, FPR (or the error)."""
+    rows = [("path", "score", "decision", "FPR@val")]
+    for r in records:
+        if r.error is not None:
+            rows.append((str(r.path), "-", "unreadable", r.error))
+        else:
+            fpr = "n/a" if r.fpr is None else f"{100 * r.fpr:.1f}%"
+            rows.append((str(r.path), f"{r.score:.4f}", str(r.label), fpr))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join((row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]), row[3]))
+             for row in rows]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def table_footer(det: Detector, records: Sequence[Prediction]) -> str:
+    """What the numbers mean, in two or three lines under the table."""
+    n_bad = sum(r.error is not None for r in records)
+    n_fake = sum(r.label == FAKE for r in records)
+    lines = [
+        f"{len(records) - n_bad} scored: {n_fake} {FAKE}, {len(records) - n_bad - n_fake} {REAL}"
+        + (f"; {n_bad} unreadable" if n_bad else ""),
+        f"decision: score > {det.threshold:.4f} (the checkpoint's threshold) -> {FAKE}; FPR@val: share of the "
+        f"checkpoint's {det.n_validation} natural validation images scoring at least as high",
+    ]
+    if det.random_backbone:
+        lines.append("warning: random-weight backbone: these scores show the pipeline runs, they detect nothing")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,201 @@
+"""Robustness evaluation: AP and accuracy under test-time post-processing (JPEG, blur, resize).
+
+Each image is decoded once; the clean image and every perturbation of it go through the
+backbone in the same pass (as feature *variants*), so all rows score the same files. Writes
+the usual result files for the clean images into the run dir, one block per perturbation
+under ``perturb/<name>/``, and a summary: ``robustness.csv/.md/.json`` + ``robustness_ap.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from .backbone import load_backbone
+from .checkpoint import load_checkpoint
+from .config import EvalSettings, resolve_device
+from .data import TestSet, discover_test_sets
+from .errors import CheckpointError, DataError
+from .features import extract_features
+from .fileio import atomic_write_bytes, atomic_write_text
+from .flow import score_features
+from .metrics import mean_row
+from .perturb import CLEAN_STRENGTH, Perturbation
+from .pipeline import eval_backbone_config, eval_metadata, evaluate_sets, select_test_sets
+from .preprocess import build_transform
+from .report import describe_run, to_csv, to_markdown, write_results
+
+log = logging.getLogger(__name__)
+
+CLEAN = "none"
+SUMMARY_COLUMNS = ("perturbation", "family", "strength", "dataset", "display_name",
+                   "ap", "acc@val", "real_acc@val", "fake_acc@val")
+CHUNK = 4096  # images per extraction pass: bounds memory to CHUNK × variants × D floats
+
+
+def run_robustness(s: EvalSettings, perturbations: Sequence[Perturbation], run_dir: Path,
+                   chunk: int = CHUNK) -> dict[str, Path]:
+    """Evaluate ``s.ckpt`` on ``s.data.test_root`` clean and under each perturbation."""
+    run_dir, device = Path(run_dir), resolve_device(s.device)
+    ckpt = load_checkpoint(s.ckpt)
+    if not s.data.test_root:
+        raise DataError("no test images given — pass data.test_root=DIR")
+    sets = select_test_sets(discover_test_sets(Path(s.data.test_root)), s)
+    backbone = load_backbone(eval_backbone_config(ckpt, s.backbone), device)
+    if backbone.feature_dim != ckpt.model.feature_dim:
+        raise CheckpointError(f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone "
+                              f"{backbone.cfg.name} gives {backbone.feature_dim}-d")
+    score_maps, skipped = score_variants(ckpt.model, backbone, sets, perturbations, s, device, chunk)
+    meta = {**eval_metadata(ckpt, backbone, s), "seed": s.seed,
+            "perturbations": [p.describe() for p in perturbations]}
+    files, summary = {}, []
+    for pert, score_of in zip([None, *perturbations], score_maps):
+        rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold)
+        if not rows:
+            raise DataError("no dataset had readable real and fake images; see skipped.txt and the warnings")
+        folder = run_dir if pert is None else run_dir / "perturb" / pert.name
+        block_meta = {**meta, "perturbation": pert.describe() if pert else None}
+        written = write_results(folder, rows, mean_row(rows), block_meta, score_rows, skipped)
+        if pert is not None:  # the table header names the perturbation, not only the folder
+            _title(written["results.md"], f"# Results under `{pert.name}`")
+        files.update(written if pert is None else {f"perturb/{pert.name}/{k}": v for k, v in written.items()})
+        summary += summary_rows(pert, rows)
+    files.update(write_summary(run_dir, summary, meta))
+    return files
+
+
+def _title(md: Path, title: str) -> None:
+    text = md.read_text(encoding="utf-8")
+    atomic_write_text(md, text.replace("# Results", title, 1))
+
+
+def score_variants(model, backbone, sets: list[TestSet], perturbations: Sequence[Perturbation],
+                   s: EvalSettings, device: str, chunk: int = CHUNK):
+    """[clean, *perturbations] -> one {path: score} per variant, plus the skipped files.
+
+    A file that fails to decode (or to perturb) is skipped for every variant alike.
+    """
+    paths = list(dict.fromkeys(str(p) for ts in sets for p in (*ts.real, *ts.fake)))  # shared reals once
+    transform = build_transform(backbone)
+    variants = [None, *perturbations]
+    score_maps: list[dict[str, float]] = [{} for _ in variants]
+    skipped: list[tuple[str, str]] = []
+    n_chunks = max(1, -(-len(paths) // chunk))
+    for i in range(n_chunks):
+        fs = extract_features(backbone, paths[i * chunk : (i + 1) * chunk], transform, variants=variants,
+                              device=device, batch_size=s.data.batch_size, num_workers=s.data.num_workers,
+                              seed=s.seed, desc=f"robustness features {i + 1}/{n_chunks}")
+        skipped += fs.skipped
+        for k, score_of in enumerate(score_maps):
+            score_of.update(zip(fs.paths, score_features(model, fs.features[k], device=device).tolist()))
+    return score_maps, skipped
+
+
+def summary_rows(pert: Perturbation | None, rows: list[dict]) -> list[dict]:
+    """Rows of the summary for one variant: one per dataset plus the mean."""
+    name, family = (pert.name, pert.family) if pert else (CLEAN, CLEAN)
+    strength = pert.strength if pert else None
+    mean = {"dataset": "mean", "display_name": "Mean", **mean_row(rows)}
+    return [{"perturbation": name, "family": family, "strength": strength,
+             **{k: r[k] for k in SUMMARY_COLUMNS[3:]}} for r in [*rows, mean]]
+
+
+def write_summary(run_dir: Path, summary: list[dict], meta: dict) -> dict[str, Path]:
+    """robustness.csv (long), robustness.md (wide tables), robustness.json, robustness_ap.png."""
+    paths = {name: run_dir / name for name in ("robustness.csv", "robustness.md", "robustness.json")}
+    atomic_write_text(paths["robustness.csv"], to_csv(summary, SUMMARY_COLUMNS))
+    atomic_write_text(paths["robustness.md"], summary_markdown(summary, meta))
+    atomic_write_text(paths["robustness.json"], json.dumps({**meta, "rows": summary}, indent=2, sort_keys=True))
+    paths["robustness_ap.png"] = plot_robustness(summary, run_dir / "robustness_ap.png")
+    return paths
+
+
+def wide_table(summary: list[dict], metric: str) -> tuple[list[dict], tuple[str, ...]]:
+    """Rows = perturbations, columns = datasets (+ mean and its change from clean)."""
+    names = list(dict.fromkeys(r["perturbation"] for r in summary))
+    datasets = list(dict.fromkeys(r["display_name"] for r in summary))
+    value = {(r["perturbation"], r["display_name"]): r[metric] for r in summary}
+    clean = value.get((CLEAN, "Mean"))
+    rows = []
+    for name in names:
+        row = {"perturbation": name, **{d: value.get((name, d)) for d in datasets}}
+        mean = value.get((name, "Mean"))
+        row["Δ mean"] = None if clean is None or mean is None else mean - clean
+        rows.append(row)
+    return rows, ("perturbation", *datasets, "Δ mean")
+
+
+def summary_markdown(summary: list[dict], meta: dict) -> str:
+    text = f"# Robustness\n\n{describe_run(meta)}\n\n"
+    text += (f"Perturbations are applied at native resolution before the backbone preprocessing "
+             f"(seed {meta.get('seed')}); `{CLEAN}` = the clean images. Files that could not be read "
+             "are left out of every row alike.\n")
+    for metric, title in (("ap", "AP (%)"), ("acc@val", "Accuracy at the checkpoint threshold, acc@val (%)")):
+        rows, columns = wide_table(summary, metric)
+        text += f"\n## {title}\n\n{to_markdown(rows, columns)}"
+    return text
+
+
+def _panels(summary: list[dict]) -> list[tuple[str, list[str]]]:
+    """(family, perturbation names in order of strength) for each family present."""
+    fams: dict[str, dict[str, float | None]] = {}
+    for r in summary:
+        if r["family"] != CLEAN:
+            fams.setdefault(r["family"], {})[r["perturbation"]] = r["strength"]
+    out = []
+    for family, names in fams.items():
+        reverse = family in ("jpeg", "resize")  # lower quality / smaller scale = stronger
+        order = sorted(names, key=lambda n: names[n] or 0.0, reverse=reverse) if family in CLEAN_STRENGTH else list(names)
+        out.append((family, order))
+    return out
+
+
+def plot_robustness(summary: list[dict], path: Path) -> Path:
+    """AP vs strength: one panel per family, one line per dataset (the mean in black)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = _panels(summary) or [(CLEAN, [])]
+    ap = {(r["perturbation"], r["display_name"]): r["ap"] for r in summary}
+    datasets = list(dict.fromkeys(r["display_name"] for r in summary))
+    colors = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.8, 3.4), squeeze=False, sharey=True)
+    for ax, (family, names) in zip(axes[0], panels):
+        numeric = family in CLEAN_STRENGTH
+        xs = [CLEAN_STRENGTH[family]] + [_strength(summary, n) for n in names] if numeric else list(range(len(names) + 1))
+        for j, d in enumerate(datasets):
+            ys = [ap.get((CLEAN, d))] + [ap.get((n, d)) for n in names]
+            mean = d == "Mean"
+            ax.plot(xs, ys, marker="o", ms=3, lw=2.2 if mean else 1.0, color="black" if mean else colors(j % 20),
+                    label=d, zorder=3 if mean else 2)
+        _axis(ax, family, names, xs, numeric)
+    axes[0][0].set_ylabel("AP (%)")
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _strength(summary: list[dict], name: str) -> float:
+    return next(r["strength"] for r in summary if r["perturbation"] == name)
+
+
+def _axis(ax, family: str, names: list[str], xs: list, numeric: bool) -> None:
+    labels = {"jpeg": "JPEG quality", "blur": "Gaussian blur σ", "resize": "downscale factor"}
+    ax.set_title(family)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    if numeric:
+        ax.set_xlabel(labels[family] + " (clean at left)")
+        if family in ("jpeg", "resize"):
+            ax.invert_xaxis()
+    else:
+        ax.set_xticks(xs, ["clean", *names], rotation=30, fontsize=7)

@@ -1,0 +1,237 @@
+"""Hostile inputs: awkward image files and hostile checkpoints are scored or refused clearly.
+
+Root can read a chmod-000 file, so "unreadable" is exercised with a dangling symlink, a
+self-looping symlink, a FIFO named ``.jpg`` (all real on any machine), a monkeypatched
+PermissionError (as root), and a real chmod 000 where the tests do not run as root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import clipflow.imageio
+from clipflow.checkpoint import load_checkpoint, save_checkpoint
+from clipflow.cli import detect as detect_cli
+from clipflow.detect import Detector
+from clipflow.errors import CheckpointError
+from clipflow.fileio import file_sha256
+from clipflow.flow import CLIPFlow, FlowConfig
+from conftest import run_cli
+from fixtures_images import make_hostile_files, write_image
+
+SCORED = ["really_png.jpg", "cmyk.jpg", "gray16.png", "palette.png", "gray.png", "gray_alpha.png", "rgba.png",
+          "bilevel.png", "float.tif", "anim.webp", "rotated.jpg", "one.png", "X.PNG", "a.b.jpg", "inner.png",
+          "anim.gif"]
+REFUSED = {"zero.jpg": "zero-byte", "truncated.jpg": "truncated", "notes.jpg": "not an image",
+           "bomb.png": "too large", "bomb.jpg": "too large", "bomb.gif": "too large",
+           "gone.jpg": "broken symbolic link", "selfloop.jpg": "symbolic links", "pipe.jpg": "not a regular file",
+           "missing.jpg": "not found"}
+
+
+def _bomb_headers(folder: Path) -> None:
+    """A JPEG and a GIF whose headers declare ~4e9 pixels in a few hundred bytes."""
+    jpg = bytearray((write_image(folder / "small.jpg", (8, 8))).read_bytes())
+    sof = jpg.index(b"\xff\xc0")  # SOF0: length(2) precision(1) height(2) width(2)
+    jpg[sof + 5 : sof + 9] = (65000).to_bytes(2, "big") * 2
+    (folder / "bomb.jpg").write_bytes(bytes(jpg))
+    (folder / "small.jpg").unlink()
+    gif = bytearray(write_image(folder / "small.gif", (8, 8), mode="P").read_bytes())
+    gif[6:10] = (65535).to_bytes(2, "little") * 2  # logical screen width, height
+    (folder / "bomb.gif").write_bytes(bytes(gif))
+    (folder / "small.gif").unlink()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hostile") / "photos"
+    make_hostile_files(folder)
+    _bomb_headers(folder)
+    os.symlink(folder, folder / "loop")  # a folder symlink back to itself
+    os.symlink(folder / "nowhere.jpg", folder / "gone.jpg")  # dangling
+    os.symlink("selfloop.jpg", folder / "selfloop.jpg")  # ELOOP on open
+    os.mkfifo(folder / "pipe.jpg")  # opening it would block forever
+    write_image(folder / "dir.jpg" / "inner.png", (12, 12), seed=3)  # a folder named like an image
+    return folder
+
+
+@pytest.fixture(scope="module")
+def det(trained_run: Path) -> Detector:
+    return Detector.from_checkpoint(trained_run, device="cpu", batch_size=8)
+
+
+def test_cli_scores_or_explains_every_file(corpus: Path, trained_run: Path, tmp_path: Path):
+    start = time.perf_counter()
+    proc = run_cli("clipflow-detect", f"ckpt={trained_run}", "device=cpu", "num_workers=0", "out=report.jsonl",
+                   f"inputs=[{corpus},{corpus / 'anim.gif'},{corpus / 'bomb.gif'},{corpus / 'missing.jpg'}]", cwd=tmp_path)
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert time.perf_counter() - start < 120  # the bombs were not decoded
+    records = [json.loads(line) for line in (tmp_path / "report.jsonl").read_text().splitlines()]
+    by_name = {Path(r["path"]).name: r for r in records}
+    assert len(by_name) == len(records) == len(SCORED) + len(REFUSED)  # no duplicate through the loop
+    for name in SCORED:
+        r = by_name[name]
+        assert r["error"] is None and np.isfinite(r["score"]) and r["label"] in ("real", "ai-generated"), r
+    for name, reason in REFUSED.items():
+        assert by_name[name]["score"] is None and reason in by_name[name]["error"], by_name[name]
+    assert sorted(os.listdir(tmp_path)) == ["report.jsonl"]  # no run folder, no log, no .hydra
+    assert "unreadable" in proc.stdout and f"{len(REFUSED)} of {len(records)} inputs" in proc.stderr
+
+
+def test_animation_scores_its_first_frame(det: Detector, corpus: Path):
+    red, blue = np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 255, 255
+    ref = det.score([red, blue])
+    for name in ("anim.gif", "anim.webp"):
+        got = det.score(corpus / name)[0]
+        assert got == pytest.approx(ref[0], abs=1e-5) and got != pytest.approx(ref[1], abs=1e-5)
+
+
+def test_exif_rotation_is_applied_before_scoring(det: Detector, corpus: Path):
+    with Image.open(corpus / "rotated.jpg") as raw:
+        stored = np.array(raw.convert("RGB"))  # (20, 40, 3): as stored, not as displayed
+        shown = np.array(raw.convert("RGB").transpose(Image.Transpose.ROTATE_270))
+        scores = det.score([corpus / "rotated.jpg", raw, shown, stored])
+    assert scores[:3] == pytest.approx([scores[2]] * 3, abs=1e-5)
+    assert scores[3] != pytest.approx(scores[2], abs=1e-5)
+
+
+def test_bombs_are_rejected_fast_without_memory_growth(det: Detector, corpus: Path):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    start = time.perf_counter()
+    out = det.score_files([corpus / "bomb.png", corpus / "bomb.jpg", corpus / "bomb.gif", corpus / "one.png"])
+    assert time.perf_counter() - start < 10
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 200 * 1024
+    assert [r.error is not None and "too large" in r.error for r in out] == [True, True, True, False]
+
+
+def test_permission_denied_is_reported_and_the_rest_scored(det: Detector, corpus: Path, monkeypatch):
+    # As root chmod 000 does not stop reads, so PIL's open raises the error the OS would give.
+    locked = corpus / "gray.png"
+    real_open = clipflow.imageio.Image.open
+
+    def guarded_open(fp, *args, **kwargs):
+        if str(fp) == str(locked):
+            raise PermissionError(13, "Permission denied", str(fp))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(clipflow.imageio.Image, "open", guarded_open)
+    out = det.score_files([corpus / "rgba.png", locked, corpus / "one.png"])
+    assert out[1].error == "cannot read file: Permission denied"
+    assert out[0].score is not None and out[2].score is not None
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads chmod-000 files; covered by the monkeypatched test")
+def test_chmod_000_file_is_reported(det: Detector, tmp_path: Path):
+    locked = write_image(tmp_path / "locked.png")
+    locked.chmod(0)
+    assert "Permission denied" in det.score_files([locked])[0].error
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+class _SideEffect:
+    """Unpickling this creates ``marker``: the proof that a loader ran pickled code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _copy_ckpt(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "model.json"):
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+def _edit_meta(folder: Path, **changes) -> None:
+    meta = json.loads((folder / "model.json").read_text())
+    meta.update(changes)
+    (folder / "model.json").write_text(json.dumps(meta))
+
+
+def _refused(target: Path, needle: str) -> str:
+    with pytest.raises(CheckpointError) as err:
+        Detector.from_checkpoint(target, device="cpu")
+    msg = str(err.value)
+    assert needle in msg and "\n" not in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_pickled_payload_is_refused_and_never_executed(trained_run: Path, tmp_path: Path, writer):
+    proof = tmp_path / "proof"
+    pickle.loads(pickle.dumps(_SideEffect(proof)))
+    assert proof.exists()  # the payload really runs code when unpickled
+    marker = tmp_path / "pwned"
+    folder = _copy_ckpt(trained_run, tmp_path / "ckpt")
+    weights = folder / "model.safetensors"
+    if writer == "pickle":
+        weights.write_bytes(pickle.dumps({"model.dr.weight": _SideEffect(marker)}))
+    else:
+        torch.save({"model.dr.weight": _SideEffect(marker)}, weights)
+    _refused(folder, "does not match the hash")  # the JSON's hash catches the swap first
+    _edit_meta(folder, sha256=file_sha256(weights))  # an attacker who also forges the JSON
+    _refused(folder, "cannot read")
+    assert not marker.exists()
+
+
+def test_truncated_other_version_and_edited_json_are_refused(trained_run: Path, tmp_path: Path):
+    a = _copy_ckpt(trained_run, tmp_path / "a")
+    (a / "model.safetensors").write_bytes((a / "model.safetensors").read_bytes()[:-64])
+    _refused(a, "truncated")
+    b = _copy_ckpt(trained_run, tmp_path / "b")
+    _edit_meta(b, format_version=2)
+    _refused(b, "version 2")
+    c = _copy_ckpt(trained_run, tmp_path / "c")
+    _edit_meta(c, flow={"dr_dim": 8, "wings": 2})
+    _refused(c, "not a usable clipflow checkpoint")
+    d = _copy_ckpt(trained_run, tmp_path / "d")
+    (d / "model.json").write_text((d / "model.json").read_text()[:100])
+    _refused(d, "unreadable")
+
+
+def test_other_feature_size_is_refused(trained_run: Path, tmp_path: Path):
+    backbone = load_checkpoint(trained_run).backbone  # the tiny backbone gives 768-d features
+    save_checkpoint(tmp_path, CLIPFlow(32, FlowConfig(dr_dim=8, n_blocks=1)), 0.0, backbone, {})
+    _refused(tmp_path, "expects 32-d features")
+
+
+def test_cli_refuses_a_bad_checkpoint_in_one_line(trained_run: Path, tmp_path: Path, monkeypatch, capsys):
+    folder = _copy_ckpt(trained_run, tmp_path / "ckpt")
+    (folder / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr(sys, "argv", ["clipflow-detect", f"ckpt={folder}", f"inputs={trained_run}"])
+    with pytest.raises(SystemExit) as info:
+        detect_cli.main()
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err.startswith("error: ") and "\n" not in err and "truncated" in err
+
+
+def test_no_pickle_loader_in_the_package():
+    src = Path(clipflow.imageio.__file__).parent
+    offenders = [p.name for p in src.rglob("*.py")
+                 if any(s in p.read_text() for s in ("torch.load(", "pickle.load", "import pickle"))]
+    assert offenders == []
+
+
+def test_listing_reports_special_files_only_on_request(corpus: Path):
+    special = {"gone.jpg", "selfloop.jpg", "pipe.jpg"}
+    plain = {p.name for p in clipflow.imageio.list_images(corpus)}
+    listed = [p.name for p in clipflow.imageio.list_images(corpus, include_special=True)]
+    assert not plain & special and set(listed) - plain == special
+    assert len(listed) == len(set(listed))  # the folder loop is walked once
