@@ -18,7 +18,7 @@ import io
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,6 +41,7 @@ from .preprocess import build_transform
 log = logging.getLogger(__name__)
 
 REAL, FAKE = "real", "ai-generated"
+RECORD_COLUMNS = ("path", "score", "label", "fpr", "error")  # one output record per input file
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class Prediction:
     error: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The record as written to JSON lines / CSV, path first."""
+        return {k: getattr(self, k) for k in RECORD_COLUMNS}
 
 
 class Detector:
@@ -245,9 +247,6 @@ def _expand_one(text: str) -> list[tuple[str, str | None]]:
 
 
 # ----------------------------------------------------------------------------- output
-
-RECORD_COLUMNS = ("path", "score", "label", "fpr", "error")
-
 
 def records_to_jsonl(records: Sequence[Prediction]) -> str:
     """One JSON object per line; missing numbers are null (never NaN, which is not JSON)."""

@@ -48,7 +48,8 @@ def run_robustness(s: EvalSettings, perturbations: Sequence[Perturbation], run_d
     if backbone.feature_dim != ckpt.model.feature_dim:
         raise CheckpointError(f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone "
                               f"{backbone.cfg.name} gives {backbone.feature_dim}-d")
-    score_maps, skipped = score_variants(ckpt.model, backbone, sets, perturbations, s, device, chunk)
+    model = ckpt.model.to(device)  # score_features moves features, not the model
+    score_maps, skipped = score_variants(model, backbone, sets, perturbations, s, device, chunk)
     meta = {**eval_metadata(ckpt, backbone, s), "seed": s.seed,
             "perturbations": [p.describe() for p in perturbations]}
     files, summary = {}, []

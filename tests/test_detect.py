@@ -178,6 +178,7 @@ def test_cli_json_lines_on_stdout_and_exit_4(monkeypatch, capsys, mini_bench: Pa
     records = [json.loads(line) for line in out.splitlines()]
     assert code == SomeFilesUnreadableError.exit_code == 4
     assert len(records) == 10 and sum(r["score"] is not None for r in records) == 8
+    assert list(records[0]) == ["path", "score", "label", "fpr", "error"]
     assert {Path(r["path"]).name: r["error"] for r in records if r["error"]} == {
         "broken.jpg": "zero-byte file", "nope.png": "not found"}
     assert "2 of 10 inputs could not be scored" in err.strip().splitlines()[-1]
