@@ -19,7 +19,7 @@ from .checkpoint import load_checkpoint
 from .config import EvalSettings, resolve_device
 from .data import TestSet, discover_test_sets
 from .errors import CheckpointError, DataError
-from .features import extract_features
+from .features import IDENTITY, Variant, extract_features
 from .fileio import atomic_write_bytes, atomic_write_text
 from .flow import score_features
 from .metrics import mean_row
@@ -81,7 +81,9 @@ def score_variants(model, backbone, sets: list[TestSet], perturbations: Sequence
     """
     paths = list(dict.fromkeys(str(p) for ts in sets for p in (*ts.real, *ts.fake)))  # shared reals once
     transform = build_transform(backbone)
-    variants = [None, *perturbations]
+    # Stable keys (not positions) name each variant: its random draws and any cache entry
+    # then do not depend on which other perturbations share the pass.
+    variants = [IDENTITY, *(Variant(f"perturb:{p.name}", p) for p in perturbations)]
     score_maps: list[dict[str, float]] = [{} for _ in variants]
     skipped: list[tuple[str, str]] = []
     n_chunks = max(1, -(-len(paths) // chunk))
