@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # same build CI tests with); override TORCH_PIN to use another pair.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,15 @@ test: install
 
 clean:
 	rm -rf outputs build *.egg-info
+
+# Extraction benchmark: UnivFD-style baseline vs our fast path, in one run.
+# CPU + tiny by default; e.g. make bench ARGS="--device cuda --backbone vit_l14_random --sizes 256 1024"
+bench: install
+	$(PY) scripts/bench_extract.py $(ARGS)
+
+# Every experiment of the paper on a generated miniature of the benchmark (tiny random
+# backbone, CPU, about two minutes): tables with the paper's numbers + plots under
+# outputs/reproduce-mini/ (index.md links them all). See docs/reproduce.md.
+.PHONY: reproduce-mini
+reproduce-mini: install
+	$(PY) scripts/reproduce_mini.py --out outputs/reproduce-mini

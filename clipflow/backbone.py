@@ -25,7 +25,10 @@ TINY_NAME = "clipflow-tiny"
 _TINY_SEED = 0  # the tiny tower is random but identical in every process (train vs eval)
 open_clip.add_model_config(Path(__file__).parent / "model_configs")
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# fp32: strict float32 (TF32 off, the UnivFD-style baseline); tf32: TensorFloat-32 matmuls;
+# bf16 / fp16: a half-precision copy of the frozen tower; amp_bf16: autocast over fp32 weights.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "amp_bf16")
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -35,7 +38,9 @@ class BackboneConfig:
     Attributes:
         name: open_clip model name, or ``tiny`` for the random test backbone.
         pretrained: open_clip tag (``openai``), a local weights file, or null for random init.
-        precision: ``fp32`` or autocast ``bf16``/``fp16`` on CUDA; the flow is always fp32.
+        precision: ``fp32`` (strict), ``tf32``, ``bf16``/``fp16`` (half copy of the tower) or
+            ``amp_bf16`` (autocast); features are returned as float32 and the flow is fp32.
+        compile: wrap the visual tower in ``torch.compile`` (faster on GPUs after warm-up).
         preprocess: ``paper`` (resize 256² → crop 224) or ``univfd`` (center crop only).
         cache_dir: where open_clip caches downloaded weights (null = its default).
     """
@@ -45,6 +50,7 @@ class BackboneConfig:
     precision: str = "fp32"
     preprocess: str = "paper"
     cache_dir: str | None = None
+    compile: bool = False
 
     @property
     def is_tiny(self) -> bool:
@@ -58,6 +64,10 @@ class Backbone(nn.Module):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.cfg = cfg
+        if cfg.precision in _HALF:
+            self.model.to(_HALF[cfg.precision])
+        # encode_image(x) is visual(x) without normalisation; compile just that tower.
+        self.visual = torch.compile(self.model.visual) if cfg.compile else self.model.visual
         pp = getattr(model.visual, "preprocess_cfg", {}) or {}
         self.mean = tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
         self.std = tuple(pp.get("std", open_clip.OPENAI_DATASET_STD))
@@ -68,11 +78,12 @@ class Backbone(nn.Module):
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images (N, 3, S, S) -> float32 features (N, D)."""
-        dtype = PRECISIONS[self.cfg.precision]
-        use_amp = dtype is not None and images.device.type == "cuda"
-        ctx = torch.autocast("cuda", dtype=dtype) if use_amp else nullcontext()
-        with ctx:
-            feats = self.model.encode_image(images)
+        precision = self.cfg.precision
+        if precision in _HALF:
+            images = images.to(_HALF[precision])
+        amp = torch.autocast(images.device.type, dtype=torch.bfloat16) if precision == "amp_bf16" else nullcontext()
+        with amp, _tf32(precision == "tf32"):
+            feats = self.visual(images)
         return feats.float()
 
     def describe(self) -> dict:
@@ -91,12 +102,23 @@ class Backbone(nn.Module):
         }
 
 
+@contextmanager
+def _tf32(enabled: bool):
+    """TF32 on or off for this call only (cuDNN convs default to TF32 on; strict fp32 needs it off)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def weights_identity(cfg: BackboneConfig) -> str:
     """A short identity of the weights: the tag, or the local file's name + size + mtime."""
     if cfg.is_tiny:
         return f"{TINY_NAME}:random-seed{_TINY_SEED}"
     if not cfg.pretrained:
-        return f"{cfg.name}:random"
+        return f"{cfg.name}:random-seed{_TINY_SEED}"
     p = Path(cfg.pretrained).expanduser()
     if p.is_file():
         st = p.stat()
@@ -108,13 +130,18 @@ def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Ba
     """Build the frozen tower on ``device``; one clear error when weights are unavailable."""
     if cfg.precision not in PRECISIONS:
         raise BackboneError(f"backbone.precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if cfg.precision == "fp16" and torch.device(device).type != "cuda":
+        raise BackboneError("backbone.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     if cfg.preprocess not in ("paper", "univfd"):
         raise BackboneError(f"backbone.preprocess={cfg.preprocess!r}: choose paper or univfd")
-    if cfg.is_tiny:
+    if not cfg.is_tiny and cfg.name not in open_clip.list_models():
+        raise BackboneError(f"unknown open_clip model {cfg.name!r}; e.g. backbone.name=ViT-L-14-quickgelu")
+    if cfg.is_tiny or not cfg.pretrained:
+        # Random towers (tests, demo, speed benchmarks) are seeded: the same in every process.
         with torch.random.fork_rng(devices=[]), _quiet_open_clip():
             torch.manual_seed(_TINY_SEED)
-            model = open_clip.create_model(TINY_NAME, pretrained=None)
-        log.warning("backbone 'tiny' has random weights: results show the pipeline works, not detection")
+            model = open_clip.create_model(TINY_NAME if cfg.is_tiny else cfg.name, pretrained=None)
+        log.warning("backbone %r has random weights: results show the pipeline works, not detection", cfg.name)
     else:
         with _quiet_open_clip():
             model = _create_pretrained(cfg)
@@ -134,8 +161,6 @@ def _quiet_open_clip():
 
 
 def _create_pretrained(cfg: BackboneConfig) -> nn.Module:
-    if cfg.name not in open_clip.list_models():
-        raise BackboneError(f"unknown open_clip model {cfg.name!r}; e.g. backbone.name=ViT-L-14-quickgelu")
     pretrained = cfg.pretrained
     if pretrained and _looks_like_path(pretrained) and not Path(pretrained).expanduser().is_file():
         raise BackboneError(f"CLIP weights file not found: {pretrained} — check backbone.pretrained")

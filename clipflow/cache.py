@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from .features import FeatureSet, Variant, as_variant, extract_features
+from .features import FeatureSet, Variant, as_variant, extract_features, iter_feature_batches
 from .fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -142,44 +142,78 @@ def cached_extract(
     seed: int = 0,
     view: int = 0,
     desc: str = "extract",
+    **loader,
 ) -> FeatureSet:
-    """:func:`extract_features` through the cache (``cache=None`` extracts directly)."""
+    """:func:`extract_features` through the cache (``cache=None`` extracts directly).
+
+    ``loader`` holds extract_features' keyword-only loader options (decode, prefetch_factor).
+    """
     variants = [as_variant(v, i) for i, v in enumerate(variants)]
     if cache is None:
-        return extract_features(backbone, paths, transform, variants, device, batch_size, num_workers, seed, view, desc)
+        return extract_features(backbone, paths, transform, variants, device, batch_size, num_workers, seed, view,
+                                desc, **loader)
     paths = [str(p) for p in paths]
     fingerprint = files_fingerprint(paths)
     keys = [cache.entry_key(backbone, transform, v, seed, view, fingerprint) for v in variants]
     missing = [i for i, k in enumerate(keys) if not cache.complete(k)]
     if missing:
         _fill(cache, backbone, paths, transform, [variants[i] for i in missing], [keys[i] for i in missing],
-              device, batch_size, num_workers, seed, view, desc)
+              device, batch_size, num_workers, seed, view, desc, loader)
     else:
         log.info("%s: %d files × %d variant(s) read from cache %s", desc, len(paths), len(keys), cache.root)
     return _load(cache, keys, paths)
 
 
-def _fill(cache, backbone, paths, transform, variants, keys, device, batch_size, num_workers, seed, view, desc):
-    """Compute the missing entries shard by shard (this rank's shards), then index them."""
+def _fill(cache, backbone, paths, transform, variants, keys, device, batch_size, num_workers, seed, view, desc, loader):
+    """Compute the missing entries of this rank's shards in one stream, writing each shard as it completes."""
     dist = Distributed.current()
     n_shards = max(1, -(-len(paths) // cache.shard_size))
-    for shard in range(dist.rank, n_shards, dist.world):
-        if all(cache.shard_done(k, shard) for k in keys):
-            continue  # resumed: this shard survived an interrupted run
-        lo = shard * cache.shard_size
-        chunk = paths[lo : lo + cache.shard_size]
-        fs = extract_features(backbone, chunk, transform, variants, device, batch_size, num_workers, seed, view,
-                              desc=f"{desc} [shard {shard + 1}/{n_shards}]")
-        position = {p: lo + j for j, p in enumerate(chunk)}
-        index = torch.tensor([position[p] for p in fs.paths], dtype=torch.long)
-        for k, key in enumerate(keys):
-            cache.write_shard(key, shard, fs.features[k], index, fs.skipped)
+    todo = [sh for sh in range(dist.rank, n_shards, dist.world) if not all(cache.shard_done(k, sh) for k in keys)]
+    # Global indices of the files still to do; a resumed run skips the completed shards.
+    order = [i for sh in todo for i in range(sh * cache.shard_size, min(len(paths), (sh + 1) * cache.shard_size))]
+    pending = {sh: _ShardBuffer(min(len(paths), (sh + 1) * cache.shard_size) - sh * cache.shard_size) for sh in todo}
+    stream = iter_feature_batches(backbone, [paths[i] for i in order], transform, variants, device, batch_size,
+                                  num_workers, seed, view, f"{desc} [{len(todo)}/{n_shards} shards]", **loader)
+    for idx, feats, bad in stream:
+        for j, pos in enumerate(idx):
+            g = order[pos]
+            pending[g // cache.shard_size].add(g, feats[:, j])
+        for pos, reason in bad:
+            g = order[pos]
+            pending[g // cache.shard_size].skip(paths[g], reason)
+        for sh in [sh for sh, buf in pending.items() if buf.full()]:
+            buf = pending.pop(sh)
+            features, index = buf.tensors(len(keys), backbone.feature_dim)
+            for k, key in enumerate(keys):
+                cache.write_shard(key, sh, features[k], index, buf.skipped)
     dist.barrier()
     if dist.rank == 0:
         for variant, key in zip(variants, keys):
             cache.write_index(key, len(paths), n_shards, {"variant": variant.key, "seed": seed, "view": view,
                                                           "backbone": backbone.describe()["weights_id"]})
     dist.barrier()
+
+
+class _ShardBuffer:
+    """Collects one shard's results until every file of it has been seen."""
+
+    def __init__(self, size: int):
+        self.size, self.index, self.rows, self.skipped = size, [], [], []
+
+    def add(self, global_index: int, features: torch.Tensor) -> None:  # features (K, D)
+        self.index.append(global_index)
+        self.rows.append(features)
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append((path, reason))
+
+    def full(self) -> bool:
+        return len(self.index) + len(self.skipped) == self.size
+
+    def tensors(self, k: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        order = sorted(range(len(self.index)), key=self.index.__getitem__)
+        feats = torch.stack([self.rows[i] for i in order], dim=1) if order else torch.empty(k, 0, dim)
+        return feats, torch.tensor([self.index[i] for i in order], dtype=torch.long)
 
 
 def _load(cache: FeatureCache, keys: list[str], paths: list[str]) -> FeatureSet:

@@ -31,7 +31,9 @@ class DataConfig:
             trains on view e mod views.
         protocol: ``all`` images, or ``univfd`` (≤ max_per_class real + fake per set, seed 0,
             with UnivFD's fall-back to 100 when a set is smaller).
-        batch_size, num_workers: extraction loader settings.
+        batch_size, num_workers, prefetch_factor: extraction loader settings.
+        decode: ``pil`` (workers decode + transform) or ``nvjpeg`` (JPEGs decoded on the GPU,
+            proxies and transforms on the GPU; other files through PIL).
         cache, cache_dir: keep backbone features on disk (default ``$CLIPFLOW_CACHE`` or
             ``~/.cache/clipflow/features``), so the backbone runs once per image and view.
     """
@@ -46,6 +48,8 @@ class DataConfig:
     max_per_class: int = 1000
     batch_size: int = 64
     num_workers: int = 4
+    prefetch_factor: int = 4
+    decode: str = "pil"
     cache: bool = True
     cache_dir: str | None = None
     cache_shard_size: int = 4096

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .errors import UnreadableImageError
+from .device_decode import decode_on_device, read_payload
 from .imageio import load_image, pil_to_uint8_tensor
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,18 @@ def item_seed(seed: int, view: int, path: str) -> int:
 
 
 class ImageFileDataset(Dataset):
-    """Loads one file, applies each variant then the transform; never raises on bad files."""
+    """Loads one file, applies each variant then the transform; never raises on bad files.
 
-    def __init__(self, paths: Sequence, transform, variants: Sequence[Variant], seed: int, view: int):
+    With ``raw=True`` it only reads the file (see device_decode.read_payload) and the
+    variants + transform run later on the GPU via :meth:`apply_all`.
+    """
+
+    def __init__(self, paths: Sequence, transform, variants: Sequence[Variant], seed: int, view: int,
+                 raw: bool = False):
         self.paths = [str(p) for p in paths]
         self.transform = transform
         self.variants = list(variants)
-        self.seed, self.view = seed, view
+        self.seed, self.view, self.raw = seed, view, raw
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -83,27 +89,52 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, i: int):
         path = self.paths[i]
         try:
+            if self.raw:
+                return read_payload(path), i, ""
             image = pil_to_uint8_tensor(load_image(path))  # (3, H, W) uint8, native size
-            return torch.stack([self._apply(v, image, path) for v in self.variants]), i, ""  # (K, 3, S, S)
+            return self.apply_all(image, path), i, ""
         except UnreadableImageError as err:
             return None, i, err.reason
         except Exception as err:  # a file must never take the batch down with it
             return None, i, f"{type(err).__name__}: {err}"
 
 
+    def apply_all(self, image: torch.Tensor, path: str) -> torch.Tensor:
+        """uint8 (3, H, W) -> (K, 3, S, S): every variant, then the backbone transform."""
+        return torch.stack([self._apply(v, image, path) for v in self.variants])
+
     def _apply(self, variant: Variant, image: torch.Tensor, path: str) -> torch.Tensor:
         gen = torch.Generator().manual_seed(item_seed(self.seed, self.view, f"{variant.key}|{path}"))
-        return self.transform(variant.fn(image, gen) if variant.fn else image, gen)
+        image = variant.fn(image, gen) if variant.fn else image
+        # uint8 crops when the transform can normalise later on the device (less to ship).
+        geometry = getattr(self.transform, "geometry", None)
+        return geometry(image, gen) if geometry else self.transform(image, gen)
 
 
 def _collate(batch):
     good = [(x, i) for x, i, _ in batch if x is not None]
     bad = [(i, reason) for x, i, reason in batch if x is None]
+    if good and isinstance(good[0][0], tuple):  # raw payloads: decoded on the device later
+        return [x for x, _ in good], [i for _, i in good], bad
     images = torch.stack([x for x, _ in good]) if good else None
     return images, [i for _, i in good], bad
 
 
-def extract_features(
+def _device_stage(dataset: ImageFileDataset, payloads, idx: list[int], device):
+    """Decode (nvJPEG) and transform a raw batch on the device; returns (images, kept, bad)."""
+    paths = [dataset.paths[i] for i in idx]
+    decoded = decode_on_device(payloads, paths, device)
+    images, kept, bad = [], [], []
+    for i, path, img in zip(idx, paths, decoded):
+        if isinstance(img, Exception):
+            bad.append((i, getattr(img, "reason", str(img))))
+            continue
+        images.append(dataset.apply_all(img, path))
+        kept.append(i)
+    return (torch.stack(images) if images else None), kept, bad
+
+
+def iter_feature_batches(
     backbone,
     paths: Sequence,
     transform,
@@ -114,31 +145,59 @@ def extract_features(
     seed: int = 0,
     view: int = 0,
     desc: str = "extract",
-) -> FeatureSet:
-    """Run ``backbone`` over ``paths``; ``None`` in ``variants`` means the image itself."""
+    *,
+    decode: str = "pil",
+    prefetch_factor: int = 4,
+) -> Iterator[tuple[list[int], torch.Tensor, list[tuple[int, str]]]]:
+    """Stream (kept indices, features (K, B, D) on CPU, [(index, reason)] of bad files) per batch.
+
+    One loader for the whole list: callers that write results in pieces (the cache's
+    shards) keep the workers busy instead of restarting them per piece.
+    ``decode="pil"`` decodes and crops in the loader workers; ``"nvjpeg"`` decodes JPEGs in one
+    batched call on ``device`` (nvJPEG on CUDA; torchvision's CPU decoder otherwise) and runs
+    proxies and crops there. Normalisation always runs on ``device``.
+    """
     variants = [as_variant(v, i) for i, v in enumerate(variants)]
-    dataset = ImageFileDataset(paths, transform, variants, seed, view)
+    if decode not in ("pil", "nvjpeg"):
+        raise ValueError(f"decode={decode!r}: use pil or nvjpeg")
+    raw = decode == "nvjpeg"
+    dataset = ImageFileDataset(paths, transform, variants, seed, view, raw=raw)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
-        pin_memory=torch.device(device).type == "cuda",
-        persistent_workers=False,
+        pin_memory=torch.device(device).type == "cuda" and not raw,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
     )
-    chunks, kept, skipped = [], [], []
+    normalize = getattr(transform, "normalize", lambda x: x)
     with tqdm(total=len(dataset), desc=desc, unit="img") as bar:
         for images, idx, bad in loader:
-            skipped += [(dataset.paths[i], reason) for i, reason in bad]
-            if images is not None:
-                k = images.shape[1]
-                flat = images.flatten(0, 1).to(device, non_blocking=True)  # (B·K, 3, S, S)
-                feats = backbone(flat).float().cpu()
-                chunks.append(feats.view(len(idx), k, -1).transpose(0, 1))  # (K, B, D)
-                kept += idx
             bar.update(len(idx) + len(bad))
-    for path, reason in skipped:
-        log.warning("skipped %s: %s", path, reason)
-    dim = backbone.feature_dim
-    features = torch.cat(chunks, dim=1) if chunks else torch.empty(len(variants), 0, dim)
-    return FeatureSet(features, [dataset.paths[i] for i in kept], skipped)
+            if raw and images is not None:
+                images, idx, late_bad = _device_stage(dataset, images, idx, device)
+                bad = bad + late_bad
+            for i, reason in bad:
+                log.warning("skipped %s: %s", dataset.paths[i], reason)
+            if images is None:
+                yield [], torch.empty(len(variants), 0, backbone.feature_dim), bad
+                continue
+            k = images.shape[1]
+            flat = normalize(images.flatten(0, 1).to(device, non_blocking=True))  # (B·K, 3, S, S)
+            feats = backbone(flat).float().cpu()
+            yield idx, feats.view(len(idx), k, -1).transpose(0, 1), bad  # (K, B, D)
+
+
+def extract_features(backbone, paths: Sequence, transform, variants=(None,), device="cpu", batch_size: int = 64,
+                     num_workers: int = 0, seed: int = 0, view: int = 0, desc: str = "extract",
+                     **loader) -> FeatureSet:
+    """Run ``backbone`` over ``paths`` (see :func:`iter_feature_batches`); ``None`` = the image itself."""
+    paths = [str(p) for p in paths]
+    chunks, kept, skipped = [], [], []
+    for idx, feats, bad in iter_feature_batches(backbone, paths, transform, variants, device, batch_size,
+                                                num_workers, seed, view, desc, **loader):
+        chunks.append(feats)
+        kept += idx
+        skipped += [(paths[i], reason) for i, reason in bad]
+    features = torch.cat(chunks, dim=1) if chunks else torch.empty(len(variants), 0, backbone.feature_dim)
+    return FeatureSet(features, [paths[i] for i in kept], skipped)

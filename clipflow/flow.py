@@ -126,7 +126,7 @@ def score_features(
     model: CLIPFlow, features: torch.Tensor, batch_size: int = 8192, device: str = "cpu"
 ) -> torch.Tensor:
     """Scores for many features in batches, on ``device``; returns a CPU float tensor (N,)."""
-    model.eval()
+    model.to(device).eval()
     out = []
     for start in range(0, len(features), batch_size):
         chunk = features[start : start + batch_size].to(device, non_blocking=True)

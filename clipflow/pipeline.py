@@ -91,6 +91,12 @@ def feature_cache(data) -> FeatureCache | None:
     return FeatureCache(data.cache_dir, data.cache_shard_size) if data.cache else None
 
 
+def loader_options(data) -> dict:
+    """Extraction loader settings from ``data.*`` (batch, workers, decoder, prefetch)."""
+    return {"batch_size": data.batch_size, "num_workers": data.num_workers,
+            "decode": data.decode, "prefetch_factor": data.prefetch_factor}
+
+
 def n_views(s: TrainSettings) -> int:
     """``data.views=0`` means one fresh view per epoch, as the paper's on-the-fly training."""
     return s.data.views if s.data.views > 0 else s.train.resolved_epochs()
@@ -114,8 +120,8 @@ def train_features(s: TrainSettings, backbone, paths, cache, device):
     views, kept, skipped = [], None, []
     total = n_views(s)
     for view in range(total):
-        fs = cached_extract(backbone, paths, transform, variants, cache, device, s.data.batch_size,
-                            s.data.num_workers, seed=s.seed, view=view, desc=f"train features view {view + 1}/{total}")
+        fs = cached_extract(backbone, paths, transform, variants, cache, device, seed=s.seed, view=view,
+                            desc=f"train features view {view + 1}/{total}", **loader_options(s.data))
         views.append(fs.features)
         kept, skipped = fs.paths, fs.skipped
     if not kept:
@@ -126,7 +132,7 @@ def train_features(s: TrainSettings, backbone, paths, cache, device):
 def validation_features(s: TrainSettings, backbone, paths, cache, device):
     """(2, N, D): natural validation images and their band-stop proxies (SPEC §4.3)."""
     fs = cached_extract(backbone, paths, build_transform(backbone, train=False), [IDENTITY, VALIDATION_PROXY],
-                        cache, device, s.data.batch_size, s.data.num_workers, seed=s.seed, desc="validation features")
+                        cache, device, seed=s.seed, desc="validation features", **loader_options(s.data))
     if not fs.paths:
         raise DataError("none of the validation images could be read")
     return fs
@@ -219,7 +225,7 @@ def test_features(backbone, sets: list[TestSet], data, cache, device, seed: int 
     """(1, N, D) features of every test image, each file once (shared real pools)."""
     paths = list(dict.fromkeys(str(p) for ts in sets for p in (*ts.real, *ts.fake)))
     return cached_extract(backbone, paths, build_transform(backbone), [IDENTITY], cache, device,
-                          data.batch_size, data.num_workers, seed=seed, desc="test features")
+                          seed=seed, desc="test features", **loader_options(data))
 
 
 def select_test_sets(sets: list[TestSet], s: EvalSettings) -> list[TestSet]:

@@ -27,12 +27,25 @@ class ImageTransform:
     train: bool = False
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.normalize(self.geometry(image, generator))
+
+    def geometry(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (3, H, W) -> uint8 (3, S, S): resize / pad / crop, still 8-bit.
+
+        Extraction ships these uint8 crops from the loader workers (4× less than float32)
+        and normalises on the device.
+        """
         if self.protocol == "paper":
             image = TF.resize(image, [RESIZE_TO, RESIZE_TO], antialias=True)
         image = pad_to_min_size(image, self.size)
-        image = self._crop(image, generator)
-        x = image.float().div_(255.0)
-        return TF.normalize(x, list(self.mean), list(self.std))
+        return self._crop(image, generator)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, S, S) -> float32 scaled to [0, 1] and standardised with the backbone's mean/std."""
+        shape = (3, 1, 1)
+        mean = torch.tensor(self.mean, device=images.device).view(shape)
+        std = torch.tensor(self.std, device=images.device).view(shape)
+        return (images.float() / 255.0 - mean) / std
 
     def _crop(self, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         h, w = image.shape[-2:]

@@ -85,20 +85,20 @@ def test_interrupted_extraction_resumes_from_complete_shards(setup, monkeypatch)
     bb, paths, proxy, cache = setup
     tf = build_transform(bb)
     reference = cached_extract(bb, paths, tf, [IDENTITY], None)
-    real_extract, calls = cache_mod.extract_features, []
+    real_stream = cache_mod.iter_feature_batches
 
-    def crash_on_second_shard(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_extract(*args, **kwargs)
+    def interrupted_stream(*args, **kwargs):
+        for n, batch in enumerate(real_stream(*args, **kwargs)):
+            if n == 3:  # shard 1 (images 0-1) is on disk, shard 2 half done
+                raise KeyboardInterrupt
+            yield batch
 
-    monkeypatch.setattr(cache_mod, "extract_features", crash_on_second_shard)
+    monkeypatch.setattr(cache_mod, "iter_feature_batches", interrupted_stream)
     with pytest.raises(KeyboardInterrupt):
-        cached_extract(bb, paths, tf, [IDENTITY], cache)
-    monkeypatch.setattr(cache_mod, "extract_features", real_extract)
+        cached_extract(bb, paths, tf, [IDENTITY], cache, batch_size=1)
+    monkeypatch.setattr(cache_mod, "iter_feature_batches", real_stream)
     bb.seen = 0
-    resumed = cached_extract(bb, paths, tf, [IDENTITY], cache)
+    resumed = cached_extract(bb, paths, tf, [IDENTITY], cache, batch_size=1)
     assert bb.seen == 3  # shards 2 and 3 only (2 + 1 images); shard 1 came from disk
     assert torch.allclose(resumed.features, reference.features, atol=1e-6)
     assert not list(Path(cache.root).rglob("*.tmp"))
@@ -123,7 +123,7 @@ def test_torchrun_two_ranks_give_the_same_features_as_one(tmp_path: Path, mini_b
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     extract(tmp_path / "one", [])
-    extract(tmp_path / "two", [str(BIN / "torchrun"), "--nproc_per_node=2", "--master_port=29533"])
+    extract(tmp_path / "two", [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2"])
     one, two = FeatureCache(tmp_path / "one"), FeatureCache(tmp_path / "two")
     keys = sorted(p.name for p in one.root.iterdir())
     assert keys == sorted(p.name for p in two.root.iterdir()) and keys

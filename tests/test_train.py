@@ -38,9 +38,9 @@ def test_batch_loss_sums_both_terms_in_np_mode():
     nat, prx = torch.randn(5, 8), torch.randn(5, 8) + 1
     cfg = TrainConfig(mode="N+P", loss="paper")
     total, parts = batch_loss(model, nat, prx, cfg)
-    assert parts["natural"] == pytest.approx(model.score(nat).mean().item(), abs=1e-5)
-    assert parts["proxy"] == pytest.approx(-model.score(prx).mean().item(), abs=1e-5)
-    assert total.item() == pytest.approx(parts["natural"] + parts["proxy"], abs=1e-5)
+    assert parts["natural"].item() == pytest.approx(model.score(nat).mean().item(), abs=1e-5)
+    assert parts["proxy"].item() == pytest.approx(-model.score(prx).mean().item(), abs=1e-5)
+    assert total.item() == pytest.approx((parts["natural"] + parts["proxy"]).item(), abs=1e-5)
 
 
 def _synthetic(n=512, d=24, shift=1.0, seed=0):

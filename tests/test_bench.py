@@ -1,0 +1,27 @@
+"""The extraction benchmark runs end to end on CPU (a smoke run, not a timing test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_smoke_run_reports_both_paths(tmp_path: Path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_extract.py"), "--n-baseline", "8", "--n-fast", "8",
+         "--workers", "0", "--fast-batch", "4", "--train-n", "256", "--score-n", "1000",
+         "--data", str(tmp_path / "jpegs"), "--gen-procs", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    row = result["sizes"]["256"]
+    assert row["baseline"] > 0 and row["fast_pil"] > 0
+    assert abs(row["ratio"] - row["fast_pil"] / row["baseline"]) < 1e-9
+    assert result["train_np_10ep_s"] > 0 and result["peak_rss_mb"] > 0
+    assert "ratio" in proc.stdout and len(list((tmp_path / "jpegs" / "jpeg256").glob("*.jpg"))) == 8

@@ -1,0 +1,102 @@
+"""Fast-path options change speed, not results: precision, device-side decoding, compile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import average_precision_score
+
+from clipflow.backbone import BackboneConfig, load_backbone
+from clipflow.device_decode import decode_on_device, read_payload
+from clipflow.errors import BackboneError
+from clipflow.features import extract_features
+from clipflow.preprocess import build_transform
+from clipflow.synthetic import fake_image, natural_image
+from fixtures_images import make_hostile_files
+
+
+def _tiny(**kw):
+    return load_backbone(BackboneConfig(name="tiny", pretrained=None, **kw))
+
+
+@pytest.fixture(scope="module")
+def jpeg_set(tmp_path_factory) -> tuple[list[Path], np.ndarray]:
+    root = tmp_path_factory.mktemp("jpegs")
+    rng = np.random.default_rng(0)
+    paths, labels = [], []
+    for i in range(24):
+        fake = i % 2
+        arr = fake_image(rng, 64) if fake else natural_image(rng, 64)
+        path = root / f"{i:02d}.jpg"
+        Image.fromarray(arr).save(path, quality=92)
+        paths.append(path)
+        labels.append(fake)
+    return paths, np.array(labels)
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1)
+
+
+def test_bf16_features_match_fp32(jpeg_set):
+    paths, labels = jpeg_set
+    fp32, bf16 = _tiny(), _tiny(precision="bf16")
+    a = extract_features(fp32, paths, build_transform(fp32)).features[0]
+    b = extract_features(bf16, paths, build_transform(bf16)).features[0]
+    assert _cosine(a, b).min() >= 0.999
+    # A linear read-out fitted on the fp32 features stands in for a detector: its AP on the
+    # bf16 features must barely move.
+    w = a[labels == 1].mean(0) - a[labels == 0].mean(0)
+    ap = [100 * average_precision_score(labels, (f @ w).numpy()) for f in (a, b)]
+    assert abs(ap[0] - ap[1]) < 0.1
+
+
+def test_autocast_and_tf32_match_fp32(jpeg_set):
+    paths, _ = jpeg_set
+    ref = extract_features(_tiny(), paths[:6], build_transform(_tiny())).features[0]
+    for precision in ("amp_bf16", "tf32"):
+        bb = _tiny(precision=precision)
+        assert _cosine(extract_features(bb, paths[:6], build_transform(bb)).features[0], ref).min() >= 0.999
+
+
+def test_fp16_on_cpu_is_a_clear_error():
+    with pytest.raises(BackboneError, match="CUDA"):
+        _tiny(precision="fp16")
+
+
+def test_device_decode_path_matches_pil_path(jpeg_set):
+    paths, _ = jpeg_set
+    bb = _tiny()
+    tf = build_transform(bb)
+    pil = extract_features(bb, paths, tf)
+    dev = extract_features(bb, paths, tf, decode="nvjpeg")  # CPU: torchvision's decoder, same code path
+    assert dev.paths == pil.paths
+    assert _cosine(dev.features[0], pil.features[0]).min() >= 0.999
+
+
+def test_device_decode_routes_odd_files_through_pil(tmp_path: Path):
+    files = make_hostile_files(tmp_path)
+    kinds = {}
+    for name, path in files.items():
+        try:
+            kinds[name] = read_payload(str(path))[0]
+        except Exception as err:  # unreadable files raise exactly as on the PIL path
+            kinds[name] = type(err).__name__
+    assert "jpeg" in kinds.values() and "pixels" in kinds.values()
+    assert all(kinds[n] != "jpeg" for n in kinds if "exif" in n or "cmyk" in n)
+    assert all(kinds[n] == "UnreadableImageError" for n in kinds if "zero" in n)
+    payload = [read_payload(str(p)) for p in files.values() if read_payload_ok(p)]
+    decoded = decode_on_device(payload, [str(p) for p in files.values() if read_payload_ok(p)], "cpu")
+    assert all(isinstance(x, torch.Tensor) and x.shape[0] == 3 and x.dtype == torch.uint8 for x in decoded)
+
+
+def read_payload_ok(path: Path) -> bool:
+    try:
+        read_payload(str(path))
+        return True
+    except Exception:
+        return False
