@@ -1,0 +1,396 @@
+"""The paper's tables as experiments: arms × seeds on one shared feature cache.
+
+An experiment (``configs/experiment/<name>.yaml``) lists *arms*: train-config overrides such
+as ``mode=P``, ``proxy=smoothing`` or ``flow.dr_dim=64``, each with the paper row it is
+compared with. :class:`Runner` composes an arm's settings from ``configs/train.yaml``
+(experiment overrides < command-line overrides < arm overrides, then ``seed``) and runs the
+pipeline stages in-process::
+
+    discover → train_features (cache) → fit → validation_features (cache) → calibrate
+             → test_features (cache, once per run) → score → per-set metrics
+
+The backbone runs once per image, variant and view (the cache); every further arm costs a
+flow training. Arms that resolve to identical settings (Table I's N+P is Table III's FM and
+Table IV's low band) are trained once per process and shared.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from .backbone import BackboneConfig, load_backbone
+from .baselines import BASELINE_LABELS, BASELINE_PAPER, BASELINES, LinearProbe, Mahalanobis, probe_fake_paths
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import EvalSettings, TrainSettings, resolve_device, train_settings
+from .data import discover_test_sets, discover_train_images
+from .errors import ClipflowError, DataError
+from .fileio import atomic_write_text
+from .flow import score_features
+from .metrics import calibrate_threshold
+from .pipeline import (build_model, calibrate, eval_backbone_config, evaluate_sets, feature_cache, select_test_sets,
+                       test_features, train_features, validation_features)
+from .report import TABLE_COLUMNS, to_csv
+from .tables import run_metadata
+from .train import fit
+
+log = logging.getLogger(__name__)
+
+
+def _experiment_dir() -> Path:
+    """configs/experiment inside the installed package (editable or wheel)."""
+    return Path(str(files("clipflow.configs"))) / "experiment"
+
+
+@dataclass
+class ArmSpec:
+    """One trained variant: its overrides and the paper row it is compared with."""
+
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    paper: dict | None = None  # {method, variant} in the experiment's paper tables
+
+
+@dataclass
+class ExperimentSpec:
+    """An experiment config (YAML keys = fields)."""
+
+    name: str
+    title: str
+    arms: list[ArmSpec]
+    overrides: list[str] = field(default_factory=list)
+    compare: list[dict] = field(default_factory=list)  # [{table, metric}]
+    baselines: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)  # bars | histograms | dr_curve
+    sets: str = "test"  # test: data.test_root; extra: extra_roots (Table V)
+    histogram_sets: list[str] = field(default_factory=list)
+    accepts_ckpt: bool = False  # ckpt=PATH replaces the arms by that checkpoint (Table V)
+    description: str = ""
+
+
+def list_experiments() -> list[str]:
+    """Names of the experiment configs, in the order ``experiment=all`` runs them."""
+    return list(OmegaConf.load(_experiment_dir() / "all.yaml").experiments)
+
+
+def load_experiment(name: str) -> ExperimentSpec:
+    path = _experiment_dir() / f"{name}.yaml"
+    if name == "all" or not path.is_file():
+        raise ClipflowError(f"unknown experiment {name!r}; choose one of: all, {', '.join(list_experiments())}")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    arms = [ArmSpec(a["name"], list(a.get("overrides") or []), a.get("paper")) for a in raw.pop("arms")]
+    unknown = sorted(set(raw) - {f for f in ExperimentSpec.__dataclass_fields__})
+    if unknown:
+        raise ClipflowError(f"unknown key(s) {unknown} in {path}")
+    return ExperimentSpec(name=name, arms=arms, **{k: v for k, v in raw.items() if k != "name"})
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def merge_overrides(*groups: list[str]) -> list[str]:
+    """Concatenate override lists; a later value of the same key replaces an earlier one."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        for o in group:
+            merged.pop(override_key(o), None)
+            merged[override_key(o)] = o
+    return list(merged.values())
+
+
+def compose_settings(overrides: list[str]) -> TrainSettings:
+    """configs/train.yaml with ``overrides`` (Hydra syntax), as typed settings."""
+    return copy.deepcopy(_compose(tuple(overrides)))
+
+
+@lru_cache(maxsize=256)
+def _compose(overrides: tuple[str, ...]) -> TrainSettings:
+    try:
+        with initialize_config_module(config_module="clipflow.configs", version_base="1.3"):
+            cfg = compose(config_name="train", overrides=list(overrides))
+    except Exception as err:  # Hydra's override errors say which key is wrong
+        raise ClipflowError(f"bad override in {overrides}: {str(err).splitlines()[0]}") from None
+    return train_settings(OmegaConf.to_container(cfg, resolve=True))
+
+
+@dataclass
+class RunOptions:
+    """What the command line adds to every experiment."""
+
+    overrides: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    out: Path = Path("outputs/reproduce")
+    extra_roots: list[str] = field(default_factory=list)
+    ckpt: str | None = None
+    baselines: list[str] | None = None  # None = each experiment's own list
+    histogram_sets: list[str] | None = None
+    save_checkpoints: bool = True
+
+
+@dataclass
+class SeedRun:
+    """One arm at one seed: per-set metric rows and the per-set score arrays."""
+
+    rows: list[dict]
+    threshold: float
+    n_params: int
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]  # dataset -> (real scores, fake scores)
+    checkpoint: str | None = None
+    seconds: float = 0.0
+    sets: list[tuple[str, str]] = field(default_factory=list)  # (name, display name) evaluated
+    backbone: dict = field(default_factory=dict)
+
+
+@dataclass
+class ArmResult:
+    name: str
+    kind: str  # clipflow | baseline | checkpoint
+    paper: dict | None
+    runs: dict[int, SeedRun]
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class ExperimentResult:
+    spec: ExperimentSpec
+    meta: dict
+    arms: list[ArmResult]
+    sets: list[tuple[str, str]]  # (name, display name) of the evaluated sets, in order
+
+
+@dataclass
+class _TestData:
+    sets: list
+    extra: list
+    paths: list[str]
+    features: torch.Tensor  # (N, D)
+    backbone: dict
+
+
+@dataclass
+class _Trained:
+    """A trained head (or baseline) with its scores on every test image of the run."""
+
+    test: _TestData
+    score_of: dict[str, float]
+    threshold: float
+    n_params: int
+    checkpoint: str | None
+    seconds: float
+
+
+class Runner:
+    """Runs experiments; backbones, test features and trained arms are shared across them."""
+
+    def __init__(self, opts: RunOptions):
+        self.opts = opts
+        self._backbones: dict[str, object] = {}
+        self._tests: dict[str, _TestData] = {}
+        self._trained: dict[str, _Trained] = {}
+
+    # -------------------------------------------------------------- shared resources
+    def settings(self, spec: ExperimentSpec, arm: ArmSpec | None, seed: int) -> TrainSettings:
+        arm_overrides = arm.overrides if arm else []
+        return compose_settings(merge_overrides(spec.overrides, self.opts.overrides, arm_overrides, [f"seed={seed}"]))
+
+    def backbone(self, cfg: BackboneConfig, device: str):
+        key = json.dumps(asdict(cfg), sort_keys=True) + device
+        if key not in self._backbones:
+            self._backbones[key] = load_backbone(cfg, device)
+        return self._backbones[key]
+
+    def test_data(self, s: TrainSettings, backbone, device: str) -> _TestData:
+        """Features of every test image (test root + extra roots), extracted once per run."""
+        key = json.dumps([backbone.describe(), s.data.test_root, self.opts.extra_roots, s.data.protocol,
+                          s.data.max_per_class], sort_keys=True, default=str)
+        if key not in self._tests:
+            es = EvalSettings(data=s.data)
+            sets = select_test_sets(discover_test_sets(Path(s.data.test_root)), es) if s.data.test_root else []
+            extra = [ts for root in self.opts.extra_roots
+                     for ts in select_test_sets(discover_test_sets(Path(root)), es)]
+            _check_unique(sets + extra)
+            # seed 0 always: test crops are deterministic, so every seed shares one extraction.
+            fs = test_features(backbone, sets + extra, s.data, feature_cache(s.data), device, 0)
+            self._tests[key] = _TestData(sets, extra, fs.paths, fs.features[0], backbone.describe())
+        return self._tests[key]
+
+    # -------------------------------------------------------------- one arm, one seed
+    def train_arm(self, s: TrainSettings, ckpt_dir: Path | None) -> _Trained:
+        """Train (or reuse) the head of ``s`` and score every test image with it."""
+        key = json.dumps(asdict(s), sort_keys=True, default=str)
+        if key in self._trained:
+            return self._trained[key]
+        start = time.perf_counter()
+        device = resolve_device(s.device)
+        backbone = self.backbone(s.backbone, device)
+        split = _train_split(s)
+        cache = feature_cache(s.data)
+        feats, _, _ = train_features(s, backbone, split.train, cache, device)
+        natural = feats[0] if s.train.mode in ("N", "N+P") else None
+        proxy = feats[-1] if s.train.mode in ("P", "N+P") else None
+        model = build_model(backbone.feature_dim, s)
+        history = fit(model, natural, proxy, s.train, device)
+        val = validation_features(s, backbone, _val_paths(s, split), cache, device)
+        threshold, val_real, val_info = calibrate(model, val, device)
+        test = self.test_data(s, backbone, device)
+        scores = score_features(model, test.features, device=device).tolist()
+        path = None
+        if ckpt_dir is not None and self.opts.save_checkpoints:
+            path = str(save_checkpoint(ckpt_dir, model, threshold, backbone.describe(), json.loads(key), val_real,
+                                       {"history": history, "validation": val_info, "train": {"mode": s.train.mode}}))
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        done = _Trained(test, dict(zip(test.paths, scores)), threshold, n_params, path, time.perf_counter() - start)
+        self._trained[key] = done
+        return done
+
+    def load_arm(self, s: TrainSettings, ckpt_path: str) -> _Trained:
+        """An existing checkpoint, scored on this run's test images (Table V: the same model)."""
+        ckpt = load_checkpoint(ckpt_path)
+        device = resolve_device(s.device)
+        local = {"pretrained": s.backbone.pretrained} if s.backbone.pretrained and not s.backbone.is_tiny else {}
+        backbone = self.backbone(eval_backbone_config(ckpt, local), device)
+        test = self.test_data(replace(s, backbone=backbone.cfg), backbone, device)
+        scores = score_features(ckpt.model, test.features, device=device).tolist()
+        n_params = sum(p.numel() for p in ckpt.model.parameters())
+        return _Trained(test, dict(zip(test.paths, scores)), ckpt.threshold, n_params, str(ckpt.path), 0.0)
+
+    def baseline(self, name: str, s: TrainSettings) -> _Trained:
+        """Fit a baseline on this seed's training features; score every test image."""
+        key = json.dumps([name, asdict(s.backbone), asdict(s.data), s.seed], sort_keys=True, default=str)
+        if key in self._trained:
+            return self._trained[key]
+        start = time.perf_counter()
+        device = resolve_device(s.device)
+        backbone = self.backbone(s.backbone, device)
+        split, cache = _train_split(s), feature_cache(s.data)
+        plain = replace(s, train=replace(s.train, mode="N"), data=replace(s.data, views=1))  # identity view 0
+        natural = train_features(plain, backbone, split.train, cache, device)[0][0, 0]
+        if name == "mahalanobis":
+            model = Mahalanobis().fit(natural)
+            val = validation_features(s, backbone, _val_paths(s, split), cache, device)
+            val_scores = np.r_[model.score(val.features[0]), model.score(val.features[1])]
+            threshold = calibrate_threshold(val_scores, np.r_[np.zeros(len(val.paths)), np.ones(len(val.paths))])
+        else:
+            fake_paths = probe_fake_paths(s.data.train_root, split.classes, s.seed)
+            fakes = train_features(plain, backbone, fake_paths, cache, device)[0][0, 0]
+            model = LinearProbe(seed=s.seed).fit(natural, fakes)
+            threshold = model.threshold
+        test = self.test_data(s, backbone, device)
+        scores = model.score(test.features).tolist()
+        done = _Trained(test, dict(zip(test.paths, scores)), float(threshold), model.n_params, None,
+                        time.perf_counter() - start)
+        self._trained[key] = done
+        return done
+
+    # -------------------------------------------------------------- experiments
+    def run(self, spec: ExperimentSpec) -> ExperimentResult:
+        out = Path(self.opts.out) / spec.name
+        if self.opts.histogram_sets:
+            spec = replace(spec, histogram_sets=list(self.opts.histogram_sets))
+        first = self.settings(spec, None, self.opts.seeds[0])
+        _require_data(spec, first, self.opts)
+        arms = [self._run_arm(spec, arm, out) for arm in self._arms(spec)]
+        wanted = self.opts.baselines
+        names = [b for b in spec.baselines if wanted is None or b in wanted]
+        if names and not first.data.train_root:  # e.g. table5 from a checkpoint: nothing to fit them on
+            log.warning("%s: baselines %s skipped: they are fitted on data.train_root", spec.name, names)
+            names = []
+        arms += [self._run_baseline(spec, name, out) for name in names]
+        run0 = arms[0].runs[self.opts.seeds[0]]
+        meta = run_metadata(first, run0.backbone, self.opts, spec.name, spec.accepts_ckpt)
+        return ExperimentResult(spec, meta, arms, run0.sets)
+
+    def _arms(self, spec: ExperimentSpec) -> list[ArmSpec]:
+        if spec.accepts_ckpt and self.opts.ckpt:
+            paper = spec.arms[0].paper if spec.arms else None
+            return [ArmSpec("checkpoint", [], paper)]
+        return spec.arms
+
+    def _run_arm(self, spec: ExperimentSpec, arm: ArmSpec, out: Path) -> ArmResult:
+        runs, settings = {}, {}
+        for seed in self.opts.seeds:
+            s = self.settings(spec, arm, seed)
+            folder = out / "arms" / _slug(arm.name) / f"seed{seed}"
+            if arm.name == "checkpoint":
+                trained = self.load_arm(s, self.opts.ckpt)
+            else:
+                trained = self.train_arm(s, folder)
+            runs[seed] = self._evaluate(spec, trained, folder)
+            settings = settings or json.loads(json.dumps(asdict(s), default=str))
+            log.info("%s / %s / seed %d: %.1f s", spec.name, arm.name, seed, trained.seconds)
+        kind = "checkpoint" if arm.name == "checkpoint" else "clipflow"
+        return ArmResult(arm.name, kind, arm.paper, runs, settings)
+
+    def _run_baseline(self, spec: ExperimentSpec, name: str, out: Path) -> ArmResult:
+        if name not in BASELINES:
+            raise ClipflowError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+        runs = {}
+        for seed in self.opts.seeds:
+            s = self.settings(spec, None, seed)
+            runs[seed] = self._evaluate(spec, self.baseline(name, s), out / "arms" / name / f"seed{seed}")
+        return ArmResult(BASELINE_LABELS[name], "baseline", BASELINE_PAPER[name], runs)
+
+    def _evaluate(self, spec: ExperimentSpec, trained: _Trained, folder: Path) -> SeedRun:
+        """Per-set metrics of one trained arm on the experiment's sets; writes its files."""
+        sets = trained.test.extra if spec.sets == "extra" else trained.test.sets
+        rows, score_rows = evaluate_sets(sets, trained.score_of, trained.threshold)
+        grouped: dict[str, tuple[list, list]] = {r["dataset"]: ([], []) for r in rows}
+        for r in score_rows:
+            grouped[r["dataset"]][r["label"]].append(r["score"])
+        scores = {k: (np.asarray(real, np.float32), np.asarray(fake, np.float32)) for k, (real, fake) in grouped.items()}
+        _write_arm_files(folder, rows, score_rows)
+        evaluated = [(r["dataset"], r["display_name"]) for r in rows]
+        return SeedRun(rows, trained.threshold, trained.n_params, scores, trained.checkpoint, trained.seconds,
+                       evaluated, trained.test.backbone)
+
+
+def _check_unique(sets: list) -> None:
+    seen: set[str] = set()
+    for ts in sets:
+        if ts.name in seen:
+            raise DataError(f"two test sets named '{ts.name}' across data.test_root and extra_roots; rename one")
+        seen.add(ts.name)
+
+
+def _train_split(s: TrainSettings):
+    return discover_train_images(Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed)
+
+
+def _val_paths(s: TrainSettings, split) -> list[Path]:
+    """pipeline.run_train's rule: data.val_root when given, else the held-out part of train."""
+    if s.data.val_root:
+        return discover_train_images(Path(s.data.val_root), per_class=None, val_fraction=0.0, seed=s.seed).train
+    if not split.val:
+        raise DataError("no validation images: pass data.val_root=DIR or set data.val_fraction > 0")
+    return split.val
+
+
+def _require_data(spec: ExperimentSpec, s: TrainSettings, opts: RunOptions) -> None:
+    if not s.data.train_root and not (spec.accepts_ckpt and opts.ckpt):
+        raise DataError(f"experiment {spec.name} trains CLIP-Flow: pass data.train_root=DIR (natural images)")
+    if spec.sets == "extra" and not opts.extra_roots:
+        raise DataError(f"experiment {spec.name} evaluates new generators: pass extra_roots=[DIR,...] "
+                        "(folders <name>/0_real, <name>/1_fake)")
+    if spec.sets == "test" and not s.data.test_root:
+        raise DataError(f"experiment {spec.name} needs the benchmark: pass data.test_root=DIR")
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.replace("+", "plus"))
+
+
+def _write_arm_files(folder: Path, rows: list[dict], score_rows: list[dict]) -> None:
+    atomic_write_text(folder / "results.csv", to_csv(rows, TABLE_COLUMNS))
+    atomic_write_text(folder / "scores.csv", to_csv(score_rows, ("path", "dataset", "label", "score")))

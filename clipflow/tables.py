@@ -1,0 +1,401 @@
+"""Experiment results -> comparison tables (ours, paper, Δ) and plots, as CSV / Markdown / PNG.
+
+Every table names what produced it (backbone, weights, preprocessing, protocol, seeds,
+training) in its header; tables made with a random-weight backbone carry report's warning.
+Conventions: numbers are percentages; ``ours`` is the mean over seeds (± the sample standard
+deviation when there are several); ``Δ = ours − paper``; an empty paper cell means the paper
+gives no number there. The mean row averages the paper's sets only (sets outside them, e.g.
+stylegan2, are listed but not averaged), per seed, then over seeds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .data import PAPER_ORDER
+from .fileio import atomic_write_bytes, atomic_write_text
+from .paper_results import PaperRow, find_row, load_table, paper_sets
+from .report import RANDOM_WARNING, to_csv
+from .versions import package_versions
+
+if TYPE_CHECKING:  # experiments imports this module
+    from .config import TrainSettings
+    from .experiments import RunOptions
+
+METRIC_NAMES = {"ap": "AP", "acc@val": "accuracy at the validation threshold", "auc": "ROC-AUC"}
+PAPER_METRIC = {"table1_ap": "ap", "table2_acc": "acc@val", "table3_ap": "ap", "table4_ap": "ap",
+                "table5_ap": "ap", "normalization_ap": "ap", "fig4_ap": "ap"}
+
+
+# ------------------------------------------------------------------ statistics over seeds
+def _stat(values: list[float]) -> tuple[float | None, float | None]:
+    """(mean, sample std) over seeds; std is None for a single seed."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
+
+
+def per_set(arm, metric: str, dataset: str) -> tuple[float | None, float | None]:
+    """An arm's metric on one set, over seeds."""
+    return _stat([next((r[metric] for r in run.rows if r["dataset"] == dataset), None) for run in arm.runs.values()])
+
+
+def mean_over(arm, metric: str, datasets: list[str]) -> tuple[float | None, float | None]:
+    """The mean over ``datasets`` for each seed, then (mean, std) over seeds."""
+    means = []
+    for run in arm.runs.values():
+        vals = [r[metric] for r in run.rows if r["dataset"] in datasets]
+        means.append(float(np.mean(vals)) if vals else None)
+    return _stat(means)
+
+
+def _diff(ours: float | None, paper: float | None) -> float | None:
+    return None if ours is None or paper is None else ours - paper
+
+
+# ------------------------------------------------------------------ comparison tables
+def table_sets(result, table: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(rows to show, sets averaged in the mean row) for a comparison with ``table``."""
+    evaluated = dict(result.sets)
+    if result.spec.sets == "extra":
+        return list(result.sets), list(evaluated)
+    paper = [s for s in PAPER_ORDER if s in paper_sets(table)] or list(PAPER_ORDER)
+    from .data import display_name
+
+    rows = [(s, display_name(s)) for s in paper] + [(s, d) for s, d in result.sets if s not in paper]
+    averaged = [s for s in paper if s in evaluated] or list(evaluated)
+    return rows, averaged
+
+
+def _paper_mean(row: PaperRow | None, averaged: list[str]) -> tuple[float | None, str]:
+    """The paper's mean comparable to ours: its printed mean when we evaluated all of its sets."""
+    if row is None:
+        return None, ""
+    sets = [s for s in row.values if row.values[s] is not None]
+    if not sets or set(sets) <= set(averaged):
+        return row.mean, ""
+    vals = [row.value(s) for s in averaged if row.value(s) is not None]
+    if vals:
+        return float(np.mean(vals)), f"paper mean recomputed over the {len(vals)} sets evaluated here"
+    return row.mean, "paper mean is over its own sets; ours over the sets evaluated here"
+
+
+def _paper_row(table: str, ref: dict | None) -> PaperRow | None:
+    try:
+        return find_row(table, ref)
+    except KeyError:
+        return None  # e.g. the Mahalanobis baseline has no row in Table II
+
+
+def comparison(result, table: str, metric: str) -> tuple[list[dict], list[str], list[str]]:
+    """Rows (one per set + mean), column names and notes of ``ours vs paper`` for ``table``."""
+    rows_shown, averaged = table_sets(result, table)
+    columns, notes = ["dataset", "display_name"], []
+    rows = [{"dataset": s, "display_name": d} for s, d in rows_shown]
+    mean = {"dataset": "mean", "display_name": f"Mean ({len(averaged)} sets)"}
+    for arm in result.arms:
+        prow = _paper_row(table, arm.paper)
+        columns += [f"{arm.name}:ours", f"{arm.name}:std", f"{arm.name}:paper", f"{arm.name}:diff"]
+        for row in rows:
+            ours, std = per_set(arm, metric, row["dataset"])
+            paper = prow.value(row["dataset"]) if prow else None
+            row.update({f"{arm.name}:ours": ours, f"{arm.name}:std": std, f"{arm.name}:paper": paper,
+                        f"{arm.name}:diff": _diff(ours, paper)})
+        ours, std = mean_over(arm, metric, averaged)
+        paper, note = _paper_mean(prow, averaged)
+        mean.update({f"{arm.name}:ours": ours, f"{arm.name}:std": std, f"{arm.name}:paper": paper,
+                     f"{arm.name}:diff": _diff(ours, paper)})
+        notes += [f"{arm.name}: {note}"] if note else []
+        notes += [f"{arm.name}: paper row {prow.label}: {prow.note}"] if prow and prow.note else []
+        notes += [] if prow else [f"{arm.name}: the paper has no number for this in {table}"]
+    return rows + [mean], columns, notes
+
+
+def _cell(row: dict, arm: str) -> list[str]:
+    ours, std, paper, diff = (row.get(f"{arm}:{k}") for k in ("ours", "std", "paper", "diff"))
+    return ["missing" if ours is None else _fmt(ours, std), _fmt(paper), _signed(diff)]
+
+
+def comparison_markdown(result, table: str, metric: str) -> str:
+    rows, _, notes = comparison(result, table, metric)
+    arms = [a.name for a in result.arms]
+    head = ["set"] + [f"{a} {k}" for a in arms for k in ("ours", "paper", "Δ")]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for row in rows:
+        name = f"**{row['display_name']}**" if row["dataset"] == "mean" else row["display_name"]
+        lines.append("| " + " | ".join([name] + [c for a in arms for c in _cell(row, a)]) + " |")
+    caption = load_table(table)[0].caption if load_table(table) else table
+    text = [f"# {result.spec.title}: {METRIC_NAMES.get(metric, metric)} (%), ours vs the paper ({table})", "",
+            result.spec.description.strip(), "", provenance(result.meta), "", "\n".join(lines), "",
+            f"Source: {caption} Δ = ours − paper; — = the paper gives no number; 'missing' = set not found here.",
+            "The mean row averages the paper's sets only, per seed, then over seeds (± sample std)."]
+    text += [f"- {n}" for n in notes]
+    return "\n".join(text) + "\n" + _reference_rows(table, result)
+
+
+def _reference_rows(table: str, result) -> str:
+    """The paper's other rows of this table (means only), for context."""
+    used = {(a.paper or {}).get("method", "") + "/" + (a.paper or {}).get("variant", "-") for a in result.arms}
+    others = [r for r in load_table(table) if f"{r.method}/{r.variant}" not in used and r.mean is not None]
+    if not others:
+        return ""
+    lines = ["", "Other rows of the paper's table (mean only, for context):", "", "| method | mean |", "|---|---:|"]
+    lines += [f"| {r.label} | {r.mean:.2f} |" for r in others]
+    return "\n".join(lines) + "\n"
+
+
+def run_metadata(s: TrainSettings, backbone: dict, opts: RunOptions, experiment: str, uses_ckpt: bool = False) -> dict:
+    """What produced a table: backbone, weights, preprocessing, protocol, seeds, training."""
+    protocol = "all" if s.data.protocol == "all" else f"univfd(max_per_class={s.data.max_per_class}, seed=0)"
+    return {
+        "experiment": experiment,
+        "backbone": backbone,
+        "preprocess": backbone.get("preprocess", s.backbone.preprocess),
+        "protocol": protocol,
+        "seeds": list(opts.seeds),
+        "train": {"per_class": s.data.per_class, "views": s.data.views, "loss": s.train.loss, "lr": s.train.lr,
+                  "batch_size": s.train.batch_size, "epochs": s.train.epochs, "n_blocks": s.flow.n_blocks},
+        "validation": s.data.val_root or f"held out: val_fraction={s.data.val_fraction} of train_root",
+        "train_root": s.data.train_root,
+        "test_root": s.data.test_root,
+        "extra_roots": list(opts.extra_roots),
+        "ckpt": opts.ckpt if uses_ckpt else None,
+        "overrides": list(opts.overrides),
+        "versions": package_versions(),
+    }
+
+
+def provenance(meta: dict) -> str:
+    """One paragraph: backbone, weights, preprocessing, protocol, seeds, training, data."""
+    bb, tr = meta.get("backbone", {}), meta.get("train", {})
+    pre = meta.get("preprocess")
+    how = ("train: resize 256² + random crop 224, test: resize 256² + center crop 224" if pre == "paper"
+           else "no resize, center crop 224 (zero-padded when smaller)")
+    epochs = tr.get("epochs") if tr.get("epochs") is not None else "paper default (P 30, N+P 10, N 10)"
+    text = (f"**Produced by** backbone `{bb.get('name')}` (weights `{bb.get('weights_id')}`, "
+            f"precision {bb.get('precision')}); preprocessing `{pre}` ({how}); test protocol `{meta.get('protocol')}`; "
+            f"seeds {meta.get('seeds')}; training: {tr.get('per_class') or 'all'} natural images per class, {tr.get('views')} "
+            f"view(s), loss `{tr.get('loss')}`, lr {tr.get('lr')}, batch {tr.get('batch_size')}, epochs {epochs}, "
+            f"{tr.get('n_blocks')} coupling blocks; threshold: {meta.get('validation')}.")
+    if meta.get("overrides"):
+        text += f" Command-line overrides: `{' '.join(meta['overrides'])}`."
+    if bb.get("random_init"):
+        text += "\n\n" + RANDOM_WARNING
+    return text
+
+
+# ------------------------------------------------------------------ per-arm summary
+SUMMARY_COLUMNS = ("arm", "kind", "n_params", "mAP", "mAP_std", "paper_mAP", "diff_mAP", "mean_acc", "mean_acc_std",
+                   "paper_acc", "diff_acc", "mean_acc@oracle", "train_seconds")
+
+
+def summary_rows(result) -> list[dict]:
+    """One row per arm: parameters, mAP and mean accuracy (± std), the paper's and Δ."""
+    ap_table, acc_table = _summary_tables(result.spec)
+    rows = []
+    for arm in result.arms:
+        _, averaged = table_sets(result, ap_table)
+        ap, ap_std = mean_over(arm, "ap", averaged)
+        acc, acc_std = mean_over(arm, "acc@val", averaged)
+        p_ap = _paper_mean(_paper_row(ap_table, arm.paper), averaged)[0] if ap_table else None
+        p_acc = _paper_mean(_paper_row(acc_table, arm.paper), averaged)[0] if acc_table else None
+        run0 = next(iter(arm.runs.values()))
+        rows.append({"arm": arm.name, "kind": arm.kind, "n_params": run0.n_params, "mAP": ap, "mAP_std": ap_std,
+                     "paper_mAP": p_ap, "diff_mAP": _diff(ap, p_ap), "mean_acc": acc, "mean_acc_std": acc_std,
+                     "paper_acc": p_acc, "diff_acc": _diff(acc, p_acc),
+                     "mean_acc@oracle": mean_over(arm, "acc@oracle", averaged)[0],
+                     "train_seconds": float(np.mean([r.seconds for r in arm.runs.values()]))})
+    return rows
+
+
+def _summary_tables(spec) -> tuple[str | None, str | None]:
+    tables = [c["table"] for c in spec.compare]
+    ap = next((t for t in tables if PAPER_METRIC.get(t) == "ap"), None)
+    acc = next((t for t in tables if PAPER_METRIC.get(t) == "acc@val"), None)
+    return ap, acc
+
+
+def _fmt(v: float | None, std: float | None = None) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.2f} ± {std:.2f}" if std is not None else f"{v:.2f}"
+
+
+def _signed(v: float | None) -> str:
+    return "" if v is None else f"{v:+.2f}"
+
+
+def summary_markdown(result) -> str:
+    lines = ["| arm | kind | trainable params | mAP | paper mAP | Δ mAP | mean acc | paper acc | Δ acc | acc@oracle |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in summary_rows(result):
+        cells = [r["arm"], r["kind"], f"{r['n_params']:,}", _fmt(r["mAP"], r["mAP_std"]), _fmt(r["paper_mAP"]),
+                 _signed(r["diff_mAP"]), _fmt(r["mean_acc"], r["mean_acc_std"]), _fmt(r["paper_acc"]),
+                 _signed(r["diff_acc"]), _fmt(r["mean_acc@oracle"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return (f"# {result.spec.title}: summary per arm\n\n{provenance(result.meta)}\n\n" + "\n".join(lines)
+            + "\n\nmAP / mean acc over the paper's sets (acc at the validation threshold; acc@oracle picks the best "
+            "threshold on the test labels). Trainable parameters: DR + flow (baselines: their fitted numbers).\n")
+
+
+# ------------------------------------------------------------------ files
+def write_tables(result, folder: Path) -> dict[str, Path]:
+    """All tables, results.json and plots of one experiment into ``folder``."""
+    folder = Path(folder)
+    paths: dict[str, Path] = {}
+    for comp in result.spec.compare:
+        table, metric = comp["table"], comp.get("metric", PAPER_METRIC.get(comp["table"], "ap"))
+        rows, columns, _ = comparison(result, table, metric)
+        paths[f"{table}.csv"] = _write(folder / f"{table}.csv", to_csv(rows, tuple(columns)))
+        paths[f"{table}.md"] = _write(folder / f"{table}.md", comparison_markdown(result, table, metric))
+    paths["summary.csv"] = _write(folder / "summary.csv", to_csv(summary_rows(result), SUMMARY_COLUMNS))
+    paths["summary.md"] = _write(folder / "summary.md", summary_markdown(result))
+    paths["results.json"] = _write(folder / "results.json", json.dumps(results_json(result), indent=1, default=str))
+    paths.update(write_plots(result, folder))
+    return paths
+
+
+def _write(path: Path, text: str) -> Path:
+    atomic_write_text(path, text)
+    return path
+
+
+def results_json(result) -> dict:
+    """Everything behind the tables: per arm, per seed, per set metrics; settings; metadata."""
+    return {
+        "experiment": result.spec.name, "title": result.spec.title, "meta": result.meta,
+        "compare": result.spec.compare, "sets": [s for s, _ in result.sets],
+        "arms": [{"name": a.name, "kind": a.kind, "paper": a.paper, "settings": a.settings,
+                  "seeds": {str(seed): {"rows": run.rows, "threshold": run.threshold, "n_params": run.n_params,
+                                        "checkpoint": run.checkpoint, "seconds": run.seconds}
+                            for seed, run in a.runs.items()}} for a in result.arms],
+        "summary": summary_rows(result),
+    }
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def write_png(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    atomic_write_bytes(path, png_bytes(fig))
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------ plots
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(result, folder: Path) -> dict[str, Path]:
+    """The PNGs the experiment asks for: ``bars``, ``histograms`` (Fig. 3), ``dr_curve`` (Fig. 4)."""
+    out: dict[str, Path] = {}
+    if "bars" in result.spec.plots:
+        out["ap_per_set.png"] = plot_bars(result, folder / "ap_per_set.png")
+    if "histograms" in result.spec.plots:
+        out["histograms.png"] = plot_histograms(result, folder / "histograms.png")
+    if "dr_curve" in result.spec.plots:
+        out["dr_width.png"] = plot_dr_curve(result, folder / "dr_width.png")
+    return out
+
+
+def plot_bars(result, path: Path) -> Path:
+    """AP per set for every arm (bars, ± std) with the paper's number as a black tick."""
+    plt = _pyplot()
+    table = next((c["table"] for c in result.spec.compare if PAPER_METRIC.get(c["table"]) == "ap"), "table1_ap")
+    rows, _, _ = comparison(result, table, "ap")
+    x, arms = np.arange(len(rows)), result.arms
+    width = 0.8 / max(1, len(arms))
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.6 * len(rows) + 3)), 4.2))
+    for i, arm in enumerate(arms):
+        pos = x - 0.4 + width * (i + 0.5)
+        ours = np.array([np.nan if r[f"{arm.name}:ours"] is None else r[f"{arm.name}:ours"] for r in rows])
+        std = np.array([0.0 if r[f"{arm.name}:std"] is None else r[f"{arm.name}:std"] for r in rows])
+        ax.bar(pos, np.nan_to_num(ours), width, yerr=std, label=arm.name, capsize=1.5)
+        paper = np.array([np.nan if r[f"{arm.name}:paper"] is None else r[f"{arm.name}:paper"] for r in rows])
+        ax.hlines(paper, pos - width / 2, pos + width / 2, colors="black", linewidth=1.5)
+    ax.plot([], [], color="black", label="paper")
+    ax.set_xticks(x, [r["display_name"].split(" (")[0] for r in rows], rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("AP (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"{result.spec.title}: AP per set (bars: ours; black ticks: the paper)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return write_png(fig, path)
+
+
+def plot_histograms(result, path: Path) -> Path:
+    """Fig. 3: real vs fake score histograms, one row per arm, one column per chosen set."""
+    plt = _pyplot()
+    arms = [a for a in result.arms if a.kind != "baseline"]
+    sets = result.spec.histogram_sets or [s for s, _ in result.sets[:4]]
+    names = dict(result.sets)
+    fig, axes = plt.subplots(len(arms), len(sets), figsize=(2.8 * len(sets), 2.3 * len(arms)), squeeze=False)
+    for i, arm in enumerate(arms):
+        run = arm.runs[min(arm.runs)]  # the first seed
+        for j, ds in enumerate(sets):
+            ax = axes[i][j]
+            if ds not in run.scores:
+                ax.text(0.5, 0.5, f"{ds}\nnot evaluated", ha="center", va="center", transform=ax.transAxes)
+                continue
+            real, fake = run.scores[ds]
+            bins = np.histogram_bin_edges(np.concatenate([real, fake]), bins=30)
+            ax.hist(real, bins=bins, alpha=0.6, color="#4C72B0", label="real")
+            ax.hist(fake, bins=bins, alpha=0.6, color="#C44E52", label="fake")
+            ax.axvline(run.threshold, color="black", ls="--", lw=0.8)
+            ax.set_title(f"{names.get(ds, ds)} — {arm.name}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.locator_params(axis="x", nbins=4)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Anomaly scores q (higher = more likely fake); dashed: validation threshold", fontsize=9)
+    fig.tight_layout()
+    return write_png(fig, path)
+
+
+def plot_dr_curve(result, path: Path) -> Path:
+    """Fig. 4: mAP and trainable parameters against the DR output width; no DR as lines."""
+    plt = _pyplot()
+    _, averaged = table_sets(result, "table1_ap")
+    points = []
+    for arm in result.arms:
+        if arm.kind == "baseline" or "flow" not in arm.settings:
+            continue
+        ap, std = mean_over(arm, "ap", averaged)
+        points.append((int(arm.settings["flow"]["dr_dim"]), ap, std or 0.0, next(iter(arm.runs.values())).n_params))
+    widths = sorted(p for p in points if p[0] > 0)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    twin = ax.twinx()
+    if widths:
+        ax.errorbar([p[0] for p in widths], [p[1] for p in widths], yerr=[p[2] for p in widths], marker="o",
+                    color="#4C72B0", label="mAP")
+        twin.plot([p[0] for p in widths], [p[3] for p in widths], marker="s", color="#C44E52", label="parameters")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([p[0] for p in widths], [str(p[0]) for p in widths])
+    for dim, ap, _, n in (p for p in points if p[0] == 0):
+        ax.axhline(ap, color="#4C72B0", ls="--", lw=1, label="mAP, no DR")
+        twin.axhline(n, color="#C44E52", ls="--", lw=1, label="parameters, no DR")
+    ax.set_xlabel("DR output width C")
+    ax.set_ylabel("mAP (%)")
+    twin.set_ylabel("trainable parameters")
+    twin.set_yscale("log")
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="best")
+    ax.set_title("DR width ablation (Fig. 4)", fontsize=9)
+    fig.tight_layout()
+    return write_png(fig, path)
