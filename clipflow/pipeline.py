@@ -199,8 +199,8 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
-    """Score every dataset under ``data.test_root`` with a checkpoint; write the result files."""
+def prepare_eval(s: EvalSettings):
+    """(device, checkpoint, test sets, backbone) for an evaluation, every input checked first."""
     device = resolve_device(s.device)
     ckpt = load_checkpoint(s.ckpt)
     if not s.data.test_root:
@@ -212,6 +212,13 @@ def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
             f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone {backbone.cfg.name} gives "
             f"{backbone.feature_dim}-d; evaluate with the backbone it was trained with ({ckpt.backbone.get('name')})"
         )
+    ckpt.model.to(device)
+    return device, ckpt, sets, backbone
+
+
+def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
+    """Score every dataset under ``data.test_root`` with a checkpoint; write the result files."""
+    device, ckpt, sets, backbone = prepare_eval(s)
     fs = test_features(backbone, sets, s.data, feature_cache(s.data), device, s.seed)
     score_of = dict(zip(fs.paths, score_features(ckpt.model, fs.features[0], device=device).tolist()))
     rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold)

@@ -99,8 +99,15 @@ def plot_ap(rows: list[dict], mean: dict, path: Path) -> Path:
     ax.tick_params(axis="x", rotation=60)
     ax.legend(loc="lower right")
     fig.tight_layout()
+    return save_png(fig, path)
+
+
+def save_png(fig, path: Path, dpi: int = 110) -> Path:
+    """Render a matplotlib figure to ``path`` atomically and close it."""
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path

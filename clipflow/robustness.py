@@ -8,25 +8,22 @@ under ``perturb/<name>/``, and a summary: ``robustness.csv/.md/.json`` + ``robus
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from pathlib import Path
 from typing import Sequence
 
-from .backbone import load_backbone
-from .checkpoint import load_checkpoint
-from .config import EvalSettings, resolve_device
-from .data import TestSet, discover_test_sets
-from .errors import CheckpointError, DataError
+from .config import EvalSettings
+from .data import TestSet
+from .errors import DataError
 from .features import IDENTITY, Variant, extract_features
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_text
 from .flow import score_features
 from .metrics import mean_row
 from .perturb import CLEAN_STRENGTH, Perturbation
-from .pipeline import eval_backbone_config, eval_metadata, evaluate_sets, select_test_sets
+from .pipeline import eval_metadata, evaluate_sets, prepare_eval
 from .preprocess import build_transform
-from .report import describe_run, to_csv, to_markdown, write_results
+from .report import describe_run, save_png, to_csv, to_markdown, write_results
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +36,9 @@ CHUNK = 4096  # images per extraction pass: bounds memory to CHUNK × variants �
 def run_robustness(s: EvalSettings, perturbations: Sequence[Perturbation], run_dir: Path,
                    chunk: int = CHUNK) -> dict[str, Path]:
     """Evaluate ``s.ckpt`` on ``s.data.test_root`` clean and under each perturbation."""
-    run_dir, device = Path(run_dir), resolve_device(s.device)
-    ckpt = load_checkpoint(s.ckpt)
-    if not s.data.test_root:
-        raise DataError("no test images given — pass data.test_root=DIR")
-    sets = select_test_sets(discover_test_sets(Path(s.data.test_root)), s)
-    backbone = load_backbone(eval_backbone_config(ckpt, s.backbone), device)
-    if backbone.feature_dim != ckpt.model.feature_dim:
-        raise CheckpointError(f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone "
-                              f"{backbone.cfg.name} gives {backbone.feature_dim}-d")
-    model = ckpt.model.to(device)  # score_features moves features, not the model
+    run_dir = Path(run_dir)
+    device, ckpt, sets, backbone = prepare_eval(s)
+    model = ckpt.model
     score_maps, skipped = score_variants(model, backbone, sets, perturbations, s, device, chunk)
     meta = {**eval_metadata(ckpt, backbone, s), "seed": s.seed,
             "perturbations": [p.describe() for p in perturbations]}
@@ -180,11 +170,7 @@ def plot_robustness(summary: list[dict], path: Path) -> Path:
     axes[0][0].set_ylabel("AP (%)")
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, path)
 
 
 def _strength(summary: list[dict], name: str) -> float:
