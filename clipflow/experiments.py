@@ -39,8 +39,9 @@ from .errors import ClipflowError, DataError
 from .fileio import atomic_write_text
 from .flow import score_features
 from .metrics import calibrate_threshold
-from .pipeline import (build_model, calibrate, eval_backbone_config, evaluate_sets, feature_cache, select_test_sets,
-                       test_features, train_features, validation_features)
+from .pipeline import (DEFAULT_RATIO, build_model, calibrate, eval_backbone_config, evaluate_sets, feature_cache,
+                       select_test_sets, test_features, train_features, validation_features)
+from .proxy import describe
 from .report import TABLE_COLUMNS, to_csv
 from .tables import run_metadata
 from .train import fit
@@ -220,7 +221,9 @@ class Runner:
             sets = select_test_sets(discover_test_sets(Path(s.data.test_root)), es) if s.data.test_root else []
             extra = [ts for root in self.opts.extra_roots
                      for ts in select_test_sets(discover_test_sets(Path(root)), es)]
-            _check_unique(sets + extra)
+            names = [t.name for t in sets + extra]
+            if len(set(names)) < len(names):
+                raise DataError(f"test set names occur twice across data.test_root and extra_roots: {sorted(names)}")
             # seed 0 always: test crops are deterministic, so every seed shares one extraction.
             fs = test_features(backbone, sets + extra, s.data, feature_cache(s.data), device, 0)
             self._tests[key] = _TestData(sets, extra, fs.paths, fs.features[0], backbone.describe())
@@ -229,7 +232,7 @@ class Runner:
     # -------------------------------------------------------------- one arm, one seed
     def train_arm(self, s: TrainSettings, ckpt_dir: Path | None) -> _Trained:
         """Train (or reuse) the head of ``s`` and score every test image with it."""
-        key = json.dumps(asdict(s), sort_keys=True, default=str)
+        key = _arm_key(s)
         if key in self._trained:
             return self._trained[key]
         start = time.perf_counter()
@@ -248,7 +251,8 @@ class Runner:
         scores = score_features(model, test.features, device=device).tolist()
         path = None
         if ckpt_dir is not None and self.opts.save_checkpoints:
-            path = str(save_checkpoint(ckpt_dir, model, threshold, backbone.describe(), json.loads(key), val_real,
+            config = json.loads(json.dumps(asdict(s), default=str))
+            path = str(save_checkpoint(ckpt_dir, model, threshold, backbone.describe(), config, val_real,
                                        {"history": history, "validation": val_info, "train": {"mode": s.train.mode}}))
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         done = _Trained(test, dict(zip(test.paths, scores)), threshold, n_params, path, time.perf_counter() - start)
@@ -356,12 +360,12 @@ class Runner:
                        evaluated, trained.test.backbone)
 
 
-def _check_unique(sets: list) -> None:
-    seen: set[str] = set()
-    for ts in sets:
-        if ts.name in seen:
-            raise DataError(f"two test sets named '{ts.name}' across data.test_root and extra_roots; rename one")
-        seen.add(ts.name)
+def _arm_key(s: TrainSettings) -> str:
+    """Settings with defaults resolved: ``proxy.ratio=null`` under N+P is the same arm as 0.1."""
+    values = asdict(s)
+    values["proxy"] = describe(s.proxy, DEFAULT_RATIO[s.train.mode])
+    values["train"]["epochs"] = s.train.resolved_epochs()
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 def _train_split(s: TrainSettings):
