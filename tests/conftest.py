@@ -18,7 +18,10 @@ BIN = Path(sys.executable).parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Feature caches of the tests go to a throw-away folder, never to the user's ~/.cache.
 os.environ["CLIPFLOW_CACHE"] = tempfile.mkdtemp(prefix="clipflow-test-cache-")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: the flows and the tiny tower are small, and on a busy 2-core machine a second
+# OpenMP thread that gets descheduled makes every op wait at the barrier (25× slower seen).
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 def run_cli(name: str, *args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
