@@ -40,7 +40,8 @@ from .fileio import atomic_write_text
 from .flow import score_features
 from .metrics import calibrate_threshold
 from .pipeline import (DEFAULT_RATIO, build_model, calibrate, eval_backbone_config, evaluate_sets, feature_cache,
-                       select_test_sets, test_features, train_features, validation_features)
+                       select_test_sets, test_features, train_features, validation_features,
+                       validation_paths)
 from .proxy import describe
 from .report import TABLE_COLUMNS, to_csv
 from .tables import run_metadata
@@ -245,7 +246,7 @@ class Runner:
         proxy = feats[-1] if s.train.mode in ("P", "N+P") else None
         model = build_model(backbone.feature_dim, s)
         history = fit(model, natural, proxy, s.train, device)
-        val = validation_features(s, backbone, _val_paths(s, split), cache, device)
+        val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
         threshold, val_real, val_info = calibrate(model, val, device)
         test = self.test_data(s, backbone, device)
         scores = score_features(model, test.features, device=device).tolist()
@@ -283,7 +284,7 @@ class Runner:
         natural = train_features(plain, backbone, split.train, cache, device)[0][0, 0]
         if name == "mahalanobis":
             model = Mahalanobis().fit(natural)
-            val = validation_features(s, backbone, _val_paths(s, split), cache, device)
+            val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
             val_scores = np.r_[model.score(val.features[0]), model.score(val.features[1])]
             threshold = calibrate_threshold(val_scores, np.r_[np.zeros(len(val.paths)), np.ones(len(val.paths))])
         else:
@@ -370,15 +371,6 @@ def _arm_key(s: TrainSettings) -> str:
 
 def _train_split(s: TrainSettings):
     return discover_train_images(Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed)
-
-
-def _val_paths(s: TrainSettings, split) -> list[Path]:
-    """pipeline.run_train's rule: data.val_root when given, else the held-out part of train."""
-    if s.data.val_root:
-        return discover_train_images(Path(s.data.val_root), per_class=None, val_fraction=0.0, seed=s.seed).train
-    if not split.val:
-        raise DataError("no validation images: pass data.val_root=DIR or set data.val_fraction > 0")
-    return split.val
 
 
 def _require_data(spec: ExperimentSpec, s: TrainSettings, opts: RunOptions) -> None:

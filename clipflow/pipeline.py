@@ -51,7 +51,7 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
     if not s.data.train_root:
         raise DataError("no training images given — pass data.train_root=DIR (natural images only)")
     split = discover_train_images(Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed)
-    val_paths = _validation_paths(s, split.val)
+    val_paths = validation_paths(s, split.val)
     log.info("training on %d natural images (%d classes), validating on %d", len(split.train), len(split.classes), len(val_paths))
 
     backbone = load_backbone(s.backbone, device)
@@ -78,7 +78,8 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
     return ckpt
 
 
-def _validation_paths(s: TrainSettings, held_out: list[Path]) -> list[Path]:
+def validation_paths(s: TrainSettings, held_out: list[Path]) -> list[Path]:
+    """The threshold's natural images: ``data.val_root`` when given, else the held-out part of train."""
     if s.data.val_root:
         return discover_train_images(Path(s.data.val_root), per_class=None, val_fraction=0.0, seed=s.seed).train
     if not held_out:
@@ -183,7 +184,7 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
         _, kept, skipped = train_features(s, backbone, split.train, cache, device)
         summary["train"] = {"n_images": len(kept), "n_skipped": len(skipped), "views": n_views(s), "mode": s.train.mode}
     if "val" in stages and (split or s.data.val_root):
-        val = validation_features(s, backbone, _validation_paths(s, split.val if split else []), cache, device)
+        val = validation_features(s, backbone, validation_paths(s, split.val if split else []), cache, device)
         summary["val"] = {"n_images": len(val.paths), "n_skipped": len(val.skipped)}
     if "test" in stages and s.data.test_root:
         sets = discover_test_sets(Path(s.data.test_root))
