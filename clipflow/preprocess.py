@@ -45,7 +45,8 @@ class ImageTransform:
         shape = (3, 1, 1)
         mean = torch.tensor(self.mean, device=images.device).view(shape)
         std = torch.tensor(self.std, device=images.device).view(shape)
-        return (images.float() / 255.0 - mean) / std
+        # One float copy of the batch, then in place (copy=True: never touch the caller's tensor).
+        return images.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)
 
     def _crop(self, image: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         h, w = image.shape[-2:]

@@ -25,3 +25,16 @@ def test_bench_smoke_run_reports_both_paths(tmp_path: Path):
     assert abs(row["ratio"] - row["fast_pil"] / row["baseline"]) < 1e-9
     assert result["train_np_10ep_s"] > 0 and result["peak_rss_mb"] > 0
     assert "ratio" in proc.stdout and len(list((tmp_path / "jpegs" / "jpeg256").glob("*.jpg"))) == 8
+
+
+def test_memory_bench_reports_peaks_per_size(tmp_path: Path):
+    out = tmp_path / "mem.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_memory.py"), "--n", "20", "40", "--workers", "0",
+         "--data", str(tmp_path / "jpegs"), "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["n"] for r in rows] == [20, 40] and [r["n_features"] for r in rows] == [20, 40]
+    assert all(r["peak_rss_main_mb"] >= r["rss_after_setup_mb"] > 0 for r in rows)
