@@ -1,7 +1,9 @@
-"""The glue: run_train(settings, run_dir) and run_eval(settings, run_dir).
+"""The glue: run_train, run_extract and run_eval (settings, run_dir), and their stages.
 
 folder → images → (proxy) → backbone → features → flow → scores → metrics → report.
 Each step is a function of its own module; this file only wires them and writes files.
+The stages (train_features, validation_features, calibrate, test_features, prepare_eval)
+are public so that robustness.py and experiments.py compose the same steps.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import torch
 
 from . import distributed
 from .backbone import BackboneConfig, load_backbone
+from .cache import FeatureCache, cached_extract
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import EvalSettings, TrainSettings, resolve_device
 from .data import TestSet, discover_test_sets, discover_train_images, univfd_sample
 from .errors import CheckpointError, DataError, TrainingDivergedError
-from .cache import FeatureCache, cached_extract
 from .features import IDENTITY, Variant
 from .fileio import atomic_write_text
 from .flow import CLIPFlow, score_features
