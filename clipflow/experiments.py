@@ -39,13 +39,11 @@ from .errors import ClipflowError, DataError
 from .fileio import atomic_write_text
 from .flow import score_features
 from .metrics import calibrate_threshold
-from .pipeline import (DEFAULT_RATIO, build_model, calibrate, eval_backbone_config, evaluate_sets, feature_cache,
-                       select_test_sets, test_features, train_features, validation_features,
-                       validation_paths)
+from .pipeline import (DEFAULT_RATIO, eval_backbone_config, evaluate_sets, feature_cache, select_test_sets,
+                       test_features, train_features, train_head, validation_features, validation_paths)
 from .proxy import describe
 from .report import TABLE_COLUMNS, to_csv
 from .tables import run_metadata
-from .train import fit
 
 log = logging.getLogger(__name__)
 
@@ -239,22 +237,16 @@ class Runner:
         start = time.perf_counter()
         device = resolve_device(s.device)
         backbone = self.backbone(s.backbone, device)
-        split = _train_split(s)
-        cache = feature_cache(s.data)
-        feats, _, _ = train_features(s, backbone, split.train, cache, device)
-        natural = feats[0] if s.train.mode in ("N", "N+P") else None
-        proxy = feats[-1] if s.train.mode in ("P", "N+P") else None
-        model = build_model(backbone.feature_dim, s)
-        history = fit(model, natural, proxy, s.train, device)
-        val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
-        threshold, val_real, val_info = calibrate(model, val, device)
+        head = train_head(s, backbone, _train_split(s), feature_cache(s.data), device)
+        model, threshold = head.model, head.threshold
         test = self.test_data(s, backbone, device)
         scores = score_features(model, test.features, device=device).tolist()
         path = None
         if ckpt_dir is not None and self.opts.save_checkpoints:
             config = json.loads(json.dumps(asdict(s), default=str))
-            path = str(save_checkpoint(ckpt_dir, model, threshold, backbone.describe(), config, val_real,
-                                       {"history": history, "validation": val_info, "train": {"mode": s.train.mode}}))
+            path = str(save_checkpoint(ckpt_dir, model, threshold, backbone.describe(), config, head.val_real_scores,
+                                       {"history": head.history, "validation": head.validation,
+                                        "train": {"mode": s.train.mode}}))
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         done = _Trained(test, dict(zip(test.paths, scores)), threshold, n_params, path, time.perf_counter() - start)
         self._trained[key] = done

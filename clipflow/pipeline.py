@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,32 @@ def build_model(feature_dim: int, settings: TrainSettings) -> CLIPFlow:
         return CLIPFlow(feature_dim, settings.flow)
 
 
+@dataclass
+class TrainedHead:
+    """A trained and calibrated flow with what its checkpoint records."""
+
+    model: CLIPFlow
+    threshold: float
+    val_real_scores: torch.Tensor
+    history: list[dict]
+    validation: dict
+    train_paths: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def train_head(s: TrainSettings, backbone, split, cache, device) -> TrainedHead:
+    """Features (cached) -> fit -> threshold on the validation images: the core of a training run."""
+    mode = s.train.mode
+    feats, train_paths, skipped = train_features(s, backbone, split.train, cache, device)
+    natural = feats[0] if mode in ("N", "N+P") else None
+    proxy = feats[-1] if mode in ("P", "N+P") else None
+    model = build_model(backbone.feature_dim, s)
+    history = fit(model, natural, proxy, s.train, device)
+    val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
+    threshold, val_real, val_info = calibrate(model, val, device)
+    return TrainedHead(model, threshold, val_real, history, val_info, train_paths, skipped)
+
+
 def run_train(s: TrainSettings, run_dir: Path) -> Path:
     """Train on natural images (and their proxies), calibrate, save; returns the checkpoint."""
     run_dir = Path(run_dir)
@@ -53,30 +79,23 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
     if not s.data.train_root:
         raise DataError("no training images given — pass data.train_root=DIR (natural images only)")
     split = discover_train_images(Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed)
-    val_paths = validation_paths(s, split.val)
+    val_paths = validation_paths(s, split.val)  # fail on a missing val set before the backbone runs
     log.info("training on %d natural images (%d classes), validating on %d", len(split.train), len(split.classes), len(val_paths))
 
     backbone = load_backbone(s.backbone, device)
-    cache = feature_cache(s.data)
+    head = train_head(s, backbone, split, feature_cache(s.data), device)
     mode = s.train.mode
-    feats, train_paths, skipped = train_features(s, backbone, split.train, cache, device)
-    natural = feats[0] if mode in ("N", "N+P") else None
-    proxy = feats[-1] if mode in ("P", "N+P") else None
-
-    model = build_model(backbone.feature_dim, s)
-    history = fit(model, natural, proxy, s.train, device)
-    val = validation_features(s, backbone, val_paths, cache, device)
-    threshold, val_real, val_info = calibrate(model, val, device)
     extra = {
-        "history": history,
+        "history": head.history,
         "proxy": describe(s.proxy, DEFAULT_RATIO[mode]),
-        "train": {"mode": mode, "n_images": len(train_paths), "classes": split.classes,
-                  "views": n_views(s), "n_skipped": len(skipped), "epochs": s.train.resolved_epochs()},
-        "validation": val_info,
+        "train": {"mode": mode, "n_images": len(head.train_paths), "classes": split.classes,
+                  "views": n_views(s), "n_skipped": len(head.skipped), "epochs": s.train.resolved_epochs()},
+        "validation": head.validation,
         "versions": package_versions(),
     }
-    ckpt = save_checkpoint(run_dir, model, threshold, backbone.describe(), _plain(asdict(s)), val_real, extra)
-    atomic_write_text(run_dir / "skipped_train.txt", "".join(f"{p}\t{r}\n" for p, r in skipped))
+    ckpt = save_checkpoint(run_dir, head.model, head.threshold, backbone.describe(), _plain(asdict(s)),
+                           head.val_real_scores, extra)
+    atomic_write_text(run_dir / "skipped_train.txt", "".join(f"{p}\t{r}\n" for p, r in head.skipped))
     return ckpt
 
 
