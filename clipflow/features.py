@@ -101,14 +101,29 @@ class ImageFileDataset(Dataset):
 
     def apply_all(self, image: torch.Tensor, path: str) -> torch.Tensor:
         """uint8 (3, H, W) -> (K, 3, S, S): every variant, then the backbone transform."""
-        return torch.stack([self._apply(v, image, path) for v in self.variants])
+        return self.apply_batch([image], [path])[0]
 
-    def _apply(self, variant: Variant, image: torch.Tensor, path: str) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(item_seed(self.seed, self.view, f"{variant.key}|{path}"))
-        image = variant.fn(image, gen) if variant.fn else image
+    def apply_batch(self, images: list[torch.Tensor], paths: list[str]) -> torch.Tensor:
+        """B uint8 (3, H, W) images -> (B, K, 3, S, S), the transform batched per variant.
+
+        Each (variant, file) pair has its own generator, used by the variant first and then by
+        the crop, so a file's result does not depend on the batch it came in.
+        """
+        per_variant = []
+        for variant in self.variants:
+            gens = [self._generator(variant, path) for path in paths]
+            varied = [variant.fn(im, g) if variant.fn else im for im, g in zip(images, gens)]
+            per_variant.append(self._transform_batch(varied, gens))
+        return torch.stack(per_variant, dim=1)
+
+    def _generator(self, variant: Variant, path: str) -> torch.Generator:
+        return torch.Generator().manual_seed(item_seed(self.seed, self.view, f"{variant.key}|{path}"))
+
+    def _transform_batch(self, images: list[torch.Tensor], gens: list[torch.Generator]) -> torch.Tensor:
         # uint8 crops when the transform can normalise later on the device (less to ship).
-        geometry = getattr(self.transform, "geometry", None)
-        return geometry(image, gen) if geometry else self.transform(image, gen)
+        if hasattr(self.transform, "geometry_batch"):
+            return self.transform.geometry_batch(images, gens)
+        return torch.stack([self.transform(im, g) for im, g in zip(images, gens)])
 
 
 def _collate(batch):
@@ -124,14 +139,12 @@ def _device_stage(dataset: ImageFileDataset, payloads, idx: list[int], device):
     """Decode (nvJPEG) and transform a raw batch on the device; returns (images, kept, bad)."""
     paths = [dataset.paths[i] for i in idx]
     decoded = decode_on_device(payloads, paths, device)
-    images, kept, bad = [], [], []
-    for i, path, img in zip(idx, paths, decoded):
-        if isinstance(img, Exception):
-            bad.append((i, getattr(img, "reason", str(img))))
-            continue
-        images.append(dataset.apply_all(img, path))
-        kept.append(i)
-    return (torch.stack(images) if images else None), kept, bad
+    bad = [(i, getattr(img, "reason", str(img))) for i, img in zip(idx, decoded) if isinstance(img, Exception)]
+    good = [(i, path, img) for i, path, img in zip(idx, paths, decoded) if not isinstance(img, Exception)]
+    if not good:
+        return None, [], bad
+    kept, good_paths, images = (list(t) for t in zip(*good))
+    return dataset.apply_batch(images, good_paths), kept, bad
 
 
 def iter_feature_batches(
@@ -171,6 +184,7 @@ def iter_feature_batches(
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
     )
     normalize = getattr(transform, "normalize", lambda x: x)
+    in_flight: _InFlight | None = None
     with tqdm(total=len(dataset), desc=desc, unit="img") as bar:
         for images, idx, bad in loader:
             bar.update(len(idx) + len(bad))
@@ -179,13 +193,43 @@ def iter_feature_batches(
                 bad = bad + late_bad
             for i, reason in bad:
                 log.warning("skipped %s: %s", dataset.paths[i], reason)
-            if images is None:
-                yield [], torch.empty(len(variants), 0, backbone.feature_dim), bad
-                continue
-            k = images.shape[1]
-            flat = normalize(images.flatten(0, 1).to(device, non_blocking=True))  # (B·K, 3, S, S)
-            feats = backbone(flat).float().cpu()
-            yield idx, feats.view(len(idx), k, -1).transpose(0, 1), bad  # (K, B, D)
+            current = _launch(backbone, images, idx, bad, len(variants), normalize, device)
+            # One batch behind: the GPU computes this batch while the caller handles the last.
+            if in_flight is not None:
+                yield in_flight.result()
+            in_flight = current
+    if in_flight is not None:
+        yield in_flight.result()
+
+
+@dataclass
+class _InFlight:
+    """A launched batch: features (B·K, D) on the host, complete once ``done`` has fired."""
+
+    idx: list[int]
+    feats: torch.Tensor
+    k: int
+    bad: list[tuple[int, str]]
+    done: torch.cuda.Event | None = None
+
+    def result(self) -> tuple[list[int], torch.Tensor, list[tuple[int, str]]]:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.idx, self.feats.view(len(self.idx), self.k, self.feats.shape[-1]).transpose(0, 1), self.bad
+
+
+def _launch(backbone, images: torch.Tensor | None, idx: list[int], bad, k: int, normalize, device) -> _InFlight:
+    """Queue the backbone on (B, K, 3, S, S) uint8 images; on CUDA nothing waits for the result."""
+    if images is None:
+        return _InFlight([], torch.empty(0, backbone.feature_dim), k, bad)
+    flat = normalize(images.flatten(0, 1).to(device, non_blocking=True))  # (B·K, 3, S, S)
+    feats = backbone(flat).float()
+    if not feats.is_cuda:
+        return _InFlight(idx, feats.cpu(), k, bad)
+    host = feats.to("cpu", non_blocking=True)  # into pinned memory, behind the next batch's work
+    done = torch.cuda.Event()
+    done.record()
+    return _InFlight(idx, host, k, bad, done)
 
 
 def extract_features(backbone, paths: Sequence, transform, variants=(None,), device="cpu", batch_size: int = 64,

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .errors import TrainingDivergedError
 from .flow import LOG_2PI, CLIPFlow, score_from
+from .train_step import StepRunner
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class TrainConfig:
         epochs: ``None`` picks the paper's value for the mode (P 30, N+P 10; N 10).
         batch_size: images per step; an N+P step holds these images *and* their proxies.
         hinge_margin: m in relu(m − q) for ``loss=hinge``.
+        cuda_graph: on a GPU, capture the step once and replay it (same math, without the
+            per-kernel launch overhead that otherwise dominates); ignored on CPU.
     """
 
     mode: str = "N+P"
@@ -41,6 +44,7 @@ class TrainConfig:
     epochs: int | None = None
     hinge_margin: float = 1.0
     seed: int = 0
+    cuda_graph: bool = True
 
     def resolved_epochs(self) -> int:
         return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.mode]
@@ -133,28 +137,18 @@ def fit(
         raise ValueError(f"mode {cfg.mode} needs features for its terms; got none")
     model.to(device).train()
     # All views on the device once: per-step host->device copies would dominate on a GPU.
-    natural = natural.to(device) if natural is not None else None
-    proxy = proxy.to(device) if proxy is not None else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    natural = natural.to(device).contiguous() if natural is not None else None
+    proxy = proxy.to(device).contiguous() if proxy is not None else None
+    runner, epoch_t = _step_runner(model, natural, proxy, cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed)
     n, history = ref.shape[1], []
-    epochs = cfg.resolved_epochs()
-    for epoch in tqdm(range(epochs), desc=f"train {cfg.mode}", unit="epoch"):
+    steps = math.ceil(n / cfg.batch_size)
+    for epoch in tqdm(range(cfg.resolved_epochs()), desc=f"train {cfg.mode}", unit="epoch"):
+        epoch_t.fill_(epoch)
         order = torch.randperm(n, generator=gen).to(device)
-        sums: dict[str, torch.Tensor] = {}
-        steps = math.ceil(n / cfg.batch_size)
         for step in range(steps):
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            nat = _view(natural, epoch, idx)
-            prx = _view(proxy, epoch, idx)
-            loss, parts = batch_loss(model, nat, prx, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in {"loss": loss.detach(), **parts}.items():
-                sums[k] = sums[k] + v if k in sums else v
-        row = {"epoch": epoch + 1, **{k: v.item() / steps for k, v in sums.items()}}
+            runner(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+        row = {"epoch": epoch + 1, **{k: v / steps for k, v in runner.take_sums().items()}}
         _check_finite(row["loss"], epoch, cfg)
         history.append(row)
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 5) for k, v in row.items()})
@@ -164,7 +158,36 @@ def fit(
     return history
 
 
-def _view(feats: torch.Tensor | None, epoch: int, idx: torch.Tensor) -> torch.Tensor | None:
+def _step_runner(model: CLIPFlow, natural: torch.Tensor | None, proxy: torch.Tensor | None,
+                 cfg: TrainConfig, device) -> tuple[StepRunner, torch.Tensor]:
+    """The runner of one full optimiser step, and the epoch counter (a device tensor) it reads.
+
+    The step only touches device tensors that live as long as the training (features, the
+    index buffer, the epoch counter), which is what lets StepRunner capture it as a graph.
+    """
+    capture = cfg.cuda_graph and torch.device(device).type == "cuda"
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, capturable=capture)
+    epoch_t = torch.zeros((), dtype=torch.long, device=device)
+
+    def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss, parts = batch_loss(model, _view(natural, epoch_t, idx), _view(proxy, epoch_t, idx), cfg)
+        opt.zero_grad(set_to_none=False)  # zeroed in place: the captured graph keeps its buffers
+        loss.backward()
+        opt.step()
+        return {"loss": loss.detach(), **parts}
+
+    return StepRunner(step, cfg.batch_size, device, capture), epoch_t
+
+
+def _view(feats: torch.Tensor | None, epoch: torch.Tensor, idx: torch.Tensor) -> torch.Tensor | None:
+    """Rows ``idx`` of view ``epoch mod V`` of (V, N, D) features.
+
+    Pure device arithmetic + index_select: nothing reads a value back to the host, which a
+    CUDA graph capture would refuse (a 0-d tensor used as an index can be read back).
+    """
     if feats is None:
         return None
-    return feats[epoch % feats.shape[0], idx]
+    v, n, d = feats.shape
+    rows = (epoch % v) * n + idx  # (B,) rows of the flattened (V·N, D) matrix
+    return feats.reshape(v * n, d).index_select(0, rows)  # (B, D)

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
+from clipflow import preprocess
 from clipflow.backbone import BackboneConfig, load_backbone
 from clipflow.device_decode import decode_on_device, read_payload
 from clipflow.errors import BackboneError
@@ -100,3 +102,34 @@ def read_payload_ok(path: Path) -> bool:
         return True
     except Exception:
         return False
+
+
+def _odd_size_images() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    sizes = [(300, 400), (300, 400), (256, 256), (180, 500), (300, 400), (90, 120)]
+    return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
+
+
+def test_batched_resize_equals_resizing_one_by_one(monkeypatch):
+    monkeypatch.setattr(preprocess, "RESIZE_CHUNK", 2)  # three 300x400 images: two chunks
+    images = _odd_size_images()
+    batched = preprocess.resize_grouped(images, 256)
+    for image, out in zip(images, batched):
+        assert torch.equal(out, TF.resize(image, [256, 256], antialias=True))
+
+
+@pytest.mark.parametrize("protocol", ["paper", "univfd"])
+@pytest.mark.parametrize("train", [False, True])
+def test_geometry_batch_equals_geometry_per_image(protocol, train):
+    tf = preprocess.ImageTransform(protocol, 224, (0.5,) * 3, (0.25,) * 3, train=train)
+    images = _odd_size_images()
+    batched = tf.geometry_batch(images, [torch.Generator().manual_seed(i) for i in range(len(images))])
+    assert batched.shape == (len(images), 3, 224, 224) and batched.dtype == torch.uint8
+    for i, image in enumerate(images):
+        assert torch.equal(batched[i], tf.geometry(image, torch.Generator().manual_seed(i)))
+        if not train:  # the protocols of SPEC §3, written out independently
+            sized = TF.resize(image, [256, 256], antialias=True) if protocol == "paper" else image
+            h, w = sized.shape[-2:]
+            ph, pw = max(0, 224 - h), max(0, 224 - w)
+            sized = TF.pad(sized, [pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=0)
+            assert torch.equal(batched[i], TF.center_crop(sized, [224, 224]))
