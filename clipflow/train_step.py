@@ -11,7 +11,7 @@ step runs eagerly.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -8,6 +8,9 @@ export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 nvidia-smi -L | tee "$out/device.txt"
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" | tee -a "$out/device.txt"
 data=/tmp/clipflow-bench-jpegs
+# The GPU-only tests first (CUDA-graph training == eager, nvJPEG path == PIL path, ...).
+echo "== pytest -m gpu"; timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_train_step.py tests/test_fast_path.py tests/test_proxy.py 2>&1 | tail -15 \
+    | tee "$out/gpu_tests.txt"
 run() { echo "== $*"; timeout 240 python3 "$@" || echo "!! exit $? for: $*"; }
 run scripts/check_precision.py --device cuda --backbone vit_l14_random --n 1024 --json "$out/precision.json"
 run scripts/bench_extract.py --device cuda --backbone vit_l14_random --sizes 256 --n-baseline 1024 --n-fast 8192 \

@@ -24,6 +24,7 @@ def test_bench_smoke_run_reports_both_paths(tmp_path: Path):
     assert row["baseline"] > 0 and row["fast_pil"] > 0
     assert abs(row["ratio"] - row["fast_pil"] / row["baseline"]) < 1e-9
     assert result["train_np_10ep_s"] > 0 and result["peak_rss_mb"] > 0
+    assert result["model_only"] > 0 and row["input_only_pil"] > 0
     assert "ratio" in proc.stdout and len(list((tmp_path / "jpegs" / "jpeg256").glob("*.jpg"))) == 8
 
 

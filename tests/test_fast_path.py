@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from fixtures_images import make_hostile_files
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
@@ -18,7 +19,6 @@ from clipflow.errors import BackboneError
 from clipflow.features import extract_features
 from clipflow.preprocess import build_transform
 from clipflow.synthetic import fake_image, natural_image
-from fixtures_images import make_hostile_files
 
 
 def _tiny(**kw):
@@ -70,12 +70,17 @@ def test_fp16_on_cpu_is_a_clear_error():
         _tiny(precision="fp16")
 
 
-def test_device_decode_path_matches_pil_path(jpeg_set):
+@pytest.mark.parametrize("device", [
+    "cpu",  # torchvision's CPU decoder through the same code path
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                     reason="needs CUDA")]),
+])
+def test_device_decode_path_matches_pil_path(jpeg_set, device):
     paths, _ = jpeg_set
-    bb = _tiny()
+    bb = _tiny().to(device)
     tf = build_transform(bb)
-    pil = extract_features(bb, paths, tf)
-    dev = extract_features(bb, paths, tf, decode="nvjpeg")  # CPU: torchvision's decoder, same code path
+    pil = extract_features(bb, paths, tf, device=device)
+    dev = extract_features(bb, paths, tf, device=device, decode="nvjpeg", batch_size=7)
     assert dev.paths == pil.paths
     assert _cosine(dev.features[0], pil.features[0]).min() >= 0.999
 
