@@ -213,9 +213,11 @@ class _InFlight:
     done: torch.cuda.Event | None = None
 
     def result(self) -> tuple[list[int], torch.Tensor, list[tuple[int, str]]]:
+        feats = self.feats
         if self.done is not None:
             self.done.synchronize()
-        return self.idx, self.feats.view(len(self.idx), self.k, self.feats.shape[-1]).transpose(0, 1), self.bad
+            feats = feats.clone()  # out of pinned memory, which then serves the next batches
+        return self.idx, feats.view(len(self.idx), self.k, feats.shape[-1]).transpose(0, 1), self.bad
 
 
 def _launch(backbone, images: torch.Tensor | None, idx: list[int], bad, k: int, normalize, device) -> _InFlight:
@@ -226,7 +228,8 @@ def _launch(backbone, images: torch.Tensor | None, idx: list[int], bad, k: int, 
     feats = backbone(flat).float()
     if not feats.is_cuda:
         return _InFlight(idx, feats.cpu(), k, bad)
-    host = feats.to("cpu", non_blocking=True)  # into pinned memory, behind the next batch's work
+    # Pinned host memory: the copy then runs asynchronously, behind the next batch's work.
+    host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True).copy_(feats, non_blocking=True)
     done = torch.cuda.Event()
     done.record()
     return _InFlight(idx, host, k, bad, done)
