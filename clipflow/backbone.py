@@ -40,7 +40,8 @@ class BackboneConfig:
         pretrained: open_clip tag (``openai``), a local weights file, or null for random init.
         precision: ``fp32`` (strict), ``tf32``, ``bf16``/``fp16`` (half copy of the tower) or
             ``amp_bf16`` (autocast); features are returned as float32 and the flow is fp32.
-        compile: wrap the visual tower in ``torch.compile`` (faster on GPUs after warm-up).
+        compile: wrap the visual tower in ``torch.compile`` (faster on GPUs after warm-up); it
+            sees one batch shape, shorter batches are zero-padded (no recompile per dataset).
         preprocess: ``paper`` (resize 256² → crop 224) or ``univfd`` (center crop only).
         cache_dir: where open_clip caches downloaded weights (null = its default).
     """
@@ -66,8 +67,10 @@ class Backbone(nn.Module):
         self.cfg = cfg
         if cfg.precision in _HALF:
             self.model.to(_HALF[cfg.precision])
-        # encode_image(x) is visual(x) without normalisation; compile just that tower.
-        self.visual = torch.compile(self.model.visual) if cfg.compile else self.model.visual
+        # encode_image(x) is visual(x) without normalisation; compile just that tower, for one
+        # static batch shape (see forward): a second shape would recompile it, with dynamic shapes.
+        self.visual = torch.compile(self.model.visual, dynamic=False) if cfg.compile else self.model.visual
+        self.static_batch: int | None = None  # the compiled batch size: the largest seen
         pp = getattr(model.visual, "preprocess_cfg", {}) or {}
         self.mean = tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
         self.std = tuple(pp.get("std", open_clip.OPENAI_DATASET_STD))
@@ -83,7 +86,12 @@ class Backbone(nn.Module):
             images = images.to(_HALF[precision])
         amp = torch.autocast(images.device.type, dtype=torch.bfloat16) if precision == "amp_bf16" else nullcontext()
         with amp, _tf32(precision == "tf32"):
-            feats = self.visual(images)
+            if self.cfg.compile:
+                # Pad up to the largest batch seen: shapes only grow, so compiles stay few.
+                self.static_batch = max(self.static_batch or 0, len(images))
+                feats = run_in_static_batches(self.visual, images, self.static_batch)
+            else:
+                feats = self.visual(images)
         return feats.float()
 
     def describe(self) -> dict:
@@ -100,6 +108,23 @@ class Backbone(nn.Module):
             "mean": list(self.mean),
             "std": list(self.std),
         }
+
+
+def run_in_static_batches(fn, images: torch.Tensor, size: int) -> torch.Tensor:
+    """``fn`` over ``images`` (N, ...) in chunks of exactly ``size`` rows -> (N, D).
+
+    A short last chunk is zero-padded and its padding rows dropped, so a compiled ``fn`` sees
+    one shape: every dataset's odd-sized last batch would otherwise cost a recompilation.
+    The tower treats images independently, so padding does not change the real rows.
+    """
+    out = []
+    for start in range(0, len(images), size):
+        chunk = images[start : start + size]
+        n = len(chunk)
+        if n < size:
+            chunk = torch.cat([chunk, chunk.new_zeros(size - n, *chunk.shape[1:])])
+        out.append(fn(chunk)[:n])
+    return torch.cat(out)
 
 
 @contextmanager

@@ -42,7 +42,7 @@ from .metrics import calibrate_threshold
 from .pipeline import (DEFAULT_RATIO, eval_backbone_config, evaluate_sets, feature_cache, select_test_sets,
                        test_features, train_features, train_head, validation_features, validation_paths)
 from .proxy import describe
-from .report import TABLE_COLUMNS, to_csv
+from .report import TABLE_COLUMNS, scores_to_csv, to_csv
 from .tables import run_metadata
 
 log = logging.getLogger(__name__)
@@ -381,4 +381,4 @@ def _slug(name: str) -> str:
 
 def _write_arm_files(folder: Path, rows: list[dict], score_rows: list[dict]) -> None:
     atomic_write_text(folder / "results.csv", to_csv(rows, TABLE_COLUMNS))
-    atomic_write_text(folder / "scores.csv", to_csv(score_rows, ("path", "dataset", "label", "score")))
+    atomic_write_text(folder / "scores.csv", scores_to_csv(score_rows))

@@ -30,6 +30,16 @@ def to_csv(rows: list[dict], columns: tuple[str, ...]) -> str:
     return buf.getvalue()
 
 
+SCORE_COLUMNS = ("path", "dataset", "label", "score")
+
+
+def scores_to_csv(scores: list[dict]) -> str:
+    """Per-image scores, each to 9 significant digits: float32 scores read back exactly, so
+    metrics recomputed from the file equal ours (6 decimals could merge close scores into ties)."""
+    rows = [{**row, "score": f"{row['score']:.9g}"} for row in scores]
+    return to_csv(rows, SCORE_COLUMNS)
+
+
 def to_markdown(rows: list[dict], columns: tuple[str, ...]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
@@ -76,7 +86,7 @@ def write_results(run_dir: Path, rows: list[dict], mean: dict, meta: dict, score
     atomic_write_text(paths["results.md"], md)
     payload = {**meta, "datasets": rows, "mean": mean, "n_skipped": len(skipped)}
     atomic_write_text(paths["metrics.json"], json.dumps(payload, indent=2, sort_keys=True))
-    atomic_write_text(paths["scores.csv"], to_csv(scores, ("path", "dataset", "label", "score")))
+    atomic_write_text(paths["scores.csv"], scores_to_csv(scores))
     atomic_write_text(paths["skipped.txt"], "".join(f"{p}\t{r}\n" for p, r in skipped))
     if rows:
         paths["ap_per_dataset.png"] = plot_ap(rows, mean, run_dir / "ap_per_dataset.png")

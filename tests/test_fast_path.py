@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.metrics import average_precision_score
 
 from clipflow import preprocess
-from clipflow.backbone import BackboneConfig, load_backbone
+from clipflow.backbone import BackboneConfig, load_backbone, run_in_static_batches
 from clipflow.device_decode import decode_on_device, read_payload
 from clipflow.errors import BackboneError
 from clipflow.features import extract_features
@@ -138,3 +138,31 @@ def test_geometry_batch_equals_geometry_per_image(protocol, train):
             ph, pw = max(0, 224 - h), max(0, 224 - w)
             sized = TF.pad(sized, [pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=0)
             assert torch.equal(batched[i], TF.center_crop(sized, [224, 224]))
+
+
+def test_static_batches_pad_the_last_chunk_and_drop_the_padding():
+    seen = []
+
+    def tower(x):
+        seen.append(tuple(x.shape))
+        return x.flatten(1).sum(1, keepdim=True) * torch.ones(1, 5)
+
+    images = torch.randn(10, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = run_in_static_batches(tower, images, 4)
+    assert seen == [(4, 3, 4, 4)] * 3
+    torch.testing.assert_close(out, tower(images))
+
+
+def test_compiled_backbone_sees_one_batch_shape(jpeg_set, monkeypatch):
+    # torch.compile replaced by the identity: this checks the batching around it, on CPU, fast.
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    plain, compiled = _tiny(), _tiny(compile=True)
+    shapes = []
+    compiled.visual.register_forward_pre_hook(lambda m, args: shapes.append(args[0].shape[0]))
+    x = torch.randn(7, 3, plain.image_size, plain.image_size, generator=torch.Generator().manual_seed(0))
+    first, second = compiled(x[:4]), compiled(x[4:])
+    assert compiled.static_batch == 4 and shapes == [4, 4]
+    torch.testing.assert_close(torch.cat([first, second]), plain(x), rtol=1e-4, atol=1e-5)
+    whole = compiled(x)  # a larger batch becomes the new static size
+    assert compiled.static_batch == 7 and shapes[2:] == [7]
+    torch.testing.assert_close(whole, plain(x), rtol=1e-4, atol=1e-5)

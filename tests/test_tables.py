@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from clipflow.data import DISPLAY_NAMES, PAPER_ORDER
 from clipflow.experiments import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, SeedRun
 from clipflow.paper_results import PAPER_TABLES, canonical_generator, load_table, paper_row
-from clipflow.report import RANDOM_WARNING
+from clipflow.report import RANDOM_WARNING, scores_to_csv
 from clipflow.tables import comparison, comparison_markdown, mean_over, summary_rows, write_tables
 
 SPEC_SECTION_9 = {  # SPEC §9 headline numbers: the stored tables must agree with them
@@ -135,3 +136,13 @@ def test_summary_and_files(tmp_path: Path):
         data = paths[name].read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     assert re.search(r"\| N\+P \| clipflow \| 1,000 \| 60\.00 ± 1\.41 \| 95\.56 \| -35\.56 \|", paths["summary.md"].read_text())
+
+
+def test_scores_csv_reads_back_every_float32_score_exactly():
+    values = (torch.tensor([0.1234567, 0.12345671, 0.12345672, -3.5e-8, 1234.5678], dtype=torch.float32)
+              .tolist())
+    rows = [{"path": f"{i}.png", "dataset": "d", "label": i % 2, "score": v} for i, v in enumerate(values)]
+    back = list(csv.DictReader(io.StringIO(scores_to_csv(rows))))
+    parsed = torch.tensor([float(r["score"]) for r in back], dtype=torch.float32)
+    assert torch.equal(parsed, torch.tensor(values, dtype=torch.float32))
+    assert len(set(parsed.tolist())) == len(values)  # .6f would merge the first three into a tie
