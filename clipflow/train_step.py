@@ -90,7 +90,9 @@ class StepRunner:
     def _capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # Captured on the warm-up stream: cuBLAS handles and workspaces are cached per
+            # stream, and creating one mid-capture is not allowed.
+            with torch.cuda.graph(graph, stream=self.side_stream):
                 self._accumulate(self.idx)
         except RuntimeError as err:  # recording runs nothing: the step is still to be done
             log.warning("CUDA graph capture of the training step failed (%s); training continues "
