@@ -89,7 +89,7 @@ class Backbone(nn.Module):
             if self.cfg.compile:
                 # Pad up to the largest batch seen: shapes only grow, so compiles stay few.
                 self.static_batch = max(self.static_batch or 0, len(images))
-                feats = run_in_static_batches(self.visual, images, self.static_batch)
+                feats = run_padded(self.visual, images, self.static_batch)
             else:
                 feats = self.visual(images)
         return feats.float()
@@ -110,21 +110,17 @@ class Backbone(nn.Module):
         }
 
 
-def run_in_static_batches(fn, images: torch.Tensor, size: int) -> torch.Tensor:
-    """``fn`` over ``images`` (N, ...) in chunks of exactly ``size`` rows -> (N, D).
+def run_padded(fn, images: torch.Tensor, size: int) -> torch.Tensor:
+    """``fn`` on ``images`` (N ≤ size, ...) zero-padded to ``size`` rows; the padding rows dropped.
 
-    A short last chunk is zero-padded and its padding rows dropped, so a compiled ``fn`` sees
-    one shape: every dataset's odd-sized last batch would otherwise cost a recompilation.
-    The tower treats images independently, so padding does not change the real rows.
+    A compiled ``fn`` then sees one shape: every dataset's odd-sized last batch would otherwise
+    cost a recompilation. The tower treats images independently, so padding does not change
+    the real rows.
     """
-    out = []
-    for start in range(0, len(images), size):
-        chunk = images[start : start + size]
-        n = len(chunk)
-        if n < size:
-            chunk = torch.cat([chunk, chunk.new_zeros(size - n, *chunk.shape[1:])])
-        out.append(fn(chunk)[:n])
-    return torch.cat(out)
+    n = len(images)
+    if n < size:
+        images = torch.cat([images, images.new_zeros(size - n, *images.shape[1:])])
+    return fn(images)[:n]
 
 
 @contextmanager

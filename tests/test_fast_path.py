@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.metrics import average_precision_score
 
 from clipflow import preprocess
-from clipflow.backbone import BackboneConfig, load_backbone, run_in_static_batches
+from clipflow.backbone import BackboneConfig, load_backbone, run_padded
 from clipflow.device_decode import decode_on_device, read_payload
 from clipflow.errors import BackboneError
 from clipflow.features import extract_features
@@ -140,16 +140,16 @@ def test_geometry_batch_equals_geometry_per_image(protocol, train):
             assert torch.equal(batched[i], TF.center_crop(sized, [224, 224]))
 
 
-def test_static_batches_pad_the_last_chunk_and_drop_the_padding():
+def test_padded_run_sees_one_shape_and_drops_the_padding():
     seen = []
 
     def tower(x):
         seen.append(tuple(x.shape))
         return x.flatten(1).sum(1, keepdim=True) * torch.ones(1, 5)
 
-    images = torch.randn(10, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    out = run_in_static_batches(tower, images, 4)
-    assert seen == [(4, 3, 4, 4)] * 3
+    images = torch.randn(3, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = run_padded(tower, images, 4)
+    assert seen == [(4, 3, 4, 4)]
     torch.testing.assert_close(out, tower(images))
 
 
