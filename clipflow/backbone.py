@@ -69,7 +69,9 @@ class Backbone(nn.Module):
             self.model.to(_HALF[cfg.precision])
         # encode_image(x) is visual(x) without normalisation; compile just that tower, for one
         # static batch shape (see forward): a second shape would recompile it, with dynamic shapes.
-        self.visual = torch.compile(self.model.visual, dynamic=False) if cfg.compile else self.model.visual
+        self.visual = (
+            torch.compile(self.model.visual, dynamic=False) if cfg.compile else self.model.visual
+        )
         self.static_batch: int | None = None  # the compiled batch size: the largest seen
         pp = getattr(model.visual, "preprocess_cfg", {}) or {}
         self.mean = tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
@@ -84,7 +86,11 @@ class Backbone(nn.Module):
         precision = self.cfg.precision
         if precision in _HALF:
             images = images.to(_HALF[precision])
-        amp = torch.autocast(images.device.type, dtype=torch.bfloat16) if precision == "amp_bf16" else nullcontext()
+        amp = (
+            torch.autocast(images.device.type, dtype=torch.bfloat16)
+            if precision == "amp_bf16"
+            else nullcontext()
+        )
         with amp, _tf32(precision == "tf32"):
             if self.cfg.compile:
                 # Pad up to the largest batch seen: shapes only grow, so compiles stay few.
@@ -150,19 +156,26 @@ def weights_identity(cfg: BackboneConfig) -> str:
 def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Backbone:
     """Build the frozen tower on ``device``; one clear error when weights are unavailable."""
     if cfg.precision not in PRECISIONS:
-        raise BackboneError(f"backbone.precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise BackboneError(
+            f"backbone.precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}"
+        )
     if cfg.precision == "fp16" and torch.device(device).type != "cuda":
         raise BackboneError("backbone.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     if cfg.preprocess not in ("paper", "univfd"):
         raise BackboneError(f"backbone.preprocess={cfg.preprocess!r}: choose paper or univfd")
     if not cfg.is_tiny and cfg.name not in open_clip.list_models():
-        raise BackboneError(f"unknown open_clip model {cfg.name!r}; e.g. backbone.name=ViT-L-14-quickgelu")
+        raise BackboneError(
+            f"unknown open_clip model {cfg.name!r}; e.g. backbone.name=ViT-L-14-quickgelu"
+        )
     if cfg.is_tiny or not cfg.pretrained:
         # Random towers (tests, demo, speed benchmarks) are seeded: the same in every process.
         with torch.random.fork_rng(devices=[]), _quiet_open_clip():
             torch.manual_seed(_TINY_SEED)
             model = open_clip.create_model(TINY_NAME if cfg.is_tiny else cfg.name, pretrained=None)
-        log.warning("backbone %r has random weights: results show the pipeline works, not detection", cfg.name)
+        log.warning(
+            "backbone %r has random weights: results show the pipeline works, not detection",
+            cfg.name,
+        )
     else:
         with _quiet_open_clip():
             model = _create_pretrained(cfg)
@@ -184,11 +197,15 @@ def _quiet_open_clip():
 def _create_pretrained(cfg: BackboneConfig) -> nn.Module:
     pretrained = cfg.pretrained
     if pretrained and _looks_like_path(pretrained) and not Path(pretrained).expanduser().is_file():
-        raise BackboneError(f"CLIP weights file not found: {pretrained} — check backbone.pretrained")
+        raise BackboneError(
+            f"CLIP weights file not found: {pretrained} — check backbone.pretrained"
+        )
     try:
         return open_clip.create_model(
             cfg.name,
-            pretrained=str(Path(pretrained).expanduser()) if pretrained and _looks_like_path(pretrained) else pretrained,
+            pretrained=str(Path(pretrained).expanduser())
+            if pretrained and _looks_like_path(pretrained)
+            else pretrained,
             cache_dir=cfg.cache_dir,
         )
     except Exception as err:  # hub, network and file errors all end here

@@ -38,11 +38,18 @@ BASELINE_PAPER = {
     "univfd_linear": {"method": "UnivFD", "variant": "LC"},
     "mahalanobis": {"method": "DFM", "variant": "-"},
 }
-BASELINE_LABELS = {"univfd_linear": "UnivFD linear probe", "mahalanobis": "Mahalanobis (natural only)"}
+BASELINE_LABELS = {
+    "univfd_linear": "UnivFD linear probe",
+    "mahalanobis": "Mahalanobis (natural only)",
+}
 
 
 def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float64)
+    return (
+        x.detach().cpu().double().numpy()
+        if isinstance(x, torch.Tensor)
+        else np.asarray(x, np.float64)
+    )
 
 
 @dataclass
@@ -53,13 +60,17 @@ class Mahalanobis:
     precision: np.ndarray | None = None  # (D, D)
     shrinkage: float | None = None
 
-    def fit(self, natural: torch.Tensor | np.ndarray) -> "Mahalanobis":
+    def fit(self, natural: torch.Tensor | np.ndarray) -> Mahalanobis:
         """Fit on natural features (N, D) only; Ledoit–Wolf keeps the covariance invertible for N < D."""
         x = _numpy(natural)
         if len(x) < 2:
             raise ValueError("the Mahalanobis baseline needs at least 2 natural features")
         lw = LedoitWolf().fit(x)
-        self.mean, self.precision, self.shrinkage = lw.location_, lw.precision_, float(lw.shrinkage_)
+        self.mean, self.precision, self.shrinkage = (
+            lw.location_,
+            lw.precision_,
+            float(lw.shrinkage_),
+        )
         return self
 
     def score(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -88,7 +99,9 @@ class LinearProbe:
     threshold: float = 0.0
     model: object | None = None
 
-    def fit(self, real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray) -> "LinearProbe":
+    def fit(
+        self, real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray
+    ) -> LinearProbe:
         """Fit on real (N0, D) and fake (N1, D) training features (labels 0 / 1)."""
         x = np.concatenate([_numpy(real), _numpy(fake)])
         y = np.r_[np.zeros(len(real), int), np.ones(len(fake), int)]
@@ -110,7 +123,9 @@ class LinearProbe:
         return dim + 1
 
 
-def probe_fake_paths(train_root: str | Path, per_class: dict[str, int], seed: int = 0) -> list[Path]:
+def probe_fake_paths(
+    train_root: str | Path, per_class: dict[str, int], seed: int = 0
+) -> list[Path]:
     """AI-generated training images for the linear probe: ``<class>/1_fake`` of the train root.
 
     ``per_class`` maps class -> how many to sample (the natural split's counts, so the probe
@@ -118,8 +133,11 @@ def probe_fake_paths(train_root: str | Path, per_class: dict[str, int], seed: in
     (``<root>/1_fake``) is read as such.
     """
     root = Path(train_root)
-    folders = {root.name: root / FAKE_DIR} if (root / FAKE_DIR).is_dir() else {
-        c.name: c / FAKE_DIR for c in list_subdirs(root) if (c / FAKE_DIR).is_dir()}
+    folders = (
+        {root.name: root / FAKE_DIR}
+        if (root / FAKE_DIR).is_dir()
+        else {c.name: c / FAKE_DIR for c in list_subdirs(root) if (c / FAKE_DIR).is_dir()}
+    )
     picked: list[Path] = []
     for cls, folder in sorted(folders.items()):
         if cls not in per_class:
@@ -130,8 +148,13 @@ def probe_fake_paths(train_root: str | Path, per_class: dict[str, int], seed: in
     if not picked:
         raise DataError(
             f"the UnivFD linear-probe baseline needs ProGAN fakes under {root}/<class>/{FAKE_DIR} "
-            f"(next to {REAL_DIR}); none found — leave it out with baselines=[mahalanobis]")
-    log.warning("UnivFD linear-probe baseline: training on %d AI-GENERATED images from %s/<class>/%s. "
-                "This baseline is the only user of fake images; CLIP-Flow never sees them.",
-                len(picked), root, FAKE_DIR)
+            f"(next to {REAL_DIR}); none found — leave it out with baselines=[mahalanobis]"
+        )
+    log.warning(
+        "UnivFD linear-probe baseline: training on %d AI-GENERATED images from %s/<class>/%s. "
+        "This baseline is the only user of fake images; CLIP-Flow never sees them.",
+        len(picked),
+        root,
+        FAKE_DIR,
+    )
     return picked

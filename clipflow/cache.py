@@ -19,9 +19,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -67,7 +67,7 @@ class Distributed:
     world: int = 1
 
     @staticmethod
-    def current() -> "Distributed":
+    def current() -> Distributed:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             return Distributed(torch.distributed.get_rank(), torch.distributed.get_world_size())
         return Distributed()
@@ -84,17 +84,21 @@ class FeatureCache:
         self.root = Path(root).expanduser() if root else default_cache_dir()
         self.shard_size = shard_size
 
-    def entry_key(self, backbone, transform, variant: Variant, seed: int, view: int, fingerprint: str) -> str:
+    def entry_key(
+        self, backbone, transform, variant: Variant, seed: int, view: int, fingerprint: str
+    ) -> str:
         bb = backbone.describe()
-        return _hash({
-            "v": CACHE_VERSION,
-            "backbone": [bb["name"], bb["weights_id"], bb["precision"]],
-            "transform": transform.describe(),
-            "variant": variant.key,
-            "seed": seed,
-            "view": view,
-            "files": fingerprint,
-        })
+        return _hash(
+            {
+                "v": CACHE_VERSION,
+                "backbone": [bb["name"], bb["weights_id"], bb["precision"]],
+                "transform": transform.describe(),
+                "variant": variant.key,
+                "seed": seed,
+                "view": view,
+                "files": fingerprint,
+            }
+        )
 
     def complete(self, key: str) -> bool:
         return (self.root / key / "index.json").is_file()
@@ -102,8 +106,14 @@ class FeatureCache:
     def shard_done(self, key: str, shard: int) -> bool:
         return (self.root / key / f"shard-{shard:05d}.json").is_file()
 
-    def write_shard(self, key: str, shard: int, features: torch.Tensor, index: torch.Tensor,
-                    skipped: list[tuple[str, str]]) -> None:
+    def write_shard(
+        self,
+        key: str,
+        shard: int,
+        features: torch.Tensor,
+        index: torch.Tensor,
+        skipped: list[tuple[str, str]],
+    ) -> None:
         folder = self.root / key
         folder.mkdir(parents=True, exist_ok=True)
         weights = folder / f"shard-{shard:05d}.safetensors"
@@ -114,10 +124,14 @@ class FeatureCache:
         atomic_write_text(folder / f"shard-{shard:05d}.json", json.dumps({"skipped": skipped}))
 
     def write_index(self, key: str, n_files: int, n_shards: int, meta: dict) -> None:
-        atomic_write_text(self.root / key / "index.json",
-                          json.dumps({"n_files": n_files, "n_shards": n_shards, **meta}, indent=1))
+        atomic_write_text(
+            self.root / key / "index.json",
+            json.dumps({"n_files": n_files, "n_shards": n_shards, **meta}, indent=1),
+        )
 
-    def read(self, key: str, paths: Sequence[str]) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
+    def read(
+        self, key: str, paths: Sequence[str]
+    ) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
         """(features (n, D), kept indices into ``paths``, skipped) of a complete entry."""
         folder = self.root / key
         n_shards = json.loads((folder / "index.json").read_text())["n_shards"]
@@ -126,7 +140,10 @@ class FeatureCache:
             tensors = load_file(str(folder / f"shard-{shard:05d}.safetensors"))
             feats.append(tensors["features"])
             kept += tensors["index"].tolist()
-            skipped += [tuple(s) for s in json.loads((folder / f"shard-{shard:05d}.json").read_text())["skipped"]]
+            skipped += [
+                tuple(s)
+                for s in json.loads((folder / f"shard-{shard:05d}.json").read_text())["skipped"]
+            ]
         return torch.cat(feats), kept, skipped
 
 
@@ -150,30 +167,96 @@ def cached_extract(
     """
     variants = [as_variant(v, i) for i, v in enumerate(variants)]
     if cache is None:
-        return extract_features(backbone, paths, transform, variants, device, batch_size, num_workers, seed, view,
-                                desc, **loader)
+        return extract_features(
+            backbone,
+            paths,
+            transform,
+            variants,
+            device,
+            batch_size,
+            num_workers,
+            seed,
+            view,
+            desc,
+            **loader,
+        )
     paths = [str(p) for p in paths]
     fingerprint = files_fingerprint(paths)
     keys = [cache.entry_key(backbone, transform, v, seed, view, fingerprint) for v in variants]
     missing = [i for i, k in enumerate(keys) if not cache.complete(k)]
     if missing:
-        _fill(cache, backbone, paths, transform, [variants[i] for i in missing], [keys[i] for i in missing],
-              device, batch_size, num_workers, seed, view, desc, loader)
+        _fill(
+            cache,
+            backbone,
+            paths,
+            transform,
+            [variants[i] for i in missing],
+            [keys[i] for i in missing],
+            device,
+            batch_size,
+            num_workers,
+            seed,
+            view,
+            desc,
+            loader,
+        )
     else:
-        log.info("%s: %d files × %d variant(s) read from cache %s", desc, len(paths), len(keys), cache.root)
+        log.info(
+            "%s: %d files × %d variant(s) read from cache %s",
+            desc,
+            len(paths),
+            len(keys),
+            cache.root,
+        )
     return _load(cache, keys, paths)
 
 
-def _fill(cache, backbone, paths, transform, variants, keys, device, batch_size, num_workers, seed, view, desc, loader):
+def _fill(
+    cache,
+    backbone,
+    paths,
+    transform,
+    variants,
+    keys,
+    device,
+    batch_size,
+    num_workers,
+    seed,
+    view,
+    desc,
+    loader,
+):
     """Compute the missing entries of this rank's shards in one stream, writing each shard as it completes."""
     dist = Distributed.current()
     n_shards = max(1, -(-len(paths) // cache.shard_size))
-    todo = [sh for sh in range(dist.rank, n_shards, dist.world) if not all(cache.shard_done(k, sh) for k in keys)]
+    todo = [
+        sh
+        for sh in range(dist.rank, n_shards, dist.world)
+        if not all(cache.shard_done(k, sh) for k in keys)
+    ]
     # Global indices of the files still to do; a resumed run skips the completed shards.
-    order = [i for sh in todo for i in range(sh * cache.shard_size, min(len(paths), (sh + 1) * cache.shard_size))]
-    pending = {sh: _ShardBuffer(min(len(paths), (sh + 1) * cache.shard_size) - sh * cache.shard_size) for sh in todo}
-    stream = iter_feature_batches(backbone, [paths[i] for i in order], transform, variants, device, batch_size,
-                                  num_workers, seed, view, f"{desc} [{len(todo)}/{n_shards} shards]", **loader)
+    order = [
+        i
+        for sh in todo
+        for i in range(sh * cache.shard_size, min(len(paths), (sh + 1) * cache.shard_size))
+    ]
+    pending = {
+        sh: _ShardBuffer(min(len(paths), (sh + 1) * cache.shard_size) - sh * cache.shard_size)
+        for sh in todo
+    }
+    stream = iter_feature_batches(
+        backbone,
+        [paths[i] for i in order],
+        transform,
+        variants,
+        device,
+        batch_size,
+        num_workers,
+        seed,
+        view,
+        f"{desc} [{len(todo)}/{n_shards} shards]",
+        **loader,
+    )
     for idx, feats, bad in stream:
         for j, pos in enumerate(idx):
             g = order[pos]
@@ -189,8 +272,17 @@ def _fill(cache, backbone, paths, transform, variants, keys, device, batch_size,
     dist.barrier()
     if dist.rank == 0:
         for variant, key in zip(variants, keys):
-            cache.write_index(key, len(paths), n_shards, {"variant": variant.key, "seed": seed, "view": view,
-                                                          "backbone": backbone.describe()["weights_id"]})
+            cache.write_index(
+                key,
+                len(paths),
+                n_shards,
+                {
+                    "variant": variant.key,
+                    "seed": seed,
+                    "view": view,
+                    "backbone": backbone.describe()["weights_id"],
+                },
+            )
     dist.barrier()
 
 
@@ -212,7 +304,9 @@ class _ShardBuffer:
 
     def tensors(self, k: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         order = sorted(range(len(self.index)), key=self.index.__getitem__)
-        feats = torch.stack([self.rows[i] for i in order], dim=1) if order else torch.empty(k, 0, dim)
+        feats = (
+            torch.stack([self.rows[i] for i in order], dim=1) if order else torch.empty(k, 0, dim)
+        )
         return feats, torch.tensor([self.index[i] for i in order], dtype=torch.long)
 
 
@@ -221,7 +315,9 @@ def _load(cache: FeatureCache, keys: list[str], paths: list[str]) -> FeatureSet:
     for key in keys:
         f, k, s = cache.read(key, paths)
         if kept is not None and k != kept:
-            raise RuntimeError(f"cache entry {key} lists other files than its sibling entries; clear {cache.root}")
+            raise RuntimeError(
+                f"cache entry {key} lists other files than its sibling entries; clear {cache.root}"
+            )
         feats.append(f)
         kept, skipped = k, s
     dim = feats[0].shape[-1] if feats else 0

@@ -98,7 +98,9 @@ def resolve_checkpoint_path(path: str | Path) -> tuple[Path, Path]:
     """(weights, json) for a checkpoint file, its JSON, or the folder holding them."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {p} — pass ckpt=<run dir or model.safetensors>")
+        raise CheckpointError(
+            f"checkpoint not found: {p} — pass ckpt=<run dir or model.safetensors>"
+        )
     folder = p if p.is_dir() else p.parent
     weights = p if p.suffix == ".safetensors" and p.is_file() else folder / WEIGHTS_NAME
     if p.suffix == ".json" and p.is_file():
@@ -116,7 +118,9 @@ def read_meta(meta_path: Path) -> dict:
     try:
         meta = json.loads(Path(meta_path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"checkpoint metadata {meta_path} is unreadable ({err}); re-run clipflow-train") from None
+        raise CheckpointError(
+            f"checkpoint metadata {meta_path} is unreadable ({err}); re-run clipflow-train"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a clipflow checkpoint")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -146,7 +150,7 @@ def load_checkpoint(path: str | Path, expected_feature_dim: int | None = None) -
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"cannot read {weights}: {err}") from None
     model = CLIPFlow(feature_dim, flow_cfg)
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -171,4 +175,6 @@ def _model_fields(meta: dict, meta_path: Path) -> tuple[int, FlowConfig, float]:
         return int(meta["feature_dim"]), FlowConfig(**flow), float(meta["threshold"])
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         reason = f"missing field {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
-        raise CheckpointError(f"{meta_path} is not a usable clipflow checkpoint ({reason}); re-run clipflow-train") from None
+        raise CheckpointError(
+            f"{meta_path} is not a usable clipflow checkpoint ({reason}); re-run clipflow-train"
+        ) from None

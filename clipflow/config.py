@@ -81,7 +81,9 @@ def _build(cls, values: dict | None, where: str):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ClipflowError(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(known))}")
+        raise ClipflowError(
+            f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(known))}"
+        )
     return cls(**values)
 
 
@@ -89,7 +91,11 @@ def train_settings(cfg: dict) -> TrainSettings:
     """Typed settings from a plain dict (``OmegaConf.to_container(cfg, resolve=True)``)."""
     seed = int(cfg.get("seed", 0))
     train = dict(cfg.get("train") or {})
-    train.update(mode=cfg.get("mode", train.get("mode", "N+P")), loss=cfg.get("loss", train.get("loss", "logsigmoid")), seed=seed)
+    train.update(
+        mode=cfg.get("mode", train.get("mode", "N+P")),
+        loss=cfg.get("loss", train.get("loss", "logsigmoid")),
+        seed=seed,
+    )
     flow = {**(cfg.get("flow") or {}), "perm_seed": seed}
     settings = TrainSettings(
         backbone=_build(BackboneConfig, cfg.get("backbone"), "backbone"),
@@ -122,7 +128,9 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ClipflowError(f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto")
+        raise ClipflowError(
+            f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto"
+        )
     if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
         raise ClipflowError(f"device={name!r}: use auto, cpu or cuda[:N]")
     return name

@@ -18,9 +18,10 @@ import io
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,8 @@ from .backbone import Backbone, load_backbone
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import resolve_device
 from .errors import CheckpointError, ClipflowError, UnreadableImageError
-from .fileio import atomic_write_text
 from .features import extract_features
+from .fileio import atomic_write_text
 from .flow import score_features
 from .imageio import list_images, load_image, pil_to_uint8_tensor
 from .metrics import false_positive_rate
@@ -62,11 +63,14 @@ class Prediction:
 class Detector:
     """A checkpoint + the frozen backbone it was trained on, ready to score images."""
 
-    def __init__(self, ckpt: Checkpoint, backbone: Backbone, device: str = "cpu", batch_size: int = 32):
+    def __init__(
+        self, ckpt: Checkpoint, backbone: Backbone, device: str = "cpu", batch_size: int = 32
+    ):
         if backbone.feature_dim != ckpt.model.feature_dim:
             raise CheckpointError(
                 f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone {backbone.cfg.name} gives "
-                f"{backbone.feature_dim}-d; use the backbone it was trained with ({ckpt.backbone.get('name')})")
+                f"{backbone.feature_dim}-d; use the backbone it was trained with ({ckpt.backbone.get('name')})"
+            )
         self.ckpt, self.backbone, self.device = ckpt, backbone, device
         self.model = ckpt.model.to(device).eval()
         self.transform = build_transform(backbone)
@@ -74,8 +78,13 @@ class Detector:
         self._val = np.sort(ckpt.val_real_scores.numpy().astype(float))
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", backbone: dict | None = None,
-                        batch_size: int = 32) -> "Detector":
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        device: str = "auto",
+        backbone: dict | None = None,
+        batch_size: int = 32,
+    ) -> Detector:
         """Load ``path`` (run folder, ``model.safetensors`` or its JSON) and its backbone.
 
         ``backbone`` overrides recorded fields, e.g. ``{"pretrained": "/local/weights.safetensors"}``.
@@ -83,12 +92,19 @@ class Detector:
         return cls.from_loaded(load_checkpoint(path), device, backbone, batch_size)
 
     @classmethod
-    def from_loaded(cls, ckpt: Checkpoint, device: str = "auto", backbone: dict | None = None,
-                    batch_size: int = 32) -> "Detector":
+    def from_loaded(
+        cls,
+        ckpt: Checkpoint,
+        device: str = "auto",
+        backbone: dict | None = None,
+        batch_size: int = 32,
+    ) -> Detector:
         """Like :meth:`from_checkpoint`, for a checkpoint already loaded with ``load_checkpoint``."""
         device = resolve_device(device)
         overrides = {k: v for k, v in (backbone or {}).items() if v is not None}
-        return cls(ckpt, load_backbone(eval_backbone_config(ckpt, overrides), device), device, batch_size)
+        return cls(
+            ckpt, load_backbone(eval_backbone_config(ckpt, overrides), device), device, batch_size
+        )
 
     @property
     def threshold(self) -> float:
@@ -123,7 +139,9 @@ class Detector:
         items = as_items(images)
         scores, errors = self._score(items, skip_errors)
         paths = [str(x) if isinstance(x, (str, os.PathLike)) else None for x in items]
-        return [self._prediction(s, p, errors.get(i)) for i, (s, p) in enumerate(zip(scores, paths))]
+        return [
+            self._prediction(s, p, errors.get(i)) for i, (s, p) in enumerate(zip(scores, paths))
+        ]
 
     def _score(self, items: list, skip_errors: bool) -> tuple[np.ndarray, dict[int, str]]:
         scores, errors = np.full(len(items), np.nan), {}
@@ -148,14 +166,25 @@ class Detector:
             return Prediction(None, None, None, path, error)
         return Prediction(float(score), self.label(score), self.fpr(score), path)
 
-    def score_files(self, paths: Sequence[str | os.PathLike], num_workers: int = 0,
-                    desc: str = "detect") -> list[Prediction]:
+    def score_files(
+        self, paths: Sequence[str | os.PathLike], num_workers: int = 0, desc: str = "detect"
+    ) -> list[Prediction]:
         """Score many files in batches with a progress bar; unreadable files come back with
         their reason instead of raising. Results follow the order of ``paths``."""
         paths = [str(p) for p in paths]
-        workers = num_workers if len(paths) > self.batch_size else 0  # spawning costs more than it saves
-        fs = extract_features(self.backbone, paths, self.transform, variants=[None], device=self.device,
-                              batch_size=self.batch_size, num_workers=workers, desc=desc)
+        workers = (
+            num_workers if len(paths) > self.batch_size else 0
+        )  # spawning costs more than it saves
+        fs = extract_features(
+            self.backbone,
+            paths,
+            self.transform,
+            variants=[None],
+            device=self.device,
+            batch_size=self.batch_size,
+            num_workers=workers,
+            desc=desc,
+        )
         scores = score_features(self.model, fs.features[0], device=self.device).tolist()
         done = {p: self._prediction(s, p, None) for p, s in zip(fs.paths, scores)}
         done.update({p: Prediction(None, None, None, p, reason) for p, reason in fs.skipped})
@@ -187,22 +216,30 @@ def to_uint8_chw(item: Any) -> torch.Tensor:
         return pil_to_uint8_tensor(ImageOps.exif_transpose(item))
     if isinstance(item, np.ndarray):
         if item.ndim == 3 and item.shape[-1] not in (1, 3, 4):
-            raise ValueError(f"numpy images are HWC with 1, 3 or 4 channels; got shape {item.shape}")
+            raise ValueError(
+                f"numpy images are HWC with 1, 3 or 4 channels; got shape {item.shape}"
+            )
         if item.dtype == np.uint16:  # 16-bit data scaled like 16-bit files (65535 -> 255)
             item = np.rint(item / 257.0).astype(np.uint8)
         item = np.ascontiguousarray(item)
-        item = torch.from_numpy(item if item.flags.writeable else item.copy())  # torch warns on read-only
+        item = torch.from_numpy(
+            item if item.flags.writeable else item.copy()
+        )  # torch warns on read-only
         item = item.permute(2, 0, 1) if item.ndim == 3 else item
     if isinstance(item, torch.Tensor):
         return _tensor_to_uint8_chw(item.detach().cpu())
-    raise TypeError(f"cannot score a {type(item).__name__}: pass a path, PIL image, numpy array or tensor")
+    raise TypeError(
+        f"cannot score a {type(item).__name__}: pass a path, PIL image, numpy array or tensor"
+    )
 
 
 def _tensor_to_uint8_chw(t: torch.Tensor) -> torch.Tensor:
     if t.ndim == 2:
         t = t[None]
     if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
-        raise ValueError(f"tensors are CHW (or HW) with 1, 3 or 4 channels; got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"tensors are CHW (or HW) with 1, 3 or 4 channels; got shape {tuple(t.shape)}"
+        )
     t = t[:3] if t.shape[0] >= 3 else t.expand(3, -1, -1)  # alpha dropped, as for files
     if t.dtype == torch.uint8:
         return t.contiguous()
@@ -248,6 +285,7 @@ def _expand_one(text: str) -> list[tuple[str, str | None]]:
 
 # ----------------------------------------------------------------------------- output
 
+
 def records_to_jsonl(records: Sequence[Prediction]) -> str:
     """One JSON object per line; missing numbers are null (never NaN, which is not JSON)."""
     return "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in records)
@@ -264,14 +302,22 @@ def records_to_csv(records: Sequence[Prediction]) -> str:
 
 def output_format(path: str, fmt: str | None = None) -> str:
     """``jsonl`` or ``csv``: as given, else from the suffix (.jsonl/.json/.ndjson, .csv)."""
-    fmt = (fmt or {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}.get(
-        Path(path).suffix.lower(), "")).lower()
+    fmt = (
+        fmt
+        or {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}.get(
+            Path(path).suffix.lower(), ""
+        )
+    ).lower()
     if fmt not in ("jsonl", "csv"):
-        raise ClipflowError(f"cannot tell the output format of {path!r}: name it .jsonl or .csv, or pass format=jsonl|csv")
+        raise ClipflowError(
+            f"cannot tell the output format of {path!r}: name it .jsonl or .csv, or pass format=jsonl|csv"
+        )
     return fmt
 
 
-def write_records(records: Sequence[Prediction], path: str | os.PathLike, fmt: str | None = None) -> Path:
+def write_records(
+    records: Sequence[Prediction], path: str | os.PathLike, fmt: str | None = None
+) -> Path:
     """Write the records as JSON lines or CSV, atomically; returns the path."""
     text = (records_to_csv if output_format(str(path), fmt) == "csv" else records_to_jsonl)(records)
     atomic_write_text(Path(path), text)
@@ -288,8 +334,12 @@ def records_table(records: Sequence[Prediction]) -> str:
             fpr = "n/a" if r.fpr is None else f"{100 * r.fpr:.1f}%"
             rows.append((str(r.path), f"{r.score:.4f}", str(r.label), fpr))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ["  ".join((row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]), row[3]))
-             for row in rows]
+    lines = [
+        "  ".join(
+            (row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]), row[3])
+        )
+        for row in rows
+    ]
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
@@ -304,5 +354,7 @@ def table_footer(det: Detector, records: Sequence[Prediction]) -> str:
         f"checkpoint's {det.n_validation} natural validation images scoring at least as high",
     ]
     if det.random_backbone:
-        lines.append("warning: random-weight backbone: these scores show the pipeline runs, they detect nothing")
+        lines.append(
+            "warning: random-weight backbone: these scores show the pipeline runs, they detect nothing"
+        )
     return "\n".join(lines) + "\n"

@@ -46,7 +46,9 @@ def _plain_jpeg(path: str) -> bool:
         return False  # let the PIL path produce the proper error message
 
 
-def decode_on_device(payloads: list[tuple[str, torch.Tensor]], paths: list[str], device) -> list[torch.Tensor | Exception]:
+def decode_on_device(
+    payloads: list[tuple[str, torch.Tensor]], paths: list[str], device
+) -> list[torch.Tensor | Exception]:
     """uint8 (3, H, W) images on ``device``, or the error that made a file unreadable."""
     out: list[torch.Tensor | Exception] = [None] * len(payloads)  # type: ignore[list-item]
     jpeg_idx = [i for i, (kind, _) in enumerate(payloads) if kind == "jpeg"]
@@ -55,7 +57,9 @@ def decode_on_device(payloads: list[tuple[str, torch.Tensor]], paths: list[str],
             out[i] = data.to(device, non_blocking=True)
     if jpeg_idx:
         try:
-            decoded = decode_jpeg([payloads[i][1] for i in jpeg_idx], mode=ImageReadMode.RGB, device=device)
+            decoded = decode_jpeg(
+                [payloads[i][1] for i in jpeg_idx], mode=ImageReadMode.RGB, device=device
+            )
             for i, img in zip(jpeg_idx, decoded):
                 out[i] = img
         except RuntimeError:  # nvJPEG gives no partial results: fall back file by file

@@ -31,7 +31,14 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from .backbone import BackboneConfig, load_backbone
-from .baselines import BASELINE_LABELS, BASELINE_PAPER, BASELINES, LinearProbe, Mahalanobis, probe_fake_paths
+from .baselines import (
+    BASELINE_LABELS,
+    BASELINE_PAPER,
+    BASELINES,
+    LinearProbe,
+    Mahalanobis,
+    probe_fake_paths,
+)
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import EvalSettings, TrainSettings, resolve_device, train_settings
 from .data import discover_test_sets, discover_train_images
@@ -39,8 +46,18 @@ from .errors import ClipflowError, DataError
 from .fileio import atomic_write_text
 from .flow import score_features
 from .metrics import calibrate_threshold
-from .pipeline import (DEFAULT_RATIO, eval_backbone_config, evaluate_sets, feature_cache, select_test_sets,
-                       test_features, train_features, train_head, validation_features, validation_paths)
+from .pipeline import (
+    DEFAULT_RATIO,
+    eval_backbone_config,
+    evaluate_sets,
+    feature_cache,
+    select_test_sets,
+    test_features,
+    train_features,
+    train_head,
+    validation_features,
+    validation_paths,
+)
 from .proxy import describe
 from .report import TABLE_COLUMNS, scores_to_csv, to_csv
 from .tables import run_metadata
@@ -87,9 +104,13 @@ def list_experiments() -> list[str]:
 def load_experiment(name: str) -> ExperimentSpec:
     path = _experiment_dir() / f"{name}.yaml"
     if name == "all" or not path.is_file():
-        raise ClipflowError(f"unknown experiment {name!r}; choose one of: all, {', '.join(list_experiments())}")
+        raise ClipflowError(
+            f"unknown experiment {name!r}; choose one of: all, {', '.join(list_experiments())}"
+        )
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    arms = [ArmSpec(a["name"], list(a.get("overrides") or []), a.get("paper")) for a in raw.pop("arms")]
+    arms = [
+        ArmSpec(a["name"], list(a.get("overrides") or []), a.get("paper")) for a in raw.pop("arms")
+    ]
     unknown = sorted(set(raw) - {f for f in ExperimentSpec.__dataclass_fields__})
     if unknown:
         raise ClipflowError(f"unknown key(s) {unknown} in {path}")
@@ -203,7 +224,9 @@ class Runner:
     # -------------------------------------------------------------- shared resources
     def settings(self, spec: ExperimentSpec, arm: ArmSpec | None, seed: int) -> TrainSettings:
         arm_overrides = arm.overrides if arm else []
-        return compose_settings(merge_overrides(spec.overrides, self.opts.overrides, arm_overrides, [f"seed={seed}"]))
+        return compose_settings(
+            merge_overrides(spec.overrides, self.opts.overrides, arm_overrides, [f"seed={seed}"])
+        )
 
     def backbone(self, cfg: BackboneConfig, device: str):
         key = json.dumps(asdict(cfg), sort_keys=True) + device
@@ -213,16 +236,34 @@ class Runner:
 
     def test_data(self, s: TrainSettings, backbone, device: str) -> _TestData:
         """Features of every test image (test root + extra roots), extracted once per run."""
-        key = json.dumps([backbone.describe(), s.data.test_root, self.opts.extra_roots, s.data.protocol,
-                          s.data.max_per_class], sort_keys=True, default=str)
+        key = json.dumps(
+            [
+                backbone.describe(),
+                s.data.test_root,
+                self.opts.extra_roots,
+                s.data.protocol,
+                s.data.max_per_class,
+            ],
+            sort_keys=True,
+            default=str,
+        )
         if key not in self._tests:
             es = EvalSettings(data=s.data)
-            sets = select_test_sets(discover_test_sets(Path(s.data.test_root)), es) if s.data.test_root else []
-            extra = [ts for root in self.opts.extra_roots
-                     for ts in select_test_sets(discover_test_sets(Path(root)), es)]
+            sets = (
+                select_test_sets(discover_test_sets(Path(s.data.test_root)), es)
+                if s.data.test_root
+                else []
+            )
+            extra = [
+                ts
+                for root in self.opts.extra_roots
+                for ts in select_test_sets(discover_test_sets(Path(root)), es)
+            ]
             names = [t.name for t in sets + extra]
             if len(set(names)) < len(names):
-                raise DataError(f"test set names occur twice across data.test_root and extra_roots: {sorted(names)}")
+                raise DataError(
+                    f"test set names occur twice across data.test_root and extra_roots: {sorted(names)}"
+                )
             # seed 0 always: test crops are deterministic, so every seed shares one extraction.
             fs = test_features(backbone, sets + extra, s.data, feature_cache(s.data), device, 0)
             self._tests[key] = _TestData(sets, extra, fs.paths, fs.features[0], backbone.describe())
@@ -244,11 +285,30 @@ class Runner:
         path = None
         if ckpt_dir is not None and self.opts.save_checkpoints:
             config = json.loads(json.dumps(asdict(s), default=str))
-            path = str(save_checkpoint(ckpt_dir, model, threshold, backbone.describe(), config, head.val_real_scores,
-                                       {"history": head.history, "validation": head.validation,
-                                        "train": {"mode": s.train.mode}}))
+            path = str(
+                save_checkpoint(
+                    ckpt_dir,
+                    model,
+                    threshold,
+                    backbone.describe(),
+                    config,
+                    head.val_real_scores,
+                    {
+                        "history": head.history,
+                        "validation": head.validation,
+                        "train": {"mode": s.train.mode},
+                    },
+                )
+            )
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        done = _Trained(test, dict(zip(test.paths, scores)), threshold, n_params, path, time.perf_counter() - start)
+        done = _Trained(
+            test,
+            dict(zip(test.paths, scores)),
+            threshold,
+            n_params,
+            path,
+            time.perf_counter() - start,
+        )
         self._trained[key] = done
         return done
 
@@ -256,29 +316,41 @@ class Runner:
         """An existing checkpoint, scored on this run's test images (Table V: the same model)."""
         ckpt = load_checkpoint(ckpt_path)
         device = resolve_device(s.device)
-        local = {"pretrained": s.backbone.pretrained} if s.backbone.pretrained and not s.backbone.is_tiny else {}
+        local = (
+            {"pretrained": s.backbone.pretrained}
+            if s.backbone.pretrained and not s.backbone.is_tiny
+            else {}
+        )
         backbone = self.backbone(eval_backbone_config(ckpt, local), device)
         test = self.test_data(replace(s, backbone=backbone.cfg), backbone, device)
         scores = score_features(ckpt.model, test.features, device=device).tolist()
         n_params = sum(p.numel() for p in ckpt.model.parameters())
-        return _Trained(test, dict(zip(test.paths, scores)), ckpt.threshold, n_params, str(ckpt.path), 0.0)
+        return _Trained(
+            test, dict(zip(test.paths, scores)), ckpt.threshold, n_params, str(ckpt.path), 0.0
+        )
 
     def baseline(self, name: str, s: TrainSettings) -> _Trained:
         """Fit a baseline on this seed's training features; score every test image."""
-        key = json.dumps([name, asdict(s.backbone), asdict(s.data), s.seed], sort_keys=True, default=str)
+        key = json.dumps(
+            [name, asdict(s.backbone), asdict(s.data), s.seed], sort_keys=True, default=str
+        )
         if key in self._trained:
             return self._trained[key]
         start = time.perf_counter()
         device = resolve_device(s.device)
         backbone = self.backbone(s.backbone, device)
         split, cache = _train_split(s), feature_cache(s.data)
-        plain = replace(s, train=replace(s.train, mode="N"), data=replace(s.data, views=1))  # identity view 0
+        plain = replace(
+            s, train=replace(s.train, mode="N"), data=replace(s.data, views=1)
+        )  # identity view 0
         natural = train_features(plain, backbone, split.train, cache, device)[0][0, 0]
         if name == "mahalanobis":
             model = Mahalanobis().fit(natural)
             val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
             val_scores = np.r_[model.score(val.features[0]), model.score(val.features[1])]
-            threshold = calibrate_threshold(val_scores, np.r_[np.zeros(len(val.paths)), np.ones(len(val.paths))])
+            threshold = calibrate_threshold(
+                val_scores, np.r_[np.zeros(len(val.paths)), np.ones(len(val.paths))]
+            )
         else:
             fake_paths = probe_fake_paths(s.data.train_root, split.classes, s.seed)
             fakes = train_features(plain, backbone, fake_paths, cache, device)[0][0, 0]
@@ -286,8 +358,14 @@ class Runner:
             threshold = model.threshold
         test = self.test_data(s, backbone, device)
         scores = model.score(test.features).tolist()
-        done = _Trained(test, dict(zip(test.paths, scores)), float(threshold), model.n_params, None,
-                        time.perf_counter() - start)
+        done = _Trained(
+            test,
+            dict(zip(test.paths, scores)),
+            float(threshold),
+            model.n_params,
+            None,
+            time.perf_counter() - start,
+        )
         self._trained[key] = done
         return done
 
@@ -301,8 +379,12 @@ class Runner:
         arms = [self._run_arm(spec, arm, out) for arm in self._arms(spec)]
         wanted = self.opts.baselines
         names = [b for b in spec.baselines if wanted is None or b in wanted]
-        if names and not first.data.train_root:  # e.g. table5 from a checkpoint: nothing to fit them on
-            log.warning("%s: baselines %s skipped: they are fitted on data.train_root", spec.name, names)
+        if (
+            names and not first.data.train_root
+        ):  # e.g. table5 from a checkpoint: nothing to fit them on
+            log.warning(
+                "%s: baselines %s skipped: they are fitted on data.train_root", spec.name, names
+            )
             names = []
         arms += [self._run_baseline(spec, name, out) for name in names]
         run0 = arms[0].runs[self.opts.seeds[0]]
@@ -336,7 +418,9 @@ class Runner:
         runs = {}
         for seed in self.opts.seeds:
             s = self.settings(spec, None, seed)
-            runs[seed] = self._evaluate(spec, self.baseline(name, s), out / "arms" / name / f"seed{seed}")
+            runs[seed] = self._evaluate(
+                spec, self.baseline(name, s), out / "arms" / name / f"seed{seed}"
+            )
         return ArmResult(BASELINE_LABELS[name], "baseline", BASELINE_PAPER[name], runs)
 
     def _evaluate(self, spec: ExperimentSpec, trained: _Trained, folder: Path) -> SeedRun:
@@ -346,11 +430,22 @@ class Runner:
         grouped: dict[str, tuple[list, list]] = {r["dataset"]: ([], []) for r in rows}
         for r in score_rows:
             grouped[r["dataset"]][r["label"]].append(r["score"])
-        scores = {k: (np.asarray(real, np.float32), np.asarray(fake, np.float32)) for k, (real, fake) in grouped.items()}
+        scores = {
+            k: (np.asarray(real, np.float32), np.asarray(fake, np.float32))
+            for k, (real, fake) in grouped.items()
+        }
         _write_arm_files(folder, rows, score_rows)
         evaluated = [(r["dataset"], r["display_name"]) for r in rows]
-        return SeedRun(rows, trained.threshold, trained.n_params, scores, trained.checkpoint, trained.seconds,
-                       evaluated, trained.test.backbone)
+        return SeedRun(
+            rows,
+            trained.threshold,
+            trained.n_params,
+            scores,
+            trained.checkpoint,
+            trained.seconds,
+            evaluated,
+            trained.test.backbone,
+        )
 
 
 def _arm_key(s: TrainSettings) -> str:
@@ -362,15 +457,21 @@ def _arm_key(s: TrainSettings) -> str:
 
 
 def _train_split(s: TrainSettings):
-    return discover_train_images(Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed)
+    return discover_train_images(
+        Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
+    )
 
 
 def _require_data(spec: ExperimentSpec, s: TrainSettings, opts: RunOptions) -> None:
     if not s.data.train_root and not (spec.accepts_ckpt and opts.ckpt):
-        raise DataError(f"experiment {spec.name} trains CLIP-Flow: pass data.train_root=DIR (natural images)")
+        raise DataError(
+            f"experiment {spec.name} trains CLIP-Flow: pass data.train_root=DIR (natural images)"
+        )
     if spec.sets == "extra" and not opts.extra_roots:
-        raise DataError(f"experiment {spec.name} evaluates new generators: pass extra_roots=[DIR,...] "
-                        "(folders <name>/0_real, <name>/1_fake)")
+        raise DataError(
+            f"experiment {spec.name} evaluates new generators: pass extra_roots=[DIR,...] "
+            "(folders <name>/0_real, <name>/1_fake)"
+        )
     if spec.sets == "test" and not s.data.test_root:
         raise DataError(f"experiment {spec.name} needs the benchmark: pass data.test_root=DIR")
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .errors import UnreadableImageError
 from .device_decode import decode_on_device, read_payload
+from .errors import UnreadableImageError
 from .imageio import load_image, pil_to_uint8_tensor
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,15 @@ class ImageFileDataset(Dataset):
     variants + transform run later on the GPU via :meth:`apply_all`.
     """
 
-    def __init__(self, paths: Sequence, transform, variants: Sequence[Variant], seed: int, view: int,
-                 raw: bool = False):
+    def __init__(
+        self,
+        paths: Sequence,
+        transform,
+        variants: Sequence[Variant],
+        seed: int,
+        view: int,
+        raw: bool = False,
+    ):
         self.paths = [str(p) for p in paths]
         self.transform = transform
         self.variants = list(variants)
@@ -98,7 +105,6 @@ class ImageFileDataset(Dataset):
         except Exception as err:  # a file must never take the batch down with it
             return None, i, f"{type(err).__name__}: {err}"
 
-
     def apply_all(self, image: torch.Tensor, path: str) -> torch.Tensor:
         """uint8 (3, H, W) -> (K, 3, S, S): every variant, then the backbone transform."""
         return self.apply_batch([image], [path])[0]
@@ -117,9 +123,13 @@ class ImageFileDataset(Dataset):
         return torch.stack(per_variant, dim=1)
 
     def _generator(self, variant: Variant, path: str) -> torch.Generator:
-        return torch.Generator().manual_seed(item_seed(self.seed, self.view, f"{variant.key}|{path}"))
+        return torch.Generator().manual_seed(
+            item_seed(self.seed, self.view, f"{variant.key}|{path}")
+        )
 
-    def _transform_batch(self, images: list[torch.Tensor], gens: list[torch.Generator]) -> torch.Tensor:
+    def _transform_batch(
+        self, images: list[torch.Tensor], gens: list[torch.Generator]
+    ) -> torch.Tensor:
         # uint8 crops when the transform can normalise later on the device (less to ship).
         if hasattr(self.transform, "geometry_batch"):
             return self.transform.geometry_batch(images, gens)
@@ -139,8 +149,16 @@ def _device_stage(dataset: ImageFileDataset, payloads, idx: list[int], device):
     """Decode (nvJPEG) and transform a raw batch on the device; returns (images, kept, bad)."""
     paths = [dataset.paths[i] for i in idx]
     decoded = decode_on_device(payloads, paths, device)
-    bad = [(i, getattr(img, "reason", str(img))) for i, img in zip(idx, decoded) if isinstance(img, Exception)]
-    good = [(i, path, img) for i, path, img in zip(idx, paths, decoded) if not isinstance(img, Exception)]
+    bad = [
+        (i, getattr(img, "reason", str(img)))
+        for i, img in zip(idx, decoded)
+        if isinstance(img, Exception)
+    ]
+    good = [
+        (i, path, img)
+        for i, path, img in zip(idx, paths, decoded)
+        if not isinstance(img, Exception)
+    ]
     if not good:
         return None, [], bad
     kept, good_paths, images = (list(t) for t in zip(*good))
@@ -217,10 +235,16 @@ class _InFlight:
         if self.done is not None:
             self.done.synchronize()
             feats = feats.clone()  # out of pinned memory, which then serves the next batches
-        return self.idx, feats.view(len(self.idx), self.k, feats.shape[-1]).transpose(0, 1), self.bad
+        return (
+            self.idx,
+            feats.view(len(self.idx), self.k, feats.shape[-1]).transpose(0, 1),
+            self.bad,
+        )
 
 
-def _launch(backbone, images: torch.Tensor | None, idx: list[int], bad, k: int, normalize, device) -> _InFlight:
+def _launch(
+    backbone, images: torch.Tensor | None, idx: list[int], bad, k: int, normalize, device
+) -> _InFlight:
     """Queue the backbone on (B, K, 3, S, S) uint8 images; on CUDA nothing waits for the result."""
     if images is None:
         return _InFlight([], torch.empty(0, backbone.feature_dim), k, bad)
@@ -229,22 +253,47 @@ def _launch(backbone, images: torch.Tensor | None, idx: list[int], bad, k: int, 
     if not feats.is_cuda:
         return _InFlight(idx, feats.cpu(), k, bad)
     # Pinned host memory: the copy then runs asynchronously, behind the next batch's work.
-    host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True).copy_(feats, non_blocking=True)
+    host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True).copy_(
+        feats, non_blocking=True
+    )
     done = torch.cuda.Event()
     done.record()
     return _InFlight(idx, host, k, bad, done)
 
 
-def extract_features(backbone, paths: Sequence, transform, variants=(None,), device="cpu", batch_size: int = 64,
-                     num_workers: int = 0, seed: int = 0, view: int = 0, desc: str = "extract",
-                     **loader) -> FeatureSet:
+def extract_features(
+    backbone,
+    paths: Sequence,
+    transform,
+    variants=(None,),
+    device="cpu",
+    batch_size: int = 64,
+    num_workers: int = 0,
+    seed: int = 0,
+    view: int = 0,
+    desc: str = "extract",
+    **loader,
+) -> FeatureSet:
     """Run ``backbone`` over ``paths`` (see :func:`iter_feature_batches`); ``None`` = the image itself."""
     paths = [str(p) for p in paths]
     chunks, kept, skipped = [], [], []
-    for idx, feats, bad in iter_feature_batches(backbone, paths, transform, variants, device, batch_size,
-                                                num_workers, seed, view, desc, **loader):
+    for idx, feats, bad in iter_feature_batches(
+        backbone,
+        paths,
+        transform,
+        variants,
+        device,
+        batch_size,
+        num_workers,
+        seed,
+        view,
+        desc,
+        **loader,
+    ):
         chunks.append(feats)
         kept += idx
         skipped += [(paths[i], reason) for i, reason in bad]
-    features = torch.cat(chunks, dim=1) if chunks else torch.empty(len(variants), 0, backbone.feature_dim)
+    features = (
+        torch.cat(chunks, dim=1) if chunks else torch.empty(len(variants), 0, backbone.feature_dim)
+    )
     return FeatureSet(features, [paths[i] for i in kept], skipped)

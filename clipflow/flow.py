@@ -14,12 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import FrEIA.framework as Ff
+import FrEIA.modules as Fm
 import numpy as np
 import torch
 from torch import nn
-
-import FrEIA.framework as Ff
-import FrEIA.modules as Fm
 
 LOG_2PI = math.log(2 * math.pi)
 

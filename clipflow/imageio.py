@@ -39,7 +39,9 @@ def is_image_file(path: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXT
 
 
 def list_images(
-    folder: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS, include_special: bool = False
+    folder: str | os.PathLike,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    include_special: bool = False,
 ) -> list[Path]:
     """All image files under ``folder``, recursively, in a deterministic order.
 
@@ -157,7 +159,11 @@ def _check_file(path: Path) -> None:
     try:
         st = path.stat()
     except FileNotFoundError:
-        reason = "broken symbolic link (its target is missing)" if path.is_symlink() else "file not found"
+        reason = (
+            "broken symbolic link (its target is missing)"
+            if path.is_symlink()
+            else "file not found"
+        )
         raise UnreadableImageError(path, reason) from None
     except OSError as exc:
         raise UnreadableImageError(path, f"cannot read file: {exc.strerror or exc}") from None

@@ -8,7 +8,16 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-METRIC_COLUMNS = ("n_real", "n_fake", "ap", "acc@val", "real_acc@val", "fake_acc@val", "auc", "acc@oracle")
+METRIC_COLUMNS = (
+    "n_real",
+    "n_fake",
+    "ap",
+    "acc@val",
+    "real_acc@val",
+    "fake_acc@val",
+    "auc",
+    "acc@oracle",
+)
 
 
 def calibrate_threshold(scores: np.ndarray, labels: np.ndarray) -> float:

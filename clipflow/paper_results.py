@@ -12,11 +12,19 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 DATA_DIR = Path(__file__).parent / "paper_numbers"
-PAPER_TABLES = ("table1_ap", "table2_acc", "table3_ap", "table4_ap", "table5_ap", "normalization_ap", "fig4_ap")
+PAPER_TABLES = (
+    "table1_ap",
+    "table2_acc",
+    "table3_ap",
+    "table4_ap",
+    "table5_ap",
+    "normalization_ap",
+    "fig4_ap",
+)
 _META = ("group", "method", "variant", "mean", "note")
 
 # Table V generators: folder names a user may give them (compared after lower-casing and
@@ -70,7 +78,7 @@ def _number(cell: str) -> float | None:
     return float(cell) if cell else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_table(table: str) -> tuple[PaperRow, ...]:
     """All rows of one stored paper table."""
     if table not in PAPER_TABLES:
@@ -81,8 +89,17 @@ def load_table(table: str) -> tuple[PaperRow, ...]:
     rows = []
     for rec in reader:
         values = {k: _number(v) for k, v in rec.items() if k not in _META}
-        rows.append(PaperRow(table, rec["method"], rec["variant"], values, _number(rec["mean"]),
-                             rec.get("note") or "", caption))
+        rows.append(
+            PaperRow(
+                table,
+                rec["method"],
+                rec["variant"],
+                values,
+                _number(rec["mean"]),
+                rec.get("note") or "",
+                caption,
+            )
+        )
     return tuple(rows)
 
 

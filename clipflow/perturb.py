@@ -13,8 +13,8 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -25,8 +25,19 @@ from PIL import Image
 from .errors import ClipflowError
 
 # The issue's settings (SPEC-free choices): the strengths social platforms and re-saves reach.
-DEFAULT_NAMES = ("jpeg95", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "blur1", "blur2", "blur4",
-                 "down0.75", "down0.5", "jpeg50+blur2")
+DEFAULT_NAMES = (
+    "jpeg95",
+    "jpeg90",
+    "jpeg75",
+    "jpeg50",
+    "jpeg30",
+    "blur1",
+    "blur2",
+    "blur4",
+    "down0.75",
+    "down0.5",
+    "jpeg50+blur2",
+)
 GROUPS = {
     "none": (),
     "all": DEFAULT_NAMES,
@@ -44,8 +55,9 @@ def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
 
     Runs on the CPU whatever ``image.device`` is (libjpeg is the codec images meet online)."""
     buf = io.BytesIO()
-    Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(buf, format="JPEG", quality=int(quality),
-                                                                subsampling="4:2:0", optimize=False)
+    Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(
+        buf, format="JPEG", quality=int(quality), subsampling="4:2:0", optimize=False
+    )
     buf.seek(0)
     with Image.open(buf) as im:
         arr = np.array(im.convert("RGB"), dtype=np.uint8)
@@ -64,7 +76,9 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     h, w = image.shape[-2:]
     extra = max(0, k // 2 + 1 - min(h, w))
     if extra:
-        padded = F.pad(image[None].float(), [extra] * 4, mode="replicate")[0].round().to(torch.uint8)
+        padded = (
+            F.pad(image[None].float(), [extra] * 4, mode="replicate")[0].round().to(torch.uint8)
+        )
         out = TF.gaussian_blur(padded, [k, k], [sigma, sigma])
         return out[:, extra : extra + h, extra : extra + w].contiguous()
     return TF.gaussian_blur(image, [k, k], [sigma, sigma])
@@ -86,19 +100,28 @@ class Perturbation:
     strength: float | None  # the family's parameter (quality, sigma, factor); None for chains
     steps: tuple[tuple[str, float], ...] = field(default_factory=tuple)
 
-    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, image: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         for op, value in self.steps:
             image = OPS[op](image, value)
         return image
 
     def describe(self) -> dict:
         """Parameters recorded in metrics.json (enough to redo the perturbation elsewhere)."""
-        return {"name": self.name, "family": self.family, "strength": self.strength,
-                "steps": [{"op": op, PARAM_NAMES[op]: value} for op, value in self.steps]}
+        return {
+            "name": self.name,
+            "family": self.family,
+            "strength": self.strength,
+            "steps": [{"op": op, PARAM_NAMES[op]: value} for op, value in self.steps],
+        }
 
 
 OPS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
-    "jpeg": jpeg, "blur": gaussian_blur, "resize": downscale}
+    "jpeg": jpeg,
+    "blur": gaussian_blur,
+    "resize": downscale,
+}
 PARAM_NAMES = {"jpeg": "quality", "blur": "sigma", "resize": "factor"}
 _ATOM = re.compile(r"^(jpeg|blur|down)(\d+(?:\.\d+)?)$")
 
@@ -106,8 +129,10 @@ _ATOM = re.compile(r"^(jpeg|blur|down)(\d+(?:\.\d+)?)$")
 def _parse_step(atom: str) -> tuple[str, float]:
     m = _ATOM.match(atom)
     if not m:
-        raise ClipflowError(f"unknown perturbation {atom!r}: use jpeg<quality>, blur<sigma>, down<factor> "
-                            f"(e.g. {', '.join(DEFAULT_NAMES)}) or a group ({', '.join(GROUPS)})")
+        raise ClipflowError(
+            f"unknown perturbation {atom!r}: use jpeg<quality>, blur<sigma>, down<factor> "
+            f"(e.g. {', '.join(DEFAULT_NAMES)}) or a group ({', '.join(GROUPS)})"
+        )
     kind, value = m.group(1), float(m.group(2))
     if kind == "jpeg" and not (value.is_integer() and 1 <= value <= 100):
         raise ClipflowError(f"{atom}: JPEG quality must be an integer in 1..100")
@@ -122,10 +147,14 @@ def parse_perturbation(name: str) -> Perturbation:
     """``jpeg75`` / ``blur2`` / ``down0.5`` / chains like ``jpeg50+blur2`` -> Perturbation."""
     atoms = [atom.strip() for atom in name.strip().split("+")]
     if not all(atoms):
-        raise ClipflowError(f"perturbation {name!r} has an empty step: chain names with +, e.g. jpeg50+blur2")
+        raise ClipflowError(
+            f"perturbation {name!r} has an empty step: chain names with +, e.g. jpeg50+blur2"
+        )
     steps = tuple(_parse_step(atom) for atom in atoms)
     family = steps[0][0] if len(steps) == 1 else "combined"
-    return Perturbation(name.strip(), family, float(steps[0][1]) if len(steps) == 1 else None, steps)
+    return Perturbation(
+        name.strip(), family, float(steps[0][1]) if len(steps) == 1 else None, steps
+    )
 
 
 def resolve_perturbations(spec: str | Iterable[str] | None) -> list[Perturbation]:

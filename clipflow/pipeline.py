@@ -78,9 +78,16 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
     device = resolve_device(s.device)
     if not s.data.train_root:
         raise DataError("no training images given — pass data.train_root=DIR (natural images only)")
-    split = discover_train_images(Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed)
+    split = discover_train_images(
+        Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
+    )
     val_paths = validation_paths(s, split.val)  # fail on a missing val set before the backbone runs
-    log.info("training on %d natural images (%d classes), validating on %d", len(split.train), len(split.classes), len(val_paths))
+    log.info(
+        "training on %d natural images (%d classes), validating on %d",
+        len(split.train),
+        len(split.classes),
+        len(val_paths),
+    )
 
     backbone = load_backbone(s.backbone, device)
     head = train_head(s, backbone, split, feature_cache(s.data), device)
@@ -88,21 +95,38 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
     extra = {
         "history": head.history,
         "proxy": describe(s.proxy, DEFAULT_RATIO[mode]),
-        "train": {"mode": mode, "n_images": len(head.train_paths), "classes": split.classes,
-                  "views": n_views(s), "n_skipped": len(head.skipped), "epochs": s.train.resolved_epochs()},
+        "train": {
+            "mode": mode,
+            "n_images": len(head.train_paths),
+            "classes": split.classes,
+            "views": n_views(s),
+            "n_skipped": len(head.skipped),
+            "epochs": s.train.resolved_epochs(),
+        },
         "validation": head.validation,
         "versions": package_versions(),
     }
-    ckpt = save_checkpoint(run_dir, head.model, head.threshold, backbone.describe(), _plain(asdict(s)),
-                           head.val_real_scores, extra)
-    atomic_write_text(run_dir / "skipped_train.txt", "".join(f"{p}\t{r}\n" for p, r in head.skipped))
+    ckpt = save_checkpoint(
+        run_dir,
+        head.model,
+        head.threshold,
+        backbone.describe(),
+        _plain(asdict(s)),
+        head.val_real_scores,
+        extra,
+    )
+    atomic_write_text(
+        run_dir / "skipped_train.txt", "".join(f"{p}\t{r}\n" for p, r in head.skipped)
+    )
     return ckpt
 
 
 def validation_paths(s: TrainSettings, held_out: list[Path]) -> list[Path]:
     """The threshold's natural images: ``data.val_root`` when given, else the held-out part of train."""
     if s.data.val_root:
-        return discover_train_images(Path(s.data.val_root), per_class=None, val_fraction=0.0, seed=s.seed).train
+        return discover_train_images(
+            Path(s.data.val_root), per_class=None, val_fraction=0.0, seed=s.seed
+        ).train
     if not held_out:
         raise DataError("no validation images: pass data.val_root=DIR or set data.val_fraction > 0")
     return held_out
@@ -115,8 +139,12 @@ def feature_cache(data) -> FeatureCache | None:
 
 def loader_options(data) -> dict:
     """Extraction loader settings from ``data.*`` (batch, workers, decoder, prefetch)."""
-    return {"batch_size": data.batch_size, "num_workers": data.num_workers,
-            "decode": data.decode, "prefetch_factor": data.prefetch_factor}
+    return {
+        "batch_size": data.batch_size,
+        "num_workers": data.num_workers,
+        "decode": data.decode,
+        "prefetch_factor": data.prefetch_factor,
+    }
 
 
 def n_views(s: TrainSettings) -> int:
@@ -127,7 +155,9 @@ def n_views(s: TrainSettings) -> int:
 def proxy_variant(cfg: ProxyConfig, mode: str) -> Variant:
     """The training proxy, keyed by its resolved parameters (the cache key depends on them)."""
     params = describe(cfg, DEFAULT_RATIO[mode])
-    return Variant("proxy:" + json.dumps(params, sort_keys=True), build_proxy(cfg, DEFAULT_RATIO[mode]))
+    return Variant(
+        "proxy:" + json.dumps(params, sort_keys=True), build_proxy(cfg, DEFAULT_RATIO[mode])
+    )
 
 
 VALIDATION_PROXY = Variant("bandstop(30,100)@256", lambda img, gen: bandstop(img))
@@ -142,19 +172,40 @@ def train_features(s: TrainSettings, backbone, paths, cache, device):
     views, kept, skipped = [], None, []
     total = n_views(s)
     for view in range(total):
-        fs = cached_extract(backbone, paths, transform, variants, cache, device, seed=s.seed, view=view,
-                            desc=f"train features view {view + 1}/{total}", **loader_options(s.data))
+        fs = cached_extract(
+            backbone,
+            paths,
+            transform,
+            variants,
+            cache,
+            device,
+            seed=s.seed,
+            view=view,
+            desc=f"train features view {view + 1}/{total}",
+            **loader_options(s.data),
+        )
         views.append(fs.features)
         kept, skipped = fs.paths, fs.skipped
     if not kept:
-        raise DataError(f"none of the {len(paths)} training images could be read; see the warnings above")
+        raise DataError(
+            f"none of the {len(paths)} training images could be read; see the warnings above"
+        )
     return torch.stack(views, dim=1), kept, skipped
 
 
 def validation_features(s: TrainSettings, backbone, paths, cache, device):
     """(2, N, D): natural validation images and their band-stop proxies (SPEC §4.3)."""
-    fs = cached_extract(backbone, paths, build_transform(backbone, train=False), [IDENTITY, VALIDATION_PROXY],
-                        cache, device, seed=s.seed, desc="validation features", **loader_options(s.data))
+    fs = cached_extract(
+        backbone,
+        paths,
+        build_transform(backbone, train=False),
+        [IDENTITY, VALIDATION_PROXY],
+        cache,
+        device,
+        seed=s.seed,
+        desc="validation features",
+        **loader_options(s.data),
+    )
     if not fs.paths:
         raise DataError("none of the validation images could be read")
     return fs
@@ -168,14 +219,20 @@ def calibrate(model: CLIPFlow, val, device):
     scores = torch.cat([real, proxy]).numpy()
     labels = np.r_[np.zeros(len(real), int), np.ones(len(proxy), int)]
     threshold = calibrate_threshold(scores, labels)
-    info = {"n_images": len(val.paths), "n_skipped": len(val.skipped), "proxy": VALIDATION_PROXY.key,
-            "acc": float(np.mean((scores > threshold) == labels))}
+    info = {
+        "n_images": len(val.paths),
+        "n_skipped": len(val.skipped),
+        "proxy": VALIDATION_PROXY.key,
+        "acc": float(np.mean((scores > threshold) == labels)),
+    }
     return threshold, real, info
 
 
 def _require_finite(scores: torch.Tensor) -> None:
     if not torch.isfinite(scores).all():
-        raise TrainingDivergedError("the trained flow gives non-finite scores; retrain with loss=logsigmoid")
+        raise TrainingDivergedError(
+            "the trained flow gives non-finite scores; retrain with loss=logsigmoid"
+        )
 
 
 def _plain(d):
@@ -200,21 +257,38 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
     summary: dict = {"cache_dir": str(cache.root), "backbone": backbone.describe()}
     split = None
     if s.data.train_root and {"train", "val"} & set(stages):
-        split = discover_train_images(Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed)
+        split = discover_train_images(
+            Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
+        )
     if "train" in stages and split:
         _, kept, skipped = train_features(s, backbone, split.train, cache, device)
-        summary["train"] = {"n_images": len(kept), "n_skipped": len(skipped), "views": n_views(s), "mode": s.train.mode}
+        summary["train"] = {
+            "n_images": len(kept),
+            "n_skipped": len(skipped),
+            "views": n_views(s),
+            "mode": s.train.mode,
+        }
     if "val" in stages and (split or s.data.val_root):
-        val = validation_features(s, backbone, validation_paths(s, split.val if split else []), cache, device)
+        val = validation_features(
+            s, backbone, validation_paths(s, split.val if split else []), cache, device
+        )
         summary["val"] = {"n_images": len(val.paths), "n_skipped": len(val.skipped)}
     if "test" in stages and s.data.test_root:
         sets = discover_test_sets(Path(s.data.test_root))
         fs = test_features(backbone, sets, s.data, cache, device, s.seed)
-        summary["test"] = {"n_images": len(fs.paths), "n_skipped": len(fs.skipped), "sets": [t.name for t in sets]}
+        summary["test"] = {
+            "n_images": len(fs.paths),
+            "n_skipped": len(fs.skipped),
+            "sets": [t.name for t in sets],
+        }
     if len(summary) == 2:
-        raise DataError("nothing to extract: pass data.train_root, data.val_root and/or data.test_root")
+        raise DataError(
+            "nothing to extract: pass data.train_root, data.val_root and/or data.test_root"
+        )
     if not distributed.launched_by_torchrun() or torch.distributed.get_rank() == 0:
-        atomic_write_text(Path(run_dir) / "extract.json", json.dumps(summary, indent=2, default=str))
+        atomic_write_text(
+            Path(run_dir) / "extract.json", json.dumps(summary, indent=2, default=str)
+        )
     return summary
 
 
@@ -242,10 +316,14 @@ def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
     """Score every dataset under ``data.test_root`` with a checkpoint; write the result files."""
     device, ckpt, sets, backbone = prepare_eval(s)
     fs = test_features(backbone, sets, s.data, feature_cache(s.data), device, s.seed)
-    score_of = dict(zip(fs.paths, score_features(ckpt.model, fs.features[0], device=device).tolist()))
+    score_of = dict(
+        zip(fs.paths, score_features(ckpt.model, fs.features[0], device=device).tolist())
+    )
     rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold)
     if not rows:
-        raise DataError("no dataset had readable real and fake images; see skipped.txt and the warnings")
+        raise DataError(
+            "no dataset had readable real and fake images; see skipped.txt and the warnings"
+        )
     meta = eval_metadata(ckpt, backbone, s)
     return write_results(Path(run_dir), rows, mean_row(rows), meta, score_rows, fs.skipped)
 
@@ -253,8 +331,17 @@ def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
 def test_features(backbone, sets: list[TestSet], data, cache, device, seed: int = 0):
     """(1, N, D) features of every test image, each file once (shared real pools)."""
     paths = list(dict.fromkeys(str(p) for ts in sets for p in (*ts.real, *ts.fake)))
-    return cached_extract(backbone, paths, build_transform(backbone), [IDENTITY], cache, device,
-                          seed=seed, desc="test features", **loader_options(data))
+    return cached_extract(
+        backbone,
+        paths,
+        build_transform(backbone),
+        [IDENTITY],
+        cache,
+        device,
+        seed=seed,
+        desc="test features",
+        **loader_options(data),
+    )
 
 
 def select_test_sets(sets: list[TestSet], s: EvalSettings) -> list[TestSet]:
@@ -280,11 +367,23 @@ def evaluate_sets(sets: list[TestSet], score_of: dict[str, float], threshold: fl
         items = [(p, y) for p, y in items if p in score_of]
         labels = np.array([y for _, y in items], int)
         if labels.sum() == 0 or labels.sum() == len(labels):
-            log.warning("dataset %s skipped: no readable %s images", ts.name, "fake" if labels.sum() == 0 else "real")
+            log.warning(
+                "dataset %s skipped: no readable %s images",
+                ts.name,
+                "fake" if labels.sum() == 0 else "real",
+            )
             continue
         scores = np.array([score_of[p] for p, _ in items])
-        rows.append({"dataset": ts.name, "display_name": ts.display_name, **dataset_metrics(scores, labels, threshold)})
-        score_rows += [{"path": p, "dataset": ts.name, "label": y, "score": score_of[p]} for p, y in items]
+        rows.append(
+            {
+                "dataset": ts.name,
+                "display_name": ts.display_name,
+                **dataset_metrics(scores, labels, threshold),
+            }
+        )
+        score_rows += [
+            {"path": p, "dataset": ts.name, "label": y, "score": score_of[p]} for p, y in items
+        ]
     return rows, score_rows
 
 
@@ -292,7 +391,9 @@ def eval_metadata(ckpt: Checkpoint, backbone, s: EvalSettings) -> dict:
     return {
         "backbone": backbone.describe(),
         "preprocess": backbone.cfg.preprocess,
-        "protocol": s.data.protocol if s.data.protocol == "all" else f"univfd(max_per_class={s.data.max_per_class}, seed=0)",
+        "protocol": s.data.protocol
+        if s.data.protocol == "all"
+        else f"univfd(max_per_class={s.data.max_per_class}, seed=0)",
         "threshold": ckpt.threshold,
         "checkpoint": str(ckpt.path),
         "checkpoint_sha256": ckpt.sha256,

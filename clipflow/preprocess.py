@@ -30,10 +30,14 @@ class ImageTransform:
     std: tuple[float, ...]
     train: bool = False
 
-    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, image: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return self.normalize(self.geometry(image, generator))
 
-    def geometry(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def geometry(
+        self, image: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """uint8 (3, H, W) -> uint8 (3, S, S): resize / pad / crop, still 8-bit.
 
         Extraction ships these uint8 crops from the loader workers (4× less than float32)
@@ -41,7 +45,9 @@ class ImageTransform:
         """
         return self.geometry_batch([image], [generator])[0]
 
-    def geometry_batch(self, images: list[torch.Tensor], generators: list[torch.Generator | None]) -> torch.Tensor:
+    def geometry_batch(
+        self, images: list[torch.Tensor], generators: list[torch.Generator | None]
+    ) -> torch.Tensor:
         """:meth:`geometry` of each image -> (B, 3, S, S), resizing equal-size images in one call.
 
         On the GPU (nvJPEG path) one resize per image is a kernel sequence per image; grouping
@@ -49,7 +55,9 @@ class ImageTransform:
         """
         if self.protocol == "paper":
             images = resize_grouped(images, RESIZE_TO)
-        return torch.stack([self._crop(pad_to_min_size(im, self.size), g) for im, g in zip(images, generators)])
+        return torch.stack(
+            [self._crop(pad_to_min_size(im, self.size), g) for im, g in zip(images, generators)]
+        )
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (..., 3, S, S) -> float32 scaled to [0, 1] and standardised with the backbone's mean/std."""
@@ -68,8 +76,12 @@ class ImageTransform:
         return image[..., top : top + self.size, left : left + self.size]
 
     def describe(self) -> dict:
-        return {"protocol": self.protocol, "size": self.size, "train": self.train,
-                "resize": RESIZE_TO if self.protocol == "paper" else None}
+        return {
+            "protocol": self.protocol,
+            "size": self.size,
+            "train": self.train,
+            "resize": RESIZE_TO if self.protocol == "paper" else None,
+        }
 
 
 def resize_grouped(images: list[torch.Tensor], size: int) -> list[torch.Tensor]:
@@ -84,7 +96,9 @@ def resize_grouped(images: list[torch.Tensor], size: int) -> list[torch.Tensor]:
     for members in groups.values():
         for start in range(0, len(members), RESIZE_CHUNK):
             chunk = members[start : start + RESIZE_CHUNK]
-            resized = TF.resize(torch.stack([images[i] for i in chunk]), [size, size], antialias=True)
+            resized = TF.resize(
+                torch.stack([images[i] for i in chunk]), [size, size], antialias=True
+            )
             for i, image in zip(chunk, resized):
                 out[i] = image
     return out

@@ -23,7 +23,9 @@ RANDOM_WARNING = (
 
 def to_csv(rows: list[dict], columns: tuple[str, ...]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(
+        buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _fmt(row.get(k), csv_mode=True) for k in columns})
@@ -71,13 +73,21 @@ def describe_run(meta: dict) -> str:
     return text
 
 
-def write_results(run_dir: Path, rows: list[dict], mean: dict, meta: dict, scores: list[dict],
-                  skipped: list[tuple[str, str]]) -> dict[str, Path]:
+def write_results(
+    run_dir: Path,
+    rows: list[dict],
+    mean: dict,
+    meta: dict,
+    scores: list[dict],
+    skipped: list[tuple[str, str]],
+) -> dict[str, Path]:
     """Write all result files of one evaluation into ``run_dir``; return their paths."""
     run_dir = Path(run_dir)
     table = rows + [{"dataset": "mean", "display_name": "Mean", **mean}]
-    paths = {name: run_dir / name for name in
-             ("results.csv", "results.md", "metrics.json", "scores.csv", "skipped.txt")}
+    paths = {
+        name: run_dir / name
+        for name in ("results.csv", "results.md", "metrics.json", "scores.csv", "skipped.txt")
+    }
     atomic_write_text(paths["results.csv"], to_csv(table, TABLE_COLUMNS))
     md = f"# Results\n\n{describe_run(meta)}\n\n{to_markdown(table, TABLE_COLUMNS)}"
     md += "\n`acc@val`: threshold from the checkpoint; `acc@oracle`: best threshold on the test labels.\n"

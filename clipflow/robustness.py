@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .config import EvalSettings
 from .data import TestSet
@@ -28,31 +28,48 @@ from .report import describe_run, save_png, to_csv, to_markdown, write_results
 log = logging.getLogger(__name__)
 
 CLEAN = "none"
-SUMMARY_COLUMNS = ("perturbation", "family", "strength", "dataset", "display_name",
-                   "ap", "acc@val", "real_acc@val", "fake_acc@val")
+SUMMARY_COLUMNS = (
+    "perturbation",
+    "family",
+    "strength",
+    "dataset",
+    "display_name",
+    "ap",
+    "acc@val",
+    "real_acc@val",
+    "fake_acc@val",
+)
 CHUNK = 4096  # images per extraction pass: bounds memory to CHUNK × variants × D floats
 
 
-def run_robustness(s: EvalSettings, perturbations: Sequence[Perturbation], run_dir: Path,
-                   chunk: int = CHUNK) -> dict[str, Path]:
+def run_robustness(
+    s: EvalSettings, perturbations: Sequence[Perturbation], run_dir: Path, chunk: int = CHUNK
+) -> dict[str, Path]:
     """Evaluate ``s.ckpt`` on ``s.data.test_root`` clean and under each perturbation."""
     run_dir = Path(run_dir)
     device, ckpt, sets, backbone = prepare_eval(s)
     model = ckpt.model
     score_maps, skipped = score_variants(model, backbone, sets, perturbations, s, device, chunk)
-    meta = {**eval_metadata(ckpt, backbone, s), "seed": s.seed,
-            "perturbations": [p.describe() for p in perturbations]}
+    meta = {
+        **eval_metadata(ckpt, backbone, s),
+        "seed": s.seed,
+        "perturbations": [p.describe() for p in perturbations],
+    }
     files, summary = {}, []
     for pert, score_of in zip([None, *perturbations], score_maps):
         rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold)
         if not rows:
-            raise DataError("no dataset had readable real and fake images; see skipped.txt and the warnings")
+            raise DataError(
+                "no dataset had readable real and fake images; see skipped.txt and the warnings"
+            )
         folder = run_dir if pert is None else run_dir / "perturb" / pert.name
         block_meta = {**meta, "perturbation": pert.describe() if pert else None}
         written = write_results(folder, rows, mean_row(rows), block_meta, score_rows, skipped)
         if pert is not None:  # the table header names the perturbation, not only the folder
             _title(written["results.md"], f"# Results under `{pert.name}`")
-        files.update(written if pert is None else {f"perturb/{pert.name}/{k}": v for k, v in written.items()})
+        files.update(
+            written if pert is None else {f"perturb/{pert.name}/{k}": v for k, v in written.items()}
+        )
         summary += summary_rows(pert, rows)
     files.update(write_summary(run_dir, summary, meta))
     return files
@@ -63,13 +80,22 @@ def _title(md: Path, title: str) -> None:
     atomic_write_text(md, text.replace("# Results", title, 1))
 
 
-def score_variants(model, backbone, sets: list[TestSet], perturbations: Sequence[Perturbation],
-                   s: EvalSettings, device: str, chunk: int = CHUNK):
+def score_variants(
+    model,
+    backbone,
+    sets: list[TestSet],
+    perturbations: Sequence[Perturbation],
+    s: EvalSettings,
+    device: str,
+    chunk: int = CHUNK,
+):
     """[clean, *perturbations] -> one {path: score} per variant, plus the skipped files.
 
     A file that fails to decode (or to perturb) is skipped for every variant alike.
     """
-    paths = list(dict.fromkeys(str(p) for ts in sets for p in (*ts.real, *ts.fake)))  # shared reals once
+    paths = list(
+        dict.fromkeys(str(p) for ts in sets for p in (*ts.real, *ts.fake))
+    )  # shared reals once
     transform = build_transform(backbone)
     # Stable keys (not positions) name each variant: its random draws and any cache entry
     # then do not depend on which other perturbations share the pass.
@@ -78,12 +104,22 @@ def score_variants(model, backbone, sets: list[TestSet], perturbations: Sequence
     skipped: list[tuple[str, str]] = []
     n_chunks = max(1, -(-len(paths) // chunk))
     for i in range(n_chunks):
-        fs = extract_features(backbone, paths[i * chunk : (i + 1) * chunk], transform, variants=variants,
-                              device=device, batch_size=s.data.batch_size, num_workers=s.data.num_workers,
-                              seed=s.seed, desc=f"robustness features {i + 1}/{n_chunks}")
+        fs = extract_features(
+            backbone,
+            paths[i * chunk : (i + 1) * chunk],
+            transform,
+            variants=variants,
+            device=device,
+            batch_size=s.data.batch_size,
+            num_workers=s.data.num_workers,
+            seed=s.seed,
+            desc=f"robustness features {i + 1}/{n_chunks}",
+        )
         skipped += fs.skipped
         for k, score_of in enumerate(score_maps):
-            score_of.update(zip(fs.paths, score_features(model, fs.features[k], device=device).tolist()))
+            score_of.update(
+                zip(fs.paths, score_features(model, fs.features[k], device=device).tolist())
+            )
     return score_maps, skipped
 
 
@@ -92,16 +128,27 @@ def summary_rows(pert: Perturbation | None, rows: list[dict]) -> list[dict]:
     name, family = (pert.name, pert.family) if pert else (CLEAN, CLEAN)
     strength = pert.strength if pert else None
     mean = {"dataset": "mean", "display_name": "Mean", **mean_row(rows)}
-    return [{"perturbation": name, "family": family, "strength": strength,
-             **{k: r[k] for k in SUMMARY_COLUMNS[3:]}} for r in [*rows, mean]]
+    return [
+        {
+            "perturbation": name,
+            "family": family,
+            "strength": strength,
+            **{k: r[k] for k in SUMMARY_COLUMNS[3:]},
+        }
+        for r in [*rows, mean]
+    ]
 
 
 def write_summary(run_dir: Path, summary: list[dict], meta: dict) -> dict[str, Path]:
     """robustness.csv (long), robustness.md (wide tables), robustness.json, robustness_ap.png."""
-    paths = {name: run_dir / name for name in ("robustness.csv", "robustness.md", "robustness.json")}
+    paths = {
+        name: run_dir / name for name in ("robustness.csv", "robustness.md", "robustness.json")
+    }
     atomic_write_text(paths["robustness.csv"], to_csv(summary, SUMMARY_COLUMNS))
     atomic_write_text(paths["robustness.md"], summary_markdown(summary, meta))
-    atomic_write_text(paths["robustness.json"], json.dumps({**meta, "rows": summary}, indent=2, sort_keys=True))
+    atomic_write_text(
+        paths["robustness.json"], json.dumps({**meta, "rows": summary}, indent=2, sort_keys=True)
+    )
     paths["robustness_ap.png"] = plot_robustness(summary, run_dir / "robustness_ap.png")
     return paths
 
@@ -123,10 +170,15 @@ def wide_table(summary: list[dict], metric: str) -> tuple[list[dict], tuple[str,
 
 def summary_markdown(summary: list[dict], meta: dict) -> str:
     text = f"# Robustness\n\n{describe_run(meta)}\n\n"
-    text += (f"Perturbations are applied at native resolution before the backbone preprocessing "
-             f"(seed {meta.get('seed')}); `{CLEAN}` = the clean images. Files that could not be read "
-             "are left out of every row alike.\n")
-    for metric, title in (("ap", "AP (%)"), ("acc@val", "Accuracy at the checkpoint threshold, acc@val (%)")):
+    text += (
+        f"Perturbations are applied at native resolution before the backbone preprocessing "
+        f"(seed {meta.get('seed')}); `{CLEAN}` = the clean images. Files that could not be read "
+        "are left out of every row alike.\n"
+    )
+    for metric, title in (
+        ("ap", "AP (%)"),
+        ("acc@val", "Accuracy at the checkpoint threshold, acc@val (%)"),
+    ):
         rows, columns = wide_table(summary, metric)
         text += f"\n## {title}\n\n{to_markdown(rows, columns)}"
     return text
@@ -141,7 +193,11 @@ def _panels(summary: list[dict]) -> list[tuple[str, list[str]]]:
     out = []
     for family, names in fams.items():
         reverse = family in ("jpeg", "resize")  # lower quality / smaller scale = stronger
-        order = sorted(names, key=lambda n: names[n] or 0.0, reverse=reverse) if family in CLEAN_STRENGTH else list(names)
+        order = (
+            sorted(names, key=lambda n: names[n] or 0.0, reverse=reverse)
+            if family in CLEAN_STRENGTH
+            else list(names)
+        )
         out.append((family, order))
     return out
 
@@ -157,15 +213,29 @@ def plot_robustness(summary: list[dict], path: Path) -> Path:
     ap = {(r["perturbation"], r["display_name"]): r["ap"] for r in summary}
     datasets = list(dict.fromkeys(r["display_name"] for r in summary))
     colors = plt.get_cmap("tab20")
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.8, 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.6 * len(panels) + 1.8, 3.4), squeeze=False, sharey=True
+    )
     for ax, (family, names) in zip(axes[0], panels):
         numeric = family in CLEAN_STRENGTH
-        xs = [CLEAN_STRENGTH[family]] + [_strength(summary, n) for n in names] if numeric else list(range(len(names) + 1))
+        xs = (
+            [CLEAN_STRENGTH[family]] + [_strength(summary, n) for n in names]
+            if numeric
+            else list(range(len(names) + 1))
+        )
         for j, d in enumerate(datasets):
             ys = [ap.get((CLEAN, d))] + [ap.get((n, d)) for n in names]
             mean = d == "Mean"
-            ax.plot(xs, ys, marker="o", ms=3, lw=2.2 if mean else 1.0, color="black" if mean else colors(j % 20),
-                    label=d, zorder=3 if mean else 2)
+            ax.plot(
+                xs,
+                ys,
+                marker="o",
+                ms=3,
+                lw=2.2 if mean else 1.0,
+                color="black" if mean else colors(j % 20),
+                label=d,
+                zorder=3 if mean else 2,
+            )
         _axis(ax, family, names, xs, numeric)
     axes[0][0].set_ylabel("AP (%)")
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)

@@ -40,15 +40,23 @@ def fake_image(rng: np.random.Generator, size: int = 96, strength: float = 12.0)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _write(folder: Path, n: int, fake: bool, rng: np.random.Generator, ext: str = ".png", size: int = 96) -> None:
+def _write(
+    folder: Path, n: int, fake: bool, rng: np.random.Generator, ext: str = ".png", size: int = 96
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         arr = fake_image(rng, size) if fake else natural_image(rng, size)
         Image.fromarray(arr).save(folder / f"{i:04d}{ext}")
 
 
-def make_train_folder(root: Path, n_per_class: int = 40, seed: int = 0, size: int = 96,
-                      n_fake: int | None = None, classes: tuple[str, ...] = DEMO_CLASSES) -> Path:
+def make_train_folder(
+    root: Path,
+    n_per_class: int = 40,
+    seed: int = 0,
+    size: int = 96,
+    n_fake: int | None = None,
+    classes: tuple[str, ...] = DEMO_CLASSES,
+) -> Path:
     """``<root>/<class>/0_real`` (and a ``1_fake`` that training must ignore).
 
     ``n_fake`` fakes per class (default a tenth of the reals): only the UnivFD linear-probe
@@ -57,11 +65,19 @@ def make_train_folder(root: Path, n_per_class: int = 40, seed: int = 0, size: in
     rng = np.random.default_rng(seed)
     for cls in classes:
         _write(root / cls / "0_real", n_per_class, False, rng, size=size)
-        _write(root / cls / "1_fake", max(1, n_per_class // 10) if n_fake is None else n_fake, True, rng, size=size)
+        _write(
+            root / cls / "1_fake",
+            max(1, n_per_class // 10) if n_fake is None else n_fake,
+            True,
+            rng,
+            size=size,
+        )
     return root
 
 
-def make_test_folder(root: Path, sets: dict[str, str], n: int = 12, seed: int = 1, size: int = 96) -> Path:
+def make_test_folder(
+    root: Path, sets: dict[str, str], n: int = 12, seed: int = 1, size: int = 96
+) -> Path:
     """Test sets in the layout each name has in the real benchmark.
 
     ``sets`` maps a set name to its layout: ``plain`` (``<name>/0_real,1_fake``), ``classes``
@@ -71,7 +87,9 @@ def make_test_folder(root: Path, sets: dict[str, str], n: int = 12, seed: int = 
     for name, layout in sets.items():
         if layout == "plain":
             _write(root / name / "0_real", n, False, rng, ".png", size)
-            _write(root / name / "1_fake", n, True, rng, ".PNG", size)  # upper-case suffix on purpose
+            _write(
+                root / name / "1_fake", n, True, rng, ".PNG", size
+            )  # upper-case suffix on purpose
         elif layout == "classes":
             for cls in DEMO_CLASSES:
                 _write(root / name / cls / "0_real", max(1, n // 2), False, rng, size=size)
@@ -105,14 +123,25 @@ def benchmark_layout(layout: str = "release") -> dict[str, dict[str, str]]:
     """
     if layout == "release":
         gans = {s: "classes" if s in CLASS_LEVEL_SETS else "plain" for s in GAN_SETS}
-        return {"CNN_synth_testset": gans, "diffusion_datasets": {s: _POOL[s] for s in DIFFUSION_SETS}}
+        return {
+            "CNN_synth_testset": gans,
+            "diffusion_datasets": {s: _POOL[s] for s in DIFFUSION_SETS},
+        }
     if layout == "mirror":
         return {"benchmark": {s: "plain" for s in PAPER_ORDER}}
     raise ValueError(f"layout={layout!r}: use release or mirror")
 
 
-def make_benchmark(root: Path, layout: str = "release", n: int = 4, size: int = 48, n_train: int = 8,
-                   n_val: int = 4, classes: tuple[str, ...] = DEMO_CLASSES, seed: int = 0) -> dict[str, Path]:
+def make_benchmark(
+    root: Path,
+    layout: str = "release",
+    n: int = 4,
+    size: int = 48,
+    n_train: int = 8,
+    n_val: int = 4,
+    classes: tuple[str, ...] = DEMO_CLASSES,
+    seed: int = 0,
+) -> dict[str, Path]:
     """A miniature of everything the paper uses, in the real folder layouts.
 
     ``progan_train/<class>/{0_real,1_fake}``, ``progan_val/<class>/{0_real,1_fake}``,
@@ -120,8 +149,12 @@ def make_benchmark(root: Path, layout: str = "release", n: int = 4, size: int = 
     ``new_generators/<name>/{0_real,1_fake}`` for Table V. Returns the four roots.
     """
     root = Path(root)
-    paths = {"train_root": root / "progan_train", "val_root": root / "progan_val", "test_root": root / "test",
-             "extra_root": root / "new_generators"}
+    paths = {
+        "train_root": root / "progan_train",
+        "val_root": root / "progan_val",
+        "test_root": root / "test",
+        "extra_root": root / "new_generators",
+    }
     make_train_folder(paths["train_root"], n_train, seed, size, n_fake=n_train, classes=classes)
     make_train_folder(paths["val_root"], n_val, seed + 1, size, n_fake=n_val, classes=classes)
     for i, (container, sets) in enumerate(benchmark_layout(layout).items()):

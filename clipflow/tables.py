@@ -28,8 +28,15 @@ if TYPE_CHECKING:  # experiments imports this module
     from .experiments import RunOptions
 
 METRIC_NAMES = {"ap": "AP", "acc@val": "accuracy at the validation threshold", "auc": "ROC-AUC"}
-PAPER_METRIC = {"table1_ap": "ap", "table2_acc": "acc@val", "table3_ap": "ap", "table4_ap": "ap",
-                "table5_ap": "ap", "normalization_ap": "ap", "fig4_ap": "ap"}
+PAPER_METRIC = {
+    "table1_ap": "ap",
+    "table2_acc": "acc@val",
+    "table3_ap": "ap",
+    "table4_ap": "ap",
+    "table5_ap": "ap",
+    "normalization_ap": "ap",
+    "fig4_ap": "ap",
+}
 
 
 # ------------------------------------------------------------------ statistics over seeds
@@ -43,7 +50,12 @@ def _stat(values: list[float]) -> tuple[float | None, float | None]:
 
 def per_set(arm, metric: str, dataset: str) -> tuple[float | None, float | None]:
     """An arm's metric on one set, over seeds."""
-    return _stat([next((r[metric] for r in run.rows if r["dataset"] == dataset), None) for run in arm.runs.values()])
+    return _stat(
+        [
+            next((r[metric] for r in run.rows if r["dataset"] == dataset), None)
+            for run in arm.runs.values()
+        ]
+    )
 
 
 def mean_over(arm, metric: str, datasets: list[str]) -> tuple[float | None, float | None]:
@@ -68,7 +80,9 @@ def table_sets(result, table: str) -> tuple[list[tuple[str, str]], list[str]]:
     paper = [s for s in PAPER_ORDER if s in paper_sets(table)] or list(PAPER_ORDER)
     from .data import display_name
 
-    rows = [(s, display_name(s)) for s in paper] + [(s, d) for s, d in result.sets if s not in paper]
+    rows = [(s, display_name(s)) for s in paper] + [
+        (s, d) for s, d in result.sets if s not in paper
+    ]
     averaged = [s for s in paper if s in evaluated] or list(evaluated)
     return rows, averaged
 
@@ -82,7 +96,9 @@ def _paper_mean(row: PaperRow | None, averaged: list[str]) -> tuple[float | None
         return row.mean, ""
     vals = [row.value(s) for s in averaged if row.value(s) is not None]
     if vals:
-        return float(np.mean(vals)), f"paper mean recomputed over the {len(vals)} sets evaluated here"
+        return float(
+            np.mean(vals)
+        ), f"paper mean recomputed over the {len(vals)} sets evaluated here"
     return row.mean, "paper mean is over its own sets; ours over the sets evaluated here"
 
 
@@ -105,12 +121,24 @@ def comparison(result, table: str, metric: str) -> tuple[list[dict], list[str], 
         for row in rows:
             ours, std = per_set(arm, metric, row["dataset"])
             paper = prow.value(row["dataset"]) if prow else None
-            row.update({f"{arm.name}:ours": ours, f"{arm.name}:std": std, f"{arm.name}:paper": paper,
-                        f"{arm.name}:diff": _diff(ours, paper)})
+            row.update(
+                {
+                    f"{arm.name}:ours": ours,
+                    f"{arm.name}:std": std,
+                    f"{arm.name}:paper": paper,
+                    f"{arm.name}:diff": _diff(ours, paper),
+                }
+            )
         ours, std = mean_over(arm, metric, averaged)
         paper, note = _paper_mean(prow, averaged)
-        mean.update({f"{arm.name}:ours": ours, f"{arm.name}:std": std, f"{arm.name}:paper": paper,
-                     f"{arm.name}:diff": _diff(ours, paper)})
+        mean.update(
+            {
+                f"{arm.name}:ours": ours,
+                f"{arm.name}:std": std,
+                f"{arm.name}:paper": paper,
+                f"{arm.name}:diff": _diff(ours, paper),
+            }
+        )
         notes += [f"{arm.name}: {note}"] if note else []
         notes += [f"{arm.name}: paper row {prow.label}: {prow.note}"] if prow and prow.note else []
         notes += [] if prow else [f"{arm.name}: the paper has no number for this in {table}"]
@@ -131,37 +159,70 @@ def comparison_markdown(result, table: str, metric: str) -> str:
         name = f"**{row['display_name']}**" if row["dataset"] == "mean" else row["display_name"]
         lines.append("| " + " | ".join([name] + [c for a in arms for c in _cell(row, a)]) + " |")
     caption = load_table(table)[0].caption if load_table(table) else table
-    text = [f"# {result.spec.title}: {METRIC_NAMES.get(metric, metric)} (%), ours vs the paper ({table})", "",
-            result.spec.description.strip(), "", provenance(result.meta), "", "\n".join(lines), "",
-            f"Source: {caption} Δ = ours − paper; — = the paper gives no number; 'missing' = set not found here.",
-            "The mean row averages the paper's sets only, per seed, then over seeds (± sample std)."]
+    text = [
+        f"# {result.spec.title}: {METRIC_NAMES.get(metric, metric)} (%), ours vs the paper ({table})",
+        "",
+        result.spec.description.strip(),
+        "",
+        provenance(result.meta),
+        "",
+        "\n".join(lines),
+        "",
+        f"Source: {caption} Δ = ours − paper; — = the paper gives no number; 'missing' = set not found here.",
+        "The mean row averages the paper's sets only, per seed, then over seeds (± sample std).",
+    ]
     text += [f"- {n}" for n in notes]
     return "\n".join(text) + "\n" + _reference_rows(table, result)
 
 
 def _reference_rows(table: str, result) -> str:
     """The paper's other rows of this table (means only), for context."""
-    used = {(a.paper or {}).get("method", "") + "/" + (a.paper or {}).get("variant", "-") for a in result.arms}
-    others = [r for r in load_table(table) if f"{r.method}/{r.variant}" not in used and r.mean is not None]
+    used = {
+        (a.paper or {}).get("method", "") + "/" + (a.paper or {}).get("variant", "-")
+        for a in result.arms
+    }
+    others = [
+        r for r in load_table(table) if f"{r.method}/{r.variant}" not in used and r.mean is not None
+    ]
     if not others:
         return ""
-    lines = ["", "Other rows of the paper's table (mean only, for context):", "", "| method | mean |", "|---|---:|"]
+    lines = [
+        "",
+        "Other rows of the paper's table (mean only, for context):",
+        "",
+        "| method | mean |",
+        "|---|---:|",
+    ]
     lines += [f"| {r.label} | {r.mean:.2f} |" for r in others]
     return "\n".join(lines) + "\n"
 
 
-def run_metadata(s: TrainSettings, backbone: dict, opts: RunOptions, experiment: str, uses_ckpt: bool = False) -> dict:
+def run_metadata(
+    s: TrainSettings, backbone: dict, opts: RunOptions, experiment: str, uses_ckpt: bool = False
+) -> dict:
     """What produced a table: backbone, weights, preprocessing, protocol, seeds, training."""
-    protocol = "all" if s.data.protocol == "all" else f"univfd(max_per_class={s.data.max_per_class}, seed=0)"
+    protocol = (
+        "all"
+        if s.data.protocol == "all"
+        else f"univfd(max_per_class={s.data.max_per_class}, seed=0)"
+    )
     return {
         "experiment": experiment,
         "backbone": backbone,
         "preprocess": backbone.get("preprocess", s.backbone.preprocess),
         "protocol": protocol,
         "seeds": list(opts.seeds),
-        "train": {"per_class": s.data.per_class, "views": s.data.views, "loss": s.train.loss, "lr": s.train.lr,
-                  "batch_size": s.train.batch_size, "epochs": s.train.epochs, "n_blocks": s.flow.n_blocks},
-        "validation": s.data.val_root or f"held out: val_fraction={s.data.val_fraction} of train_root",
+        "train": {
+            "per_class": s.data.per_class,
+            "views": s.data.views,
+            "loss": s.train.loss,
+            "lr": s.train.lr,
+            "batch_size": s.train.batch_size,
+            "epochs": s.train.epochs,
+            "n_blocks": s.flow.n_blocks,
+        },
+        "validation": s.data.val_root
+        or f"held out: val_fraction={s.data.val_fraction} of train_root",
         "train_root": s.data.train_root,
         "test_root": s.data.test_root,
         "extra_roots": list(opts.extra_roots),
@@ -175,14 +236,21 @@ def provenance(meta: dict) -> str:
     """One paragraph: backbone, weights, preprocessing, protocol, seeds, training, data."""
     bb, tr = meta.get("backbone", {}), meta.get("train", {})
     pre = meta.get("preprocess")
-    how = ("train: resize 256² + random crop 224, test: resize 256² + center crop 224" if pre == "paper"
-           else "no resize, center crop 224 (zero-padded when smaller)")
-    epochs = tr.get("epochs") if tr.get("epochs") is not None else "paper default (P 30, N+P 10, N 10)"
-    text = (f"**Produced by** backbone `{bb.get('name')}` (weights `{bb.get('weights_id')}`, "
-            f"precision {bb.get('precision')}); preprocessing `{pre}` ({how}); test protocol `{meta.get('protocol')}`; "
-            f"seeds {meta.get('seeds')}; training: {tr.get('per_class') or 'all'} natural images per class, {tr.get('views')} "
-            f"view(s), loss `{tr.get('loss')}`, lr {tr.get('lr')}, batch {tr.get('batch_size')}, epochs {epochs}, "
-            f"{tr.get('n_blocks')} coupling blocks; threshold: {meta.get('validation')}.")
+    how = (
+        "train: resize 256² + random crop 224, test: resize 256² + center crop 224"
+        if pre == "paper"
+        else "no resize, center crop 224 (zero-padded when smaller)"
+    )
+    epochs = (
+        tr.get("epochs") if tr.get("epochs") is not None else "paper default (P 30, N+P 10, N 10)"
+    )
+    text = (
+        f"**Produced by** backbone `{bb.get('name')}` (weights `{bb.get('weights_id')}`, "
+        f"precision {bb.get('precision')}); preprocessing `{pre}` ({how}); test protocol `{meta.get('protocol')}`; "
+        f"seeds {meta.get('seeds')}; training: {tr.get('per_class') or 'all'} natural images per class, {tr.get('views')} "
+        f"view(s), loss `{tr.get('loss')}`, lr {tr.get('lr')}, batch {tr.get('batch_size')}, epochs {epochs}, "
+        f"{tr.get('n_blocks')} coupling blocks; threshold: {meta.get('validation')}."
+    )
     if meta.get("overrides"):
         text += f" Command-line overrides: `{' '.join(meta['overrides'])}`."
     if bb.get("random_init"):
@@ -191,8 +259,21 @@ def provenance(meta: dict) -> str:
 
 
 # ------------------------------------------------------------------ per-arm summary
-SUMMARY_COLUMNS = ("arm", "kind", "n_params", "mAP", "mAP_std", "paper_mAP", "diff_mAP", "mean_acc", "mean_acc_std",
-                   "paper_acc", "diff_acc", "mean_acc@oracle", "train_seconds")
+SUMMARY_COLUMNS = (
+    "arm",
+    "kind",
+    "n_params",
+    "mAP",
+    "mAP_std",
+    "paper_mAP",
+    "diff_mAP",
+    "mean_acc",
+    "mean_acc_std",
+    "paper_acc",
+    "diff_acc",
+    "mean_acc@oracle",
+    "train_seconds",
+)
 
 
 def summary_rows(result) -> list[dict]:
@@ -206,11 +287,23 @@ def summary_rows(result) -> list[dict]:
         p_ap = _paper_mean(_paper_row(ap_table, arm.paper), averaged)[0] if ap_table else None
         p_acc = _paper_mean(_paper_row(acc_table, arm.paper), averaged)[0] if acc_table else None
         run0 = next(iter(arm.runs.values()))
-        rows.append({"arm": arm.name, "kind": arm.kind, "n_params": run0.n_params, "mAP": ap, "mAP_std": ap_std,
-                     "paper_mAP": p_ap, "diff_mAP": _diff(ap, p_ap), "mean_acc": acc, "mean_acc_std": acc_std,
-                     "paper_acc": p_acc, "diff_acc": _diff(acc, p_acc),
-                     "mean_acc@oracle": mean_over(arm, "acc@oracle", averaged)[0],
-                     "train_seconds": float(np.mean([r.seconds for r in arm.runs.values()]))})
+        rows.append(
+            {
+                "arm": arm.name,
+                "kind": arm.kind,
+                "n_params": run0.n_params,
+                "mAP": ap,
+                "mAP_std": ap_std,
+                "paper_mAP": p_ap,
+                "diff_mAP": _diff(ap, p_ap),
+                "mean_acc": acc,
+                "mean_acc_std": acc_std,
+                "paper_acc": p_acc,
+                "diff_acc": _diff(acc, p_acc),
+                "mean_acc@oracle": mean_over(arm, "acc@oracle", averaged)[0],
+                "train_seconds": float(np.mean([r.seconds for r in arm.runs.values()])),
+            }
+        )
     return rows
 
 
@@ -232,16 +325,30 @@ def _signed(v: float | None) -> str:
 
 
 def summary_markdown(result) -> str:
-    lines = ["| arm | kind | trainable params | mAP | paper mAP | Δ mAP | mean acc | paper acc | Δ acc | acc@oracle |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| arm | kind | trainable params | mAP | paper mAP | Δ mAP | mean acc | paper acc | Δ acc | acc@oracle |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in summary_rows(result):
-        cells = [r["arm"], r["kind"], f"{r['n_params']:,}", _fmt(r["mAP"], r["mAP_std"]), _fmt(r["paper_mAP"]),
-                 _signed(r["diff_mAP"]), _fmt(r["mean_acc"], r["mean_acc_std"]), _fmt(r["paper_acc"]),
-                 _signed(r["diff_acc"]), _fmt(r["mean_acc@oracle"])]
+        cells = [
+            r["arm"],
+            r["kind"],
+            f"{r['n_params']:,}",
+            _fmt(r["mAP"], r["mAP_std"]),
+            _fmt(r["paper_mAP"]),
+            _signed(r["diff_mAP"]),
+            _fmt(r["mean_acc"], r["mean_acc_std"]),
+            _fmt(r["paper_acc"]),
+            _signed(r["diff_acc"]),
+            _fmt(r["mean_acc@oracle"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    return (f"# {result.spec.title}: summary per arm\n\n{provenance(result.meta)}\n\n" + "\n".join(lines)
-            + "\n\nmAP / mean acc over the paper's sets (acc at the validation threshold; acc@oracle picks the best "
-            "threshold on the test labels). Trainable parameters: DR + flow (baselines: their fitted numbers).\n")
+    return (
+        f"# {result.spec.title}: summary per arm\n\n{provenance(result.meta)}\n\n"
+        + "\n".join(lines)
+        + "\n\nmAP / mean acc over the paper's sets (acc at the validation threshold; acc@oracle picks the best "
+        "threshold on the test labels). Trainable parameters: DR + flow (baselines: their fitted numbers).\n"
+    )
 
 
 # ------------------------------------------------------------------ files
@@ -253,10 +360,16 @@ def write_tables(result, folder: Path) -> dict[str, Path]:
         table, metric = comp["table"], comp.get("metric", PAPER_METRIC.get(comp["table"], "ap"))
         rows, columns, _ = comparison(result, table, metric)
         paths[f"{table}.csv"] = _write(folder / f"{table}.csv", to_csv(rows, tuple(columns)))
-        paths[f"{table}.md"] = _write(folder / f"{table}.md", comparison_markdown(result, table, metric))
-    paths["summary.csv"] = _write(folder / "summary.csv", to_csv(summary_rows(result), SUMMARY_COLUMNS))
+        paths[f"{table}.md"] = _write(
+            folder / f"{table}.md", comparison_markdown(result, table, metric)
+        )
+    paths["summary.csv"] = _write(
+        folder / "summary.csv", to_csv(summary_rows(result), SUMMARY_COLUMNS)
+    )
     paths["summary.md"] = _write(folder / "summary.md", summary_markdown(result))
-    paths["results.json"] = _write(folder / "results.json", json.dumps(results_json(result), indent=1, default=str))
+    paths["results.json"] = _write(
+        folder / "results.json", json.dumps(results_json(result), indent=1, default=str)
+    )
     paths.update(write_plots(result, folder))
     return paths
 
@@ -269,12 +382,30 @@ def _write(path: Path, text: str) -> Path:
 def results_json(result) -> dict:
     """Everything behind the tables: per arm, per seed, per set metrics; settings; metadata."""
     return {
-        "experiment": result.spec.name, "title": result.spec.title, "meta": result.meta,
-        "compare": result.spec.compare, "sets": [s for s, _ in result.sets],
-        "arms": [{"name": a.name, "kind": a.kind, "paper": a.paper, "settings": a.settings,
-                  "seeds": {str(seed): {"rows": run.rows, "threshold": run.threshold, "n_params": run.n_params,
-                                        "checkpoint": run.checkpoint, "seconds": run.seconds}
-                            for seed, run in a.runs.items()}} for a in result.arms],
+        "experiment": result.spec.name,
+        "title": result.spec.title,
+        "meta": result.meta,
+        "compare": result.spec.compare,
+        "sets": [s for s, _ in result.sets],
+        "arms": [
+            {
+                "name": a.name,
+                "kind": a.kind,
+                "paper": a.paper,
+                "settings": a.settings,
+                "seeds": {
+                    str(seed): {
+                        "rows": run.rows,
+                        "threshold": run.threshold,
+                        "n_params": run.n_params,
+                        "checkpoint": run.checkpoint,
+                        "seconds": run.seconds,
+                    }
+                    for seed, run in a.runs.items()
+                },
+            }
+            for a in result.arms
+        ],
         "summary": summary_rows(result),
     }
 
@@ -318,23 +449,36 @@ def write_plots(result, folder: Path) -> dict[str, Path]:
 def plot_bars(result, path: Path) -> Path:
     """AP per set for every arm (bars, ± std) with the paper's number as a black tick."""
     plt = _pyplot()
-    table = next((c["table"] for c in result.spec.compare if PAPER_METRIC.get(c["table"]) == "ap"), "table1_ap")
+    table = next(
+        (c["table"] for c in result.spec.compare if PAPER_METRIC.get(c["table"]) == "ap"),
+        "table1_ap",
+    )
     rows, _, _ = comparison(result, table, "ap")
     x, arms = np.arange(len(rows)), result.arms
     width = 0.8 / max(1, len(arms))
     fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.6 * len(rows) + 3)), 4.2))
     for i, arm in enumerate(arms):
         pos = x - 0.4 + width * (i + 0.5)
-        ours = np.array([np.nan if r[f"{arm.name}:ours"] is None else r[f"{arm.name}:ours"] for r in rows])
-        std = np.array([0.0 if r[f"{arm.name}:std"] is None else r[f"{arm.name}:std"] for r in rows])
+        ours = np.array(
+            [np.nan if r[f"{arm.name}:ours"] is None else r[f"{arm.name}:ours"] for r in rows]
+        )
+        std = np.array(
+            [0.0 if r[f"{arm.name}:std"] is None else r[f"{arm.name}:std"] for r in rows]
+        )
         ax.bar(pos, np.nan_to_num(ours), width, yerr=std, label=arm.name, capsize=1.5)
-        paper = np.array([np.nan if r[f"{arm.name}:paper"] is None else r[f"{arm.name}:paper"] for r in rows])
+        paper = np.array(
+            [np.nan if r[f"{arm.name}:paper"] is None else r[f"{arm.name}:paper"] for r in rows]
+        )
         ax.hlines(paper, pos - width / 2, pos + width / 2, colors="black", linewidth=1.5)
     ax.plot([], [], color="black", label="paper")
-    ax.set_xticks(x, [r["display_name"].split(" (")[0] for r in rows], rotation=60, ha="right", fontsize=8)
+    ax.set_xticks(
+        x, [r["display_name"].split(" (")[0] for r in rows], rotation=60, ha="right", fontsize=8
+    )
     ax.set_ylabel("AP (%)")
     ax.set_ylim(0, 105)
-    ax.set_title(f"{result.spec.title}: AP per set (bars: ours; black ticks: the paper)", fontsize=9)
+    ax.set_title(
+        f"{result.spec.title}: AP per set (bars: ours; black ticks: the paper)", fontsize=9
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return write_png(fig, path)
@@ -346,13 +490,22 @@ def plot_histograms(result, path: Path) -> Path:
     arms = [a for a in result.arms if a.kind != "baseline"]
     sets = result.spec.histogram_sets or [s for s, _ in result.sets[:4]]
     names = dict(result.sets)
-    fig, axes = plt.subplots(len(arms), len(sets), figsize=(2.8 * len(sets), 2.3 * len(arms)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(arms), len(sets), figsize=(2.8 * len(sets), 2.3 * len(arms)), squeeze=False
+    )
     for i, arm in enumerate(arms):
         run = arm.runs[min(arm.runs)]  # the first seed
         for j, ds in enumerate(sets):
             ax = axes[i][j]
             if ds not in run.scores:
-                ax.text(0.5, 0.5, f"{ds}\nnot evaluated", ha="center", va="center", transform=ax.transAxes)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"{ds}\nnot evaluated",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                )
                 continue
             real, fake = run.scores[ds]
             bins = np.histogram_bin_edges(np.concatenate([real, fake]), bins=30)
@@ -363,7 +516,9 @@ def plot_histograms(result, path: Path) -> Path:
             ax.tick_params(labelsize=7)
             ax.locator_params(axis="x", nbins=4)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("Anomaly scores q (higher = more likely fake); dashed: validation threshold", fontsize=9)
+    fig.suptitle(
+        "Anomaly scores q (higher = more likely fake); dashed: validation threshold", fontsize=9
+    )
     fig.tight_layout()
     return write_png(fig, path)
 
@@ -377,14 +532,33 @@ def plot_dr_curve(result, path: Path) -> Path:
         if arm.kind == "baseline" or "flow" not in arm.settings:
             continue
         ap, std = mean_over(arm, "ap", averaged)
-        points.append((int(arm.settings["flow"]["dr_dim"]), ap, std or 0.0, next(iter(arm.runs.values())).n_params))
+        points.append(
+            (
+                int(arm.settings["flow"]["dr_dim"]),
+                ap,
+                std or 0.0,
+                next(iter(arm.runs.values())).n_params,
+            )
+        )
     widths = sorted(p for p in points if p[0] > 0)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     twin = ax.twinx()
     if widths:
-        ax.errorbar([p[0] for p in widths], [p[1] for p in widths], yerr=[p[2] for p in widths], marker="o",
-                    color="#4C72B0", label="mAP")
-        twin.plot([p[0] for p in widths], [p[3] for p in widths], marker="s", color="#C44E52", label="parameters")
+        ax.errorbar(
+            [p[0] for p in widths],
+            [p[1] for p in widths],
+            yerr=[p[2] for p in widths],
+            marker="o",
+            color="#4C72B0",
+            label="mAP",
+        )
+        twin.plot(
+            [p[0] for p in widths],
+            [p[3] for p in widths],
+            marker="s",
+            color="#C44E52",
+            label="parameters",
+        )
         ax.set_xscale("log", base=2)
         ax.set_xticks([p[0] for p in widths], [str(p[0]) for p in widths])
     for dim, ap, _, n in (p for p in points if p[0] == 0):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -110,8 +110,14 @@ def _check_finite(mean_loss: float, epoch: int, cfg: TrainConfig) -> None:
     # Checked once per epoch on the summed loss (a NaN anywhere propagates into the sum), so
     # the GPU never waits for the host inside an epoch.
     if not math.isfinite(mean_loss):
-        hint = " (Eq. 7 is unbounded below for proxies; try loss=logsigmoid)" if cfg.loss == "paper" else ""
-        raise TrainingDivergedError(f"training diverged: loss={mean_loss} in epoch {epoch + 1}{hint}")
+        hint = (
+            " (Eq. 7 is unbounded below for proxies; try loss=logsigmoid)"
+            if cfg.loss == "paper"
+            else ""
+        )
+        raise TrainingDivergedError(
+            f"training diverged: loss={mean_loss} in epoch {epoch + 1}{hint}"
+        )
 
 
 def fit(
@@ -158,8 +164,13 @@ def fit(
     return history
 
 
-def _step_runner(model: CLIPFlow, natural: torch.Tensor | None, proxy: torch.Tensor | None,
-                 cfg: TrainConfig, device) -> tuple[StepRunner, torch.Tensor]:
+def _step_runner(
+    model: CLIPFlow,
+    natural: torch.Tensor | None,
+    proxy: torch.Tensor | None,
+    cfg: TrainConfig,
+    device,
+) -> tuple[StepRunner, torch.Tensor]:
     """The runner of one full optimiser step, and the epoch counter (a device tensor) it reads.
 
     The step only touches device tensors that live as long as the training (features, the
@@ -171,7 +182,9 @@ def _step_runner(model: CLIPFlow, natural: torch.Tensor | None, proxy: torch.Ten
     epoch_t = torch.zeros((), dtype=torch.long, device=device)
 
     def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        loss, parts = batch_loss(model, _view(natural, epoch_t, idx), _view(proxy, epoch_t, idx), cfg)
+        loss, parts = batch_loss(
+            model, _view(natural, epoch_t, idx), _view(proxy, epoch_t, idx), cfg
+        )
         opt.zero_grad(set_to_none=False)  # zeroed in place: the captured graph keeps its buffers
         loss.backward()
         opt.step()
@@ -180,7 +193,9 @@ def _step_runner(model: CLIPFlow, natural: torch.Tensor | None, proxy: torch.Ten
     return StepRunner(step, cfg.batch_size, device, capture), epoch_t
 
 
-def _view(feats: torch.Tensor | None, epoch: torch.Tensor, idx: torch.Tensor) -> torch.Tensor | None:
+def _view(
+    feats: torch.Tensor | None, epoch: torch.Tensor, idx: torch.Tensor
+) -> torch.Tensor | None:
     """Rows ``idx`` of view ``epoch mod V`` of (V, N, D) features.
 
     Pure device arithmetic + index_select: nothing reads a value back to the host, which a

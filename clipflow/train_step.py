@@ -33,10 +33,14 @@ class StepRunner:
     The sums stay on the device: the host reads them once per epoch (:meth:`take_sums`).
     """
 
-    def __init__(self, step_fn: StepFn, batch_size: int, device: str | torch.device, cuda_graph: bool):
+    def __init__(
+        self, step_fn: StepFn, batch_size: int, device: str | torch.device, cuda_graph: bool
+    ):
         self.step_fn = step_fn
         self.device = torch.device(device)
-        self.idx = torch.zeros(batch_size, dtype=torch.long, device=self.device)  # (B,) static input
+        self.idx = torch.zeros(
+            batch_size, dtype=torch.long, device=self.device
+        )  # (B,) static input
         self.use_graph = cuda_graph and self.device.type == "cuda"
         self.side_stream = torch.cuda.Stream(self.device) if self.use_graph else None
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -95,8 +99,11 @@ class StepRunner:
             with torch.cuda.graph(graph, stream=self.side_stream):
                 self._accumulate(self.idx)
         except RuntimeError as err:  # recording runs nothing: the step is still to be done
-            log.warning("CUDA graph capture of the training step failed (%s); training continues "
-                        "eagerly (set train.cuda_graph=false to skip the attempt)", err)
+            log.warning(
+                "CUDA graph capture of the training step failed (%s); training continues "
+                "eagerly (set train.cuda_graph=false to skip the attempt)",
+                err,
+            )
             self.use_graph = False
             return
         self.graph = graph

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from importlib import metadata
 
-PACKAGES = ("clipflow", "torch", "torchvision", "open_clip_torch", "FrEIA", "numpy", "scikit-learn", "pillow")
+PACKAGES = (
+    "clipflow",
+    "torch",
+    "torchvision",
+    "open_clip_torch",
+    "FrEIA",
+    "numpy",
+    "scikit-learn",
+    "pillow",
+)
 
 
 def package_versions() -> dict[str, str]:

@@ -54,8 +54,11 @@ def _write_jpeg(args: tuple[Path, int, int]) -> None:
         img = Image.fromarray(natural_image(rng, min(size, 256)))
         if size > 256:
             grain = rng.normal(0, 6, (size, size, 3))
-            img = Image.fromarray(np.clip(np.asarray(img.resize((size, size), Image.BICUBIC)) + grain, 0, 255)
-                                  .astype(np.uint8))
+            img = Image.fromarray(
+                np.clip(np.asarray(img.resize((size, size), Image.BICUBIC)) + grain, 0, 255).astype(
+                    np.uint8
+                )
+            )
         img.save(path, quality=90)
 
 
@@ -76,8 +79,16 @@ def _sync(device: str) -> None:
 def time_extract(backbone, paths, device, cache, **loader) -> float:
     """Images per second for one extraction (after a one-batch warm-up)."""
     tf = build_transform(backbone)
-    cached_extract(backbone, paths[: loader.get("batch_size", 64)], tf, [IDENTITY], None, device,
-                   desc="warm-up", **loader)
+    cached_extract(
+        backbone,
+        paths[: loader.get("batch_size", 64)],
+        tf,
+        [IDENTITY],
+        None,
+        device,
+        desc="warm-up",
+        **loader,
+    )
     _sync(device)
     start = time.perf_counter()
     fs = cached_extract(backbone, paths, tf, [IDENTITY], cache, device, desc="timed", **loader)
@@ -149,22 +160,50 @@ def run(args) -> dict:
     device = args.device
     root = Path(args.data or tempfile.mkdtemp(prefix="clipflow-bench-"))
     base_bb = load_backbone(BackboneConfig(precision="fp32", **BACKBONES[args.backbone]), device)
-    fast_bb = load_backbone(BackboneConfig(precision=args.fast_precision, compile=args.compile,
-                                           **BACKBONES[args.backbone]), device)
-    results: dict = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
-                     "backbone": args.backbone, "torch": torch.__version__, "sizes": {}}
+    fast_bb = load_backbone(
+        BackboneConfig(
+            precision=args.fast_precision, compile=args.compile, **BACKBONES[args.backbone]
+        ),
+        device,
+    )
+    results: dict = {
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+        "backbone": args.backbone,
+        "torch": torch.__version__,
+        "sizes": {},
+    }
     results["model_only"] = time_model_only(fast_bb, device, args.fast_batch)
     for size in args.sizes:
         paths = make_jpegs(root, size, max(args.n_baseline, args.n_fast), args.gen_procs)
-        row = {"baseline": time_extract(base_bb, paths[: args.n_baseline], device, None,
-                                        batch_size=128, num_workers=4, decode="pil")}
-        fast_loader = {"batch_size": args.fast_batch, "num_workers": args.workers, "prefetch_factor": 4}
+        row = {
+            "baseline": time_extract(
+                base_bb,
+                paths[: args.n_baseline],
+                device,
+                None,
+                batch_size=128,
+                num_workers=4,
+                decode="pil",
+            )
+        }
+        fast_loader = {
+            "batch_size": args.fast_batch,
+            "num_workers": args.workers,
+            "prefetch_factor": 4,
+        }
         for decode in args.decoders:
             with tempfile.TemporaryDirectory() as cache_dir:
-                row[f"fast_{decode}"] = time_extract(fast_bb, paths[: args.n_fast], device,
-                                                     FeatureCache(cache_dir), decode=decode, **fast_loader)
-            row[f"input_only_{decode}"] = time_input_only(fast_bb, paths[: args.n_fast], device,
-                                                          decode=decode, **fast_loader)
+                row[f"fast_{decode}"] = time_extract(
+                    fast_bb,
+                    paths[: args.n_fast],
+                    device,
+                    FeatureCache(cache_dir),
+                    decode=decode,
+                    **fast_loader,
+                )
+            row[f"input_only_{decode}"] = time_input_only(
+                fast_bb, paths[: args.n_fast], device, decode=decode, **fast_loader
+            )
         best = max(v for k, v in row.items() if k.startswith("fast_"))
         row["ratio"] = best / row["baseline"]
         results["sizes"][size] = row
@@ -179,22 +218,35 @@ def run(args) -> dict:
 
 def print_table(r: dict) -> None:
     print(f"\ndevice: {r['device']}   backbone: {r['backbone']}   torch {r['torch']}")
-    print(f"{'size':>6} | {'baseline img/s':>14} | " + " | ".join(
-        f"{k:>14}" for k in next(iter(r['sizes'].values())) if k.startswith("fast_")) + " | ratio")
+    print(
+        f"{'size':>6} | {'baseline img/s':>14} | "
+        + " | ".join(f"{k:>14}" for k in next(iter(r["sizes"].values())) if k.startswith("fast_"))
+        + " | ratio"
+    )
     for size, row in r["sizes"].items():
         fast = " | ".join(f"{v:14.1f}" for k, v in row.items() if k.startswith("fast_"))
         print(f"{size:>6} | {row['baseline']:14.1f} | {fast} | {row['ratio']:.2f}x")
-    print(f"fast path halves, img/s: model alone {r['model_only']:.1f}; " + "; ".join(
-        f"{size}-px input pipeline ({k.removeprefix('input_only_')}) {v:.1f}"
-        for size, row in r["sizes"].items() for k, v in row.items() if k.startswith("input_only_")))
+    print(
+        f"fast path halves, img/s: model alone {r['model_only']:.1f}; "
+        + "; ".join(
+            f"{size}-px input pipeline ({k.removeprefix('input_only_')}) {v:.1f}"
+            for size, row in r["sizes"].items()
+            for k, v in row.items()
+            if k.startswith("input_only_")
+        )
+    )
     print(f"N+P training, 10 epochs on {r['train_n']:,} features: {r['train_np_10ep_s']:.2f} s")
     print(f"scoring + metrics on {r['score_n']:,} cached features: {r['score_s']:.2f} s")
-    print(f"peak host RSS: {r['peak_rss_mb']:.0f} MB" + (
-        f"; peak GPU memory: {r['peak_gpu_mem_gb']:.2f} GB" if "peak_gpu_mem_gb" in r else ""))
+    print(
+        f"peak host RSS: {r['peak_rss_mb']:.0f} MB"
+        + (f"; peak GPU memory: {r['peak_gpu_mem_gb']:.2f} GB" if "peak_gpu_mem_gb" in r else "")
+    )
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--backbone", choices=sorted(BACKBONES), default="tiny")
     p.add_argument("--sizes", type=int, nargs="+", default=[256])
@@ -203,12 +255,18 @@ def parse(argv=None):
     p.add_argument("--fast-batch", type=int, default=256)
     p.add_argument("--fast-precision", default="bf16")
     p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
-    p.add_argument("--decoders", nargs="+", default=None, help="pil and/or nvjpeg (default: both on CUDA)")
+    p.add_argument(
+        "--decoders", nargs="+", default=None, help="pil and/or nvjpeg (default: both on CUDA)"
+    )
     p.add_argument("--compile", action="store_true")
     p.add_argument("--gen-procs", type=int, default=min(16, os.cpu_count() or 1))
     p.add_argument("--data", help="folder for the generated JPEGs (reused between runs)")
-    p.add_argument("--train-n", type=int, default=14_400, help="cached features for the training timing")
-    p.add_argument("--score-n", type=int, default=100_000, help="cached features for the scoring timing")
+    p.add_argument(
+        "--train-n", type=int, default=14_400, help="cached features for the training timing"
+    )
+    p.add_argument(
+        "--score-n", type=int, default=100_000, help="cached features for the scoring timing"
+    )
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
     if args.decoders is None:

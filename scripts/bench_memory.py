@@ -33,7 +33,9 @@ def make_jpegs(folder: Path, n: int) -> list[Path]:
     for i in range(n):
         path = folder / f"{i:06d}.jpg"
         if not path.exists():
-            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path, quality=90)
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+                path, quality=90
+            )
         paths.append(path)
     return paths
 
@@ -49,16 +51,31 @@ def measure(n: int, data: Path, workers: int) -> dict:
     base = _rss_mb(resource.RUSAGE_SELF)
     bb = load_backbone(BackboneConfig(name="tiny", pretrained=None))
     with tempfile.TemporaryDirectory() as cache_dir:
-        fs = cached_extract(bb, paths, build_transform(bb), [IDENTITY], FeatureCache(cache_dir), "cpu",
-                            batch_size=256, num_workers=workers, desc=f"{n} images")
-        return {"n": n, "n_features": len(fs.paths), "rss_after_setup_mb": base,
-                "peak_rss_main_mb": _rss_mb(resource.RUSAGE_SELF),
-                "peak_rss_worker_mb": _rss_mb(resource.RUSAGE_CHILDREN),
-                "features_mb": fs.features.numel() * 4 / 2**20}
+        fs = cached_extract(
+            bb,
+            paths,
+            build_transform(bb),
+            [IDENTITY],
+            FeatureCache(cache_dir),
+            "cpu",
+            batch_size=256,
+            num_workers=workers,
+            desc=f"{n} images",
+        )
+        return {
+            "n": n,
+            "n_features": len(fs.paths),
+            "rss_after_setup_mb": base,
+            "peak_rss_main_mb": _rss_mb(resource.RUSAGE_SELF),
+            "peak_rss_worker_mb": _rss_mb(resource.RUSAGE_CHILDREN),
+            "features_mb": fs.features.numel() * 4 / 2**20,
+        }
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "clipflow-mem-jpegs")
@@ -70,8 +87,21 @@ def main(argv=None) -> int:
         return 0
     rows = []
     for n in args.n:
-        out = subprocess.run([sys.executable, __file__, "--child", str(n), "--workers", str(args.workers),
-                              "--data", str(args.data)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(n),
+                "--workers",
+                str(args.workers),
+                "--data",
+                str(args.data),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     if args.json:

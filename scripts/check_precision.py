@@ -26,8 +26,10 @@ from clipflow.features import extract_features
 from clipflow.preprocess import build_transform
 from clipflow.synthetic import fake_image, natural_image
 
-BACKBONES = {"tiny": dict(name="tiny", pretrained=None),
-             "vit_l14_random": dict(name="ViT-L-14-quickgelu", pretrained=None)}
+BACKBONES = {
+    "tiny": dict(name="tiny", pretrained=None),
+    "vit_l14_random": dict(name="ViT-L-14-quickgelu", pretrained=None),
+}
 
 
 def make_set(root: Path, n: int) -> tuple[list[Path], np.ndarray]:
@@ -36,7 +38,9 @@ def make_set(root: Path, n: int) -> tuple[list[Path], np.ndarray]:
     for i in range(n):
         fake = i % 2
         path = root / f"{i:05d}.jpg"
-        Image.fromarray(fake_image(rng, 256, strength=2.0) if fake else natural_image(rng, 256)).save(path, quality=92)
+        Image.fromarray(
+            fake_image(rng, 256, strength=2.0) if fake else natural_image(rng, 256)
+        ).save(path, quality=92)
         paths.append(path)
         labels.append(fake)
     return paths, np.array(labels)
@@ -44,11 +48,15 @@ def make_set(root: Path, n: int) -> tuple[list[Path], np.ndarray]:
 
 def features(backbone_kw: dict, precision: str, paths, device) -> torch.Tensor:
     bb = load_backbone(BackboneConfig(precision=precision, **backbone_kw), device)
-    return extract_features(bb, paths, build_transform(bb), device=device, batch_size=128, num_workers=4).features[0]
+    return extract_features(
+        bb, paths, build_transform(bb), device=device, batch_size=128, num_workers=4
+    ).features[0]
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--backbone", choices=sorted(BACKBONES), default="tiny")
     p.add_argument("--n", type=int, default=64)
@@ -60,18 +68,29 @@ def main(argv=None) -> int:
         ref = features(BACKBONES[args.backbone], "fp32", paths, args.device)
         w = ref[labels == 1].mean(0) - ref[labels == 0].mean(0)  # read-out fitted on fp32 only
         ap_ref = 100 * average_precision_score(labels, (ref @ w).numpy())
-        report = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
-                  "backbone": args.backbone, "n": args.n, "fp32_ap": ap_ref, "precisions": {}}
+        report = {
+            "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
+            "backbone": args.backbone,
+            "n": args.n,
+            "fp32_ap": ap_ref,
+            "precisions": {},
+        }
         for precision in args.precisions:
             feats = features(BACKBONES[args.backbone], precision, paths, args.device)
             cos = torch.nn.functional.cosine_similarity(feats, ref, dim=-1)
             ap = 100 * average_precision_score(labels, (feats @ w).numpy())
-            report["precisions"][precision] = {"cos_min": float(cos.min()), "cos_mean": float(cos.mean()),
-                                               "ap": ap, "ap_diff": ap - ap_ref}
+            report["precisions"][precision] = {
+                "cos_min": float(cos.min()),
+                "cos_mean": float(cos.mean()),
+                "ap": ap,
+                "ap_diff": ap - ap_ref,
+            }
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
-    ok = all(r["cos_min"] >= 0.999 and abs(r["ap_diff"]) < 0.1 for r in report["precisions"].values())
+    ok = all(
+        r["cos_min"] >= 0.999 and abs(r["ap_diff"]) < 0.1 for r in report["precisions"].values()
+    )
     return 0 if ok else 1
 
 

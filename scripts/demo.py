@@ -32,13 +32,32 @@ def main() -> None:
     if not (data / "train").exists():
         make_train_folder(data / "train", n_per_class=40)
         make_test_folder(data / "test", DEMO_TEST_SETS, n=12)
-    print("NOTE: the demo uses the random-weight `tiny` backbone: it shows the pipeline, not detection.\n")
+    print(
+        "NOTE: the demo uses the random-weight `tiny` backbone: it shows the pipeline, not detection.\n"
+    )
     common = ["backbone=tiny", "device=cpu", "data.num_workers=0"]
-    run([str(BIN / "clipflow-train"), "mode=N+P", f"data.train_root={data / 'train'}", *common,
-         f"hydra.run.dir={train_run}"])
-    run([str(BIN / "clipflow-eval"), f"ckpt={train_run}", f"data.test_root={data / 'test'}", "device=cpu",
-         "data.num_workers=0", f"hydra.run.dir={eval_run}"])
-    print(f"\nDone. Checkpoint: {train_run / 'model.safetensors'}; results: {eval_run}/results.{{csv,md}}")
+    run(
+        [
+            str(BIN / "clipflow-train"),
+            "mode=N+P",
+            f"data.train_root={data / 'train'}",
+            *common,
+            f"hydra.run.dir={train_run}",
+        ]
+    )
+    run(
+        [
+            str(BIN / "clipflow-eval"),
+            f"ckpt={train_run}",
+            f"data.test_root={data / 'test'}",
+            "device=cpu",
+            "data.num_workers=0",
+            f"hydra.run.dir={eval_run}",
+        ]
+    )
+    print(
+        f"\nDone. Checkpoint: {train_run / 'model.safetensors'}; results: {eval_run}/results.{{csv,md}}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,12 +40,19 @@ def commands(root: Path, parts: list[str]) -> list[list[str]]:
     """The shell commands for ``parts``, in order (download, then unpack into the layout above)."""
     dl, bench = root / "downloads", root / "benchmark"
     plan: dict[str, list[list[str]]] = {
-        "test": [hf(["CNN_synth_testset.zip"], dl),
-                 ["unzip", "-q", "-n", str(dl / "CNN_synth_testset.zip"), "-d", str(bench)]],
-        "val": [hf(["progan_val.zip"], dl), ["unzip", "-q", "-n", str(dl / "progan_val.zip"), "-d", str(root)]],
+        "test": [
+            hf(["CNN_synth_testset.zip"], dl),
+            ["unzip", "-q", "-n", str(dl / "CNN_synth_testset.zip"), "-d", str(bench)],
+        ],
+        "val": [
+            hf(["progan_val.zip"], dl),
+            ["unzip", "-q", "-n", str(dl / "progan_val.zip"), "-d", str(root)],
+        ],
         "train": [hf(TRAIN_PARTS, dl), ["7z", "x", "-aos", str(dl / TRAIN_PARTS[0]), f"-o{root}"]],
-        "diffusion": [["gdown", UNIVFD_DRIVE_ID, "-O", str(dl / "diffusion_datasets.zip")],
-                      ["unzip", "-q", "-n", str(dl / "diffusion_datasets.zip"), "-d", str(bench)]],
+        "diffusion": [
+            ["gdown", UNIVFD_DRIVE_ID, "-O", str(dl / "diffusion_datasets.zip")],
+            ["unzip", "-q", "-n", str(dl / "diffusion_datasets.zip"), "-d", str(bench)],
+        ],
     }
     out = [["mkdir", "-p", str(dl), str(bench)]]
     for part in parts:
@@ -54,19 +61,30 @@ def commands(root: Path, parts: list[str]) -> list[list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=Path("data"), help="where everything goes (default ./data)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--root", type=Path, default=Path("data"), help="where everything goes (default ./data)"
+    )
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    parser.add_argument("--run", action="store_true", help="execute the commands (default: only print them)")
+    parser.add_argument(
+        "--run", action="store_true", help="execute the commands (default: only print them)"
+    )
     args = parser.parse_args(argv)
     cmds = commands(args.root, args.parts)
     for cmd in cmds:
         print(("$ " if args.run else "") + " ".join(shlex.quote(c) for c in cmd), flush=True)
         if args.run and subprocess.run(cmd).returncode != 0:
-            print(f"failed: {cmd[0]} — see its message above; rerun, finished steps are skipped", file=sys.stderr)
+            print(
+                f"failed: {cmd[0]} — see its message above; rerun, finished steps are skipped",
+                file=sys.stderr,
+            )
             return 1
-    check = (f"clipflow-check-data data.test_root={args.root / 'benchmark'} "
-             f"data.train_root={args.root / 'progan_train'} data.val_root={args.root / 'progan_val'}")
+    check = (
+        f"clipflow-check-data data.test_root={args.root / 'benchmark'} "
+        f"data.train_root={args.root / 'progan_train'} data.val_root={args.root / 'progan_val'}"
+    )
     print(("# then: " if not args.run else "$ ") + check)
     if not args.run:
         print("# dry run: nothing was downloaded; add --run to execute", file=sys.stderr)

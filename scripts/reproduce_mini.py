@@ -33,32 +33,66 @@ def run(cmd: list[str], allow: tuple[int, ...] = (0,)) -> None:
 def reproduce_command(data: dict[str, Path], out: Path, seeds: str, extra: list[str]) -> list[str]:
     """The clipflow-reproduce call of the miniature (tiny backbone, CPU, short training)."""
     return [
-        str(BIN / "clipflow-reproduce"), "experiment=all", f"seeds=[{seeds}]", f"out={out}",
-        f"data.train_root={data['train_root']}", f"data.val_root={data['val_root']}",
-        f"data.test_root={data['test_root']}", f"extra_roots=[{data['extra_root']}]",
-        "backbone=tiny", "device=cpu", "data.num_workers=0", "data.per_class=null",
-        f"data.cache_dir={out / 'cache'}", "train.epochs=2", "flow.n_blocks=2", *extra,
+        str(BIN / "clipflow-reproduce"),
+        "experiment=all",
+        f"seeds=[{seeds}]",
+        f"out={out}",
+        f"data.train_root={data['train_root']}",
+        f"data.val_root={data['val_root']}",
+        f"data.test_root={data['test_root']}",
+        f"extra_roots=[{data['extra_root']}]",
+        "backbone=tiny",
+        "device=cpu",
+        "data.num_workers=0",
+        "data.per_class=null",
+        f"data.cache_dir={out / 'cache'}",
+        "train.epochs=2",
+        "flow.n_blocks=2",
+        *extra,
     ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/reproduce-mini"))
-    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds (tables show mean ± std)")
+    parser.add_argument(
+        "--seeds", default="0,1", help="comma-separated seeds (tables show mean ± std)"
+    )
     parser.add_argument("--images", type=int, default=4, help="real and fake images per test set")
-    parser.add_argument("--size", type=int, default=48, help="side of the generated images in pixels")
-    parser.add_argument("extra", nargs="*", help="more clipflow-reproduce overrides, e.g. flow.n_blocks=8")
+    parser.add_argument(
+        "--size", type=int, default=48, help="side of the generated images in pixels"
+    )
+    parser.add_argument(
+        "extra", nargs="*", help="more clipflow-reproduce overrides, e.g. flow.n_blocks=8"
+    )
     args = parser.parse_args()
     root = args.out / "data"
-    data = {"train_root": root / "progan_train", "val_root": root / "progan_val", "test_root": root / "test",
-            "extra_root": root / "new_generators"}
+    data = {
+        "train_root": root / "progan_train",
+        "val_root": root / "progan_val",
+        "test_root": root / "test",
+        "extra_root": root / "new_generators",
+    }
     if not data["test_root"].exists():
-        data = make_benchmark(root, n=args.images, size=args.size, n_train=2 * args.images, n_val=args.images)
-    print("NOTE: random-weight `tiny` backbone and a generated miniature: the numbers mean nothing.\n", flush=True)
+        data = make_benchmark(
+            root, n=args.images, size=args.size, n_train=2 * args.images, n_val=args.images
+        )
+    print(
+        "NOTE: random-weight `tiny` backbone and a generated miniature: the numbers mean nothing.\n",
+        flush=True,
+    )
     # Counts differ from the release by design (warnings, exit 0); a structural problem fails.
-    run([str(BIN / "clipflow-check-data"), f"data.test_root={data['test_root']}",
-         f"data.train_root={data['train_root']}", f"data.val_root={data['val_root']}",
-         f"extra_roots=[{data['extra_root']}]"])
+    run(
+        [
+            str(BIN / "clipflow-check-data"),
+            f"data.test_root={data['test_root']}",
+            f"data.train_root={data['train_root']}",
+            f"data.val_root={data['val_root']}",
+            f"extra_roots=[{data['extra_root']}]",
+        ]
+    )
     run(reproduce_command(data, args.out, args.seeds, args.extra))
     print(f"\nDone: {args.out / 'index.md'} links every table and plot.")
 

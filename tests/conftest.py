@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fixtures_images import make_cnnspot_tree, make_train_tree, make_univfd_tree
 
 BIN = Path(sys.executable).parent
@@ -24,7 +23,9 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 
-def run_cli(name: str, *args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    name: str, *args: str, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run a console script of this environment; never raises on a non-zero exit."""
     return subprocess.run(
         [str(BIN / name), *args],
@@ -41,9 +42,17 @@ def mini_bench(tmp_path_factory) -> Path:
     """train/ (2 classes, reals + fakes that must never be used) and test/ in all layouts."""
     root = tmp_path_factory.mktemp("bench")
     make_train_tree(root / "train", classes=("airplane", "cat"), n_real=10, n_fake=3)
-    make_cnnspot_tree(root / "test", sets={"biggan": (4, 4), "mygen": (3, 3)}, class_level={"progan": ["airplane", "cat"]})
-    make_univfd_tree(root / "test", pools={"imagenet": 3, "laion": 4}, gens={"guided": 3, "ldm_200": 2})
-    (root / "test" / "biggan" / "1_fake" / "broken.jpg").write_bytes(b"")  # must be skipped, not fatal
+    make_cnnspot_tree(
+        root / "test",
+        sets={"biggan": (4, 4), "mygen": (3, 3)},
+        class_level={"progan": ["airplane", "cat"]},
+    )
+    make_univfd_tree(
+        root / "test", pools={"imagenet": 3, "laion": 4}, gens={"guided": 3, "ldm_200": 2}
+    )
+    (root / "test" / "biggan" / "1_fake" / "broken.jpg").write_bytes(
+        b""
+    )  # must be skipped, not fatal
     return root
 
 
@@ -52,8 +61,14 @@ def trained_run(mini_bench: Path) -> Path:
     """One clipflow-train run through the console script (tiny backbone, CPU)."""
     run_dir = mini_bench / "run"
     proc = run_cli(
-        "clipflow-train", "mode=N+P", f"data.train_root={mini_bench / 'train'}", "backbone=tiny",
-        "device=cpu", "data.num_workers=0", "train.epochs=2", f"hydra.run.dir={run_dir}",
+        "clipflow-train",
+        "mode=N+P",
+        f"data.train_root={mini_bench / 'train'}",
+        "backbone=tiny",
+        "device=cpu",
+        "data.num_workers=0",
+        "train.epochs=2",
+        f"hydra.run.dir={run_dir}",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"checkpoint: {run_dir / 'model.safetensors'}" in proc.stdout

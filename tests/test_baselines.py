@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures_images import make_train_tree
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import average_precision_score
 
 from clipflow.baselines import LinearProbe, Mahalanobis, probe_fake_paths
 from clipflow.errors import DataError
-from fixtures_images import make_train_tree
 
 
 def test_mahalanobis_equals_hand_computation():

@@ -13,10 +13,31 @@ REPO = Path(__file__).resolve().parents[1]
 def test_bench_smoke_run_reports_both_paths(tmp_path: Path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench_extract.py"), "--n-baseline", "8", "--n-fast", "8",
-         "--workers", "0", "--fast-batch", "4", "--train-n", "256", "--score-n", "1000",
-         "--data", str(tmp_path / "jpegs"), "--gen-procs", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench_extract.py"),
+            "--n-baseline",
+            "8",
+            "--n-fast",
+            "8",
+            "--workers",
+            "0",
+            "--fast-batch",
+            "4",
+            "--train-n",
+            "256",
+            "--score-n",
+            "1000",
+            "--data",
+            str(tmp_path / "jpegs"),
+            "--gen-procs",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -31,9 +52,22 @@ def test_bench_smoke_run_reports_both_paths(tmp_path: Path):
 def test_memory_bench_reports_peaks_per_size(tmp_path: Path):
     out = tmp_path / "mem.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench_memory.py"), "--n", "20", "40", "--workers", "0",
-         "--data", str(tmp_path / "jpegs"), "--json", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench_memory.py"),
+            "--n",
+            "20",
+            "40",
+            "--workers",
+            "0",
+            "--data",
+            str(tmp_path / "jpegs"),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())

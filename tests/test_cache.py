@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BIN
+from fixtures_images import write_image
 
 import clipflow.cache as cache_mod
 from clipflow.backbone import BackboneConfig, load_backbone
@@ -16,8 +18,6 @@ from clipflow.cache import FeatureCache, cached_extract
 from clipflow.features import IDENTITY, Variant
 from clipflow.preprocess import build_transform
 from clipflow.proxy import ProxyConfig, build_proxy
-from conftest import BIN
-from fixtures_images import write_image
 
 
 class CountingBackbone(torch.nn.Module):
@@ -110,16 +110,32 @@ def test_bad_files_are_cached_as_skipped(setup):
     bad.write_bytes(b"not an image")
     fs = cached_extract(bb, [*paths, bad], build_transform(bb), [IDENTITY], cache)
     again = cached_extract(bb, [*paths, bad], build_transform(bb), [IDENTITY], cache)
-    assert [p for p, _ in again.skipped] == [str(bad)] and again.paths == fs.paths == [str(p) for p in paths]
+    assert [p for p, _ in again.skipped] == [str(bad)] and again.paths == fs.paths == [
+        str(p) for p in paths
+    ]
 
 
 def test_torchrun_two_ranks_give_the_same_features_as_one(tmp_path: Path, mini_bench: Path):
     def extract(cache_dir: Path, launcher: list[str]):
-        cmd = [*launcher, str(BIN / "clipflow-extract"), f"data.train_root={mini_bench / 'train'}",
-               "backbone=tiny", "device=cpu", "data.num_workers=0", "data.cache_shard_size=3", "stages=[train]",
-               f"data.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        cmd = [
+            *launcher,
+            str(BIN / "clipflow-extract"),
+            f"data.train_root={mini_bench / 'train'}",
+            "backbone=tiny",
+            "device=cpu",
+            "data.num_workers=0",
+            "data.cache_shard_size=3",
+            "stages=[train]",
+            f"data.cache_dir={cache_dir}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ]
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     extract(tmp_path / "one", [])

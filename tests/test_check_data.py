@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
+from fixtures_images import write_image
 
 from clipflow.cli.check_data import run_check
 from clipflow.data import PAPER_ORDER
 from clipflow.errors import ClipflowError
 from clipflow.synthetic import make_benchmark
-from conftest import run_cli
-from fixtures_images import write_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,14 +33,21 @@ def _check(*args: str) -> tuple[int, str]:
 @pytest.mark.parametrize("layout", ["release", "mirror"])
 def test_both_layouts_pass_with_every_set_counted(tmp_path: Path, layout: str):
     roots = _tree(tmp_path, layout)
-    code, text = _check(f"data.test_root={roots['test_root']}", f"data.train_root={roots['train_root']}",
-                        f"data.val_root={roots['val_root']}", f"extra_roots=[{roots['extra_root']}]")
+    code, text = _check(
+        f"data.test_root={roots['test_root']}",
+        f"data.train_root={roots['train_root']}",
+        f"data.val_root={roots['val_root']}",
+        f"extra_roots=[{roots['extra_root']}]",
+    )
     assert code == 0, text
     for name in PAPER_ORDER:
         assert f"\n  {name} " in text
     assert "MISSING" not in text and "ERROR" not in text
     # counts next to the release's: seeingdark has 180/180 there, 2/2 here -> a warning, not an error
-    assert "2 (180)" in text and "WARNING: seeingdark: 2 real / 2 fake, the release has 180 / 180" in text
+    assert (
+        "2 (180)" in text
+        and "WARNING: seeingdark: 2 real / 2 fake, the release has 180 / 180" in text
+    )
     if layout == "release":
         assert "reals: shared pool laion/0_real" in text and "class level (2 classes)" in text
     assert "train_root" in text and "2 classes, 6 real, 6 fake" in text
@@ -92,11 +99,18 @@ def test_console_script_on_a_good_tree(tmp_path: Path):
 
 def test_download_script_dry_run_prints_the_documented_commands(tmp_path: Path):
     root = tmp_path / "data"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "download_data.py"), "--root", str(root)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "download_data.py"), "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert f"hf download sywang/CNNDetection CNN_synth_testset.zip --repo-type dataset --local-dir {root}" in out
+    assert (
+        f"hf download sywang/CNNDetection CNN_synth_testset.zip --repo-type dataset --local-dir {root}"
+        in out
+    )
     assert "progan_train.7z.001" in out and "progan_train.7z.007" in out and "7z x" in out
     assert "gdown 1FXlGIRh_Ud3cScMgSVDbEWmPDmjcrm1t" in out and "progan_val.zip" in out
     assert "clipflow-check-data" in out and "dry run" in proc.stderr

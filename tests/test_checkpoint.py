@@ -13,7 +13,9 @@ from clipflow.flow import CLIPFlow, FlowConfig
 def _save(tmp_path, feature_dim=16):
     torch.manual_seed(0)
     model = CLIPFlow(feature_dim, FlowConfig(dr_dim=8, n_blocks=2, perm_seed=3))
-    path = save_checkpoint(tmp_path, model, 0.25, {"name": "tiny"}, {"mode": "N+P"}, torch.arange(4.0))
+    path = save_checkpoint(
+        tmp_path, model, 0.25, {"name": "tiny"}, {"mode": "N+P"}, torch.arange(4.0)
+    )
     return model, path
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures_images import write_image
 from PIL import Image
 
 import clipflow
@@ -22,7 +23,6 @@ from clipflow.errors import ClipflowError, SomeFilesUnreadableError, UnreadableI
 from clipflow.imageio import list_images
 from clipflow.metrics import false_positive_rate
 from clipflow.pipeline import run_eval
-from fixtures_images import write_image
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "detect.md"
 
@@ -62,7 +62,9 @@ def test_single_items_batches_and_grayscale(det: Detector, images):
     assert one.shape == (1,)
     arrs = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in images[:3]])  # (3, H, W, 3)
     assert np.allclose(det.score(arrs), det.score(images[:3]), atol=1e-5)
-    assert np.allclose(det.score(torch.from_numpy(arrs).permute(0, 3, 1, 2)), det.score(arrs), atol=1e-5)
+    assert np.allclose(
+        det.score(torch.from_numpy(arrs).permute(0, 3, 1, 2)), det.score(arrs), atol=1e-5
+    )
     gray = np.asarray(Image.open(images[1]).convert("L"))  # (H, W)
     assert np.allclose(det.score(gray), det.score(np.repeat(gray[..., None], 3, axis=2)), atol=1e-5)
 
@@ -73,7 +75,9 @@ def test_predict_applies_threshold_and_fpr(det: Detector, images):
     val = det.ckpt.val_real_scores.numpy()
     assert len(val) > 0
     for p in preds:
-        assert p.label == ("ai-generated" if p.score > det.threshold else "real") and p.error is None
+        assert (
+            p.label == ("ai-generated" if p.score > det.threshold else "real") and p.error is None
+        )
         assert p.fpr == pytest.approx(false_positive_rate(val, p.score))
     assert det.fpr(float(val.min()) - 1) == 1.0 and det.fpr(float(val.max()) + 1) == 0.0
 
@@ -88,16 +92,24 @@ def test_unreadable_images_raise_or_are_reported(det: Detector, images):
     assert pred == Prediction(None, None, None, str(broken), "zero-byte file")
 
 
-@pytest.mark.parametrize(("bad", "err"), [
-    (np.full((8, 8, 3), 2.0), ValueError), (np.zeros((8, 8, 5), np.uint8), ValueError),
-    (torch.zeros(8, 8, 3, dtype=torch.uint8), ValueError), (torch.zeros(3, 4, 4, dtype=torch.int64), TypeError),
-    ({"not": "an image"}, TypeError)])
+@pytest.mark.parametrize(
+    ("bad", "err"),
+    [
+        (np.full((8, 8, 3), 2.0), ValueError),
+        (np.zeros((8, 8, 5), np.uint8), ValueError),
+        (torch.zeros(8, 8, 3, dtype=torch.uint8), ValueError),
+        (torch.zeros(3, 4, 4, dtype=torch.int64), TypeError),
+        ({"not": "an image"}, TypeError),
+    ],
+)
 def test_wrong_arrays_are_clear_errors(det: Detector, bad, err):
     with pytest.raises(err):
         det.score(bad)
 
 
-def test_batch_route_matches_api_and_eval(det: Detector, images, trained_run: Path, mini_bench: Path, tmp_path):
+def test_batch_route_matches_api_and_eval(
+    det: Detector, images, trained_run: Path, mini_bench: Path, tmp_path
+):
     good = [p for p in images if p.name != "broken.jpg"]
     files = det.score_files(good + [images[0]])  # a duplicate keeps its place
     assert [r.path for r in files] == [str(p) for p in good + [images[0]]]
@@ -116,10 +128,20 @@ def test_expand_inputs_files_folders_globs_and_missing(tmp_path: Path):
     gif = write_image(tmp_path / "x.gif")
     (tmp_path / "d" / "notes.txt").write_text("no")
     (tmp_path / "empty").mkdir()
-    entries = expand_inputs([tmp_path / "d", str(gif), str(tmp_path / "d" / "*.png"), tmp_path / "nope.jpg",
-                             str(tmp_path / "zz*.png"), tmp_path / "empty"])
+    entries = expand_inputs(
+        [
+            tmp_path / "d",
+            str(gif),
+            str(tmp_path / "d" / "*.png"),
+            tmp_path / "nope.jpg",
+            str(tmp_path / "zz*.png"),
+            tmp_path / "empty",
+        ]
+    )
     assert entries == [
-        (str(a), None), (str(b), None), (str(gif), None),  # the glob's duplicate of a.png is dropped
+        (str(a), None),
+        (str(b), None),
+        (str(gif), None),  # the glob's duplicate of a.png is dropped
         (str(tmp_path / "nope.jpg"), "not found"),
         (str(tmp_path / "zz*.png"), "no file matches this pattern"),
         (str(tmp_path / "empty"), "no image files in this folder"),
@@ -131,8 +153,12 @@ def test_output_formats_and_table(tmp_path: Path):
     assert output_format("r.txt", "csv") == "csv"
     with pytest.raises(ClipflowError, match="format=jsonl"):
         output_format("r.txt")
-    table = records_table([Prediction(0.5, "ai-generated", 0.125, "a.png"),
-                           Prediction(None, None, None, "b.jpg", "zero-byte file")])
+    table = records_table(
+        [
+            Prediction(0.5, "ai-generated", 0.125, "a.png"),
+            Prediction(None, None, None, "b.jpg", "zero-byte file"),
+        ]
+    )
     assert re.search(r"a\.png\s+0\.5000\s+ai-generated\s+12\.5%", table)
     assert re.search(r"b\.jpg\s+-\s+unreadable\s+zero-byte file", table)
 
@@ -147,44 +173,74 @@ def _main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return info.value.code, out.out, out.err
 
 
-def test_cli_usage_errors_exit_2_with_one_line(monkeypatch, capsys, trained_run: Path, tmp_path: Path):
-    for args, needle in [((), "no checkpoint"), ((f"ckpt={trained_run}",), "no images"),
-                         ((f"ckpt={trained_run}", f"inputs={tmp_path / 'gone.jpg'}"), "not found"),
-                         ((f"ckpt={trained_run}", f"inputs={tmp_path}"), "nothing to score"),
-                         ((f"ckpt={tmp_path}", f"inputs={tmp_path}"), "no clipflow checkpoint"),
-                         ((f"ckpt={trained_run}", f"inputs={trained_run}", "out=r.txt"), "format")]:
+def test_cli_usage_errors_exit_2_with_one_line(
+    monkeypatch, capsys, trained_run: Path, tmp_path: Path
+):
+    for args, needle in [
+        ((), "no checkpoint"),
+        ((f"ckpt={trained_run}",), "no images"),
+        ((f"ckpt={trained_run}", f"inputs={tmp_path / 'gone.jpg'}"), "not found"),
+        ((f"ckpt={trained_run}", f"inputs={tmp_path}"), "nothing to score"),
+        ((f"ckpt={tmp_path}", f"inputs={tmp_path}"), "no clipflow checkpoint"),
+        ((f"ckpt={trained_run}", f"inputs={trained_run}", "out=r.txt"), "format"),
+    ]:
         code, out, err = _main(monkeypatch, capsys, *args)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (args, err)
         assert err.startswith("error: ") and out == ""
 
 
-def test_cli_scores_folder_to_csv_exit_0(monkeypatch, capsys, mini_bench: Path, trained_run: Path, tmp_path):
+def test_cli_scores_folder_to_csv_exit_0(
+    monkeypatch, capsys, mini_bench: Path, trained_run: Path, tmp_path
+):
     folder = mini_bench / "test" / "mygen"
     out_csv = tmp_path / "scores.csv"
-    code, out, _ = _main(monkeypatch, capsys, f"ckpt={trained_run}", f"inputs=[{folder}]", f"out={out_csv}",
-                         "device=cpu", "num_workers=0")
+    code, out, _ = _main(
+        monkeypatch,
+        capsys,
+        f"ckpt={trained_run}",
+        f"inputs=[{folder}]",
+        f"out={out_csv}",
+        "device=cpu",
+        "num_workers=0",
+    )
     assert code == 0
     with open(out_csv, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["path"] for r in rows] == [str(p) for p in list_images(folder)]
-    assert all(r["label"] in ("real", "ai-generated") and r["error"] == "" and 0 <= float(r["fpr"]) <= 1 for r in rows)
+    assert all(
+        r["label"] in ("real", "ai-generated") and r["error"] == "" and 0 <= float(r["fpr"]) <= 1
+        for r in rows
+    )
     assert f"results: {out_csv}" in out and "random-weight backbone" in out and "FPR@val" in out
 
 
-def test_cli_json_lines_on_stdout_and_exit_4(monkeypatch, capsys, mini_bench: Path, trained_run: Path):
+def test_cli_json_lines_on_stdout_and_exit_4(
+    monkeypatch, capsys, mini_bench: Path, trained_run: Path
+):
     folder = mini_bench / "test" / "biggan"
-    code, out, err = _main(monkeypatch, capsys, f"ckpt={trained_run}", f"inputs=[{folder},{folder}/nope.png]",
-                           "out=-", "device=cpu", "num_workers=0")
+    code, out, err = _main(
+        monkeypatch,
+        capsys,
+        f"ckpt={trained_run}",
+        f"inputs=[{folder},{folder}/nope.png]",
+        "out=-",
+        "device=cpu",
+        "num_workers=0",
+    )
     records = [json.loads(line) for line in out.splitlines()]
     assert code == SomeFilesUnreadableError.exit_code == 4
     assert len(records) == 10 and sum(r["score"] is not None for r in records) == 8
     assert list(records[0]) == ["path", "score", "label", "fpr", "error"]
     assert {Path(r["path"]).name: r["error"] for r in records if r["error"]} == {
-        "broken.jpg": "zero-byte file", "nope.png": "not found"}
+        "broken.jpg": "zero-byte file",
+        "nope.png": "not found",
+    }
     assert "2 of 10 inputs could not be scored" in err.strip().splitlines()[-1]
 
 
-def test_docs_python_example_runs_as_written(trained_run: Path, images, tmp_path: Path, monkeypatch, capsys):
+def test_docs_python_example_runs_as_written(
+    trained_run: Path, images, tmp_path: Path, monkeypatch, capsys
+):
     (tmp_path / "outputs" / "demo").mkdir(parents=True)
     (tmp_path / "outputs" / "demo" / "train").symlink_to(trained_run)
     Image.open(images[0]).convert("RGB").save(tmp_path / "photo.jpg")

@@ -8,17 +8,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from clipflow.checkpoint import load_checkpoint
-from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
 def eval_dir(trained_run: Path, mini_bench: Path) -> Path:
     out = mini_bench / "eval"
-    proc = run_cli("clipflow-eval", f"ckpt={trained_run}", f"data.test_root={mini_bench / 'test'}",
-                   "device=cpu", "data.num_workers=0", f"hydra.run.dir={out}")
+    proc = run_cli(
+        "clipflow-eval",
+        f"ckpt={trained_run}",
+        f"data.test_root={mini_bench / 'test'}",
+        "device=cpu",
+        "data.num_workers=0",
+        f"hydra.run.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| biggan | BigGAN |" in proc.stdout
     return out
@@ -33,14 +39,29 @@ def test_checkpoint_is_self_describing(trained_run: Path):
     ckpt = load_checkpoint(trained_run)
     assert ckpt.meta["backbone"]["name"] == "clipflow-tiny" and ckpt.meta["backbone"]["random_init"]
     assert ckpt.meta["train"]["mode"] == "N+P" and ckpt.meta["train"]["n_images"] > 0
-    assert ckpt.meta["proxy"] == {"name": "freq_mask", "band": "low", "ratio": 0.1, "mask_mode": "compat"}
-    assert np.isfinite(ckpt.threshold) and len(ckpt.val_real_scores) == ckpt.meta["validation"]["n_images"]
+    assert ckpt.meta["proxy"] == {
+        "name": "freq_mask",
+        "band": "low",
+        "ratio": 0.1,
+        "mask_mode": "compat",
+    }
+    assert (
+        np.isfinite(ckpt.threshold)
+        and len(ckpt.val_real_scores) == ckpt.meta["validation"]["n_images"]
+    )
     assert (trained_run / "train.log").stat().st_size > 0
 
 
 def test_results_cover_all_layouts_in_paper_order(eval_dir: Path):
     rows = _read_csv(eval_dir / "results.csv")
-    assert [r["dataset"] for r in rows] == ["progan", "biggan", "guided", "ldm_200", "mygen", "mean"]
+    assert [r["dataset"] for r in rows] == [
+        "progan",
+        "biggan",
+        "guided",
+        "ldm_200",
+        "mygen",
+        "mean",
+    ]
     counts = {r["dataset"]: (int(r["n_real"]), int(r["n_fake"])) for r in rows}
     assert counts["progan"] == (4, 4)  # class level pooled
     assert counts["biggan"] == (4, 4)  # broken.jpg skipped
@@ -66,8 +87,16 @@ def test_every_number_recomputes_from_scores_csv(eval_dir: Path):
 
 def test_univfd_protocol_is_recorded(trained_run: Path, mini_bench: Path):
     out = mini_bench / "eval_univfd"
-    proc = run_cli("clipflow-eval", f"ckpt={trained_run / 'model.safetensors'}", f"data.test_root={mini_bench / 'test'}",
-                   "data.protocol=univfd", "data.max_per_class=2", "device=cpu", "data.num_workers=0", f"hydra.run.dir={out}")
+    proc = run_cli(
+        "clipflow-eval",
+        f"ckpt={trained_run / 'model.safetensors'}",
+        f"data.test_root={mini_bench / 'test'}",
+        "data.protocol=univfd",
+        "data.max_per_class=2",
+        "device=cpu",
+        "data.num_workers=0",
+        f"hydra.run.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = _read_csv(out / "results.csv")
     assert all(int(r["n_real"]) <= 2 and int(r["n_fake"]) <= 2 for r in rows[:-1])
@@ -83,20 +112,35 @@ def _one_line_error(proc) -> str:
 
 
 def test_missing_train_folder_is_one_line(tmp_path: Path):
-    proc = run_cli("clipflow-train", f"data.train_root={tmp_path / 'nope'}", "backbone=tiny", "device=cpu",
-                   f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(
+        "clipflow-train",
+        f"data.train_root={tmp_path / 'nope'}",
+        "backbone=tiny",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert "nope" in _one_line_error(proc)
 
 
 def test_test_root_without_splits_is_one_line(trained_run: Path, tmp_path: Path):
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "a.png").write_bytes(b"")
-    proc = run_cli("clipflow-eval", f"ckpt={trained_run}", f"data.test_root={tmp_path / 'flat'}", "device=cpu",
-                   f"hydra.run.dir={tmp_path / 'ev'}")
+    proc = run_cli(
+        "clipflow-eval",
+        f"ckpt={trained_run}",
+        f"data.test_root={tmp_path / 'flat'}",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path / 'ev'}",
+    )
     assert "0_real" in _one_line_error(proc)
 
 
 def test_missing_weights_offline_is_one_line(mini_bench: Path, tmp_path: Path):
-    proc = run_cli("clipflow-train", f"data.train_root={mini_bench / 'train'}", "device=cpu",
-                   f"hydra.run.dir={tmp_path / 'run'}", env={"HF_HUB_OFFLINE": "1"})
+    proc = run_cli(
+        "clipflow-train",
+        f"data.train_root={mini_bench / 'train'}",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     assert "backbone.pretrained=" in _one_line_error(proc)

@@ -8,7 +8,13 @@ import pytest
 
 from clipflow.cli.reproduce import parse_args, run_reproduce
 from clipflow.errors import ClipflowError, DataError
-from clipflow.experiments import RunOptions, Runner, list_experiments, load_experiment, merge_overrides
+from clipflow.experiments import (
+    Runner,
+    RunOptions,
+    list_experiments,
+    load_experiment,
+    merge_overrides,
+)
 from clipflow.paper_results import find_row
 
 ALL = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5"]
@@ -41,8 +47,13 @@ def test_table1_modes_and_mask_ratios():
 def test_table3_proxies_are_n_plus_p_with_the_paper_parameters():
     s = _arm_settings("table3")
     assert {k: v.proxy.name for k, v in s.items()} == {
-        "smoothing": "smoothing", "sharpening": "sharpening", "gaussian_noise": "gaussian_noise",
-        "color_jitter": "color_jitter", "fm_phase_only": "freq_phase", "fm": "freq_mask"}
+        "smoothing": "smoothing",
+        "sharpening": "sharpening",
+        "gaussian_noise": "gaussian_noise",
+        "color_jitter": "color_jitter",
+        "fm_phase_only": "freq_phase",
+        "fm": "freq_mask",
+    }
     assert all(v.train.mode == "N+P" for v in s.values())
     assert s["gaussian_noise"].proxy.sigma == 5.0
 
@@ -50,7 +61,10 @@ def test_table3_proxies_are_n_plus_p_with_the_paper_parameters():
 def test_table4_bands_fig4_widths_and_normalisation():
     t4 = _arm_settings("table4")
     assert {k: (v.proxy.band, v.proxy.ratio) for k, v in t4.items()} == {
-        "low": ("low", 0.1), "mid": ("mid", 0.1), "high": ("high", 0.1)}
+        "low": ("low", 0.1),
+        "mid": ("mid", 0.1),
+        "high": ("high", 0.1),
+    }
     f4 = _arm_settings("fig4", "train.epochs=3")
     assert [v.flow.dr_dim for v in f4.values()] == [0, 16, 32, 64, 128, 256, 512]
     assert all(v.train.epochs == 3 and v.train.mode == "N+P" for v in f4.values())
@@ -68,10 +82,24 @@ def test_arm_overrides_win_over_the_command_line_and_seed_goes_everywhere():
 
 
 def test_command_line_parsing():
-    names, opts, dry = parse_args(["experiment=all", "seeds=[0,1,2]", "extra_roots=[/a,/b]", "baselines=[]",
-                                   "backbone=tiny", "out=/tmp/x", "dry_run=true"])
+    names, opts, dry = parse_args(
+        [
+            "experiment=all",
+            "seeds=[0,1,2]",
+            "extra_roots=[/a,/b]",
+            "baselines=[]",
+            "backbone=tiny",
+            "out=/tmp/x",
+            "dry_run=true",
+        ]
+    )
     assert names == ALL and opts.seeds == [0, 1, 2] and opts.extra_roots == ["/a", "/b"]
-    assert opts.baselines == [] and opts.overrides == ["backbone=tiny"] and opts.out == Path("/tmp/x") and dry
+    assert (
+        opts.baselines == []
+        and opts.overrides == ["backbone=tiny"]
+        and opts.out == Path("/tmp/x")
+        and dry
+    )
     names, opts, _ = parse_args(["experiment=[table3,table1]", "seed=4", "data.extra_roots=/c"])
     assert names == ["table3", "table1"] and opts.seeds == [4] and opts.extra_roots == ["/c"]
 
@@ -86,7 +114,9 @@ def test_usage_errors(tmp_path: Path, capsys):
     with pytest.raises(DataError, match="data.train_root"):
         run_reproduce(["experiment=table1", "backbone=tiny", f"out={tmp_path}"])
     with pytest.raises(DataError, match="extra_roots"):
-        run_reproduce(["experiment=table5", "data.train_root=/x", "backbone=tiny", f"out={tmp_path}"])
+        run_reproduce(
+            ["experiment=table5", "data.train_root=/x", "backbone=tiny", f"out={tmp_path}"]
+        )
 
 
 def test_dry_run_prints_each_arm(capsys):

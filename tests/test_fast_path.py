@@ -62,7 +62,10 @@ def test_autocast_and_tf32_match_fp32(jpeg_set):
     ref = extract_features(_tiny(), paths[:6], build_transform(_tiny())).features[0]
     for precision in ("amp_bf16", "tf32"):
         bb = _tiny(precision=precision)
-        assert _cosine(extract_features(bb, paths[:6], build_transform(bb)).features[0], ref).min() >= 0.999
+        assert (
+            _cosine(extract_features(bb, paths[:6], build_transform(bb)).features[0], ref).min()
+            >= 0.999
+        )
 
 
 def test_fp16_on_cpu_is_a_clear_error():
@@ -70,11 +73,19 @@ def test_fp16_on_cpu_is_a_clear_error():
         _tiny(precision="fp16")
 
 
-@pytest.mark.parametrize("device", [
-    "cpu",  # torchvision's CPU decoder through the same code path
-    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                     reason="needs CUDA")]),
-])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",  # torchvision's CPU decoder through the same code path
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+            ],
+        ),
+    ],
+)
 def test_device_decode_path_matches_pil_path(jpeg_set, device):
     paths, _ = jpeg_set
     bb = _tiny().to(device)
@@ -97,8 +108,12 @@ def test_device_decode_routes_odd_files_through_pil(tmp_path: Path):
     assert all(kinds[n] != "jpeg" for n in kinds if "exif" in n or "cmyk" in n)
     assert all(kinds[n] == "UnreadableImageError" for n in kinds if "zero" in n)
     payload = [read_payload(str(p)) for p in files.values() if read_payload_ok(p)]
-    decoded = decode_on_device(payload, [str(p) for p in files.values() if read_payload_ok(p)], "cpu")
-    assert all(isinstance(x, torch.Tensor) and x.shape[0] == 3 and x.dtype == torch.uint8 for x in decoded)
+    decoded = decode_on_device(
+        payload, [str(p) for p in files.values() if read_payload_ok(p)], "cpu"
+    )
+    assert all(
+        isinstance(x, torch.Tensor) and x.shape[0] == 3 and x.dtype == torch.uint8 for x in decoded
+    )
 
 
 def read_payload_ok(path: Path) -> bool:
@@ -128,7 +143,9 @@ def test_batched_resize_equals_resizing_one_by_one(monkeypatch):
 def test_geometry_batch_equals_geometry_per_image(protocol, train):
     tf = preprocess.ImageTransform(protocol, 224, (0.5,) * 3, (0.25,) * 3, train=train)
     images = _odd_size_images()
-    batched = tf.geometry_batch(images, [torch.Generator().manual_seed(i) for i in range(len(images))])
+    batched = tf.geometry_batch(
+        images, [torch.Generator().manual_seed(i) for i in range(len(images))]
+    )
     assert batched.shape == (len(images), 3, 224, 224) and batched.dtype == torch.uint8
     for i, image in enumerate(images):
         assert torch.equal(batched[i], tf.geometry(image, torch.Generator().manual_seed(i)))
@@ -159,7 +176,9 @@ def test_compiled_backbone_sees_one_batch_shape(jpeg_set, monkeypatch):
     plain, compiled = _tiny(), _tiny(compile=True)
     shapes = []
     compiled.visual.register_forward_pre_hook(lambda m, args: shapes.append(args[0].shape[0]))
-    x = torch.randn(7, 3, plain.image_size, plain.image_size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(
+        7, 3, plain.image_size, plain.image_size, generator=torch.Generator().manual_seed(0)
+    )
     first, second = compiled(x[:4]), compiled(x[4:])
     assert compiled.static_batch == 4 and shapes == [4, 4]
     torch.testing.assert_close(torch.cat([first, second]), plain(x), rtol=1e-4, atol=1e-5)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_images import make_hostile_files, write_image
 
 from clipflow.backbone import BackboneConfig, load_backbone
 from clipflow.features import extract_features
 from clipflow.imageio import list_images
 from clipflow.preprocess import build_transform
 from clipflow.proxy import ProxyConfig, build_proxy
-from fixtures_images import make_hostile_files, write_image
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,9 @@ def test_hostile_corpus_is_scored_or_skipped_with_reasons(tiny, tmp_path: Path):
     assert skipped and all(reason for reason in skipped.values())
     assert fs.features.shape == (1, len(fs.paths), tiny.feature_dim)
     assert torch.isfinite(fs.features).all()
-    assert not any("1x1" in n or n.upper().endswith("X.PNG") for n in skipped)  # odd but valid files are scored
+    assert not any(
+        "1x1" in n or n.upper().endswith("X.PNG") for n in skipped
+    )  # odd but valid files are scored
 
 
 def test_train_augmentation_is_independent_of_batch_size(tiny, tmp_path: Path):
@@ -42,4 +44,6 @@ def test_train_augmentation_is_independent_of_batch_size(tiny, tmp_path: Path):
     assert a.features.shape == (2, 5, tiny.feature_dim)
     assert torch.allclose(a.features, b.features, atol=1e-5)
     assert not torch.allclose(a.features[1], c.features[1], atol=1e-5)  # fresh masks per seed
-    assert not torch.allclose(a.features[0], a.features[1], atol=1e-5)  # proxies differ from naturals
+    assert not torch.allclose(
+        a.features[0], a.features[1], atol=1e-5
+    )  # proxies differ from naturals

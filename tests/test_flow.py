@@ -55,7 +55,9 @@ def test_score_is_eq8_and_matches_log_prob():
     c = u.shape[1]
     by_hand = (u.pow(2).sum(1) - 2 * lj) / (2 * c)
     assert torch.allclose(model.score(feats), by_hand, atol=1e-6)
-    assert torch.allclose(score_from(u, lj), -model.log_prob(feats) / c - 0.5 * math.log(2 * math.pi), atol=1e-5)
+    assert torch.allclose(
+        score_from(u, lj), -model.log_prob(feats) / c - 0.5 * math.log(2 * math.pi), atol=1e-5
+    )
 
 
 def test_embed_is_unit_norm_and_no_dr_keeps_width():

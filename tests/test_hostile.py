@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
+from fixtures_images import make_hostile_files, write_image
 from PIL import Image
 
 import clipflow.imageio
@@ -28,16 +30,37 @@ from clipflow.detect import Detector
 from clipflow.errors import CheckpointError
 from clipflow.fileio import file_sha256
 from clipflow.flow import CLIPFlow, FlowConfig
-from conftest import run_cli
-from fixtures_images import make_hostile_files, write_image
 
-SCORED = ["really_png.jpg", "cmyk.jpg", "gray16.png", "palette.png", "gray.png", "gray_alpha.png", "rgba.png",
-          "bilevel.png", "float.tif", "anim.webp", "rotated.jpg", "one.png", "X.PNG", "a.b.jpg", "inner.png",
-          "anim.gif"]
-REFUSED = {"zero.jpg": "zero-byte", "truncated.jpg": "truncated", "notes.jpg": "not an image",
-           "bomb.png": "too large", "bomb.jpg": "too large", "bomb.gif": "too large",
-           "gone.jpg": "broken symbolic link", "selfloop.jpg": "symbolic links", "pipe.jpg": "not a regular file",
-           "missing.jpg": "not found"}
+SCORED = [
+    "really_png.jpg",
+    "cmyk.jpg",
+    "gray16.png",
+    "palette.png",
+    "gray.png",
+    "gray_alpha.png",
+    "rgba.png",
+    "bilevel.png",
+    "float.tif",
+    "anim.webp",
+    "rotated.jpg",
+    "one.png",
+    "X.PNG",
+    "a.b.jpg",
+    "inner.png",
+    "anim.gif",
+]
+REFUSED = {
+    "zero.jpg": "zero-byte",
+    "truncated.jpg": "truncated",
+    "notes.jpg": "not an image",
+    "bomb.png": "too large",
+    "bomb.jpg": "too large",
+    "bomb.gif": "too large",
+    "gone.jpg": "broken symbolic link",
+    "selfloop.jpg": "symbolic links",
+    "pipe.jpg": "not a regular file",
+    "missing.jpg": "not found",
+}
 
 
 def _bomb_headers(folder: Path) -> None:
@@ -73,16 +96,29 @@ def det(trained_run: Path) -> Detector:
 
 def test_cli_scores_or_explains_every_file(corpus: Path, trained_run: Path, tmp_path: Path):
     start = time.perf_counter()
-    proc = run_cli("clipflow-detect", f"ckpt={trained_run}", "device=cpu", "num_workers=0", "out=report.jsonl",
-                   f"inputs=[{corpus},{corpus / 'anim.gif'},{corpus / 'bomb.gif'},{corpus / 'missing.jpg'}]", cwd=tmp_path)
+    proc = run_cli(
+        "clipflow-detect",
+        f"ckpt={trained_run}",
+        "device=cpu",
+        "num_workers=0",
+        "out=report.jsonl",
+        f"inputs=[{corpus},{corpus / 'anim.gif'},{corpus / 'bomb.gif'},{corpus / 'missing.jpg'}]",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 4, proc.stderr[-2000:]
     assert time.perf_counter() - start < 120  # the bombs were not decoded
     records = [json.loads(line) for line in (tmp_path / "report.jsonl").read_text().splitlines()]
     by_name = {Path(r["path"]).name: r for r in records}
-    assert len(by_name) == len(records) == len(SCORED) + len(REFUSED)  # no duplicate through the loop
+    assert (
+        len(by_name) == len(records) == len(SCORED) + len(REFUSED)
+    )  # no duplicate through the loop
     for name in SCORED:
         r = by_name[name]
-        assert r["error"] is None and np.isfinite(r["score"]) and r["label"] in ("real", "ai-generated"), r
+        assert (
+            r["error"] is None
+            and np.isfinite(r["score"])
+            and r["label"] in ("real", "ai-generated")
+        ), r
     for name, reason in REFUSED.items():
         assert by_name[name]["score"] is None and reason in by_name[name]["error"], by_name[name]
     assert sorted(os.listdir(tmp_path)) == ["report.jsonl"]  # no run folder, no log, no .hydra
@@ -110,13 +146,22 @@ def test_exif_rotation_is_applied_before_scoring(det: Detector, corpus: Path):
 def test_bombs_are_rejected_fast_without_memory_growth(det: Detector, corpus: Path):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     start = time.perf_counter()
-    out = det.score_files([corpus / "bomb.png", corpus / "bomb.jpg", corpus / "bomb.gif", corpus / "one.png"])
+    out = det.score_files(
+        [corpus / "bomb.png", corpus / "bomb.jpg", corpus / "bomb.gif", corpus / "one.png"]
+    )
     assert time.perf_counter() - start < 10
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 200 * 1024
-    assert [r.error is not None and "too large" in r.error for r in out] == [True, True, True, False]
+    assert [r.error is not None and "too large" in r.error for r in out] == [
+        True,
+        True,
+        True,
+        False,
+    ]
 
 
-def test_permission_denied_is_reported_and_the_rest_scored(det: Detector, corpus: Path, monkeypatch):
+def test_permission_denied_is_reported_and_the_rest_scored(
+    det: Detector, corpus: Path, monkeypatch
+):
     # As root chmod 000 does not stop reads, so PIL's open raises the error the OS would give.
     locked = corpus / "gray.png"
     real_open = clipflow.imageio.Image.open
@@ -132,7 +177,9 @@ def test_permission_denied_is_reported_and_the_rest_scored(det: Detector, corpus
     assert out[0].score is not None and out[2].score is not None
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads chmod-000 files; covered by the monkeypatched test")
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root reads chmod-000 files; covered by the monkeypatched test"
+)
 def test_chmod_000_file_is_reported(det: Detector, tmp_path: Path):
     locked = write_image(tmp_path / "locked.png")
     locked.chmod(0)
@@ -212,20 +259,30 @@ def test_other_feature_size_is_refused(trained_run: Path, tmp_path: Path):
     _refused(tmp_path, "expects 32-d features")
 
 
-def test_cli_refuses_a_bad_checkpoint_in_one_line(trained_run: Path, tmp_path: Path, monkeypatch, capsys):
+def test_cli_refuses_a_bad_checkpoint_in_one_line(
+    trained_run: Path, tmp_path: Path, monkeypatch, capsys
+):
     folder = _copy_ckpt(trained_run, tmp_path / "ckpt")
     (folder / "model.safetensors").write_bytes(b"")
     monkeypatch.setattr(sys, "argv", ["clipflow-detect", f"ckpt={folder}", f"inputs={trained_run}"])
     with pytest.raises(SystemExit) as info:
         detect_cli.main()
     err = capsys.readouterr().err.strip()
-    assert info.value.code == 2 and err.startswith("error: ") and "\n" not in err and "truncated" in err
+    assert (
+        info.value.code == 2
+        and err.startswith("error: ")
+        and "\n" not in err
+        and "truncated" in err
+    )
 
 
 def test_no_pickle_loader_in_the_package():
     src = Path(clipflow.imageio.__file__).parent
-    offenders = [p.name for p in src.rglob("*.py")
-                 if any(s in p.read_text() for s in ("torch.load(", "pickle.load", "import pickle"))]
+    offenders = [
+        p.name
+        for p in src.rglob("*.py")
+        if any(s in p.read_text() for s in ("torch.load(", "pickle.load", "import pickle"))
+    ]
     assert offenders == []
 
 

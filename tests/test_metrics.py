@@ -34,7 +34,9 @@ def test_accuracies_by_hand_with_strict_threshold():
     assert m["acc@val"] == pytest.approx(100 * 3 / 5)
     assert m["real_acc@val"] == pytest.approx(100.0)
     assert m["fake_acc@val"] == pytest.approx(100 / 3)
-    assert accuracy_at(scores, labels, 0.3) == pytest.approx(4 / 5)  # only the real 0.1 is called real
+    assert accuracy_at(scores, labels, 0.3) == pytest.approx(
+        4 / 5
+    )  # only the real 0.1 is called real
 
 
 def test_oracle_matches_brute_force_and_never_splits_ties():
@@ -49,16 +51,22 @@ def test_oracle_matches_brute_force_and_never_splits_ties():
 
 
 def test_threshold_calibration_on_toy_sets():
-    assert calibrate_threshold(np.array([0, 1, 2, 3, 4.0]), np.array([0, 0, 0, 1, 1])) == pytest.approx(2.5)
+    assert calibrate_threshold(
+        np.array([0, 1, 2, 3, 4.0]), np.array([0, 0, 0, 1, 1])
+    ) == pytest.approx(2.5)
     t = calibrate_threshold(np.array([0.0, 2.0, 1.0, 3.0]), np.array([0, 0, 1, 1]))
-    assert accuracy_at(np.array([0.0, 2.0, 1.0, 3.0]), np.array([0, 0, 1, 1]), t) == pytest.approx(0.75)
+    assert accuracy_at(np.array([0.0, 2.0, 1.0, 3.0]), np.array([0, 0, 1, 1]), t) == pytest.approx(
+        0.75
+    )
     only_real = calibrate_threshold(np.array([1.0, 2.0]), np.array([0, 0]))
     assert only_real > 2.0
 
 
 def test_mean_row_and_one_sided_sets():
-    rows = [dataset_metrics(np.array([0, 1.0]), np.array([0, 1]), 0.5),
-            dataset_metrics(np.array([1, 0.0]), np.array([0, 1]), 0.5)]
+    rows = [
+        dataset_metrics(np.array([0, 1.0]), np.array([0, 1]), 0.5),
+        dataset_metrics(np.array([1, 0.0]), np.array([0, 1]), 0.5),
+    ]
     mean = mean_row(rows)
     assert mean["ap"] == pytest.approx((rows[0]["ap"] + rows[1]["ap"]) / 2)
     assert mean["n_real"] == 2

@@ -8,14 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_editable_install_finds_configs_from_elsewhere(tmp_path: Path):
-    proc = run_cli("clipflow-train", "--cfg", "job", "backbone=tiny", "proxy=gaussian_noise", cwd=tmp_path)
+    proc = run_cli(
+        "clipflow-train", "--cfg", "job", "backbone=tiny", "proxy=gaussian_noise", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "name: tiny" in proc.stdout and "name: gaussian_noise" in proc.stdout
     proc = run_cli("clipflow-eval", "--cfg", "job", cwd=tmp_path)
@@ -25,15 +26,50 @@ def test_editable_install_finds_configs_from_elsewhere(tmp_path: Path):
 @pytest.mark.slow
 def test_wheel_install_finds_configs(tmp_path: Path):
     wheels, site = tmp_path / "wheels", tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(wheels), str(REPO)], check=True, capture_output=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheels),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     (wheel,) = wheels.glob("clipflow-*.whl")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True)
-    code = ("import clipflow, sys; assert clipflow.__file__.startswith(sys.argv[1]), clipflow.__file__; "
-            "from clipflow.cli.train import main; sys.argv = ['clipflow-train', '--cfg', 'job', 'backbone=tiny']; main()")
-    proc = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(site)})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "import clipflow, sys; assert clipflow.__file__.startswith(sys.argv[1]), clipflow.__file__; "
+        "from clipflow.cli.train import main; sys.argv = ['clipflow-train', '--cfg', 'job', 'backbone=tiny']; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(site)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "name: tiny" in proc.stdout and "mode: N+P" in proc.stdout
     assert (site / "clipflow" / "configs" / "proxy" / "freq_mask.yaml").is_file()

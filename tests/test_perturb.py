@@ -11,8 +11,16 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from clipflow.errors import ClipflowError
-from clipflow.perturb import (DEFAULT_NAMES, GROUPS, blur_kernel_size, downscale, gaussian_blur, jpeg,
-                              parse_perturbation, resolve_perturbations)
+from clipflow.perturb import (
+    DEFAULT_NAMES,
+    GROUPS,
+    blur_kernel_size,
+    downscale,
+    gaussian_blur,
+    jpeg,
+    parse_perturbation,
+    resolve_perturbations,
+)
 from clipflow.synthetic import natural_image
 
 
@@ -29,8 +37,19 @@ def _err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_all_group_is_the_issues_eleven_settings():
     names = [p.name for p in resolve_perturbations("all")]
-    assert names == ["jpeg95", "jpeg90", "jpeg75", "jpeg50", "jpeg30", "blur1", "blur2", "blur4",
-                     "down0.75", "down0.5", "jpeg50+blur2"]
+    assert names == [
+        "jpeg95",
+        "jpeg90",
+        "jpeg75",
+        "jpeg50",
+        "jpeg30",
+        "blur1",
+        "blur2",
+        "blur4",
+        "down0.75",
+        "down0.5",
+        "jpeg50+blur2",
+    ]
     assert list(DEFAULT_NAMES) == names
     assert [p.name for p in resolve_perturbations("resize")] == ["down0.75", "down0.5"]
     assert resolve_perturbations("none") == [] and resolve_perturbations(None) == []
@@ -43,7 +62,9 @@ def test_lists_commas_groups_and_duplicates_resolve_in_order():
     assert set(GROUPS["all"]) >= set(GROUPS["jpeg"]) | set(GROUPS["combined"])
 
 
-@pytest.mark.parametrize("bad", ["jpeg0", "jpeg101", "jpeg7.5", "blur0", "down1.5", "down1", "sharpen2", "jpeg50+"])
+@pytest.mark.parametrize(
+    "bad", ["jpeg0", "jpeg101", "jpeg7.5", "blur0", "down1.5", "down1", "sharpen2", "jpeg50+"]
+)
 def test_bad_names_are_one_line_errors(bad):
     with pytest.raises(ClipflowError) as err:
         resolve_perturbations(bad)
@@ -72,7 +93,9 @@ def test_blur_kernel_and_strength(photo):
 
 @pytest.mark.parametrize("size", [(1, 1), (3, 5), (20, 9)])
 def test_ops_keep_tiny_images_valid(size):
-    img = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    img = torch.randint(
+        0, 256, (3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
     for p in resolve_perturbations("all"):
         out = p(img)
         assert out.dtype == torch.uint8 and out.shape[0] == 3 and min(out.shape[1:]) >= 1
@@ -100,6 +123,10 @@ def test_chains_apply_left_to_right_and_are_deterministic(photo):
 
 def test_describe_records_every_parameter():
     d = parse_perturbation("jpeg50+blur2").describe()
-    assert d == {"name": "jpeg50+blur2", "family": "combined", "strength": None,
-                 "steps": [{"op": "jpeg", "quality": 50}, {"op": "blur", "sigma": 2.0}]}
+    assert d == {
+        "name": "jpeg50+blur2",
+        "family": "combined",
+        "strength": None,
+        "steps": [{"op": "jpeg", "quality": 50}, {"op": "blur", "sigma": 2.0}],
+    }
     assert parse_perturbation("down0.5").describe()["steps"] == [{"op": "resize", "factor": 0.5}]

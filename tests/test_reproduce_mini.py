@@ -29,9 +29,22 @@ EXPERIMENTS = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "t
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reproduce-mini")
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce_mini.py"), "--out", str(out),
-                           "--images", "2", "--seeds", "0"], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "reproduce_mini.py"),
+            "--out",
+            str(out),
+            "--images",
+            "2",
+            "--seeds",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
 
@@ -46,13 +59,21 @@ def _f(cell: str) -> float | None:
 
 
 def test_every_experiment_writes_tables_and_plots(mini: Path):
-    expected = {"table1": ["table1_ap", "table2_acc"], "table3": ["table3_ap"], "table4": ["table4_ap"],
-                "fig4": ["fig4_ap"], "normalization": ["normalization_ap"], "fig3": ["table1_ap"],
-                "table5": ["table5_ap"]}
+    expected = {
+        "table1": ["table1_ap", "table2_acc"],
+        "table3": ["table3_ap"],
+        "table4": ["table4_ap"],
+        "fig4": ["fig4_ap"],
+        "normalization": ["normalization_ap"],
+        "fig3": ["table1_ap"],
+        "table5": ["table5_ap"],
+    }
     plots = {"fig3": ["histograms.png"], "fig4": ["dr_width.png", "ap_per_set.png"]}
     for exp in EXPERIMENTS:
         for table in expected[exp]:
-            assert (mini / exp / f"{table}.csv").is_file() and (mini / exp / f"{table}.md").is_file()
+            assert (mini / exp / f"{table}.csv").is_file() and (
+                mini / exp / f"{table}.md"
+            ).is_file()
         for name in plots.get(exp, ["ap_per_set.png"]):
             data = (mini / exp / name).read_bytes()
             assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, f"{exp}/{name}"
@@ -64,8 +85,12 @@ def test_every_experiment_writes_tables_and_plots(mini: Path):
 def test_table1_has_19_sets_plus_mean_with_paper_numbers_and_differences(mini: Path):
     rows = _csv(mini / "table1" / "table1_ap.csv")
     assert [r["dataset"] for r in rows] == [*PAPER_ORDER, "mean"]
-    for arm, (method, variant) in {"N": ("Ours", "N"), "P": ("Ours", "P"), "N+P": ("Ours", "N+P"),
-                                   "UnivFD linear probe": ("UnivFD", "LC")}.items():
+    for arm, (method, variant) in {
+        "N": ("Ours", "N"),
+        "P": ("Ours", "P"),
+        "N+P": ("Ours", "N+P"),
+        "UnivFD linear probe": ("UnivFD", "LC"),
+    }.items():
         paper = paper_row("table1_ap", method, variant)
         for r in rows:
             stored = paper.mean if r["dataset"] == "mean" else paper.values[r["dataset"]]
@@ -80,7 +105,9 @@ def test_table1_has_19_sets_plus_mean_with_paper_numbers_and_differences(mini: P
 
 
 def test_arms_vary_what_the_paper_varies(mini: Path):
-    arms = {a["name"]: a for a in json.loads((mini / "table3" / "results.json").read_text())["arms"]}
+    arms = {
+        a["name"]: a for a in json.loads((mini / "table3" / "results.json").read_text())["arms"]
+    }
     assert arms["smoothing"]["settings"]["proxy"]["name"] == "smoothing"
     assert arms["fm_phase_only"]["settings"]["proxy"]["name"] == "freq_phase"
     fig4 = json.loads((mini / "fig4" / "results.json").read_text())
@@ -93,21 +120,37 @@ def test_arms_vary_what_the_paper_varies(mini: Path):
 
 def _mini_args(mini: Path, *extra: str) -> list[str]:
     data = mini / "data"
-    return [f"data.train_root={data / 'progan_train'}", f"data.val_root={data / 'progan_val'}",
-            f"data.test_root={data / 'test'}", "backbone=tiny", "device=cpu", "data.num_workers=0",
-            "data.per_class=null", f"data.cache_dir={mini / 'cache'}", "train.epochs=2", "flow.n_blocks=2", *extra]
+    return [
+        f"data.train_root={data / 'progan_train'}",
+        f"data.val_root={data / 'progan_val'}",
+        f"data.test_root={data / 'test'}",
+        "backbone=tiny",
+        "device=cpu",
+        "data.num_workers=0",
+        "data.per_class=null",
+        f"data.cache_dir={mini / 'cache'}",
+        "train.epochs=2",
+        "flow.n_blocks=2",
+        *extra,
+    ]
 
 
 def test_seeds_give_mean_and_std_and_seed0_reproduces(mini: Path):
-    run_reproduce(["experiment=normalization", "seeds=[0,1]", f"out={mini / 'two_seeds'}", *_mini_args(mini)])
+    run_reproduce(
+        ["experiment=normalization", "seeds=[0,1]", f"out={mini / 'two_seeds'}", *_mini_args(mini)]
+    )
     two = _csv(mini / "two_seeds" / "normalization" / "normalization_ap.csv")
     one = _csv(mini / "normalization" / "normalization_ap.csv")
     seed0 = _csv(mini / "two_seeds" / "normalization" / "arms" / "l2_on" / "seed0" / "results.csv")
     seed1 = _csv(mini / "two_seeds" / "normalization" / "arms" / "l2_on" / "seed1" / "results.csv")
     for r, r1, a, b in zip(two, one, seed0, seed1):
         assert _f(r["l2_on:ours"]) == pytest.approx((float(a["ap"]) + float(b["ap"])) / 2, abs=1e-5)
-        assert _f(r["l2_on:std"]) == pytest.approx(np.std([float(a["ap"]), float(b["ap"])], ddof=1), abs=1e-5)
-        assert float(a["ap"]) == pytest.approx(_f(r1["l2_on:ours"]), abs=1e-5)  # seed 0 is seed 0 again
+        assert _f(r["l2_on:std"]) == pytest.approx(
+            np.std([float(a["ap"]), float(b["ap"])], ddof=1), abs=1e-5
+        )
+        assert float(a["ap"]) == pytest.approx(
+            _f(r1["l2_on:ours"]), abs=1e-5
+        )  # seed 0 is seed 0 again
     assert _f(two[-1]["l2_on:paper"]) == 95.56 and _f(two[-1]["l2_off:paper"]) == 93.41
     assert " ± " in (mini / "two_seeds" / "normalization" / "normalization_ap.md").read_text()
 
@@ -118,7 +161,9 @@ def test_identical_arms_are_trained_once_and_agree(mini: Path):
 
     # Table I's N+P, Table III's FM and Table IV's low band are one model...
     assert scores("table1", "NplusP") == scores("table3", "fm") == scores("table4", "low")
-    assert not (mini / "table4" / "arms" / "low" / "seed0" / "model.safetensors").exists()  # saved once
+    assert not (
+        mini / "table4" / "arms" / "low" / "seed0" / "model.safetensors"
+    ).exists()  # saved once
     # ...while masking another band trains another one (AP on 2 + 2 images can tie; scores do not).
     assert scores("table1", "NplusP") != scores("table4", "mid")
 
@@ -128,7 +173,10 @@ def test_per_set_numbers_recompute_from_scores(mini: Path):
     scores = _csv(folder / "scores.csv")
     for row in _csv(folder / "results.csv"):
         mine = [s for s in scores if s["dataset"] == row["dataset"]]
-        y, s = np.array([int(m["label"]) for m in mine]), np.array([float(m["score"]) for m in mine])
+        y, s = (
+            np.array([int(m["label"]) for m in mine]),
+            np.array([float(m["score"]) for m in mine]),
+        )
         assert float(row["ap"]) == pytest.approx(100 * average_precision_score(y, s), abs=1e-4)
     assert (mini / "table1" / "arms" / "P" / "seed0" / "model.safetensors").is_file()
 
@@ -140,14 +188,28 @@ def test_table5_new_generators_and_the_same_checkpoint(mini: Path):
     assert _f(rows[0]["UnivFD linear probe:paper"]) == 61.78
     # ckpt=: the P model of table1 (seed 0) scores the new generators exactly as table5's own P arm did
     data = mini / "data"
-    run_reproduce(["experiment=table5", f"ckpt={mini / 'table1' / 'arms' / 'P' / 'seed0'}",
-                   f"extra_roots=[{data / 'new_generators'}]", f"out={mini / 'from_ckpt'}", "device=cpu",
-                   "data.num_workers=0", f"data.cache_dir={mini / 'cache'}", "baselines=[]"])
+    run_reproduce(
+        [
+            "experiment=table5",
+            f"ckpt={mini / 'table1' / 'arms' / 'P' / 'seed0'}",
+            f"extra_roots=[{data / 'new_generators'}]",
+            f"out={mini / 'from_ckpt'}",
+            "device=cpu",
+            "data.num_workers=0",
+            f"data.cache_dir={mini / 'cache'}",
+            "baselines=[]",
+        ]
+    )
     again = _csv(mini / "from_ckpt" / "table5" / "table5_ap.csv")
     seed0 = _csv(mini / "table5" / "arms" / "P" / "seed0" / "results.csv")
-    assert [_f(r["checkpoint:ours"]) for r in again[:-1]] == pytest.approx([_f(r["ap"]) for r in seed0])
+    assert [_f(r["checkpoint:ours"]) for r in again[:-1]] == pytest.approx(
+        [_f(r["ap"]) for r in seed0]
+    )
 
 
 def test_makefile_target_runs_the_script():
     text = (REPO / "Makefile").read_text()
-    assert "reproduce-mini: install" in text and "scripts/reproduce_mini.py --out outputs/reproduce-mini" in text
+    assert (
+        "reproduce-mini: install" in text
+        and "scripts/reproduce_mini.py --out outputs/reproduce-mini" in text
+    )

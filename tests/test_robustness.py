@@ -33,7 +33,9 @@ def _settings(trained_run: Path, mini_bench: Path, seed: int = 0) -> EvalSetting
     return s
 
 
-PERTURB = "[jpeg95,jpeg30,blur4,down0.5,jpeg50+blur2]"  # every family; `all` is resolved in test_perturb
+PERTURB = (
+    "[jpeg95,jpeg30,blur4,down0.5,jpeg50+blur2]"  # every family; `all` is resolved in test_perturb
+)
 NAMES = ["jpeg95", "jpeg30", "blur4", "down0.5", "jpeg50+blur2"]
 
 
@@ -43,10 +45,26 @@ def robust(trained_run: Path, mini_bench: Path) -> tuple[Path, list[str]]:
     out, decoded = mini_bench / "eval_robust", []
     real_load = clipflow.features.load_image
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(clipflow.features, "load_image", lambda p, *a, **k: decoded.append(str(p)) or real_load(p, *a, **k))
-        mp.setattr(sys, "argv", ["clipflow-eval", f"ckpt={trained_run}", f"data.test_root={mini_bench / 'test'}",
-                                 f"perturb={PERTURB}", "device=cpu", "data.num_workers=0", "data.batch_size=16",
-                                 *QUIET, f"hydra.run.dir={out}"])
+        mp.setattr(
+            clipflow.features,
+            "load_image",
+            lambda p, *a, **k: decoded.append(str(p)) or real_load(p, *a, **k),
+        )
+        mp.setattr(
+            sys,
+            "argv",
+            [
+                "clipflow-eval",
+                f"ckpt={trained_run}",
+                f"data.test_root={mini_bench / 'test'}",
+                f"perturb={PERTURB}",
+                "device=cpu",
+                "data.num_workers=0",
+                "data.batch_size=16",
+                *QUIET,
+                f"hydra.run.dir={out}",
+            ],
+        )
         eval_cli.main()
     return out, decoded
 
@@ -60,7 +78,14 @@ def test_one_results_block_per_perturbation(robust_dir: Path):
     assert sorted(p.name for p in (robust_dir / "perturb").iterdir()) == sorted(NAMES)
     for name in NAMES:
         block = robust_dir / "perturb" / name
-        for f in ("results.csv", "results.md", "metrics.json", "scores.csv", "skipped.txt", "ap_per_dataset.png"):
+        for f in (
+            "results.csv",
+            "results.md",
+            "metrics.json",
+            "scores.csv",
+            "skipped.txt",
+            "ap_per_dataset.png",
+        ):
             assert (block / f).is_file(), (name, f)
         assert [r["dataset"] for r in _csv(block / "results.csv")] == [*SETS, "mean"]
         assert "broken.jpg" in (block / "skipped.txt").read_text()  # skipped alike in every block
@@ -70,18 +95,27 @@ def test_one_results_block_per_perturbation(robust_dir: Path):
 
 def test_metadata_records_parameters_and_seed(robust_dir: Path):
     meta = json.loads((robust_dir / "perturb" / "jpeg50+blur2" / "metrics.json").read_text())
-    assert meta["perturbation"]["steps"] == [{"op": "jpeg", "quality": 50}, {"op": "blur", "sigma": 2.0}]
+    assert meta["perturbation"]["steps"] == [
+        {"op": "jpeg", "quality": 50},
+        {"op": "blur", "sigma": 2.0},
+    ]
     assert meta["seed"] == 0 and [p["name"] for p in meta["perturbations"]] == NAMES
     assert json.loads((robust_dir / "metrics.json").read_text())["perturbation"] is None
     summary = json.loads((robust_dir / "robustness.json").read_text())
-    assert summary["checkpoint_sha256"] == meta["checkpoint_sha256"] and len(summary["rows"]) == 6 * 6
+    assert (
+        summary["checkpoint_sha256"] == meta["checkpoint_sha256"] and len(summary["rows"]) == 6 * 6
+    )
 
 
 def test_summary_matches_each_block(robust_dir: Path):
     rows = _csv(robust_dir / "robustness.csv")
     assert [r["perturbation"] for r in rows[::6]] == ["none", *NAMES]
     for r in rows:
-        block = robust_dir if r["perturbation"] == "none" else robust_dir / "perturb" / r["perturbation"]
+        block = (
+            robust_dir
+            if r["perturbation"] == "none"
+            else robust_dir / "perturb" / r["perturbation"]
+        )
         ref = next(x for x in _csv(block / "results.csv") if x["dataset"] == r["dataset"])
         assert r["ap"] == ref["ap"] and r["acc@val"] == ref["acc@val"], r
     aps = {r["perturbation"]: r["ap"] for r in rows if r["dataset"] == "mean"}
@@ -97,32 +131,51 @@ def test_plot_has_a_panel_per_family(robust_dir: Path):
     assert width > 3 * height  # four panels side by side (jpeg, blur, resize, combined)
 
 
-def test_clean_block_equals_a_plain_evaluation(robust_dir: Path, trained_run: Path, mini_bench: Path, tmp_path):
+def test_clean_block_equals_a_plain_evaluation(
+    robust_dir: Path, trained_run: Path, mini_bench: Path, tmp_path
+):
     plain = run_eval(_settings(trained_run, mini_bench), tmp_path / "plain")
     ours, ref = _csv(robust_dir / "results.csv"), _csv(plain["results.csv"])
     assert [r["dataset"] for r in ours] == [r["dataset"] for r in ref]
     for a, b in zip(ours, ref):
-        assert {k: round(float(a[k]), 3) for k in a if k not in ("dataset", "display_name")} == \
-               {k: round(float(b[k]), 3) for k in b if k not in ("dataset", "display_name")}
+        assert {k: round(float(a[k]), 3) for k in a if k not in ("dataset", "display_name")} == {
+            k: round(float(b[k]), 3) for k in b if k not in ("dataset", "display_name")
+        }
 
 
-def test_each_image_is_decoded_once_and_runs_are_deterministic(robust, trained_run, mini_bench, tmp_path):
+def test_each_image_is_decoded_once_and_runs_are_deterministic(
+    robust, trained_run, mini_bench, tmp_path
+):
     out, decoded = robust
     n_files = len({r["path"] for r in _csv(out / "scores.csv")}) + 1  # + the unreadable broken.jpg
     assert len(decoded) == len(set(decoded)) == n_files  # one decode feeds all six variants
     # a perturbation's scores depend neither on the run nor on the other variants in the pass
-    again = run_robustness(_settings(trained_run, mini_bench), resolve_perturbations("blur4"), tmp_path)
+    again = run_robustness(
+        _settings(trained_run, mini_bench), resolve_perturbations("blur4"), tmp_path
+    )
     assert again["scores.csv"].read_text() == (out / "scores.csv").read_text()
-    assert again["perturb/blur4/scores.csv"].read_text() == (out / "perturb" / "blur4" / "scores.csv").read_text()
+    assert (
+        again["perturb/blur4/scores.csv"].read_text()
+        == (out / "perturb" / "blur4" / "scores.csv").read_text()
+    )
 
 
 def test_wide_table_reports_change_from_clean():
-    summary = [{"perturbation": p, "display_name": d, "ap": v}
-               for p, d, v in [("none", "A", 90.0), ("none", "Mean", 80.0), ("blur2", "A", 70.0), ("blur2", "Mean", 60.0)]]
+    summary = [
+        {"perturbation": p, "display_name": d, "ap": v}
+        for p, d, v in [
+            ("none", "A", 90.0),
+            ("none", "Mean", 80.0),
+            ("blur2", "A", 70.0),
+            ("blur2", "Mean", 60.0),
+        ]
+    ]
     rows, columns = wide_table(summary, "ap")
     assert columns == ("perturbation", "A", "Mean", "Δ mean")
-    assert rows == [{"perturbation": "none", "A": 90.0, "Mean": 80.0, "Δ mean": 0.0},
-                    {"perturbation": "blur2", "A": 70.0, "Mean": 60.0, "Δ mean": -20.0}]
+    assert rows == [
+        {"perturbation": "none", "A": 90.0, "Mean": 80.0, "Δ mean": 0.0},
+        {"perturbation": "blur2", "A": 70.0, "Mean": 60.0, "Δ mean": -20.0},
+    ]
 
 
 def test_without_perturb_the_cli_runs_the_plain_evaluation(monkeypatch, tmp_path: Path, capsys):
@@ -134,15 +187,25 @@ def test_without_perturb_the_cli_runs_the_plain_evaluation(monkeypatch, tmp_path
         return {"results.md": tmp_path / "results.md", "results.csv": tmp_path / "results.csv"}
 
     monkeypatch.setattr(eval_cli, "run_eval", fake_run_eval)
-    monkeypatch.setattr(sys, "argv", ["clipflow-eval", "ckpt=x", *QUIET, f"hydra.run.dir={tmp_path}"])
+    monkeypatch.setattr(
+        sys, "argv", ["clipflow-eval", "ckpt=x", *QUIET, f"hydra.run.dir={tmp_path}"]
+    )
     eval_cli.main()
     assert seen == {"ckpt": "x"} and "plain" in capsys.readouterr().out
     assert not (tmp_path / "perturb").exists()
 
 
 def test_unknown_perturbation_is_a_usage_error(monkeypatch, tmp_path: Path, capsys):
-    monkeypatch.setattr(sys, "argv", ["clipflow-eval", "ckpt=x", "perturb=sharpen2", *QUIET, f"hydra.run.dir={tmp_path}"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["clipflow-eval", "ckpt=x", "perturb=sharpen2", *QUIET, f"hydra.run.dir={tmp_path}"],
+    )
     with pytest.raises(SystemExit) as info:
         eval_cli.main()
     err = capsys.readouterr().err.strip()
-    assert info.value.code == 2 and err.startswith("error: unknown perturbation 'sharpen2'") and "\n" not in err
+    assert (
+        info.value.code == 2
+        and err.startswith("error: unknown perturbation 'sharpen2'")
+        and "\n" not in err
+    )

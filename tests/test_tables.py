@@ -28,9 +28,18 @@ SPEC_SECTION_9 = {  # SPEC §9 headline numbers: the stored tables must agree wi
     ("table1_ap", "UnivFD", "LC"): 93.38, ("table1_ap", "OnlyReal", "-"): 93.18, ("table1_ap", "DIRE", "-"): 86.41,
     ("table1_ap", "Freq-mask", "CLIP"): 89.28,
 }  # fmt: skip
-META = {"backbone": {"name": "clipflow-tiny", "weights_id": "clipflow-tiny:random-seed0", "random_init": True,
-                     "precision": "fp32"}, "preprocess": "paper", "protocol": "all", "seeds": [0, 1],
-        "train": {"per_class": 360, "views": 1, "loss": "logsigmoid", "epochs": None, "n_blocks": 8}}
+META = {
+    "backbone": {
+        "name": "clipflow-tiny",
+        "weights_id": "clipflow-tiny:random-seed0",
+        "random_init": True,
+        "precision": "fp32",
+    },
+    "preprocess": "paper",
+    "protocol": "all",
+    "seeds": [0, 1],
+    "train": {"per_class": 360, "views": 1, "loss": "logsigmoid", "epochs": None, "n_blocks": 8},
+}
 
 
 @pytest.mark.parametrize("key,value", sorted(SPEC_SECTION_9.items()))
@@ -49,14 +58,17 @@ def test_transcribed_rows_average_to_their_printed_mean():
                 # mistyped cell moves the mean by ~0.05 or more.
                 assert np.mean(values) == pytest.approx(row.mean, abs=0.02), f"{table} {row.label}"
     assert paper_row("table1_ap", "Ours", "N+P").value("seeingdark") == 80.06
-    assert paper_row("table2_acc", "PatchForensics", "Xception-Block2").value("progan") is None  # ambiguous row
+    assert (
+        paper_row("table2_acc", "PatchForensics", "Xception-Block2").value("progan") is None
+    )  # ambiguous row
 
 
 def test_every_table_loads_and_table5_matches_folder_names():
     for table in PAPER_TABLES:
         assert load_table(table), table
-    assert [canonical_generator(n) for n in ("DALLE-3", "dalle3", "SD-v1.5", "RealVisXL_v4.0", "biggan")] == [
-        "dalle3", "dalle3", "sd15", "realvisxl", None]
+    assert [
+        canonical_generator(n) for n in ("DALLE-3", "dalle3", "SD-v1.5", "RealVisXL_v4.0", "biggan")
+    ] == ["dalle3", "dalle3", "sd15", "realvisxl", None]
     assert paper_row("table5_ap", "Ours", "P").value("DeepFloyd-IF") == 97.17
 
 
@@ -66,14 +78,37 @@ def _result(values: dict[str, dict[int, float]], sets=PAPER_ORDER) -> Experiment
     for name, paper in (("N+P", {"method": "Ours", "variant": "N+P"}), ("other", None)):
         runs = {}
         for seed, offset in values[name].items():
-            rows = [{"dataset": s, "display_name": DISPLAY_NAMES[s], "ap": 50.0 + i + offset, "acc@val": 60.0 + offset,
-                     "acc@oracle": 70.0, "n_real": 2, "n_fake": 2} for i, s in enumerate(sets)]
-            scores = {s: (np.array([0.1, 0.2], np.float32), np.array([0.3, 0.4], np.float32)) for s in sets}
-            runs[seed] = SeedRun(rows, 0.25, 1000, scores, None, 1.0, [(s, DISPLAY_NAMES[s]) for s in sets])
+            rows = [
+                {
+                    "dataset": s,
+                    "display_name": DISPLAY_NAMES[s],
+                    "ap": 50.0 + i + offset,
+                    "acc@val": 60.0 + offset,
+                    "acc@oracle": 70.0,
+                    "n_real": 2,
+                    "n_fake": 2,
+                }
+                for i, s in enumerate(sets)
+            ]
+            scores = {
+                s: (np.array([0.1, 0.2], np.float32), np.array([0.3, 0.4], np.float32))
+                for s in sets
+            }
+            runs[seed] = SeedRun(
+                rows, 0.25, 1000, scores, None, 1.0, [(s, DISPLAY_NAMES[s]) for s in sets]
+            )
         arms.append(ArmResult(name, "clipflow", paper, runs, {"flow": {"dr_dim": 128}}))
-    spec = ExperimentSpec("t", "Test table", [ArmSpec("N+P"), ArmSpec("other")],
-                          compare=[{"table": "table1_ap", "metric": "ap"}, {"table": "table2_acc", "metric": "acc@val"}],
-                          plots=["bars", "histograms", "dr_curve"], histogram_sets=["progan", "guided"])
+    spec = ExperimentSpec(
+        "t",
+        "Test table",
+        [ArmSpec("N+P"), ArmSpec("other")],
+        compare=[
+            {"table": "table1_ap", "metric": "ap"},
+            {"table": "table2_acc", "metric": "acc@val"},
+        ],
+        plots=["bars", "histograms", "dr_curve"],
+        histogram_sets=["progan", "guided"],
+    )
     return ExperimentResult(spec, META, arms, [(s, DISPLAY_NAMES[s]) for s in sets])
 
 
@@ -88,9 +123,18 @@ def test_comparison_has_19_rows_plus_mean_paper_column_and_diff():
         assert row["N+P:paper"] == paper.values[row["dataset"]]
         assert row["N+P:diff"] == pytest.approx(row["N+P:ours"] - row["N+P:paper"])
         assert row["other:paper"] is None and row["other:diff"] is None and row["other:std"] is None
-    assert rows[-1]["N+P:ours"] == pytest.approx(50.0 + 9.0 + 1.0) and rows[-1]["N+P:paper"] == 95.56
+    assert (
+        rows[-1]["N+P:ours"] == pytest.approx(50.0 + 9.0 + 1.0) and rows[-1]["N+P:paper"] == 95.56
+    )
     assert rows[-1]["N+P:diff"] == pytest.approx(rows[-1]["N+P:ours"] - 95.56)
-    assert columns[:6] == ["dataset", "display_name", "N+P:ours", "N+P:std", "N+P:paper", "N+P:diff"]
+    assert columns[:6] == [
+        "dataset",
+        "display_name",
+        "N+P:ours",
+        "N+P:std",
+        "N+P:paper",
+        "N+P:diff",
+    ]
 
 
 def test_partial_benchmark_marks_missing_sets_and_recomputes_the_paper_mean():
@@ -125,23 +169,42 @@ def test_markdown_states_provenance_and_random_warning():
 def test_summary_and_files(tmp_path: Path):
     result = _result({"N+P": {0: 0.0, 1: 2.0}, "other": {0: 0.0}})
     rows = summary_rows(result)
-    assert rows[0]["paper_mAP"] == 95.56 and rows[0]["paper_acc"] == 87.30 and rows[1]["paper_mAP"] is None
+    assert (
+        rows[0]["paper_mAP"] == 95.56
+        and rows[0]["paper_acc"] == 87.30
+        and rows[1]["paper_mAP"] is None
+    )
     assert rows[0]["diff_mAP"] == pytest.approx(rows[0]["mAP"] - 95.56)
     paths = write_tables(result, tmp_path)
-    assert {"table1_ap.csv", "table1_ap.md", "table2_acc.csv", "summary.md", "results.json", "ap_per_set.png",
-            "histograms.png", "dr_width.png"} <= set(paths)
+    assert {
+        "table1_ap.csv",
+        "table1_ap.md",
+        "table2_acc.csv",
+        "summary.md",
+        "results.json",
+        "ap_per_set.png",
+        "histograms.png",
+        "dr_width.png",
+    } <= set(paths)
     parsed = list(csv.DictReader(io.StringIO((tmp_path / "table1_ap.csv").read_text())))
     assert len(parsed) == 20 and float(parsed[0]["N+P:paper"]) == 99.94
     for name in ("ap_per_set.png", "histograms.png", "dr_width.png"):
         data = paths[name].read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
-    assert re.search(r"\| N\+P \| clipflow \| 1,000 \| 60\.00 ± 1\.41 \| 95\.56 \| -35\.56 \|", paths["summary.md"].read_text())
+    assert re.search(
+        r"\| N\+P \| clipflow \| 1,000 \| 60\.00 ± 1\.41 \| 95\.56 \| -35\.56 \|",
+        paths["summary.md"].read_text(),
+    )
 
 
 def test_scores_csv_reads_back_every_float32_score_exactly():
-    values = (torch.tensor([0.1234567, 0.12345671, 0.12345672, -3.5e-8, 1234.5678], dtype=torch.float32)
-              .tolist())
-    rows = [{"path": f"{i}.png", "dataset": "d", "label": i % 2, "score": v} for i, v in enumerate(values)]
+    values = torch.tensor(
+        [0.1234567, 0.12345671, 0.12345672, -3.5e-8, 1234.5678], dtype=torch.float32
+    ).tolist()
+    rows = [
+        {"path": f"{i}.png", "dataset": "d", "label": i % 2, "score": v}
+        for i, v in enumerate(values)
+    ]
     back = list(csv.DictReader(io.StringIO(scores_to_csv(rows))))
     parsed = torch.tensor([float(r["score"]) for r in back], dtype=torch.float32)
     assert torch.equal(parsed, torch.tensor(values, dtype=torch.float32))

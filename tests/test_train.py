@@ -27,8 +27,12 @@ def test_losses_equal_eq7_by_hand():
     assert torch.allclose(natural_term(u, lj, "paper"), q, atol=1e-5)
     assert torch.allclose(proxy_term(u, lj, "paper", 1.0), -q, atol=1e-5)
     ell = log_p / c
-    assert torch.allclose(natural_term(u, lj, "logsigmoid"), -torch.log(torch.sigmoid(ell)), atol=1e-5)
-    assert torch.allclose(proxy_term(u, lj, "logsigmoid", 1.0), -torch.log(torch.sigmoid(-ell)), atol=1e-5)
+    assert torch.allclose(
+        natural_term(u, lj, "logsigmoid"), -torch.log(torch.sigmoid(ell)), atol=1e-5
+    )
+    assert torch.allclose(
+        proxy_term(u, lj, "logsigmoid", 1.0), -torch.log(torch.sigmoid(-ell)), atol=1e-5
+    )
     assert torch.allclose(proxy_term(u, lj, "hinge", 0.7), torch.clamp(0.7 - q, min=0), atol=1e-6)
 
 
@@ -106,8 +110,12 @@ def test_np_training_detects_unseen_shifted_features_better_than_n():
     def auc(mode):
         torch.manual_seed(0)
         model = CLIPFlow(natural.shape[1], FlowConfig(dr_dim=16, n_blocks=4))
-        fit(model, natural[None], (natural + direction)[None],
-            TrainConfig(mode=mode, lr=1e-3, batch_size=128, epochs=30))
+        fit(
+            model,
+            natural[None],
+            (natural + direction)[None],
+            TrainConfig(mode=mode, lr=1e-3, batch_size=128, epochs=30),
+        )
         return roc_auc_score(labels, score_features(model, test).numpy())
 
     auc_np, auc_n = auc("N+P"), auc("N")

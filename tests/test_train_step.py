@@ -81,7 +81,9 @@ def test_cuda_graph_training_matches_eager(caplog):
         torch.manual_seed(0)
         model = CLIPFlow(64, FlowConfig(dr_dim=16))
         with caplog.at_level(logging.INFO, logger="clipflow.train_step"):
-            histories.append(fit(model, natural, proxy, TrainConfig(epochs=3, cuda_graph=graph), "cuda"))
+            histories.append(
+                fit(model, natural, proxy, TrainConfig(epochs=3, cuda_graph=graph), "cuda")
+            )
         params.append([p.detach().cpu() for p in model.parameters()])
     assert "captured as a CUDA graph" in caplog.text
     for eager_row, graph_row in zip(*histories):

@@ -19,7 +19,15 @@ from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from ..data import FAKE_DIR, PAPER_ORDER, REAL_DIR, SHARED_REAL_POOLS, TestSet, discover_test_sets, display_name
+from ..data import (
+    FAKE_DIR,
+    PAPER_ORDER,
+    REAL_DIR,
+    SHARED_REAL_POOLS,
+    TestSet,
+    discover_test_sets,
+    display_name,
+)
 from ..errors import ClipflowError, DataError
 from ..imageio import is_image_file, list_images, list_subdirs
 from .common import guarded
@@ -72,7 +80,9 @@ def check_test_root(root: Path, extra: bool = False) -> tuple[list[SetRow], list
         for name in PAPER_ORDER:
             if name not in found:
                 rows.append(SetRow(name, "—", None, None, KNOWN_COUNTS.get(name), "MISSING"))
-                findings.append(Finding("error", f"{name} ({display_name(name)}): not found under {root}"))
+                findings.append(
+                    Finding("error", f"{name} ({display_name(name)}): not found under {root}")
+                )
         order = {n: i for i, n in enumerate(PAPER_ORDER)}
         rows.sort(key=lambda r: order.get(r.name, len(order)))
     return rows, findings
@@ -83,8 +93,13 @@ def _set_row(ts: TestSet, findings: list[Finding]) -> SetRow:
     status = "ok" if expected else "present"  # present: no published count to compare with
     if expected and (ts.n_real, ts.n_fake) != expected:
         status = "counts differ"
-        findings.append(Finding("warning", f"{ts.name}: {ts.n_real} real / {ts.n_fake} fake, the release has "
-                                           f"{expected[0]} / {expected[1]} (partial download or unpacking?)"))
+        findings.append(
+            Finding(
+                "warning",
+                f"{ts.name}: {ts.n_real} real / {ts.n_fake} fake, the release has "
+                f"{expected[0]} / {expected[1]} (partial download or unpacking?)",
+            )
+        )
     return SetRow(ts.name, _layout(ts), ts.n_real, ts.n_fake, expected, status)
 
 
@@ -99,11 +114,21 @@ def structural_findings(root: Path) -> list[Finding]:
             continue
         loose = [e for e in os.scandir(folder) if e.is_file() and is_image_file(e.name)]
         if loose:
-            findings.append(Finding("error", f"mis-laid: {len(loose)} image(s) directly in {folder} — "
-                                             f"put them in {folder}/{REAL_DIR} or {folder}/{FAKE_DIR}"))
+            findings.append(
+                Finding(
+                    "error",
+                    f"mis-laid: {len(loose)} image(s) directly in {folder} — "
+                    f"put them in {folder}/{REAL_DIR} or {folder}/{FAKE_DIR}",
+                )
+            )
         if FAKE_DIR in subdirs and REAL_DIR not in subdirs and folder.name not in _POOL_OF:
-            findings.append(Finding("warning", f"{folder} has {FAKE_DIR} but no {REAL_DIR}: its reals must come "
-                                               f"from a shared pool ({', '.join(sorted(SHARED_REAL_POOLS))})"))
+            findings.append(
+                Finding(
+                    "warning",
+                    f"{folder} has {FAKE_DIR} but no {REAL_DIR}: its reals must come "
+                    f"from a shared pool ({', '.join(sorted(SHARED_REAL_POOLS))})",
+                )
+            )
     return findings
 
 
@@ -129,15 +154,26 @@ def check_train_root(root: Path, what: str) -> tuple[list[tuple[str, int, int]],
     if (root / REAL_DIR).is_dir():
         classes = [root]
     rows = [(c.name, _count(c / REAL_DIR), _count(c / FAKE_DIR)) for c in classes]
-    findings = [] if rows else [Finding("error", f"{what}: no <class>/{REAL_DIR} folders under {root}")]
+    findings = (
+        [] if rows else [Finding("error", f"{what}: no <class>/{REAL_DIR} folders under {root}")]
+    )
     for name, n_real, _ in rows:
         if n_real == 0:
-            findings.append(Finding("error", f"{what}: class {name} has no natural images in {REAL_DIR}"))
+            findings.append(
+                Finding("error", f"{what}: class {name} has no natural images in {REAL_DIR}")
+            )
         elif what == "train_root" and n_real < PAPER_PER_CLASS:
-            findings.append(Finding("warning", f"train_root: class {name} has {n_real} natural images; the paper "
-                                               f"samples {PAPER_PER_CLASS} per class"))
+            findings.append(
+                Finding(
+                    "warning",
+                    f"train_root: class {name} has {n_real} natural images; the paper "
+                    f"samples {PAPER_PER_CLASS} per class",
+                )
+            )
     if what == "train_root" and rows and len(rows) != 20:
-        findings.append(Finding("warning", f"train_root: {len(rows)} classes; the paper's ProGAN set has 20"))
+        findings.append(
+            Finding("warning", f"train_root: {len(rows)} classes; the paper's ProGAN set has 20")
+        )
     return rows, findings
 
 
@@ -149,20 +185,28 @@ def format_sets(root: Path, rows: list[SetRow]) -> str:
     def cell(n: int | None, k: int | None) -> str:
         return f"{'—' if n is None else n} ({'—' if k is None else k})"
 
-    lines = [f"test sets under {root}:", f"  {'set':14s} {'real (release)':>16s} {'fake (release)':>16s}  "
-                                         f"{'status':14s} layout"]
+    lines = [
+        f"test sets under {root}:",
+        f"  {'set':14s} {'real (release)':>16s} {'fake (release)':>16s}  {'status':14s} layout",
+    ]
     for r in rows:
         exp = r.expected or (None, None)
-        lines.append(f"  {r.name:14s} {cell(r.n_real, exp[0]):>16s} {cell(r.n_fake, exp[1]):>16s}  "
-                     f"{r.status:14s} {r.layout}")
+        lines.append(
+            f"  {r.name:14s} {cell(r.n_real, exp[0]):>16s} {cell(r.n_fake, exp[1]):>16s}  "
+            f"{r.status:14s} {r.layout}"
+        )
     return "\n".join(lines)
 
 
 def run_check(argv: list[str], out=sys.stdout) -> int:
     """Check the roots named in ``argv``; print the report; return the exit code."""
     args = _parse(argv)
-    if not any(args.get(k) for k in ("data.test_root", "data.train_root", "data.val_root", "extra_roots")):
-        raise ClipflowError("nothing to check — pass data.test_root=DIR (and/or data.train_root, data.val_root)")
+    if not any(
+        args.get(k) for k in ("data.test_root", "data.train_root", "data.val_root", "extra_roots")
+    ):
+        raise ClipflowError(
+            "nothing to check — pass data.test_root=DIR (and/or data.train_root, data.val_root)"
+        )
     findings: list[Finding] = []
     if args.get("data.test_root"):
         rows, f = check_test_root(Path(args["data.test_root"]))
@@ -176,8 +220,11 @@ def run_check(argv: list[str], out=sys.stdout) -> int:
         if args.get(key):
             classes, f = check_train_root(Path(args[key]), key.split(".")[1])
             total = (sum(c[1] for c in classes), sum(c[2] for c in classes))
-            print(f"{key.split('.')[1]} {args[key]}: {len(classes)} classes, {total[0]} real, {total[1]} fake "
-                  f"(1_fake is read only by the UnivFD linear-probe baseline)", file=out)
+            print(
+                f"{key.split('.')[1]} {args[key]}: {len(classes)} classes, {total[0]} real, {total[1]} fake "
+                f"(1_fake is read only by the UnivFD linear-probe baseline)",
+                file=out,
+            )
             findings += f
     return _report(findings, bool(args.get("strict")), out)
 
@@ -186,25 +233,44 @@ def _report(findings: list[Finding], strict: bool, out) -> int:
     for f in findings:
         print(f"{f.level.upper()}: {f.message}", file=out)
     errors = [f for f in findings if f.level == "error" or (strict and f.level == "warning")]
-    print(f"{len(errors)} problem(s), {len(findings) - len(errors)} warning(s)" if findings else "all good", file=out)
+    print(
+        f"{len(errors)} problem(s), {len(findings) - len(errors)} warning(s)"
+        if findings
+        else "all good",
+        file=out,
+    )
     return 1 if errors else 0
 
 
 def _parse(argv: list[str]) -> dict:
-    parser, known = OverridesParser.create(), {"data.test_root", "data.train_root", "data.val_root", "extra_roots",
-                                               "data.extra_roots", "strict"}
+    parser, known = (
+        OverridesParser.create(),
+        {
+            "data.test_root",
+            "data.train_root",
+            "data.val_root",
+            "extra_roots",
+            "data.extra_roots",
+            "strict",
+        },
+    )
     args: dict = {}
     for arg in argv:
         try:
             o = parser.parse_override(arg)
         except Exception as err:
-            raise ClipflowError(f"cannot parse argument {arg!r}: {str(err).splitlines()[0]}") from None
+            raise ClipflowError(
+                f"cannot parse argument {arg!r}: {str(err).splitlines()[0]}"
+            ) from None
         if o.key_or_group not in known:
             raise ClipflowError(f"unknown key {o.key_or_group!r}; use {', '.join(sorted(known))}")
         value = o.value()
         key = "extra_roots" if o.key_or_group == "data.extra_roots" else o.key_or_group
-        args[key] = [str(v) for v in value] if key == "extra_roots" and isinstance(value, list) else (
-            [str(value)] if key == "extra_roots" else value)
+        args[key] = (
+            [str(v) for v in value]
+            if key == "extra_roots" and isinstance(value, list)
+            else ([str(value)] if key == "extra_roots" else value)
+        )
     return args
 
 
@@ -213,7 +279,9 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return
-    logging.basicConfig(level=logging.ERROR)  # discovery's warnings are reported as findings instead
+    logging.basicConfig(
+        level=logging.ERROR
+    )  # discovery's warnings are reported as findings instead
     guarded(lambda: sys.exit(run_check(argv)))
 
 

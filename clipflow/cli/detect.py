@@ -13,9 +13,17 @@ from typing import TextIO
 import hydra
 from omegaconf import DictConfig
 
-from ..detect import (Detector, Prediction, expand_inputs, output_format, records_table,
-                      records_to_jsonl, table_footer, write_records)
 from ..checkpoint import load_checkpoint
+from ..detect import (
+    Detector,
+    Prediction,
+    expand_inputs,
+    output_format,
+    records_table,
+    records_to_jsonl,
+    table_footer,
+    write_records,
+)
 from ..errors import ClipflowError, SomeFilesUnreadableError
 from .common import CONFIG_PATH, guarded, to_dict
 
@@ -40,8 +48,11 @@ def detect_settings(cfg: dict) -> DetectSettings:
     return DetectSettings(
         ckpt=str(cfg.get("ckpt") or ""),
         inputs=[str(i) for i in ([inputs] if isinstance(inputs, str) else inputs)],
-        out=cfg.get("out"), format=cfg.get("format"), table=bool(cfg.get("table", True)),
-        device=str(cfg.get("device", "auto")), batch_size=int(cfg.get("batch_size", 32)),
+        out=cfg.get("out"),
+        format=cfg.get("format"),
+        table=bool(cfg.get("table", True)),
+        device=str(cfg.get("device", "auto")),
+        batch_size=int(cfg.get("batch_size", 32)),
         num_workers=int(cfg.get("num_workers", 4)),
         backbone={k: v for k, v in (cfg.get("backbone") or {}).items() if v is not None},
     )
@@ -51,9 +62,13 @@ def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Predicti
     """Expand the inputs, score them, print/write the records; raise on usage errors and,
     after everything is written, SomeFilesUnreadableError when some inputs failed."""
     if not s.ckpt:
-        raise ClipflowError("no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)")
+        raise ClipflowError(
+            "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"
+        )
     if not s.inputs:
-        raise ClipflowError("no images given — pass inputs=[photo.jpg,folder,'*.png'] (files, folders, globs)")
+        raise ClipflowError(
+            "no images given — pass inputs=[photo.jpg,folder,'*.png'] (files, folders, globs)"
+        )
     if s.out and s.out != "-":
         output_format(s.out, s.format)  # a bad name fails now, not after scoring
     ckpt = load_checkpoint(s.ckpt)  # a refused checkpoint is the first thing to hear about
@@ -62,12 +77,17 @@ def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Predicti
         raise ClipflowError("nothing to score: " + "; ".join(f"{p}: {why}" for p, why in entries))
     det = Detector.from_loaded(ckpt, s.device, s.backbone, s.batch_size)
     scored = iter(det.score_files([p for p, problem in entries if not problem], s.num_workers))
-    records = [Prediction(None, None, None, p, problem) if problem else next(scored) for p, problem in entries]
+    records = [
+        Prediction(None, None, None, p, problem) if problem else next(scored)
+        for p, problem in entries
+    ]
     _emit(s, det, records, stdout or sys.stdout)
     bad = [r for r in records if r.error is not None]
     if bad:
-        raise SomeFilesUnreadableError(f"{len(bad)} of {len(records)} inputs could not be scored; "
-                                       "they are listed with the reason")
+        raise SomeFilesUnreadableError(
+            f"{len(bad)} of {len(records)} inputs could not be scored; "
+            "they are listed with the reason"
+        )
     return records
 
 

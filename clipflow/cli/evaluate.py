@@ -16,7 +16,9 @@ from .common import CONFIG_PATH, guarded, run_dir, to_dict
 def main(cfg: DictConfig) -> None:
     def job() -> None:
         if not cfg.get("ckpt"):
-            raise ClipflowError("no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)")
+            raise ClipflowError(
+                "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"
+            )
         values = to_dict(cfg)
         perturbations = resolve_perturbations(values.pop("perturb", None))
         settings = eval_settings(values)

@@ -23,8 +23,14 @@ def main(cfg: DictConfig) -> None:
             summary = run_extract(train_settings(values), stages, run_dir())
         finally:
             distributed.shutdown()
-        print(f"features cached in {summary['cache_dir']}: " + ", ".join(
-            f"{k} {v['n_images']} images" for k, v in summary.items() if isinstance(v, dict) and "n_images" in v))
+        print(
+            f"features cached in {summary['cache_dir']}: "
+            + ", ".join(
+                f"{k} {v['n_images']} images"
+                for k, v in summary.items()
+                if isinstance(v, dict) and "n_images" in v
+            )
+        )
 
     guarded(job)
 

@@ -29,14 +29,32 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from ..errors import ClipflowError
-from ..experiments import ExperimentSpec, RunOptions, Runner, list_experiments, load_experiment, merge_overrides
+from ..experiments import (
+    ExperimentSpec,
+    Runner,
+    RunOptions,
+    list_experiments,
+    load_experiment,
+    merge_overrides,
+)
 from ..fileio import atomic_write_text
 from ..tables import summary_rows, write_tables
 from .common import guarded
 
 log = logging.getLogger("clipflow")
-OWN_KEYS = {"experiment", "seeds", "seed", "out", "extra_roots", "data.extra_roots", "ckpt", "baselines",
-            "histogram_sets", "save_checkpoints", "dry_run"}
+OWN_KEYS = {
+    "experiment",
+    "seeds",
+    "seed",
+    "out",
+    "extra_roots",
+    "data.extra_roots",
+    "ckpt",
+    "baselines",
+    "histogram_sets",
+    "save_checkpoints",
+    "dry_run",
+}
 
 
 def parse_args(argv: list[str]) -> tuple[list[str], RunOptions, bool]:
@@ -48,7 +66,9 @@ def parse_args(argv: list[str]) -> tuple[list[str], RunOptions, bool]:
         try:
             parsed = parser.parse_override(arg)
         except Exception as err:
-            raise ClipflowError(f"cannot parse argument {arg!r}: {str(err).splitlines()[0]}") from None
+            raise ClipflowError(
+                f"cannot parse argument {arg!r}: {str(err).splitlines()[0]}"
+            ) from None
         if parsed.key_or_group in OWN_KEYS:
             own[parsed.key_or_group] = parsed.value()
         else:
@@ -66,7 +86,9 @@ def parse_args(argv: list[str]) -> tuple[list[str], RunOptions, bool]:
     )
     names = [str(n) for n in _as_list(own.get("experiment"))]
     if not names:
-        raise ClipflowError(f"no experiment given — pass experiment=NAME (one of: all, {', '.join(list_experiments())})")
+        raise ClipflowError(
+            f"no experiment given — pass experiment=NAME (one of: all, {', '.join(list_experiments())})"
+        )
     if not opts.seeds:
         raise ClipflowError("seeds=[] runs nothing; pass e.g. seeds=[0,1,2]")
     return _expand(names), opts, bool(own.get("dry_run", False))
@@ -88,7 +110,9 @@ def _expand(names: list[str]) -> list[str]:
 def runnable(spec: ExperimentSpec, opts: RunOptions, explicit: bool) -> bool:
     """``experiment=all`` skips table5 when no extra_roots are given; asking for it is an error."""
     if spec.sets == "extra" and not opts.extra_roots and not explicit:
-        print(f"skipping {spec.name}: pass extra_roots=[DIR,...] (folders <name>/0_real,1_fake) to run it")
+        print(
+            f"skipping {spec.name}: pass extra_roots=[DIR,...] (folders <name>/0_real,1_fake) to run it"
+        )
         return False
     return True
 
@@ -98,8 +122,10 @@ def dry_run(specs: list[ExperimentSpec], runner: Runner) -> None:
         print(f"{spec.name}: {spec.title}")
         for arm in spec.arms:
             s = runner.settings(spec, arm, runner.opts.seeds[0])
-            print(f"  {arm.name:16s} mode={s.train.mode} proxy={s.proxy.name}/{s.proxy.band} ratio={s.proxy.ratio} "
-                  f"dr_dim={s.flow.dr_dim} normalize={s.flow.normalize} epochs={s.train.resolved_epochs()}")
+            print(
+                f"  {arm.name:16s} mode={s.train.mode} proxy={s.proxy.name}/{s.proxy.band} ratio={s.proxy.ratio} "
+                f"dr_dim={s.flow.dr_dim} normalize={s.flow.normalize} epochs={s.train.resolved_epochs()}"
+            )
         if spec.baselines:
             print(f"  baselines: {', '.join(spec.baselines)}")
 
@@ -125,7 +151,10 @@ def run_reproduce(argv: list[str]) -> dict[str, dict[str, Path]]:
             written[spec.name] = write_tables(result, opts.out / spec.name)
             summaries.append((spec, summary_rows(result)))
             print(written[spec.name]["summary.md"].read_text())
-            print(f"{spec.name}: {time.perf_counter() - start:.1f} s -> {opts.out / spec.name}\n", flush=True)
+            print(
+                f"{spec.name}: {time.perf_counter() - start:.1f} s -> {opts.out / spec.name}\n",
+                flush=True,
+            )
     finally:
         logging.getLogger("clipflow").removeHandler(handler)
         handler.close()
@@ -135,16 +164,29 @@ def run_reproduce(argv: list[str]) -> dict[str, dict[str, Path]]:
 
 def index_markdown(summaries, written: dict[str, dict[str, Path]]) -> str:
     """One page: every experiment run, its arms' mAP next to the paper's, links to the files."""
-    lines = ["# Reproduction index", "", "| experiment | arm | mAP | paper mAP | Δ | mean acc | paper acc | files |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "# Reproduction index",
+        "",
+        "| experiment | arm | mAP | paper mAP | Δ | mean acc | paper acc | files |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
     for spec, rows in summaries:
-        files = ", ".join(f"[{name}]({spec.name}/{name})" for name in written[spec.name] if name.endswith((".md", ".png")))
+        files = ", ".join(
+            f"[{name}]({spec.name}/{name})"
+            for name in written[spec.name]
+            if name.endswith((".md", ".png"))
+        )
         for i, r in enumerate(rows):
             f = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
             d = lambda v: "" if v is None else f"{v:+.2f}"  # noqa: E731
-            lines.append(f"| {spec.name if i == 0 else ''} | {r['arm']} | {f(r['mAP'])} | {f(r['paper_mAP'])} | "
-                         f"{d(r['diff_mAP'])} | {f(r['mean_acc'])} | {f(r['paper_acc'])} | {files if i == 0 else ''} |")
-    lines += ["", "Each experiment's tables state the backbone, weights, preprocessing, protocol and seeds."]
+            lines.append(
+                f"| {spec.name if i == 0 else ''} | {r['arm']} | {f(r['mAP'])} | {f(r['paper_mAP'])} | "
+                f"{d(r['diff_mAP'])} | {f(r['mean_acc'])} | {f(r['paper_acc'])} | {files if i == 0 else ''} |"
+            )
+    lines += [
+        "",
+        "Each experiment's tables state the backbone, weights, preprocessing, protocol and seeds.",
+    ]
     return "\n".join(lines) + "\n"
 
 
