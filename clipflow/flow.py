@@ -2,6 +2,11 @@
 
     features φ (N, D) ─► DR (Linear D→C) ─► z = DR/‖DR‖₂ ─► g⁻¹ (affine couplings) ─► u (N, C)
 
+Two coupling blocks are offered (SPEC §5; the choice moved N+P mAP by 11 points elsewhere):
+``glow`` = FrEIA ``GLOWCouplingBlock`` (both halves transformed) + a fixed ``PermuteRandom``;
+``allinone`` = FrEIA ``AllInOneBlock`` (anomalib's CFLOW/FastFlow block: one half transformed,
+tanh soft clamp, learnable global affine, its own fixed hard permutation).
+
 log p(z) = log N(u; 0, I) + log|det J|  (Eq. 3), and the anomaly score (Eq. 8) is
 
     q(z) = (‖u‖² − 2 log|det J|) / (2C) = −log p(z)/C − ½ log 2π,
@@ -20,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import ClipflowError
+
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -34,6 +41,8 @@ class FlowConfig:
         hidden_mult: subnet hidden width = hidden_mult · C.
         clamp: FrEIA soft clamp of each coupling's log-scale.
         perm_seed: seed of the fixed random permutations (set from the run seed).
+        block: ``glow`` (GLOWCouplingBlock + PermuteRandom, our default) or ``allinone``
+            (FrEIA AllInOneBlock, as in anomalib's CFLOW/FastFlow).
     """
 
     dr_dim: int = 128
@@ -42,6 +51,34 @@ class FlowConfig:
     hidden_mult: int = 2
     clamp: float = 2.0
     perm_seed: int = 0
+    block: str = "glow"
+
+    def __post_init__(self):
+        # Checked when the settings are built, not after the features have been extracted.
+        if self.block not in BLOCKS:
+            raise ClipflowError(f"flow.block={self.block!r}: choose one of {', '.join(BLOCKS)}")
+
+
+BLOCKS = ("glow", "allinone")
+
+
+class AllInOneBlock(Fm.AllInOneBlock):
+    """FrEIA 0.2's AllInOneBlock without its in-place scaling of the subnet output.
+
+    FrEIA's ``_affine`` starts with ``a *= 0.1`` on the subnet's output: autograd then fails
+    on backward whenever the subnet's last op saved its output (Tanh, Sigmoid, ...). The same
+    math out of place, so any subnet trains.
+    """
+
+    def _affine(self, x, a, rev=False):
+        a = a * 0.1
+        ch = x.shape[1]
+        sub_jac = self.clamp * torch.tanh(a[:, :ch])
+        if self.GIN:
+            sub_jac = sub_jac - torch.mean(sub_jac, dim=self.sum_dims, keepdim=True)
+        if not rev:
+            return x * torch.exp(sub_jac) + a[:, ch:], torch.sum(sub_jac, dim=self.sum_dims)
+        return (x - a[:, ch:]) * torch.exp(-sub_jac), -torch.sum(sub_jac, dim=self.sum_dims)
 
 
 def _subnet_builder(hidden: int):
@@ -53,19 +90,22 @@ def _subnet_builder(hidden: int):
 
 
 def build_flow(dim: int, cfg: FlowConfig) -> Ff.SequenceINN:
-    """A RealNVP/GLOW-style coupling flow on ``dim``-d vectors with seeded permutations."""
+    """A coupling flow on ``dim``-d vectors (``cfg.block``) with seeded fixed permutations."""
     flow = Ff.SequenceINN(dim)
-    # FrEIA's PermuteRandom draws from numpy's *global* RNG; seed it per block for a
-    # reproducible architecture, and restore the caller's RNG state afterwards.
+    subnet = _subnet_builder(cfg.hidden_mult * dim)
+    # FrEIA's permutations (PermuteRandom, AllInOneBlock's hard permutation) draw from numpy's
+    # *global* RNG; seed it per block for a reproducible architecture, and restore the
+    # caller's RNG state afterwards.
     saved = np.random.get_state()
     try:
         for i in range(cfg.n_blocks):
-            flow.append(
-                Fm.GLOWCouplingBlock,
-                subnet_constructor=_subnet_builder(cfg.hidden_mult * dim),
-                clamp=cfg.clamp,
-            )
-            flow.append(Fm.PermuteRandom, seed=cfg.perm_seed * 1000 + i)
+            seed = cfg.perm_seed * 1000 + i
+            if cfg.block == "allinone":
+                np.random.seed(seed)
+                flow.append(AllInOneBlock, subnet_constructor=subnet, affine_clamping=cfg.clamp)
+            else:
+                flow.append(Fm.GLOWCouplingBlock, subnet_constructor=subnet, clamp=cfg.clamp)
+                flow.append(Fm.PermuteRandom, seed=seed)
     finally:
         np.random.set_state(saved)
     return flow
