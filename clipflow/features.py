@@ -32,10 +32,14 @@ class Variant:
 
     ``key`` names it stably (it seeds the variant's random draws and keys the feature cache),
     so a variant's features do not depend on which other variants share the pass.
+    ``crop_key`` set: the random crop is drawn as variant ``crop_key``'s is (e.g. a proxy paired
+    with the natural image's crop), while ``fn`` keeps its own draws. The key must then say
+    so too, since it keys the cache.
     """
 
     key: str
     fn: VariantFn | None = None
+    crop_key: str | None = None
 
 
 IDENTITY = Variant("identity")
@@ -113,12 +117,16 @@ class ImageFileDataset(Dataset):
         """B uint8 (3, H, W) images -> (B, K, 3, S, S), the transform batched per variant.
 
         Each (variant, file) pair has its own generator, used by the variant first and then by
-        the crop, so a file's result does not depend on the batch it came in.
+        the crop, so a file's result does not depend on the batch it came in. A variant with a
+        ``crop_key`` crops with a fresh generator of that key instead: the very draw the
+        variant ``crop_key`` (e.g. the identity, whose ``fn`` draws nothing) crops with.
         """
         per_variant = []
         for variant in self.variants:
             gens = [self._generator(variant, path) for path in paths]
             varied = [variant.fn(im, g) if variant.fn else im for im, g in zip(images, gens)]
+            if variant.crop_key is not None:
+                gens = [self._generator(Variant(variant.crop_key), path) for path in paths]
             per_variant.append(self._transform_batch(varied, gens))
         return torch.stack(per_variant, dim=1)
 

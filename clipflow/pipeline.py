@@ -22,7 +22,7 @@ from .cache import FeatureCache, cached_extract
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import EvalSettings, TrainSettings, resolve_device
 from .data import TestSet, discover_test_sets, discover_train_images, univfd_sample
-from .errors import CheckpointError, DataError, TrainingDivergedError
+from .errors import CheckpointError, ClipflowError, DataError, TrainingDivergedError
 from .features import IDENTITY, Variant
 from .fileio import atomic_write_text
 from .flow import CLIPFlow, score_features
@@ -100,6 +100,8 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
             "n_images": len(head.train_paths),
             "classes": split.classes,
             "views": n_views(s),
+            "augmentation": augmentation(s),
+            "pair_crop": s.proxy.pair_crop,
             "n_skipped": len(head.skipped),
             "epochs": s.train.resolved_epochs(),
         },
@@ -148,16 +150,41 @@ def loader_options(data) -> dict:
 
 
 def n_views(s: TrainSettings) -> int:
-    """``data.views=0`` means one fresh view per epoch, as the paper's on-the-fly training."""
-    return s.data.views if s.data.views > 0 else s.train.resolved_epochs()
+    """Views to extract per training image; epoch e trains on view e mod n_views.
+
+    ``data.views=0`` means one fresh view (crop + proxy draw) per epoch, as the paper's
+    on-the-fly training: as many views as epochs, epoch e on view e.
+    """
+    views = s.data.views
+    if not isinstance(views, int) or isinstance(views, bool) or views < 0:
+        raise ClipflowError(
+            f"data.views={views!r}: use 0 (a fresh crop and proxy draw every epoch, as the "
+            "paper) or K >= 1 (K cached draws, epoch e on draw e mod K)"
+        )
+    return views if views > 0 else s.train.resolved_epochs()
+
+
+def augmentation(s: TrainSettings) -> str:
+    """How training draws were reused, for the run's metadata: the paper draws fresh each epoch."""
+    views, epochs = n_views(s), s.train.resolved_epochs()
+    if views >= epochs:
+        return "fresh per epoch"
+    return f"{views} cached view{'s' if views > 1 else ''} (epoch e on view e mod {views})"
 
 
 def proxy_variant(cfg: ProxyConfig, mode: str) -> Variant:
-    """The training proxy, keyed by its resolved parameters (the cache key depends on them)."""
-    params = describe(cfg, DEFAULT_RATIO[mode])
-    return Variant(
-        "proxy:" + json.dumps(params, sort_keys=True), build_proxy(cfg, DEFAULT_RATIO[mode])
-    )
+    """The training proxy, keyed by its resolved parameters (the cache key depends on them).
+
+    ``cfg.pair_crop``: the proxy takes the natural image's crop (same file and view) and
+    keeps its own mask draw; ``describe`` then adds ``pair_crop`` to the key.
+    """
+    try:
+        params = describe(cfg, DEFAULT_RATIO[mode])
+        fn = build_proxy(cfg, DEFAULT_RATIO[mode])
+    except ValueError as err:
+        raise ClipflowError(f"proxy: {err}") from None
+    crop_key = IDENTITY.key if cfg.pair_crop else None
+    return Variant("proxy:" + json.dumps(params, sort_keys=True), fn, crop_key)
 
 
 VALIDATION_PROXY = Variant("bandstop(30,100)@256", lambda img, gen: bandstop(img))

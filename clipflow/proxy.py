@@ -318,6 +318,9 @@ class ProxyConfig:
 
     ``ratio=None`` takes the pipeline's mode default (SPEC §4.1.8: 1.0 for P, 0.1 for N+P);
     ``sigma=None`` takes 1.0 for smoothing/sharpening and 5.0 for Gaussian noise.
+    ``pair_crop=True`` gives each proxy the random crop of its natural image (same file, same
+    view) while its mask draw stays its own; ``False`` (default) draws the two crops
+    independently. It only changes training (test and validation crops are centred).
     """
 
     name: str = "freq_mask"
@@ -330,18 +333,32 @@ class ProxyConfig:
     contrast: float = 0.4
     saturation: float = 0.4
     hue: float = 0.1
+    pair_crop: bool = False
 
 
 ProxyFn = Callable[[Tensor, torch.Generator | None], Tensor]
 
 
 def describe(cfg: ProxyConfig, default_ratio: float | None = None) -> dict:
-    """The parameters that actually shape the proxy, defaults resolved (for result metadata)."""
+    """The parameters that actually shape the proxy, defaults resolved (for result metadata).
+
+    ``pair_crop`` appears only when on: the default's description (a feature-cache key) stays
+    what it was before the option existed.
+    """
     if cfg.name not in PROXY_NAMES:
         raise ValueError(f"unknown proxy {cfg.name!r}: use one of {PROXY_NAMES}")
+    if not isinstance(cfg.pair_crop, bool):
+        raise ValueError(f"pair_crop must be true or false, got {cfg.pair_crop!r}")
+    paired = {"pair_crop": True} if cfg.pair_crop else {}
     if cfg.name in ("freq_mask", "freq_phase"):
         ratio = cfg.ratio if cfg.ratio is not None else default_ratio
-        return {"name": cfg.name, "band": cfg.band, "ratio": ratio, "mask_mode": cfg.mask_mode}
+        return {
+            "name": cfg.name,
+            "band": cfg.band,
+            "ratio": ratio,
+            "mask_mode": cfg.mask_mode,
+            **paired,
+        }
     sigma = cfg.sigma if cfg.sigma is not None else _DEFAULT_SIGMA.get(cfg.name)
     keys = {
         "smoothing": {"sigma": sigma},
@@ -352,7 +369,7 @@ def describe(cfg: ProxyConfig, default_ratio: float | None = None) -> dict:
         },
         "none": {},
     }[cfg.name]
-    return {"name": cfg.name, **keys}
+    return {"name": cfg.name, **keys, **paired}
 
 
 def build_proxy(cfg: ProxyConfig, default_ratio: float) -> ProxyFn:

@@ -9,10 +9,14 @@ import torch
 from fixtures_images import make_hostile_files, write_image
 
 from clipflow.backbone import BackboneConfig, load_backbone
-from clipflow.features import extract_features
-from clipflow.imageio import list_images
+from clipflow.config import DataConfig, TrainSettings
+from clipflow.errors import ClipflowError
+from clipflow.features import IDENTITY, ImageFileDataset, Variant, extract_features
+from clipflow.imageio import list_images, load_image, pil_to_uint8_tensor
+from clipflow.pipeline import augmentation, n_views, proxy_variant, train_features
 from clipflow.preprocess import build_transform
 from clipflow.proxy import ProxyConfig, build_proxy
+from clipflow.train import TrainConfig, _view
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +51,88 @@ def test_train_augmentation_is_independent_of_batch_size(tiny, tmp_path: Path):
     assert not torch.allclose(
         a.features[0], a.features[1], atol=1e-5
     )  # proxies differ from naturals
+
+
+def _draws_then_keeps(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A variant that consumes random draws (as a mask would) but returns the image unchanged."""
+    torch.rand(5, generator=gen)
+    return image
+
+
+def test_crop_key_reuses_the_natural_crop_and_only_it(tiny, tmp_path: Path):
+    path = str(write_image(tmp_path / "a.png", size=(300, 280), seed=1))
+    image = pil_to_uint8_tensor(load_image(path))
+    variants = [
+        IDENTITY,
+        Variant("draws", _draws_then_keeps),
+        Variant("draws-paired", _draws_then_keeps, crop_key=IDENTITY.key),
+    ]
+    ds = ImageFileDataset([path], build_transform(tiny, train=True), variants, seed=0, view=0)
+    natural, unpaired, paired = ds.apply_all(image, path)
+    assert torch.equal(paired, natural)  # same crop box of the same pixels
+    assert not torch.equal(unpaired, natural)  # the independent crop lands elsewhere
+    other_view = ImageFileDataset([path], ds.transform, variants, seed=0, view=1)
+    assert not torch.equal(other_view.apply_all(image, path)[2], paired)  # fresh per view
+
+
+@pytest.mark.parametrize("pair_crop", [True, False])
+def test_pair_crop_is_mask_then_the_natural_crop(tiny, tmp_path: Path, pair_crop: bool):
+    path = str(write_image(tmp_path / "a.png", size=(300, 280), seed=2))
+    image = pil_to_uint8_tensor(load_image(path))
+    proxy = proxy_variant(ProxyConfig(pair_crop=pair_crop), "N+P")
+    tf = build_transform(tiny, train=True)
+    ds = ImageFileDataset([path], tf, [IDENTITY, proxy], seed=5, view=2)
+    natural, got = ds.apply_all(image, path)
+    mask_gen = ds._generator(proxy, path)
+    masked = proxy.fn(image, mask_gen)  # the mask draw: the proxy's own generator
+    crop_gen = ds._generator(IDENTITY, path) if pair_crop else mask_gen
+    assert torch.equal(got, tf.geometry(masked, crop_gen))
+    assert torch.equal(natural, tf.geometry(image, ds._generator(IDENTITY, path)))
+    # The masked bins differ from the natural image, so the pair is never identical.
+    assert not torch.equal(got, natural)
+
+
+def test_pair_crop_changes_the_cache_key_and_nothing_else():
+    plain = proxy_variant(ProxyConfig(), "N+P")
+    paired = proxy_variant(ProxyConfig(pair_crop=True), "N+P")
+    assert plain.crop_key is None and paired.crop_key == IDENTITY.key
+    # The default's key is the one caches were written under before pair_crop existed.
+    assert plain.key == (
+        'proxy:{"band": "low", "mask_mode": "compat", "name": "freq_mask", "ratio": 0.1}'
+    )
+    assert paired.key != plain.key and '"pair_crop": true' in paired.key
+    with pytest.raises(ClipflowError, match="pair_crop"):
+        proxy_variant(ProxyConfig(pair_crop="yes"), "N+P")
+    with pytest.raises(ClipflowError, match="proxy:"):
+        proxy_variant(ProxyConfig(band="lowest"), "N+P")
+
+
+def _settings(views: int, epochs: int | None = 3, mode: str = "N+P") -> TrainSettings:
+    data = DataConfig(views=views, num_workers=0, cache=False)
+    s = TrainSettings(data=data, train=TrainConfig(mode=mode, epochs=epochs))
+    s.backbone = BackboneConfig(name="tiny", pretrained=None)
+    return s
+
+
+def test_views_zero_is_one_fresh_draw_per_epoch_and_recorded():
+    assert n_views(_settings(0, epochs=3)) == 3
+    assert n_views(_settings(0, epochs=None, mode="P")) == 30  # the paper's P epochs
+    assert augmentation(_settings(0)) == "fresh per epoch"
+    assert augmentation(_settings(3, epochs=3)) == "fresh per epoch"  # K >= epochs: all fresh
+    assert augmentation(_settings(1)) == "1 cached view (epoch e on view e mod 1)"
+    assert augmentation(_settings(2)) == "2 cached views (epoch e on view e mod 2)"
+    for bad in (-1, 1.5, "fresh"):
+        with pytest.raises(ClipflowError, match="data.views"):
+            n_views(_settings(bad))
+
+
+def test_fresh_per_epoch_features_reach_the_training_loop(tiny, tmp_path: Path):
+    paths = [write_image(tmp_path / f"{i}.png", size=(260, 270), seed=i) for i in range(3)]
+    feats, kept, _ = train_features(_settings(0, epochs=3), tiny, paths, None, "cpu")
+    assert feats.shape == (2, 3, 3, tiny.feature_dim) and len(kept) == 3  # (K, V=epochs, N, D)
+    for k in range(2):  # every epoch sees other crops (and, for the proxy, other masks)
+        assert all(not torch.allclose(feats[k, a], feats[k, b]) for a, b in [(0, 1), (1, 2)])
+    idx = torch.tensor([2, 0])
+    for epoch in range(3):  # fit's row lookup: epoch e trains on view e
+        rows = _view(feats[0], torch.tensor(epoch), idx)
+        assert torch.equal(rows, feats[0, epoch][idx])

@@ -1,10 +1,12 @@
 """Proxy operations (SPEC §4): mask statistics, the §4.1.5 closed form, casts, spatial ops."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from clipflow.proxy import (
     BANDS,
@@ -291,3 +293,38 @@ def test_cpu_generator_with_cuda_images_matches_cpu():
     torch.testing.assert_close(cuda.cpu(), cpu)
     noisy = gaussian_noise(x.cuda(), 5.0, gen())
     assert torch.equal(noisy.cpu(), gaussian_noise(x, 5.0, gen()))
+
+
+# ---------------------------------------------------------------- per-run choices
+PROXY_YAMLS = sorted((Path(__file__).parents[1] / "configs" / "proxy").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PROXY_YAMLS, ids=lambda p: p.stem)
+def test_proxy_yamls_build_and_leave_crops_unpaired(path):
+    values = yaml.safe_load(path.read_text())
+    cfg = ProxyConfig(**values)  # every key is a field
+    assert values["pair_crop"] is False and "pair_crop" not in describe(cfg, 0.1)
+    assert describe(ProxyConfig(**{**values, "pair_crop": True}), 0.1)["pair_crop"] is True
+    build_proxy(cfg, 0.1)
+
+
+def test_mask_mode_and_pair_crop_are_per_run_settings():
+    from clipflow.config import train_settings
+    from clipflow.pipeline import proxy_variant
+
+    base = yaml.safe_load((PROXY_YAMLS[0].parent / "freq_mask.yaml").read_text())
+    runs = {
+        mode: train_settings({"proxy": {**base, "mask_mode": mode}}) for mode in ("compat", "clean")
+    }
+    assert {m: s.proxy.mask_mode for m, s in runs.items()} == {"compat": "compat", "clean": "clean"}
+    keys = {m: proxy_variant(s.proxy, "N+P").key for m, s in runs.items()}
+    assert keys["compat"] != keys["clean"]  # distinct cache entries
+    # Out-of-range inverse DFT values: compat wraps, clean clips, so the proxies differ.
+    x = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
+    x[..., ::2, :] = 255
+    fns = {m: proxy_variant(s.proxy, "P").fn for m, s in runs.items()}
+    assert not torch.equal(fns["compat"](x, gen()), fns["clean"](x, gen()))
+    assert train_settings({"proxy": {"pair_crop": True}}).proxy.pair_crop is True
+    assert train_settings({}).proxy.pair_crop is False  # a YAML without the key: the default
+    assert train_settings({}).flow.block == "glow"
+    assert train_settings({"flow": {"block": "allinone"}}).flow.block == "allinone"
