@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_images import make_hostile_files, write_image
+from fixtures_images import make_hostile_files, make_train_tree, write_image
 
 from clipflow.backbone import BackboneConfig, load_backbone
-from clipflow.config import DataConfig, TrainSettings
+from clipflow.checkpoint import load_checkpoint
+from clipflow.config import DataConfig, TrainSettings, train_settings
 from clipflow.errors import ClipflowError
 from clipflow.features import IDENTITY, ImageFileDataset, Variant, extract_features
 from clipflow.imageio import list_images, load_image, pil_to_uint8_tensor
-from clipflow.pipeline import augmentation, n_views, proxy_variant, train_features
+from clipflow.pipeline import augmentation, n_views, proxy_variant, run_train, train_features
 from clipflow.preprocess import build_transform
 from clipflow.proxy import ProxyConfig, build_proxy
 from clipflow.train import TrainConfig, _view
@@ -136,3 +137,29 @@ def test_fresh_per_epoch_features_reach_the_training_loop(tiny, tmp_path: Path):
     for epoch in range(3):  # fit's row lookup: epoch e trains on view e
         rows = _view(feats[0], torch.tensor(epoch), idx)
         assert torch.equal(rows, feats[0, epoch][idx])
+
+
+def test_run_train_records_the_paper_choices(tmp_path: Path):
+    make_train_tree(tmp_path / "train", classes=("cat",), n_real=6, n_fake=0)
+    s = train_settings(
+        {
+            "device": "cpu",
+            "backbone": {"name": "tiny", "pretrained": None},
+            "proxy": {"pair_crop": True},
+            "flow": {"block": "allinone", "n_blocks": 2},
+            "data": {
+                "train_root": str(tmp_path / "train"),
+                "views": 0,
+                "num_workers": 0,
+                "cache": False,
+                "val_fraction": 0.34,
+            },
+            "train": {"epochs": 2, "batch_size": 4},
+        }
+    )
+    ckpt = load_checkpoint(run_train(s, tmp_path / "run"))
+    train = ckpt.meta["train"]
+    assert train["views"] == 2 and train["augmentation"] == "fresh per epoch"
+    assert train["pair_crop"] is True and ckpt.meta["proxy"]["pair_crop"] is True
+    assert ckpt.meta["flow"]["block"] == "allinone" and ckpt.model.cfg.block == "allinone"
+    assert len(ckpt.meta["history"]) == 2
