@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from clipflow.metrics import (
@@ -60,6 +62,62 @@ def test_threshold_calibration_on_toy_sets():
     )
     only_real = calibrate_threshold(np.array([1.0, 2.0]), np.array([0, 0]))
     assert only_real > 2.0
+
+
+def _reference_threshold(scores, labels) -> float:
+    """The former quadratic calibration (accuracy at every candidate), kept as the reference."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
+    uniq = np.unique(scores)
+    mids = (uniq[:-1] + uniq[1:]) / 2
+    margin = max(1.0, float(np.abs(uniq).max())) * 1e-6
+    candidates = np.concatenate([[uniq[0] - margin], mids, [uniq[-1] + margin]])
+    accs = [accuracy_at(scores, labels, t) for t in candidates]
+    return float(candidates[int(np.argmax(accs))])
+
+
+def test_sorted_sweep_equals_the_quadratic_reference_on_seeded_cases():
+    rng = np.random.default_rng(7)
+    for case in range(300):
+        n = int(rng.integers(1, 120))
+        kind = case % 4
+        if kind == 0:  # heavy ties: a handful of distinct values
+            scores = rng.integers(0, 4, n).astype(float)
+        elif kind == 1:  # continuous, separable-ish
+            scores = rng.normal(size=n)
+        elif kind == 2:  # one value only
+            scores = np.full(n, float(rng.normal()))
+        else:  # large magnitudes (the margin scales with them) and ties
+            scores = rng.choice([-1e7, -3.5, 0.0, 2.25, 1e7], n)
+        labels = rng.integers(0, 2, n) if case % 5 else np.full(n, case % 2)
+        scores = scores + labels * rng.uniform(0, 1) * (kind == 1)
+        assert calibrate_threshold(scores, labels) == _reference_threshold(scores, labels)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(
+                st.sampled_from([-1.0, 0.0, -0.0, 0.5, 1.0]),
+                st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+            ),
+            st.integers(0, 1),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_sorted_sweep_equals_the_quadratic_reference_property(pairs):
+    scores = np.array([s for s, _ in pairs], float)
+    labels = np.array([y for _, y in pairs], int)
+    assert calibrate_threshold(scores, labels) == _reference_threshold(scores, labels)
+
+
+def test_threshold_calibration_rejects_non_finite_scores():
+    with pytest.raises(ValueError, match="non-finite"):
+        calibrate_threshold(np.array([0.0, np.nan]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="zero samples"):
+        calibrate_threshold(np.array([]), np.array([], int))
 
 
 def test_mean_row_and_one_sided_sets():
