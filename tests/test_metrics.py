@@ -6,7 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from clipflow.benchmark import PAPER_SETS, paper_first, summarize
+from clipflow.errors import DataError
 from clipflow.metrics import (
+    METRIC_COLUMNS,
     accuracy_at,
     calibrate_threshold,
     dataset_metrics,
@@ -134,3 +137,39 @@ def test_mean_row_and_one_sided_sets():
 
 def test_false_positive_rate_counts_scores_at_or_above():
     assert false_positive_rate(np.array([0.0, 1.0, 2.0, 3.0]), 2.0) == pytest.approx(0.5)
+
+
+def _rows(names, ap=50.0):
+    return [
+        {"dataset": n, **dict.fromkeys(METRIC_COLUMNS, ap + i), "n_real": 1, "n_fake": 1}
+        for i, n in enumerate(names)
+    ]
+
+
+def test_means_all_19_without_extras_is_one_paper_mean_row():
+    means = summarize(_rows(PAPER_SETS))
+    assert means.mean.is_paper_mean and [r["dataset"] for r in means.table_rows()] == ["mean"]
+    assert means.mean.values["ap"] == pytest.approx(50.0 + 9.0)  # mean of 50..68
+    assert means.to_json()["mean_all"] == means.mean.values  # JSON always has both
+
+
+def test_means_with_no_paper_set_average_everything_and_say_so():
+    means = summarize(_rows(["mygen", "other"]))
+    assert means.mean.sets == ("mygen", "other") and not means.mean.is_paper_mean
+    assert "none in the paper" in means.mean.label and "None of the paper's" in means.note()
+    assert len(means.table_rows()) == 1
+
+
+def test_means_of_a_partial_tree_with_extras():
+    means = summarize(_rows(["stylegan2", "progan", "dalle"]))
+    assert means.mean.sets == ("progan", "dalle") and means.mean.values["ap"] == pytest.approx(51.5)
+    assert means.mean_all.values["ap"] == pytest.approx(51.0)
+    assert [r["in_paper"] for r in means.table_rows()] == ["2 of 19", "2 of 19 + 1 other"]
+    assert "not the paper's mean" in means.mean.label and "stylegan2" in means.note()
+    assert [r["dataset"] for r in paper_first(_rows(["stylegan2", "dalle", "progan"]))] == [
+        "progan",
+        "dalle",
+        "stylegan2",
+    ]
+    with pytest.raises(DataError, match="'mean'"):
+        summarize(_rows(["progan", "mean"]))
