@@ -91,7 +91,7 @@ def dataset_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) ->
 
 
 def mean_row(rows: list[dict]) -> dict[str, float]:
-    """Arithmetic mean over datasets (the paper's mAP / mean accuracy); counts are summed."""
+    """Arithmetic mean over the given rows; counts are summed. Which rows: clipflow.benchmark."""
     out: dict[str, float] = {}
     for key in METRIC_COLUMNS:
         values = [r[key] for r in rows]
