@@ -145,6 +145,7 @@ def summarize(rows: list[dict]) -> Means:
     if not rows:
         raise ValueError("no per-set rows to average")
     check_set_names([r["dataset"] for r in rows])
+    rows = paper_first(rows)
     n = len(PAPER_SETS)
     found = [r["dataset"] for r in rows]
     paper = [r for r in rows if in_paper(r["dataset"])]

@@ -96,7 +96,7 @@ def test_sorted_sweep_equals_the_quadratic_reference_on_seeded_cases():
         assert calibrate_threshold(scores, labels) == _reference_threshold(scores, labels)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(
         st.tuples(
