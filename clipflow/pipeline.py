@@ -18,6 +18,7 @@ import torch
 
 from . import distributed
 from .backbone import BackboneConfig, load_backbone
+from .benchmark import check_set_names, summarize
 from .cache import FeatureCache, cached_extract
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import EvalSettings, TrainSettings, resolve_device
@@ -26,7 +27,7 @@ from .errors import CheckpointError, ClipflowError, DataError, TrainingDivergedE
 from .features import IDENTITY, Variant
 from .fileio import atomic_write_text
 from .flow import CLIPFlow, score_features
-from .metrics import calibrate_threshold, dataset_metrics, mean_row
+from .metrics import calibrate_threshold, dataset_metrics
 from .preprocess import build_transform
 from .proxy import ProxyConfig, bandstop, build_proxy, describe
 from .report import write_results
@@ -352,7 +353,7 @@ def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
             "no dataset had readable real and fake images; see skipped.txt and the warnings"
         )
     meta = eval_metadata(ckpt, backbone, s)
-    return write_results(Path(run_dir), rows, mean_row(rows), meta, score_rows, fs.skipped)
+    return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, fs.skipped)
 
 
 def test_features(backbone, sets: list[TestSet], data, cache, device, seed: int = 0):
@@ -372,6 +373,7 @@ def test_features(backbone, sets: list[TestSet], data, cache, device, seed: int 
 
 
 def select_test_sets(sets: list[TestSet], s: EvalSettings) -> list[TestSet]:
+    check_set_names([ts.name for ts in sets])  # before any feature is extracted
     if s.data.protocol == "univfd":
         return [univfd_sample(ts, s.data.max_per_class, seed=0) for ts in sets]
     if s.data.protocol != "all":

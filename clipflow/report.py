@@ -11,10 +11,14 @@ import io
 import json
 from pathlib import Path
 
+from .benchmark import Means, in_paper, paper_first
 from .fileio import atomic_write_bytes, atomic_write_text
 from .metrics import METRIC_COLUMNS
 
 TABLE_COLUMNS = ("dataset", "display_name", *METRIC_COLUMNS)
+# results.csv/.md of an evaluation: ``in_paper`` says yes/no per set, and for a mean row how
+# many of the paper's 19 sets it averages (see clipflow.benchmark for the rule).
+RESULTS_COLUMNS = ("dataset", "display_name", "in_paper", *METRIC_COLUMNS)
 RANDOM_WARNING = (
     "**Random-weight backbone: these numbers show that the pipeline runs, not that it detects "
     "anything.**"
@@ -76,35 +80,44 @@ def describe_run(meta: dict) -> str:
 def write_results(
     run_dir: Path,
     rows: list[dict],
-    mean: dict,
+    means: Means,
     meta: dict,
     scores: list[dict],
     skipped: list[tuple[str, str]],
 ) -> dict[str, Path]:
-    """Write all result files of one evaluation into ``run_dir``; return their paths."""
+    """Write all result files of one evaluation into ``run_dir``; return their paths.
+
+    ``means`` comes from :func:`clipflow.benchmark.summarize` of the same rows.
+    """
     run_dir = Path(run_dir)
-    table = rows + [{"dataset": "mean", "display_name": "Mean", **mean}]
+    rows = [{**r, "in_paper": in_paper(r["dataset"])} for r in paper_first(rows)]
+    marked = [{**r, "in_paper": "yes" if r["in_paper"] else "no"} for r in rows]
+    table = marked + means.table_rows()
     paths = {
         name: run_dir / name
         for name in ("results.csv", "results.md", "metrics.json", "scores.csv", "skipped.txt")
     }
-    atomic_write_text(paths["results.csv"], to_csv(table, TABLE_COLUMNS))
-    md = f"# Results\n\n{describe_run(meta)}\n\n{to_markdown(table, TABLE_COLUMNS)}"
-    md += "\n`acc@val`: threshold from the checkpoint; `acc@oracle`: best threshold on the test labels.\n"
+    atomic_write_text(paths["results.csv"], to_csv(table, RESULTS_COLUMNS))
+    md = f"# Results\n\n{describe_run(meta)}\n\n{to_markdown(table, RESULTS_COLUMNS)}"
+    md += (
+        "\n`acc@val`: threshold from the checkpoint; "
+        "`acc@oracle`: best threshold on the test labels.\n"
+    )
+    md += f"\n{means.note()}\n"
     if skipped:
         md += f"\n{len(skipped)} unreadable file(s) skipped; see skipped.txt.\n"
     atomic_write_text(paths["results.md"], md)
-    payload = {**meta, "datasets": rows, "mean": mean, "n_skipped": len(skipped)}
+    payload = {**meta, "datasets": rows, **means.to_json(), "n_skipped": len(skipped)}
     atomic_write_text(paths["metrics.json"], json.dumps(payload, indent=2, sort_keys=True))
     atomic_write_text(paths["scores.csv"], scores_to_csv(scores))
     atomic_write_text(paths["skipped.txt"], "".join(f"{p}\t{r}\n" for p, r in skipped))
     if rows:
-        paths["ap_per_dataset.png"] = plot_ap(rows, mean, run_dir / "ap_per_dataset.png")
+        paths["ap_per_dataset.png"] = plot_ap(rows, means, run_dir / "ap_per_dataset.png")
     return paths
 
 
-def plot_ap(rows: list[dict], mean: dict, path: Path) -> Path:
-    """Bar chart of AP per dataset with the mean as a line."""
+def plot_ap(rows: list[dict], means: Means, path: Path) -> Path:
+    """Bar chart of AP per dataset (sets outside the paper's 19 in grey) with the mean as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,8 +125,12 @@ def plot_ap(rows: list[dict], mean: dict, path: Path) -> Path:
 
     names = [r["display_name"] for r in rows]
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(names) + 2), 3.5))
-    ax.bar(names, [r["ap"] for r in rows], color="#4C72B0")
-    ax.axhline(mean["ap"], color="#C44E52", ls="--", label=f"mAP {mean['ap']:.2f}")
+    colors = ["#4C72B0" if in_paper(r["dataset"]) else "#999999" for r in rows]
+    ax.bar(names, [r["ap"] for r in rows], color=colors)
+    mean = means.mean
+    label = f"mean AP {mean.values['ap']:.2f} over {len(mean.sets)} set(s)"
+    label += ": the paper's 19" if mean.is_paper_mean else ""
+    ax.axhline(mean.values["ap"], color="#C44E52", ls="--", label=label)
     ax.set_ylabel("AP (%)")
     ax.set_ylim(0, 100)
     ax.tick_params(axis="x", rotation=60)

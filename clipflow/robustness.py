@@ -13,13 +13,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from .benchmark import in_paper, paper_first, summarize
 from .config import EvalSettings
 from .data import TestSet
 from .errors import DataError
 from .features import IDENTITY, Variant, extract_features
 from .fileio import atomic_write_text
 from .flow import score_features
-from .metrics import mean_row
 from .perturb import CLEAN_STRENGTH, Perturbation
 from .pipeline import eval_metadata, evaluate_sets, prepare_eval
 from .preprocess import build_transform
@@ -34,6 +34,7 @@ SUMMARY_COLUMNS = (
     "strength",
     "dataset",
     "display_name",
+    "in_paper",
     "ap",
     "acc@val",
     "real_acc@val",
@@ -55,7 +56,7 @@ def run_robustness(
         "seed": s.seed,
         "perturbations": [p.describe() for p in perturbations],
     }
-    files, summary = {}, []
+    files, summary, note = {}, [], ""
     for pert, score_of in zip([None, *perturbations], score_maps):
         rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold)
         if not rows:
@@ -64,14 +65,17 @@ def run_robustness(
             )
         folder = run_dir if pert is None else run_dir / "perturb" / pert.name
         block_meta = {**meta, "perturbation": pert.describe() if pert else None}
-        written = write_results(folder, rows, mean_row(rows), block_meta, score_rows, skipped)
+        means = summarize(rows)
+        written = write_results(folder, rows, means, block_meta, score_rows, skipped)
         if pert is not None:  # the table header names the perturbation, not only the folder
             _title(written["results.md"], f"# Results under `{pert.name}`")
         files.update(
             written if pert is None else {f"perturb/{pert.name}/{k}": v for k, v in written.items()}
         )
         summary += summary_rows(pert, rows)
-    files.update(write_summary(run_dir, summary, meta))
+        # Every variant scores the same files, so its sets and mean rule are those of clean.
+        note = note or means.note()
+    files.update(write_summary(run_dir, summary, {**meta, "mean_note": note}))
     return files
 
 
@@ -124,10 +128,10 @@ def score_variants(
 
 
 def summary_rows(pert: Perturbation | None, rows: list[dict]) -> list[dict]:
-    """Rows of the summary for one variant: one per dataset plus the mean."""
+    """Rows of the summary for one variant: one per dataset, then the mean row(s)."""
     name, family = (pert.name, pert.family) if pert else (CLEAN, CLEAN)
     strength = pert.strength if pert else None
-    mean = {"dataset": "mean", "display_name": "Mean", **mean_row(rows)}
+    marked = [{**r, "in_paper": "yes" if in_paper(r["dataset"]) else "no"} for r in rows]
     return [
         {
             "perturbation": name,
@@ -135,7 +139,7 @@ def summary_rows(pert: Perturbation | None, rows: list[dict]) -> list[dict]:
             "strength": strength,
             **{k: r[k] for k in SUMMARY_COLUMNS[3:]},
         }
-        for r in [*rows, mean]
+        for r in [*paper_first(marked), *summarize(rows).table_rows()]
     ]
 
 
@@ -154,18 +158,22 @@ def write_summary(run_dir: Path, summary: list[dict], meta: dict) -> dict[str, P
 
 
 def wide_table(summary: list[dict], metric: str) -> tuple[list[dict], tuple[str, ...]]:
-    """Rows = perturbations, columns = datasets (+ mean and its change from clean)."""
+    """Rows = perturbations, columns = datasets (+ the mean rows and mean's change from clean)."""
     names = list(dict.fromkeys(r["perturbation"] for r in summary))
-    datasets = list(dict.fromkeys(r["display_name"] for r in summary))
-    value = {(r["perturbation"], r["display_name"]): r[metric] for r in summary}
-    clean = value.get((CLEAN, "Mean"))
+    # Columns by dataset key (a mean row's label may be long); headed by the display name,
+    # except the mean rows, headed by their key (the note under the tables says what they are).
+    datasets = list(dict.fromkeys(r["dataset"] for r in summary))
+    header = {r["dataset"]: r["display_name"] for r in summary}
+    header.update({k: k for k in ("mean", "mean_all")})
+    value = {(r["perturbation"], r["dataset"]): r[metric] for r in summary}
+    clean = value.get((CLEAN, "mean"))
     rows = []
     for name in names:
-        row = {"perturbation": name, **{d: value.get((name, d)) for d in datasets}}
-        mean = value.get((name, "Mean"))
+        row = {"perturbation": name, **{header[d]: value.get((name, d)) for d in datasets}}
+        mean = value.get((name, "mean"))
         row["Δ mean"] = None if clean is None or mean is None else mean - clean
         rows.append(row)
-    return rows, ("perturbation", *datasets, "Δ mean")
+    return rows, ("perturbation", *(header[d] for d in datasets), "Δ mean")
 
 
 def summary_markdown(summary: list[dict], meta: dict) -> str:
@@ -175,6 +183,7 @@ def summary_markdown(summary: list[dict], meta: dict) -> str:
         f"(seed {meta.get('seed')}); `{CLEAN}` = the clean images. Files that could not be read "
         "are left out of every row alike.\n"
     )
+    text += f"\n{meta['mean_note']}\n" if meta.get("mean_note") else ""
     for metric, title in (
         ("ap", "AP (%)"),
         ("acc@val", "Accuracy at the checkpoint threshold, acc@val (%)"),
@@ -210,8 +219,10 @@ def plot_robustness(summary: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     panels = _panels(summary) or [(CLEAN, [])]
-    ap = {(r["perturbation"], r["display_name"]): r["ap"] for r in summary}
-    datasets = list(dict.fromkeys(r["display_name"] for r in summary))
+    ap = {(r["perturbation"], r["dataset"]): r["ap"] for r in summary}
+    datasets = list(dict.fromkeys(r["dataset"] for r in summary))
+    label = {r["dataset"]: r["display_name"] for r in summary}
+    label.update({k: k for k in ("mean", "mean_all")})  # the long labels are in the .md note
     colors = plt.get_cmap("tab20")
     fig, axes = plt.subplots(
         1, len(panels), figsize=(3.6 * len(panels) + 1.8, 3.4), squeeze=False, sharey=True
@@ -225,7 +236,7 @@ def plot_robustness(summary: list[dict], path: Path) -> Path:
         )
         for j, d in enumerate(datasets):
             ys = [ap.get((CLEAN, d))] + [ap.get((n, d)) for n in names]
-            mean = d == "Mean"
+            mean = d == "mean"
             ax.plot(
                 xs,
                 ys,
@@ -233,7 +244,7 @@ def plot_robustness(summary: list[dict], path: Path) -> Path:
                 ms=3,
                 lw=2.2 if mean else 1.0,
                 color="black" if mean else colors(j % 20),
-                label=d,
+                label=label[d],
                 zorder=3 if mean else 2,
             )
         _axis(ax, family, names, xs, numeric)

@@ -199,3 +199,16 @@ def make_hostile_files(folder: str | Path) -> dict[str, Path]:
     files["upper_ext"] = write_image(folder / "X.PNG", (8, 8), seed=9)
     files["double_dot"] = write_image(folder / "a.b.jpg", (8, 8), seed=10)
     return files
+
+
+def make_full_benchmark(root: str | Path, n: int = 2) -> Path:
+    """All 21 sets of the real archives, ``n`` images per folder: the paper's 19 (CNNSpot
+    layout for the GANs, UnivFD shared pools for the diffusion sets) + stylegan2 and
+    whichfaceisreal, which the CNNSpot archive also holds but the paper does not average."""
+    from clipflow.data import KNOWN_SETS, SHARED_REAL_POOLS
+
+    pooled = {g for gens in SHARED_REAL_POOLS.values() for g in gens}
+    make_cnnspot_tree(root, sets={s: (n, n) for s in KNOWN_SETS if s not in pooled}, class_level={})
+    return make_univfd_tree(
+        root, pools=dict.fromkeys(SHARED_REAL_POOLS, n), gens=dict.fromkeys(pooled, n)
+    )

@@ -35,6 +35,11 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def _set_rows(path: Path) -> list[dict]:
+    """The per-set rows of results.csv (without the mean rows)."""
+    return [r for r in _read_csv(path) if r["dataset"] not in ("mean", "mean_all")]
+
+
 def test_checkpoint_is_self_describing(trained_run: Path):
     ckpt = load_checkpoint(trained_run)
     assert ckpt.meta["backbone"]["name"] == "clipflow-tiny" and ckpt.meta["backbone"]["random_init"]
@@ -61,6 +66,7 @@ def test_results_cover_all_layouts_in_paper_order(eval_dir: Path):
         "ldm_200",
         "mygen",
         "mean",
+        "mean_all",
     ]
     counts = {r["dataset"]: (int(r["n_real"]), int(r["n_fake"])) for r in rows}
     assert counts["progan"] == (4, 4)  # class level pooled
@@ -73,10 +79,27 @@ def test_results_cover_all_layouts_in_paper_order(eval_dir: Path):
     assert "Random-weight backbone" in (eval_dir / "results.md").read_text()
 
 
+def test_partial_tree_mean_is_over_the_papers_sets_found_and_says_so(eval_dir: Path):
+    by = {r["dataset"]: r for r in _read_csv(eval_dir / "results.csv")}
+    paper = ["progan", "biggan", "guided", "ldm_200"]  # 4 of the paper's 19; mygen is not one
+    assert [by[s]["in_paper"] for s in [*paper, "mygen"]] == ["yes"] * 4 + ["no"]
+    assert float(by["mean"]["ap"]) == pytest.approx(
+        np.mean([float(by[s]["ap"]) for s in paper]), abs=1e-5
+    )
+    assert float(by["mean_all"]["ap"]) == pytest.approx(
+        np.mean([float(by[s]["ap"]) for s in [*paper, "mygen"]]), abs=1e-5
+    )
+    assert "not the paper's mean" in by["mean"]["display_name"]
+    assert by["mean"]["in_paper"] == "4 of 19"
+    meta = json.loads((eval_dir / "metrics.json").read_text())
+    assert meta["mean_info"]["n_paper_sets"] == 4 and not meta["mean_info"]["is_paper_mean"]
+    assert "4 of the paper's 19 sets" in (eval_dir / "results.md").read_text()
+
+
 def test_every_number_recomputes_from_scores_csv(eval_dir: Path):
     threshold = json.loads((eval_dir / "metrics.json").read_text())["threshold"]
     scores = _read_csv(eval_dir / "scores.csv")
-    for row in _read_csv(eval_dir / "results.csv")[:-1]:
+    for row in _set_rows(eval_dir / "results.csv"):
         mine = [s for s in scores if s["dataset"] == row["dataset"]]
         y = np.array([int(s["label"]) for s in mine])
         s = np.array([float(s["score"]) for s in mine])
@@ -99,7 +122,10 @@ def test_univfd_protocol_is_recorded(trained_run: Path, mini_bench: Path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = _read_csv(out / "results.csv")
-    assert all(int(r["n_real"]) <= 2 and int(r["n_fake"]) <= 2 for r in rows[:-1])
+    assert all(
+        int(r["n_real"]) <= 2 and int(r["n_fake"]) <= 2 for r in _set_rows(out / "results.csv")
+    )
+    assert [r["dataset"] for r in rows[-2:]] == ["mean", "mean_all"]
     assert json.loads((out / "metrics.json").read_text())["protocol"].startswith("univfd")
 
 

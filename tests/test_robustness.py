@@ -8,9 +8,12 @@ import struct
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from fixtures_images import make_full_benchmark
 
 import clipflow.features
+from clipflow.benchmark import PAPER_SETS
 from clipflow.cli import evaluate as eval_cli
 from clipflow.config import EvalSettings
 from clipflow.perturb import resolve_perturbations
@@ -87,7 +90,7 @@ def test_one_results_block_per_perturbation(robust_dir: Path):
             "ap_per_dataset.png",
         ):
             assert (block / f).is_file(), (name, f)
-        assert [r["dataset"] for r in _csv(block / "results.csv")] == [*SETS, "mean"]
+        assert [r["dataset"] for r in _csv(block / "results.csv")] == [*SETS, "mean", "mean_all"]
         assert "broken.jpg" in (block / "skipped.txt").read_text()  # skipped alike in every block
         assert (block / "results.md").read_text().startswith(f"# Results under `{name}`")
     assert (robust_dir / "results.csv").is_file()  # the clean evaluation, as without perturb
@@ -103,13 +106,15 @@ def test_metadata_records_parameters_and_seed(robust_dir: Path):
     assert json.loads((robust_dir / "metrics.json").read_text())["perturbation"] is None
     summary = json.loads((robust_dir / "robustness.json").read_text())
     assert (
-        summary["checkpoint_sha256"] == meta["checkpoint_sha256"] and len(summary["rows"]) == 6 * 6
+        summary["checkpoint_sha256"] == meta["checkpoint_sha256"] and len(summary["rows"]) == 6 * 7
     )
+    assert "4 of the paper's 19 sets" in summary["mean_note"] and "mygen" in summary["mean_note"]
 
 
 def test_summary_matches_each_block(robust_dir: Path):
     rows = _csv(robust_dir / "robustness.csv")
-    assert [r["perturbation"] for r in rows[::6]] == ["none", *NAMES]
+    assert [r["perturbation"] for r in rows[::7]] == ["none", *NAMES]
+    assert {r["in_paper"] for r in rows if r["dataset"] == "mygen"} == {"no"}
     for r in rows:
         block = (
             robust_dir
@@ -122,6 +127,7 @@ def test_summary_matches_each_block(robust_dir: Path):
     assert len(set(aps.values())) > 1  # the perturbations change the scores
     md = (robust_dir / "robustness.md").read_text()
     assert md.count("| jpeg30 |") == 2 and "Δ mean" in md and "Random-weight backbone" in md
+    assert "| mean | mean_all | Δ mean |" in md and "not the paper's mean" in md
 
 
 def test_plot_has_a_panel_per_family(robust_dir: Path):
@@ -138,8 +144,10 @@ def test_clean_block_equals_a_plain_evaluation(
     ours, ref = _csv(robust_dir / "results.csv"), _csv(plain["results.csv"])
     assert [r["dataset"] for r in ours] == [r["dataset"] for r in ref]
     for a, b in zip(ours, ref):
-        assert {k: round(float(a[k]), 3) for k in a if k not in ("dataset", "display_name")} == {
-            k: round(float(b[k]), 3) for k in b if k not in ("dataset", "display_name")
+        assert a["in_paper"] == b["in_paper"] and a["display_name"] == b["display_name"]
+        text = ("dataset", "display_name", "in_paper")
+        assert {k: round(float(a[k]), 3) for k in a if k not in text} == {
+            k: round(float(b[k]), 3) for k in b if k not in text
         }
 
 
@@ -160,21 +168,41 @@ def test_each_image_is_decoded_once_and_runs_are_deterministic(
     )
 
 
+def test_full_archive_summary_means_the_papers_19(trained_run: Path, tmp_path: Path):
+    s = _settings(trained_run, tmp_path)
+    s.data.test_root = str(make_full_benchmark(tmp_path / "test"))
+    files = run_robustness(s, resolve_perturbations("blur4"), tmp_path / "out")
+    rows = _csv(files["robustness.csv"])
+    extras = ["stylegan2", "whichfaceisreal"]
+    for pert in ("none", "blur4"):
+        mine = {r["dataset"]: r for r in rows if r["perturbation"] == pert}
+        assert list(mine) == [*PAPER_SETS, *extras, "mean", "mean_all"]
+        assert [mine[x]["in_paper"] for x in extras] == ["no", "no"]
+        for key, sets in (("mean", PAPER_SETS), ("mean_all", [*PAPER_SETS, *extras])):
+            want = np.mean([float(mine[x]["ap"]) for x in sets])
+            assert float(mine[key]["ap"]) == pytest.approx(want, abs=1e-5), (pert, key)
+    block = json.loads((tmp_path / "out" / "perturb" / "blur4" / "metrics.json").read_text())
+    assert block["mean_info"]["is_paper_mean"] and block["mean_all_info"]["n_sets"] == 21
+    assert "the paper's 19 sets" in json.loads(files["robustness.json"].read_text())["mean_note"]
+
+
 def test_wide_table_reports_change_from_clean():
     summary = [
-        {"perturbation": p, "display_name": d, "ap": v}
-        for p, d, v in [
-            ("none", "A", 90.0),
-            ("none", "Mean", 80.0),
-            ("blur2", "A", 70.0),
-            ("blur2", "Mean", 60.0),
+        {"perturbation": p, "dataset": k, "display_name": d, "ap": v}
+        for p, k, d, v in [
+            ("none", "a", "A", 90.0),
+            ("none", "mean", "Mean (1 of the paper's 19 sets; ...)", 80.0),
+            ("none", "mean_all", "Mean of all 2 sets found", 85.0),
+            ("blur2", "a", "A", 70.0),
+            ("blur2", "mean", "Mean (1 of the paper's 19 sets; ...)", 60.0),
+            ("blur2", "mean_all", "Mean of all 2 sets found", 50.0),
         ]
     ]
     rows, columns = wide_table(summary, "ap")
-    assert columns == ("perturbation", "A", "Mean", "Δ mean")
-    assert rows == [
-        {"perturbation": "none", "A": 90.0, "Mean": 80.0, "Δ mean": 0.0},
-        {"perturbation": "blur2", "A": 70.0, "Mean": 60.0, "Δ mean": -20.0},
+    assert columns == ("perturbation", "A", "mean", "mean_all", "Δ mean")
+    assert rows == [  # Δ follows `mean`, not `mean_all`
+        {"perturbation": "none", "A": 90.0, "mean": 80.0, "mean_all": 85.0, "Δ mean": 0.0},
+        {"perturbation": "blur2", "A": 70.0, "mean": 60.0, "mean_all": 50.0, "Δ mean": -20.0},
     ]
 
 
