@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .device_decode import decode_on_device, read_payload
 from .errors import UnreadableImageError
+from .fileio import path_key_bytes
 from .imageio import load_image, pil_to_uint8_tensor
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,12 @@ class FeatureSet:
 
 
 def item_seed(seed: int, view: int, path: str) -> int:
-    """A 63-bit seed for one file's random draws (crop position, proxy mask)."""
-    digest = hashlib.blake2b(f"{seed}/{view}/{path}".encode(), digest_size=8).digest()
+    """A 63-bit seed for one file's random draws (crop position, proxy mask).
+
+    The name is hashed as bytes (:func:`~clipflow.fileio.path_key_bytes`): a name that is not
+    valid UTF-8 gets a seed too, and a UTF-8 name the same seed as ``str.encode`` gave it.
+    """
+    digest = hashlib.blake2b(path_key_bytes(f"{seed}/{view}/{path}"), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
