@@ -26,12 +26,28 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
-# PIL's own hard limit (2 x Image.MAX_IMAGE_PIXELS). PIL raises DecompressionBombError
-# above it whatever we pass, so a larger ``max_pixels`` also needs Image.MAX_IMAGE_PIXELS
-# raised by the caller; we never change that global ourselves.
-DEFAULT_MAX_PIXELS = 178_956_970
+# Larger images are refused from their header, before any pixel is decoded (setting
+# ``data.max_megapixels``): decoding 100 MP to RGB plus the tensor copies takes ~1 GB per
+# loader worker, and more than any camera photo needs (a 13000x13000 PNG of 500 KB costs
+# 2.5 GB). PIL's own hard limit is 2 x Image.MAX_IMAGE_PIXELS (~179 MP): it raises
+# DecompressionBombError above that whatever we pass, so a cap above 179 MP also needs
+# Image.MAX_IMAGE_PIXELS raised by the caller; we never change that global ourselves.
+DEFAULT_MAX_PIXELS = 100_000_000
 
 _HIGH_DEPTH_16 = ("I;16", "I;16L", "I;16B", "I;16N", "I;16S")
+
+
+def max_pixels_of(megapixels: float | None) -> int | None:
+    """The pixel cap of ``data.max_megapixels`` (None = no cap of ours)."""
+    if megapixels is None:
+        return None
+    try:
+        value = float(megapixels)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise DataError(f"data.max_megapixels={megapixels!r}: use a positive number, or null")
+    return int(value * 1_000_000)
 
 
 def is_image_file(path: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> bool:
@@ -303,7 +319,10 @@ def _check_file(path: Path) -> None:
 def _check_size(path: Path, size: tuple[int, int], max_pixels: int | None) -> None:
     width, height = size
     if max_pixels is not None and width * height > max_pixels:
-        reason = f"too large: {width}×{height} pixels exceeds the limit of {max_pixels}"
+        reason = (
+            f"too large: {width}×{height} pixels exceeds the limit of {max_pixels} "
+            "(data.max_megapixels)"
+        )
         raise UnreadableImageError(path, reason)
 
 

@@ -32,6 +32,7 @@ from .errors import CheckpointError, DataError, TrainingDivergedError
 from .features import IDENTITY, Variant
 from .fileio import atomic_write_text
 from .flow import CLIPFlow, score_features
+from .imageio import max_pixels_of
 from .metrics import calibrate_threshold, dataset_metrics, mean_row
 from .preprocess import build_transform
 from .proxy import ProxyConfig, bandstop, build_proxy, describe
@@ -148,6 +149,7 @@ def loader_options(data) -> dict:
         "num_workers": data.num_workers,
         "decode": data.decode,
         "prefetch_factor": data.prefetch_factor,
+        "max_pixels": max_pixels_of(data.max_megapixels),
     }
 
 
