@@ -109,3 +109,19 @@ def encode_text(text: str) -> bytes:
             text,
         )
         return fixed.encode("utf-8", "backslashreplace")
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why a file could not be written at ``path`` (None if it can), checked without
+    writing anything: a folder in the way, a file where a folder should be, no permission."""
+    path = Path(os.path.abspath(path))
+    if path.is_dir():
+        return "it is a folder"
+    folder = path.parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent  # the missing folders would be created
+    if not folder.is_dir():
+        return f"{display_path(folder)} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {display_path(folder)} is not writable"
+    return None
