@@ -61,6 +61,7 @@ REFUSED = {
     "selfloop.jpg": "symbolic links",
     "pipe.jpg": "not a regular file",
     "missing.jpg": "not found",
+    "loop": "a loop",  # the folder symlink back to itself: reported, not walked twice
 }
 
 
