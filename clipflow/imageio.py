@@ -147,23 +147,22 @@ class _Walk:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            path = Path(entry.path)
             try:
                 is_link, is_dir = entry.is_symlink(), entry.is_dir()  # is_dir follows links
             except OSError:  # e.g. a symlink loop on the entry itself
                 is_link, is_dir = True, False
             if is_dir and is_link:
-                links.append((path, os.path.realpath(path)))
+                links.append((Path(entry.path), os.path.realpath(entry.path)))
             elif is_dir:
                 sub = os.path.join(real, entry.name)
                 reason = self._refuse_folder(sub, linked=False)
                 if reason:
-                    self.skipped.append((path, reason))
+                    self.skipped.append((Path(entry.path), reason))
                 else:
                     self.seen.add(sub)
-                    folders.append((path, sub))
-            elif path.suffix.lower() in self.exts:
-                self._add_file(entry, path, real, is_link)
+                    folders.append((Path(entry.path), sub))
+            elif os.path.splitext(entry.name)[1].lower() in self.exts:  # no Path per entry
+                self._add_file(entry, Path(entry.path), real, is_link)
         links.sort(key=lambda item: item[0].parts)
 
     def _add_file(self, entry: os.DirEntry, path: Path, real_dir: str, is_link: bool) -> None:
@@ -177,7 +176,10 @@ class _Walk:
             else:
                 self.skipped.append((path, _special_reason(path)))
             return
-        real = os.path.realpath(path) if is_link else os.path.join(real_dir, entry.name)
+        if not is_link:  # its folder was checked: a plain file cannot lead elsewhere
+            self.files.append((path, os.path.join(real_dir, entry.name), False))
+            return
+        real = os.path.realpath(path)
         into = next((f for f in self.foreign if _within(real, f)), None)
         if into is not None:
             reason = f"symbolic link to {real}, in {into}: the other label's folder"
@@ -201,15 +203,16 @@ class _Walk:
         """The files in path order; a real file reached under several names is kept once."""
         # Sorting on path parts (not on str) gives the same order on every Python version.
         self.files.sort(key=lambda f: f[0].relative_to(self.root).parts)
-        keep: dict[str, tuple[Path, bool]] = {}
-        for path, real, is_link in self.files:
-            if real not in keep or (keep[real][1] and not is_link):
-                keep[real] = (path, is_link)
-        kept = {path for path, _ in keep.values()}
-        for path, real, _ in self.files:
-            if path not in kept:
-                self.skipped.append((path, f"same file as {keep[real][0]}; counted once"))
-        return [path for path, _, _ in self.files if path in kept]
+        keep: dict[str, int] = {}  # real path -> index of the name kept
+        for i, (_, real, is_link) in enumerate(self.files):
+            if real not in keep or (self.files[keep[real]][2] and not is_link):
+                keep[real] = i
+        kept = set(keep.values())
+        for i, (path, real, _) in enumerate(self.files):
+            if i not in kept:
+                first = self.files[keep[real]][0]
+                self.skipped.append((path, f"same file as {first}; counted once"))
+        return [f[0] for i, f in enumerate(self.files) if i in kept]
 
 
 def _within(path: str, folder: str) -> bool:
