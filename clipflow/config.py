@@ -36,6 +36,8 @@ class DataConfig:
             proxies and transforms on the GPU; other files through PIL).
         cache, cache_dir: keep backbone features on disk (default ``$CLIPFLOW_CACHE`` or
             ``~/.cache/clipflow/features``), so the backbone runs once per image and view.
+        max_megapixels: larger images are skipped (with the reason) from their header,
+            before decoding; null = no cap of ours (PIL's own stops at ~179 MP).
     """
 
     train_root: str | None = None
@@ -53,6 +55,7 @@ class DataConfig:
     cache: bool = True
     cache_dir: str | None = None
     cache_shard_size: int = 4096
+    max_megapixels: float | None = 100.0
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Dataset discovery and sampling: which image files form which test set or training split.
 
-Pure path logic: files are listed (:func:`clipflow.imageio.list_images`), never opened.
+Pure path logic: files are listed (:func:`clipflow.imageio.scan_images`), never opened.
 Labels everywhere: 0 = real, 1 = fake. Layouts understood (SPEC §6, §8):
 
 * CNNSpot: ``<gen>/0_real``, ``<gen>/1_fake``, or with a class level
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clipflow.errors import DataError
-from clipflow.imageio import list_images, list_subdirs
+from clipflow.imageio import Listing, list_subdirs, scan_images
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,9 @@ class TestSet:
     real: list[Path]
     fake: list[Path]
     note: str = ""
+    # Entries under 0_real/1_fake that are not scored, with the reason (symlinks that would
+    # count an image twice or under the other label, FIFOs, unreadable folders ...).
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def n_real(self) -> int:
@@ -90,11 +93,17 @@ class TrainSplit:
     train: list[Path]
     val: list[Path]
     classes: dict[str, int] = field(default_factory=dict)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # left out, with the reason
 
 
 def display_name(name: str) -> str:
     """The paper's name of a set folder (unknown names display as themselves)."""
     return DISPLAY_NAMES.get(name, name)
+
+
+def listing_skips(sets: list[TestSet]) -> list[tuple[str, str]]:
+    """The entries discovery left out of ``sets``, each once (sets share real pools)."""
+    return list(dict.fromkeys((str(p), r) for ts in sets for p, r in ts.skipped))
 
 
 # --------------------------------------------------------------------------- test sets
@@ -108,8 +117,15 @@ class _Found:
     path: Path
     holders: list[Path]
 
-    def images(self, split: str) -> list[Path]:
-        return [p for h in self.holders if (h / split).is_dir() for p in list_images(h / split)]
+    def images(self, split: str, foreign: list[Path]) -> Listing:
+        """The ``split`` images of every holder; nothing from a ``foreign`` folder."""
+        out = Listing([])
+        for h in self.holders:
+            if (h / split).is_dir():
+                part = scan_images(h / split, foreign=foreign)
+                out.images += part.images
+                out.skipped += part.skipped
+        return out
 
     def is_pool(self) -> bool:
         only_real = (self.path / REAL_DIR).is_dir() and not (self.path / FAKE_DIR).is_dir()
@@ -202,12 +218,20 @@ def _add(found: dict[str, _Found], item: _Found) -> None:
 def _resolve_sets(found: dict[str, _Found]) -> list[TestSet]:
     """Turn found folders into TestSets, giving 1_fake-only sets the reals of their pool."""
     pools = {name: item for name, item in found.items() if item.is_pool()}
-    pool_images: dict[str, list[Path]] = {}
+    pool_images: dict[str, Listing] = {}
+    # A symlink must never make an image count under the other label: a real listing
+    # refuses every 1_fake folder found, a fake listing every 0_real folder.
+    other = {REAL_DIR: _label_dirs(found, FAKE_DIR), FAKE_DIR: _label_dirs(found, REAL_DIR)}
     sets = []
     for name, item in found.items():
         if name in pools:
             continue
-        real, fake, note = item.images(REAL_DIR), item.images(FAKE_DIR), ""
+        reals, fakes = (
+            item.images(REAL_DIR, other[REAL_DIR]),
+            item.images(FAKE_DIR, other[FAKE_DIR]),
+        )
+        real, fake, note = reals.images, fakes.images, ""
+        skipped = reals.skipped + fakes.skipped
         if not fake:
             what = "0_real and 1_fake hold no images" if not real else "1_fake holds no images"
             logger.warning("skipping test set '%s' (%s): %s", name, item.path, what)
@@ -217,8 +241,9 @@ def _resolve_sets(found: dict[str, _Found]) -> list[TestSet]:
             if pool is None:
                 continue
             if pool not in pool_images:
-                pool_images[pool] = pools[pool].images(REAL_DIR)
-            real = list(pool_images[pool])
+                pool_images[pool] = pools[pool].images(REAL_DIR, other[REAL_DIR])
+            real = list(pool_images[pool].images)
+            skipped += pool_images[pool].skipped
             if not real:
                 logger.warning("skipping test set '%s': shared pool %s/0_real is empty",
                                name, pools[pool].path)  # fmt: skip
@@ -228,8 +253,16 @@ def _resolve_sets(found: dict[str, _Found]) -> list[TestSet]:
                 note = f"unknown set with only 1_fake: {note} (the only pool found)"
         if len(item.holders) > 1:
             logger.info("test set '%s': pooled %d classes", name, len(item.holders))
-        sets.append(TestSet(name, display_name(name), real, fake, note))
+        if skipped:
+            logger.warning("test set '%s': %d entries left out (e.g. %s: %s); see skipped.txt",
+                           name, len(skipped), *skipped[0])  # fmt: skip
+        sets.append(TestSet(name, display_name(name), real, fake, note, skipped))
     return sets
+
+
+def _label_dirs(found: dict[str, _Found], label: str) -> list[Path]:
+    """Every ``label`` folder of the found sets and pools."""
+    return [h / label for item in found.values() for h in item.holders if (h / label).is_dir()]
 
 
 def _pick_pool(name: str, path: Path, pools: dict[str, _Found]) -> str | None:
@@ -317,7 +350,7 @@ def discover_train_images(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     root = Path(root)
     _check_train_root(root)
-    groups = _natural_groups(root)
+    groups, skipped = _natural_groups(root)
     total = sum(len(v) for v in groups.values())
     if total < 2:
         found = "no natural images" if total == 0 else "only 1 natural image"
@@ -325,7 +358,7 @@ def discover_train_images(
             f"{found} under {root} — training needs at least 2: put them in <class>/0_real "
             f"(CNNSpot progan_train), 0_real/, or a plain folder; {_TRAIN_HINT}"
         )
-    split = TrainSplit(train=[], val=[], classes={})
+    split = TrainSplit(train=[], val=[], classes={}, skipped=skipped)
     for cls, images in groups.items():
         if not images:
             logger.warning("class '%s' has no natural images; skipped", cls)
@@ -351,17 +384,24 @@ def _check_train_root(root: Path) -> None:
         )
 
 
-def _natural_groups(root: Path) -> dict[str, list[Path]]:
-    """Natural image paths per class name, for the three layouts."""
+def _natural_groups(root: Path) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
+    """Natural image paths per class name, for the three layouts; entries left out + why."""
     own_name = root.resolve().name or "images"
+    skipped: list[tuple[Path, str]] = []
+
+    def listed(folder: Path) -> list[Path]:
+        listing = scan_images(folder)
+        skipped.extend(listing.skipped)
+        return listing.images
+
     if (root / REAL_DIR).is_dir():  # (b)
-        groups = {own_name: list_images(root / REAL_DIR)}
+        groups = {own_name: listed(root / REAL_DIR)}
     else:
         classes = [c for c in list_subdirs(root) if c.name != FAKE_DIR and (c / REAL_DIR).is_dir()]
         if classes:  # (a)
-            groups = {c.name: list_images(c / REAL_DIR) for c in classes}
+            groups = {c.name: listed(c / REAL_DIR) for c in classes}
         else:  # (c)
-            images = list_images(root)
+            images = listed(root)
             under_real = [p for p in images if REAL_DIR in p.relative_to(root).parts]
             groups = {own_name: under_real or images}
     realpaths: dict[Path, str] = {}
@@ -371,7 +411,18 @@ def _natural_groups(root: Path) -> dict[str, list[Path]]:
         if len(natural[cls]) < len(images):
             logger.info("class '%s': left out %d image(s) under 1_fake",
                         cls, len(images) - len(natural[cls]))  # fmt: skip
-    return natural
+        # Under a 1_fake folder by name is the layout's rule; reached there through a
+        # symbolic link is a surprise worth a line in skipped_train.txt.
+        keep = set(natural[cls])
+        skipped += [
+            (p, "symbolic link into a 1_fake folder; training uses natural images only")
+            for p in images
+            if p not in keep and FAKE_DIR not in p.relative_to(root).parts
+        ]
+    if skipped:
+        logger.warning("%d entries under %s left out (e.g. %s: %s)", len(skipped), root,
+                       *skipped[0])  # fmt: skip
+    return natural, skipped
 
 
 def _is_natural(path: Path, root: Path, realpaths: dict[Path, str]) -> bool:

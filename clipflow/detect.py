@@ -32,9 +32,9 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .config import resolve_device
 from .errors import CheckpointError, ClipflowError, UnreadableImageError
 from .features import extract_features
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, display_path, unwritable_reason
 from .flow import score_features
-from .imageio import list_images, load_image, pil_to_uint8_tensor
+from .imageio import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8_tensor, scan_images
 from .metrics import false_positive_rate
 from .pipeline import eval_backbone_config
 from .preprocess import build_transform
@@ -56,8 +56,12 @@ class Prediction:
     error: str | None = None
 
     def to_dict(self) -> dict:
-        """The record as written to JSON lines / CSV, path first."""
-        return {k: getattr(self, k) for k in RECORD_COLUMNS}
+        """The record as written to JSON lines / CSV, path first (as
+        :func:`~clipflow.fileio.display_path` writes it: any file name stays one line of text)."""
+        record = {k: getattr(self, k) for k in RECORD_COLUMNS}
+        if self.path is not None:
+            record["path"] = display_path(self.path)
+        return record
 
 
 class Detector:
@@ -75,6 +79,7 @@ class Detector:
         self.model = ckpt.model.to(device).eval()
         self.transform = build_transform(backbone)
         self.batch_size = batch_size
+        self.max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger files: refused undecoded
         self._val = np.sort(ckpt.val_real_scores.numpy().astype(float))
 
     @classmethod
@@ -149,7 +154,7 @@ class Detector:
             batch, keep = [], []
             for i, item in enumerate(items[start : start + self.batch_size], start):
                 try:
-                    batch.append(self.transform(to_uint8_chw(item)))  # (3, S, S)
+                    batch.append(self.transform(to_uint8_chw(item, self.max_pixels)))
                     keep.append(i)
                 except UnreadableImageError as err:
                     if not skip_errors:
@@ -184,6 +189,7 @@ class Detector:
             batch_size=self.batch_size,
             num_workers=workers,
             desc=desc,
+            max_pixels=self.max_pixels,
         )
         scores = score_features(self.model, fs.features[0], device=self.device).tolist()
         done = {p: self._prediction(s, p, None) for p, s in zip(fs.paths, scores)}
@@ -203,7 +209,7 @@ def as_items(images: Any) -> list:
     return [images]
 
 
-def to_uint8_chw(item: Any) -> torch.Tensor:
+def to_uint8_chw(item: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """A path, PIL image, HWC/HW numpy array or CHW/HW tensor -> uint8 (3, H, W).
 
     Files and PIL images get the same EXIF rotation and mode conversion as ``clipflow-eval``.
@@ -211,7 +217,7 @@ def to_uint8_chw(item: Any) -> torch.Tensor:
     Arrays are taken as RGB (convert OpenCV's BGR first).
     """
     if isinstance(item, (str, os.PathLike)):
-        return pil_to_uint8_tensor(load_image(Path(item)))
+        return pil_to_uint8_tensor(load_image(Path(item), max_pixels))
     if isinstance(item, Image.Image):
         return pil_to_uint8_tensor(ImageOps.exif_transpose(item))
     if isinstance(item, np.ndarray):
@@ -259,7 +265,9 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | 
     de-duplicated ``(path, problem)`` pairs; ``problem`` says why an input named nothing.
 
     A file named explicitly is always tried, whatever its extension; so is a dangling
-    symlink or a FIFO, which then fails with its reason instead of vanishing.
+    symlink or a FIFO, which then fails with its reason instead of vanishing. In a folder,
+    what the walk leaves out (a symlink loop, a second name of one file) comes back with
+    its reason (see :func:`~clipflow.imageio.scan_images`).
     """
     out: dict[str, str | None] = {}
     for raw in inputs:
@@ -272,8 +280,10 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | 
 def _expand_one(text: str) -> list[tuple[str, str | None]]:
     path = Path(text)
     if path.is_dir():
-        found = list_images(path, include_special=True)
-        return [(str(p), None) for p in found] or [(text, "no image files in this folder")]
+        listing = scan_images(path, include_special=True)
+        found = [(str(p), None) for p in listing.images]
+        left_out = [(str(p), reason) for p, reason in listing.skipped]
+        return found + left_out if found else [(text, "no image files in this folder")]
     if os.path.lexists(text):
         return [(text, None)]
     if any(c in text for c in "*?["):
@@ -301,7 +311,11 @@ def records_to_csv(records: Sequence[Prediction]) -> str:
 
 
 def output_format(path: str, fmt: str | None = None) -> str:
-    """``jsonl`` or ``csv``: as given, else from the suffix (.jsonl/.json/.ndjson, .csv)."""
+    """``jsonl`` or ``csv``: as given, else from the suffix (.jsonl/.json/.ndjson, .csv).
+
+    Also checks that ``path`` can be written (not a folder, not under a file, a writable
+    folder), so that a CLI hears about it before loading a model and scoring anything.
+    """
     fmt = (
         fmt
         or {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}.get(
@@ -312,6 +326,9 @@ def output_format(path: str, fmt: str | None = None) -> str:
         raise ClipflowError(
             f"cannot tell the output format of {path!r}: name it .jsonl or .csv, or pass format=jsonl|csv"
         )
+    why = unwritable_reason(Path(path))
+    if why:
+        raise ClipflowError(f"cannot write out={display_path(path)}: {why}; choose another out=")
     return fmt
 
 
@@ -329,10 +346,10 @@ def records_table(records: Sequence[Prediction]) -> str:
     rows = [("path", "score", "decision", "FPR@val")]
     for r in records:
         if r.error is not None:
-            rows.append((str(r.path), "-", "unreadable", r.error))
+            rows.append((display_path(str(r.path)), "-", "unreadable", r.error))
         else:
             fpr = "n/a" if r.fpr is None else f"{100 * r.fpr:.1f}%"
-            rows.append((str(r.path), f"{r.score:.4f}", str(r.label), fpr))
+            rows.append((display_path(str(r.path)), f"{r.score:.4f}", str(r.label), fpr))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         "  ".join(

@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from .errors import UnreadableImageError
-from .imageio import load_image, pil_to_uint8_tensor
+from .imageio import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8_tensor
 
 log = logging.getLogger(__name__)
 
@@ -24,24 +24,29 @@ _EXIF_ORIENTATION = 0x0112
 _EOI = b"\xff\xd9"
 
 
-def read_payload(path: str) -> tuple[str, torch.Tensor]:
-    """("jpeg", raw bytes (n,) uint8) when nvJPEG can take the file as is, else ("pixels", (3, H, W))."""
-    if path.lower().endswith(JPEG_SUFFIXES) and _plain_jpeg(path):
+def read_payload(
+    path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[str, torch.Tensor]:
+    """("jpeg", raw bytes (n,) uint8) when nvJPEG can take the file as is,
+    else ("pixels", (3, H, W))."""
+    if path.lower().endswith(JPEG_SUFFIXES) and _plain_jpeg(path, max_pixels):
         with open(path, "rb") as fh:
             data = fh.read()
         # A JPEG without its end marker is truncated: libjpeg would fill it with grey where
         # the PIL path refuses it, so let PIL decide and report.
         if _EOI in data[-64:]:
             return "jpeg", torch.frombuffer(bytearray(data), dtype=torch.uint8)
-    return "pixels", pil_to_uint8_tensor(load_image(path))
+    return "pixels", pil_to_uint8_tensor(load_image(path, max_pixels))
 
 
-def _plain_jpeg(path: str) -> bool:
-    """A baseline RGB/gray JPEG without EXIF rotation (header only; no pixels decoded)."""
+def _plain_jpeg(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bool:
+    """A baseline RGB/gray JPEG without EXIF rotation, within the pixel cap (header only;
+    a larger one goes to load_image, which refuses it with the reason)."""
     try:
         with Image.open(path) as im:
             rotated = im.getexif().get(_EXIF_ORIENTATION, 1) != 1
-            return im.format == "JPEG" and im.mode in ("RGB", "L") and not rotated
+            small = max_pixels is None or im.width * im.height <= max_pixels
+            return im.format == "JPEG" and im.mode in ("RGB", "L") and not rotated and small
     except Exception:
         return False  # let the PIL path produce the proper error message
 

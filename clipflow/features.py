@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from .device_decode import decode_on_device, read_payload
 from .errors import UnreadableImageError
-from .imageio import load_image, pil_to_uint8_tensor
+from .fileio import path_key_bytes
+from .imageio import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8_tensor
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,12 @@ class FeatureSet:
 
 
 def item_seed(seed: int, view: int, path: str) -> int:
-    """A 63-bit seed for one file's random draws (crop position, proxy mask)."""
-    digest = hashlib.blake2b(f"{seed}/{view}/{path}".encode(), digest_size=8).digest()
+    """A 63-bit seed for one file's random draws (crop position, proxy mask).
+
+    The name is hashed as bytes (:func:`~clipflow.fileio.path_key_bytes`): a name that is not
+    valid UTF-8 gets a seed too, and a UTF-8 name the same seed as ``str.encode`` gave it.
+    """
+    digest = hashlib.blake2b(path_key_bytes(f"{seed}/{view}/{path}"), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
@@ -88,11 +93,13 @@ class ImageFileDataset(Dataset):
         seed: int,
         view: int,
         raw: bool = False,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ):
         self.paths = [str(p) for p in paths]
         self.transform = transform
         self.variants = list(variants)
         self.seed, self.view, self.raw = seed, view, raw
+        self.max_pixels = max_pixels  # larger images are skipped before decoding
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -101,8 +108,8 @@ class ImageFileDataset(Dataset):
         path = self.paths[i]
         try:
             if self.raw:
-                return read_payload(path), i, ""
-            image = pil_to_uint8_tensor(load_image(path))  # (3, H, W) uint8, native size
+                return read_payload(path, self.max_pixels), i, ""
+            image = pil_to_uint8_tensor(load_image(path, self.max_pixels))  # (3, H, W) uint8
             return self.apply_all(image, path), i, ""
         except UnreadableImageError as err:
             return None, i, err.reason
@@ -187,6 +194,7 @@ def iter_feature_batches(
     *,
     decode: str = "pil",
     prefetch_factor: int = 4,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Iterator[tuple[list[int], torch.Tensor, list[tuple[int, str]]]]:
     """Stream (kept indices, features (K, B, D) on CPU, [(index, reason)] of bad files) per batch.
 
@@ -194,13 +202,14 @@ def iter_feature_batches(
     shards) keep the workers busy instead of restarting them per piece.
     ``decode="pil"`` decodes and crops in the loader workers; ``"nvjpeg"`` decodes JPEGs in one
     batched call on ``device`` (nvJPEG on CUDA; torchvision's CPU decoder otherwise) and runs
-    proxies and crops there. Normalisation always runs on ``device``.
+    proxies and crops there. Normalisation always runs on ``device``. Images above
+    ``max_pixels`` (by their header) are skipped undecoded (see ``data.max_megapixels``).
     """
     variants = [as_variant(v, i) for i, v in enumerate(variants)]
     if decode not in ("pil", "nvjpeg"):
         raise ValueError(f"decode={decode!r}: use pil or nvjpeg")
     raw = decode == "nvjpeg"
-    dataset = ImageFileDataset(paths, transform, variants, seed, view, raw=raw)
+    dataset = ImageFileDataset(paths, transform, variants, seed, view, raw, max_pixels)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

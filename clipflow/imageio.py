@@ -13,6 +13,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,28 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
-# PIL's own hard limit (2 x Image.MAX_IMAGE_PIXELS). PIL raises DecompressionBombError
-# above it whatever we pass, so a larger ``max_pixels`` also needs Image.MAX_IMAGE_PIXELS
-# raised by the caller; we never change that global ourselves.
-DEFAULT_MAX_PIXELS = 178_956_970
+# Larger images are refused from their header, before any pixel is decoded (setting
+# ``data.max_megapixels``): decoding 100 MP to RGB plus the tensor copies takes ~1 GB per
+# loader worker, and more than any camera photo needs (a 13000x13000 PNG of 500 KB costs
+# 2.5 GB). PIL's own hard limit is 2 x Image.MAX_IMAGE_PIXELS (~179 MP): it raises
+# DecompressionBombError above that whatever we pass, so a cap above 179 MP also needs
+# Image.MAX_IMAGE_PIXELS raised by the caller; we never change that global ourselves.
+DEFAULT_MAX_PIXELS = 100_000_000
 
 _HIGH_DEPTH_16 = ("I;16", "I;16L", "I;16B", "I;16N", "I;16S")
+
+
+def max_pixels_of(megapixels: float | None) -> int | None:
+    """The pixel cap of ``data.max_megapixels`` (None = no cap of ours)."""
+    if megapixels is None:
+        return None
+    try:
+        value = float(megapixels)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise DataError(f"data.max_megapixels={megapixels!r}: use a positive number, or null")
+    return int(value * 1_000_000)
 
 
 def is_image_file(path: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> bool:
@@ -38,56 +55,178 @@ def is_image_file(path: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXT
     return Path(path).suffix.lower() in {e.lower() for e in extensions}
 
 
+@dataclass
+class Listing:
+    """A folder walk: the image files to read, and what was left out, with the reason."""
+
+    images: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
 def list_images(
     folder: str | os.PathLike,
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
     include_special: bool = False,
 ) -> list[Path]:
-    """All image files under ``folder``, recursively, in a deterministic order.
-
-    Matches the last suffix case-insensitively (``X.PNG``, ``a.b.jpg``), skips hidden
-    files and folders (``.git``, macOS ``._*`` forks), follows directory symlinks but
-    visits each real folder once (no loops, no duplicates), and logs a warning instead of
-    raising when a sub-folder cannot be read. Files are listed, never opened.
-    ``include_special`` also lists what has an image name but is no regular file (a
-    dangling or looping symlink, a FIFO), so that a caller can report it as unreadable
-    instead of losing it silently; :func:`load_image` rejects those without opening them.
+    """The image files of :func:`scan_images`; what it leaves out is logged as a warning.
 
     Raises:
         DataError: ``folder`` is not an existing directory.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"image folder not found: {folder}")
-    exts = {e.lower() for e in extensions}
-    found: list[Path] = []
-    seen: set[str] = set()
-    stack = [folder]
-    while stack:
-        directory = stack.pop()
-        # The real path identifies a folder however it was reached: a symlink back to an
-        # ancestor is seen again here and dropped, so the walk always ends.
-        real = os.path.realpath(directory)
-        if real in seen:
-            logger.debug("already visited %s (symlink to %s); skipping", directory, real)
-            continue
-        seen.add(real)
-        for entry in _scan_dir(directory):
+    listing = scan_images(folder, extensions, include_special)
+    for path, reason in listing.skipped:
+        logger.warning("skipping %s: %s", path, reason)
+    return listing.images
+
+
+def scan_images(
+    folder: str | os.PathLike,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    include_special: bool = False,
+    foreign: Iterable[str | os.PathLike] = (),
+) -> Listing:
+    """All image files under ``folder``, recursively, in a deterministic order.
+
+    Matches the last suffix case-insensitively (``X.PNG``, ``a.b.jpg``); hidden entries
+    (``.git``, macOS ``._*`` forks) and files with other suffixes are ignored silently.
+    Files are listed, never opened. Symbolic links (the rule, README "Data layout"):
+
+    * a file link is followed; one whose target lies in a ``foreign`` folder (the other
+      label's) is left out, and several names of one real file are listed once (the real
+      name if it is among them, else the first in order);
+    * a folder link is followed after every real sub-folder has been walked, unless its
+      target contains ``folder`` (a loop, e.g. ``0_real/up -> ..``), was already walked,
+      or lies in or contains a ``foreign`` folder.
+
+    Every entry left out is in ``skipped`` with its reason, as are folders that cannot be
+    read and what has an image name but is no regular file (a dangling or looping link, a
+    FIFO) -- unless ``include_special``, which lists those instead so that the caller
+    reports them (:func:`load_image` rejects them without opening them).
+
+    Raises:
+        DataError: ``folder`` is not an existing directory.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    walk = _Walk(root, {e.lower() for e in extensions}, include_special, foreign)
+    walk.run()
+    return Listing(walk.unique_images(), walk.skipped)
+
+
+class _Walk:
+    """State of one :func:`scan_images` walk; folders are identified by their real path."""
+
+    def __init__(self, root: Path, exts: set[str], include_special: bool, foreign) -> None:
+        self.root, self.exts, self.include_special = root, exts, include_special
+        self.root_real = os.path.realpath(root)
+        self.foreign = [os.path.realpath(f) for f in foreign]
+        self.seen: set[str] = set()
+        self.files: list[tuple[Path, str, bool]] = []  # (path, real path, is a link)
+        self.skipped: list[tuple[Path, str]] = []
+
+    def run(self) -> None:
+        folders: list[tuple[Path, str]] = []
+        links: list[tuple[Path, str]] = [(self.root, self.root_real)]
+        while folders or links:
+            if folders:
+                directory, real = folders.pop()
+            else:  # real folders first, so a link never hides the real path of a folder
+                directory, real = links.pop(0)
+                reason = self._refuse_folder(real, linked=directory != self.root)
+                if reason:
+                    self.skipped.append((directory, reason))
+                    continue
+                self.seen.add(real)
+            self._visit(directory, real, folders, links)
+
+    def _visit(self, directory: Path, real: str, folders: list, links: list) -> None:
+        entries, error = _read_dir(directory)
+        if error:
+            self.skipped.append((directory, f"cannot read folder: {error}"))
+        for entry in entries:
             if entry.name.startswith("."):
                 continue
-            named_image = Path(entry.name).suffix.lower() in exts
             try:
-                if entry.is_dir():  # follows symlinks
-                    stack.append(Path(entry.path))
-                elif named_image and (include_special or entry.is_file()):
-                    found.append(Path(entry.path))
-            except OSError as exc:  # e.g. a symlink loop on the entry itself
-                if include_special and named_image:
-                    found.append(Path(entry.path))
+                is_link, is_dir = entry.is_symlink(), entry.is_dir()  # is_dir follows links
+            except OSError:  # e.g. a symlink loop on the entry itself
+                is_link, is_dir = True, False
+            if is_dir and is_link:
+                links.append((Path(entry.path), os.path.realpath(entry.path)))
+            elif is_dir:
+                sub = os.path.join(real, entry.name)
+                reason = self._refuse_folder(sub, linked=False)
+                if reason:
+                    self.skipped.append((Path(entry.path), reason))
                 else:
-                    logger.warning("skipping %s: %s", entry.path, exc)
-    # Sorting on path parts (not on str) gives the same order on every Python version.
-    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+                    self.seen.add(sub)
+                    folders.append((Path(entry.path), sub))
+            elif os.path.splitext(entry.name)[1].lower() in self.exts:  # no Path per entry
+                self._add_file(entry, Path(entry.path), real, is_link)
+        links.sort(key=lambda item: item[0].parts)
+
+    def _add_file(self, entry: os.DirEntry, path: Path, real_dir: str, is_link: bool) -> None:
+        try:
+            regular = entry.is_file()
+        except OSError:
+            regular = False
+        if not regular:
+            if self.include_special:
+                self.files.append((path, f"special:{path}", False))
+            else:
+                self.skipped.append((path, _special_reason(path)))
+            return
+        if not is_link:  # its folder was checked: a plain file cannot lead elsewhere
+            self.files.append((path, os.path.join(real_dir, entry.name), False))
+            return
+        real = os.path.realpath(path)
+        into = next((f for f in self.foreign if _within(real, f)), None)
+        if into is not None:
+            reason = f"symbolic link to {real}, in {into}: the other label's folder"
+            self.skipped.append((path, reason))
+            return
+        self.files.append((path, real, is_link))
+
+    def _refuse_folder(self, real: str, linked: bool) -> str | None:
+        """Why the folder at ``real`` must not be walked, or None."""
+        what = f"symbolic link to {real}" if linked else f"folder {real}"
+        if linked and _within(self.root_real, real):
+            return f"{what}, which contains {self.root}: a loop; not followed"
+        if real in self.seen:
+            return f"{what} was already listed under another name; not listed twice"
+        for f in self.foreign:
+            if _within(real, f) or _within(f, real):
+                return f"{what} is in or holds {f}: the other label's folder; not followed"
+        return None
+
+    def unique_images(self) -> list[Path]:
+        """The files in path order; a real file reached under several names is kept once."""
+        # Sorting on path parts (not on str) gives the same order on every Python version.
+        self.files.sort(key=lambda f: f[0].relative_to(self.root).parts)
+        keep: dict[str, int] = {}  # real path -> index of the name kept
+        for i, (_, real, is_link) in enumerate(self.files):
+            if real not in keep or (self.files[keep[real]][2] and not is_link):
+                keep[real] = i
+        kept = set(keep.values())
+        for i, (path, real, _) in enumerate(self.files):
+            if i not in kept:
+                first = self.files[keep[real]][0]
+                self.skipped.append((path, f"same file as {first}; counted once"))
+        return [f[0] for i, f in enumerate(self.files) if i in kept]
+
+
+def _within(path: str, folder: str) -> bool:
+    """True if real path ``path`` is ``folder`` or lies inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _special_reason(path: Path) -> str:
+    """Why an image-named entry that is no regular file cannot be read."""
+    try:
+        _check_file(path)
+    except UnreadableImageError as err:
+        return err.reason
+    return "not a regular file"
 
 
 def list_subdirs(folder: str | os.PathLike) -> list[Path]:
@@ -107,12 +246,19 @@ def list_subdirs(folder: str | os.PathLike) -> list[Path]:
 
 def _scan_dir(directory: Path) -> list[os.DirEntry]:
     """Entries of one folder, or [] with a warning if it cannot be read."""
+    entries, error = _read_dir(directory)
+    if error:
+        logger.warning("skipping unreadable folder %s: %s", directory, error)
+    return entries
+
+
+def _read_dir(directory: Path) -> tuple[list[os.DirEntry], str | None]:
+    """Entries of one folder sorted by name, or ([], why it cannot be read)."""
     try:
         with os.scandir(directory) as it:
-            return list(it)
+            return sorted(it, key=lambda e: e.name), None
     except OSError as exc:
-        logger.warning("skipping unreadable folder %s: %s", directory, exc.strerror or exc)
-        return []
+        return [], str(exc.strerror or exc)
 
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -176,7 +322,10 @@ def _check_file(path: Path) -> None:
 def _check_size(path: Path, size: tuple[int, int], max_pixels: int | None) -> None:
     width, height = size
     if max_pixels is not None and width * height > max_pixels:
-        reason = f"too large: {width}×{height} pixels exceeds the limit of {max_pixels}"
+        reason = (
+            f"too large: {width}×{height} pixels exceeds the limit of {max_pixels} "
+            "(data.max_megapixels)"
+        )
         raise UnreadableImageError(path, reason)
 
 

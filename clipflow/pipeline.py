@@ -22,15 +22,22 @@ from .benchmark import check_set_names, summarize
 from .cache import FeatureCache, cached_extract
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import EvalSettings, TrainSettings, resolve_device
-from .data import TestSet, discover_test_sets, discover_train_images, univfd_sample
+from .data import (
+    TestSet,
+    discover_test_sets,
+    discover_train_images,
+    listing_skips,
+    univfd_sample,
+)
 from .errors import CheckpointError, ClipflowError, DataError, TrainingDivergedError
 from .features import IDENTITY, Variant
 from .fileio import atomic_write_text
 from .flow import CLIPFlow, score_features
+from .imageio import max_pixels_of
 from .metrics import calibrate_threshold, dataset_metrics
 from .preprocess import build_transform
 from .proxy import ProxyConfig, bandstop, build_proxy, describe
-from .report import write_results
+from .report import skipped_text, write_results
 from .train import fit
 from .versions import package_versions
 
@@ -103,7 +110,7 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
             "views": n_views(s),
             "augmentation": augmentation(s),
             "pair_crop": s.proxy.pair_crop,
-            "n_skipped": len(head.skipped),
+            "n_skipped": len(split.skipped) + len(head.skipped),
             "epochs": s.train.resolved_epochs(),
         },
         "validation": head.validation,
@@ -118,9 +125,7 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
         head.val_real_scores,
         extra,
     )
-    atomic_write_text(
-        run_dir / "skipped_train.txt", "".join(f"{p}\t{r}\n" for p, r in head.skipped)
-    )
+    atomic_write_text(run_dir / "skipped_train.txt", skipped_text(split.skipped + head.skipped))
     return ckpt
 
 
@@ -147,6 +152,7 @@ def loader_options(data) -> dict:
         "num_workers": data.num_workers,
         "decode": data.decode,
         "prefetch_factor": data.prefetch_factor,
+        "max_pixels": max_pixels_of(data.max_megapixels),
     }
 
 
@@ -292,7 +298,7 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
         _, kept, skipped = train_features(s, backbone, split.train, cache, device)
         summary["train"] = {
             "n_images": len(kept),
-            "n_skipped": len(skipped),
+            "n_skipped": len(split.skipped) + len(skipped),
             "views": n_views(s),
             "mode": s.train.mode,
         }
@@ -306,7 +312,7 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
         fs = test_features(backbone, sets, s.data, cache, device, s.seed)
         summary["test"] = {
             "n_images": len(fs.paths),
-            "n_skipped": len(fs.skipped),
+            "n_skipped": len(listing_skips(sets)) + len(fs.skipped),
             "sets": [t.name for t in sets],
         }
     if len(summary) == 2:
@@ -353,7 +359,8 @@ def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
             "no dataset had readable real and fake images; see skipped.txt and the warnings"
         )
     meta = eval_metadata(ckpt, backbone, s)
-    return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, fs.skipped)
+    skipped = listing_skips(sets) + fs.skipped
+    return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, skipped)
 
 
 def test_features(backbone, sets: list[TestSet], data, cache, device, seed: int = 0):

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from .benchmark import Means, in_paper, paper_first
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text, display_path
 from .metrics import METRIC_COLUMNS
 
 TABLE_COLUMNS = ("dataset", "display_name", *METRIC_COLUMNS)
@@ -42,8 +42,17 @@ SCORE_COLUMNS = ("path", "dataset", "label", "score")
 def scores_to_csv(scores: list[dict]) -> str:
     """Per-image scores, each to 9 significant digits: float32 scores read back exactly, so
     metrics recomputed from the file equal ours (6 decimals could merge close scores into ties)."""
-    rows = [{**row, "score": f"{row['score']:.9g}"} for row in scores]
+    rows = [
+        {**row, "path": display_path(row["path"]), "score": f"{row['score']:.9g}"} for row in scores
+    ]
     return to_csv(rows, SCORE_COLUMNS)
+
+
+def skipped_text(skipped: list[tuple[str, str]]) -> str:
+    """``skipped.txt``: one ``path<TAB>reason`` line per file not scored; names as
+    :func:`~clipflow.fileio.display_path` writes them (so a tab or newline in a name, or a
+    byte that is not UTF-8, cannot break a line)."""
+    return "".join(f"{display_path(p)}\t{' '.join(str(r).split())}\n" for p, r in skipped)
 
 
 def to_markdown(rows: list[dict], columns: tuple[str, ...]) -> str:
@@ -110,7 +119,7 @@ def write_results(
     payload = {**meta, "datasets": rows, **means.to_json(), "n_skipped": len(skipped)}
     atomic_write_text(paths["metrics.json"], json.dumps(payload, indent=2, sort_keys=True))
     atomic_write_text(paths["scores.csv"], scores_to_csv(scores))
-    atomic_write_text(paths["skipped.txt"], "".join(f"{p}\t{r}\n" for p, r in skipped))
+    atomic_write_text(paths["skipped.txt"], skipped_text(skipped))
     if rows:
         paths["ap_per_dataset.png"] = plot_ap(rows, means, run_dir / "ap_per_dataset.png")
     return paths

@@ -7,6 +7,7 @@ PermissionError (as root), and a real chmod 000 where the tests do not run as ro
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
@@ -60,6 +61,7 @@ REFUSED = {
     "selfloop.jpg": "symbolic links",
     "pipe.jpg": "not a regular file",
     "missing.jpg": "not found",
+    "loop": "a loop",  # the folder symlink back to itself: reported, not walked twice
 }
 
 
@@ -292,3 +294,293 @@ def test_listing_reports_special_files_only_on_request(corpus: Path):
     listed = [p.name for p in clipflow.imageio.list_images(corpus, include_special=True)]
     assert not plain & special and set(listed) - plain == special
     assert len(listed) == len(set(listed))  # the folder loop is walked once
+
+
+# ------------------------------------------------------------------ hard edges of the file system
+
+ODD = os.fsdecode(b"x\xffy.jpg")  # a name that is not UTF-8: str with a surrogate escape
+
+
+def _eval(ckpt: Path, test_root: Path, out: Path, **data) -> dict:
+    from clipflow.config import DataConfig, EvalSettings
+    from clipflow.pipeline import run_eval
+
+    cfg = DataConfig(test_root=str(test_root), num_workers=0, batch_size=4, **data)
+    return run_eval(EvalSettings(ckpt=str(ckpt), data=cfg, device="cpu"), out)
+
+
+def _cache_is_bytes_safe() -> bool:
+    from clipflow.cache import files_fingerprint
+
+    try:
+        files_fingerprint([ODD])
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def test_display_path_is_reversible_and_leaves_plain_names_alone():
+    from clipflow.fileio import display_path, parse_display_path, path_key_bytes
+
+    names = [b"x\xffy.jpg", "café/ü.png".encode(), b"a\\xffb\tc\nd.jpg", b"plain/a b.JPG"]
+    for raw in names:
+        name = os.fsdecode(raw)
+        shown = display_path(name)
+        assert path_key_bytes(name) == raw == os.fsencode(name)
+        assert parse_display_path(shown) == name and "\n" not in shown and "\t" not in shown
+        shown.encode("utf-8")  # always writable as UTF-8
+    assert display_path("café/a b.JPG") == "café/a b.JPG"
+    assert display_path(ODD) == "x\\xffy.jpg"
+
+
+def test_item_seed_of_ordinary_names_is_unchanged():
+    import hashlib
+
+    from clipflow.features import item_seed
+
+    for name in ("a/b.jpg", "identity|photos/café.png"):
+        old = hashlib.blake2b(f"3/1/{name}".encode(), digest_size=8).digest()
+        assert item_seed(3, 1, name) == int.from_bytes(old, "little") & ((1 << 63) - 1)
+    assert item_seed(0, 0, ODD) != item_seed(0, 0, "x?y.jpg")
+
+
+def test_non_utf8_name_is_scored_by_train_eval_and_detect(
+    trained_run: Path, tmp_path: Path, monkeypatch, capsys
+):
+    from clipflow.config import train_settings
+    from clipflow.fileio import parse_display_path
+    from clipflow.pipeline import run_train
+
+    train = tmp_path / "train" / "0_real"
+    for i in range(5):
+        write_image(train / f"n{i}.png", (24, 24), seed=50 + i)
+    write_image(train / ODD, (24, 24), seed=60)
+    settings = train_settings(
+        {
+            "mode": "N",
+            "device": "cpu",
+            "backbone": {"name": "tiny", "pretrained": None},
+            "data": {"train_root": str(tmp_path / "train"), "num_workers": 0, "cache": False},
+            "train": {"epochs": 1, "batch_size": 4},
+        }
+    )
+    run_train(settings, tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["train"]["n_skipped"] == 0
+    assert (tmp_path / "run" / "skipped_train.txt").read_text() == ""
+
+    test = tmp_path / "test" / "gen"
+    for i in range(2):
+        write_image(test / "0_real" / f"r{i}.png", (24, 24), seed=70 + i)
+        write_image(test / "1_fake" / f"f{i}.png", (24, 24), seed=80 + i)
+    odd = write_image(test / "0_real" / ODD, (24, 24), seed=90)
+    _eval(trained_run, tmp_path / "test", tmp_path / "eval", cache=False)
+    with open(tmp_path / "eval" / "scores.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 5 and str(odd) in {parse_display_path(r["path"]) for r in rows}
+    assert (tmp_path / "eval" / "skipped.txt").read_text() == ""
+
+    out = tmp_path / "det.jsonl"
+    monkeypatch.setattr(
+        sys, "argv", ["clipflow-detect", f"ckpt={trained_run}", f"inputs={test}", f"out={out}"]
+    )
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "device=cpu", "num_workers=0"])
+    with pytest.raises(SystemExit) as info:
+        detect_cli.main()
+        sys.exit(0)
+    capsys.readouterr()
+    assert info.value.code == 0
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    by_path = {parse_display_path(r["path"]): r for r in records}
+    assert len(records) == 5 and by_path[str(odd)]["error"] is None
+    assert np.isfinite(by_path[str(odd)]["score"])
+
+
+@pytest.mark.skipif(
+    not _cache_is_bytes_safe(), reason="the cache key in cache.py is not bytes-safe on this branch"
+)
+def test_non_utf8_name_is_extracted_into_the_cache(tmp_path: Path, trained_run: Path):
+    from clipflow.config import train_settings
+    from clipflow.pipeline import run_extract
+
+    write_image(tmp_path / "test" / "gen" / "0_real" / ODD, (24, 24), seed=1)
+    write_image(tmp_path / "test" / "gen" / "1_fake" / "b.png", (24, 24), seed=2)
+    settings = train_settings(
+        {
+            "device": "cpu",
+            "backbone": {"name": "tiny", "pretrained": None},
+            "data": {"test_root": str(tmp_path / "test"), "num_workers": 0},
+        }
+    )
+    summary = run_extract(settings, ["test"], tmp_path / "x")
+    assert summary["test"]["n_images"] == 2 and summary["test"]["n_skipped"] == 0
+
+
+def _hostile_tree(root: Path) -> Path:
+    """gen/{0_real,1_fake} with 2 + 2 images and every kind of link a real folder may hold."""
+    gen = root / "test" / "gen"
+    for i in range(2):
+        write_image(gen / "0_real" / f"r{i}.png", (24, 24), seed=10 + i)
+        write_image(gen / "1_fake" / f"f{i}.png", (24, 24), seed=20 + i)
+    real = gen / "0_real"
+    os.symlink("..", real / "up")  # every fake would also count as a real
+    os.symlink("../1_fake", real / "sibling")  # the fakes again, under the real label
+    os.symlink(".", real / "loop")
+    os.symlink("nowhere.jpg", real / "gone.jpg")
+    os.symlink("r0.png", real / "again.png")  # the same file twice
+    os.symlink("../1_fake/f0.png", real / "stolen.png")  # a fake file under the real label
+    os.mkfifo(real / "pipe.jpg")
+    return root / "test"
+
+
+EXPECTED_SKIPS = {
+    "up": "a loop",
+    "sibling": "the other label's folder",
+    "loop": "a loop",
+    "gone.jpg": "broken symbolic link",
+    "again.png": "same file as",
+    "stolen.png": "the other label's folder",
+    "pipe.jpg": "not a regular file",
+}
+
+
+def test_symlinks_never_count_an_image_twice_or_under_the_other_label(tmp_path: Path):
+    from clipflow.data import discover_test_sets
+
+    [ts] = discover_test_sets(_hostile_tree(tmp_path))
+    assert sorted(p.name for p in ts.real) == ["r0.png", "r1.png"]
+    assert sorted(p.name for p in ts.fake) == ["f0.png", "f1.png"]
+    reasons = {p.name: r for p, r in ts.skipped}
+    assert set(reasons) == set(EXPECTED_SKIPS), reasons
+    for name, needle in EXPECTED_SKIPS.items():
+        assert needle in reasons[name], (name, reasons[name])
+
+
+def test_eval_records_every_left_out_entry_in_skipped_txt(trained_run: Path, tmp_path: Path):
+    test = _hostile_tree(tmp_path)
+    out = tmp_path / "eval"
+    _eval(trained_run, test, out, cache=False)
+    metrics = json.loads((out / "metrics.json").read_text())
+    [row] = metrics["datasets"]
+    assert (row["n_real"], row["n_fake"]) == (2, 2), row
+    lines = (out / "skipped.txt").read_text().splitlines()
+    reasons = {Path(line.split("\t")[0]).name: line.split("\t")[1] for line in lines}
+    assert set(reasons) == set(EXPECTED_SKIPS) and metrics["n_skipped"] == len(EXPECTED_SKIPS)
+    with open(out / "scores.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 4
+
+
+def test_training_walk_refuses_loops_and_links_into_fakes(tmp_path: Path):
+    from clipflow.data import discover_train_images
+
+    real = tmp_path / "train" / "cls" / "0_real"
+    for i in range(4):
+        write_image(real / f"r{i}.png", (24, 24), seed=30 + i)
+    write_image(tmp_path / "train" / "cls" / "1_fake" / "f.png", (24, 24), seed=40)
+    os.symlink("..", real / "up")
+    os.symlink("../1_fake/f.png", real / "fake.png")
+    split = discover_train_images(tmp_path / "train", per_class=None, val_fraction=0.25)
+    used = sorted(p.name for p in split.train + split.val)
+    assert used == ["r0.png", "r1.png", "r2.png", "r3.png"]
+    reasons = {p.name: r for p, r in split.skipped}
+    assert "a loop" in reasons["up"] and "1_fake" in reasons["fake.png"]
+
+
+def test_unreadable_subfolder_is_recorded(tmp_path: Path, monkeypatch):
+    from clipflow import imageio
+
+    write_image(tmp_path / "a" / "ok.png")
+    write_image(tmp_path / "a" / "locked" / "x.png")
+    real_read = imageio._read_dir
+
+    def read(directory):
+        if directory.name == "locked":
+            return [], "Permission denied"
+        return real_read(directory)
+
+    monkeypatch.setattr(imageio, "_read_dir", read)
+    listing = imageio.scan_images(tmp_path / "a")
+    assert [p.name for p in listing.images] == ["ok.png"]
+    assert listing.skipped == [(tmp_path / "a" / "locked", "cannot read folder: Permission denied")]
+
+
+def _huge_png(path: Path, side: int = 13000) -> Path:
+    """A valid one-colour PNG of side x side pixels: ~20 KB on disk (bilevel, all zero)."""
+    Image.new("1", (side, side)).save(path)
+    return path
+
+
+def test_huge_png_is_skipped_from_its_header_without_decoding(
+    det: Detector, trained_run: Path, tmp_path: Path
+):
+    gen = tmp_path / "test" / "gen"
+    write_image(gen / "0_real" / "r.png", (24, 24), seed=1)
+    write_image(gen / "1_fake" / "f.png", (24, 24), seed=2)
+    huge = _huge_png(gen / "0_real" / "huge.png")
+    write_image(gen / "0_real" / "r2.png", (24, 24), seed=3)
+    assert huge.stat().st_size < 1_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with pytest.raises(clipflow.imageio.UnreadableImageError, match="too large: 13000×13000"):
+        clipflow.imageio.load_image(huge)
+    [rec] = det.score_files([huge])
+    assert rec.score is None and "too large" in rec.error and "max_megapixels" in rec.error
+    _eval(trained_run, tmp_path / "test", tmp_path / "eval", cache=False)
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) < 150 * 1024
+    skipped = (tmp_path / "eval" / "skipped.txt").read_text()
+    assert skipped.startswith(f"{huge}\ttoo large: 13000×13000 pixels exceeds the limit")
+
+
+def test_max_megapixels_is_a_setting(trained_run: Path, tmp_path: Path):
+    from clipflow.errors import DataError
+
+    gen = tmp_path / "test" / "gen"
+    for i in range(2):
+        write_image(gen / "0_real" / f"r{i}.png", (24, 24), seed=i)
+        write_image(gen / "1_fake" / f"f{i}.png", (24, 24), seed=5 + i)
+    write_image(gen / "1_fake" / "big.png", (60, 60), seed=9)  # 3600 px
+    _eval(trained_run, tmp_path / "test", tmp_path / "eval", cache=False, max_megapixels=0.003)
+    lines = (tmp_path / "eval" / "skipped.txt").read_text().splitlines()
+    assert len(lines) == 1 and "big.png\ttoo large: 60×60" in lines[0]
+    with pytest.raises(DataError, match="max_megapixels"):
+        _eval(trained_run, tmp_path / "test", tmp_path / "e2", cache=False, max_megapixels=0)
+
+
+def _detect_refuses(monkeypatch, capsys, trained_run: Path, out: Path, needle: str) -> None:
+    import clipflow.cli.detect as cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before out= was checked")
+
+    monkeypatch.setattr(cli, "load_checkpoint", never)
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["clipflow-detect", f"ckpt={trained_run}", f"inputs={trained_run}", f"out={out}"],
+    )
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err.startswith("error: cannot write out=") and needle in err
+    assert "\n" not in err
+
+
+def test_detect_checks_out_before_scoring(monkeypatch, capsys, trained_run: Path, tmp_path: Path):
+    (tmp_path / "taken.jsonl").mkdir()
+    _detect_refuses(monkeypatch, capsys, trained_run, tmp_path / "taken.jsonl", "is a folder")
+    (tmp_path / "file").write_text("x")
+    _detect_refuses(monkeypatch, capsys, trained_run, tmp_path / "file" / "r.csv", "not a folder")
+    deep = tmp_path / "file" / "a" / "b" / "r.jsonl"
+    _detect_refuses(monkeypatch, capsys, trained_run, deep, "not a folder")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_detect_refuses_a_read_only_out_folder(
+    monkeypatch, capsys, trained_run: Path, tmp_path: Path
+):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        _detect_refuses(monkeypatch, capsys, trained_run, locked / "r.jsonl", "not writable")
+    finally:
+        locked.chmod(0o700)

@@ -235,3 +235,15 @@ def test_pil_to_uint8_tensor_layout(tmp_path):
 def test_pil_to_uint8_tensor_converts_other_modes():
     t = pil_to_uint8_tensor(Image.new("L", (3, 2), 9))
     assert t.shape == (3, 2, 3) and int(t.min()) == int(t.max()) == 9
+
+
+def test_scan_keeps_the_real_name_of_a_file_reached_twice(tmp_path: Path):
+    from clipflow.imageio import scan_images
+
+    write_image(tmp_path / "b" / "z.png")
+    os.symlink("b/z.png", tmp_path / "a.png")  # sorts first, but is the link
+    os.symlink("b", tmp_path / "c")  # the same folder again
+    listing = scan_images(tmp_path)
+    assert listing.images == [tmp_path / "b" / "z.png"]
+    reasons = {p.name: r for p, r in listing.skipped}
+    assert set(reasons) == {"a.png", "c"} and "already listed" in reasons["c"]
