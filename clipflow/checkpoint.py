@@ -178,6 +178,13 @@ def _str_map(v: Any) -> None:
         _at(k, _str(r".{0,200}"), x)
 
 
+def _count_map(v: Any) -> None:
+    """name -> count (e.g. training images per class)."""
+    _dict(v)
+    for k, x in v.items():
+        _at(k, _int(0), x)
+
+
 def _history_row(v: Any) -> None:
     _dict(v)
     _at("epoch", _int(1), v.get("epoch"))
@@ -262,7 +269,7 @@ META_SCHEMA: dict[str, tuple[Check, bool]] = {
             {
                 "mode": (_choice(TRAIN_MODES), True),
                 "n_images": (_int(0), False),
-                "classes": (_list(_str(r".{0,4096}")), False),
+                "classes": (_count_map, False),  # class -> images used
                 "views": (_int(1), False),
                 "n_skipped": (_int(0), False),
                 "epochs": (_int(1), False),
@@ -301,9 +308,10 @@ def validate_meta(meta: Any, where: str | Path) -> None:
 
 def _cross_checks(meta: dict) -> None:
     dim = meta["feature_dim"]
-    for key in ("flow", "backbone"):
-        if meta[key].get("feature_dim", dim) != dim:
-            raise _Invalid(f"{meta[key]['feature_dim']} differs from feature_dim {dim}", key)
+    if meta["flow"].get("feature_dim", dim) != dim:
+        raise _Invalid(f"{meta['flow']['feature_dim']} differs from feature_dim {dim}", "flow")
+    # backbone.feature_dim is not compared here: the backbone actually loaded is, by
+    # require_feature_dim (the user may override the recorded one).
     if (meta["flow"]["dr_dim"] or dim) < 2:  # a coupling block splits the vector in two halves
         raise _Invalid("the flow needs at least 2 dimensions (dr_dim or feature_dim >= 2)", "flow")
 

@@ -138,7 +138,7 @@ HOSTILE = [
     ("backbone.name", "ViT-Nope", "backbone.name"),
     ("backbone.precision", "fp8", "backbone.precision"),
     ("backbone.preprocess", 3, "backbone.preprocess"),
-    ("backbone.feature_dim", 32, "backbone"),
+    ("backbone.feature_dim", 0, "backbone.feature_dim"),
     ("backbone.mean", [0.5, "x", 0.5], "backbone.mean.1"),
     ("backbone.colour", "red", "backbone"),
     ("config", None, "config"),
