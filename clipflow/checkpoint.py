@@ -365,8 +365,13 @@ def save_checkpoint(
         "config": config,
         **(extra or {}),
     }
-    validate_meta(json.loads(json.dumps(meta)), f"the checkpoint for {folder}")
-    _check_tensors(tensors, f"the checkpoint for {folder}")
+    where = f"the checkpoint for {folder}"
+    validate_meta(json.loads(json.dumps(meta)), where)
+    _check_tensors(tensors, where)
+    try:  # load refuses NaN/Infinity anywhere in the JSON, so they are never written
+        json.dumps(meta, allow_nan=False)
+    except ValueError:
+        raise CheckpointError(f"{where} would record a NaN or infinite setting") from None
     folder.mkdir(parents=True, exist_ok=True)
     meta["sha256"] = _write_weights(folder / WEIGHTS_NAME, tensors)
     atomic_write_text(folder / META_NAME, json.dumps(meta, indent=2, sort_keys=True))

@@ -261,6 +261,7 @@ def test_checkpoint_without_spec_tensor_still_loads_and_is_checked(tmp_path):
         (float("nan"), {}, False, "threshold"),
         (0.0, {"history": []}, False, "history"),
         (0.0, {}, True, "NaN"),
+        (0.0, {"proxy": {"sigma": float("inf")}}, False, "NaN or infinite setting"),
     ],
 )
 def test_save_refuses_what_load_would_refuse_and_writes_nothing(
