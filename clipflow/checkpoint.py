@@ -235,6 +235,8 @@ FLOW_SCHEMA: dict[str, tuple[Check, bool]] = {
     "hidden_mult": (_int(1, MAX_HIDDEN_MULT), True),
     "clamp": (_number(0.0, MAX_CLAMP, lo_open=True), True),
     "perm_seed": (_int(0, MAX_PERM_SEED), True),
+    # = flow.BLOCKS; optional: checkpoints from before the choice existed are GLOW flows
+    "block": (_choice(("glow", "allinone")), False),
 }
 
 BACKBONE_SCHEMA: dict[str, tuple[Check, bool]] = {  # the keys of Backbone.describe()
@@ -271,6 +273,8 @@ META_SCHEMA: dict[str, tuple[Check, bool]] = {
                 "n_images": (_int(0), False),
                 "classes": (_count_map, False),  # class -> images used
                 "views": (_int(1), False),
+                "augmentation": (_str(), False),  # how training draws were reused
+                "pair_crop": (_bool, False),
                 "n_skipped": (_int(0), False),
                 "epochs": (_int(1), False),
             }
@@ -323,7 +327,9 @@ def model_spec(feature_dim: int, flow: dict, threshold: float) -> dict:
 
 
 def _flow_config(meta: dict) -> FlowConfig:
-    return FlowConfig(**{f.name: meta["flow"][f.name] for f in fields(FlowConfig)})
+    """The validated flow fields; an optional one that is absent keeps its default."""
+    flow = meta["flow"]
+    return FlowConfig(**{f.name: flow[f.name] for f in fields(FlowConfig) if f.name in flow})
 
 
 # ----------------------------------------------------------------------------- save
