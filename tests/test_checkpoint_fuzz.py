@@ -120,9 +120,9 @@ def _mutate(t: torch.Tensor, change: str) -> torch.Tensor | None:
     if change in ("nan", "inf", "-inf") and t.is_floating_point() and flat.numel():
         flat[0] = float(change)
     elif change == "big_int" and flat.numel():
-        flat[0] = 10**6
+        flat[0] = 10**6 if t.is_floating_point() else torch.iinfo(t.dtype).max
     elif change == "negative" and flat.numel():
-        flat[0] = -1
+        flat[0] = -1 if t.dtype != torch.uint8 else 0  # uint8: the spec bytes
     elif change == "reshape":
         return t.reshape(1, -1)
     elif change == "truncate":
