@@ -2,28 +2,38 @@
 
 A checkpoint is a pair in one folder::
 
-    model.safetensors   tensors: ``model.*`` (state dict), ``val_real_scores`` (N,)
+    model.safetensors   tensors: ``model.*`` (state dict), ``val_real_scores`` (N,), and
+                        ``spec`` (the model-defining JSON fields, as UTF-8 bytes)
     model.json          format version, feature dim, flow config, backbone, threshold,
                         resolved run config, sha256 of the safetensors file
 
 Both are written to temporary files and moved into place with ``os.replace``; the JSON
 goes last and carries the hash, so a half-written or truncated pair is refused on load.
-No pickle is involved anywhere (safetensors cannot execute code).
+The JSON is checked field by field against :data:`META_SCHEMA` (types, ranges, caps) before
+anything is allocated, and its model-defining fields (feature dim, flow, threshold) must
+equal the hashed ``spec`` tensor, so a hand-edited threshold or clamp is refused rather than
+silently used. No pickle is involved anywhere (safetensors cannot execute code).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
+import open_clip
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .backbone import PRECISIONS, TINY_NAME, BackboneConfig
 from .errors import CheckpointError
 from .fileio import atomic_write_text, file_sha256
 from .flow import CLIPFlow, FlowConfig
@@ -32,6 +42,21 @@ FORMAT = "clipflow-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
+SPEC_TENSOR = "spec"
+SCORES_TENSOR = "val_real_scores"
+
+# Caps on the model a checkpoint may describe. They are far above any sensible head (the
+# paper: 768-d features, DR 128, 8 blocks, hidden 2·C) and exist so that a hostile or
+# mistyped model.json is refused at once instead of building a flow that exhausts memory.
+MAX_FEATURE_DIM = 8192
+MAX_DR_DIM = 8192
+MAX_BLOCKS = 64
+MAX_HIDDEN_MULT = 16
+MAX_CLAMP = 100.0
+# FrEIA seeds block i's permutation with perm_seed·1000 + i, and numpy seeds are < 2**32.
+MAX_PERM_SEED = (2**32 - MAX_BLOCKS) // 1000
+TRAIN_MODES = ("N", "P", "N+P")  # = train.MODES; not imported: train.py sits above this module
+PREPROCESS = ("paper", "univfd")
 
 
 @dataclass
@@ -50,6 +75,266 @@ class Checkpoint:
         return self.meta["sha256"]
 
 
+# ----------------------------------------------------------------------------- schema
+
+
+class _Invalid(Exception):
+    """One field failed its check; ``where`` is its dotted name, filled in on the way out."""
+
+    def __init__(self, reason: str, where: str = ""):
+        super().__init__(reason)
+        self.reason, self.where = reason, where
+
+
+Check = Callable[[Any], None]  # raises _Invalid
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(lo: int, hi: int | None = None) -> Check:
+    def check(v: Any) -> None:
+        if not _is_int(v):
+            raise _Invalid(f"{v!r} is not an integer")
+        if v < lo or (hi is not None and v > hi):
+            raise _Invalid(f"{v} is outside [{lo}, {hi if hi is not None else '∞'}]")
+
+    return check
+
+
+def _number(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False) -> Check:
+    def check(v: Any) -> None:
+        if not _is_number(v) or not math.isfinite(v):
+            raise _Invalid(f"{v!r} is not a finite number")
+        if v > hi or v < lo or (lo_open and v == lo):
+            raise _Invalid(f"{v} is outside {'(' if lo_open else '['}{lo}, {hi}]")
+
+    return check
+
+
+def _bool(v: Any) -> None:
+    if not isinstance(v, bool):
+        raise _Invalid(f"{v!r} is not true/false")
+
+
+def _str(pattern: str = r".{1,200}") -> Check:
+    def check(v: Any) -> None:
+        if not isinstance(v, str) or not re.fullmatch(pattern, v, flags=re.DOTALL):
+            raise _Invalid(f"{_short(v)} is not a string of the form {pattern}")
+
+    return check
+
+
+def _optional(check: Check) -> Check:
+    def optional(v: Any) -> None:
+        if v is not None:
+            check(v)
+
+    return optional
+
+
+def _equal(expected: Any) -> Check:
+    def check(v: Any) -> None:
+        if type(v) is not type(expected) or v != expected:
+            raise _Invalid(f"{_short(v)} is not {expected!r}")
+
+    return check
+
+
+def _choice(options: Callable[[], tuple[str, ...]] | tuple[str, ...]) -> Check:
+    def check(v: Any) -> None:
+        known = options() if callable(options) else options
+        if not isinstance(v, str) or v not in known:
+            listed = ", ".join(known) if len(known) <= 8 else "open_clip.list_models()"
+            raise _Invalid(f"{_short(v)} is not one of {listed}")
+
+    return check
+
+
+def _list(item: Check, min_len: int = 0, max_len: int = 100_000) -> Check:
+    def check(v: Any) -> None:
+        if not isinstance(v, list) or not min_len <= len(v) <= max_len:
+            raise _Invalid(f"expected a list of {min_len}..{max_len} items, got {_short(v)}")
+        for i, x in enumerate(v):
+            _at(str(i), item, x)
+
+    return check
+
+
+def _dict(v: Any) -> None:
+    """A free-form record (the run config, proxy parameters): a JSON object, nothing more."""
+    if not isinstance(v, dict):
+        raise _Invalid(f"expected an object, got {_short(v)}")
+
+
+def _str_map(v: Any) -> None:
+    _dict(v)
+    for k, x in v.items():
+        _at(k, _str(r".{0,200}"), x)
+
+
+def _count_map(v: Any) -> None:
+    """name -> count (e.g. training images per class)."""
+    _dict(v)
+    for k, x in v.items():
+        _at(k, _int(0), x)
+
+
+def _history_row(v: Any) -> None:
+    _dict(v)
+    _at("epoch", _int(1), v.get("epoch"))
+    for k, x in v.items():
+        _at(k, _number(), x)
+
+
+def _record(schema: dict[str, tuple[Check, bool]]) -> Check:
+    """An object whose keys are all in ``schema`` (name -> (check, required))."""
+
+    def check(v: Any) -> None:
+        _dict(v)
+        unknown = sorted(set(v) - set(schema))
+        if unknown:
+            raise _Invalid(f"unknown field(s) {', '.join(map(repr, unknown))}")
+        for name, (item, required) in schema.items():
+            if name in v:
+                _at(name, item, v[name])
+            elif required:
+                raise _Invalid("missing field", name)
+
+    return check
+
+
+def _at(name: str, check: Check, value: Any) -> None:
+    """Run ``check`` on ``value`` and prefix the field name of a failure."""
+    try:
+        check(value)
+    except _Invalid as err:
+        err.where = f"{name}.{err.where}" if err.where else name
+        raise
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _known_backbones() -> tuple[str, ...]:
+    return ("tiny", TINY_NAME, *open_clip.list_models())
+
+
+FLOW_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "feature_dim": (_int(1, MAX_FEATURE_DIM), False),  # config_dict() repeats it
+    "dr_dim": (_int(0, MAX_DR_DIM), True),
+    "normalize": (_bool, True),
+    "n_blocks": (_int(1, MAX_BLOCKS), True),
+    "hidden_mult": (_int(1, MAX_HIDDEN_MULT), True),
+    "clamp": (_number(0.0, MAX_CLAMP, lo_open=True), True),
+    "perm_seed": (_int(0, MAX_PERM_SEED), True),
+    # = flow.BLOCKS; optional: checkpoints from before the choice existed are GLOW flows
+    "block": (_choice(("glow", "allinone")), False),
+}
+
+BACKBONE_SCHEMA: dict[str, tuple[Check, bool]] = {  # the keys of Backbone.describe()
+    "name": (_choice(_known_backbones), True),
+    "pretrained": (_optional(_str(r".{1,4096}")), False),
+    "weights_id": (_str(r".{1,4096}"), False),
+    "random_init": (_bool, False),
+    "precision": (_choice(PRECISIONS), False),
+    "preprocess": (_choice(PREPROCESS), False),
+    "feature_dim": (_int(1, MAX_FEATURE_DIM), False),
+    "image_size": (_int(1, 8192), False),
+    "mean": (_list(_number(), 1, 4), False),
+    "std": (_list(_number(0.0, lo_open=True), 1, 4), False),
+}
+
+META_SCHEMA: dict[str, tuple[Check, bool]] = {
+    "format": (_equal(FORMAT), True),
+    "format_version": (_equal(FORMAT_VERSION), True),
+    "clipflow_version": (_str(r"[0-9A-Za-z.+!_-]{1,64}"), True),
+    "weights": (_str(r"[^/\\]{1,255}\.safetensors"), True),
+    "sha256": (_str(r"[0-9a-f]{64}"), True),
+    "feature_dim": (_int(1, MAX_FEATURE_DIM), True),
+    "flow": (_record(FLOW_SCHEMA), True),
+    "backbone": (_record(BACKBONE_SCHEMA), True),
+    "threshold": (_number(), True),
+    "config": (_dict, True),
+    # written by the training runs (save_checkpoint's ``extra``)
+    "history": (_list(_history_row, min_len=1), False),
+    "proxy": (_dict, False),
+    "train": (
+        _record(
+            {
+                "mode": (_choice(TRAIN_MODES), True),
+                "n_images": (_int(0), False),
+                "classes": (_count_map, False),  # class -> images used
+                "views": (_int(1), False),
+                "augmentation": (_str(), False),  # how training draws were reused
+                "pair_crop": (_bool, False),
+                "n_skipped": (_int(0), False),
+                "epochs": (_int(1), False),
+            }
+        ),
+        False,
+    ),
+    "validation": (
+        _record(
+            {
+                "n_images": (_int(1), False),
+                "n_skipped": (_int(0), False),
+                "proxy": (_str(), False),
+                "acc": (_number(0.0, 1.0), False),
+            }
+        ),
+        False,
+    ),
+    "versions": (_str_map, False),
+}
+
+
+def validate_meta(meta: Any, where: str | Path) -> None:
+    """Check every field of a model.json against :data:`META_SCHEMA`; one CheckpointError
+    naming the first bad field. Runs before anything is built, so caps protect memory."""
+    try:
+        _record(META_SCHEMA)(meta)
+        _cross_checks(meta)
+    except _Invalid as err:
+        name = f"field {err.where}: " if err.where else ""
+        raise CheckpointError(
+            f"{where} is not a usable clipflow checkpoint ({name}{err.reason}); "
+            "re-run clipflow-train"
+        ) from None
+
+
+def _cross_checks(meta: dict) -> None:
+    dim = meta["feature_dim"]
+    if meta["flow"].get("feature_dim", dim) != dim:
+        raise _Invalid(f"{meta['flow']['feature_dim']} differs from feature_dim {dim}", "flow")
+    # backbone.feature_dim is not compared here: the backbone actually loaded is, by
+    # require_feature_dim (the user may override the recorded one).
+    if (meta["flow"]["dr_dim"] or dim) < 2:  # a coupling block splits the vector in two halves
+        raise _Invalid("the flow needs at least 2 dimensions (dr_dim or feature_dim >= 2)", "flow")
+
+
+def model_spec(feature_dim: int, flow: dict, threshold: float) -> dict:
+    """The fields that decide the scores and labels; stored in the hashed weights too."""
+    flow = {k: v for k, v in flow.items() if k != "feature_dim"}
+    return {"feature_dim": feature_dim, "flow": flow, "threshold": threshold}
+
+
+def _flow_config(meta: dict) -> FlowConfig:
+    """The validated flow fields; an optional one that is absent keeps its default."""
+    flow = meta["flow"]
+    return FlowConfig(**{f.name: flow[f.name] for f in fields(FlowConfig) if f.name in flow})
+
+
+# ----------------------------------------------------------------------------- save
+
+
 def save_checkpoint(
     folder: Path,
     model: CLIPFlow,
@@ -59,14 +344,56 @@ def save_checkpoint(
     val_real_scores: torch.Tensor | None = None,
     extra: dict | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` + ``model.json`` into ``folder``; return the weights path."""
+    """Write ``model.safetensors`` + ``model.json`` into ``folder``; return the weights path.
+
+    The record is checked against the same schema as on load before anything is written:
+    a checkpoint this function writes can always be read back (e.g. no empty history, no
+    non-finite threshold or weights).
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     scores = val_real_scores if val_real_scores is not None else torch.empty(0)
-    tensors["val_real_scores"] = scores.detach().float().cpu().contiguous()
-    weights = folder / WEIGHTS_NAME
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
+    tensors[SCORES_TENSOR] = scores.detach().float().cpu().reshape(-1).contiguous()
+    spec = model_spec(model.feature_dim, model.config_dict(), _plain_float(threshold))
+    tensors[SPEC_TENSOR] = torch.tensor(
+        list(json.dumps(spec, sort_keys=True).encode("utf-8")), dtype=torch.uint8
+    )
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "clipflow_version": __version__,
+        "weights": WEIGHTS_NAME,
+        "sha256": "0" * 64,  # the real digest once the file exists
+        "feature_dim": model.feature_dim,
+        "flow": model.config_dict(),
+        "backbone": backbone,
+        "threshold": spec["threshold"],
+        "config": config,
+        **(extra or {}),
+    }
+    where = f"the checkpoint for {folder}"
+    validate_meta(json.loads(json.dumps(meta)), where)
+    _check_tensors(tensors, where)
+    try:  # load refuses NaN/Infinity anywhere in the JSON, so they are never written
+        json.dumps(meta, allow_nan=False)
+    except ValueError:
+        raise CheckpointError(f"{where} would record a NaN or infinite setting") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    meta["sha256"] = _write_weights(folder / WEIGHTS_NAME, tensors)
+    atomic_write_text(folder / META_NAME, json.dumps(meta, indent=2, sort_keys=True))
+    return folder / WEIGHTS_NAME
+
+
+def _plain_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"threshold {value!r} is not a number") from None
+
+
+def _write_weights(weights: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write atomically; return the file's sha256."""
+    fd, tmp = tempfile.mkstemp(dir=weights.parent, prefix=f".{weights.name}.", suffix=".tmp")
     os.close(fd)
     try:
         # One metadata key only: safetensors writes its metadata map in hash order, and two
@@ -77,21 +404,10 @@ def save_checkpoint(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "clipflow_version": __version__,
-        "weights": WEIGHTS_NAME,
-        "sha256": digest,
-        "feature_dim": model.feature_dim,
-        "flow": model.config_dict(),
-        "backbone": backbone,
-        "threshold": float(threshold),
-        "config": config,
-        **(extra or {}),
-    }
-    atomic_write_text(folder / META_NAME, json.dumps(meta, indent=2, sort_keys=True))
-    return weights
+    return digest
+
+
+# ----------------------------------------------------------------------------- load
 
 
 def resolve_checkpoint_path(path: str | Path) -> tuple[Path, Path]:
@@ -115,66 +431,191 @@ def resolve_checkpoint_path(path: str | Path) -> tuple[Path, Path]:
 
 
 def read_meta(meta_path: Path) -> dict:
+    """The JSON of a checkpoint, every field validated (see :func:`validate_meta`)."""
     try:
-        meta = json.loads(Path(meta_path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        meta = json.loads(Path(meta_path).read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
-            f"checkpoint metadata {meta_path} is unreadable ({err}); re-run clipflow-train"
+            f"checkpoint metadata {meta_path} is unreadable ({reason}); re-run clipflow-train"
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a clipflow checkpoint")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") != FORMAT_VERSION or isinstance(meta.get("format_version"), bool):
         raise CheckpointError(
-            f"checkpoint format version {meta.get('format_version')} is not supported by clipflow "
-            f"{__version__} (expects {FORMAT_VERSION}); retrain or use the clipflow version that wrote it"
+            f"checkpoint format version {meta.get('format_version')} is not supported by "
+            f"clipflow {__version__} (expects {FORMAT_VERSION}); retrain or use the clipflow "
+            "version that wrote it"
         )
+    validate_meta(meta, meta_path)
     return meta
 
 
-def load_checkpoint(path: str | Path, expected_feature_dim: int | None = None) -> Checkpoint:
-    """Rebuild the model from a checkpoint alone; refuse corrupt or mismatched files."""
+def _no_constant(name: str) -> None:
+    # json accepts NaN/Infinity by default; a checkpoint written by clipflow never holds them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Rebuild the model from a checkpoint alone; refuse corrupt, edited or mismatched files.
+
+    Order matters: the JSON's fields and caps first, then the hash, then the tensor shapes
+    against a model built on the meta device (no memory), and only then the tensors.
+    """
     weights, meta_path = resolve_checkpoint_path(path)
     meta = read_meta(meta_path)
-    if file_sha256(weights) != meta.get("sha256"):
+    if file_sha256(weights) != meta["sha256"]:
         raise CheckpointError(
-            f"{weights} does not match the hash in {meta_path.name} (truncated or replaced); retrain or restore it"
+            f"{weights} does not match the hash in {meta_path.name} (truncated or replaced); "
+            "retrain or restore it"
         )
-    feature_dim, flow_cfg, threshold = _model_fields(meta, meta_path)
-    if expected_feature_dim is not None and feature_dim != expected_feature_dim:
-        raise CheckpointError(
-            f"checkpoint expects {feature_dim}-d features but the backbone gives {expected_feature_dim}-d; "
-            f"use the backbone it was trained with ({meta.get('backbone', {}).get('name')})"
-        )
+    flow_cfg = _flow_config(meta)
+    expected = _expected_tensors(meta["feature_dim"], flow_cfg, weights)
+    _check_spec(_read_spec(weights), meta, weights)  # names the edited JSON field, if any
+    _check_header(weights, expected)
     try:
         tensors = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read {weights}: {err}") from None
-    model = CLIPFlow(feature_dim, flow_cfg)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"cannot read {weights}: {_first_line(err)}") from None
+    _check_tensors(tensors, weights)
+    model = CLIPFlow(meta["feature_dim"], flow_cfg)
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"{weights} does not fit its own config ({first})") from None
+        raise CheckpointError(
+            f"{weights} does not fit its own config ({_first_line(err)})"
+        ) from None
     model.eval()
     return Checkpoint(
         model=model,
-        threshold=threshold,
-        backbone=meta.get("backbone", {}),
+        threshold=float(meta["threshold"]),
+        backbone=meta["backbone"],
         meta=meta,
-        val_real_scores=tensors.get("val_real_scores", torch.empty(0)),
+        val_real_scores=tensors.get(SCORES_TENSOR, torch.empty(0)),
         path=weights,
     )
 
 
-def _model_fields(meta: dict, meta_path: Path) -> tuple[int, FlowConfig, float]:
-    """(feature dim, flow config, threshold) from the JSON; a missing or foreign field is
-    one clear error, not a KeyError/TypeError traceback (e.g. a hand-edited file)."""
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _expected_tensors(feature_dim: int, cfg: FlowConfig, weights: Path) -> dict[str, tuple]:
+    """name -> (shape, dtype) of the model the config describes, built without memory."""
     try:
-        flow = {k: v for k, v in meta["flow"].items() if k != "feature_dim"}
-        return int(meta["feature_dim"]), FlowConfig(**flow), float(meta["threshold"])
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        reason = f"missing field {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        with torch.device("meta"):
+            model = CLIPFlow(feature_dim, cfg)
+    except Exception as err:  # FrEIA's own refusals (e.g. a dimension it cannot split)
         raise CheckpointError(
-            f"{meta_path} is not a usable clipflow checkpoint ({reason}); re-run clipflow-train"
+            f"the flow config of {weights} cannot be built ({_first_line(err)})"
         ) from None
+    return {f"model.{k}": (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+
+
+_DTYPES = {"F32": torch.float32, "I64": torch.int64, "U8": torch.uint8}
+
+
+def _check_header(weights: Path, expected: dict[str, tuple]) -> None:
+    """Names, shapes and dtypes of the stored tensors vs the config's model, from the header."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            stored = {
+                k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()
+            }
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"cannot read {weights}: {_first_line(err)}") from None
+    extra = {SCORES_TENSOR: "F32", SPEC_TENSOR: "U8"}
+    missing = sorted(set(expected) - set(stored))
+    unknown = sorted(set(stored) - set(expected) - set(extra))
+    if missing or unknown:
+        what = f"missing {missing[0]}" if missing else f"unexpected tensor {unknown[0]}"
+        raise CheckpointError(
+            f"{weights} does not fit the feature_dim/flow of its {META_NAME} ({what})"
+        )
+    for name, (shape, dtype) in stored.items():
+        if name in extra:
+            ok = dtype == extra[name] and len(shape) == 1
+            want = f"1-d {extra[name]}"
+        else:
+            ok = shape == expected[name][0] and _DTYPES.get(dtype) == expected[name][1]
+            want = f"{list(expected[name][0])} {expected[name][1]}"
+        if not ok:
+            raise CheckpointError(
+                f"{weights} does not fit the feature_dim/flow of its {META_NAME} ({name} is "
+                f"{list(shape)} {dtype}, the config needs {want})"
+            )
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], where: Any) -> None:
+    """Every float finite (NaN weights would score NaN and label it real), every stored
+    permutation a permutation (a bad index would fail only when scoring)."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{where}: tensor {name} holds NaN or infinite values")
+        if name.endswith(".perm") and not _is_permutation(t, tensors.get(name + "_inv")):
+            raise CheckpointError(f"{where}: tensor {name} is not a permutation")
+
+
+def _is_permutation(perm: torch.Tensor, inverse: torch.Tensor | None) -> bool:
+    n = perm.numel()
+    if perm.dtype != torch.int64 or not torch.equal(perm.sort().values, torch.arange(n)):
+        return False
+    return (
+        inverse is not None
+        and inverse.shape == perm.shape
+        and torch.equal(inverse[perm], torch.arange(n))
+    )
+
+
+def _read_spec(weights: Path) -> torch.Tensor | None:
+    """The ``spec`` tensor alone (a few hundred bytes), or None in an older checkpoint."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            if SPEC_TENSOR not in f.keys():
+                return None
+            if f.get_slice(SPEC_TENSOR).get_dtype() != "U8":
+                raise CheckpointError(f"{weights}: its {SPEC_TENSOR} tensor is not bytes")
+            return f.get_tensor(SPEC_TENSOR)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"cannot read {weights}: {_first_line(err)}") from None
+
+
+def _check_spec(spec: torch.Tensor | None, meta: dict, weights: Path) -> None:
+    """The JSON's feature dim, flow and threshold must be those hashed into the weights."""
+    if spec is None:  # written before the spec tensor existed: the schema checks still held
+        return
+    try:
+        stored = json.loads(bytes(spec.reshape(-1).tolist()).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise CheckpointError(f"{weights}: its {SPEC_TENSOR} tensor is unreadable") from None
+    current = model_spec(meta["feature_dim"], meta["flow"], meta["threshold"])
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{weights}: its spec tensor is unreadable")
+    for key in ("feature_dim", "flow", "threshold"):
+        if stored.get(key) != current[key]:
+            raise CheckpointError(
+                f"{META_NAME} field {key} ({_short(current[key])}) differs from the value "
+                f"hashed into {weights.name} ({_short(stored.get(key))}): the JSON was edited; "
+                "restore it or retrain"
+            )
+
+
+# ----------------------------------------------------------------------------- use
+
+
+def require_feature_dim(ckpt: Checkpoint, backbone) -> None:
+    """The one check that a backbone's features fit a checkpoint's flow."""
+    if backbone.feature_dim != ckpt.model.feature_dim:
+        raise CheckpointError(
+            f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone {backbone.cfg.name} "
+            f"gives {backbone.feature_dim}-d; use the backbone it was trained with "
+            f"({ckpt.backbone.get('name')})"
+        )
+
+
+def eval_backbone_config(ckpt: Checkpoint, overrides: dict) -> BackboneConfig:
+    """The checkpoint's backbone, with the user's overrides (e.g. a local weights file)."""
+    recorded = {k: ckpt.backbone.get(k) for k in ("name", "pretrained", "precision", "preprocess")}
+    recorded = {k: v for k, v in recorded.items() if v is not None or k == "pretrained"}
+    return BackboneConfig(**{**recorded, **overrides})

@@ -28,15 +28,14 @@ import torch
 from PIL import Image, ImageOps
 
 from .backbone import Backbone, load_backbone
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint, eval_backbone_config, load_checkpoint, require_feature_dim
 from .config import resolve_device
-from .errors import CheckpointError, ClipflowError, UnreadableImageError
+from .errors import ClipflowError, UnreadableImageError
 from .features import extract_features
 from .fileio import atomic_write_text, display_path, unwritable_reason
 from .flow import score_features
 from .imageio import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8_tensor, scan_images
 from .metrics import false_positive_rate
-from .pipeline import eval_backbone_config
 from .preprocess import build_transform
 
 log = logging.getLogger(__name__)
@@ -70,11 +69,7 @@ class Detector:
     def __init__(
         self, ckpt: Checkpoint, backbone: Backbone, device: str = "cpu", batch_size: int = 32
     ):
-        if backbone.feature_dim != ckpt.model.feature_dim:
-            raise CheckpointError(
-                f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone {backbone.cfg.name} gives "
-                f"{backbone.feature_dim}-d; use the backbone it was trained with ({ckpt.backbone.get('name')})"
-            )
+        require_feature_dim(ckpt, backbone)
         self.ckpt, self.backbone, self.device = ckpt, backbone, device
         self.model = ckpt.model.to(device).eval()
         self.transform = build_transform(backbone)
@@ -92,7 +87,8 @@ class Detector:
     ) -> Detector:
         """Load ``path`` (run folder, ``model.safetensors`` or its JSON) and its backbone.
 
-        ``backbone`` overrides recorded fields, e.g. ``{"pretrained": "/local/weights.safetensors"}``.
+        ``backbone`` overrides recorded fields,
+        e.g. ``{"pretrained": "/local/weights.safetensors"}``.
         """
         return cls.from_loaded(load_checkpoint(path), device, backbone, batch_size)
 
@@ -104,7 +100,7 @@ class Detector:
         backbone: dict | None = None,
         batch_size: int = 32,
     ) -> Detector:
-        """Like :meth:`from_checkpoint`, for a checkpoint already loaded with ``load_checkpoint``."""
+        """Like :meth:`from_checkpoint`, for a checkpoint loaded with ``load_checkpoint``."""
         device = resolve_device(device)
         overrides = {k: v for k, v in (backbone or {}).items() if v is not None}
         return cls(

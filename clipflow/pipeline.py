@@ -17,10 +17,16 @@ import numpy as np
 import torch
 
 from . import distributed
-from .backbone import BackboneConfig, load_backbone
+from .backbone import load_backbone
 from .benchmark import check_set_names, summarize
 from .cache import FeatureCache, cached_extract
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    eval_backbone_config,
+    load_checkpoint,
+    require_feature_dim,
+    save_checkpoint,
+)
 from .config import EvalSettings, TrainSettings, resolve_device
 from .data import (
     TestSet,
@@ -29,7 +35,7 @@ from .data import (
     listing_skips,
     univfd_sample,
 )
-from .errors import CheckpointError, ClipflowError, DataError, TrainingDivergedError
+from .errors import ClipflowError, DataError, TrainingDivergedError
 from .features import IDENTITY, Variant
 from .fileio import atomic_write_text
 from .flow import CLIPFlow, score_features
@@ -68,13 +74,16 @@ class TrainedHead:
 
 
 def train_head(s: TrainSettings, backbone, split, cache, device) -> TrainedHead:
-    """Features (cached) -> fit -> threshold on the validation images: the core of a training run."""
+    """Features (cached) -> fit -> threshold on the validation images: the core of a training
+    run. A run that made no optimiser step, or whose scores are unusable, is refused here."""
     mode = s.train.mode
     feats, train_paths, skipped = train_features(s, backbone, split.train, cache, device)
     natural = feats[0] if mode in ("N", "N+P") else None
     proxy = feats[-1] if mode in ("P", "N+P") else None
     model = build_model(backbone.feature_dim, s)
     history = fit(model, natural, proxy, s.train, device)
+    if not history:  # fit refuses epochs < 1 itself; an untrained flow must never be saved
+        raise ClipflowError("training ran no epoch (train.epochs must be >= 1); nothing to save")
     val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
     threshold, val_real, val_info = calibrate(model, val, device)
     return TrainedHead(model, threshold, val_real, history, val_info, train_paths, skipped)
@@ -246,13 +255,18 @@ def validation_features(s: TrainSettings, backbone, paths, cache, device):
 
 
 def calibrate(model: CLIPFlow, val, device):
-    """SPEC §7: threshold maximising accuracy on natural val images vs their band-stop proxies."""
+    """SPEC §7: threshold maximising accuracy on natural val images vs their band-stop proxies.
+
+    Refuses (TrainingDivergedError) non-finite scores, a flow that gives every validation
+    image the same score (any threshold would then be arbitrary), and a non-finite threshold.
+    """
     real = score_features(model, val.features[0], device=device)
     proxy = score_features(model, val.features[1], device=device)
     _require_finite(torch.cat([real, proxy]))
     scores = torch.cat([real, proxy]).numpy()
     labels = np.r_[np.zeros(len(real), int), np.ones(len(proxy), int)]
     threshold = calibrate_threshold(scores, labels)
+    _require_usable_threshold(scores, threshold)
     info = {
         "n_images": len(val.paths),
         "n_skipped": len(val.skipped),
@@ -263,10 +277,25 @@ def calibrate(model: CLIPFlow, val, device):
 
 
 def _require_finite(scores: torch.Tensor) -> None:
+    if len(scores) == 0:
+        raise TrainingDivergedError("no validation scores to calibrate the threshold on")
     if not torch.isfinite(scores).all():
+        bad = int((~torch.isfinite(scores)).sum())
         raise TrainingDivergedError(
-            "the trained flow gives non-finite scores; retrain with loss=logsigmoid"
+            f"the trained flow gives non-finite scores to {bad} of {len(scores)} validation "
+            "images; retrain with loss=logsigmoid"
         )
+
+
+def _require_usable_threshold(scores: np.ndarray, threshold: float) -> None:
+    if np.ptp(scores) == 0:
+        raise TrainingDivergedError(
+            f"the trained flow gives all {len(scores)} validation images (natural and proxy) "
+            f"the same score {scores[0]:.6g}: the flow has collapsed and a threshold would be "
+            "meaningless; retrain (e.g. loss=logsigmoid, a lower train.lr, more images)"
+        )
+    if not np.isfinite(threshold):
+        raise TrainingDivergedError(f"the calibrated threshold is {threshold}; retrain")
 
 
 def _plain(d):
@@ -337,11 +366,7 @@ def prepare_eval(s: EvalSettings):
         raise DataError("no test images given — pass data.test_root=DIR")
     sets = select_test_sets(discover_test_sets(Path(s.data.test_root)), s)
     backbone = load_backbone(eval_backbone_config(ckpt, s.backbone), device)
-    if backbone.feature_dim != ckpt.model.feature_dim:
-        raise CheckpointError(
-            f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone {backbone.cfg.name} gives "
-            f"{backbone.feature_dim}-d; evaluate with the backbone it was trained with ({ckpt.backbone.get('name')})"
-        )
+    require_feature_dim(ckpt, backbone)
     ckpt.model.to(device)
     return device, ckpt, sets, backbone
 
@@ -386,13 +411,6 @@ def select_test_sets(sets: list[TestSet], s: EvalSettings) -> list[TestSet]:
     if s.data.protocol != "all":
         raise DataError(f"data.protocol={s.data.protocol!r}: use all or univfd")
     return sets
-
-
-def eval_backbone_config(ckpt: Checkpoint, overrides: dict) -> BackboneConfig:
-    """The checkpoint's backbone, with the user's overrides (e.g. a local weights file)."""
-    recorded = {k: ckpt.backbone.get(k) for k in ("name", "pretrained", "precision", "preprocess")}
-    recorded = {k: v for k, v in recorded.items() if v is not None or k == "pretrained"}
-    return BackboneConfig(**{**recorded, **overrides})
 
 
 def evaluate_sets(sets: list[TestSet], score_of: dict[str, float], threshold: float):

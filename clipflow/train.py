@@ -1,4 +1,12 @@
-"""Training the flow on features: the objectives of Eq. 6–7 and one short loop, no file I/O."""
+"""Training the flow on features: the objectives of Eq. 6–7 and one short loop, no file I/O.
+
+``loss=paper`` is Eq. 6 divided by C: mean q over natural features minus mean q over proxies
+(q = −log p/C − ½ log 2π, Eq. 8; the constant does not move the optimum). That is the
+objective the paper describes in words (maximise the natural images' likelihood, minimise the
+proxies'). Eq. 7 as printed carries the opposite sign on its natural term: taken literally it
+would *maximise* the natural images' negative log-likelihood, so it is not implemented
+verbatim.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +36,9 @@ class TrainConfig:
 
     Attributes:
         mode: ``N`` (natural only), ``P`` (proxies only) or ``N+P`` (both, paired).
-        loss: ``paper`` (Eq. 7 verbatim, unbounded below for proxies), ``logsigmoid``
-            (CFLOW-AD style, bounded; our default) or ``hinge`` (margin on the proxy score).
+        loss: ``paper`` (Eq. 6 / C, i.e. Eq. 7 with its natural-term sign corrected; unbounded
+            below for proxies), ``logsigmoid`` (CFLOW-AD style, bounded; our default) or
+            ``hinge`` (margin on the proxy score).
         epochs: ``None`` picks the paper's value for the mode (P 30, N+P 10; N 10).
         batch_size: images per step; an N+P step holds these images *and* their proxies.
         hinge_margin: m in relu(m − q) for ``loss=hinge``.
@@ -50,24 +59,53 @@ class TrainConfig:
         return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.mode]
 
     def validate(self) -> None:
+        """Raise ValueError on settings that cannot train (the settings layer turns it into a
+        one-line error); checked again by :func:`fit`, so library callers get it too."""
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r}: choose one of {', '.join(MODES)}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss={self.loss!r}: choose one of {', '.join(LOSSES)}")
+        epochs = self.resolved_epochs()
+        if not _is_int(epochs) or epochs < 1:
+            raise ValueError(f"train.epochs={epochs!r}: need at least 1 (or null for the paper's)")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise ValueError(f"train.batch_size={self.batch_size!r}: need an integer >= 1")
+        if not _finite(self.lr) or self.lr <= 0:
+            raise ValueError(f"train.lr={self.lr!r}: need a finite number > 0")
+        if not _finite(self.hinge_margin):
+            raise ValueError(f"train.hinge_margin={self.hinge_margin!r}: need a finite number")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def natural_term(u: torch.Tensor, log_jac: torch.Tensor, loss: str) -> torch.Tensor:
     """Per-sample loss that *raises* the likelihood of natural features.  -> (N,)."""
-    q = score_from(u, log_jac)
-    if loss == "logsigmoid":
-        # ℓ = log p / C = −q − ½ log 2π; softplus(−ℓ) = −log σ(ℓ).
-        return F.softplus(q + 0.5 * LOG_2PI)
-    return q  # paper and hinge: Eq. 7's natural half, q = −log p / C − ½ log 2π
+    return natural_from_score(score_from(u, log_jac), loss)
 
 
 def proxy_term(u: torch.Tensor, log_jac: torch.Tensor, loss: str, margin: float) -> torch.Tensor:
     """Per-sample loss that *lowers* the likelihood of proxy features.  -> (N,)."""
-    q = score_from(u, log_jac)
+    return proxy_from_score(score_from(u, log_jac), loss, margin)
+
+
+def natural_from_score(q: torch.Tensor, loss: str) -> torch.Tensor:
+    """:func:`natural_term` from the scores q (N,) already computed."""
+    if loss == "logsigmoid":
+        # ℓ = log p / C = −q − ½ log 2π; softplus(−ℓ) = −log σ(ℓ).
+        return F.softplus(q + 0.5 * LOG_2PI)
+    # paper and hinge: Eq. 6's natural half / C, q = −log p / C − ½ log 2π (Eq. 7 as printed
+    # has −q here, which would push natural images *away* from high likelihood)
+    return q
+
+
+def proxy_from_score(q: torch.Tensor, loss: str, margin: float) -> torch.Tensor:
+    """:func:`proxy_term` from the scores q (N,) already computed."""
     if loss == "logsigmoid":
         return F.softplus(-q - 0.5 * LOG_2PI)  # softplus(ℓ) = −log σ(−ℓ), bounded below by 0
     if loss == "hinge":
@@ -81,28 +119,31 @@ def batch_loss(
     proxy: torch.Tensor | None,
     cfg: TrainConfig,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 6–7 on one batch of natural (B, D) and/or proxy (B, D) features.
+    """Eq. 6 / C (or a bounded variant) on one batch of natural (B, D) and/or proxy (B, D)
+    features.
 
     Returns the loss and its parts as detached 0-d tensors (no host sync per step).
     """
-    # One flow pass over both halves: half the kernel launches of two passes.
+    # One flow pass over both halves: half the kernel launches of two passes; and one score
+    # per row, shared by the loss terms and the logged mean scores.
     parts_in = [x for x in (natural, proxy) if x is not None]
     u, lj = model(torch.cat(parts_in) if len(parts_in) > 1 else parts_in[0])
+    q = score_from(u, lj)  # (B,) or (2B,)
     total = torch.zeros((), device=u.device)
     parts: dict[str, torch.Tensor] = {}
     start = 0
     if natural is not None:
         end = start + len(natural)
-        term = natural_term(u[start:end], lj[start:end], cfg.loss).mean()
+        term = natural_from_score(q[start:end], cfg.loss).mean()
         total = total + term
         parts["natural"] = term.detach()
-        parts["q_natural"] = score_from(u[start:end], lj[start:end]).mean().detach()
+        parts["q_natural"] = q[start:end].mean().detach()
         start = end
     if proxy is not None:
-        term = proxy_term(u[start:], lj[start:], cfg.loss, cfg.hinge_margin).mean()
+        term = proxy_from_score(q[start:], cfg.loss, cfg.hinge_margin).mean()
         total = total + term
         parts["proxy"] = term.detach()
-        parts["q_proxy"] = score_from(u[start:], lj[start:]).mean().detach()
+        parts["q_proxy"] = q[start:].mean().detach()
     return total, parts
 
 
@@ -111,7 +152,7 @@ def _check_finite(mean_loss: float, epoch: int, cfg: TrainConfig) -> None:
     # the GPU never waits for the host inside an epoch.
     if not math.isfinite(mean_loss):
         hint = (
-            " (Eq. 7 is unbounded below for proxies; try loss=logsigmoid)"
+            " (loss=paper is unbounded below for proxies; try loss=logsigmoid)"
             if cfg.loss == "paper"
             else ""
         )
@@ -161,6 +202,8 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch + 1, model, history)
     model.eval()
+    if not history:  # unreachable after validate(); a trained-looking untrained flow is worse
+        raise ValueError("training ran no epoch; nothing was learned")
     return history
 
 
@@ -176,9 +219,12 @@ def _step_runner(
     The step only touches device tensors that live as long as the training (features, the
     index buffer, the epoch counter), which is what lets StepRunner capture it as a graph.
     """
-    capture = cfg.cuda_graph and torch.device(device).type == "cuda"
+    on_cuda = torch.device(device).type == "cuda"
+    capture = cfg.cuda_graph and on_cuda
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, capturable=capture)
+    # Fused Adam on CUDA: one kernel for all parameters instead of a few per tensor. On CPU
+    # the default (foreach) implementation is kept, so CPU numbers do not change.
+    opt = torch.optim.Adam(params, lr=cfg.lr, capturable=capture, fused=True if on_cuda else None)
     epoch_t = torch.zeros((), dtype=torch.long, device=device)
 
     def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:

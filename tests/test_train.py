@@ -1,6 +1,7 @@
-"""Eq. 7 objectives, the non-finite guard, reproducibility, and the method's qualitative claim."""
+"""Eq. 6 / C objectives, the guards, reproducibility, and the method's qualitative claim."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from clipflow.errors import TrainingDivergedError
 from clipflow.flow import CLIPFlow, FlowConfig, score_features
+from clipflow.pipeline import calibrate
 from clipflow.train import TrainConfig, batch_loss, fit, natural_term, proxy_term
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -19,11 +21,14 @@ def _uj(seed=0, n=7, c=5):
     return torch.randn(n, c, generator=g), torch.randn(n, generator=g)
 
 
-def test_losses_equal_eq7_by_hand():
+def test_losses_equal_eq6_over_c_by_hand():
     u, lj = _uj()
     c = u.shape[1]
     log_p = -0.5 * (u**2).sum(1) - 0.5 * c * math.log(2 * math.pi) + lj  # Eq. 3
     q = -log_p / c - HALF_LOG_2PI  # Eq. 8
+    # Eq. 6 / C: −log p / C for natural images (minimised: likelihood raised), +log p / C for
+    # proxies; q differs from −log p / C by a constant only. Eq. 7 as printed has the natural
+    # sign flipped, which would lower the natural likelihood.
     assert torch.allclose(natural_term(u, lj, "paper"), q, atol=1e-5)
     assert torch.allclose(proxy_term(u, lj, "paper", 1.0), -q, atol=1e-5)
     ell = log_p / c
@@ -45,6 +50,9 @@ def test_batch_loss_sums_both_terms_in_np_mode():
     assert parts["natural"].item() == pytest.approx(model.score(nat).mean().item(), abs=1e-5)
     assert parts["proxy"].item() == pytest.approx(-model.score(prx).mean().item(), abs=1e-5)
     assert total.item() == pytest.approx((parts["natural"] + parts["proxy"]).item(), abs=1e-5)
+    # the logged mean scores come from the same single score pass as the loss
+    assert parts["q_natural"].item() == pytest.approx(model.score(nat).mean().item(), abs=1e-5)
+    assert parts["q_proxy"].item() == pytest.approx(model.score(prx).mean().item(), abs=1e-5)
 
 
 def _synthetic(n=512, d=24, shift=1.0, seed=0):
@@ -121,3 +129,56 @@ def test_np_training_detects_unseen_shifted_features_better_than_n():
     auc_np, auc_n = auc("N+P"), auc("N")
     assert auc_np > 0.9
     assert auc_n < auc_np
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"epochs": 0}, "train.epochs"),
+        ({"epochs": -3}, "train.epochs"),
+        ({"batch_size": 0}, "train.batch_size"),
+        ({"lr": float("nan")}, "train.lr"),
+        ({"lr": 0.0}, "train.lr"),
+        ({"hinge_margin": float("inf")}, "train.hinge_margin"),
+    ],
+)
+def test_settings_that_cannot_train_are_refused_before_any_step(change, needle):
+    model = CLIPFlow(6, FlowConfig(dr_dim=3, n_blocks=1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(mode="N", batch_size=4, epochs=1)
+    for k, v in change.items():
+        setattr(cfg, k, v)
+    with pytest.raises(ValueError, match=needle):
+        fit(model, torch.randn(1, 8, 6), None, cfg)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _val(n=6, d=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(2, n, d, generator=g)
+    feats[1] += 1.0
+    return SimpleNamespace(features=feats, paths=[f"{i}.png" for i in range(n)], skipped=[])
+
+
+def test_calibrate_refuses_a_collapsed_flow():
+    model = CLIPFlow(6, FlowConfig(dr_dim=3, n_blocks=1))
+    with torch.no_grad():
+        model.dr.weight.zero_()  # every input maps to normalize(bias): one score for all
+    with pytest.raises(TrainingDivergedError, match="same score") as err:
+        calibrate(model, _val(), "cpu")
+    assert "\n" not in str(err.value)
+
+
+def test_calibrate_refuses_non_finite_scores():
+    model = CLIPFlow(6, FlowConfig(dr_dim=3, n_blocks=1, normalize=False))
+    with torch.no_grad():
+        model.dr.weight[0, 0] = float("inf")
+    with pytest.raises(TrainingDivergedError, match="non-finite"):
+        calibrate(model, _val(), "cpu")
+
+
+def test_calibrate_gives_a_finite_threshold_between_the_scores():
+    torch.manual_seed(0)
+    model = CLIPFlow(6, FlowConfig(dr_dim=3, n_blocks=1))
+    threshold, real, info = calibrate(model, _val(), "cpu")
+    assert math.isfinite(threshold) and len(real) == 6 and 0.5 <= info["acc"] <= 1.0

@@ -90,3 +90,28 @@ def test_cuda_graph_training_matches_eager(caplog):
         assert graph_row == pytest.approx(eager_row, rel=1e-4, abs=1e-6)
     for a, b in zip(*params):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_adam_is_fused_only_on_cuda(monkeypatch):
+    from clipflow import train
+
+    seen = []
+    real_adam = torch.optim.Adam
+
+    def recording_adam(params, **kwargs):
+        seen.append(kwargs)
+        return real_adam(params, **kwargs)
+
+    monkeypatch.setattr(train.torch.optim, "Adam", recording_adam)
+    natural, proxy = _features(n=40, d=8)
+    fit(CLIPFlow(8, FlowConfig(dr_dim=4, n_blocks=1)), natural, proxy, TrainConfig(epochs=1))
+    assert seen and seen[0]["fused"] is None  # CPU: the default implementation, numbers unchanged
+    if torch.cuda.is_available():
+        fit(
+            CLIPFlow(8, FlowConfig(dr_dim=4, n_blocks=1)),
+            natural,
+            proxy,
+            TrainConfig(epochs=1),
+            "cuda",
+        )
+        assert seen[1]["fused"] is True
