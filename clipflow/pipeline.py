@@ -3,7 +3,7 @@
 folder → images → (proxy) → backbone → features → flow → scores → metrics → report.
 Each step is a function of its own module; this file only wires them and writes files.
 The stages (train_features, validation_features, calibrate, test_features, prepare_eval)
-are public so that robustness.py and experiments.py compose the same steps.
+are public so that robustness.py and paper/experiments.py compose the same steps.
 """
 
 from __future__ import annotations

@@ -8,14 +8,14 @@ import pytest
 
 from clipflow.cli.reproduce import parse_args, run_reproduce
 from clipflow.errors import ClipflowError, DataError
-from clipflow.experiments import (
+from clipflow.paper.experiments import (
     Runner,
     RunOptions,
     list_experiments,
     load_experiment,
     merge_overrides,
 )
-from clipflow.paper_results import find_row
+from clipflow.paper.results import find_row
 
 ALL = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5"]
 

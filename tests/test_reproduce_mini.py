@@ -19,7 +19,7 @@ from sklearn.metrics import average_precision_score
 
 from clipflow.cli.reproduce import run_reproduce
 from clipflow.data import PAPER_ORDER
-from clipflow.paper_results import paper_row
+from clipflow.paper.results import paper_row
 from clipflow.report import RANDOM_WARNING
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,10 +12,16 @@ import pytest
 import torch
 
 from clipflow.data import DISPLAY_NAMES, PAPER_ORDER
-from clipflow.experiments import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, SeedRun
-from clipflow.paper_results import PAPER_TABLES, canonical_generator, load_table, paper_row
+from clipflow.paper.experiments import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, SeedRun
+from clipflow.paper.results import PAPER_TABLES, canonical_generator, load_table, paper_row
+from clipflow.paper.tables import (
+    comparison,
+    comparison_markdown,
+    mean_over,
+    summary_rows,
+    write_tables,
+)
 from clipflow.report import RANDOM_WARNING, scores_to_csv
-from clipflow.tables import comparison, comparison_markdown, mean_over, summary_rows, write_tables
 
 SPEC_SECTION_9 = {  # SPEC §9 headline numbers: the stored tables must agree with them
     ("table1_ap", "Ours", "N"): 54.23, ("table1_ap", "Ours", "P"): 93.85, ("table1_ap", "Ours", "N+P"): 95.56,

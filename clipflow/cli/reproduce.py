@@ -29,7 +29,8 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from ..errors import ClipflowError
-from ..experiments import (
+from ..fileio import atomic_write_text
+from ..paper.experiments import (
     ExperimentSpec,
     Runner,
     RunOptions,
@@ -37,8 +38,7 @@ from ..experiments import (
     load_experiment,
     merge_overrides,
 )
-from ..fileio import atomic_write_text
-from ..tables import summary_rows, write_tables
+from ..paper.tables import summary_rows, write_tables
 from .common import guarded
 
 log = logging.getLogger("clipflow")

@@ -30,23 +30,15 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from .backbone import BackboneConfig, load_backbone
-from .baselines import (
-    BASELINE_LABELS,
-    BASELINE_PAPER,
-    BASELINES,
-    LinearProbe,
-    Mahalanobis,
-    probe_fake_paths,
-)
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import EvalSettings, TrainSettings, resolve_device, train_settings
-from .data import discover_test_sets, discover_train_images
-from .errors import ClipflowError, DataError
-from .fileio import atomic_write_text
-from .flow import score_features
-from .metrics import calibrate_threshold
-from .pipeline import (
+from ..backbone import BackboneConfig, load_backbone
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import EvalSettings, TrainSettings, resolve_device, train_settings
+from ..data import discover_test_sets, discover_train_images
+from ..errors import ClipflowError, DataError
+from ..fileio import atomic_write_text
+from ..flow import score_features
+from ..metrics import calibrate_threshold
+from ..pipeline import (
     DEFAULT_RATIO,
     eval_backbone_config,
     evaluate_sets,
@@ -58,8 +50,16 @@ from .pipeline import (
     validation_features,
     validation_paths,
 )
-from .proxy import describe
-from .report import TABLE_COLUMNS, scores_to_csv, to_csv
+from ..proxy import describe
+from ..report import TABLE_COLUMNS, scores_to_csv, to_csv
+from .baselines import (
+    BASELINE_LABELS,
+    BASELINE_PAPER,
+    BASELINES,
+    LinearProbe,
+    Mahalanobis,
+    probe_fake_paths,
+)
 from .tables import run_metadata
 
 log = logging.getLogger(__name__)

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data import PAPER_ORDER
-from .fileio import atomic_write_bytes, atomic_write_text
-from .paper_results import PaperRow, find_row, load_table, paper_sets
-from .report import RANDOM_WARNING, to_csv
-from .versions import package_versions
+from ..data import PAPER_ORDER
+from ..fileio import atomic_write_bytes, atomic_write_text
+from ..report import RANDOM_WARNING, to_csv
+from ..versions import package_versions
+from .results import PaperRow, find_row, load_table, paper_sets
 
 if TYPE_CHECKING:  # experiments imports this module
-    from .config import TrainSettings
+    from ..config import TrainSettings
     from .experiments import RunOptions
 
 METRIC_NAMES = {"ap": "AP", "acc@val": "accuracy at the validation threshold", "auc": "ROC-AUC"}
@@ -78,7 +78,7 @@ def table_sets(result, table: str) -> tuple[list[tuple[str, str]], list[str]]:
     if result.spec.sets == "extra":
         return list(result.sets), list(evaluated)
     paper = [s for s in PAPER_ORDER if s in paper_sets(table)] or list(PAPER_ORDER)
-    from .data import display_name
+    from ..data import display_name
 
     rows = [(s, display_name(s)) for s in paper] + [
         (s, d) for s, d in result.sets if s not in paper
