@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 
@@ -37,3 +38,19 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def to_jsonable(value):
+    """Dataclass / dict / list -> JSON-safe values: tuples become lists, anything else str.
+
+    One conversion for everything recorded as settings (checkpoint meta, results.json).
+    """
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)  # Path, enums, ...: as json.dumps(default=str) would

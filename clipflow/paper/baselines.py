@@ -99,9 +99,7 @@ class LinearProbe:
     threshold: float = 0.0
     model: object | None = None
 
-    def fit(
-        self, real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray
-    ) -> LinearProbe:
+    def fit(self, real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray) -> LinearProbe:
         """Fit on real (N0, D) and fake (N1, D) training features (labels 0 / 1)."""
         x = np.concatenate([_numpy(real), _numpy(fake)])
         y = np.r_[np.zeros(len(real), int), np.ones(len(fake), int)]
