@@ -1,25 +1,23 @@
-"""clipflow-check-data data.test_root=DIR [data.train_root=DIR] [data.val_root=DIR] [extra_roots=[DIR]] [strict=true]
+"""Check benchmark folders before a run: counts per set vs the public release, layout problems.
 
-Prints every test set's real/fake counts next to the counts of the public release (SPEC §8),
-and flags what would silently change a result: one of the paper's 19 sets missing, empty
+Every test set's real/fake counts are set next to the counts of the public release (SPEC §8),
+and what would silently change a result is flagged: one of the paper's 19 sets missing, empty
 ``0_real``/``1_fake`` folders, images lying directly in a set folder instead of its
 ``0_real``/``1_fake``, generator folders whose reals cannot be found. Counts that differ from
-the release are warnings (``strict=true`` makes them errors too).
-
-Exit codes: 0 all good (warnings allowed), 1 something is wrong, 2 usage error.
+the release are warnings (``strict`` makes them errors too). clipflow-check-data is the
+command-line face of :func:`run_check`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-
-from ..data import (
+from .data import (
     FAKE_DIR,
     PAPER_ORDER,
     REAL_DIR,
@@ -28,9 +26,9 @@ from ..data import (
     discover_test_sets,
     display_name,
 )
-from ..errors import ClipflowError, DataError
-from ..imageio import is_image_file, list_images, list_subdirs
-from .common import guarded
+from .errors import ClipflowError, DataError
+from .imageio import is_image_file, list_images, list_subdirs
+from .overrides import as_list, parse_overrides
 
 # (real, fake) of the public releases (SPEC §8); UnivFD's diffusion sets: 1,000 fakes each,
 # with 1,000 reals in the shared pool.
@@ -147,7 +145,7 @@ def _walk(root: Path):
 
 
 def check_train_root(root: Path, what: str) -> tuple[list[tuple[str, int, int]], list[Finding]]:
-    """Per-class (class, n_real, n_fake) of a ``<class>/{0_real,1_fake}`` training/validation root."""
+    """(class, n_real, n_fake) per class of a ``<class>/{0_real,1_fake}`` train or val root."""
     if not root.is_dir():
         return [], [Finding("error", f"{what}: folder not found: {root}")]
     classes = [c for c in list_subdirs(root) if (c / REAL_DIR).is_dir() or (c / FAKE_DIR).is_dir()]
@@ -198,38 +196,74 @@ def format_sets(root: Path, rows: list[SetRow]) -> str:
     return "\n".join(lines)
 
 
-def run_check(argv: list[str], out=sys.stdout) -> int:
+@dataclass
+class CheckRequest:
+    """What to check: any of the roots of a run; ``strict`` turns count warnings into errors."""
+
+    test_root: str | None = None
+    train_root: str | None = None
+    val_root: str | None = None
+    extra_roots: list[str] | None = None
+    strict: bool = False
+
+
+_KEYS = {
+    "data.test_root": "test_root",
+    "data.train_root": "train_root",
+    "data.val_root": "val_root",
+    "extra_roots": "extra_roots",
+    "data.extra_roots": "extra_roots",
+    "strict": "strict",
+}
+
+
+def parse_request(argv: Iterable[str]) -> CheckRequest:
+    """``data.test_root=DIR extra_roots=[DIR,...] strict=true ...`` -> a request."""
+    req = CheckRequest()
+    for o in parse_overrides(argv):
+        if o.key not in _KEYS:
+            raise ClipflowError(f"unknown key {o.key!r}; use {', '.join(sorted(_KEYS))}")
+        if _KEYS[o.key] == "extra_roots":
+            req.extra_roots = [str(v) for v in as_list(o.value)]
+        else:
+            setattr(req, _KEYS[o.key], o.value)
+    return req
+
+
+def run_check(argv: Iterable[str], out: TextIO = sys.stdout) -> int:
     """Check the roots named in ``argv``; print the report; return the exit code."""
-    args = _parse(argv)
-    if not any(
-        args.get(k) for k in ("data.test_root", "data.train_root", "data.val_root", "extra_roots")
-    ):
+    return check(parse_request(argv), out)
+
+
+def check(req: CheckRequest, out: TextIO = sys.stdout) -> int:
+    """Print the report of ``req`` to ``out``; 0 all good (warnings allowed), 1 a problem."""
+    if not any((req.test_root, req.train_root, req.val_root, req.extra_roots)):
         raise ClipflowError(
             "nothing to check — pass data.test_root=DIR (and/or data.train_root, data.val_root)"
         )
     findings: list[Finding] = []
-    if args.get("data.test_root"):
-        rows, f = check_test_root(Path(args["data.test_root"]))
-        print(format_sets(Path(args["data.test_root"]), rows), file=out)
+    if req.test_root:
+        rows, f = check_test_root(Path(req.test_root))
+        print(format_sets(Path(req.test_root), rows), file=out)
         findings += f
-    for root in args.get("extra_roots") or []:
+    for root in req.extra_roots or []:
         rows, f = check_test_root(Path(root), extra=True)
         print(format_sets(Path(root), rows), file=out)
         findings += f
-    for key in ("data.train_root", "data.val_root"):
-        if args.get(key):
-            classes, f = check_train_root(Path(args[key]), key.split(".")[1])
-            total = (sum(c[1] for c in classes), sum(c[2] for c in classes))
+    for what, root in (("train_root", req.train_root), ("val_root", req.val_root)):
+        if root:
+            classes, f = check_train_root(Path(root), what)
+            n_real, n_fake = sum(c[1] for c in classes), sum(c[2] for c in classes)
             print(
-                f"{key.split('.')[1]} {args[key]}: {len(classes)} classes, {total[0]} real, {total[1]} fake "
+                f"{what} {root}: {len(classes)} classes, {n_real} real, {n_fake} fake "
                 f"(1_fake is read only by the UnivFD linear-probe baseline)",
                 file=out,
             )
             findings += f
-    return _report(findings, bool(args.get("strict")), out)
+    return _report(findings, bool(req.strict), out)
 
 
-def _report(findings: list[Finding], strict: bool, out) -> int:
+def _report(findings: list[Finding], strict: bool, out: TextIO) -> int:
     for f in findings:
         print(f"{f.level.upper()}: {f.message}", file=out)
     errors = [f for f in findings if f.level == "error" or (strict and f.level == "warning")]
@@ -240,50 +274,3 @@ def _report(findings: list[Finding], strict: bool, out) -> int:
         file=out,
     )
     return 1 if errors else 0
-
-
-def _parse(argv: list[str]) -> dict:
-    parser, known = (
-        OverridesParser.create(),
-        {
-            "data.test_root",
-            "data.train_root",
-            "data.val_root",
-            "extra_roots",
-            "data.extra_roots",
-            "strict",
-        },
-    )
-    args: dict = {}
-    for arg in argv:
-        try:
-            o = parser.parse_override(arg)
-        except Exception as err:
-            raise ClipflowError(
-                f"cannot parse argument {arg!r}: {str(err).splitlines()[0]}"
-            ) from None
-        if o.key_or_group not in known:
-            raise ClipflowError(f"unknown key {o.key_or_group!r}; use {', '.join(sorted(known))}")
-        value = o.value()
-        key = "extra_roots" if o.key_or_group == "data.extra_roots" else o.key_or_group
-        args[key] = (
-            [str(v) for v in value]
-            if key == "extra_roots" and isinstance(value, list)
-            else ([str(value)] if key == "extra_roots" else value)
-        )
-    return args
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return
-    logging.basicConfig(
-        level=logging.ERROR
-    )  # discovery's warnings are reported as findings instead
-    guarded(lambda: sys.exit(run_check(argv)))
-
-
-if __name__ == "__main__":
-    main()

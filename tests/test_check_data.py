@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 from fixtures_images import write_image
 
-from clipflow.cli.check_data import run_check
+from clipflow.benchmark_check import run_check
 from clipflow.data import PAPER_ORDER
 from clipflow.errors import ClipflowError
 from clipflow.synthetic import make_benchmark
