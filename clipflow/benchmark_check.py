@@ -230,13 +230,15 @@ def parse_request(argv: Iterable[str]) -> CheckRequest:
     return req
 
 
-def run_check(argv: Iterable[str], out: TextIO = sys.stdout) -> int:
+def run_check(argv: Iterable[str], out: TextIO | None = None) -> int:
     """Check the roots named in ``argv``; print the report; return the exit code."""
     return check(parse_request(argv), out)
 
 
-def check(req: CheckRequest, out: TextIO = sys.stdout) -> int:
-    """Print the report of ``req`` to ``out``; 0 all good (warnings allowed), 1 a problem."""
+def check(req: CheckRequest, out: TextIO | None = None) -> int:
+    """Print the report of ``req`` to ``out`` (default: stdout at call time); 0 all good
+    (warnings allowed), 1 a problem."""
+    out = out or sys.stdout
     if not any((req.test_root, req.train_root, req.val_root, req.extra_roots)):
         raise ClipflowError(
             "nothing to check — pass data.test_root=DIR (and/or data.train_root, data.val_root)"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from clipflow.cli.reproduce import parse_args, run_reproduce
 from clipflow.errors import ClipflowError, DataError
 from clipflow.paper.experiments import (
     Runner,
@@ -15,6 +14,7 @@ from clipflow.paper.experiments import (
     load_experiment,
     merge_overrides,
 )
+from clipflow.paper.reproduce import parse_args, run_reproduce
 from clipflow.paper.results import find_row
 
 ALL = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5"]

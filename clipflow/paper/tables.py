@@ -145,7 +145,11 @@ def comparison(
 
 def _cell(row: dict, arm: str) -> list[str]:
     ours, std, paper, diff = (row.get(f"{arm}:{k}") for k in ("ours", "std", "paper", "diff"))
-    return ["missing" if ours is None else _fmt(ours, std), _fmt(paper), _signed(diff)]
+    return [
+        "missing" if ours is None else fmt_number(ours, std),
+        fmt_number(paper),
+        fmt_signed(diff),
+    ]
 
 
 def comparison_markdown(result: ExperimentResult, table: str, metric: str) -> str:
@@ -277,13 +281,13 @@ def _summary_tables(spec: ExperimentSpec) -> tuple[str | None, str | None]:
     return ap, acc
 
 
-def _fmt(v: float | None, std: float | None = None) -> str:
+def fmt_number(v: float | None, std: float | None = None) -> str:
     if v is None:
         return "—"
     return f"{v:.2f} ± {std:.2f}" if std is not None else f"{v:.2f}"
 
 
-def _signed(v: float | None) -> str:
+def fmt_signed(v: float | None) -> str:
     return "" if v is None else f"{v:+.2f}"
 
 
@@ -297,13 +301,13 @@ def summary_markdown(result: ExperimentResult) -> str:
             r["arm"],
             r["kind"],
             f"{r['n_params']:,}",
-            _fmt(r["mAP"], r["mAP_std"]),
-            _fmt(r["paper_mAP"]),
-            _signed(r["diff_mAP"]),
-            _fmt(r["mean_acc"], r["mean_acc_std"]),
-            _fmt(r["paper_acc"]),
-            _signed(r["diff_acc"]),
-            _fmt(r["mean_acc@oracle"]),
+            fmt_number(r["mAP"], r["mAP_std"]),
+            fmt_number(r["paper_mAP"]),
+            fmt_signed(r["diff_mAP"]),
+            fmt_number(r["mean_acc"], r["mean_acc_std"]),
+            fmt_number(r["paper_acc"]),
+            fmt_signed(r["diff_acc"]),
+            fmt_number(r["mean_acc@oracle"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return (
