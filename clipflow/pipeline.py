@@ -322,8 +322,9 @@ def prepare_eval(s: EvalSettings) -> EvalInputs:
     backbone = load_backbone(eval_backbone_config(ckpt, s.backbone), device)
     if backbone.feature_dim != ckpt.model.feature_dim:
         raise CheckpointError(
-            f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone {backbone.cfg.name} gives "
-            f"{backbone.feature_dim}-d; evaluate with the backbone it was trained with ({ckpt.backbone.get('name')})"
+            f"checkpoint expects {ckpt.model.feature_dim}-d features, backbone "
+            f"{backbone.cfg.name} gives {backbone.feature_dim}-d; evaluate with the backbone "
+            f"it was trained with ({ckpt.backbone.get('name')})"
         )
     ckpt.model.to(device)
     return EvalInputs(device, ckpt, sets, backbone)

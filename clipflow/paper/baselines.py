@@ -54,14 +54,15 @@ def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 @dataclass
 class Mahalanobis:
-    """Gaussian density of natural features; score = distance to its mean (higher = more anomalous)."""
+    """Gaussian density of natural features; score = distance to its mean (higher = more fake)."""
 
     mean: np.ndarray | None = None  # (D,)
     precision: np.ndarray | None = None  # (D, D)
     shrinkage: float | None = None
 
     def fit(self, natural: torch.Tensor | np.ndarray) -> Mahalanobis:
-        """Fit on natural features (N, D) only; Ledoit–Wolf keeps the covariance invertible for N < D."""
+        """Fit on natural features (N, D) only; Ledoit–Wolf keeps the covariance invertible
+        for N < D."""
         x = _numpy(natural)
         if len(x) < 2:
             raise ValueError("the Mahalanobis baseline needs at least 2 natural features")

@@ -192,7 +192,8 @@ class Runner:
             names = [t.name for t in sets + extra]
             if len(set(names)) < len(names):
                 raise DataError(
-                    f"test set names occur twice across data.test_root and extra_roots: {sorted(names)}"
+                    "test set names occur twice across data.test_root and extra_roots: "
+                    f"{sorted(names)}"
                 )
             # seed 0 always: test crops are deterministic, so every seed shares one extraction.
             fs = test_features(backbone, sets + extra, s.data, feature_cache(s.data), device, 0)

@@ -162,7 +162,8 @@ def comparison_markdown(result: ExperimentResult, table: str, metric: str) -> st
         lines.append("| " + " | ".join([name] + [c for a in arms for c in _cell(row, a)]) + " |")
     caption = load_table(table)[0].caption if load_table(table) else table
     text = [
-        f"# {result.spec.title}: {METRIC_NAMES.get(metric, metric)} (%), ours vs the paper ({table})",
+        f"# {result.spec.title}: {METRIC_NAMES.get(metric, metric)} (%), "
+        f"ours vs the paper ({table})",
         "",
         result.spec.description.strip(),
         "",
@@ -170,7 +171,8 @@ def comparison_markdown(result: ExperimentResult, table: str, metric: str) -> st
         "",
         "\n".join(lines),
         "",
-        f"Source: {caption} Δ = ours − paper; — = the paper gives no number; 'missing' = set not found here.",
+        f"Source: {caption} Δ = ours − paper; — = the paper gives no number; "
+        "'missing' = set not found here.",
         "The mean row averages the paper's sets only, per seed, then over seeds (± sample std).",
     ]
     text += [f"- {n}" for n in notes]
@@ -213,9 +215,11 @@ def provenance(meta: dict) -> str:
     )
     text = (
         f"**Produced by** backbone `{bb.get('name')}` (weights `{bb.get('weights_id')}`, "
-        f"precision {bb.get('precision')}); preprocessing `{pre}` ({how}); test protocol `{meta.get('protocol')}`; "
-        f"seeds {meta.get('seeds')}; training: {tr.get('per_class') or 'all'} natural images per class, {tr.get('views')} "
-        f"view(s), loss `{tr.get('loss')}`, lr {tr.get('lr')}, batch {tr.get('batch_size')}, epochs {epochs}, "
+        f"precision {bb.get('precision')}); preprocessing `{pre}` ({how}); "
+        f"test protocol `{meta.get('protocol')}`; seeds {meta.get('seeds')}; "
+        f"training: {tr.get('per_class') or 'all'} natural images per class, "
+        f"{tr.get('views')} view(s), loss `{tr.get('loss')}`, lr {tr.get('lr')}, "
+        f"batch {tr.get('batch_size')}, epochs {epochs}, "
         f"{tr.get('n_blocks')} coupling blocks; threshold: {meta.get('validation')}."
     )
     if meta.get("overrides"):
@@ -293,7 +297,8 @@ def fmt_signed(v: float | None) -> str:
 
 def summary_markdown(result: ExperimentResult) -> str:
     lines = [
-        "| arm | kind | trainable params | mAP | paper mAP | Δ mAP | mean acc | paper acc | Δ acc | acc@oracle |",
+        "| arm | kind | trainable params | mAP | paper mAP | Δ mAP "
+        "| mean acc | paper acc | Δ acc | acc@oracle |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary_rows(result):
@@ -313,8 +318,9 @@ def summary_markdown(result: ExperimentResult) -> str:
     return (
         f"# {result.spec.title}: summary per arm\n\n{provenance(result.meta)}\n\n"
         + "\n".join(lines)
-        + "\n\nmAP / mean acc over the paper's sets (acc at the validation threshold; acc@oracle picks the best "
-        "threshold on the test labels). Trainable parameters: DR + flow (baselines: their fitted numbers).\n"
+        + "\n\nmAP / mean acc over the paper's sets (acc at the validation threshold; "
+        "acc@oracle picks the best threshold on the test labels). "
+        "Trainable parameters: DR + flow (baselines: their fitted numbers).\n"
     )
 
 
@@ -386,7 +392,7 @@ def _figure(figsize: tuple[float, float]) -> Figure:
 
 
 def write_plots(result: ExperimentResult, folder: Path) -> dict[str, Path]:
-    """The PNGs the experiment asks for: ``bars``, ``histograms`` (Fig. 3), ``dr_curve`` (Fig. 4)."""
+    """The PNGs the experiment asks for: bars, histograms (Fig. 3), dr_curve (Fig. 4)."""
     out: dict[str, Path] = {}
     if "bars" in result.spec.plots:
         out["ap_per_set.png"] = plot_bars(result, folder / "ap_per_set.png")
