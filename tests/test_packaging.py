@@ -73,3 +73,5 @@ def test_wheel_install_finds_configs(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert "name: tiny" in proc.stdout and "mode: N+P" in proc.stdout
     assert (site / "clipflow" / "configs" / "proxy" / "freq_mask.yaml").is_file()
+    numbers = site / "clipflow" / "paper" / "numbers"  # the paper's numbers ship as data
+    assert {p.name for p in numbers.glob("*.csv")} >= {"table1_ap.csv", "table5_ap.csv"}
