@@ -67,6 +67,8 @@ def _layout(ts: TestSet) -> str:
 
 def check_test_root(root: Path, extra: bool = False) -> tuple[list[SetRow], list[Finding]]:
     """Per-set rows and findings for a benchmark root (``extra``: user folders, no 19-set check)."""
+    if not root.is_dir():  # scanning a missing root would end in a traceback
+        return [], [Finding("error", f"folder not found: {root}")]
     findings = structural_findings(root)
     try:
         sets = discover_test_sets(root)

@@ -101,6 +101,12 @@ def test_command_on_a_good_tree(tmp_path: Path, capsys):
     assert "test sets under" in out and "glide_100_10" in out
 
 
+def test_missing_root_is_a_finding_not_a_traceback(tmp_path: Path):
+    code, text = _check(f"data.test_root={tmp_path / 'nope'}", f"extra_roots=[{tmp_path / 'x'}]")
+    assert code == 1 and f"ERROR: folder not found: {tmp_path / 'nope'}" in text
+    assert f"folder not found: {tmp_path / 'x'}" in text
+
+
 def test_request_from_arguments():
     req = parse_request(["data.test_root=/t", "data.extra_roots=/e", "strict=true"])
     assert req == CheckRequest(test_root="/t", extra_roots=["/e"], strict=True)
