@@ -21,6 +21,7 @@ device=cuda, data.*, train.epochs=..., flow.n_blocks=...). ``--list`` lists the 
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from ..paper.experiments import list_experiments, load_experiment
@@ -37,7 +38,18 @@ def main(argv: list[str] | None = None) -> None:
         for name in list_experiments():
             print(f"{name:14s} {load_experiment(name).title}")
         return
+    _warnings_to_stderr()
     guarded(lambda: run_reproduce(argv))
+
+
+def _warnings_to_stderr() -> None:
+    """Warnings on the console; the INFO chatter goes only to <out>/reproduce.log (no Hydra)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        console = logging.StreamHandler()
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(console)
 
 
 if __name__ == "__main__":

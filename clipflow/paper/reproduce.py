@@ -126,6 +126,8 @@ def reproduce(
         dry_run(specs, runner)
         return {}
     opts.out.mkdir(parents=True, exist_ok=True)
+    clip = logging.getLogger("clipflow")
+    level = clip.level
     handler = _log_to(opts.out / "reproduce.log")
     written: dict[str, dict[str, Path]] = {}
     summaries = []
@@ -142,8 +144,9 @@ def reproduce(
                 f"{spec.name}: {time.perf_counter() - start:.1f} s -> {opts.out / spec.name}\n",
                 flush=True,
             )
-    finally:
-        logging.getLogger("clipflow").removeHandler(handler)
+    finally:  # leave the caller's logging as it was
+        clip.removeHandler(handler)
+        clip.setLevel(level)
         handler.close()
     atomic_write_text(opts.out / "index.md", index_markdown(summaries, written))
     return written
@@ -183,16 +186,10 @@ def index_markdown(summaries, written: dict[str, dict[str, Path]]) -> str:
 
 
 def _log_to(path: Path) -> logging.Handler:
-    """The library's INFO log goes to ``path``; warnings also reach stderr (no Hydra here)."""
+    """The library's INFO log goes to ``path`` (the console is the caller's business)."""
     clip = logging.getLogger("clipflow")
     clip.setLevel(logging.INFO)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     clip.addHandler(handler)
-    root = logging.getLogger()
-    if not root.handlers:  # warnings to stderr, the INFO chatter only to the file
-        console = logging.StreamHandler()
-        console.setLevel(logging.WARNING)
-        console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(console)
     return handler
