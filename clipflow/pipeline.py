@@ -61,7 +61,7 @@ class TrainedHead:
 
 
 def train_head(s: TrainSettings, backbone, split, cache, device) -> TrainedHead:
-    """Features (cached) -> fit -> threshold on the validation images: the core of a training run."""
+    """Features (cached) -> fit -> threshold on the validation images: a training run's core."""
     tf = train_features(s, backbone, split.train, cache, device)
     model = build_model(backbone.feature_dim, s)
     history = fit(model, tf.natural, tf.proxy, s.train, device)
@@ -120,7 +120,7 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
 
 
 def validation_paths(s: TrainSettings, held_out: list[Path]) -> list[Path]:
-    """The threshold's natural images: ``data.val_root`` when given, else the held-out part of train."""
+    """The threshold's natural images: ``data.val_root`` when given, else train's held-out part."""
     if s.data.val_root:
         return discover_train_images(
             Path(s.data.val_root), per_class=None, val_fraction=0.0, seed=s.seed

@@ -60,8 +60,10 @@ def test_wheel_install_finds_configs(tmp_path: Path):
         capture_output=True,
     )
     code = (
-        "import clipflow, sys; assert clipflow.__file__.startswith(sys.argv[1]), clipflow.__file__; "
-        "from clipflow.cli.train import main; sys.argv = ['clipflow-train', '--cfg', 'job', 'backbone=tiny']; main()"
+        "import clipflow, sys; "
+        "assert clipflow.__file__.startswith(sys.argv[1]), clipflow.__file__; "
+        "from clipflow.cli.train import main; "
+        "sys.argv = ['clipflow-train', '--cfg', 'job', 'backbone=tiny']; main()"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(site)],
