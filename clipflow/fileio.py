@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import tempfile
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 
@@ -125,3 +126,19 @@ def unwritable_reason(path: Path) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"the folder {display_path(folder)} is not writable"
     return None
+
+
+def to_jsonable(value):
+    """Dataclass / dict / list -> JSON-safe values: tuples become lists, anything else str.
+
+    One conversion for everything recorded as settings (checkpoint meta, results.json).
+    """
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)  # Path, enums, ...: as json.dumps(default=str) would

@@ -3,21 +3,22 @@
 folder → images → (proxy) → backbone → features → flow → scores → metrics → report.
 Each step is a function of its own module; this file only wires them and writes files.
 The stages (train_features, validation_features, calibrate, test_features, prepare_eval)
-are public so that robustness.py and experiments.py compose the same steps.
+are public so that robustness.py and paper/experiments.py compose the same steps.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from . import distributed
-from .backbone import load_backbone
+from .backbone import Backbone, load_backbone
 from .benchmark import check_set_names, summarize
 from .cache import FeatureCache, cached_extract
 from .checkpoint import (
@@ -37,7 +38,7 @@ from .data import (
 )
 from .errors import ClipflowError, DataError, TrainingDivergedError
 from .features import IDENTITY, Variant
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, to_jsonable
 from .flow import CLIPFlow, score_features
 from .imageio import max_pixels_of
 from .metrics import calibrate_threshold, dataset_metrics
@@ -76,17 +77,14 @@ class TrainedHead:
 def train_head(s: TrainSettings, backbone, split, cache, device) -> TrainedHead:
     """Features (cached) -> fit -> threshold on the validation images: the core of a training
     run. A run that made no optimiser step, or whose scores are unusable, is refused here."""
-    mode = s.train.mode
-    feats, train_paths, skipped = train_features(s, backbone, split.train, cache, device)
-    natural = feats[0] if mode in ("N", "N+P") else None
-    proxy = feats[-1] if mode in ("P", "N+P") else None
+    tf = train_features(s, backbone, split.train, cache, device)
     model = build_model(backbone.feature_dim, s)
-    history = fit(model, natural, proxy, s.train, device)
+    history = fit(model, tf.natural, tf.proxy, s.train, device)
     if not history:  # fit refuses epochs < 1 itself; an untrained flow must never be saved
         raise ClipflowError("training ran no epoch (train.epochs must be >= 1); nothing to save")
     val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
     threshold, val_real, val_info = calibrate(model, val, device)
-    return TrainedHead(model, threshold, val_real, history, val_info, train_paths, skipped)
+    return TrainedHead(model, threshold, val_real, history, val_info, tf.paths, tf.skipped)
 
 
 def run_train(s: TrainSettings, run_dir: Path) -> Path:
@@ -130,7 +128,7 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
         head.model,
         head.threshold,
         backbone.describe(),
-        _plain(asdict(s)),
+        to_jsonable(s),
         head.val_real_scores,
         extra,
     )
@@ -139,7 +137,7 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
 
 
 def validation_paths(s: TrainSettings, held_out: list[Path]) -> list[Path]:
-    """The threshold's natural images: ``data.val_root`` when given, else the held-out part of train."""
+    """The threshold's natural images: ``data.val_root`` when given, else train's held-out part."""
     if s.data.val_root:
         return discover_train_images(
             Path(s.data.val_root), per_class=None, val_fraction=0.0, seed=s.seed
@@ -206,7 +204,26 @@ def proxy_variant(cfg: ProxyConfig, mode: str) -> Variant:
 VALIDATION_PROXY = Variant("bandstop(30,100)@256", lambda img, gen: bandstop(img))
 
 
-def train_features(s: TrainSettings, backbone, paths, cache, device):
+class TrainFeatures(NamedTuple):
+    """Training features of one mode: (K, V, N, D) for K variants × V views of N images."""
+
+    features: torch.Tensor
+    paths: list[str]  # the N images read
+    skipped: list[tuple[str, str]]
+    mode: str  # N: K = [natural]; P: [proxy]; N+P: [natural, proxy]
+
+    @property
+    def natural(self) -> torch.Tensor | None:
+        """(V, N, D) features of the images as they are; None in mode P."""
+        return self.features[0] if self.mode in ("N", "N+P") else None
+
+    @property
+    def proxy(self) -> torch.Tensor | None:
+        """(V, N, D) features of the proxies; None in mode N."""
+        return self.features[-1] if self.mode in ("P", "N+P") else None
+
+
+def train_features(s: TrainSettings, backbone, paths, cache, device) -> TrainFeatures:
     """(K, V, N, D) features for K variants (natural and/or proxy) × V views of N images."""
     mode = s.train.mode
     proxy = proxy_variant(s.proxy, mode)
@@ -233,7 +250,7 @@ def train_features(s: TrainSettings, backbone, paths, cache, device):
         raise DataError(
             f"none of the {len(paths)} training images could be read; see the warnings above"
         )
-    return torch.stack(views, dim=1), kept, skipped
+    return TrainFeatures(torch.stack(views, dim=1), kept, skipped, mode)
 
 
 def validation_features(s: TrainSettings, backbone, paths, cache, device):
@@ -298,15 +315,6 @@ def _require_usable_threshold(scores: np.ndarray, threshold: float) -> None:
         raise TrainingDivergedError(f"the calibrated threshold is {threshold}; retrain")
 
 
-def _plain(d):
-    """Dataclass dict -> JSON-safe values (paths as strings)."""
-    if isinstance(d, dict):
-        return {k: _plain(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_plain(v) for v in d]
-    return str(d) if isinstance(d, Path) else d
-
-
 def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
     """Fill the feature cache for the train / val / test stages (torchrun shards the files)."""
     unknown = sorted(set(stages) - {"train", "val", "test"})
@@ -324,10 +332,10 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
             Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
         )
     if "train" in stages and split:
-        _, kept, skipped = train_features(s, backbone, split.train, cache, device)
+        tf = train_features(s, backbone, split.train, cache, device)
         summary["train"] = {
-            "n_images": len(kept),
-            "n_skipped": len(split.skipped) + len(skipped),
+            "n_images": len(tf.paths),
+            "n_skipped": len(split.skipped) + len(tf.skipped),
             "views": n_views(s),
             "mode": s.train.mode,
         }
@@ -358,8 +366,17 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def prepare_eval(s: EvalSettings):
-    """(device, checkpoint, test sets, backbone) for an evaluation, every input checked first."""
+class EvalInputs(NamedTuple):
+    """What an evaluation needs, every input checked."""
+
+    device: str
+    ckpt: Checkpoint
+    sets: list[TestSet]
+    backbone: Backbone
+
+
+def prepare_eval(s: EvalSettings) -> EvalInputs:
+    """Device, checkpoint, test sets and backbone for an evaluation, every input checked first."""
     device = resolve_device(s.device)
     ckpt = load_checkpoint(s.ckpt)
     if not s.data.test_root:
@@ -368,23 +385,23 @@ def prepare_eval(s: EvalSettings):
     backbone = load_backbone(eval_backbone_config(ckpt, s.backbone), device)
     require_feature_dim(ckpt, backbone)
     ckpt.model.to(device)
-    return device, ckpt, sets, backbone
+    return EvalInputs(device, ckpt, sets, backbone)
 
 
 def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
     """Score every dataset under ``data.test_root`` with a checkpoint; write the result files."""
-    device, ckpt, sets, backbone = prepare_eval(s)
-    fs = test_features(backbone, sets, s.data, feature_cache(s.data), device, s.seed)
+    ev = prepare_eval(s)
+    fs = test_features(ev.backbone, ev.sets, s.data, feature_cache(s.data), ev.device, s.seed)
     score_of = dict(
-        zip(fs.paths, score_features(ckpt.model, fs.features[0], device=device).tolist())
+        zip(fs.paths, score_features(ev.ckpt.model, fs.features[0], device=ev.device).tolist())
     )
-    rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold)
+    rows, score_rows = evaluate_sets(ev.sets, score_of, ev.ckpt.threshold)
     if not rows:
         raise DataError(
             "no dataset had readable real and fake images; see skipped.txt and the warnings"
         )
-    meta = eval_metadata(ckpt, backbone, s)
-    skipped = listing_skips(sets) + fs.skipped
+    meta = eval_metadata(ev.ckpt, ev.backbone, s)
+    skipped = listing_skips(ev.sets) + fs.skipped
     return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, skipped)
 
 
@@ -441,13 +458,18 @@ def evaluate_sets(sets: list[TestSet], score_of: dict[str, float], threshold: fl
     return rows, score_rows
 
 
+def describe_protocol(data) -> str:
+    """The test protocol as recorded next to every number: ``all`` or the UnivFD sampling."""
+    if data.protocol == "all":
+        return "all"
+    return f"univfd(max_per_class={data.max_per_class}, seed=0)"
+
+
 def eval_metadata(ckpt: Checkpoint, backbone, s: EvalSettings) -> dict:
     return {
         "backbone": backbone.describe(),
         "preprocess": backbone.cfg.preprocess,
-        "protocol": s.data.protocol
-        if s.data.protocol == "all"
-        else f"univfd(max_per_class={s.data.max_per_class}, seed=0)",
+        "protocol": describe_protocol(s.data),
         "threshold": ckpt.threshold,
         "checkpoint": str(ckpt.path),
         "checkpoint_sha256": ckpt.sha256,

@@ -11,8 +11,8 @@ from fixtures_images import make_train_tree
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import average_precision_score
 
-from clipflow.baselines import LinearProbe, Mahalanobis, probe_fake_paths
 from clipflow.errors import DataError
+from clipflow.paper.baselines import LinearProbe, Mahalanobis, probe_fake_paths
 
 
 def test_mahalanobis_equals_hand_computation():

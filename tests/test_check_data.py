@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from fixtures_images import write_image
 
-from clipflow.cli.check_data import run_check
+from clipflow.benchmark_check import CheckRequest, parse_request, run_check
+from clipflow.cli.check_data import main as check_data_main
 from clipflow.data import PAPER_ORDER
 from clipflow.errors import ClipflowError
 from clipflow.synthetic import make_benchmark
@@ -43,7 +43,7 @@ def test_both_layouts_pass_with_every_set_counted(tmp_path: Path, layout: str):
     for name in PAPER_ORDER:
         assert f"\n  {name} " in text
     assert "MISSING" not in text and "ERROR" not in text
-    # counts next to the release's: seeingdark has 180/180 there, 2/2 here -> a warning, not an error
+    # counts next to the release's: seeingdark has 180/180 there, 2/2 here -> a warning only
     assert (
         "2 (180)" in text
         and "WARNING: seeingdark: 2 real / 2 fake, the release has 180 / 180" in text
@@ -81,20 +81,38 @@ def test_train_root_without_natural_images_fails(tmp_path: Path):
     assert code == 1 and "class cat has no natural images" in text
 
 
-def test_usage_errors_are_one_line(tmp_path: Path):
+def test_usage_errors_are_one_line(tmp_path: Path, capsys):
     with pytest.raises(ClipflowError, match="nothing to check"):
         run_check([])
     with pytest.raises(ClipflowError, match="unknown key 'data.tset_root'"):
         run_check([f"data.tset_root={tmp_path}"])
-    proc = run_cli("clipflow-check-data")
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: nothing to check")
+    with pytest.raises(SystemExit) as exit_:
+        check_data_main([])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("error: nothing to check")
 
 
-def test_console_script_on_a_good_tree(tmp_path: Path):
+def test_command_on_a_good_tree(tmp_path: Path, capsys):
     roots = _tree(tmp_path, "release")
-    proc = run_cli("clipflow-check-data", f"data.test_root={roots['test_root']}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "test sets under" in proc.stdout and "glide_100_10" in proc.stdout
+    with pytest.raises(SystemExit) as exit_:
+        check_data_main([f"data.test_root={roots['test_root']}"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0, out
+    assert "test sets under" in out and "glide_100_10" in out
+
+
+def test_missing_root_is_a_finding_not_a_traceback(tmp_path: Path):
+    code, text = _check(f"data.test_root={tmp_path / 'nope'}", f"extra_roots=[{tmp_path / 'x'}]")
+    assert code == 1 and f"ERROR: folder not found: {tmp_path / 'nope'}" in text
+    assert f"folder not found: {tmp_path / 'x'}" in text
+
+
+def test_request_from_arguments():
+    req = parse_request(["data.test_root=/t", "data.extra_roots=/e", "strict=true"])
+    assert req == CheckRequest(test_root="/t", extra_roots=["/e"], strict=True)
+    assert parse_request(["extra_roots=[/a,/b]"]).extra_roots == ["/a", "/b"]
+    with pytest.raises(ClipflowError, match="cannot parse argument"):
+        parse_request(["data.test_root"])
 
 
 def test_download_script_dry_run_prints_the_documented_commands(tmp_path: Path):
@@ -107,10 +125,8 @@ def test_download_script_dry_run_prints_the_documented_commands(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert (
-        f"hf download sywang/CNNDetection CNN_synth_testset.zip --repo-type dataset --local-dir {root}"
-        in out
-    )
+    hf = "hf download sywang/CNNDetection CNN_synth_testset.zip --repo-type dataset"
+    assert f"{hf} --local-dir {root}" in out
     assert "progan_train.7z.001" in out and "progan_train.7z.007" in out and "7z x" in out
     assert "gdown 1FXlGIRh_Ud3cScMgSVDbEWmPDmjcrm1t" in out and "progan_val.zip" in out
     assert "clipflow-check-data" in out and "dry run" in proc.stderr

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from clipflow.cli.reproduce import parse_args, run_reproduce
 from clipflow.errors import ClipflowError, DataError
-from clipflow.experiments import (
+from clipflow.fileio import to_jsonable
+from clipflow.paper.experiments import (
     Runner,
     RunOptions,
     list_experiments,
     load_experiment,
     merge_overrides,
 )
-from clipflow.paper_results import find_row
+from clipflow.paper.reproduce import parse_args, run_reproduce
+from clipflow.paper.results import find_row
+from clipflow.paper.spec import ArmSpec
 
 ALL = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5"]
 
@@ -123,3 +127,25 @@ def test_dry_run_prints_each_arm(capsys):
     assert run_reproduce(["experiment=table4", "dry_run=true"]) == {}
     out = capsys.readouterr().out
     assert "mid" in out and "proxy=freq_mask/mid ratio=0.1" in out and "mode=N+P" in out
+
+
+def test_settings_are_composed_once_per_runner_and_handed_out_as_copies():
+    spec = load_experiment("table4")
+    runner = Runner(RunOptions(overrides=["backbone=tiny"]))
+    first = runner.settings(spec, spec.arms[0], 0)
+    first.train.lr = -1.0  # a caller's edit must not leak into the next arm × seed
+    again = runner.settings(spec, spec.arms[0], 0)
+    assert again.train.lr != -1.0 and again == runner.settings(spec, spec.arms[0], 0)
+    assert len(runner._composed) == 1
+    other = runner.settings(spec, ArmSpec("x", ["flow.dr_dim=64"]), 3)
+    assert other.flow.dr_dim == 64 and other.seed == 3 and len(runner._composed) == 2
+
+
+def test_settings_as_json_match_the_recorded_form():
+    """to_jsonable is what json.dumps(asdict(s), default=str) recorded before: same values."""
+    s = Runner(RunOptions(overrides=["data.train_root=/x"])).settings(
+        load_experiment("table1"), None, 0
+    )
+    plain = to_jsonable(s)
+    assert json.loads(json.dumps(asdict(s), default=str)) == plain
+    assert plain["data"]["train_root"] == "/x" and plain["seed"] == 0

@@ -60,8 +60,10 @@ def test_wheel_install_finds_configs(tmp_path: Path):
         capture_output=True,
     )
     code = (
-        "import clipflow, sys; assert clipflow.__file__.startswith(sys.argv[1]), clipflow.__file__; "
-        "from clipflow.cli.train import main; sys.argv = ['clipflow-train', '--cfg', 'job', 'backbone=tiny']; main()"
+        "import clipflow, sys; "
+        "assert clipflow.__file__.startswith(sys.argv[1]), clipflow.__file__; "
+        "from clipflow.cli.train import main; "
+        "sys.argv = ['clipflow-train', '--cfg', 'job', 'backbone=tiny']; main()"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(site)],
@@ -73,3 +75,5 @@ def test_wheel_install_finds_configs(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert "name: tiny" in proc.stdout and "mode: N+P" in proc.stdout
     assert (site / "clipflow" / "configs" / "proxy" / "freq_mask.yaml").is_file()
+    numbers = site / "clipflow" / "paper" / "numbers"  # the paper's numbers ship as data
+    assert {p.name for p in numbers.glob("*.csv")} >= {"table1_ap.csv", "table5_ap.csv"}

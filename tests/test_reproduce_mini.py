@@ -1,51 +1,46 @@
-"""`make reproduce-mini` end to end: every experiment on a generated 19-set miniature, tiny backbone, CPU.
+"""`make reproduce-mini` end to end: every experiment on a 19-set miniature, tiny backbone, CPU.
 
-One run of scripts/reproduce_mini.py (seed 0, to stay within the suite's time budget) is shared
-by every test of this module; a second seed is added in-process for one experiment.
+One in-process run of scripts/reproduce_mini.py (seed 0, to stay within the suite's time
+budget) is shared by every test of this module; a second seed is added for one experiment.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
+import runpy
+import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from clipflow.cli.reproduce import run_reproduce
 from clipflow.data import PAPER_ORDER
-from clipflow.paper_results import paper_row
+from clipflow.paper.reproduce import run_reproduce
+from clipflow.paper.results import find_row, paper_row, paper_sets
 from clipflow.report import RANDOM_WARNING
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5"]
 
 
+SCRIPT = REPO / "scripts" / "reproduce_mini.py"
+
+
+def _script():
+    """scripts/reproduce_mini.py as a module namespace (it is a script, not a package)."""
+    return runpy.run_path(str(SCRIPT))
+
+
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reproduce-mini")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "reproduce_mini.py"),
-            "--out",
-            str(out),
-            "--images",
-            "2",
-            "--seeds",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"},
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TQDM_DISABLE", "1")
+        _script()["main"](["--out", str(out), "--images", "2", "--seeds", "0"])
     return out
 
 
@@ -58,28 +53,66 @@ def _f(cell: str) -> float | None:
     return float(cell) if cell else None
 
 
-def test_every_experiment_writes_tables_and_plots(mini: Path):
-    expected = {
-        "table1": ["table1_ap", "table2_acc"],
-        "table3": ["table3_ap"],
-        "table4": ["table4_ap"],
-        "fig4": ["fig4_ap"],
-        "normalization": ["normalization_ap"],
-        "fig3": ["table1_ap"],
-        "table5": ["table5_ap"],
-    }
+COMPARED = {
+    "table1": ["table1_ap", "table2_acc"],
+    "table3": ["table3_ap"],
+    "table4": ["table4_ap"],
+    "fig4": ["fig4_ap"],
+    "normalization": ["normalization_ap"],
+    "fig3": ["table1_ap"],
+    "table5": ["table5_ap"],
+}
+
+
+def _arm_names(rows: list[dict]) -> list[str]:
+    return [c[: -len(":ours")] for c in rows[0] if c.endswith(":ours")]
+
+
+def test_every_table_mean_is_the_mean_of_its_rows_next_to_the_paper(mini: Path):
+    """Each mean row averages its per-set rows (the paper's sets); the paper's numbers sit by."""
+    for exp, tables in COMPARED.items():
+        results = json.loads((mini / exp / "results.json").read_text())
+        papers = {a["name"]: a["paper"] for a in results["arms"]}
+        for table in tables:
+            rows = _csv(mini / exp / f"{table}.csv")
+            sets, mean = rows[:-1], rows[-1]
+            assert mean["dataset"] == "mean"
+            averaged = (  # the paper's sets; Fig. 4 has none stored: the 19 of the benchmark
+                [r for r in sets if r["dataset"] in paper_sets(table)]
+                or [r for r in sets if r["dataset"] in PAPER_ORDER]
+                or sets
+            )
+            for arm in _arm_names(rows):
+                ours = [_f(r[f"{arm}:ours"]) for r in averaged]
+                assert None not in ours, f"{exp}/{table}/{arm}: a set is missing"
+                assert _f(mean[f"{arm}:ours"]) == pytest.approx(np.mean(ours), abs=1e-4)
+                try:
+                    prow = find_row(table, papers[arm])
+                except KeyError:  # e.g. Mahalanobis in Table II: the paper has no number
+                    assert mean[f"{arm}:paper"] == ""
+                    continue
+                for r in sets:
+                    assert _f(r[f"{arm}:paper"]) == prow.value(r["dataset"]), (exp, arm, r)
+            md = (mini / exp / f"{table}.md").read_text()
+            mean_line = next(line for line in md.splitlines() if line.startswith("| **Mean"))
+            for arm in _arm_names(rows):  # ours, the paper's and Δ side by side, as in the CSV
+                cells = [f"{_f(mean[f'{arm}:ours']):.2f}"]
+                if mean[f"{arm}:paper"]:
+                    cells += [f"{_f(mean[f'{arm}:paper']):.2f}", f"{_f(mean[f'{arm}:diff']):+.2f}"]
+                assert " | ".join(cells) in mean_line, (exp, table, arm, mean_line)
+
+
+def test_plots_and_index_agree_with_the_tables(mini: Path):
     plots = {"fig3": ["histograms.png"], "fig4": ["dr_width.png", "ap_per_set.png"]}
+    index = (mini / "index.md").read_text()
     for exp in EXPERIMENTS:
-        for table in expected[exp]:
-            assert (mini / exp / f"{table}.csv").is_file() and (
-                mini / exp / f"{table}.md"
-            ).is_file()
         for name in plots.get(exp, ["ap_per_set.png"]):
             data = (mini / exp / name).read_bytes()
             assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, f"{exp}/{name}"
-        assert (mini / exp / "summary.md").is_file() and (mini / exp / "results.json").is_file()
-    index = (mini / "index.md").read_text()
-    assert all(f"| {exp} |" in index for exp in EXPERIMENTS)
+        for row in _csv(mini / exp / "summary.csv"):  # every arm's mAP and the paper's, indexed
+            cells = [row["arm"], f"{float(row['mAP']):.2f}"]
+            cells += [f"{float(row['paper_mAP']):.2f}"] if row["paper_mAP"] else ["—"]
+            assert "| " + " | ".join(cells) + " |" in index, (exp, row["arm"])
 
 
 def test_table1_has_19_sets_plus_mean_with_paper_numbers_and_differences(mini: Path):
@@ -186,7 +219,7 @@ def test_table5_new_generators_and_the_same_checkpoint(mini: Path):
     assert [r["dataset"] for r in rows] == ["dalle3", "deepfloyd", "realvisxl", "sd15", "mean"]
     assert [_f(r["P:paper"]) for r in rows] == [90.48, 97.17, 90.70, 94.93, 93.32]
     assert _f(rows[0]["UnivFD linear probe:paper"]) == 61.78
-    # ckpt=: the P model of table1 (seed 0) scores the new generators exactly as table5's own P arm did
+    # ckpt=: table1's P model (seed 0) scores the new generators exactly as table5's P arm did
     data = mini / "data"
     run_reproduce(
         [
@@ -207,9 +240,17 @@ def test_table5_new_generators_and_the_same_checkpoint(mini: Path):
     )
 
 
-def test_makefile_target_runs_the_script():
-    text = (REPO / "Makefile").read_text()
-    assert (
-        "reproduce-mini: install" in text
-        and "scripts/reproduce_mini.py --out outputs/reproduce-mini" in text
+def test_make_target_runs_the_script_with_arguments_it_accepts():
+    """`make reproduce-mini` runs this very script, with arguments its parser takes."""
+    proc = subprocess.run(
+        ["make", "-n", "-W", "pyproject.toml", "reproduce-mini"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
+    assert proc.returncode == 0, proc.stderr
+    argv = shlex.split(proc.stdout.strip().splitlines()[-1])
+    assert Path(REPO / argv[1]).resolve() == SCRIPT
+    args = _script()["parse_args"](argv[2:])
+    assert args.out == Path("outputs/reproduce-mini") and args.seeds == "0,1"

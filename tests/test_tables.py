@@ -12,20 +12,30 @@ import pytest
 import torch
 
 from clipflow.data import DISPLAY_NAMES, PAPER_ORDER
-from clipflow.experiments import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, SeedRun
-from clipflow.paper_results import PAPER_TABLES, canonical_generator, load_table, paper_row
+from clipflow.paper.experiments import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, SeedRun
+from clipflow.paper.results import PAPER_TABLES, canonical_generator, load_table, paper_row
+from clipflow.paper.tables import (
+    comparison,
+    comparison_markdown,
+    mean_over,
+    summary_rows,
+    write_tables,
+)
 from clipflow.report import RANDOM_WARNING, scores_to_csv
-from clipflow.tables import comparison, comparison_markdown, mean_over, summary_rows, write_tables
 
 SPEC_SECTION_9 = {  # SPEC §9 headline numbers: the stored tables must agree with them
-    ("table1_ap", "Ours", "N"): 54.23, ("table1_ap", "Ours", "P"): 93.85, ("table1_ap", "Ours", "N+P"): 95.56,
-    ("table2_acc", "Ours", "N"): 52.88, ("table2_acc", "Ours", "P"): 84.93, ("table2_acc", "Ours", "N+P"): 87.30,
+    ("table1_ap", "Ours", "N"): 54.23, ("table1_ap", "Ours", "P"): 93.85,
+    ("table1_ap", "Ours", "N+P"): 95.56,
+    ("table2_acc", "Ours", "N"): 52.88, ("table2_acc", "Ours", "P"): 84.93,
+    ("table2_acc", "Ours", "N+P"): 87.30,
     ("table3_ap", "N+P", "Smoothing"): 76.25, ("table3_ap", "N+P", "Sharpening"): 84.31,
     ("table3_ap", "N+P", "Gaussian noise"): 86.78, ("table3_ap", "N+P", "Color jitter"): 92.78,
     ("table3_ap", "N+P", "FM (onlyphase)"): 95.31, ("table3_ap", "N+P", "FM"): 95.56,
-    ("table4_ap", "N+P", "Low"): 95.56, ("table4_ap", "N+P", "Mid"): 91.98, ("table4_ap", "N+P", "High"): 95.49,
+    ("table4_ap", "N+P", "Low"): 95.56, ("table4_ap", "N+P", "Mid"): 91.98,
+    ("table4_ap", "N+P", "High"): 95.49,
     ("normalization_ap", "N+P", "without L2"): 93.41, ("normalization_ap", "N+P", "with L2"): 95.56,
-    ("table1_ap", "UnivFD", "LC"): 93.38, ("table1_ap", "OnlyReal", "-"): 93.18, ("table1_ap", "DIRE", "-"): 86.41,
+    ("table1_ap", "UnivFD", "LC"): 93.38, ("table1_ap", "OnlyReal", "-"): 93.18,
+    ("table1_ap", "DIRE", "-"): 86.41,
     ("table1_ap", "Freq-mask", "CLIP"): 89.28,
 }  # fmt: skip
 META = {
@@ -49,7 +59,7 @@ def test_stored_paper_means_match_spec(key, value):
 
 
 def test_transcribed_rows_average_to_their_printed_mean():
-    """A typo in a transcribed cell shows up as a mean that no longer matches (noted rows excepted)."""
+    """A typo in a transcribed cell shows as a mean that no longer matches (noted rows excepted)."""
     for table in ("table1_ap", "table2_acc", "table3_ap", "table4_ap", "table5_ap"):
         for row in load_table(table):
             values = [v for v in row.values.values() if v is not None]

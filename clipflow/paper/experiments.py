@@ -20,8 +20,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
+from dataclasses import asdict, dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 
@@ -30,25 +29,22 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from .backbone import BackboneConfig, load_backbone
-from .baselines import (
-    BASELINE_LABELS,
-    BASELINE_PAPER,
-    BASELINES,
-    LinearProbe,
-    Mahalanobis,
-    probe_fake_paths,
-)
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import EvalSettings, TrainSettings, resolve_device, train_settings
-from .data import discover_test_sets, discover_train_images
-from .errors import ClipflowError, DataError
-from .fileio import atomic_write_text
-from .flow import score_features
-from .metrics import calibrate_threshold
-from .pipeline import (
-    DEFAULT_RATIO,
+from ..backbone import BackboneConfig, load_backbone
+from ..checkpoint import (
     eval_backbone_config,
+    load_checkpoint,
+    require_feature_dim,
+    save_checkpoint,
+)
+from ..config import EvalSettings, TrainSettings, resolve_device, train_settings
+from ..data import discover_test_sets, discover_train_images
+from ..errors import ClipflowError, DataError
+from ..fileio import atomic_write_text, to_jsonable
+from ..flow import score_features
+from ..metrics import calibrate_threshold
+from ..pipeline import (
+    DEFAULT_RATIO,
+    describe_protocol,
     evaluate_sets,
     feature_cache,
     select_test_sets,
@@ -58,9 +54,18 @@ from .pipeline import (
     validation_features,
     validation_paths,
 )
-from .proxy import describe
-from .report import TABLE_COLUMNS, scores_to_csv, to_csv
-from .tables import run_metadata
+from ..proxy import describe
+from ..report import TABLE_COLUMNS, scores_to_csv, to_csv
+from ..versions import package_versions
+from .baselines import (
+    BASELINE_LABELS,
+    BASELINE_PAPER,
+    BASELINES,
+    LinearProbe,
+    Mahalanobis,
+    probe_fake_paths,
+)
+from .spec import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, RunOptions, SeedRun
 
 log = logging.getLogger(__name__)
 
@@ -68,32 +73,6 @@ log = logging.getLogger(__name__)
 def _experiment_dir() -> Path:
     """configs/experiment inside the installed package (editable or wheel)."""
     return Path(str(files("clipflow.configs"))) / "experiment"
-
-
-@dataclass
-class ArmSpec:
-    """One trained variant: its overrides and the paper row it is compared with."""
-
-    name: str
-    overrides: list[str] = field(default_factory=list)
-    paper: dict | None = None  # {method, variant} in the experiment's paper tables
-
-
-@dataclass
-class ExperimentSpec:
-    """An experiment config (YAML keys = fields)."""
-
-    name: str
-    title: str
-    arms: list[ArmSpec]
-    overrides: list[str] = field(default_factory=list)
-    compare: list[dict] = field(default_factory=list)  # [{table, metric}]
-    baselines: list[str] = field(default_factory=list)
-    plots: list[str] = field(default_factory=list)  # bars | histograms | dr_curve
-    sets: str = "test"  # test: data.test_root; extra: extra_roots (Table V)
-    histogram_sets: list[str] = field(default_factory=list)
-    accepts_ckpt: bool = False  # ckpt=PATH replaces the arms by that checkpoint (Table V)
-    description: str = ""
 
 
 def list_experiments() -> list[str]:
@@ -133,62 +112,12 @@ def merge_overrides(*groups: list[str]) -> list[str]:
 
 def compose_settings(overrides: list[str]) -> TrainSettings:
     """configs/train.yaml with ``overrides`` (Hydra syntax), as typed settings."""
-    return copy.deepcopy(_compose(tuple(overrides)))
-
-
-@lru_cache(maxsize=256)
-def _compose(overrides: tuple[str, ...]) -> TrainSettings:
     try:
         with initialize_config_module(config_module="clipflow.configs", version_base="1.3"):
             cfg = compose(config_name="train", overrides=list(overrides))
     except Exception as err:  # Hydra's override errors say which key is wrong
         raise ClipflowError(f"bad override in {overrides}: {str(err).splitlines()[0]}") from None
     return train_settings(OmegaConf.to_container(cfg, resolve=True))
-
-
-@dataclass
-class RunOptions:
-    """What the command line adds to every experiment."""
-
-    overrides: list[str] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    out: Path = Path("outputs/reproduce")
-    extra_roots: list[str] = field(default_factory=list)
-    ckpt: str | None = None
-    baselines: list[str] | None = None  # None = each experiment's own list
-    histogram_sets: list[str] | None = None
-    save_checkpoints: bool = True
-
-
-@dataclass
-class SeedRun:
-    """One arm at one seed: per-set metric rows and the per-set score arrays."""
-
-    rows: list[dict]
-    threshold: float
-    n_params: int
-    scores: dict[str, tuple[np.ndarray, np.ndarray]]  # dataset -> (real scores, fake scores)
-    checkpoint: str | None = None
-    seconds: float = 0.0
-    sets: list[tuple[str, str]] = field(default_factory=list)  # (name, display name) evaluated
-    backbone: dict = field(default_factory=dict)
-
-
-@dataclass
-class ArmResult:
-    name: str
-    kind: str  # clipflow | baseline | checkpoint
-    paper: dict | None
-    runs: dict[int, SeedRun]
-    settings: dict = field(default_factory=dict)
-
-
-@dataclass
-class ExperimentResult:
-    spec: ExperimentSpec
-    meta: dict
-    arms: list[ArmResult]
-    sets: list[tuple[str, str]]  # (name, display name) of the evaluated sets, in order
 
 
 @dataclass
@@ -220,13 +149,18 @@ class Runner:
         self._backbones: dict[str, object] = {}
         self._tests: dict[str, _TestData] = {}
         self._trained: dict[str, _Trained] = {}
+        # Hydra composition costs ~0.1 s; each arm × seed asks for its settings several times.
+        self._composed: dict[tuple[str, ...], TrainSettings] = {}
 
     # -------------------------------------------------------------- shared resources
     def settings(self, spec: ExperimentSpec, arm: ArmSpec | None, seed: int) -> TrainSettings:
         arm_overrides = arm.overrides if arm else []
-        return compose_settings(
+        key = tuple(
             merge_overrides(spec.overrides, self.opts.overrides, arm_overrides, [f"seed={seed}"])
         )
+        if key not in self._composed:
+            self._composed[key] = compose_settings(list(key))
+        return copy.deepcopy(self._composed[key])  # callers may replace() fields freely
 
     def backbone(self, cfg: BackboneConfig, device: str):
         key = json.dumps(asdict(cfg), sort_keys=True) + device
@@ -262,7 +196,8 @@ class Runner:
             names = [t.name for t in sets + extra]
             if len(set(names)) < len(names):
                 raise DataError(
-                    f"test set names occur twice across data.test_root and extra_roots: {sorted(names)}"
+                    "test set names occur twice across data.test_root and extra_roots: "
+                    f"{sorted(names)}"
                 )
             # seed 0 always: test crops are deterministic, so every seed shares one extraction.
             fs = test_features(backbone, sets + extra, s.data, feature_cache(s.data), device, 0)
@@ -284,7 +219,7 @@ class Runner:
         scores = score_features(model, test.features, device=device).tolist()
         path = None
         if ckpt_dir is not None and self.opts.save_checkpoints:
-            config = json.loads(json.dumps(asdict(s), default=str))
+            config = to_jsonable(s)
             path = str(
                 save_checkpoint(
                     ckpt_dir,
@@ -322,6 +257,7 @@ class Runner:
             else {}
         )
         backbone = self.backbone(eval_backbone_config(ckpt, local), device)
+        require_feature_dim(ckpt, backbone)
         test = self.test_data(replace(s, backbone=backbone.cfg), backbone, device)
         scores = score_features(ckpt.model, test.features, device=device).tolist()
         n_params = sum(p.numel() for p in ckpt.model.parameters())
@@ -340,10 +276,7 @@ class Runner:
         device = resolve_device(s.device)
         backbone = self.backbone(s.backbone, device)
         split, cache = _train_split(s), feature_cache(s.data)
-        plain = replace(
-            s, train=replace(s.train, mode="N"), data=replace(s.data, views=1)
-        )  # identity view 0
-        natural = train_features(plain, backbone, split.train, cache, device)[0][0, 0]
+        natural = _natural_view(s, backbone, split.train, cache, device)
         if name == "mahalanobis":
             model = Mahalanobis().fit(natural)
             val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
@@ -353,7 +286,7 @@ class Runner:
             )
         else:
             fake_paths = probe_fake_paths(s.data.train_root, split.classes, s.seed)
-            fakes = train_features(plain, backbone, fake_paths, cache, device)[0][0, 0]
+            fakes = _natural_view(s, backbone, fake_paths, cache, device)
             model = LinearProbe(seed=s.seed).fit(natural, fakes)
             threshold = model.threshold
         test = self.test_data(s, backbone, device)
@@ -407,7 +340,7 @@ class Runner:
             else:
                 trained = self.train_arm(s, folder)
             runs[seed] = self._evaluate(spec, trained, folder)
-            settings = settings or json.loads(json.dumps(asdict(s), default=str))
+            settings = settings or to_jsonable(s)
             log.info("%s / %s / seed %d: %.1f s", spec.name, arm.name, seed, trained.seconds)
         kind = "checkpoint" if arm.name == "checkpoint" else "clipflow"
         return ArmResult(arm.name, kind, arm.paper, runs, settings)
@@ -448,12 +381,48 @@ class Runner:
         )
 
 
+def run_metadata(
+    s: TrainSettings, backbone: dict, opts: RunOptions, experiment: str, uses_ckpt: bool = False
+) -> dict:
+    """What produced a table: backbone, weights, preprocessing, protocol, seeds, training."""
+    return {
+        "experiment": experiment,
+        "backbone": backbone,
+        "preprocess": backbone.get("preprocess", s.backbone.preprocess),
+        "protocol": describe_protocol(s.data),
+        "seeds": list(opts.seeds),
+        "train": {
+            "per_class": s.data.per_class,
+            "views": s.data.views,
+            "loss": s.train.loss,
+            "lr": s.train.lr,
+            "batch_size": s.train.batch_size,
+            "epochs": s.train.epochs,
+            "n_blocks": s.flow.n_blocks,
+        },
+        "validation": s.data.val_root
+        or f"held out: val_fraction={s.data.val_fraction} of train_root",
+        "train_root": s.data.train_root,
+        "test_root": s.data.test_root,
+        "extra_roots": list(opts.extra_roots),
+        "ckpt": opts.ckpt if uses_ckpt else None,
+        "overrides": list(opts.overrides),
+        "versions": package_versions(),
+    }
+
+
 def _arm_key(s: TrainSettings) -> str:
     """Settings with defaults resolved: ``proxy.ratio=null`` under N+P is the same arm as 0.1."""
     values = asdict(s)
     values["proxy"] = describe(s.proxy, DEFAULT_RATIO[s.train.mode])
     values["train"]["epochs"] = s.train.resolved_epochs()
     return json.dumps(values, sort_keys=True, default=str)
+
+
+def _natural_view(s: TrainSettings, backbone, paths, cache, device) -> torch.Tensor:
+    """(N, D) features of ``paths`` as they are (no proxy), one view: what baselines fit on."""
+    plain = replace(s, train=replace(s.train, mode="N"), data=replace(s.data, views=1))
+    return train_features(plain, backbone, paths, cache, device).natural[0]  # view 0
 
 
 def _train_split(s: TrainSettings):

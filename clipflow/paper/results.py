@@ -1,4 +1,4 @@
-"""The paper's published numbers, stored as data (``clipflow/paper_numbers/*.csv``).
+"""The paper's published numbers, stored as data (``clipflow/paper/numbers/*.csv``).
 
 Each CSV mirrors one table of the paper: a ``# caption`` line, then one row per method with
 ``group, method, variant``, one column per test set (the paper's 19 in order, or the Table V
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-DATA_DIR = Path(__file__).parent / "paper_numbers"
+DATA_DIR = Path(__file__).parent / "numbers"
 PAPER_TABLES = (
     "table1_ap",
     "table2_acc",

@@ -25,9 +25,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .data import FAKE_DIR, REAL_DIR
-from .errors import DataError
-from .imageio import list_images, list_subdirs
+from ..data import FAKE_DIR, REAL_DIR
+from ..errors import DataError
+from ..imageio import list_images, list_subdirs
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,15 @@ def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 @dataclass
 class Mahalanobis:
-    """Gaussian density of natural features; score = distance to its mean (higher = more anomalous)."""
+    """Gaussian density of natural features; score = distance to its mean (higher = more fake)."""
 
     mean: np.ndarray | None = None  # (D,)
     precision: np.ndarray | None = None  # (D, D)
     shrinkage: float | None = None
 
     def fit(self, natural: torch.Tensor | np.ndarray) -> Mahalanobis:
-        """Fit on natural features (N, D) only; Ledoit–Wolf keeps the covariance invertible for N < D."""
+        """Fit on natural features (N, D) only; Ledoit–Wolf keeps the covariance invertible
+        for N < D."""
         x = _numpy(natural)
         if len(x) < 2:
             raise ValueError("the Mahalanobis baseline needs at least 2 natural features")
@@ -99,9 +100,7 @@ class LinearProbe:
     threshold: float = 0.0
     model: object | None = None
 
-    def fit(
-        self, real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray
-    ) -> LinearProbe:
+    def fit(self, real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray) -> LinearProbe:
         """Fit on real (N0, D) and fake (N1, D) training features (labels 0 / 1)."""
         x = np.concatenate([_numpy(real), _numpy(fake)])
         y = np.r_[np.zeros(len(real), int), np.ones(len(fake), int)]

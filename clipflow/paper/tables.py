@@ -10,22 +10,18 @@ stylegan2, are listed but not averaged), per seed, then over seeds.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from .data import PAPER_ORDER
-from .fileio import atomic_write_bytes, atomic_write_text
-from .paper_results import PaperRow, find_row, load_table, paper_sets
-from .report import RANDOM_WARNING, to_csv
-from .versions import package_versions
-
-if TYPE_CHECKING:  # experiments imports this module
-    from .config import TrainSettings
-    from .experiments import RunOptions
+from ..data import PAPER_ORDER, display_name
+from ..fileio import atomic_write_text, to_jsonable
+from ..report import RANDOM_WARNING, save_png, to_csv
+from .results import PaperRow, find_row, load_table, paper_sets
+from .spec import ArmResult, ExperimentResult, ExperimentSpec
 
 METRIC_NAMES = {"ap": "AP", "acc@val": "accuracy at the validation threshold", "auc": "ROC-AUC"}
 PAPER_METRIC = {
@@ -48,7 +44,7 @@ def _stat(values: list[float]) -> tuple[float | None, float | None]:
     return float(np.mean(vals)), (float(np.std(vals, ddof=1)) if len(vals) > 1 else None)
 
 
-def per_set(arm, metric: str, dataset: str) -> tuple[float | None, float | None]:
+def per_set(arm: ArmResult, metric: str, dataset: str) -> tuple[float | None, float | None]:
     """An arm's metric on one set, over seeds."""
     return _stat(
         [
@@ -58,7 +54,9 @@ def per_set(arm, metric: str, dataset: str) -> tuple[float | None, float | None]
     )
 
 
-def mean_over(arm, metric: str, datasets: list[str]) -> tuple[float | None, float | None]:
+def mean_over(
+    arm: ArmResult, metric: str, datasets: list[str]
+) -> tuple[float | None, float | None]:
     """The mean over ``datasets`` for each seed, then (mean, std) over seeds."""
     means = []
     for run in arm.runs.values():
@@ -72,14 +70,12 @@ def _diff(ours: float | None, paper: float | None) -> float | None:
 
 
 # ------------------------------------------------------------------ comparison tables
-def table_sets(result, table: str) -> tuple[list[tuple[str, str]], list[str]]:
+def table_sets(result: ExperimentResult, table: str) -> tuple[list[tuple[str, str]], list[str]]:
     """(rows to show, sets averaged in the mean row) for a comparison with ``table``."""
     evaluated = dict(result.sets)
     if result.spec.sets == "extra":
         return list(result.sets), list(evaluated)
     paper = [s for s in PAPER_ORDER if s in paper_sets(table)] or list(PAPER_ORDER)
-    from .data import display_name
-
     rows = [(s, display_name(s)) for s in paper] + [
         (s, d) for s, d in result.sets if s not in paper
     ]
@@ -109,7 +105,9 @@ def _paper_row(table: str, ref: dict | None) -> PaperRow | None:
         return None  # e.g. the Mahalanobis baseline has no row in Table II
 
 
-def comparison(result, table: str, metric: str) -> tuple[list[dict], list[str], list[str]]:
+def comparison(
+    result: ExperimentResult, table: str, metric: str
+) -> tuple[list[dict], list[str], list[str]]:
     """Rows (one per set + mean), column names and notes of ``ours vs paper`` for ``table``."""
     rows_shown, averaged = table_sets(result, table)
     columns, notes = ["dataset", "display_name"], []
@@ -147,10 +145,14 @@ def comparison(result, table: str, metric: str) -> tuple[list[dict], list[str], 
 
 def _cell(row: dict, arm: str) -> list[str]:
     ours, std, paper, diff = (row.get(f"{arm}:{k}") for k in ("ours", "std", "paper", "diff"))
-    return ["missing" if ours is None else _fmt(ours, std), _fmt(paper), _signed(diff)]
+    return [
+        "missing" if ours is None else fmt_number(ours, std),
+        fmt_number(paper),
+        fmt_signed(diff),
+    ]
 
 
-def comparison_markdown(result, table: str, metric: str) -> str:
+def comparison_markdown(result: ExperimentResult, table: str, metric: str) -> str:
     rows, _, notes = comparison(result, table, metric)
     arms = [a.name for a in result.arms]
     head = ["set"] + [f"{a} {k}" for a in arms for k in ("ours", "paper", "Δ")]
@@ -160,7 +162,8 @@ def comparison_markdown(result, table: str, metric: str) -> str:
         lines.append("| " + " | ".join([name] + [c for a in arms for c in _cell(row, a)]) + " |")
     caption = load_table(table)[0].caption if load_table(table) else table
     text = [
-        f"# {result.spec.title}: {METRIC_NAMES.get(metric, metric)} (%), ours vs the paper ({table})",
+        f"# {result.spec.title}: {METRIC_NAMES.get(metric, metric)} (%), "
+        f"ours vs the paper ({table})",
         "",
         result.spec.description.strip(),
         "",
@@ -168,14 +171,15 @@ def comparison_markdown(result, table: str, metric: str) -> str:
         "",
         "\n".join(lines),
         "",
-        f"Source: {caption} Δ = ours − paper; — = the paper gives no number; 'missing' = set not found here.",
+        f"Source: {caption} Δ = ours − paper; — = the paper gives no number; "
+        "'missing' = set not found here.",
         "The mean row averages the paper's sets only, per seed, then over seeds (± sample std).",
     ]
     text += [f"- {n}" for n in notes]
     return "\n".join(text) + "\n" + _reference_rows(table, result)
 
 
-def _reference_rows(table: str, result) -> str:
+def _reference_rows(table: str, result: ExperimentResult) -> str:
     """The paper's other rows of this table (means only), for context."""
     used = {
         (a.paper or {}).get("method", "") + "/" + (a.paper or {}).get("variant", "-")
@@ -197,41 +201,6 @@ def _reference_rows(table: str, result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_metadata(
-    s: TrainSettings, backbone: dict, opts: RunOptions, experiment: str, uses_ckpt: bool = False
-) -> dict:
-    """What produced a table: backbone, weights, preprocessing, protocol, seeds, training."""
-    protocol = (
-        "all"
-        if s.data.protocol == "all"
-        else f"univfd(max_per_class={s.data.max_per_class}, seed=0)"
-    )
-    return {
-        "experiment": experiment,
-        "backbone": backbone,
-        "preprocess": backbone.get("preprocess", s.backbone.preprocess),
-        "protocol": protocol,
-        "seeds": list(opts.seeds),
-        "train": {
-            "per_class": s.data.per_class,
-            "views": s.data.views,
-            "loss": s.train.loss,
-            "lr": s.train.lr,
-            "batch_size": s.train.batch_size,
-            "epochs": s.train.epochs,
-            "n_blocks": s.flow.n_blocks,
-        },
-        "validation": s.data.val_root
-        or f"held out: val_fraction={s.data.val_fraction} of train_root",
-        "train_root": s.data.train_root,
-        "test_root": s.data.test_root,
-        "extra_roots": list(opts.extra_roots),
-        "ckpt": opts.ckpt if uses_ckpt else None,
-        "overrides": list(opts.overrides),
-        "versions": package_versions(),
-    }
-
-
 def provenance(meta: dict) -> str:
     """One paragraph: backbone, weights, preprocessing, protocol, seeds, training, data."""
     bb, tr = meta.get("backbone", {}), meta.get("train", {})
@@ -246,9 +215,11 @@ def provenance(meta: dict) -> str:
     )
     text = (
         f"**Produced by** backbone `{bb.get('name')}` (weights `{bb.get('weights_id')}`, "
-        f"precision {bb.get('precision')}); preprocessing `{pre}` ({how}); test protocol `{meta.get('protocol')}`; "
-        f"seeds {meta.get('seeds')}; training: {tr.get('per_class') or 'all'} natural images per class, {tr.get('views')} "
-        f"view(s), loss `{tr.get('loss')}`, lr {tr.get('lr')}, batch {tr.get('batch_size')}, epochs {epochs}, "
+        f"precision {bb.get('precision')}); preprocessing `{pre}` ({how}); "
+        f"test protocol `{meta.get('protocol')}`; seeds {meta.get('seeds')}; "
+        f"training: {tr.get('per_class') or 'all'} natural images per class, "
+        f"{tr.get('views')} view(s), loss `{tr.get('loss')}`, lr {tr.get('lr')}, "
+        f"batch {tr.get('batch_size')}, epochs {epochs}, "
         f"{tr.get('n_blocks')} coupling blocks; threshold: {meta.get('validation')}."
     )
     if meta.get("overrides"):
@@ -276,7 +247,7 @@ SUMMARY_COLUMNS = (
 )
 
 
-def summary_rows(result) -> list[dict]:
+def summary_rows(result: ExperimentResult) -> list[dict]:
     """One row per arm: parameters, mAP and mean accuracy (± std), the paper's and Δ."""
     ap_table, acc_table = _summary_tables(result.spec)
     rows = []
@@ -307,26 +278,27 @@ def summary_rows(result) -> list[dict]:
     return rows
 
 
-def _summary_tables(spec) -> tuple[str | None, str | None]:
+def _summary_tables(spec: ExperimentSpec) -> tuple[str | None, str | None]:
     tables = [c["table"] for c in spec.compare]
     ap = next((t for t in tables if PAPER_METRIC.get(t) == "ap"), None)
     acc = next((t for t in tables if PAPER_METRIC.get(t) == "acc@val"), None)
     return ap, acc
 
 
-def _fmt(v: float | None, std: float | None = None) -> str:
+def fmt_number(v: float | None, std: float | None = None) -> str:
     if v is None:
         return "—"
     return f"{v:.2f} ± {std:.2f}" if std is not None else f"{v:.2f}"
 
 
-def _signed(v: float | None) -> str:
+def fmt_signed(v: float | None) -> str:
     return "" if v is None else f"{v:+.2f}"
 
 
-def summary_markdown(result) -> str:
+def summary_markdown(result: ExperimentResult) -> str:
     lines = [
-        "| arm | kind | trainable params | mAP | paper mAP | Δ mAP | mean acc | paper acc | Δ acc | acc@oracle |",
+        "| arm | kind | trainable params | mAP | paper mAP | Δ mAP "
+        "| mean acc | paper acc | Δ acc | acc@oracle |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary_rows(result):
@@ -334,25 +306,26 @@ def summary_markdown(result) -> str:
             r["arm"],
             r["kind"],
             f"{r['n_params']:,}",
-            _fmt(r["mAP"], r["mAP_std"]),
-            _fmt(r["paper_mAP"]),
-            _signed(r["diff_mAP"]),
-            _fmt(r["mean_acc"], r["mean_acc_std"]),
-            _fmt(r["paper_acc"]),
-            _signed(r["diff_acc"]),
-            _fmt(r["mean_acc@oracle"]),
+            fmt_number(r["mAP"], r["mAP_std"]),
+            fmt_number(r["paper_mAP"]),
+            fmt_signed(r["diff_mAP"]),
+            fmt_number(r["mean_acc"], r["mean_acc_std"]),
+            fmt_number(r["paper_acc"]),
+            fmt_signed(r["diff_acc"]),
+            fmt_number(r["mean_acc@oracle"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return (
         f"# {result.spec.title}: summary per arm\n\n{provenance(result.meta)}\n\n"
         + "\n".join(lines)
-        + "\n\nmAP / mean acc over the paper's sets (acc at the validation threshold; acc@oracle picks the best "
-        "threshold on the test labels). Trainable parameters: DR + flow (baselines: their fitted numbers).\n"
+        + "\n\nmAP / mean acc over the paper's sets (acc at the validation threshold; "
+        "acc@oracle picks the best threshold on the test labels). "
+        "Trainable parameters: DR + flow (baselines: their fitted numbers).\n"
     )
 
 
 # ------------------------------------------------------------------ files
-def write_tables(result, folder: Path) -> dict[str, Path]:
+def write_tables(result: ExperimentResult, folder: Path) -> dict[str, Path]:
     """All tables, results.json and plots of one experiment into ``folder``."""
     folder = Path(folder)
     paths: dict[str, Path] = {}
@@ -368,7 +341,7 @@ def write_tables(result, folder: Path) -> dict[str, Path]:
     )
     paths["summary.md"] = _write(folder / "summary.md", summary_markdown(result))
     paths["results.json"] = _write(
-        folder / "results.json", json.dumps(results_json(result), indent=1, default=str)
+        folder / "results.json", json.dumps(to_jsonable(results_json(result)), indent=1)
     )
     paths.update(write_plots(result, folder))
     return paths
@@ -379,7 +352,7 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def results_json(result) -> dict:
+def results_json(result: ExperimentResult) -> dict:
     """Everything behind the tables: per arm, per seed, per set metrics; settings; metadata."""
     return {
         "experiment": result.spec.name,
@@ -410,32 +383,16 @@ def results_json(result) -> dict:
     }
 
 
-def png_bytes(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
-
-
-def write_png(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    atomic_write_bytes(path, png_bytes(fig))
-    plt.close(fig)
-    return path
-
-
 # ------------------------------------------------------------------ plots
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _figure(figsize: tuple[float, float]) -> Figure:
+    """A figure on its own Agg canvas: no pyplot, no process-wide backend switch."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
 
-def write_plots(result, folder: Path) -> dict[str, Path]:
-    """The PNGs the experiment asks for: ``bars``, ``histograms`` (Fig. 3), ``dr_curve`` (Fig. 4)."""
+def write_plots(result: ExperimentResult, folder: Path) -> dict[str, Path]:
+    """The PNGs the experiment asks for: bars, histograms (Fig. 3), dr_curve (Fig. 4)."""
     out: dict[str, Path] = {}
     if "bars" in result.spec.plots:
         out["ap_per_set.png"] = plot_bars(result, folder / "ap_per_set.png")
@@ -446,9 +403,8 @@ def write_plots(result, folder: Path) -> dict[str, Path]:
     return out
 
 
-def plot_bars(result, path: Path) -> Path:
+def plot_bars(result: ExperimentResult, path: Path) -> Path:
     """AP per set for every arm (bars, ± std) with the paper's number as a black tick."""
-    plt = _pyplot()
     table = next(
         (c["table"] for c in result.spec.compare if PAPER_METRIC.get(c["table"]) == "ap"),
         "table1_ap",
@@ -456,7 +412,8 @@ def plot_bars(result, path: Path) -> Path:
     rows, _, _ = comparison(result, table, "ap")
     x, arms = np.arange(len(rows)), result.arms
     width = 0.8 / max(1, len(arms))
-    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.6 * len(rows) + 3)), 4.2))
+    fig = _figure((min(16.0, max(6.0, 0.6 * len(rows) + 3)), 4.2))
+    ax = fig.subplots()
     for i, arm in enumerate(arms):
         pos = x - 0.4 + width * (i + 0.5)
         ours = np.array(
@@ -481,18 +438,16 @@ def plot_bars(result, path: Path) -> Path:
     )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    return write_png(fig, path)
+    return save_png(fig, path)
 
 
-def plot_histograms(result, path: Path) -> Path:
+def plot_histograms(result: ExperimentResult, path: Path) -> Path:
     """Fig. 3: real vs fake score histograms, one row per arm, one column per chosen set."""
-    plt = _pyplot()
     arms = [a for a in result.arms if a.kind != "baseline"]
     sets = result.spec.histogram_sets or [s for s, _ in result.sets[:4]]
     names = dict(result.sets)
-    fig, axes = plt.subplots(
-        len(arms), len(sets), figsize=(2.8 * len(sets), 2.3 * len(arms)), squeeze=False
-    )
+    fig = _figure((2.8 * len(sets), 2.3 * len(arms)))
+    axes = fig.subplots(len(arms), len(sets), squeeze=False)
     for i, arm in enumerate(arms):
         run = arm.runs[min(arm.runs)]  # the first seed
         for j, ds in enumerate(sets):
@@ -520,12 +475,11 @@ def plot_histograms(result, path: Path) -> Path:
         "Anomaly scores q (higher = more likely fake); dashed: validation threshold", fontsize=9
     )
     fig.tight_layout()
-    return write_png(fig, path)
+    return save_png(fig, path)
 
 
-def plot_dr_curve(result, path: Path) -> Path:
+def plot_dr_curve(result: ExperimentResult, path: Path) -> Path:
     """Fig. 4: mAP and trainable parameters against the DR output width; no DR as lines."""
-    plt = _pyplot()
     _, averaged = table_sets(result, "table1_ap")
     points = []
     for arm in result.arms:
@@ -541,7 +495,8 @@ def plot_dr_curve(result, path: Path) -> Path:
             )
         )
     widths = sorted(p for p in points if p[0] > 0)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig = _figure((5.5, 3.6))
+    ax = fig.subplots()
     twin = ax.twinx()
     if widths:
         ax.errorbar(
@@ -561,7 +516,7 @@ def plot_dr_curve(result, path: Path) -> Path:
         )
         ax.set_xscale("log", base=2)
         ax.set_xticks([p[0] for p in widths], [str(p[0]) for p in widths])
-    for dim, ap, _, n in (p for p in points if p[0] == 0):
+    for _dim, ap, _, n in (p for p in points if p[0] == 0):
         ax.axhline(ap, color="#4C72B0", ls="--", lw=1, label="mAP, no DR")
         twin.axhline(n, color="#C44E52", ls="--", lw=1, label="parameters, no DR")
     ax.set_xlabel("DR output width C")
@@ -572,4 +527,4 @@ def plot_dr_curve(result, path: Path) -> Path:
     ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="best")
     ax.set_title("DR width ablation (Fig. 4)", fontsize=9)
     fig.tight_layout()
-    return write_png(fig, path)
+    return save_png(fig, path)

@@ -1,0 +1,195 @@
+"""Reproduce the paper: experiments by name -> tables, plots and an index under one folder.
+
+:func:`reproduce` runs experiments (configs/experiment/*.yaml) in-process on one feature cache
+and writes, under ``out/<experiment>/``, the comparison tables (ours, paper, Δ) as CSV and
+Markdown, ``summary.{csv,md}``, ``results.json``, plots and every arm's per-set metrics and
+scores, then ``out/index.md``. :func:`run_reproduce` takes the command line's ``key=value``
+arguments (see clipflow-reproduce --help): the keys in ``OWN_KEYS`` are this module's, every
+other one is a clipflow-train override applied to every arm.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from ..errors import ClipflowError
+from ..fileio import atomic_write_text
+from ..overrides import as_list, parse_overrides
+from .experiments import Runner, list_experiments, load_experiment, merge_overrides
+from .spec import ExperimentSpec, RunOptions
+from .tables import fmt_number, fmt_signed, summary_rows, write_tables
+
+log = logging.getLogger("clipflow")
+OWN_KEYS = {
+    "experiment",
+    "seeds",
+    "seed",
+    "out",
+    "extra_roots",
+    "data.extra_roots",
+    "ckpt",
+    "baselines",
+    "histogram_sets",
+    "save_checkpoints",
+    "dry_run",
+}
+
+
+class Request(NamedTuple):
+    """A parsed command line: which experiments, with what options; dry_run only prints."""
+
+    names: list[str]
+    opts: RunOptions
+    dry_run: bool
+
+
+def parse_args(argv: Iterable[str]) -> Request:
+    """Experiment names, options and dry_run from ``key=value`` arguments."""
+    own: dict[str, object] = {}
+    rest: list[str] = []
+    for o in parse_overrides(argv):
+        if o.key in OWN_KEYS:
+            own[o.key] = o.value
+        else:
+            rest.append(o.text)
+    seeds = own.get("seeds", [own["seed"]] if "seed" in own else [0])
+    opts = RunOptions(
+        overrides=merge_overrides(rest),
+        seeds=[int(s) for s in (seeds if isinstance(seeds, list) else [seeds])],
+        out=Path(str(own.get("out", "outputs/reproduce"))),
+        extra_roots=[str(r) for r in as_list(own.get("extra_roots", own.get("data.extra_roots")))],
+        ckpt=str(own["ckpt"]) if own.get("ckpt") else None,
+        baselines=None if "baselines" not in own else [str(b) for b in as_list(own["baselines"])],
+        histogram_sets=[str(s) for s in as_list(own.get("histogram_sets"))] or None,
+        save_checkpoints=bool(own.get("save_checkpoints", True)),
+    )
+    names = [str(n) for n in as_list(own.get("experiment"))]
+    if not names:
+        raise ClipflowError(
+            "no experiment given — pass experiment=NAME "
+            f"(one of: all, {', '.join(list_experiments())})"
+        )
+    if not opts.seeds:
+        raise ClipflowError("seeds=[] runs nothing; pass e.g. seeds=[0,1,2]")
+    return Request(_expand(names), opts, bool(own.get("dry_run", False)))
+
+
+def _expand(names: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        out += list_experiments() if name == "all" else [name]
+    return list(dict.fromkeys(out))
+
+
+def runnable(spec: ExperimentSpec, opts: RunOptions, explicit: bool) -> bool:
+    """``experiment=all`` skips table5 when no extra_roots are given; asking for it is an error."""
+    if spec.sets == "extra" and not opts.extra_roots and not explicit:
+        print(
+            f"skipping {spec.name}: pass extra_roots=[DIR,...] "
+            "(folders <name>/0_real,1_fake) to run it"
+        )
+        return False
+    return True
+
+
+def dry_run(specs: list[ExperimentSpec], runner: Runner) -> None:
+    for spec in specs:
+        print(f"{spec.name}: {spec.title}")
+        for arm in spec.arms:
+            s = runner.settings(spec, arm, runner.opts.seeds[0])
+            print(
+                f"  {arm.name:16s} mode={s.train.mode} proxy={s.proxy.name}/{s.proxy.band} "
+                f"ratio={s.proxy.ratio} dr_dim={s.flow.dr_dim} normalize={s.flow.normalize} "
+                f"epochs={s.train.resolved_epochs()}"
+            )
+        if spec.baselines:
+            print(f"  baselines: {', '.join(spec.baselines)}")
+
+
+def run_reproduce(argv: Iterable[str]) -> dict[str, dict[str, Path]]:
+    """Run the experiments named in ``argv``; returns experiment -> written files."""
+    req = parse_args(argv)
+    return reproduce(req.names, req.opts, req.dry_run)
+
+
+def reproduce(
+    names: list[str], opts: RunOptions, only_print: bool = False
+) -> dict[str, dict[str, Path]]:
+    """Run experiments ``names`` with ``opts``; returns experiment -> written files."""
+    specs = [load_experiment(n) for n in names]
+    runner = Runner(opts)
+    if only_print:
+        dry_run(specs, runner)
+        return {}
+    opts.out.mkdir(parents=True, exist_ok=True)
+    clip = logging.getLogger("clipflow")
+    level = clip.level
+    handler = _log_to(opts.out / "reproduce.log")
+    written: dict[str, dict[str, Path]] = {}
+    summaries = []
+    try:
+        for spec in specs:
+            if not runnable(spec, opts, explicit=len(names) == 1):
+                continue
+            start = time.perf_counter()
+            result = runner.run(spec)
+            written[spec.name] = write_tables(result, opts.out / spec.name)
+            summaries.append((spec, summary_rows(result)))
+            print(written[spec.name]["summary.md"].read_text())
+            print(
+                f"{spec.name}: {time.perf_counter() - start:.1f} s -> {opts.out / spec.name}\n",
+                flush=True,
+            )
+    finally:  # leave the caller's logging as it was
+        clip.removeHandler(handler)
+        clip.setLevel(level)
+        handler.close()
+    atomic_write_text(opts.out / "index.md", index_markdown(summaries, written))
+    return written
+
+
+def index_markdown(summaries, written: dict[str, dict[str, Path]]) -> str:
+    """One page: every experiment run, its arms' mAP next to the paper's, links to the files."""
+    lines = [
+        "# Reproduction index",
+        "",
+        "| experiment | arm | mAP | paper mAP | Δ | mean acc | paper acc | files |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for spec, rows in summaries:
+        files = ", ".join(
+            f"[{name}]({spec.name}/{name})"
+            for name in written[spec.name]
+            if name.endswith((".md", ".png"))
+        )
+        for i, r in enumerate(rows):
+            cells = [
+                spec.name if i == 0 else "",
+                r["arm"],
+                fmt_number(r["mAP"]),
+                fmt_number(r["paper_mAP"]),
+                fmt_signed(r["diff_mAP"]),
+                fmt_number(r["mean_acc"]),
+                fmt_number(r["paper_acc"]),
+                files if i == 0 else "",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Each experiment's tables state the backbone, weights, preprocessing, protocol and seeds.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _log_to(path: Path) -> logging.Handler:
+    """The library's INFO log goes to ``path`` (the console is the caller's business)."""
+    clip = logging.getLogger("clipflow")
+    clip.setLevel(logging.INFO)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    clip.addHandler(handler)
+    return handler

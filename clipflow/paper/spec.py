@@ -1,0 +1,83 @@
+"""The types passed between the paper's stages: experiment specs, run options, results.
+
+Kept apart from experiments.py (which produces results) and tables.py (which renders them), so
+that neither imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class ArmSpec:
+    """One trained variant: its overrides and the paper row it is compared with."""
+
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    paper: dict | None = None  # {method, variant} in the experiment's paper tables
+
+
+@dataclass
+class ExperimentSpec:
+    """An experiment config (YAML keys = fields)."""
+
+    name: str
+    title: str
+    arms: list[ArmSpec]
+    overrides: list[str] = field(default_factory=list)
+    compare: list[dict] = field(default_factory=list)  # [{table, metric}]
+    baselines: list[str] = field(default_factory=list)
+    plots: list[str] = field(default_factory=list)  # bars | histograms | dr_curve
+    sets: str = "test"  # test: data.test_root; extra: extra_roots (Table V)
+    histogram_sets: list[str] = field(default_factory=list)
+    accepts_ckpt: bool = False  # ckpt=PATH replaces the arms by that checkpoint (Table V)
+    description: str = ""
+
+
+@dataclass
+class RunOptions:
+    """What the command line adds to every experiment."""
+
+    overrides: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    out: Path = Path("outputs/reproduce")
+    extra_roots: list[str] = field(default_factory=list)
+    ckpt: str | None = None
+    baselines: list[str] | None = None  # None = each experiment's own list
+    histogram_sets: list[str] | None = None
+    save_checkpoints: bool = True
+
+
+@dataclass
+class SeedRun:
+    """One arm at one seed: per-set metric rows and the per-set score arrays."""
+
+    rows: list[dict]
+    threshold: float
+    n_params: int
+    scores: dict[str, tuple[np.ndarray, np.ndarray]]  # dataset -> (real scores, fake scores)
+    checkpoint: str | None = None
+    seconds: float = 0.0
+    sets: list[tuple[str, str]] = field(default_factory=list)  # (name, display name) evaluated
+    backbone: dict = field(default_factory=dict)
+
+
+@dataclass
+class ArmResult:
+    name: str
+    kind: str  # clipflow | baseline | checkpoint
+    paper: dict | None
+    runs: dict[int, SeedRun]
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class ExperimentResult:
+    spec: ExperimentSpec
+    meta: dict
+    arms: list[ArmResult]
+    sets: list[tuple[str, str]]  # (name, display name) of the evaluated sets, in order
