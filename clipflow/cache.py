@@ -167,7 +167,7 @@ class FeatureCache:
                 self.discard(path, err)
         return packs
 
-    def load(self, pack: Pack, dim: int) -> torch.Tensor | None:
+    def load(self, pack: Pack, dim: int | None) -> torch.Tensor | None:
         """The pack's (n, D) features, checked; None (reported, removed) when damaged."""
         try:
             return _read_features(pack, dim)
@@ -187,8 +187,11 @@ class FeatureCache:
             except OSError:
                 pass  # an unremovable pack stays ignored: it fails the same checks next time
 
-    def lookup(self, key: str, wanted: set[str], dim: int) -> Known:
-        """The cached features and skip records of the ``wanted`` file keys under ``key``."""
+    def lookup(self, key: str, wanted: set[str], dim: int | None) -> Known:
+        """The cached features and skip records of the ``wanted`` file keys under ``key``.
+
+        ``dim`` is the feature width the caller expects (None: each pack's own).
+        """
         known = Known()
         for pack in self.packs(key):
             rows = [(r, k) for r, k in enumerate(pack.rows) if k in wanted and k not in known]
@@ -201,10 +204,10 @@ class FeatureCache:
             known.skipped.update(skips)
         return known
 
-    def read(self, key: str, dim: int) -> Known:
+    def read(self, key: str) -> Known:
         """Everything setting ``key`` holds (for tools and tests)."""
         wanted = {k for pack in self.packs(key) for k in [*pack.rows, *pack.skipped]}
-        return self.lookup(key, wanted, dim)
+        return self.lookup(key, wanted, None)
 
     def write_pack(
         self, key: str, rows: list[str], features: torch.Tensor, skipped: dict[str, str]
@@ -244,8 +247,9 @@ def _read_header(path: Path) -> Pack:
     return Pack(path, rows, skipped, meta["checksum"])
 
 
-def _read_features(pack: Pack, dim: int) -> torch.Tensor:
+def _read_features(pack: Pack, dim: int | None) -> torch.Tensor:
     features = load_file(str(pack.path))["features"]
+    dim = features.shape[-1] if dim is None else dim
     if features.dtype != torch.float32 or tuple(features.shape) != (len(pack.rows), dim):
         raise ValueError(
             f"{features.dtype} features of shape {tuple(features.shape)}, "
