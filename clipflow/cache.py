@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import tempfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,9 @@ def _hash(obj) -> str:
 
 
 def _checksum(features: torch.Tensor) -> str:
-    return hashlib.blake2b(features.contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+    # CRC-32 finds disk and copy damage at memory speed; the cache guards against accidents,
+    # not against someone forging features.
+    return f"crc32:{zlib.crc32(features.contiguous().numpy()):08x}"
 
 
 def _one_line(err: BaseException) -> str:
@@ -98,19 +101,54 @@ class Pack:
 
 @dataclass
 class Known:
-    """What the cache holds (or this run extracted) for one setting, by file key."""
+    """What the cache holds (or this run extracted) for one setting, by file key.
 
-    features: dict[str, torch.Tensor] = field(default_factory=dict)  # file key -> (D,)
+    Rows stay in their (n, D) blocks (packs or extracted chunks) until :meth:`gather`, which
+    copies the wanted ones out in one index_select instead of one tensor per file.
+    """
+
+    blocks: list[torch.Tensor] = field(default_factory=list)  # (n_b, D) each
+    where: dict[str, tuple[int, int]] = field(default_factory=dict)  # file key -> (block, row)
     skipped: dict[str, str] = field(default_factory=dict)  # file key -> reason
 
     def __contains__(self, key: str) -> bool:
-        return key in self.features or key in self.skipped
+        return key in self.where or key in self.skipped
+
+    def add(self, features: torch.Tensor, rows: list[tuple[int, str]]) -> None:
+        """Record the (row of ``features``, file key) pairs; the first record of a key wins."""
+        block = len(self.blocks)
+        self.blocks.append(features)
+        for r, key in rows:
+            self.where.setdefault(key, (block, r))
 
     def update(self, other: Known) -> None:
-        for k, v in other.features.items():
-            self.features.setdefault(k, v)
-        for k, v in other.skipped.items():
-            self.skipped.setdefault(k, v)
+        base = len(self.blocks)
+        self.blocks += other.blocks
+        for key, (b, r) in other.where.items():
+            self.where.setdefault(key, (base + b, r))
+        for key, reason in other.skipped.items():
+            self.skipped.setdefault(key, reason)
+
+    def gather(self, keys: list[str], out: torch.Tensor) -> torch.Tensor:
+        """Fill ``out`` (len(keys), D) with the features of ``keys`` (all must be held).
+
+        A block whose rows land in one run of ``out`` (the usual case: packs follow the file
+        order) is one slice copy; others go through index_copy_.
+        """
+        runs: dict[int, tuple[list[int], list[int]]] = {}
+        for pos, key in enumerate(keys):
+            b, r = self.where[key]
+            runs.setdefault(b, ([], []))
+            runs[b][0].append(pos)
+            runs[b][1].append(r)
+        for b, (pos, rows) in runs.items():
+            n, p0, r0 = len(pos), pos[0], rows[0]
+            if pos == list(range(p0, p0 + n)) and rows == list(range(r0, r0 + n)):
+                out[p0 : p0 + n] = self.blocks[b][r0 : r0 + n]
+            else:
+                picked = self.blocks[b].index_select(0, torch.tensor(rows))
+                out.index_copy_(0, torch.tensor(pos), picked)
+        return out
 
 
 class FeatureCache:
@@ -193,15 +231,20 @@ class FeatureCache:
         ``dim`` is the feature width the caller expects (None: each pack's own).
         """
         known = Known()
+        where, skipped = known.where, known.skipped  # plain dict look-ups: packs are big
         for pack in self.packs(key):
-            rows = [(r, k) for r, k in enumerate(pack.rows) if k in wanted and k not in known]
+            rows = [
+                (r, k)
+                for r, k in enumerate(pack.rows)
+                if k in wanted and k not in where and k not in skipped
+            ]
             skips = {k: v for k, v in pack.skipped.items() if k in wanted and k not in known}
             if rows:
                 features = self.load(pack, dim)
                 if features is None:
                     continue
-                known.features.update({k: features[r] for r, k in rows})
-            known.skipped.update(skips)
+                known.add(features, rows)
+            skipped.update(skips)
         return known
 
     def read(self, key: str) -> Known:
@@ -255,7 +298,9 @@ def _read_features(pack: Pack, dim: int | None) -> torch.Tensor:
             f"{features.dtype} features of shape {tuple(features.shape)}, "
             f"expected float32 ({len(pack.rows)}, {dim})"
         )
-    if not torch.isfinite(features).all():
+    # The sum is finite only if every value is (one pass, no mask); an overflowing sum of
+    # finite values falls through to the exact check.
+    if not torch.isfinite(features.sum()) and not torch.isfinite(features).all():
         raise ValueError("non-finite features")
     if _checksum(features) != pack.checksum:
         raise ValueError("checksum mismatch")
@@ -392,7 +437,7 @@ class _Job:
             features = torch.stack([buf.rows[p][j] for p in rows]) if rows else torch.empty(0, dim)
             row_keys = [self.fkeys[order[p]] for p in rows]
             self.cache.write_pack(self.keys[v], row_keys, features, skips)
-            kn.features.update(zip(row_keys, features))
+            kn.add(features, list(enumerate(row_keys)))
             kn.skipped.update(skips)
 
 
@@ -410,16 +455,22 @@ class _ChunkBuffer:
 
 def _assemble(known: list[Known], paths: list[str], fkeys: list[str], dim: int) -> FeatureSet:
     """(K, N, D) features of the files every variant could read, in input order."""
+    reasons: dict[str, str] = {}
+    for kn in known:  # unreadable for one variant = unreadable (K slices stay aligned)
+        for key, reason in kn.skipped.items():
+            reasons.setdefault(key, reason)
+    held = set.intersection(*(set(kn.where) for kn in known))
     kept, skipped = [], []
     for i, fk in enumerate(fkeys):
-        reason = next((kn.skipped[fk] for kn in known if fk in kn.skipped), None)
-        if reason is not None:
-            skipped.append((paths[i], reason))
-        elif all(fk in kn.features for kn in known):
+        if fk in reasons:
+            skipped.append((paths[i], reasons[fk]))
+        elif fk in held:
             kept.append(i)
         else:  # an invariant of cached_extract, not a user error
             raise RuntimeError(f"feature cache: no features and no skip record for {paths[i]}")
     if not kept:
         return FeatureSet(torch.empty(len(known), 0, dim), [], skipped)
-    features = torch.stack([torch.stack([kn.features[fkeys[i]] for i in kept]) for kn in known])
+    features = torch.empty(len(known), len(kept), dim)  # (K, N, D)
+    for k, kn in enumerate(known):
+        kn.gather([fkeys[i] for i in kept], features[k])
     return FeatureSet(features, [paths[i] for i in kept], skipped)
