@@ -423,6 +423,7 @@ class _Job:
             for c in sorted(touched):
                 if buffers[c].full():
                     self._store(buffers[c], order, need, known)
+                    buffers[c] = _ChunkBuffer(-1)  # stored: free its rows (never full again)
 
     def _store(self, buf: _ChunkBuffer, order: list[int], need: list[int], known) -> None:
         """Write one finished chunk, per variant only the files that variant lacked."""

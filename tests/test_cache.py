@@ -18,8 +18,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import clipflow.cache as cache_mod
+import clipflow.pipeline as pipeline
 from clipflow.backbone import BackboneConfig, load_backbone
 from clipflow.cache import FeatureCache, cached_extract
+from clipflow.config import train_settings
+from clipflow.errors import DataError
 from clipflow.features import IDENTITY, Variant
 from clipflow.fileio import atomic_write_text
 from clipflow.pipeline import feature_cache
@@ -244,11 +247,22 @@ def test_a_file_typed_cache_dir_runs_uncached(setup, tmp_path, caplog):
     assert blocker.read_text().startswith("a file")
 
 
-def test_pipeline_checks_the_cache_dir_before_extracting(tmp_path):
+def test_pipeline_checks_the_cache_dir_before_extracting(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     data = SimpleNamespace(cache=True, cache_dir=tmp_path / "file", cache_shard_size=8)
     cache = feature_cache(data)
     assert cache is not None and cache.read_only  # probed up front, not at the first write
+    # clipflow-extract's whole job is filling the cache: it stops before loading the backbone.
+    monkeypatch.setattr(pipeline, "load_backbone", lambda *a: pytest.fail("backbone loaded"))
+    s = train_settings(
+        {
+            "device": "cpu",
+            "backbone": {"name": "tiny", "pretrained": None},
+            "data": {"train_root": str(tmp_path), "cache_dir": str(tmp_path / "file")},
+        }
+    )
+    with pytest.raises(DataError, match="cannot write the feature cache"):
+        pipeline.run_extract(s, ["train"], tmp_path / "run")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
