@@ -314,3 +314,20 @@ def test_written_files_honour_the_umask(tmp_path, umask, mode):
     assert (tmp_path / "out.json").stat().st_mode & 0o777 == mode
     (pack,) = (tmp_path / "cache" / "k").iterdir()
     assert pack.stat().st_mode & 0o777 == mode
+
+
+def test_a_failing_write_mid_run_warns_once_and_keeps_the_features(setup, monkeypatch, caplog):
+    bb, paths, _, cache = setup
+    tf = build_transform(bb)
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_mod, "atomic_write_bytes", disk_full)
+    with caplog.at_level(logging.WARNING, logger="clipflow.cache"):
+        fs = cached_extract(bb, paths, tf, [IDENTITY], cache)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()
+    fresh = cached_extract(bb, paths, tf, [IDENTITY], None)
+    assert fs.paths == fresh.paths and torch.allclose(fs.features, fresh.features, atol=1e-6)
+    assert not _packs(cache)
