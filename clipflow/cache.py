@@ -68,10 +68,11 @@ def file_key(path: str) -> str:
     """
     try:
         st = os.stat(path)
-        ident = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
+        ident = f"\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
     except OSError:
-        ident = f"{path}\0missing"
-    return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+        ident = "\0missing"
+    # The name's bytes (os.fsencode): a name that is not valid UTF-8 gets a key too.
+    return hashlib.blake2b(os.fsencode(path) + ident.encode(), digest_size=16).hexdigest()
 
 
 def _hash(obj) -> str:

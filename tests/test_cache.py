@@ -331,3 +331,17 @@ def test_a_failing_write_mid_run_warns_once_and_keeps_the_features(setup, monkey
     fresh = cached_extract(bb, paths, tf, [IDENTITY], None)
     assert fs.paths == fresh.paths and torch.allclose(fs.features, fresh.features, atol=1e-6)
     assert not _packs(cache)
+
+
+def test_file_keys_take_any_name_and_follow_the_file(tmp_path):
+    odd = tmp_path / os.fsdecode(b"caf\xe9-latin1.png")  # not valid UTF-8
+    odd.write_bytes(b"x")
+    key = cache_mod.file_key(str(odd))
+    assert key != cache_mod.file_key(str(tmp_path / "other.png"))
+    assert cache_mod.file_key(str(tmp_path / "gone.png")) != cache_mod.file_key(str(odd))
+    st = odd.stat()
+    odd.unlink()
+    time.sleep(0.05)  # the inode number may be reused; ctime (coarse clock) then differs
+    odd.write_bytes(b"y")  # same size
+    os.utime(odd, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache_mod.file_key(str(odd)) != key
