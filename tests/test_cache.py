@@ -345,3 +345,17 @@ def test_file_keys_take_any_name_and_follow_the_file(tmp_path):
     odd.write_bytes(b"y")  # same size
     os.utime(odd, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert cache_mod.file_key(str(odd)) != key
+
+
+def test_an_unwritable_cache_serves_hits_extracts_misses_and_writes_nothing(setup):
+    """The read-only case as root sees it: check() found the folder unwritable."""
+    bb, paths, _, cache = setup
+    tf = build_transform(bb)
+    cached_extract(bb, paths[:4], tf, [IDENTITY], cache)
+    before = _packs(cache)
+    bb.seen = 0
+    cache.read_only = True
+    fs = cached_extract(bb, paths, tf, [IDENTITY], cache)
+    assert bb.seen == 1 and _packs(cache) == before
+    fresh = cached_extract(bb, paths, tf, [IDENTITY], None)
+    assert fs.paths == fresh.paths and torch.allclose(fs.features, fresh.features, atol=1e-6)
