@@ -1,16 +1,29 @@
-"""On-disk feature cache: the backbone runs once per (image, view, variant), training runs many times.
+"""On-disk feature cache: the backbone runs once per (image, view, variant), training many times.
 
-An entry holds the features of one variant of one file list::
+One folder per *setting* (everything that changes a feature except the file itself: backbone
+name + weights identity + precision, the transform, the variant, the seed and the view) holds
+*packs* of up to ``shard_size`` files each::
 
-    <cache>/<key>/shard-00000.safetensors   features (n, D) float32, index (n,) int64
-    <cache>/<key>/shard-00000.json          skipped files of that shard
-    <cache>/<key>/index.json                written last: the entry is complete
+    <cache>/v2-<setting key>/pack-<hash>.safetensors
 
-The key hashes everything that changes a feature: backbone name + weights identity +
-precision, the transform (protocol, size, train crop), the variant (proxy op + parameters),
-the seed, the view index and the file list (paths + sizes + mtimes). Shards are written
-atomically, so an interrupted extraction resumes from the completed shards. Under torchrun,
-rank r computes shards r, r + world, ... and rank 0 writes the index once all are done.
+A pack stores the features (n, D) float32 of its readable files, in its metadata the *file
+key* of each row, the (file key, reason) of the files that could not be read and a checksum
+of the features. Entries are found by file key, not by file list, so adding or changing k
+files of a folder extracts those k files only (into new packs), and any subset of cached
+files is served from the cache.
+
+A file key hashes the path with the file's size, mtime, ctime and inode: a file replaced by
+another of the same size whose mtime was restored still changes ctime and inode. The flip side:
+moving or copying a dataset, or chmod/chown of its files, changes ctime or inode too, so its
+features are extracted again.
+
+Damage never reaches the caller: a pack that cannot be read, has the wrong shape or dtype,
+non-finite values or a wrong checksum is reported in one warning line, removed, and only its
+files are extracted again. A cache folder that cannot be written (read-only, a file, ...) is
+reported once; it still serves what it holds, and new features are extracted but not stored.
+Packs are written atomically as each completes, so an interrupted extraction resumes from the
+completed ones. Under torchrun, rank r extracts chunks r, r + world, ... of the missing files
+and every rank then reads the others' packs.
 """
 
 from __future__ import annotations
@@ -19,19 +32,24 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
+import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 
+from .distributed import Distributed
 from .features import FeatureSet, Variant, as_variant, extract_features, iter_feature_batches
-from .fileio import atomic_write_text
+from .fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+PACK_FORMAT = f"clipflow-feature-pack-{CACHE_VERSION}"
 DEFAULT_SHARD_SIZE = 4096
 
 
@@ -43,52 +61,130 @@ def default_cache_dir() -> Path:
     return base / "clipflow" / "features"
 
 
-def files_fingerprint(paths: Sequence) -> str:
-    """Hash of the ordered file list with sizes and mtimes (a missing file hashes as such)."""
-    h = hashlib.sha256()
-    for p in paths:
-        try:
-            st = os.stat(p)
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}\0missing\n".encode())
-    return h.hexdigest()
+def file_key(path: str) -> str:
+    """Hash of a path and its size, mtime, ctime and inode (a missing file hashes as such).
+
+    ctime and inode cannot be set back by ``os.utime``: a file replaced in place gets a new key.
+    """
+    try:
+        st = os.stat(path)
+        ident = f"\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
+    except OSError:
+        ident = "\0missing"
+    # The name's bytes (os.fsencode): a name that is not valid UTF-8 gets a key too.
+    return hashlib.blake2b(os.fsencode(path) + ident.encode(), digest_size=16).hexdigest()
 
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def _checksum(features: torch.Tensor) -> str:
+    # CRC-32 finds disk and copy damage at memory speed; the cache guards against accidents,
+    # not against someone forging features.
+    return f"crc32:{zlib.crc32(features.contiguous().numpy()):08x}"
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
 @dataclass
-class Distributed:
-    """This process's place in a torchrun job (rank 0 of 1 when not distributed)."""
+class Pack:
+    """A pack's header: which files its rows and skip records belong to."""
 
-    rank: int = 0
-    world: int = 1
+    path: Path
+    rows: list[str]  # file key of each feature row
+    skipped: dict[str, str]  # file key -> reason it could not be read
+    checksum: str
 
-    @staticmethod
-    def current() -> Distributed:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return Distributed(torch.distributed.get_rank(), torch.distributed.get_world_size())
-        return Distributed()
 
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
+@dataclass
+class Known:
+    """What the cache holds (or this run extracted) for one setting, by file key.
+
+    Rows stay in their (n, D) blocks (packs or extracted chunks) until :meth:`gather`, which
+    copies the wanted ones out in one index_select instead of one tensor per file.
+    """
+
+    blocks: list[torch.Tensor] = field(default_factory=list)  # (n_b, D) each
+    where: dict[str, tuple[int, int]] = field(default_factory=dict)  # file key -> (block, row)
+    skipped: dict[str, str] = field(default_factory=dict)  # file key -> reason
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.where or key in self.skipped
+
+    def add(self, features: torch.Tensor, rows: list[tuple[int, str]]) -> None:
+        """Record the (row of ``features``, file key) pairs; the first record of a key wins."""
+        block = len(self.blocks)
+        self.blocks.append(features)
+        for r, key in rows:
+            self.where.setdefault(key, (block, r))
+
+    def update(self, other: Known) -> None:
+        base = len(self.blocks)
+        self.blocks += other.blocks
+        for key, (b, r) in other.where.items():
+            self.where.setdefault(key, (base + b, r))
+        for key, reason in other.skipped.items():
+            self.skipped.setdefault(key, reason)
+
+    def gather(self, keys: list[str], out: torch.Tensor) -> torch.Tensor:
+        """Fill ``out`` (len(keys), D) with the features of ``keys`` (all must be held).
+
+        A block whose rows land in one run of ``out`` (the usual case: packs follow the file
+        order) is one slice copy; others go through index_copy_.
+        """
+        runs: dict[int, tuple[list[int], list[int]]] = {}
+        for pos, key in enumerate(keys):
+            b, r = self.where[key]
+            runs.setdefault(b, ([], []))
+            runs[b][0].append(pos)
+            runs[b][1].append(r)
+        for b, (pos, rows) in runs.items():
+            n, p0, r0 = len(pos), pos[0], rows[0]
+            if pos == list(range(p0, p0 + n)) and rows == list(range(r0, r0 + n)):
+                out[p0 : p0 + n] = self.blocks[b][r0 : r0 + n]
+            else:
+                picked = self.blocks[b].index_select(0, torch.tensor(rows))
+                out.index_copy_(0, torch.tensor(pos), picked)
+        return out
 
 
 class FeatureCache:
-    """A folder of cache entries; see the module docstring for the layout."""
+    """A folder of per-setting pack folders; see the module docstring for the layout."""
 
     def __init__(self, root: str | Path | None = None, shard_size: int = DEFAULT_SHARD_SIZE):
         self.root = Path(root).expanduser() if root else default_cache_dir()
         self.shard_size = shard_size
+        self.read_only: bool | None = None  # None until check() has probed the folder
 
-    def entry_key(
-        self, backbone, transform, variant: Variant, seed: int, view: int, fingerprint: str
-    ) -> str:
+    def check(self) -> str | None:
+        """Probe, before any extraction, that the cache folder can be written; warn once if not.
+
+        Returns the reason it cannot be written, or None. An unwritable cache still serves the
+        features it holds; new ones are then extracted without being stored.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+            reason = None
+        except OSError as err:
+            reason = _one_line(err)
+            log.warning(
+                "feature cache %s is not writable (%s): features are extracted without caching",
+                self.root,
+                reason,
+            )
+        self.read_only = reason is not None
+        return reason
+
+    def setting_key(self, backbone, transform, variant: Variant, seed: int, view: int) -> str:
         bb = backbone.describe()
-        return _hash(
+        key = _hash(
             {
                 "v": CACHE_VERSION,
                 "backbone": [bb["name"], bb["weights_id"], bb["precision"]],
@@ -96,55 +192,120 @@ class FeatureCache:
                 "variant": variant.key,
                 "seed": seed,
                 "view": view,
-                "files": fingerprint,
             }
         )
+        return f"v{CACHE_VERSION}-{key}"
 
-    def complete(self, key: str) -> bool:
-        return (self.root / key / "index.json").is_file()
+    def packs(self, key: str) -> list[Pack]:
+        """Headers of the packs of setting ``key``; damaged ones are reported and dropped."""
+        packs = []
+        for path in sorted((self.root / key).glob("pack-*.safetensors")):
+            try:
+                packs.append(_read_header(path))
+            except Exception as err:  # any failure to parse a pack means the pack is damaged
+                self.discard(path, err)
+        return packs
 
-    def shard_done(self, key: str, shard: int) -> bool:
-        return (self.root / key / f"shard-{shard:05d}.json").is_file()
+    def load(self, pack: Pack, dim: int | None) -> torch.Tensor | None:
+        """The pack's (n, D) features, checked; None (reported, removed) when damaged."""
+        try:
+            return _read_features(pack, dim)
+        except Exception as err:  # truncated, deleted, rewritten: extract its files again
+            self.discard(pack.path, err)
+            return None
 
-    def write_shard(
-        self,
-        key: str,
-        shard: int,
-        features: torch.Tensor,
-        index: torch.Tensor,
-        skipped: list[tuple[str, str]],
-    ) -> None:
-        folder = self.root / key
-        folder.mkdir(parents=True, exist_ok=True)
-        weights = folder / f"shard-{shard:05d}.safetensors"
-        tmp = folder / f".{weights.name}.{os.getpid()}.tmp"
-        save_file({"features": features.contiguous(), "index": index.contiguous()}, str(tmp))
-        os.replace(tmp, weights)
-        # The JSON marks the shard done, so it goes after the tensors.
-        atomic_write_text(folder / f"shard-{shard:05d}.json", json.dumps({"skipped": skipped}))
-
-    def write_index(self, key: str, n_files: int, n_shards: int, meta: dict) -> None:
-        atomic_write_text(
-            self.root / key / "index.json",
-            json.dumps({"n_files": n_files, "n_shards": n_shards, **meta}, indent=1),
+    def discard(self, path: Path, err: BaseException) -> None:
+        log.warning(
+            "feature cache: ignoring damaged %s (%s); its files are extracted again",
+            path,
+            _one_line(err),
         )
+        if not self.read_only:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass  # an unremovable pack stays ignored: it fails the same checks next time
 
-    def read(
-        self, key: str, paths: Sequence[str]
-    ) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
-        """(features (n, D), kept indices into ``paths``, skipped) of a complete entry."""
-        folder = self.root / key
-        n_shards = json.loads((folder / "index.json").read_text())["n_shards"]
-        feats, kept, skipped = [], [], []
-        for shard in range(n_shards):
-            tensors = load_file(str(folder / f"shard-{shard:05d}.safetensors"))
-            feats.append(tensors["features"])
-            kept += tensors["index"].tolist()
-            skipped += [
-                tuple(s)
-                for s in json.loads((folder / f"shard-{shard:05d}.json").read_text())["skipped"]
+    def lookup(self, key: str, wanted: set[str], dim: int | None) -> Known:
+        """The cached features and skip records of the ``wanted`` file keys under ``key``.
+
+        ``dim`` is the feature width the caller expects (None: each pack's own).
+        """
+        known = Known()
+        where, skipped = known.where, known.skipped  # plain dict look-ups: packs are big
+        for pack in self.packs(key):
+            rows = [
+                (r, k)
+                for r, k in enumerate(pack.rows)
+                if k in wanted and k not in where and k not in skipped
             ]
-        return torch.cat(feats), kept, skipped
+            skips = {k: v for k, v in pack.skipped.items() if k in wanted and k not in known}
+            if rows:
+                features = self.load(pack, dim)
+                if features is None:
+                    continue
+                known.add(features, rows)
+            skipped.update(skips)
+        return known
+
+    def read(self, key: str) -> Known:
+        """Everything setting ``key`` holds (for tools and tests)."""
+        wanted = {k for pack in self.packs(key) for k in [*pack.rows, *pack.skipped]}
+        return self.lookup(key, wanted, None)
+
+    def write_pack(
+        self, key: str, rows: list[str], features: torch.Tensor, skipped: dict[str, str]
+    ) -> None:
+        """Store one pack atomically; on failure warn once and stop writing (run goes on)."""
+        if self.read_only:
+            return
+        checksum = _checksum(features)
+        meta = {
+            "format": PACK_FORMAT,
+            "rows": json.dumps(rows),
+            "skipped": json.dumps(skipped),
+            "checksum": checksum,
+        }
+        name = f"pack-{_hash([rows, sorted(skipped)])}.safetensors"
+        try:
+            data = save({"features": features.contiguous()}, metadata=meta)
+            atomic_write_bytes(self.root / key / name, data)
+        except OSError as err:
+            self.read_only = True
+            log.warning(
+                "feature cache %s: cannot write (%s): features are extracted without caching",
+                self.root,
+                _one_line(err),
+            )
+
+
+def _read_header(path: Path) -> Pack:
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+        shape = fh.get_slice("features").get_shape()
+    if meta.get("format") != PACK_FORMAT:
+        raise ValueError(f"not a {PACK_FORMAT} file")
+    rows, skipped = json.loads(meta["rows"]), json.loads(meta["skipped"])
+    if len(shape) != 2 or shape[0] != len(rows):
+        raise ValueError(f"features of shape {shape} for {len(rows)} files")
+    return Pack(path, rows, skipped, meta["checksum"])
+
+
+def _read_features(pack: Pack, dim: int | None) -> torch.Tensor:
+    features = load_file(str(pack.path))["features"]
+    dim = features.shape[-1] if dim is None else dim
+    if features.dtype != torch.float32 or tuple(features.shape) != (len(pack.rows), dim):
+        raise ValueError(
+            f"{features.dtype} features of shape {tuple(features.shape)}, "
+            f"expected float32 ({len(pack.rows)}, {dim})"
+        )
+    # The sum is finite only if every value is (one pass, no mask); an overflowing sum of
+    # finite values falls through to the exact check.
+    if not torch.isfinite(features.sum()) and not torch.isfinite(features).all():
+        raise ValueError("non-finite features")
+    if _checksum(features) != pack.checksum:
+        raise ValueError("checksum mismatch")
+    return features
 
 
 def cached_extract(
@@ -163,163 +324,155 @@ def cached_extract(
 ) -> FeatureSet:
     """:func:`extract_features` through the cache (``cache=None`` extracts directly).
 
-    ``loader`` holds extract_features' keyword-only loader options (decode, prefetch_factor).
+    Only the files the cache lacks (per variant) go through the backbone. ``loader`` holds
+    extract_features' keyword-only loader options (decode, prefetch_factor).
     """
     variants = [as_variant(v, i) for i, v in enumerate(variants)]
+    args = (device, batch_size, num_workers, seed, view, desc)
     if cache is None:
-        return extract_features(
-            backbone,
-            paths,
-            transform,
-            variants,
-            device,
-            batch_size,
-            num_workers,
-            seed,
-            view,
-            desc,
-            **loader,
-        )
+        return extract_features(backbone, paths, transform, variants, *args, **loader)
+    if cache.read_only is None:
+        cache.check()
     paths = [str(p) for p in paths]
-    fingerprint = files_fingerprint(paths)
-    keys = [cache.entry_key(backbone, transform, v, seed, view, fingerprint) for v in variants]
-    missing = [i for i, k in enumerate(keys) if not cache.complete(k)]
-    if missing:
-        _fill(
-            cache,
-            backbone,
-            paths,
-            transform,
-            [variants[i] for i in missing],
-            [keys[i] for i in missing],
+    fkeys = [file_key(p) for p in paths]
+    dim = backbone.feature_dim
+    keys = [cache.setting_key(backbone, transform, v, seed, view) for v in variants]
+    known = [cache.lookup(key, set(fkeys), dim) for key in keys]
+    dist = Distributed.current()
+    dist.barrier()  # every rank looked before any rank writes: all see the same misses
+    todo = _missing(fkeys, known)
+    log.info(
+        "%s: %d of %d files × %d variant(s) from cache %s, %d to extract",
+        desc,
+        len(paths) - len(todo),
+        len(paths),
+        len(keys),
+        cache.root,
+        len(todo),
+    )
+    job = _Job(cache, backbone, transform, variants, keys, paths, fkeys, args, loader)
+    if todo:
+        job.fill(todo, known, dist)
+    if dist.world > 1:
+        dist.barrier()  # the other ranks' packs are on disk now
+        for key, kn in zip(keys, known):
+            kn.update(cache.lookup(key, {fkeys[i] for i in _missing(fkeys, [kn])}, dim))
+        left = _missing(fkeys, known)
+        if left:  # a rank could not write its packs: extract them here
+            log.warning("%s: %d files not cached by the other ranks; extracting", desc, len(left))
+            job.fill(left, known, Distributed())
+    return _assemble(known, paths, fkeys, dim)
+
+
+def _missing(fkeys: list[str], known: list[Known]) -> list[int]:
+    """Indices of the files some setting lacks (the first occurrence of each file key)."""
+    seen, todo = set(), []
+    for i, fk in enumerate(fkeys):
+        if fk not in seen and any(fk not in kn for kn in known):
+            todo.append(i)
+        seen.add(fk)
+    return todo
+
+
+@dataclass
+class _Job:
+    """One cached_extract call's fixed inputs, for filling what the cache lacks."""
+
+    cache: FeatureCache
+    backbone: object
+    transform: object
+    variants: list[Variant]
+    keys: list[str]
+    paths: list[str]
+    fkeys: list[str]
+    args: tuple  # device, batch_size, num_workers, seed, view, desc
+    loader: dict
+
+    def fill(self, todo: list[int], known: list[Known], dist: Distributed) -> None:
+        """Extract this rank's chunks of ``todo`` in one stream, storing a pack per chunk."""
+        size = self.cache.shard_size
+        chunks = [todo[c : c + size] for c in range(0, len(todo), size)][dist.rank :: dist.world]
+        order = [i for chunk in chunks for i in chunk]
+        if not order:
+            return
+        # Variants that lack at least one of the files: one decode feeds all of them.
+        need = [v for v, kn in enumerate(known) if any(self.fkeys[i] not in kn for i in order)]
+        chunk_of = [c for c, chunk in enumerate(chunks) for _ in chunk]
+        buffers = [_ChunkBuffer(len(chunk)) for chunk in chunks]
+        device, batch_size, num_workers, seed, view, desc = self.args
+        stream = iter_feature_batches(
+            self.backbone,
+            [self.paths[i] for i in order],
+            self.transform,
+            [self.variants[v] for v in need],
             device,
             batch_size,
             num_workers,
             seed,
             view,
-            desc,
-            loader,
+            f"{desc} [{len(order)} of {len(self.paths)} files not cached]",
+            **self.loader,
         )
-    else:
-        log.info(
-            "%s: %d files × %d variant(s) read from cache %s",
-            desc,
-            len(paths),
-            len(keys),
-            cache.root,
-        )
-    return _load(cache, keys, paths)
+        for idx, feats, bad in stream:  # feats (K', B, D)
+            touched = set()
+            for j, pos in enumerate(idx):
+                buffers[chunk_of[pos]].rows[pos] = feats[:, j]
+                touched.add(chunk_of[pos])
+            for pos, reason in bad:
+                buffers[chunk_of[pos]].bad[pos] = reason
+                touched.add(chunk_of[pos])
+            for c in sorted(touched):
+                if buffers[c].full():
+                    self._store(buffers[c], order, need, known)
+                    buffers[c] = _ChunkBuffer(-1)  # stored: free its rows (never full again)
+
+    def _store(self, buf: _ChunkBuffer, order: list[int], need: list[int], known) -> None:
+        """Write one finished chunk, per variant only the files that variant lacked."""
+        dim = self.backbone.feature_dim
+        for j, v in enumerate(need):
+            kn = known[v]
+            rows = [p for p in sorted(buf.rows) if self.fkeys[order[p]] not in kn]
+            skips = {self.fkeys[order[p]]: r for p, r in buf.bad.items()}
+            skips = {k: r for k, r in skips.items() if k not in kn}
+            if not rows and not skips:
+                continue
+            features = torch.stack([buf.rows[p][j] for p in rows]) if rows else torch.empty(0, dim)
+            row_keys = [self.fkeys[order[p]] for p in rows]
+            self.cache.write_pack(self.keys[v], row_keys, features, skips)
+            kn.add(features, list(enumerate(row_keys)))
+            kn.skipped.update(skips)
 
 
-def _fill(
-    cache,
-    backbone,
-    paths,
-    transform,
-    variants,
-    keys,
-    device,
-    batch_size,
-    num_workers,
-    seed,
-    view,
-    desc,
-    loader,
-):
-    """Compute the missing entries of this rank's shards in one stream, writing each shard as it completes."""
-    dist = Distributed.current()
-    n_shards = max(1, -(-len(paths) // cache.shard_size))
-    todo = [
-        sh
-        for sh in range(dist.rank, n_shards, dist.world)
-        if not all(cache.shard_done(k, sh) for k in keys)
-    ]
-    # Global indices of the files still to do; a resumed run skips the completed shards.
-    order = [
-        i
-        for sh in todo
-        for i in range(sh * cache.shard_size, min(len(paths), (sh + 1) * cache.shard_size))
-    ]
-    pending = {
-        sh: _ShardBuffer(min(len(paths), (sh + 1) * cache.shard_size) - sh * cache.shard_size)
-        for sh in todo
-    }
-    stream = iter_feature_batches(
-        backbone,
-        [paths[i] for i in order],
-        transform,
-        variants,
-        device,
-        batch_size,
-        num_workers,
-        seed,
-        view,
-        f"{desc} [{len(todo)}/{n_shards} shards]",
-        **loader,
-    )
-    for idx, feats, bad in stream:
-        for j, pos in enumerate(idx):
-            g = order[pos]
-            pending[g // cache.shard_size].add(g, feats[:, j])
-        for pos, reason in bad:
-            g = order[pos]
-            pending[g // cache.shard_size].skip(paths[g], reason)
-        for sh in [sh for sh, buf in pending.items() if buf.full()]:
-            buf = pending.pop(sh)
-            features, index = buf.tensors(len(keys), backbone.feature_dim)
-            for k, key in enumerate(keys):
-                cache.write_shard(key, sh, features[k], index, buf.skipped)
-    dist.barrier()
-    if dist.rank == 0:
-        for variant, key in zip(variants, keys):
-            cache.write_index(
-                key,
-                len(paths),
-                n_shards,
-                {
-                    "variant": variant.key,
-                    "seed": seed,
-                    "view": view,
-                    "backbone": backbone.describe()["weights_id"],
-                },
-            )
-    dist.barrier()
+@dataclass
+class _ChunkBuffer:
+    """One chunk's results (by position in the extraction order) until all its files are seen."""
 
-
-class _ShardBuffer:
-    """Collects one shard's results until every file of it has been seen."""
-
-    def __init__(self, size: int):
-        self.size, self.index, self.rows, self.skipped = size, [], [], []
-
-    def add(self, global_index: int, features: torch.Tensor) -> None:  # features (K, D)
-        self.index.append(global_index)
-        self.rows.append(features)
-
-    def skip(self, path: str, reason: str) -> None:
-        self.skipped.append((path, reason))
+    size: int
+    rows: dict[int, torch.Tensor] = field(default_factory=dict)  # (K', D) per kept file
+    bad: dict[int, str] = field(default_factory=dict)
 
     def full(self) -> bool:
-        return len(self.index) + len(self.skipped) == self.size
-
-    def tensors(self, k: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        order = sorted(range(len(self.index)), key=self.index.__getitem__)
-        feats = (
-            torch.stack([self.rows[i] for i in order], dim=1) if order else torch.empty(k, 0, dim)
-        )
-        return feats, torch.tensor([self.index[i] for i in order], dtype=torch.long)
+        return len(self.rows) + len(self.bad) == self.size
 
 
-def _load(cache: FeatureCache, keys: list[str], paths: list[str]) -> FeatureSet:
-    feats, kept, skipped = [], None, []
-    for key in keys:
-        f, k, s = cache.read(key, paths)
-        if kept is not None and k != kept:
-            raise RuntimeError(
-                f"cache entry {key} lists other files than its sibling entries; clear {cache.root}"
-            )
-        feats.append(f)
-        kept, skipped = k, s
-    dim = feats[0].shape[-1] if feats else 0
-    stacked = torch.stack(feats) if kept else torch.empty(len(keys), 0, dim)
-    return FeatureSet(stacked, [paths[i] for i in (kept or [])], skipped)
+def _assemble(known: list[Known], paths: list[str], fkeys: list[str], dim: int) -> FeatureSet:
+    """(K, N, D) features of the files every variant could read, in input order."""
+    reasons: dict[str, str] = {}
+    for kn in known:  # unreadable for one variant = unreadable (K slices stay aligned)
+        for key, reason in kn.skipped.items():
+            reasons.setdefault(key, reason)
+    held = set.intersection(*(set(kn.where) for kn in known))
+    kept, skipped = [], []
+    for i, fk in enumerate(fkeys):
+        if fk in reasons:
+            skipped.append((paths[i], reasons[fk]))
+        elif fk in held:
+            kept.append(i)
+        else:  # an invariant of cached_extract, not a user error
+            raise RuntimeError(f"feature cache: no features and no skip record for {paths[i]}")
+    if not kept:
+        return FeatureSet(torch.empty(len(known), 0, dim), [], skipped)
+    features = torch.empty(len(known), len(kept), dim)  # (K, N, D)
+    for k, kn in enumerate(known):
+        kn.gather([fkeys[i] for i in kept], features[k])
+    return FeatureSet(features, [paths[i] for i in kept], skipped)

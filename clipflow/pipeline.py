@@ -148,8 +148,16 @@ def validation_paths(s: TrainSettings, held_out: list[Path]) -> list[Path]:
 
 
 def feature_cache(data) -> FeatureCache | None:
-    """The configured feature cache, or None when ``data.cache=false``."""
-    return FeatureCache(data.cache_dir, data.cache_shard_size) if data.cache else None
+    """The configured feature cache, or None when ``data.cache=false``.
+
+    The folder is probed here, before any extraction: an unwritable one is reported in one
+    warning line and the run goes on, extracting what the cache does not already hold.
+    """
+    if not data.cache:
+        return None
+    cache = FeatureCache(data.cache_dir, data.cache_shard_size)
+    cache.check()
+    return cache
 
 
 def loader_options(data) -> dict:
@@ -323,8 +331,10 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
     if not s.data.cache:
         raise DataError("clipflow-extract fills the feature cache: leave data.cache=true")
     device = distributed.init_from_env(resolve_device(s.device))
+    cache = feature_cache(s.data)  # checked before the backbone loads: no work to lose
+    if cache.read_only:
+        raise DataError(f"clipflow-extract cannot write the feature cache {cache.root}")
     backbone = load_backbone(s.backbone, device)
-    cache = feature_cache(s.data)
     summary: dict = {"cache_dir": str(cache.root), "backbone": backbone.describe()}
     split = None
     if s.data.train_root and {"train", "val"} & set(stages):
@@ -356,7 +366,7 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
         raise DataError(
             "nothing to extract: pass data.train_root, data.val_root and/or data.test_root"
         )
-    if not distributed.launched_by_torchrun() or torch.distributed.get_rank() == 0:
+    if distributed.Distributed.current().main:
         atomic_write_text(
             Path(run_dir) / "extract.json", json.dumps(summary, indent=2, default=str)
         )

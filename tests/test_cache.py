@@ -1,21 +1,31 @@
-"""Feature cache: hits, key changes, resume after interruption, torchrun sharding."""
+"""Feature cache: hits, key changes, incremental fills, damage, resume, umask, torchrun."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import BIN
 from fixtures_images import write_image
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 import clipflow.cache as cache_mod
+import clipflow.pipeline as pipeline
 from clipflow.backbone import BackboneConfig, load_backbone
 from clipflow.cache import FeatureCache, cached_extract
+from clipflow.config import train_settings
+from clipflow.errors import DataError
 from clipflow.features import IDENTITY, Variant
+from clipflow.fileio import atomic_write_text
+from clipflow.pipeline import feature_cache
 from clipflow.preprocess import build_transform
 from clipflow.proxy import ProxyConfig, build_proxy
 
@@ -78,7 +88,9 @@ def test_any_change_of_the_key_recomputes(setup, change):
     elif change == "files":
         files = files[:-1]
     cached_extract(bb, files, tf, variants, cache, **kwargs)
-    assert bb.seen == seen + len(files)
+    # Entries are per file: a touched file or a subset of cached files costs only what changed.
+    expected = {"mtime": 1, "files": 0}.get(change, len(files))
+    assert bb.seen == seen + expected
 
 
 def test_interrupted_extraction_resumes_from_complete_shards(setup, monkeypatch):
@@ -139,12 +151,211 @@ def test_torchrun_two_ranks_give_the_same_features_as_one(tmp_path: Path, mini_b
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     extract(tmp_path / "one", [])
-    extract(tmp_path / "two", [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2"])
+    # torch.distributed.run is what the torchrun console script calls.
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    extract(tmp_path / "two", [*torchrun, "--standalone", "--nproc_per_node=2"])
     one, two = FeatureCache(tmp_path / "one"), FeatureCache(tmp_path / "two")
     keys = sorted(p.name for p in one.root.iterdir())
     assert keys == sorted(p.name for p in two.root.iterdir()) and keys
     for key in keys:
-        assert one.complete(key) and two.complete(key)
-        f1, k1, _ = one.read(key, [])
-        f2, k2, _ = two.read(key, [])
-        assert k1 == k2 and torch.allclose(f1, f2, atol=1e-5)
+        a, b = one.read(key), two.read(key)
+        fks = sorted(a.where)
+        assert fks and fks == sorted(b.where) and a.skipped == b.skipped
+        dim = a.blocks[0].shape[1]
+        fa, fb = (kn.gather(fks, torch.empty(len(fks), dim)) for kn in (a, b))
+        assert torch.allclose(fa, fb, atol=1e-5)
+
+
+def _packs(cache: FeatureCache) -> list[Path]:
+    return sorted(Path(cache.root).rglob("pack-*.safetensors"))
+
+
+def _pack_rows(path: Path) -> int:
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.get_slice("features").get_shape()[0]
+
+
+def test_adding_a_file_extracts_only_that_file(setup):
+    bb, paths, _, cache = setup
+    tf = build_transform(bb)
+    cached_extract(bb, paths, tf, [IDENTITY], cache)
+    assert bb.seen == 5
+    new = write_image(paths[0].parent / "new.png", size=(48, 64), seed=99)
+    grown = sorted([*paths, new])  # discovery order: the new file lands mid-list
+    fs = cached_extract(bb, grown, tf, [IDENTITY], cache)
+    assert bb.seen == 6  # one image, not the folder
+    fresh = cached_extract(bb, grown, tf, [IDENTITY], None)
+    assert fs.paths == fresh.paths and torch.allclose(fs.features, fresh.features, atol=1e-6)
+
+
+def _damage(pack: Path, how: str) -> None:
+    """Break one pack the way disks, copies and people do."""
+    if how == "truncated":
+        pack.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+    elif how == "deleted":
+        pack.unlink()
+    elif how == "garbage":
+        pack.write_bytes(os.urandom(pack.stat().st_size))
+    elif how == "flipped":  # same size, header intact, one feature value changed
+        data = bytearray(pack.read_bytes())
+        data[-3] ^= 0xFF
+        pack.write_bytes(bytes(data))
+    else:  # a well-formed file with the wrong payload
+        with safe_open(str(pack), framework="pt") as fh:
+            meta, feats = fh.metadata(), fh.get_tensor("features")
+        bad = {"nan": feats.clone().fill_(float("nan")), "float64": feats.double()}
+        feats = bad.get(how, feats[:, :-1])  # "shape": one feature column short
+        save_file({"features": feats.contiguous()}, str(pack), metadata=meta)
+
+
+@pytest.mark.parametrize(
+    "how", ["truncated", "deleted", "garbage", "flipped", "nan", "float64", "shape"]
+)
+def test_a_damaged_pack_is_extracted_again_alone(setup, how, caplog):
+    bb, paths, _, cache = setup
+    tf = build_transform(bb)
+    reference = cached_extract(bb, paths, tf, [IDENTITY], cache)
+    packs = _packs(cache)
+    assert [_pack_rows(p) for p in packs].count(2) == 2  # 5 files, shard_size=2: 2 + 2 + 1
+    victim = next(p for p in packs if _pack_rows(p) == 2)
+    _damage(victim, how)
+    bb.seen = 0
+    with caplog.at_level(logging.WARNING, logger="clipflow.cache"):
+        again = cached_extract(bb, paths, tf, [IDENTITY], cache)
+    assert bb.seen == 2  # the damaged pack's two files, nothing else
+    assert again.paths == reference.paths
+    assert torch.allclose(again.features, reference.features, atol=1e-6)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if how != "deleted":  # a deleted pack is simply a miss
+        assert len(warnings) == 1 and "damaged" in warnings[0] and "\n" not in warnings[0]
+    bb.seen = 0
+    cached_extract(bb, paths, tf, [IDENTITY], cache)
+    assert bb.seen == 0  # the re-extracted pack replaced the damaged one
+
+
+def test_a_file_typed_cache_dir_runs_uncached(setup, tmp_path, caplog):
+    bb, paths, _, _ = setup
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder should be")
+    cache = FeatureCache(blocker / "features")
+    tf = build_transform(bb)
+    with caplog.at_level(logging.WARNING, logger="clipflow.cache"):
+        fs = cached_extract(bb, paths, tf, [IDENTITY], cache)
+    assert cache.read_only and "not writable" in caplog.text
+    fresh = cached_extract(bb, paths, tf, [IDENTITY], None)
+    assert fs.paths == fresh.paths and torch.allclose(fs.features, fresh.features, atol=1e-6)
+    assert blocker.read_text().startswith("a file")
+
+
+def test_pipeline_checks_the_cache_dir_before_extracting(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    data = SimpleNamespace(cache=True, cache_dir=tmp_path / "file", cache_shard_size=8)
+    cache = feature_cache(data)
+    assert cache is not None and cache.read_only  # probed up front, not at the first write
+    # clipflow-extract's whole job is filling the cache: it stops before loading the backbone.
+    monkeypatch.setattr(pipeline, "load_backbone", lambda *a: pytest.fail("backbone loaded"))
+    s = train_settings(
+        {
+            "device": "cpu",
+            "backbone": {"name": "tiny", "pretrained": None},
+            "data": {"train_root": str(tmp_path), "cache_dir": str(tmp_path / "file")},
+        }
+    )
+    with pytest.raises(DataError, match="cannot write the feature cache"):
+        pipeline.run_extract(s, ["train"], tmp_path / "run")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
+def test_a_read_only_cache_serves_hits_and_extracts_misses(setup, caplog):
+    bb, paths, _, cache = setup
+    tf = build_transform(bb)
+    cached_extract(bb, paths[:4], tf, [IDENTITY], cache)
+    for folder in [cache.root, *cache.root.iterdir()]:
+        folder.chmod(0o555)
+    try:
+        bb.seen = 0
+        readonly = FeatureCache(cache.root, shard_size=2)
+        with caplog.at_level(logging.WARNING, logger="clipflow.cache"):
+            fs = cached_extract(bb, paths, tf, [IDENTITY], readonly)
+        assert bb.seen == 1 and readonly.read_only and "not writable" in caplog.text
+        assert fs.paths == [str(p) for p in paths]
+    finally:
+        for folder in [cache.root, *cache.root.iterdir()]:
+            folder.chmod(0o755)
+
+
+def test_a_replaced_file_with_restored_mtime_is_extracted_again(setup):
+    bb, paths, _, cache = setup
+    # BMP: the same size for the same dimensions, so only the content differs.
+    target = write_image(paths[0].parent / "swap.bmp", size=(48, 64), seed=1)
+    tf = build_transform(bb)
+    first = cached_extract(bb, [target], tf, [IDENTITY], cache)
+    st = target.stat()
+    time.sleep(0.05)  # ctime has a coarse clock
+    write_image(target, size=(48, 64), seed=2)  # rewritten in place: same inode
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert target.stat().st_size == st.st_size and target.stat().st_mtime_ns == st.st_mtime_ns
+    bb.seen = 0
+    again = cached_extract(bb, [target], tf, [IDENTITY], cache)
+    fresh = cached_extract(bb, [target], tf, [IDENTITY], None)
+    assert bb.seen == 2  # re-extracted (then the uncached reference)
+    assert torch.allclose(again.features, fresh.features, atol=1e-6)
+    assert not torch.allclose(again.features, first.features, atol=1e-3)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_honour_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "out.json", "{}")
+        FeatureCache(tmp_path / "cache").write_pack("k", ["a"], torch.zeros(1, 4), {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == mode
+    (pack,) = (tmp_path / "cache" / "k").iterdir()
+    assert pack.stat().st_mode & 0o777 == mode
+
+
+def test_a_failing_write_mid_run_warns_once_and_keeps_the_features(setup, monkeypatch, caplog):
+    bb, paths, _, cache = setup
+    tf = build_transform(bb)
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_mod, "atomic_write_bytes", disk_full)
+    with caplog.at_level(logging.WARNING, logger="clipflow.cache"):
+        fs = cached_extract(bb, paths, tf, [IDENTITY], cache)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()
+    fresh = cached_extract(bb, paths, tf, [IDENTITY], None)
+    assert fs.paths == fresh.paths and torch.allclose(fs.features, fresh.features, atol=1e-6)
+    assert not _packs(cache)
+
+
+def test_file_keys_take_any_name_and_follow_the_file(tmp_path):
+    odd = tmp_path / os.fsdecode(b"caf\xe9-latin1.png")  # not valid UTF-8
+    odd.write_bytes(b"x")
+    key = cache_mod.file_key(str(odd))
+    assert key != cache_mod.file_key(str(tmp_path / "other.png"))
+    assert cache_mod.file_key(str(tmp_path / "gone.png")) != cache_mod.file_key(str(odd))
+    st = odd.stat()
+    odd.unlink()
+    time.sleep(0.05)  # the inode number may be reused; ctime (coarse clock) then differs
+    odd.write_bytes(b"y")  # same size
+    os.utime(odd, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache_mod.file_key(str(odd)) != key
+
+
+def test_an_unwritable_cache_serves_hits_extracts_misses_and_writes_nothing(setup):
+    """The read-only case as root sees it: check() found the folder unwritable."""
+    bb, paths, _, cache = setup
+    tf = build_transform(bb)
+    cached_extract(bb, paths[:4], tf, [IDENTITY], cache)
+    before = _packs(cache)
+    bb.seen = 0
+    cache.read_only = True
+    fs = cached_extract(bb, paths, tf, [IDENTITY], cache)
+    assert bb.seen == 1 and _packs(cache) == before
+    fresh = cached_extract(bb, paths, tf, [IDENTITY], None)
+    assert fs.paths == fresh.paths and torch.allclose(fs.features, fresh.features, atol=1e-6)
