@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save
 
 from .distributed import Distributed
 from .features import FeatureSet, Variant, as_variant, extract_features, iter_feature_batches
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, path_key_bytes
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ def file_key(path: str) -> str:
         ident = f"\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
     except OSError:
         ident = "\0missing"
-    # The name's bytes (os.fsencode): a name that is not valid UTF-8 gets a key too.
-    return hashlib.blake2b(os.fsencode(path) + ident.encode(), digest_size=16).hexdigest()
+    # The name's bytes: a name that is not valid UTF-8 gets a key too.
+    return hashlib.blake2b(path_key_bytes(path) + ident.encode(), digest_size=16).hexdigest()
 
 
 def _hash(obj) -> str:
@@ -182,7 +182,11 @@ class FeatureCache:
         self.read_only = reason is not None
         return reason
 
-    def setting_key(self, backbone, transform, variant: Variant, seed: int, view: int) -> str:
+    def setting_key(
+        self, backbone, transform, variant: Variant, seed: int, view: int, max_pixels=None
+    ) -> str:
+        """One folder per setting. ``max_pixels`` is part of it: a file refused as too large
+        under one cap must be extracted when the cap is raised."""
         bb = backbone.describe()
         key = _hash(
             {
@@ -192,6 +196,7 @@ class FeatureCache:
                 "variant": variant.key,
                 "seed": seed,
                 "view": view,
+                "max_pixels": max_pixels,
             }
         )
         return f"v{CACHE_VERSION}-{key}"
@@ -336,7 +341,8 @@ def cached_extract(
     paths = [str(p) for p in paths]
     fkeys = [file_key(p) for p in paths]
     dim = backbone.feature_dim
-    keys = [cache.setting_key(backbone, transform, v, seed, view) for v in variants]
+    max_pixels = loader.get("max_pixels")
+    keys = [cache.setting_key(backbone, transform, v, seed, view, max_pixels) for v in variants]
     known = [cache.lookup(key, set(fkeys), dim) for key in keys]
     dist = Distributed.current()
     dist.barrier()  # every rank looked before any rank writes: all see the same misses

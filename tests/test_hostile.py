@@ -309,16 +309,6 @@ def _eval(ckpt: Path, test_root: Path, out: Path, **data) -> dict:
     return run_eval(EvalSettings(ckpt=str(ckpt), data=cfg, device="cpu"), out)
 
 
-def _cache_is_bytes_safe() -> bool:
-    from clipflow.cache import files_fingerprint
-
-    try:
-        files_fingerprint([ODD])
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def test_display_path_is_reversible_and_leaves_plain_names_alone():
     from clipflow.fileio import display_path, parse_display_path, path_key_bytes
 
@@ -396,9 +386,6 @@ def test_non_utf8_name_is_scored_by_train_eval_and_detect(
     assert np.isfinite(by_path[str(odd)]["score"])
 
 
-@pytest.mark.skipif(
-    not _cache_is_bytes_safe(), reason="the cache key in cache.py is not bytes-safe on this branch"
-)
 def test_non_utf8_name_is_extracted_into_the_cache(tmp_path: Path, trained_run: Path):
     from clipflow.config import train_settings
     from clipflow.pipeline import run_extract
