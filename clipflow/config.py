@@ -151,7 +151,9 @@ def _range_text(r: Rule) -> str:
 
 
 def _num(x: float | None) -> str:
-    return str(int(x)) if x is not None and float(x).is_integer() else f"{x:g}"
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _band(value: str) -> str | None:
