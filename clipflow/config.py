@@ -16,6 +16,7 @@ Caps (chosen to catch typos, far above any sensible run): ``flow.n_blocks`` ≤ 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import typing
@@ -329,6 +330,7 @@ def check(key: str, value: Any, hint: Any, rule_key: str | None = None) -> Any:
     return typed
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

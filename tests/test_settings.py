@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -52,6 +53,13 @@ def _composed(config: str, overrides: tuple[str, ...]) -> dict:
 
 def composed(config: str, *overrides: str) -> dict:
     return _composed(config, tuple(overrides))
+
+
+def with_override(tree: dict, override: str) -> dict:
+    """``tree`` with one ``key=value`` applied, the value typed by Hydra's own override parser
+    (as the CLIs receive it) without a full compose per case."""
+    parsed = OverridesParser.create().parse_override(override)
+    return _assign(tree, tuple(parsed.key_or_group.split(".")), parsed.value())
 
 
 # (override, key that the one-line message must name)
@@ -132,9 +140,9 @@ CASES = [(cmd, o, key) for cmd, rows in BAD.items() for o, key in rows]
 
 @pytest.mark.parametrize(("command", "override", "needle"), CASES)
 def test_bad_value_is_one_line_error_naming_the_key(command: str, override: str, needle: str):
-    base = ("backbone=tiny",) if command in ("train", "extract") else ()
+    base = composed(command, "backbone=tiny") if command in ("train", "extract") else None
     with pytest.raises(ClipflowError) as info:
-        BUILDERS[command](composed(command, *base, override))
+        BUILDERS[command](with_override(base or composed(command), override))
     message = str(info.value)
     assert needle in message and "\n" not in message, message
     assert info.value.exit_code == 2
