@@ -327,3 +327,22 @@ def test_fuzzed_settings_build_or_raise_clipflow_error(command, picks, extra):
     for obj in built if isinstance(built, tuple) else (built,):
         if is_dataclass(obj):
             _typed(obj)
+
+
+def test_reproduce_and_check_data_values_go_through_the_layer(tmp_path: Path):
+    from clipflow.cli.check_data import run_check
+    from clipflow.cli.reproduce import parse_args
+    from clipflow.experiments import compose_settings
+
+    for argv, needle in [
+        (["experiment=table1", "seeds=[0,x]"], "seeds=x: must be an integer"),
+        (["experiment=table1", "seeds=[-1]"], "seeds=-1"),
+        (["experiment=table1", "dry_run=maybe"], "dry_run=maybe"),
+        (["experiment=table1", "save_checkpoints=perhaps"], "save_checkpoints=perhaps"),
+    ]:
+        with pytest.raises(ClipflowError, match=needle):
+            parse_args(argv)
+    with pytest.raises(ClipflowError, match="proxy.ratio=2"):  # every arm's train overrides
+        compose_settings(["backbone=tiny", "proxy.ratio=2"])
+    with pytest.raises(ClipflowError, match="strict=maybe"):  # before any folder is scanned
+        run_check([f"data.test_root={tmp_path / 'absent'}", "strict=maybe"])

@@ -201,6 +201,11 @@ def format_sets(root: Path, rows: list[SetRow]) -> str:
 def run_check(argv: list[str], out=sys.stdout) -> int:
     """Check the roots named in ``argv``; print the report; return the exit code."""
     args = _parse(argv)
+    strict = args.get("strict", False)
+    if not isinstance(strict, bool):  # strict=maybe: the settings layer's one-line error
+        from ..config import check  # imports torch: only on this path, check-data stays light
+
+        strict = check("strict", strict, bool)
     if not any(
         args.get(k) for k in ("data.test_root", "data.train_root", "data.val_root", "extra_roots")
     ):
@@ -226,7 +231,7 @@ def run_check(argv: list[str], out=sys.stdout) -> int:
                 file=out,
             )
             findings += f
-    return _report(findings, bool(args.get("strict")), out)
+    return _report(findings, strict, out)
 
 
 def _report(findings: list[Finding], strict: bool, out) -> int:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from ..config import check
 from ..errors import ClipflowError
 from ..experiments import (
     ExperimentSpec,
@@ -76,13 +77,13 @@ def parse_args(argv: list[str]) -> tuple[list[str], RunOptions, bool]:
     seeds = own.get("seeds", [own["seed"]] if "seed" in own else [0])
     opts = RunOptions(
         overrides=merge_overrides(rest),
-        seeds=[int(s) for s in (seeds if isinstance(seeds, list) else [seeds])],
+        seeds=check("seeds", seeds, list[int], "seed"),
         out=Path(str(own.get("out", "outputs/reproduce"))),
         extra_roots=[str(r) for r in _as_list(own.get("extra_roots", own.get("data.extra_roots")))],
         ckpt=str(own["ckpt"]) if own.get("ckpt") else None,
         baselines=None if "baselines" not in own else [str(b) for b in _as_list(own["baselines"])],
         histogram_sets=[str(s) for s in _as_list(own.get("histogram_sets"))] or None,
-        save_checkpoints=bool(own.get("save_checkpoints", True)),
+        save_checkpoints=check("save_checkpoints", own.get("save_checkpoints", True), bool),
     )
     names = [str(n) for n in _as_list(own.get("experiment"))]
     if not names:
@@ -91,7 +92,7 @@ def parse_args(argv: list[str]) -> tuple[list[str], RunOptions, bool]:
         )
     if not opts.seeds:
         raise ClipflowError("seeds=[] runs nothing; pass e.g. seeds=[0,1,2]")
-    return _expand(names), opts, bool(own.get("dry_run", False))
+    return _expand(names), opts, check("dry_run", own.get("dry_run", False), bool)
 
 
 def _as_list(value) -> list:
