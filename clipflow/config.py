@@ -245,8 +245,15 @@ RULES: dict[str, Rule] = {
 
 # ---------------------------------------------------------------- typing
 def _fail(key: str, value: Any, problem: str) -> SettingsError:
-    shown = "null" if value is None else str(value)
-    return SettingsError(f"{key}={shown}: {problem}")
+    return SettingsError(f"{_show(key)}={_show(value)}: {problem}")
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A value as the user typed it, on one line (control characters escaped, long cut)."""
+    text = "null" if value is None else str(value)
+    if not text.isprintable():
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def coerce(key: str, value: Any, hint: Any) -> Any:
@@ -346,7 +353,7 @@ def _typed_fields(cls: type, values: Any, where: str, partial: bool = False) -> 
     unknown = sorted(map(str, set(values) - set(hints)))
     if unknown:
         raise SettingsError(
-            f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; "
+            f"unknown key(s) {', '.join(_show(f'{where}.{k}') for k in unknown)}; "
             f"known under {where}: {', '.join(sorted(hints))}"
         )
     out = {}
@@ -364,7 +371,7 @@ def _build(cls, values: Any, where: str):
 def _top_level(cfg: Any, known: set[str]) -> dict:
     if not isinstance(cfg, dict):
         raise SettingsError(f"settings must be a mapping, got {type(cfg).__name__}")
-    unknown = sorted(map(str, set(cfg) - known))
+    unknown = sorted(map(_show, set(cfg) - known))
     if unknown:
         raise SettingsError(
             f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
