@@ -227,6 +227,10 @@ def parse_request(argv: Iterable[str]) -> CheckRequest:
             raise ClipflowError(f"unknown key {o.key!r}; use {', '.join(sorted(_KEYS))}")
         if _KEYS[o.key] == "extra_roots":
             req.extra_roots = [str(v) for v in as_list(o.value)]
+        elif o.key == "strict":  # strict=maybe: the settings layer's one-line error
+            from .config import check as check_value  # imports torch: only on this path
+
+            req.strict = check_value("strict", o.value, bool)
         else:
             setattr(req, _KEYS[o.key], o.value)
     return req

@@ -1,20 +1,43 @@
-"""Typed run settings built from the Hydra config (YAML keys = dataclass fields).
+"""Typed, range-checked run settings built from the Hydra config (YAML keys = dataclass fields).
 
-The CLIs turn their DictConfig into these with :func:`train_settings` / :func:`eval_settings`;
-library code and tests take the dataclasses and never see Hydra.
+This is the one place where values enter: every CLI turns its config into these dataclasses
+with :func:`train_settings`, :func:`extract_settings`, :func:`eval_settings` or
+:func:`detect_settings` before any data is scanned or any model is loaded. Each value is
+coerced to its field's type (an int given ``abc`` or a bool given ``maybe`` is an error) and
+checked against :data:`RULES`; the first bad value raises :class:`SettingsError` with one
+line such as ``proxy.ratio=2: must be in (0, 1]``. Library code and tests take the dataclasses
+and never see Hydra.
+
+Caps (chosen to catch typos, far above any sensible run): ``flow.n_blocks`` ≤ 64,
+``flow.dr_dim`` ≤ 4096, ``flow.hidden_mult`` ≤ 64, ``train.epochs`` ≤ 100000, batch sizes
+≤ 65536 (``train.batch_size`` ≤ 1048576: features, not images), ``data.num_workers`` ≤ 256,
+``data.views`` ≤ 1000, ``seed`` < 2**32.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import re
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from types import NoneType, UnionType
+from typing import Any
 
+import open_clip
 import torch
 
-from .backbone import BackboneConfig
+from .backbone import PRECISIONS, TINY_NAME, BackboneConfig
 from .errors import ClipflowError
 from .flow import FlowConfig
-from .proxy import ProxyConfig
-from .train import TrainConfig
+from .perturb import Perturbation, resolve_perturbations
+from .proxy import BANDS, MASK_MODES, PROXY_NAMES, ProxyConfig
+from .train import LOSSES, MODES, TrainConfig
+
+
+class SettingsError(ClipflowError):
+    """A setting of the wrong type, out of range, or unknown: ``key=value: what is allowed``."""
 
 
 @dataclass
@@ -77,53 +100,372 @@ class EvalSettings:
     seed: int = 0
     # Backbone fields left null are taken from the checkpoint (name, preprocess, ...).
     backbone: dict = field(default_factory=dict)
+    # Test-time post-processing (configs/eval.yaml ``perturb``), parsed; empty = none.
+    perturb: list[Perturbation] = field(default_factory=list)
 
 
-def _build(cls, values: dict | None, where: str):
-    values = dict(values or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+@dataclass
+class DetectSettings:
+    """Typed values of configs/detect.yaml."""
+
+    ckpt: str = ""
+    inputs: list[str] = field(default_factory=list)
+    out: str | None = None
+    format: str | None = None
+    table: bool = True
+    device: str = "auto"
+    batch_size: int = 32
+    num_workers: int = 4
+    backbone: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- rules
+@dataclass(frozen=True)
+class Rule:
+    """What a value may be: one of ``choices``, or a number in [lo, hi] (ends open if asked),
+    or whatever ``check`` accepts (it returns the problem, or None)."""
+
+    choices: tuple[str, ...] = ()
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    check: Callable[[Any], str | None] | None = None
+
+    def problem(self, value: Any) -> str | None:
+        if value is None:
+            return None  # nullable fields: None passed the type check
+        if self.choices and value not in self.choices:
+            return f"choose one of {', '.join(self.choices)}"
+        if self.lo is not None or self.hi is not None:
+            below = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
+            above = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
+            if below or above:
+                return _range_text(self)
+        return self.check(value) if self.check else None
+
+
+def _range_text(r: Rule) -> str:
+    lo, hi = _num(r.lo), _num(r.hi)
+    if r.hi is None:
+        return f"must be {'>' if r.lo_open else '>='} {lo}"
+    if r.lo is None:
+        return f"must be {'<' if r.hi_open else '<='} {hi}"
+    return f"must be in {'(' if r.lo_open else '['}{lo}, {hi}{')' if r.hi_open else ']'}"
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _band(value: str) -> str | None:
+    if all(b in BANDS for b in value.split("+")):
+        return None
+    return f"choose one of {', '.join(BANDS)}, or a '+' union such as low+high"
+
+
+def _device(value: str) -> str | None:
+    if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        return None
+    return "use auto, cpu, mps, cuda or cuda:N"
+
+
+def _backbone_name(value: str) -> str | None:
+    # open_clip's registry is a dict lookup: a typo fails here, not after minutes of setup.
+    known = ("tiny", TINY_NAME, *open_clip.list_models())
+    if value in known or value.startswith(("hf-hub:", "local-dir:")):
+        return None
+    return "not an open_clip model name (see open_clip.list_models()); tiny for tests"
+
+
+def _not_empty(value: str) -> str | None:
+    return "must not be empty" if not value.strip() else None
+
+
+def _ge(lo: float, hi: float | None = None) -> Rule:
+    return Rule(lo=lo, hi=hi)
+
+
+def _unit(lo_open: bool = True, hi_open: bool = False) -> Rule:
+    return Rule(lo=0.0, hi=1.0, lo_open=lo_open, hi_open=hi_open)
+
+
+_SEED = Rule(lo=0, hi=2**32 - 1)
+_DEVICE = Rule(check=_device)
+_LOADER_BATCH = _ge(1, 65536)
+_WORKERS = _ge(0, 256)
+_POSITIVE = Rule(lo=0.0, lo_open=True)
+
+# Keys as the user types them (YAML paths). Fields without a rule only get the type check.
+RULES: dict[str, Rule] = {
+    "mode": Rule(choices=MODES),
+    "loss": Rule(choices=LOSSES),
+    "seed": _SEED,
+    "device": _DEVICE,
+    "backbone.name": Rule(check=_backbone_name),
+    "backbone.precision": Rule(choices=PRECISIONS),
+    "backbone.preprocess": Rule(choices=("paper", "univfd")),
+    "proxy.name": Rule(choices=PROXY_NAMES),
+    "proxy.band": Rule(check=_band),
+    "proxy.ratio": _unit(),
+    "proxy.mask_mode": Rule(choices=MASK_MODES),
+    "proxy.sigma": Rule(lo=0.0, hi=100.0, lo_open=True),
+    "proxy.amount": _ge(0.0, 100.0),
+    "proxy.brightness": _ge(0.0, 10.0),
+    "proxy.contrast": _ge(0.0, 10.0),
+    "proxy.saturation": _ge(0.0, 10.0),
+    "proxy.hue": _ge(0.0, 0.5),
+    "flow.dr_dim": _ge(0, 4096),
+    "flow.n_blocks": _ge(1, 64),
+    "flow.hidden_mult": _ge(1, 64),
+    "flow.clamp": Rule(lo=0.0, hi=100.0, lo_open=True),
+    "train.lr": Rule(lo=0.0, hi=1.0, lo_open=True),
+    "train.batch_size": _ge(1, 2**20),
+    "train.epochs": _ge(1, 100_000),
+    "data.per_class": _ge(1),
+    "data.val_fraction": _unit(hi_open=True),
+    "data.views": _ge(0, 1000),
+    "data.protocol": Rule(choices=("all", "univfd")),
+    "data.max_per_class": _ge(1),
+    "data.batch_size": _LOADER_BATCH,
+    "data.num_workers": _WORKERS,
+    "data.prefetch_factor": _ge(1, 64),
+    "data.decode": Rule(choices=("pil", "nvjpeg")),
+    "data.cache_shard_size": _ge(1, 2**24),
+    "stages": Rule(
+        check=lambda v: None if v in ("train", "val", "test") else "use train, val, test"
+    ),
+    "detect.format": Rule(
+        check=lambda v: None if v.lower() in ("jsonl", "csv") else "use jsonl or csv"
+    ),
+    "detect.batch_size": _LOADER_BATCH,
+    "detect.num_workers": _WORKERS,
+    "detect.inputs": Rule(check=_not_empty),
+}
+
+
+# ---------------------------------------------------------------- typing
+def _fail(key: str, value: Any, problem: str) -> SettingsError:
+    return SettingsError(f"{_show(key)}={_show(value)}: {problem}")
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A value as the user typed it, on one line (control characters escaped, long cut)."""
+    text = "null" if value is None else str(value)
+    if not text.isprintable():
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint`` (str, int, float, bool, X | None, list[str], dict), or
+    SettingsError. Strings that spell a number or a bool are accepted (interpolations and
+    environment variables arrive as strings); fractions for ints, nan and inf are not."""
+    if isinstance(hint, UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not NoneType]
+        if value is None:
+            return None
+        hint = args[0]
+    if value is None:
+        raise _fail(key, value, "must not be null")
+    if hint is bool:
+        return _as_bool(key, value)
+    if hint is int:
+        return _as_int(key, value)
+    if hint is float:
+        return _as_float(key, value)
+    if hint is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise _fail(key, value, "must be a string")
+        return str(value)
+    if typing.get_origin(hint) is list:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [coerce(key, v, typing.get_args(hint)[0]) for v in items]
+    if hint is dict or typing.get_origin(hint) is dict:
+        if not isinstance(value, dict):
+            raise _fail(key, value, "must be a mapping of keys to values")
+        return dict(value)
+    return value  # a type no field uses: leave it to the component
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise _fail(key, value, "must be true or false")
+
+
+def _as_int(key: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise _fail(key, value, "must be an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise _fail(key, value, "must be an integer")
+
+
+def _as_float(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _fail(key, value, "must be a number")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise _fail(key, value, "must be a number") from None
+    if not math.isfinite(number):
+        raise _fail(key, value, "must be a finite number")
+    return number
+
+
+def check(key: str, value: Any, hint: Any, rule_key: str | None = None) -> Any:
+    """Coerce one value and apply its rule (looked up under ``rule_key``, default ``key``)."""
+    typed = coerce(key, value, hint)
+    rule = RULES.get(rule_key or key)
+    if rule is not None:
+        for item in typed if isinstance(typed, list) else [typed]:
+            problem = rule.problem(item)
+            if problem:
+                raise _fail(key, value if not isinstance(typed, list) else item, problem)
+    return typed
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _typed_fields(cls: type, values: Any, where: str, partial: bool = False) -> dict[str, Any]:
+    """Checked keyword arguments for ``cls`` from a mapping; unknown keys are errors.
+    ``partial`` keeps only the keys given and drops nulls (backbone overrides of a checkpoint)."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise _fail(where, values, "must be a mapping of keys to values")
+    hints = _hints(cls)
+    unknown = sorted(map(str, set(values) - set(hints)))
     if unknown:
-        raise ClipflowError(
-            f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(known))}"
+        raise SettingsError(
+            f"unknown key(s) {', '.join(_show(f'{where}.{k}') for k in unknown)}; "
+            f"known under {where}: {', '.join(sorted(hints))}"
         )
-    return cls(**values)
+    out = {}
+    for name, value in values.items():
+        if partial and value is None:
+            continue
+        out[name] = check(f"{where}.{name}", value, hints[name])
+    return out
+
+
+def _build(cls, values: Any, where: str):
+    return cls(**_typed_fields(cls, values, where))
+
+
+def _top_level(cfg: Any, known: set[str]) -> dict:
+    if not isinstance(cfg, dict):
+        raise SettingsError(f"settings must be a mapping, got {type(cfg).__name__}")
+    unknown = sorted(map(_show, set(cfg) - known))
+    if unknown:
+        raise SettingsError(
+            f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return cfg
+
+
+# ---------------------------------------------------------------- builders
+_TRAIN_KEYS = {"backbone", "proxy", "flow", "train", "data", "device", "seed", "mode", "loss"}
 
 
 def train_settings(cfg: dict) -> TrainSettings:
-    """Typed settings from a plain dict (``OmegaConf.to_container(cfg, resolve=True)``)."""
-    seed = int(cfg.get("seed", 0))
-    train = dict(cfg.get("train") or {})
-    train.update(
-        mode=cfg.get("mode", train.get("mode", "N+P")),
-        loss=cfg.get("loss", train.get("loss", "logsigmoid")),
-        seed=seed,
-    )
-    flow = {**(cfg.get("flow") or {}), "perm_seed": seed}
-    settings = TrainSettings(
+    """Typed, checked settings from a plain dict (``OmegaConf.to_container(cfg, resolve=True)``).
+
+    ``mode`` and ``loss`` are top-level keys (Hydra overrides ``mode=P``) stored in
+    :class:`TrainConfig`; ``seed`` also seeds the flow's permutations.
+    """
+    cfg = _top_level(cfg, _TRAIN_KEYS)
+    seed = check("seed", cfg.get("seed", 0), int)
+    train_values = dict(_section(cfg, "train"))
+    for key in ("mode", "loss"):  # top-level keys win over train.mode / train.loss
+        if key in cfg:
+            train_values[key] = cfg[key]
+    train_values = _typed_fields(TrainConfig, train_values, "train")
+    for key in ("mode", "loss"):
+        if key in train_values:
+            train_values[key] = check(key, train_values[key], str)
+    train_values["seed"] = seed
+    flow_values = {**_typed_fields(FlowConfig, _section(cfg, "flow"), "flow"), "perm_seed": seed}
+    return TrainSettings(
         backbone=_build(BackboneConfig, cfg.get("backbone"), "backbone"),
         proxy=_build(ProxyConfig, cfg.get("proxy"), "proxy"),
-        flow=_build(FlowConfig, flow, "flow"),
-        train=_build(TrainConfig, train, "train"),
+        flow=FlowConfig(**flow_values),
+        train=TrainConfig(**train_values),
         data=_build(DataConfig, cfg.get("data"), "data"),
-        device=str(cfg.get("device", "auto")),
+        device=check("device", cfg.get("device", "auto"), str),
         seed=seed,
     )
-    try:
-        settings.train.validate()
-    except ValueError as err:
-        raise ClipflowError(str(err)) from None
-    return settings
+
+
+def _section(cfg: dict, name: str) -> dict:
+    value = cfg.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise _fail(name, value, "must be a mapping of keys to values")
+    return value or {}
+
+
+def extract_settings(cfg: dict) -> tuple[TrainSettings, list[str]]:
+    """clipflow-extract: the training settings plus ``stages`` (a subset of train, val, test)."""
+    values = dict(_top_level(cfg, _TRAIN_KEYS | {"stages"}))
+    stages = values.pop("stages", [])
+    return train_settings(values), check("stages", stages or [], list[str])
 
 
 def eval_settings(cfg: dict) -> EvalSettings:
+    """clipflow-eval: checkpoint, data, device, seed, backbone overrides, perturbations."""
+    cfg = _top_level(cfg, {"ckpt", "data", "device", "seed", "backbone", "perturb"})
     return EvalSettings(
-        ckpt=str(cfg.get("ckpt") or ""),
+        ckpt=check("ckpt", cfg.get("ckpt") or "", str),
         data=_build(DataConfig, cfg.get("data"), "data"),
-        device=str(cfg.get("device", "auto")),
-        seed=int(cfg.get("seed", 0)),
-        backbone={k: v for k, v in (cfg.get("backbone") or {}).items() if v is not None},
+        device=check("device", cfg.get("device", "auto"), str),
+        seed=check("seed", cfg.get("seed", 0), int),
+        backbone=_backbone_overrides(cfg.get("backbone")),
+        perturb=_perturbations(cfg.get("perturb")),
     )
+
+
+def _perturbations(spec: Any) -> list[Perturbation]:
+    if spec is not None and not isinstance(spec, (str, list, tuple)):
+        raise _fail("perturb", spec, "must be a name or a list of names")
+    try:
+        return resolve_perturbations(spec)
+    except ClipflowError as err:
+        raise _fail("perturb", spec, str(err)) from None
+
+
+def _backbone_overrides(values: Any) -> dict:
+    """Backbone fields overriding the checkpoint's: checked like ``backbone.*``, nulls dropped."""
+    return _typed_fields(BackboneConfig, values, "backbone", partial=True)
+
+
+def detect_settings(cfg: dict) -> DetectSettings:
+    """clipflow-detect: checkpoint, inputs, output, loader and backbone overrides."""
+    cfg = _top_level(cfg, {f.name for f in fields(DetectSettings)})
+    hints = _hints(DetectSettings)
+    values = {
+        name: check(name, value, hints[name], name if name == "device" else f"detect.{name}")
+        for name, value in cfg.items()
+        if name != "backbone" and not (name == "ckpt" and value is None)
+    }
+    return DetectSettings(**values, backbone=_backbone_overrides(cfg.get("backbone")))
 
 
 def resolve_device(name: str) -> str:

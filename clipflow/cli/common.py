@@ -1,27 +1,132 @@
-"""What every Hydra entry point shares: config -> plain dict, run dir, one-line errors."""
+"""What every Hydra entry point shares: the app wrapper, config -> dict, run dir, one-line errors.
+
+Exit codes: 0 success; 2 a usage error or bad input (one ``error: ...`` line on stderr, also for
+Hydra's own errors: unknown key, bad override syntax, unknown group option, unusable run dir);
+3 training diverged; 4 some inputs unreadable; 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ClipflowError
 
 CONFIG_PATH = "pkg://clipflow.configs"
+USAGE_EXIT = 2
+_MAX_MESSAGE = 400  # Hydra lists every available option; one line stays readable
 log = logging.getLogger("clipflow")
 
 
+def hydra_app(config_name: str, job: Callable[[DictConfig], None]) -> None:
+    """Run ``job(cfg)`` as the Hydra app ``config_name`` (``--help``, ``--cfg job``, ``-m``
+    work as usual). A ClipflowError in the job, and any error Hydra raises before the job
+    starts (config composition, override syntax, run dir), is one line on stderr + exit 2."""
+    from_job: list[BaseException] = []
+
+    @functools.wraps(job)  # Hydra names the job (and its log file) after the wrapped module
+    def task(cfg: DictConfig) -> None:
+        try:
+            guarded(lambda: job(cfg))
+        except BaseException as err:
+            from_job.append(err)
+            raise
+
+    app = hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base="1.3")(task)
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    # Without it Hydra prints its own multi-line report and exits 1; with it, Hydra raises.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except Exception as err:
+        if user_wants_traceback or any(err is e for e in from_job):
+            raise  # a bug in the job: keep the traceback
+        print(f"error: {hydra_error_line(err)}", file=sys.stderr)
+        sys.exit(USAGE_EXIT)
+    finally:
+        if not user_wants_traceback:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """One line from an error raised while Hydra composed the config or prepared the run dir."""
+    os_error = _os_error_in(err)
+    if os_error is not None:
+        where = os_error.filename or _planned_run_dir()
+        reason = os_error.strerror or str(os_error)
+        return (
+            f"cannot write the run dir ({where}: {reason}); "
+            "set hydra.run.dir=DIR to a writable folder"
+        )
+    if isinstance(err, MissingConfigException) and err.options:
+        text = f"{_first_line(err)}; available: {', '.join(err.options)}"
+    elif isinstance(err, OverrideParseException):
+        text = f"cannot parse override {err.override!r}: {_first_line(err)}"
+    else:
+        text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err.__cause__, OmegaConfBaseException):
+        text += f" ({_first_line(err.__cause__)})"
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def _first_line(err: BaseException) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+
+
+def _os_error_in(err: BaseException | None) -> OSError | None:
+    """The OSError behind ``err`` (logging.config wraps one in a ValueError), if any; Hydra's
+    MissingConfigException is an IOError too, but a config error."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and not isinstance(err, HydraException):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
+def _planned_run_dir() -> str:
+    try:
+        return str(HydraConfig.get().runtime.output_dir)
+    except Exception:  # Hydra had not got that far
+        return "the run dir"
+
+
 def to_dict(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    """The resolved config as plain containers; a broken ``${...}`` is a one-line error."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise ClipflowError(f"cannot resolve the config: {str(err).splitlines()[0]}") from None
 
 
 def run_dir() -> Path:
-    return Path(HydraConfig.get().runtime.output_dir)
+    """Hydra's output dir for this job, checked writable before any expensive work."""
+    return check_writable_dir(Path(HydraConfig.get().runtime.output_dir))
+
+
+def check_writable_dir(path: Path) -> Path:
+    """``path`` as a folder we can write into (created if missing), or a one-line error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ClipflowError(
+            f"cannot write the run dir {path}: {err.strerror or err}; "
+            "set hydra.run.dir=DIR to a writable folder"
+        ) from None
+    return path
 
 
 def guarded(job: Callable[[], None]) -> None:

@@ -7,13 +7,12 @@ Exit codes: 0 every file scored; 2 usage error (one line on stderr); 4 some file
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from typing import TextIO
 
-import hydra
 from omegaconf import DictConfig
 
 from ..checkpoint import load_checkpoint
+from ..config import DetectSettings, detect_settings
 from ..detect import (
     Detector,
     Prediction,
@@ -25,37 +24,9 @@ from ..detect import (
     write_records,
 )
 from ..errors import ClipflowError, SomeFilesUnreadableError
-from .common import CONFIG_PATH, guarded, to_dict
+from .common import hydra_app, to_dict
 
-
-@dataclass
-class DetectSettings:
-    """Typed values of configs/detect.yaml."""
-
-    ckpt: str = ""
-    inputs: list[str] = field(default_factory=list)
-    out: str | None = None
-    format: str | None = None
-    table: bool = True
-    device: str = "auto"
-    batch_size: int = 32
-    num_workers: int = 4
-    backbone: dict = field(default_factory=dict)
-
-
-def detect_settings(cfg: dict) -> DetectSettings:
-    inputs = cfg.get("inputs") or []
-    return DetectSettings(
-        ckpt=str(cfg.get("ckpt") or ""),
-        inputs=[str(i) for i in ([inputs] if isinstance(inputs, str) else inputs)],
-        out=cfg.get("out"),
-        format=cfg.get("format"),
-        table=bool(cfg.get("table", True)),
-        device=str(cfg.get("device", "auto")),
-        batch_size=int(cfg.get("batch_size", 32)),
-        num_workers=int(cfg.get("num_workers", 4)),
-        backbone={k: v for k, v in (cfg.get("backbone") or {}).items() if v is not None},
-    )
+__all__ = ["DetectSettings", "detect_settings", "main", "run_detect"]
 
 
 def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Prediction]:
@@ -102,9 +73,12 @@ def _emit(s: DetectSettings, det: Detector, records: list[Prediction], stdout: T
     stdout.flush()
 
 
-@hydra.main(config_path=CONFIG_PATH, config_name="detect", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    guarded(lambda: run_detect(detect_settings(to_dict(cfg))))
+def detect(cfg: DictConfig) -> None:
+    run_detect(detect_settings(to_dict(cfg)))  # every value checked before the checkpoint
+
+
+def main() -> None:
+    hydra_app("detect", detect)
 
 
 if __name__ == "__main__":

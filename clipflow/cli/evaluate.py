@@ -1,38 +1,38 @@
-"""clipflow-eval ckpt=PATH data.test_root=DIR [data.protocol=all|univfd] [perturb=all|jpeg|...] [device=...]"""
+"""clipflow-eval ckpt=PATH data.test_root=DIR [data.protocol=all|univfd] [perturb=all|jpeg|...]
+
+[device=...]; all values are checked (clipflow.config) before the checkpoint or data are read.
+"""
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
 from ..config import eval_settings
 from ..errors import ClipflowError
-from ..perturb import resolve_perturbations
 from ..pipeline import run_eval
-from .common import CONFIG_PATH, guarded, run_dir, to_dict
+from .common import hydra_app, run_dir, to_dict
 
 
-@hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    def job() -> None:
-        if not cfg.get("ckpt"):
-            raise ClipflowError(
-                "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"
-            )
-        values = to_dict(cfg)
-        perturbations = resolve_perturbations(values.pop("perturb", None))
-        settings = eval_settings(values)
-        if perturbations:
-            from ..robustness import run_robustness  # only robustness runs need it
+def evaluate(cfg: DictConfig) -> None:
+    settings = eval_settings(to_dict(cfg))  # every value checked before data or model
+    if not settings.ckpt:
+        raise ClipflowError(
+            "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"
+        )
+    out = run_dir()
+    if settings.perturb:
+        from ..robustness import run_robustness  # only robustness runs need it
 
-            files = run_robustness(settings, perturbations, run_dir())
-            print(files["robustness.md"].read_text())
-        else:
-            files = run_eval(settings, run_dir())
-            print(files["results.md"].read_text())
-        print(f"results: {files['results.csv'].parent}")
+        files = run_robustness(settings, settings.perturb, out)
+        print(files["robustness.md"].read_text())
+    else:
+        files = run_eval(settings, out)
+        print(files["results.md"].read_text())
+    print(f"results: {files['results.csv'].parent}")
 
-    guarded(job)
+
+def main() -> None:
+    hydra_app("eval", evaluate)
 
 
 if __name__ == "__main__":

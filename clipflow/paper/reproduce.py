@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from ..config import check
 from ..errors import ClipflowError
 from ..fileio import atomic_write_text
 from ..overrides import as_list, parse_overrides
@@ -59,13 +60,13 @@ def parse_args(argv: Iterable[str]) -> Request:
     seeds = own.get("seeds", [own["seed"]] if "seed" in own else [0])
     opts = RunOptions(
         overrides=merge_overrides(rest),
-        seeds=[int(s) for s in (seeds if isinstance(seeds, list) else [seeds])],
+        seeds=check("seeds", seeds, list[int], "seed"),
         out=Path(str(own.get("out", "outputs/reproduce"))),
         extra_roots=[str(r) for r in as_list(own.get("extra_roots", own.get("data.extra_roots")))],
         ckpt=str(own["ckpt"]) if own.get("ckpt") else None,
         baselines=None if "baselines" not in own else [str(b) for b in as_list(own["baselines"])],
         histogram_sets=[str(s) for s in as_list(own.get("histogram_sets"))] or None,
-        save_checkpoints=bool(own.get("save_checkpoints", True)),
+        save_checkpoints=check("save_checkpoints", own.get("save_checkpoints", True), bool),
     )
     names = [str(n) for n in as_list(own.get("experiment"))]
     if not names:
@@ -75,7 +76,7 @@ def parse_args(argv: Iterable[str]) -> Request:
         )
     if not opts.seeds:
         raise ClipflowError("seeds=[] runs nothing; pass e.g. seeds=[0,1,2]")
-    return Request(_expand(names), opts, bool(own.get("dry_run", False)))
+    return Request(_expand(names), opts, check("dry_run", own.get("dry_run", False), bool))
 
 
 def _expand(names: list[str]) -> list[str]:

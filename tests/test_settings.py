@@ -1,0 +1,348 @@
+"""The settings layer (clipflow.config): every value typed and range-checked before any work.
+
+Bad values are composed with Hydra exactly as the CLIs see them and must raise a
+ClipflowError naming the key; the Hydra entry points turn Hydra's own errors and an unusable
+run dir into one line + exit 2. One subprocess test checks a real console script.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import typing
+from dataclasses import fields, is_dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+
+from clipflow.cli import detect as detect_cli
+from clipflow.cli import evaluate as eval_cli
+from clipflow.cli import extract as extract_cli
+from clipflow.cli import train as train_cli
+from clipflow.cli.common import check_writable_dir
+from clipflow.config import (
+    detect_settings,
+    eval_settings,
+    extract_settings,
+    train_settings,
+)
+from clipflow.errors import ClipflowError
+
+BUILDERS = {
+    "train": train_settings,
+    "extract": extract_settings,
+    "eval": eval_settings,
+    "detect": detect_settings,
+}
+MAINS = {"train": train_cli, "extract": extract_cli, "eval": eval_cli, "detect": detect_cli}
+
+
+@lru_cache(maxsize=64)
+def _composed(config: str, overrides: tuple[str, ...]) -> dict:
+    with initialize_config_module(config_module="clipflow.configs", version_base="1.3"):
+        cfg = compose(config_name=config, overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def composed(config: str, *overrides: str) -> dict:
+    return _composed(config, tuple(overrides))
+
+
+def with_override(tree: dict, override: str) -> dict:
+    """``tree`` with one ``key=value`` applied, the value typed by Hydra's own override parser
+    (as the CLIs receive it) without a full compose per case."""
+    parsed = OverridesParser.create().parse_override(override)
+    return _assign(tree, tuple(parsed.key_or_group.split(".")), parsed.value())
+
+
+# (override, key that the one-line message must name)
+TRAIN_BAD = [
+    ("proxy.ratio=2", "proxy.ratio=2: must be in (0, 1]"),
+    ("proxy.ratio=0", "proxy.ratio=0"),
+    ("proxy.band=lows", "proxy.band=lows"),
+    ("proxy.band=low+hgh", "proxy.band"),
+    ("proxy.mask_mode=exact", "proxy.mask_mode"),
+    ("proxy.name=blur", "proxy.name"),
+    ("train.lr=abc", "train.lr=abc: must be a number"),
+    ("train.lr=0", "train.lr"),
+    ("train.lr=nan", "train.lr"),
+    ("train.lr=inf", "train.lr"),
+    ("train.batch_size=0", "train.batch_size=0"),
+    ("train.batch_size=abc", "train.batch_size=abc: must be an integer"),
+    ("train.batch_size=2.5", "train.batch_size"),
+    ("train.epochs=-1", "train.epochs=-1"),
+    ("train.epochs=0", "train.epochs"),
+    ("train.cuda_graph=maybe", "train.cuda_graph=maybe: must be true or false"),
+    ("data.per_class=0", "data.per_class=0"),
+    ("data.decode=nvjpg", "data.decode=nvjpg"),
+    ("data.views=-1", "data.views=-1"),
+    ("data.val_fraction=1", "data.val_fraction"),
+    ("data.protocol=univ", "data.protocol"),
+    ("data.num_workers=-2", "data.num_workers"),
+    ("data.cache=maybe", "data.cache"),
+    ("data.train_root=[a,b]", "data.train_root"),
+    ("flow.n_blocks=0", "flow.n_blocks=0"),
+    ("flow.n_blocks=65", "flow.n_blocks"),
+    ("flow.dr_dim=-4", "flow.dr_dim=-4"),
+    ("flow.dr_dim=5000", "flow.dr_dim"),
+    ("flow.normalize=maybe", "flow.normalize"),
+    ("flow.clamp=-1", "flow.clamp"),
+    ("mode=NP", "mode=NP"),
+    ("loss=l2", "loss=l2"),
+    ("seed=-1", "seed=-1"),
+    ("seed=abc", "seed=abc"),
+    ("device=gpu", "device=gpu"),
+    ("backbone.precision=fp8", "backbone.precision"),
+    ("backbone.preprocess=clip", "backbone.preprocess"),
+    ("backbone.name=ViT-L-14-quickgelux", "backbone.name"),
+    ("backbone.compile=maybe", "backbone.compile"),
+    ("+train.lrr=1", "train.lrr"),
+    ("+flow.depth=3", "flow.depth"),
+]
+BAD = {
+    "train": TRAIN_BAD,
+    "extract": [
+        ("stages=[train,tests]", "stages=tests"),
+        ("proxy.ratio=2", "proxy.ratio"),
+        ("train.epochs=-1", "train.epochs"),
+    ],
+    "eval": [
+        ("perturb=jpg75", "perturb=jpg75"),
+        ("perturb=[jpeg75,blur0]", "perturb"),
+        ("data.protocol=univ", "data.protocol"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("data.decode=nvjpg", "data.decode"),
+        ("seed=x", "seed=x"),
+        ("device=cuda:x", "device"),
+        ("backbone.precision=fp8", "backbone.precision"),
+        ("backbone.preprocess=clip", "backbone.preprocess"),
+        ("+backbone.depth=2", "backbone.depth"),
+    ],
+    "detect": [
+        ("format=xml", "format=xml"),
+        ("batch_size=0", "batch_size=0"),
+        ("num_workers=many", "num_workers=many"),
+        ("table=maybe", "table=maybe"),
+        ("device=tpu", "device=tpu"),
+        ("inputs=[a.png,'']", "inputs"),
+        ("backbone.precision=fp8", "backbone.precision"),
+    ],
+}
+CASES = [(cmd, o, key) for cmd, rows in BAD.items() for o, key in rows]
+
+
+@pytest.mark.parametrize(("command", "override", "needle"), CASES)
+def test_bad_value_is_one_line_error_naming_the_key(command: str, override: str, needle: str):
+    base = composed(command, "backbone=tiny") if command in ("train", "extract") else None
+    with pytest.raises(ClipflowError) as info:
+        BUILDERS[command](with_override(base or composed(command), override))
+    message = str(info.value)
+    assert needle in message and "\n" not in message, message
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("command", sorted(BUILDERS))
+def test_shipped_defaults_pass(command: str):
+    BUILDERS[command](composed(command))
+
+
+def test_good_values_are_typed_and_kept():
+    s = train_settings(
+        composed(
+            "train",
+            "backbone=tiny",
+            "proxy.ratio=1",
+            "proxy.band=low+high",
+            "train.epochs=3",
+            "train.lr=0.001",
+            "flow.dr_dim=0",
+            "data.views=0",
+            "data.per_class=null",
+            "seed=7",
+            "device=cuda:1",
+        )
+    )
+    assert (s.proxy.ratio, s.proxy.band, s.train.epochs, s.train.lr) == (1.0, "low+high", 3, 1e-3)
+    assert (s.flow.dr_dim, s.data.views, s.data.per_class) == (0, 0, None)
+    assert (s.seed, s.flow.perm_seed, s.train.seed, s.device) == (7, 7, 7, "cuda:1")
+    # strings that spell the type are accepted (env interpolations arrive as strings)
+    t = train_settings({"train": {"batch_size": "16", "cuda_graph": "false"}, "seed": 3.0})
+    assert (t.train.batch_size, t.train.cuda_graph, t.seed) == (16, False, 3)
+    e = eval_settings(composed("eval", "perturb=[jpeg75,blur2]", "backbone.pretrained=/w.pt"))
+    assert [p.name for p in e.perturb] == ["jpeg75", "blur2"]
+    assert e.backbone == {"pretrained": "/w.pt"}
+    d = detect_settings(composed("detect", "inputs=one.png", "format=CSV"))
+    assert (d.inputs, d.format) == (["one.png"], "CSV")
+
+
+def _main(monkeypatch, capsys, module, *args: str) -> tuple[int, str, str]:
+    """A console script in-process: exit code (0 when it returns), stdout, stderr."""
+    monkeypatch.setattr(sys, "argv", ["clipflow", *args])
+    with pytest.raises(SystemExit) as info:
+        module.main()
+        sys.exit(0)
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "needle"),
+    [
+        ("train", ["train.lrr=1"], "train.lrr"),  # unknown key (Hydra's struct check)
+        ("train", ["proxy=freqmask"], "freq_mask"),  # unknown group option: lists the options
+        ("train", ["train.lr=["], "train.lr=["),  # override syntax
+        ("eval", ["ckpt=x", "perturb=jpg"], "perturb=jpg"),
+        ("extract", ["stages=[tests]"], "stages=tests"),
+        ("detect", ["ckpt=x", "inputs=a.png", "batch_size=0"], "batch_size=0"),
+        # a bad value is reported before the (missing) data or the (unavailable) weights
+        ("train", ["data.train_root=/nonexistent", "proxy.ratio=2"], "proxy.ratio=2"),
+    ],
+)
+def test_cli_errors_exit_2_with_one_line(
+    monkeypatch, capsys, tmp_path: Path, command: str, args: list[str], needle: str
+):
+    run = [f"hydra.run.dir={tmp_path / 'run'}"] if command != "detect" else []
+    code, out, err = _main(monkeypatch, capsys, MAINS[command], *args, *run)
+    assert code == 2, (code, err)
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert needle in err
+
+
+def test_cli_run_dir_that_is_a_file_exits_2(monkeypatch, capsys, tmp_path: Path):
+    blocker = tmp_path / "run"
+    blocker.write_text("not a folder")
+    code, _, err = _main(
+        monkeypatch, capsys, train_cli, "backbone=tiny", f"hydra.run.dir={blocker}"
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: cannot write the run dir") and str(blocker) in err
+
+
+def test_unwritable_run_dir_is_refused(tmp_path: Path):
+    (tmp_path / "f").write_text("a file where a folder should be")
+    for bad in (tmp_path / "f", tmp_path / "f" / "sub"):
+        with pytest.raises(ClipflowError, match="cannot write the run dir"):
+            check_writable_dir(bad)
+    assert check_writable_dir(tmp_path / "new" / "run").is_dir()
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(ClipflowError, match="cannot write the run dir"):
+        check_writable_dir(locked)
+
+
+def test_cfg_job_still_prints_the_config(monkeypatch, capsys):
+    code, out, err = _main(monkeypatch, capsys, train_cli, "--cfg", "job", "backbone=tiny")
+    assert code == 0 and "mode: N+P" in out and "name: tiny" in out, err
+
+
+def test_console_script_hydra_typo_exits_2_with_one_line(tmp_path: Path):
+    """The one real subprocess: Hydra's own error path, as a user meets it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "clipflow.cli.train", "trian.lr=1", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert "trian" in proc.stderr and proc.stdout == ""
+
+
+# ---------------------------------------------------------------- property-based fuzz
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["N", "P", "N+P", "low", "paper", "fp32", "nvjpeg", "all", "1", "true"]),
+    st.lists(st.one_of(st.text(max_size=5), st.integers()), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+def _paths(tree: dict, prefix: tuple = ()) -> list[tuple]:
+    out = []
+    for key, value in tree.items():
+        out.append((*prefix, key))
+        if isinstance(value, dict):
+            out += _paths(value, (*prefix, key))
+    return out
+
+
+def _assign(tree: dict, path: tuple, value) -> dict:
+    tree = {**tree}
+    node = tree
+    for key in path[:-1]:
+        node[key] = dict(node[key]) if isinstance(node.get(key), dict) else {}
+        node = node[key]
+    node[path[-1]] = value
+    return tree
+
+
+def _typed(obj) -> None:
+    """Every scalar field of a built settings object has its declared type."""
+    for f in fields(obj):
+        value, hint = getattr(obj, f.name), typing.get_type_hints(type(obj))[f.name]
+        if is_dataclass(value):
+            _typed(value)
+        elif value is not None and hint in (int, float, bool, str, int | None, float | None):
+            allowed = tuple(a for a in typing.get_args(hint) if a is not type(None)) or (hint,)
+            assert isinstance(value, allowed) and not (
+                int in allowed and isinstance(value, bool)
+            ), (f.name, value)
+            if isinstance(value, float):
+                assert value == value and abs(value) != float("inf"), (f.name, value)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    command=st.sampled_from(sorted(BUILDERS)),
+    picks=st.lists(st.tuples(st.integers(0, 10_000), VALUES), min_size=1, max_size=4),
+    extra=st.one_of(st.none(), st.tuples(st.text(max_size=6), VALUES)),
+)
+def test_fuzzed_settings_build_or_raise_clipflow_error(command, picks, extra):
+    config = "train" if command == "extract" else command
+    tree = composed(config, "backbone=tiny") if config == "train" else composed(config)
+    paths = _paths(tree)
+    for index, value in picks:
+        tree = _assign(tree, paths[index % len(paths)], value)
+    if extra is not None:
+        tree = _assign(tree, (extra[0],), extra[1])
+    try:
+        built = BUILDERS[command](tree)
+    except ClipflowError as err:
+        assert "\n" not in str(err)
+        return
+    for obj in built if isinstance(built, tuple) else (built,):
+        if is_dataclass(obj):
+            _typed(obj)
+
+
+def test_reproduce_and_check_data_values_go_through_the_layer(tmp_path: Path):
+    from clipflow.benchmark_check import run_check
+    from clipflow.paper.experiments import compose_settings
+    from clipflow.paper.reproduce import parse_args
+
+    for argv, needle in [
+        (["experiment=table1", "seeds=[0,x]"], "seeds=x: must be an integer"),
+        (["experiment=table1", "seeds=[-1]"], "seeds=-1"),
+        (["experiment=table1", "dry_run=maybe"], "dry_run=maybe"),
+        (["experiment=table1", "save_checkpoints=perhaps"], "save_checkpoints=perhaps"),
+    ]:
+        with pytest.raises(ClipflowError, match=needle):
+            parse_args(argv)
+    with pytest.raises(ClipflowError, match="proxy.ratio=2"):  # every arm's train overrides
+        compose_settings(["backbone=tiny", "proxy.ratio=2"])
+    with pytest.raises(ClipflowError, match="strict=maybe"):  # before any folder is scanned
+        run_check([f"data.test_root={tmp_path / 'absent'}", "strict=maybe"])
