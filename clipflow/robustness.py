@@ -23,7 +23,7 @@ from .metrics import mean_row
 from .perturb import CLEAN_STRENGTH, Perturbation
 from .pipeline import eval_metadata, evaluate_sets, prepare_eval
 from .preprocess import build_transform
-from .report import describe_run, save_png, to_csv, to_markdown, write_results
+from .report import describe_run, new_figure, save_png, to_csv, to_markdown, write_results
 
 log = logging.getLogger(__name__)
 
@@ -204,16 +204,13 @@ def _panels(summary: list[dict]) -> list[tuple[str, list[str]]]:
 
 def plot_robustness(summary: list[dict], path: Path) -> Path:
     """AP vs strength: one panel per family, one line per dataset (the mean in black)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     panels = _panels(summary) or [(CLEAN, [])]
     ap = {(r["perturbation"], r["display_name"]): r["ap"] for r in summary}
     datasets = list(dict.fromkeys(r["display_name"] for r in summary))
-    colors = plt.get_cmap("tab20")
-    fig, axes = plt.subplots(
+    colors = colormaps["tab20"]
+    fig, axes = new_figure(
         1, len(panels), figsize=(3.6 * len(panels) + 1.8, 3.4), squeeze=False, sharey=True
     )
     for ax, (family, names) in zip(axes[0], panels):
