@@ -21,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipflow.errors import DataError, UnreadableImageError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -69,7 +69,7 @@ def list_images(
         # ancestor is seen again here and dropped, so the walk always ends.
         real = os.path.realpath(directory)
         if real in seen:
-            logger.debug("already visited %s (symlink to %s); skipping", directory, real)
+            log.debug("already visited %s (symlink to %s); skipping", directory, real)
             continue
         seen.add(real)
         for entry in _scan_dir(directory):
@@ -85,7 +85,7 @@ def list_images(
                 if include_special and named_image:
                     found.append(Path(entry.path))
                 else:
-                    logger.warning("skipping %s: %s", entry.path, exc)
+                    log.warning("skipping %s: %s", entry.path, exc)
     # Sorting on path parts (not on str) gives the same order on every Python version.
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
@@ -111,7 +111,7 @@ def _scan_dir(directory: Path) -> list[os.DirEntry]:
         with os.scandir(directory) as it:
             return list(it)
     except OSError as exc:
-        logger.warning("skipping unreadable folder %s: %s", directory, exc.strerror or exc)
+        log.warning("skipping unreadable folder %s: %s", directory, exc.strerror or exc)
         return []
 
 
@@ -185,7 +185,7 @@ def _apply_exif_orientation(im: Image.Image, path: Path) -> Image.Image:
     try:
         return ImageOps.exif_transpose(im)
     except Exception as exc:  # noqa: BLE001 -- bad EXIF must not make a good image unreadable
-        logger.warning("ignoring unreadable EXIF data in %s: %s", path, _short(exc))
+        log.warning("ignoring unreadable EXIF data in %s: %s", path, _short(exc))
         return im.copy()  # detached from the file, like exif_transpose's own result
 
 

@@ -28,7 +28,7 @@ from .fileio import atomic_write_text
 from .flow import CLIPFlow, score_features
 from .metrics import calibrate_threshold, dataset_metrics, mean_row
 from .preprocess import build_transform
-from .proxy import ProxyConfig, bandstop, build_proxy, describe
+from .proxy import ProxyConfig, bandstop, build_proxy
 from .report import write_results
 from .train import fit
 from .versions import package_versions
@@ -94,7 +94,7 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
     mode = s.train.mode
     extra = {
         "history": head.history,
-        "proxy": describe(s.proxy, DEFAULT_RATIO[mode]),
+        "proxy": s.proxy.describe(DEFAULT_RATIO[mode]),
         "train": {
             "mode": mode,
             "n_images": len(head.train_paths),
@@ -154,7 +154,7 @@ def n_views(s: TrainSettings) -> int:
 
 def proxy_variant(cfg: ProxyConfig, mode: str) -> Variant:
     """The training proxy, keyed by its resolved parameters (the cache key depends on them)."""
-    params = describe(cfg, DEFAULT_RATIO[mode])
+    params = cfg.describe(DEFAULT_RATIO[mode])
     return Variant(
         "proxy:" + json.dumps(params, sort_keys=True), build_proxy(cfg, DEFAULT_RATIO[mode])
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from ..data import (
+    _POOL_OF,
     FAKE_DIR,
     PAPER_ORDER,
     REAL_DIR,
@@ -130,9 +131,6 @@ def structural_findings(root: Path) -> list[Finding]:
                 )
             )
     return findings
-
-
-_POOL_OF = {gen: pool for pool, gens in SHARED_REAL_POOLS.items() for gen in gens}
 
 
 def _walk(root: Path):
