@@ -204,6 +204,11 @@ def _panels(summary: list[dict]) -> list[tuple[str, list[str]]]:
 
 def plot_robustness(summary: list[dict], path: Path) -> Path:
     """AP vs strength: one panel per family, one line per dataset (the mean in black)."""
+    return save_png(robustness_figure(summary), path)
+
+
+def robustness_figure(summary: list[dict]):
+    """The figure of :func:`plot_robustness` (a matplotlib Figure, not yet rendered)."""
     from matplotlib import colormaps
 
     panels = _panels(summary) or [(CLEAN, [])]
@@ -237,7 +242,7 @@ def plot_robustness(summary: list[dict], path: Path) -> Path:
     axes[0][0].set_ylabel("AP (%)")
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
 
 
 def _strength(summary: list[dict], name: str) -> float:
