@@ -191,6 +191,7 @@ def test_compile_option_pads_every_batch_to_one_growing_shape(jpeg_set, monkeypa
     torch.testing.assert_close(whole, plain(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # dynamo traces the whole tower: ~15 s on 2 busy cores
 def test_real_torch_compile_sees_one_batch_shape(monkeypatch):
     """Real dynamo tracing of the tiny tower (a counting backend instead of inductor's codegen):
     shorter batches never make a graph of a new shape; a larger batch makes one of its own."""
