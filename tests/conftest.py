@@ -48,7 +48,9 @@ def call_main(monkeypatch, capsys):
     """
 
     def call(main, prog: str, *args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", [prog, *args])
+        # Hydra's job logging would otherwise reconfigure the root logger for the whole session.
+        quiet = ("hydra/job_logging=none", "hydra/hydra_logging=none")
+        monkeypatch.setattr(sys, "argv", [prog, *args, *quiet])
         with pytest.raises(SystemExit) as info:
             main()
             sys.exit(0)
