@@ -1,4 +1,6 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
+# `make test` runs every test (what CI runs); `make test-fast` leaves out the `slow` ones (wheel
+# install, benchmark scripts) while you iterate; `make lint` is ruff's check and format check.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -6,7 +8,7 @@ PY     := $(VENV)/bin/python
 # same build CI tests with); override TORCH_PIN to use another pair.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,13 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 clean:
 	rm -rf outputs build *.egg-info

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 TINY_NAME = "clipflow-tiny"
 _TINY_SEED = 0  # the tiny tower is random but identical in every process (train vs eval)
-open_clip.add_model_config(Path(__file__).parent / "model_configs")
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 # fp32: strict float32 (TF32 off, the UnivFD-style baseline); tf32: TensorFloat-32 matmuls;
 # bf16 / fp16: a half-precision copy of the frozen tower; amp_bf16: autocast over fp32 weights.
@@ -72,7 +72,11 @@ class Backbone(nn.Module):
         self.visual = (
             torch.compile(self.model.visual, dynamic=False) if cfg.compile else self.model.visual
         )
-        self.static_batch: int | None = None  # the compiled batch size: the largest seen
+        # The one batch size the compiled tower sees. It is set by the first forward and only
+        # grows (a larger batch recompiles once, every shorter batch is padded up to it): the
+        # batch size belongs to the caller (extract_features' batch_size), not to the config,
+        # so it cannot be fixed here. Without compile it stays None.
+        self.static_batch: int | None = None
         pp = getattr(model.visual, "preprocess_cfg", {}) or {}
         self.mean = tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
         self.std = tuple(pp.get("std", open_clip.OPENAI_DATASET_STD))
@@ -93,12 +97,15 @@ class Backbone(nn.Module):
         )
         with amp, _tf32(precision == "tf32"):
             if self.cfg.compile:
-                # Pad up to the largest batch seen: shapes only grow, so compiles stay few.
-                self.static_batch = max(self.static_batch or 0, len(images))
-                feats = run_padded(self.visual, images, self.static_batch)
+                feats = run_padded(self.visual, images, self._grow_static_batch(len(images)))
             else:
                 feats = self.visual(images)
         return feats.float()
+
+    def _grow_static_batch(self, n: int) -> int:
+        """The compiled batch size for a batch of ``n``: the largest seen (shapes only grow)."""
+        self.static_batch = max(self.static_batch or 0, n)
+        return self.static_batch
 
     def describe(self) -> dict:
         """What produced a feature: recorded in checkpoints and results."""
@@ -131,7 +138,10 @@ def run_padded(fn, images: torch.Tensor, size: int) -> torch.Tensor:
 
 @contextmanager
 def _tf32(enabled: bool):
-    """TF32 on or off for this call only (cuDNN convs default to TF32 on; strict fp32 needs it off)."""
+    """TF32 on or off inside the block only; the caller's flags are restored on exit.
+
+    cuDNN convs default to TF32 on; strict fp32 needs it off, without leaking into the caller.
+    """
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
     try:
@@ -163,7 +173,9 @@ def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Ba
         raise BackboneError("backbone.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     if cfg.preprocess not in ("paper", "univfd"):
         raise BackboneError(f"backbone.preprocess={cfg.preprocess!r}: choose paper or univfd")
-    if not cfg.is_tiny and cfg.name not in open_clip.list_models():
+    if cfg.is_tiny:
+        register_tiny_config()
+    elif cfg.name not in open_clip.list_models():
         raise BackboneError(
             f"unknown open_clip model {cfg.name!r}; e.g. backbone.name=ViT-L-14-quickgelu"
         )
@@ -182,16 +194,42 @@ def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Ba
     return Backbone(model, cfg).to(device)
 
 
+def register_tiny_config() -> None:
+    """Make ``clipflow-tiny`` known to open_clip (idempotent; only when a tiny tower is built).
+
+    open_clip finds architectures in a process-wide registry; adding our folder there at
+    import would change ``open_clip.list_models()`` for every program that imports clipflow.
+    """
+    if TINY_NAME not in open_clip.list_models():
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+class _BelowWarningFrom(logging.Filter):
+    """Drops records under WARNING whose source file lies in ``folder``."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.pathname.startswith(self.folder)
+
+
 @contextmanager
 def _quiet_open_clip():
-    """open_clip logs its progress at INFO on the *root* logger; keep only its warnings."""
+    """Keep only open_clip's warnings while it builds a model; nothing else changes.
+
+    open_clip logs its progress with ``logging.info`` on the *root* logger (it has no logger
+    of its own), so a filter on the root logger drops just its INFO records; the root level,
+    and every other record, stay as the application set them. The filter is removed on exit.
+    """
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))
+    quiet = _BelowWarningFrom(str(Path(open_clip.__file__).parent))
+    root.addFilter(quiet)
     try:
         yield
     finally:
-        root.setLevel(level)
+        root.removeFilter(quiet)
 
 
 def _create_pretrained(cfg: BackboneConfig) -> nn.Module:
@@ -212,8 +250,9 @@ def _create_pretrained(cfg: BackboneConfig) -> nn.Module:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         reason = reason if len(reason) <= 120 else reason[:117] + "..."
+        hint = " (HF_HUB_OFFLINE=1)" if offline else ""
         raise BackboneError(
-            f"cannot load CLIP weights {cfg.name}/{pretrained}{' (HF_HUB_OFFLINE=1)' if offline else ''}: "
+            f"cannot load CLIP weights {cfg.name}/{pretrained}{hint}: "
             f"{reason} — download them once with network access, or pass "
             "backbone.pretrained=/path/to/open_clip_model.safetensors"
         ) from None

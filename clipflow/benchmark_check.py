@@ -20,6 +20,7 @@ from typing import TextIO
 from .data import (
     FAKE_DIR,
     PAPER_ORDER,
+    POOL_OF,
     REAL_DIR,
     SHARED_REAL_POOLS,
     TestSet,
@@ -121,7 +122,7 @@ def structural_findings(root: Path) -> list[Finding]:
                     f"put them in {folder}/{REAL_DIR} or {folder}/{FAKE_DIR}",
                 )
             )
-        if FAKE_DIR in subdirs and REAL_DIR not in subdirs and folder.name not in _POOL_OF:
+        if FAKE_DIR in subdirs and REAL_DIR not in subdirs and folder.name not in POOL_OF:
             findings.append(
                 Finding(
                     "warning",
@@ -130,9 +131,6 @@ def structural_findings(root: Path) -> list[Finding]:
                 )
             )
     return findings
-
-
-_POOL_OF = {gen: pool for pool, gens in SHARED_REAL_POOLS.items() for gen in gens}
 
 
 def _walk(root: Path):

@@ -21,7 +21,7 @@ from pathlib import Path
 from clipflow.errors import DataError
 from clipflow.imageio import Listing, list_subdirs, scan_images
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 REAL_DIR = "0_real"
 FAKE_DIR = "1_fake"
@@ -52,7 +52,8 @@ SHARED_REAL_POOLS: dict[str, list[str]] = {
               "glide_100_10", "dalle"],
 }  # fmt: skip
 
-_POOL_OF = {gen: pool for pool, gens in SHARED_REAL_POOLS.items() for gen in gens}
+# generator -> its shared real pool (UnivFD diffusion sets)
+POOL_OF = {gen: pool for pool, gens in SHARED_REAL_POOLS.items() for gen in gens}
 _KNOWN_NAMES = frozenset(KNOWN_SETS) | frozenset(SHARED_REAL_POOLS)
 _ORDER = {name: i for i, name in enumerate(KNOWN_SETS)}
 _MAX_CONTAINER_DEPTH = 2  # root/<container>/<container>/<set> at most
@@ -172,7 +173,7 @@ def discover_test_sets(root: str | os.PathLike) -> list[TestSet]:
             f"or lack real or fake images (see warnings) — {_NO_SETS_HINT}"
         )
     sets.sort(key=lambda s: (0, _ORDER[s.name], "") if s.name in _ORDER else (1, 0, s.name))
-    logger.info("found %d test set(s) under %s: %s", len(sets), root, [s.name for s in sets])
+    log.info("found %d test set(s) under %s: %s", len(sets), root, [s.name for s in sets])
     return sets
 
 
@@ -234,7 +235,7 @@ def _resolve_sets(found: dict[str, _Found]) -> list[TestSet]:
         skipped = reals.skipped + fakes.skipped
         if not fake:
             what = "0_real and 1_fake hold no images" if not real else "1_fake holds no images"
-            logger.warning("skipping test set '%s' (%s): %s", name, item.path, what)
+            log.warning("skipping test set '%s' (%s): %s", name, item.path, what)
             continue
         if not real:
             pool = _pick_pool(name, item.path, pools)
@@ -245,16 +246,16 @@ def _resolve_sets(found: dict[str, _Found]) -> list[TestSet]:
             real = list(pool_images[pool].images)
             skipped += pool_images[pool].skipped
             if not real:
-                logger.warning("skipping test set '%s': shared pool %s/0_real is empty",
-                               name, pools[pool].path)  # fmt: skip
+                log.warning("skipping test set '%s': shared pool %s/0_real is empty",
+                            name, pools[pool].path)  # fmt: skip
                 continue
             note = f"real images from the shared pool {pool}/0_real"
-            if name not in _POOL_OF:
+            if name not in POOL_OF:
                 note = f"unknown set with only 1_fake: {note} (the only pool found)"
         if len(item.holders) > 1:
-            logger.info("test set '%s': pooled %d classes", name, len(item.holders))
+            log.info("test set '%s': pooled %d classes", name, len(item.holders))
         if skipped:
-            logger.warning("test set '%s': %d entries left out (e.g. %s: %s); see skipped.txt",
+            log.warning("test set '%s': %d entries left out (e.g. %s: %s); see skipped.txt",
                            name, len(skipped), *skipped[0])  # fmt: skip
         sets.append(TestSet(name, display_name(name), real, fake, note, skipped))
     return sets
@@ -267,11 +268,11 @@ def _label_dirs(found: dict[str, _Found], label: str) -> list[Path]:
 
 def _pick_pool(name: str, path: Path, pools: dict[str, _Found]) -> str | None:
     """The shared real pool a set without reals should use, or None (warning logged)."""
-    wanted = _POOL_OF.get(name)
+    wanted = POOL_OF.get(name)
     if wanted is not None:
         if wanted in pools:
             return wanted
-        logger.warning(
+        log.warning(
             "skipping test set '%s' (%s): it has no real images and its shared pool "
             "'%s/0_real' was not found — put UnivFD's %s/0_real next to it",
             name, path, wanted, wanted,
@@ -280,7 +281,7 @@ def _pick_pool(name: str, path: Path, pools: dict[str, _Found]) -> str | None:
     if len(pools) == 1:
         return next(iter(pools))
     why = f"several shared pools ({', '.join(sorted(pools))}) fit" if pools else "no shared pool"
-    logger.warning(
+    log.warning(
         "skipping test set '%s' (%s): it has no real images and %s — add %s/0_real",
         name, path, why, name,
     )  # fmt: skip
@@ -308,7 +309,7 @@ def univfd_sample(ts: TestSet, max_per_class: int | None = 1000, seed: int = 0) 
             f"UnivFD sampling fell back from {k} to 100 per class "
             f"({ts.n_real} real / {ts.n_fake} fake < {k})"
         )
-        logger.warning("test set '%s': %s", ts.name, quirk)
+        log.warning("test set '%s': %s", ts.name, quirk)
         note = f"{note}; {quirk}" if note else quirk
         k = 100
     rng = random.Random(seed)
@@ -361,14 +362,14 @@ def discover_train_images(
     split = TrainSplit(train=[], val=[], classes={}, skipped=skipped)
     for cls, images in groups.items():
         if not images:
-            logger.warning("class '%s' has no natural images; skipped", cls)
+            log.warning("class '%s' has no natural images; skipped", cls)
             continue
         train, val = _split_class(cls, images, per_class, val_fraction, seed)
         split.train.extend(train)
         split.val.extend(val)
         split.classes[cls] = len(train)
-    logger.info("training data under %s: %d train / %d val images, %d class(es)",
-                root, len(split.train), len(split.val), len(split.classes))  # fmt: skip
+    log.info("training data under %s: %d train / %d val images, %d class(es)",
+             root, len(split.train), len(split.val), len(split.classes))  # fmt: skip
     return split
 
 
@@ -409,7 +410,7 @@ def _natural_groups(root: Path) -> tuple[dict[str, list[Path]], list[tuple[Path,
     for cls, images in groups.items():
         natural[cls] = [p for p in images if _is_natural(p, root, realpaths)]
         if len(natural[cls]) < len(images):
-            logger.info("class '%s': left out %d image(s) under 1_fake",
+            log.info("class '%s': left out %d image(s) under 1_fake",
                         cls, len(images) - len(natural[cls]))  # fmt: skip
         # Under a 1_fake folder by name is the layout's rule; reached there through a
         # symbolic link is a surprise worth a line in skipped_train.txt.
@@ -420,7 +421,7 @@ def _natural_groups(root: Path) -> tuple[dict[str, list[Path]], list[tuple[Path,
             if p not in keep and FAKE_DIR not in p.relative_to(root).parts
         ]
     if skipped:
-        logger.warning("%d entries under %s left out (e.g. %s: %s)", len(skipped), root,
+        log.warning("%d entries under %s left out (e.g. %s: %s)", len(skipped), root,
                        *skipped[0])  # fmt: skip
     return natural, skipped
 
@@ -449,8 +450,8 @@ def _split_class(
     n_val = min(n_val, n - 1)  # never leave a class with nothing to train on
     n_train = n - n_val if per_class is None else min(per_class, n - n_val)
     if per_class is not None and n_train < per_class:
-        logger.warning("class '%s' has %d natural images: %d for training (asked %d), %d for "
-                       "validation", cls, n, n_train, per_class, n_val)  # fmt: skip
+        log.warning("class '%s' has %d natural images: %d for training (asked %d), %d for "
+                    "validation", cls, n, n_train, per_class, n_val)  # fmt: skip
     val = shuffled[:n_val]
     train = shuffled[n_val : n_val + n_train]
     # Sort on parts: Path's own ordering differs across Python versions.

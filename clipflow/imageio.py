@@ -22,7 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipflow.errors import DataError, UnreadableImageError
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -75,7 +75,7 @@ def list_images(
     """
     listing = scan_images(folder, extensions, include_special)
     for path, reason in listing.skipped:
-        logger.warning("skipping %s: %s", path, reason)
+        log.warning("skipping %s: %s", path, reason)
     return listing.images
 
 
@@ -248,7 +248,7 @@ def _scan_dir(directory: Path) -> list[os.DirEntry]:
     """Entries of one folder, or [] with a warning if it cannot be read."""
     entries, error = _read_dir(directory)
     if error:
-        logger.warning("skipping unreadable folder %s: %s", directory, error)
+        log.warning("skipping unreadable folder %s: %s", directory, error)
     return entries
 
 
@@ -334,7 +334,7 @@ def _apply_exif_orientation(im: Image.Image, path: Path) -> Image.Image:
     try:
         return ImageOps.exif_transpose(im)
     except Exception as exc:  # noqa: BLE001 -- bad EXIF must not make a good image unreadable
-        logger.warning("ignoring unreadable EXIF data in %s: %s", path, _short(exc))
+        log.warning("ignoring unreadable EXIF data in %s: %s", path, _short(exc))
         return im.copy()  # detached from the file, like exif_transpose's own result
 
 

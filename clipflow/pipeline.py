@@ -43,7 +43,7 @@ from .flow import CLIPFlow, score_features
 from .imageio import max_pixels_of
 from .metrics import calibrate_threshold, dataset_metrics
 from .preprocess import build_transform
-from .proxy import ProxyConfig, bandstop, build_proxy, describe
+from .proxy import ProxyConfig, bandstop, build_proxy
 from .report import skipped_text, write_results
 from .train import fit
 from .versions import package_versions
@@ -109,7 +109,7 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
     mode = s.train.mode
     extra = {
         "history": head.history,
-        "proxy": describe(s.proxy, DEFAULT_RATIO[mode]),
+        "proxy": s.proxy.describe(DEFAULT_RATIO[mode]),
         "train": {
             "mode": mode,
             "n_images": len(head.train_paths),
@@ -201,7 +201,7 @@ def proxy_variant(cfg: ProxyConfig, mode: str) -> Variant:
     keeps its own mask draw; ``describe`` then adds ``pair_crop`` to the key.
     """
     try:
-        params = describe(cfg, DEFAULT_RATIO[mode])
+        params = cfg.describe(DEFAULT_RATIO[mode])
         fn = build_proxy(cfg, DEFAULT_RATIO[mode])
     except ValueError as err:
         raise ClipflowError(f"proxy: {err}") from None

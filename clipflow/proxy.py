@@ -16,6 +16,8 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor
 
+from .perturb import blur_kernel_size
+
 BANDS = ("low", "mid", "high", "all")
 MASK_MODES = ("compat", "clean")
 PROXY_NAMES = (
@@ -248,7 +250,7 @@ def bandstop_mask(
 def _blur(x: Tensor, sigma: float) -> Tensor:
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    k = 2 * math.ceil(3 * sigma) + 1  # odd, covers ±3σ
+    k = blur_kernel_size(sigma)
     return TF.gaussian_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
 
 
@@ -335,41 +337,40 @@ class ProxyConfig:
     hue: float = 0.1
     pair_crop: bool = False
 
+    def describe(self, default_ratio: float | None = None) -> dict:
+        """The parameters that actually shape the proxy, defaults resolved (for result metadata).
+
+        ``pair_crop`` appears only when on: the default's description (a feature-cache key)
+        stays what it was before the option existed.
+        """
+        if self.name not in PROXY_NAMES:
+            raise ValueError(f"unknown proxy {self.name!r}: use one of {PROXY_NAMES}")
+        if not isinstance(self.pair_crop, bool):
+            raise ValueError(f"pair_crop must be true or false, got {self.pair_crop!r}")
+        paired = {"pair_crop": True} if self.pair_crop else {}
+        if self.name in ("freq_mask", "freq_phase"):
+            ratio = self.ratio if self.ratio is not None else default_ratio
+            return {
+                "name": self.name,
+                "band": self.band,
+                "ratio": ratio,
+                "mask_mode": self.mask_mode,
+                **paired,
+            }
+        sigma = self.sigma if self.sigma is not None else _DEFAULT_SIGMA.get(self.name)
+        keys = {
+            "smoothing": {"sigma": sigma},
+            "sharpening": {"sigma": sigma, "amount": self.amount},
+            "gaussian_noise": {"sigma": sigma},
+            "color_jitter": {
+                k: getattr(self, k) for k in ("brightness", "contrast", "saturation", "hue")
+            },
+            "none": {},
+        }[self.name]
+        return {"name": self.name, **keys, **paired}
+
 
 ProxyFn = Callable[[Tensor, torch.Generator | None], Tensor]
-
-
-def describe(cfg: ProxyConfig, default_ratio: float | None = None) -> dict:
-    """The parameters that actually shape the proxy, defaults resolved (for result metadata).
-
-    ``pair_crop`` appears only when on: the default's description (a feature-cache key) stays
-    what it was before the option existed.
-    """
-    if cfg.name not in PROXY_NAMES:
-        raise ValueError(f"unknown proxy {cfg.name!r}: use one of {PROXY_NAMES}")
-    if not isinstance(cfg.pair_crop, bool):
-        raise ValueError(f"pair_crop must be true or false, got {cfg.pair_crop!r}")
-    paired = {"pair_crop": True} if cfg.pair_crop else {}
-    if cfg.name in ("freq_mask", "freq_phase"):
-        ratio = cfg.ratio if cfg.ratio is not None else default_ratio
-        return {
-            "name": cfg.name,
-            "band": cfg.band,
-            "ratio": ratio,
-            "mask_mode": cfg.mask_mode,
-            **paired,
-        }
-    sigma = cfg.sigma if cfg.sigma is not None else _DEFAULT_SIGMA.get(cfg.name)
-    keys = {
-        "smoothing": {"sigma": sigma},
-        "sharpening": {"sigma": sigma, "amount": cfg.amount},
-        "gaussian_noise": {"sigma": sigma},
-        "color_jitter": {
-            k: getattr(cfg, k) for k in ("brightness", "contrast", "saturation", "hue")
-        },
-        "none": {},
-    }[cfg.name]
-    return {"name": cfg.name, **keys, **paired}
 
 
 def build_proxy(cfg: ProxyConfig, default_ratio: float) -> ProxyFn:
@@ -378,7 +379,7 @@ def build_proxy(cfg: ProxyConfig, default_ratio: float) -> ProxyFn:
     Config errors (unknown name, band, mode, ratio) raise ValueError here, not mid-run.
     Frequency proxies of float inputs take the float path (no uint8 cast).
     """
-    p = describe(cfg, default_ratio)
+    p = cfg.describe(default_ratio)
     if p.get("sigma") is not None and p["sigma"] <= 0:
         raise ValueError(f"sigma must be > 0, got {p['sigma']}")
     if cfg.name in ("freq_mask", "freq_phase"):

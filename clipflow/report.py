@@ -127,13 +127,8 @@ def write_results(
 
 def plot_ap(rows: list[dict], means: Means, path: Path) -> Path:
     """Bar chart of AP per dataset (sets outside the paper's 19 in grey) with the mean as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [r["display_name"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(names) + 2), 3.5))
+    fig, ax = new_figure(figsize=(max(4, 0.5 * len(names) + 2), 3.5))
     colors = ["#4C72B0" if in_paper(r["dataset"]) else "#999999" for r in rows]
     ax.bar(names, [r["ap"] for r in rows], color=colors)
     mean = means.mean
@@ -148,12 +143,23 @@ def plot_ap(rows: list[dict], means: Means, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def save_png(fig, path: Path, dpi: int = 110) -> Path:
-    """Render a matplotlib figure to ``path`` atomically and close it."""
-    import matplotlib.pyplot as plt
+def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, **subplots_kw):
+    """``(figure, axes)`` like ``plt.subplots``, without pyplot.
 
+    A library must not switch the process's matplotlib backend (``matplotlib.use``) nor keep
+    figures in pyplot's registry: the figure draws on its own Agg canvas and is freed with it.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **subplots_kw)
+
+
+def save_png(fig, path: Path, dpi: int = 110) -> Path:
+    """Render a figure of :func:`new_figure` to ``path`` atomically."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path

@@ -23,7 +23,7 @@ from .flow import score_features
 from .perturb import CLEAN_STRENGTH, Perturbation
 from .pipeline import eval_metadata, evaluate_sets, prepare_eval
 from .preprocess import build_transform
-from .report import describe_run, save_png, to_csv, to_markdown, write_results
+from .report import describe_run, new_figure, save_png, to_csv, to_markdown, write_results
 
 log = logging.getLogger(__name__)
 
@@ -213,18 +213,20 @@ def _panels(summary: list[dict]) -> list[tuple[str, list[str]]]:
 
 def plot_robustness(summary: list[dict], path: Path) -> Path:
     """AP vs strength: one panel per family, one line per dataset (the mean in black)."""
-    import matplotlib
+    return save_png(robustness_figure(summary), path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def robustness_figure(summary: list[dict]):
+    """The figure of :func:`plot_robustness` (a matplotlib Figure, not yet rendered)."""
+    from matplotlib import colormaps
 
     panels = _panels(summary) or [(CLEAN, [])]
     ap = {(r["perturbation"], r["dataset"]): r["ap"] for r in summary}
     datasets = list(dict.fromkeys(r["dataset"] for r in summary))
     label = {r["dataset"]: r["display_name"] for r in summary}
     label.update({k: k for k in ("mean", "mean_all")})  # the long labels are in the .md note
-    colors = plt.get_cmap("tab20")
-    fig, axes = plt.subplots(
+    colors = colormaps["tab20"]
+    fig, axes = new_figure(
         1, len(panels), figsize=(3.6 * len(panels) + 1.8, 3.4), squeeze=False, sharey=True
     )
     for ax, (family, names) in zip(axes[0], panels):
@@ -251,7 +253,7 @@ def plot_robustness(summary: list[dict], path: Path) -> Path:
     axes[0][0].set_ylabel("AP (%)")
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
 
 
 def _strength(summary: list[dict], name: str) -> float:

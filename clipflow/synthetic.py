@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import CLASS_LEVEL_SETS, PAPER_ORDER, SHARED_REAL_POOLS
+from .data import CLASS_LEVEL_SETS, PAPER_ORDER, POOL_OF
 
 DEMO_CLASSES = ("airplane", "cat")
 
@@ -107,11 +107,10 @@ def make_test_folder(
 DEMO_TEST_SETS = {"progan": "classes", "biggan": "plain", "guided": "imagenet", "ldm_200": "laion"}
 
 
-# ----------------------------------------------------------------- the whole benchmark, in miniature
+# ---------------------------------------------------------------- the whole benchmark, in miniature
 GAN_SETS: tuple[str, ...] = PAPER_ORDER[:11]  # the CNNSpot test set's 11 of the paper's 19
 DIFFUSION_SETS: tuple[str, ...] = PAPER_ORDER[11:]  # UnivFD's 8 diffusion sets
 NEW_GENERATORS: tuple[str, ...] = ("dalle3", "deepfloyd", "realvisxl", "sd15")  # Table V's, by name
-_POOL = {gen: pool for pool, gens in SHARED_REAL_POOLS.items() for gen in gens}
 
 
 def benchmark_layout(layout: str = "release") -> dict[str, dict[str, str]]:
@@ -125,7 +124,7 @@ def benchmark_layout(layout: str = "release") -> dict[str, dict[str, str]]:
         gans = {s: "classes" if s in CLASS_LEVEL_SETS else "plain" for s in GAN_SETS}
         return {
             "CNN_synth_testset": gans,
-            "diffusion_datasets": {s: _POOL[s] for s in DIFFUSION_SETS},
+            "diffusion_datasets": {s: POOL_OF[s] for s in DIFFUSION_SETS},
         }
     if layout == "mirror":
         return {"benchmark": {s: "plain" for s in PAPER_ORDER}}

@@ -37,6 +37,29 @@ def run_cli(
     )
 
 
+@pytest.fixture
+def call_main(monkeypatch, capsys):
+    """A console script's Hydra ``main`` in-process: ``call(main, prog, *args) -> (code, out, err)``
+    (the exit code, stdout and stderr).
+
+    Starting a Python process costs tens of seconds on a busy CI machine; the only thing it
+    adds over this is the console-script shim, which one real run per script covers
+    (``trained_run`` for clipflow-train, ``eval_dir`` in test_end_to_end for clipflow-eval).
+    """
+
+    def call(main, prog: str, *args: str) -> tuple[int, str, str]:
+        # Hydra's job logging would otherwise reconfigure the root logger for the whole session.
+        quiet = ("hydra/job_logging=none", "hydra/hydra_logging=none")
+        monkeypatch.setattr(sys, "argv", [prog, *args, *quiet])
+        with pytest.raises(SystemExit) as info:
+            main()
+            sys.exit(0)
+        out = capsys.readouterr()
+        return info.value.code, out.out, out.err
+
+    return call
+
+
 @pytest.fixture(scope="session")
 def mini_bench(tmp_path_factory) -> Path:
     """train/ (2 classes, reals + fakes that must never be used) and test/ in all layouts."""
@@ -58,7 +81,10 @@ def mini_bench(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(mini_bench: Path) -> Path:
-    """One clipflow-train run through the console script (tiny backbone, CPU)."""
+    """One clipflow-train run through the console script (tiny backbone, CPU).
+
+    The suite's one real process of clipflow-train: it proves the installed entry point runs.
+    """
     run_dir = mini_bench / "run"
     proc = run_cli(
         "clipflow-train",

@@ -1,4 +1,9 @@
-"""The extraction benchmark runs end to end on CPU (a smoke run, not a timing test)."""
+"""The benchmark scripts run end to end on CPU (smoke runs, not timing tests).
+
+Both are ``slow``: each starts a Python process that imports torch, generates JPEGs and times
+several passes (about a minute each on 2 busy cores); ``make test`` runs them, ``make test-fast``
+does not.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_smoke_run_reports_both_paths(tmp_path: Path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
@@ -49,6 +57,7 @@ def test_bench_smoke_run_reports_both_paths(tmp_path: Path):
     assert "ratio" in proc.stdout and len(list((tmp_path / "jpegs" / "jpeg256").glob("*.jpg"))) == 8
 
 
+@pytest.mark.slow
 def test_memory_bench_reports_peaks_per_size(tmp_path: Path):
     out = tmp_path / "mem.json"
     proc = subprocess.run(

@@ -17,6 +17,7 @@ from PIL import Image
 
 import clipflow
 from clipflow.cli import detect as detect_cli
+from clipflow.cli.common import guarded
 from clipflow.config import EvalSettings
 from clipflow.detect import Detector, Prediction, expand_inputs, output_format, records_table
 from clipflow.errors import ClipflowError, SomeFilesUnreadableError, UnreadableImageError
@@ -38,6 +39,8 @@ def images(mini_bench: Path) -> list[Path]:
 
 
 def test_import_clipflow_stays_light_and_exports_detector():
+    # A fresh interpreter is the point: this process imported torch long ago. It is cheap, as
+    # long as the assertion holds (no torch import).
     code = "import sys, clipflow; print('torch' in sys.modules, 'Detector' in clipflow.__all__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["False", "True"], out.stderr[-1000:]
@@ -163,19 +166,13 @@ def test_output_formats_and_table(tmp_path: Path):
     assert re.search(r"b\.jpg\s+-\s+unreadable\s+zero-byte file", table)
 
 
-def _main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """clipflow-detect in-process (Hydra main + guarded): exit code, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["clipflow-detect", *args])
-    with pytest.raises(SystemExit) as info:
-        detect_cli.main()
-        sys.exit(0)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
+@pytest.fixture
+def detect(call_main):
+    """clipflow-detect in-process (Hydra main + guarded): ``detect(*args) -> (code, out, err)``."""
+    return lambda *args: call_main(detect_cli.main, "clipflow-detect", *args)
 
 
-def test_cli_usage_errors_exit_2_with_one_line(
-    monkeypatch, capsys, trained_run: Path, tmp_path: Path
-):
+def test_cli_usage_errors_exit_2_with_one_line(detect, trained_run: Path, tmp_path: Path):
     for args, needle in [
         ((), "no checkpoint"),
         ((f"ckpt={trained_run}",), "no images"),
@@ -184,19 +181,15 @@ def test_cli_usage_errors_exit_2_with_one_line(
         ((f"ckpt={tmp_path}", f"inputs={tmp_path}"), "no clipflow checkpoint"),
         ((f"ckpt={trained_run}", f"inputs={trained_run}", "out=r.txt"), "format"),
     ]:
-        code, out, err = _main(monkeypatch, capsys, *args)
+        code, out, err = detect(*args)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (args, err)
         assert err.startswith("error: ") and out == ""
 
 
-def test_cli_scores_folder_to_csv_exit_0(
-    monkeypatch, capsys, mini_bench: Path, trained_run: Path, tmp_path
-):
+def test_cli_scores_folder_to_csv_exit_0(detect, mini_bench: Path, trained_run: Path, tmp_path):
     folder = mini_bench / "test" / "mygen"
     out_csv = tmp_path / "scores.csv"
-    code, out, _ = _main(
-        monkeypatch,
-        capsys,
+    code, out, _ = detect(
         f"ckpt={trained_run}",
         f"inputs=[{folder}]",
         f"out={out_csv}",
@@ -214,13 +207,9 @@ def test_cli_scores_folder_to_csv_exit_0(
     assert f"results: {out_csv}" in out and "random-weight backbone" in out and "FPR@val" in out
 
 
-def test_cli_json_lines_on_stdout_and_exit_4(
-    monkeypatch, capsys, mini_bench: Path, trained_run: Path
-):
+def test_cli_json_lines_on_stdout_and_exit_4(detect, mini_bench: Path, trained_run: Path):
     folder = mini_bench / "test" / "biggan"
-    code, out, err = _main(
-        monkeypatch,
-        capsys,
+    code, out, err = detect(
         f"ckpt={trained_run}",
         f"inputs=[{folder},{folder}/nope.png]",
         "out=-",
@@ -256,7 +245,30 @@ def test_docs_python_example_runs_as_written(
     assert namespace["scores"].shape == (2,)
 
 
-def test_docs_exit_codes_match_the_errors():
+def _guarded_exit(exc: BaseException | None) -> int:
+    """The exit code clipflow-detect ends with when its job raises ``exc`` (None: success)."""
+
+    def job() -> None:
+        if exc is not None:
+            raise exc
+
+    with pytest.raises(SystemExit) as info:
+        guarded(job)
+        sys.exit(0)
+    return info.value.code
+
+
+def test_docs_exit_codes_are_the_codes_the_cli_exits_with(capsys):
+    """Each row of the docs' exit-code table is produced by the outcome it describes."""
     table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", DOCS.read_text(), re.M))
-    assert set(table) == {"0", "2", "4", "130"}
-    assert ClipflowError.exit_code == 2 and SomeFilesUnreadableError.exit_code == 4
+    outcomes = {
+        "every input file was scored": None,
+        "usage error": ClipflowError("no checkpoint given"),
+        "some inputs could not be scored": SomeFilesUnreadableError("2 of 10 inputs"),
+        "interrupted": KeyboardInterrupt(),
+    }
+    actual = {_guarded_exit(exc): words for words, exc in outcomes.items()}
+    capsys.readouterr()
+    assert set(table) == {str(code) for code in actual}
+    for code, words in actual.items():
+        assert words in table[str(code)], (code, table[str(code)])

@@ -1,4 +1,8 @@
-"""clipflow-train -> clipflow-eval through the console scripts, on generated folders."""
+"""clipflow-train -> clipflow-eval on generated folders.
+
+One real process per console script (``trained_run`` in conftest, ``eval_dir`` here); every
+other run calls the same Hydra ``main`` in-process (``call_main``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from conftest import run_cli
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from clipflow.checkpoint import load_checkpoint
+from clipflow.cli import evaluate as eval_cli
+from clipflow.cli import train as train_cli
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +114,10 @@ def test_every_number_recomputes_from_scores_csv(eval_dir: Path):
         assert float(row["acc@val"]) == pytest.approx(100 * np.mean((s > threshold) == y), abs=1e-4)
 
 
-def test_univfd_protocol_is_recorded(trained_run: Path, mini_bench: Path):
+def test_univfd_protocol_is_recorded(trained_run: Path, mini_bench: Path, call_main):
     out = mini_bench / "eval_univfd"
-    proc = run_cli(
+    code, _, err = call_main(
+        eval_cli.main,
         "clipflow-eval",
         f"ckpt={trained_run / 'model.safetensors'}",
         f"data.test_root={mini_bench / 'test'}",
@@ -120,7 +127,7 @@ def test_univfd_protocol_is_recorded(trained_run: Path, mini_bench: Path):
         "data.num_workers=0",
         f"hydra.run.dir={out}",
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert code == 0, err[-2000:]
     rows = _read_csv(out / "results.csv")
     assert all(
         int(r["n_real"]) <= 2 and int(r["n_fake"]) <= 2 for r in _set_rows(out / "results.csv")
@@ -129,44 +136,50 @@ def test_univfd_protocol_is_recorded(trained_run: Path, mini_bench: Path):
     assert json.loads((out / "metrics.json").read_text())["protocol"].startswith("univfd")
 
 
-def _one_line_error(proc) -> str:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
+def _one_line_error(result: tuple[int, str, str]) -> str:
+    code, _, err = result
+    assert code != 0
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
     assert last.startswith("error: ")
     return last
 
 
-def test_missing_train_folder_is_one_line(tmp_path: Path):
-    proc = run_cli(
+def test_missing_train_folder_is_one_line(tmp_path: Path, call_main):
+    result = call_main(
+        train_cli.main,
         "clipflow-train",
         f"data.train_root={tmp_path / 'nope'}",
         "backbone=tiny",
         "device=cpu",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
-    assert "nope" in _one_line_error(proc)
+    assert "nope" in _one_line_error(result)
 
 
-def test_test_root_without_splits_is_one_line(trained_run: Path, tmp_path: Path):
+def test_test_root_without_splits_is_one_line(trained_run: Path, tmp_path: Path, call_main):
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "a.png").write_bytes(b"")
-    proc = run_cli(
+    result = call_main(
+        eval_cli.main,
         "clipflow-eval",
         f"ckpt={trained_run}",
         f"data.test_root={tmp_path / 'flat'}",
         "device=cpu",
         f"hydra.run.dir={tmp_path / 'ev'}",
     )
-    assert "0_real" in _one_line_error(proc)
+    assert "0_real" in _one_line_error(result)
 
 
-def test_missing_weights_offline_is_one_line(mini_bench: Path, tmp_path: Path):
-    proc = run_cli(
+def test_missing_weights_offline_is_one_line(
+    mini_bench: Path, tmp_path: Path, call_main, monkeypatch
+):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = call_main(
+        train_cli.main,
         "clipflow-train",
         f"data.train_root={mini_bench / 'train'}",
         "device=cpu",
         f"hydra.run.dir={tmp_path / 'run'}",
-        env={"HF_HUB_OFFLINE": "1"},
     )
-    assert "backbone.pretrained=" in _one_line_error(proc)
+    assert "backbone.pretrained=" in _one_line_error(result)

@@ -170,8 +170,12 @@ def test_padded_run_sees_one_shape_and_drops_the_padding():
     torch.testing.assert_close(out, tower(images))
 
 
-def test_compiled_backbone_sees_one_batch_shape(jpeg_set, monkeypatch):
-    # torch.compile replaced by the identity: this checks the batching around it, on CPU, fast.
+def test_compile_option_pads_every_batch_to_one_growing_shape(jpeg_set, monkeypatch):
+    """The batching around torch.compile, not compilation: torch.compile is the identity here.
+
+    The tower must see one batch size (the largest so far; shorter batches zero-padded) and
+    the padding must not change the real rows' features.
+    """
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
     plain, compiled = _tiny(), _tiny(compile=True)
     shapes = []
@@ -185,3 +189,35 @@ def test_compiled_backbone_sees_one_batch_shape(jpeg_set, monkeypatch):
     whole = compiled(x)  # a larger batch becomes the new static size
     assert compiled.static_batch == 7 and shapes[2:] == [7]
     torch.testing.assert_close(whole, plain(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow  # dynamo traces the whole tower: ~15 s on 2 busy cores
+def test_real_torch_compile_sees_one_batch_shape(monkeypatch):
+    """Real dynamo tracing of the tiny tower (a counting backend instead of inductor's codegen):
+    shorter batches never make a graph of a new shape; a larger batch makes one of its own."""
+    traced: list[list[tuple[int, ...]]] = []  # per traced graph: its 4-d inputs' shapes
+
+    def counting_backend(gm, example_inputs):
+        traced.append([tuple(t.shape) for t in example_inputs if t.dim() == 4])
+        return gm.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, **kw: real_compile(fn, backend=counting_backend, **kw)
+    )
+    torch._dynamo.reset()
+    try:
+        plain, compiled = _tiny(), _tiny(compile=True)
+        size = plain.image_size
+        x = torch.randn(7, 3, size, size, generator=torch.Generator().manual_seed(0))
+        parts = [compiled(x[:4]), compiled(x[4:]), compiled(x[4:6]), compiled(x[:4])]
+        # One graph for (4, 3, S, S); at most one more of the same shape: the zero-padded batch
+        # is made under inference_mode, a tensor kind dynamo guards on separately.
+        assert 1 <= len(traced) <= 2 and all((4, 3, size, size) in g for g in traced)
+        torch.testing.assert_close(torch.cat(parts[:2]), plain(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(parts[2], plain(x[4:6]), rtol=1e-4, atol=1e-5)
+        n_graphs = len(traced)
+        compiled(x)  # 7 rows: the static size grows, a graph of the new shape
+        assert len(traced) > n_graphs and (7, 3, size, size) in traced[n_graphs]
+    finally:
+        torch._dynamo.reset()

@@ -16,7 +16,6 @@ from clipflow.proxy import (
     bandstop_mask,
     build_proxy,
     color_jitter,
-    describe,
     frequency_band_mask,
     frequency_mask,
     gaussian_noise,
@@ -253,7 +252,7 @@ def test_build_proxy_uses_default_ratio_when_none():
     fn = build_proxy(ProxyConfig(), default_ratio=1.0)
     assert torch.equal(fn(x, gen()), frequency_mask(x, "low", 1.0, generator=gen()))
     assert not torch.equal(fn(x, gen()), frequency_mask(x, "low", 0.1, generator=gen()))
-    assert describe(ProxyConfig(), 1.0)["ratio"] == 1.0
+    assert ProxyConfig().describe(1.0)["ratio"] == 1.0
     fixed = build_proxy(ProxyConfig(ratio=0.1), default_ratio=1.0)
     assert torch.equal(fixed(x, gen()), frequency_mask(x, "low", 0.1, generator=gen()))
 
@@ -265,12 +264,12 @@ def test_every_named_proxy_keeps_shape_and_dtype(name):
     for inp in (x, x[0]):
         y = fn(inp, gen())
         assert y.shape == inp.shape and y.dtype == torch.uint8
-    assert describe(ProxyConfig(name=name), 0.1)["name"] == name
+    assert ProxyConfig(name=name).describe(0.1)["name"] == name
 
 
 def test_describe_resolves_defaults():
-    assert describe(ProxyConfig(name="gaussian_noise"))["sigma"] == 5.0
-    assert describe(ProxyConfig(name="smoothing", sigma=2.0))["sigma"] == 2.0
+    assert ProxyConfig(name="gaussian_noise").describe()["sigma"] == 5.0
+    assert ProxyConfig(name="smoothing", sigma=2.0).describe()["sigma"] == 2.0
 
 
 def test_unknown_names_raise():
@@ -303,8 +302,8 @@ PROXY_YAMLS = sorted((Path(__file__).parents[1] / "configs" / "proxy").glob("*.y
 def test_proxy_yamls_build_and_leave_crops_unpaired(path):
     values = yaml.safe_load(path.read_text())
     cfg = ProxyConfig(**values)  # every key is a field
-    assert values["pair_crop"] is False and "pair_crop" not in describe(cfg, 0.1)
-    assert describe(ProxyConfig(**{**values, "pair_crop": True}), 0.1)["pair_crop"] is True
+    assert values["pair_crop"] is False and "pair_crop" not in cfg.describe(0.1)
+    assert ProxyConfig(**{**values, "pair_crop": True}).describe(0.1)["pair_crop"] is True
     build_proxy(cfg, 0.1)
 
 

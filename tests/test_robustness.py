@@ -18,7 +18,7 @@ from clipflow.cli import evaluate as eval_cli
 from clipflow.config import EvalSettings
 from clipflow.perturb import resolve_perturbations
 from clipflow.pipeline import run_eval
-from clipflow.robustness import run_robustness, wide_table
+from clipflow.robustness import robustness_figure, run_robustness, wide_table
 
 # In-process Hydra runs must not configure logging for the rest of the test session.
 QUIET = ("hydra/job_logging=none", "hydra/hydra_logging=none")
@@ -93,7 +93,12 @@ def test_one_results_block_per_perturbation(robust_dir: Path):
         assert [r["dataset"] for r in _csv(block / "results.csv")] == [*SETS, "mean", "mean_all"]
         assert "broken.jpg" in (block / "skipped.txt").read_text()  # skipped alike in every block
         assert (block / "results.md").read_text().startswith(f"# Results under `{name}`")
-    assert (robust_dir / "results.csv").is_file()  # the clean evaluation, as without perturb
+        assert json.loads((block / "metrics.json").read_text())["perturbation"]["name"] == name
+        counts = sum(int(r["n_real"]) + int(r["n_fake"]) for r in _csv(block / "results.csv")[:-1])
+        assert len(_csv(block / "scores.csv")) == counts  # one score per evaluated image
+        assert (block / "ap_per_dataset.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    clean = _csv(robust_dir / "results.csv")  # the clean evaluation, as without perturb
+    assert [r["dataset"] for r in clean] == [*SETS, "mean"]
 
 
 def test_metadata_records_parameters_and_seed(robust_dir: Path):
@@ -135,6 +140,28 @@ def test_plot_has_a_panel_per_family(robust_dir: Path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
     assert width > 3 * height  # four panels side by side (jpeg, blur, resize, combined)
+
+
+def test_plot_draws_the_summary_numbers(robust_dir: Path):
+    """Each panel: the clean AP then its family's perturbations, weakest first, per dataset."""
+    summary = json.loads((robust_dir / "robustness.json").read_text())["rows"]
+    fig = robustness_figure(summary)
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["jpeg", "blur", "resize", "combined"]
+    ap = {(r["perturbation"], r["display_name"]): r["ap"] for r in summary}
+    order = {
+        "jpeg": ["jpeg95", "jpeg30"],
+        "blur": ["blur4"],
+        "resize": ["down0.5"],
+        "combined": ["jpeg50+blur2"],
+    }
+    datasets = list(dict.fromkeys(r["display_name"] for r in summary))
+    for ax in axes:
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert sorted(lines) == sorted(datasets)
+        for d, line in lines.items():
+            want = [ap[("none", d)]] + [ap[(n, d)] for n in order[ax.get_title()]]
+            assert list(line.get_ydata()) == pytest.approx(want), (ax.get_title(), d)
 
 
 def test_clean_block_equals_a_plain_evaluation(

@@ -54,7 +54,6 @@ from ..pipeline import (
     validation_features,
     validation_paths,
 )
-from ..proxy import describe
 from ..report import TABLE_COLUMNS, scores_to_csv, to_csv
 from ..versions import package_versions
 from .baselines import (
@@ -414,7 +413,7 @@ def run_metadata(
 def _arm_key(s: TrainSettings) -> str:
     """Settings with defaults resolved: ``proxy.ratio=null`` under N+P is the same arm as 0.1."""
     values = asdict(s)
-    values["proxy"] = describe(s.proxy, DEFAULT_RATIO[s.train.mode])
+    values["proxy"] = s.proxy.describe(DEFAULT_RATIO[s.train.mode])
     values["train"]["epochs"] = s.train.resolved_epochs()
     return json.dumps(values, sort_keys=True, default=str)
 

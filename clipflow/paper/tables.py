@@ -14,12 +14,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ..data import PAPER_ORDER, display_name
 from ..fileio import atomic_write_text, to_jsonable
-from ..report import RANDOM_WARNING, save_png, to_csv
+from ..report import RANDOM_WARNING, new_figure, save_png, to_csv
 from .results import PaperRow, find_row, load_table, paper_sets
 from .spec import ArmResult, ExperimentResult, ExperimentSpec
 
@@ -383,12 +381,7 @@ def results_json(result: ExperimentResult) -> dict:
     }
 
 
-# ------------------------------------------------------------------ plots
-def _figure(figsize: tuple[float, float]) -> Figure:
-    """A figure on its own Agg canvas: no pyplot, no process-wide backend switch."""
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
+# ------------------------------------------------------------------ plots (report.new_figure: no pyplot)
 
 
 def write_plots(result: ExperimentResult, folder: Path) -> dict[str, Path]:
@@ -412,8 +405,7 @@ def plot_bars(result: ExperimentResult, path: Path) -> Path:
     rows, _, _ = comparison(result, table, "ap")
     x, arms = np.arange(len(rows)), result.arms
     width = 0.8 / max(1, len(arms))
-    fig = _figure((min(16.0, max(6.0, 0.6 * len(rows) + 3)), 4.2))
-    ax = fig.subplots()
+    fig, ax = new_figure(figsize=(min(16.0, max(6.0, 0.6 * len(rows) + 3)), 4.2))
     for i, arm in enumerate(arms):
         pos = x - 0.4 + width * (i + 0.5)
         ours = np.array(
@@ -446,8 +438,9 @@ def plot_histograms(result: ExperimentResult, path: Path) -> Path:
     arms = [a for a in result.arms if a.kind != "baseline"]
     sets = result.spec.histogram_sets or [s for s, _ in result.sets[:4]]
     names = dict(result.sets)
-    fig = _figure((2.8 * len(sets), 2.3 * len(arms)))
-    axes = fig.subplots(len(arms), len(sets), squeeze=False)
+    fig, axes = new_figure(
+        len(arms), len(sets), figsize=(2.8 * len(sets), 2.3 * len(arms)), squeeze=False
+    )
     for i, arm in enumerate(arms):
         run = arm.runs[min(arm.runs)]  # the first seed
         for j, ds in enumerate(sets):
@@ -495,8 +488,7 @@ def plot_dr_curve(result: ExperimentResult, path: Path) -> Path:
             )
         )
     widths = sorted(p for p in points if p[0] > 0)
-    fig = _figure((5.5, 3.6))
-    ax = fig.subplots()
+    fig, ax = new_figure(figsize=(5.5, 3.6))
     twin = ax.twinx()
     if widths:
         ax.errorbar(
