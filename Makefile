@@ -1,5 +1,5 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
-# `make test` runs every test (what CI runs); `make test-fast` leaves out the `slow` ones (wheel
+# `make test` runs ruff (lint) and every test (what CI runs); `make test-fast` leaves out the `slow` ones (wheel
 # install, benchmark scripts) while you iterate; `make lint` is ruff's check and format check.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) scripts/demo.py --out outputs/demo
 
-test: install
+test: lint
 	$(PY) -m pytest -q
 
 test-fast: install

@@ -2,7 +2,7 @@
 
     from clipflow import Detector
     det = Detector.from_checkpoint("outputs/train/<date>", device="auto")
-    det.score(["a.jpg", pil_image, hwc_uint8_array])   # -> np.ndarray (N,), higher = more likely fake
+    det.score(["a.jpg", pil_image, hwc_uint8_array])   # -> np.ndarray (N,), higher = faker
     det.predict("a.jpg")                               # -> [Prediction(score, label, fpr, path)]
 
 The backbone and its preprocessing are rebuilt from the checkpoint, so scores match those
@@ -320,7 +320,8 @@ def output_format(path: str, fmt: str | None = None) -> str:
     ).lower()
     if fmt not in ("jsonl", "csv"):
         raise ClipflowError(
-            f"cannot tell the output format of {path!r}: name it .jsonl or .csv, or pass format=jsonl|csv"
+            f"cannot tell the output format of {path!r}: name it .jsonl or .csv, "
+            "or pass format=jsonl|csv"
         )
     why = unwritable_reason(Path(path))
     if why:
@@ -363,11 +364,13 @@ def table_footer(det: Detector, records: Sequence[Prediction]) -> str:
     lines = [
         f"{len(records) - n_bad} scored: {n_fake} {FAKE}, {len(records) - n_bad - n_fake} {REAL}"
         + (f"; {n_bad} unreadable" if n_bad else ""),
-        f"decision: score > {det.threshold:.4f} (the checkpoint's threshold) -> {FAKE}; FPR@val: share of the "
+        f"decision: score > {det.threshold:.4f} (the checkpoint's threshold) -> {FAKE}; "
+        "FPR@val: share of the "
         f"checkpoint's {det.n_validation} natural validation images scoring at least as high",
     ]
     if det.random_backbone:
         lines.append(
-            "warning: random-weight backbone: these scores show the pipeline runs, they detect nothing"
+            "warning: random-weight backbone: these scores show the pipeline runs, "
+            "they detect nothing"
         )
     return "\n".join(lines) + "\n"

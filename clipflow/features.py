@@ -291,7 +291,9 @@ def extract_features(
     desc: str = "extract",
     **loader,
 ) -> FeatureSet:
-    """Run ``backbone`` over ``paths`` (see :func:`iter_feature_batches`); ``None`` = the image itself."""
+    """Run ``backbone`` over ``paths`` (see :func:`iter_feature_batches`).
+
+    A ``None`` variant is the image itself."""
     paths = [str(p) for p in paths]
     chunks, kept, skipped = [], [], []
     for idx, feats, bad in iter_feature_batches(

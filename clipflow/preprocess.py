@@ -60,7 +60,7 @@ class ImageTransform:
         )
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (..., 3, S, S) -> float32 scaled to [0, 1] and standardised with the backbone's mean/std."""
+        """uint8 (..., 3, S, S) -> float32 in [0, 1], standardised with the backbone's mean/std."""
         shape = (3, 1, 1)
         mean = torch.tensor(self.mean, device=images.device).view(shape)
         std = torch.tensor(self.std, device=images.device).view(shape)
@@ -85,7 +85,7 @@ class ImageTransform:
 
 
 def resize_grouped(images: list[torch.Tensor], size: int) -> list[torch.Tensor]:
-    """Each (3, H, W) image resized to size×size (bilinear, antialiased), one call per equal-size chunk.
+    """Each (3, H, W) image resized to size×size (bilinear, antialiased), per equal-size chunk.
 
     Batched resizing treats every image independently, so the result equals resizing one by one.
     """

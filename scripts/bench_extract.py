@@ -1,4 +1,4 @@
-"""Benchmark: JPEG files on disk -> cached features, against a UnivFD-style baseline in the same run.
+"""Benchmark: JPEG files on disk -> cached features, against a UnivFD-style baseline, one run.
 
     python scripts/bench_extract.py                          # CPU, tiny backbone (smoke run)
     python scripts/bench_extract.py --device cuda --backbone vit_l14_random --sizes 256 1024
@@ -110,7 +110,7 @@ class NoBackbone(torch.nn.Module):
 
 
 def time_input_only(backbone, paths, device, **loader) -> float:
-    """Images per second from JPEG files to normalised batches on ``device`` (no model, no cache)."""
+    """Images/s from JPEG files to normalised batches on ``device`` (no model, no cache)."""
     return time_extract(NoBackbone(backbone), paths, device, None, **loader)
 
 

@@ -33,7 +33,8 @@ def main() -> None:
         make_train_folder(data / "train", n_per_class=40)
         make_test_folder(data / "test", DEMO_TEST_SETS, n=12)
     print(
-        "NOTE: the demo uses the random-weight `tiny` backbone: it shows the pipeline, not detection.\n"
+        "NOTE: the demo uses the random-weight `tiny` backbone: "
+        "it shows the pipeline, not detection.\n"
     )
     common = ["backbone=tiny", "device=cpu", "data.num_workers=0"]
     run(
@@ -56,7 +57,8 @@ def main() -> None:
         ]
     )
     print(
-        f"\nDone. Checkpoint: {train_run / 'model.safetensors'}; results: {eval_run}/results.{{csv,md}}"
+        f"\nDone. Checkpoint: {train_run / 'model.safetensors'}; "
+        f"results: {eval_run}/results.{{csv,md}}"
     )
 
 

@@ -381,7 +381,7 @@ def results_json(result: ExperimentResult) -> dict:
     }
 
 
-# ------------------------------------------------------------------ plots (report.new_figure: no pyplot)
+# ------------------------------------------------------------------ plots (no pyplot)
 
 
 def write_plots(result: ExperimentResult, folder: Path) -> dict[str, Path]:
