@@ -20,6 +20,8 @@ import torch
 import clipflow
 from clipflow import backbone
 from clipflow.backbone import TINY_NAME, BackboneConfig, load_backbone
+from clipflow.benchmark import summarize
+from clipflow.metrics import METRIC_COLUMNS
 from clipflow.report import plot_ap
 from clipflow.robustness import plot_robustness
 
@@ -72,7 +74,8 @@ def _tiny_unregistered():
     factory = open_clip.factory
     paths, configs = list(factory._MODEL_CONFIG_PATHS), dict(factory._MODEL_CONFIGS)
     factory._MODEL_CONFIG_PATHS[:] = [p for p in paths if Path(p) != backbone._CONFIG_DIR]
-    factory._rescan_model_configs()
+    # a rescan only adds configs: drop tiny's entry by hand
+    factory._MODEL_CONFIGS = {k: v for k, v in configs.items() if k != TINY_NAME}
     try:
         yield
     finally:
@@ -138,12 +141,16 @@ def test_plots_do_not_switch_the_matplotlib_backend(tmp_path: Path):
     import matplotlib
 
     backend = matplotlib.rcParams._get_backend_or_none()
-    rows = [{"display_name": "BigGAN", "ap": 80.0}, {"display_name": "DALLE", "ap": 60.0}]
-    plot_ap(rows, {"ap": 70.0}, tmp_path / "ap.png")
+    metrics = dict.fromkeys(METRIC_COLUMNS, 1.0)
+    rows = [
+        {**metrics, "dataset": "biggan", "display_name": "BigGAN", "ap": 80.0},
+        {**metrics, "dataset": "dalle", "display_name": "DALLE", "ap": 60.0},
+    ]
+    plot_ap(rows, summarize(rows), tmp_path / "ap.png")
     summary = [
-        {"perturbation": p, "family": f, "display_name": d, "ap": 70.0, "strength": s}
+        {"perturbation": p, "family": f, "dataset": k, "display_name": d, "ap": 70.0, "strength": s}
         for p, f, s in (("none", "none", None), ("blur_1", "blur", 1.0))
-        for d in ("BigGAN", "Mean")
+        for k, d in (("biggan", "BigGAN"), ("mean", "Mean"))
     ]
     plot_robustness(summary, tmp_path / "rob.png")
     assert matplotlib.rcParams._get_backend_or_none() == backend
