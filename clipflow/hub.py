@@ -130,7 +130,9 @@ def _fetch_error(ref: HubRef, err: Exception, offline: bool) -> str:
     from huggingface_hub import errors
 
     kind = type(err).__name__
-    if offline and isinstance(err, (errors.LocalEntryNotFoundError, errors.IncompleteSnapshotError)):
+    if offline and isinstance(
+        err, (errors.LocalEntryNotFoundError, errors.IncompleteSnapshotError)
+    ):
         return (
             f"{ref} is not in the Hugging Face cache ({hub_cache_dir()}) and HF_HUB_OFFLINE=1: "
             f"download it once online (unset HF_HUB_OFFLINE, or `hf download {ref.repo_id}"
@@ -184,8 +186,7 @@ def _card_intro(meta: dict, repo_id: str) -> str:
         "image features of natural photographs, and an image whose features are unlikely "
         "under it scores high. It was trained without any AI-generated image "
         f"(mode `{mode}`: {_MODES.get(mode, 'see model.json')}). "
-        "Made with [clipflow](https://pypi.org/project/clipflow/) "
-        f"{meta.get('clipflow_version', '?')}."
+        f"Made with clipflow {meta.get('clipflow_version', '?')}."
     )
 
 
@@ -199,7 +200,8 @@ _MODES = {
 def _card_usage(repo_id: str) -> str:
     return (
         "## Use\n\n"
-        "```bash\npip install clipflow\n"
+        "With the `clipflow` package installed:\n\n"
+        "```bash\n"
         f"clipflow-detect ckpt=hf://{repo_id} inputs=[photo.jpg,folder/]\n"
         f"clipflow-eval ckpt=hf://{repo_id} data.test_root=/data/benchmark\n```\n\n"
         "```python\nfrom clipflow import Detector\n"
@@ -395,12 +397,13 @@ def push_checkpoint(plan: PushPlan, api=None) -> str:
         for name, path in plan.files.items():
             shutil.copyfile(path, stage / name)
         (stage / CARD_NAME).write_text(plan.card, encoding="utf-8")
+        digest = file_sha256(stage / WEIGHTS_NAME)
         try:
             api.create_repo(plan.repo_id, private=plan.private, exist_ok=True)
             info = api.upload_folder(
                 repo_id=plan.repo_id,
                 folder_path=stage,
-                commit_message=f"clipflow-push: checkpoint {file_sha256(stage / WEIGHTS_NAME)[:12]}",
+                commit_message=f"clipflow-push: checkpoint {digest[:12]}",
             )
         except Exception as err:  # auth, network, permissions: huggingface_hub's error types
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
