@@ -130,9 +130,9 @@ def _fetch_error(ref: HubRef, err: Exception, offline: bool) -> str:
     from huggingface_hub import errors
 
     kind = type(err).__name__
-    if offline and isinstance(
-        err, (errors.LocalEntryNotFoundError, errors.IncompleteSnapshotError)
-    ):
+    # IncompleteSnapshotError (huggingface_hub >= 1.x): cached, but without our two files
+    incomplete = getattr(errors, "IncompleteSnapshotError", errors.LocalEntryNotFoundError)
+    if offline and isinstance(err, (errors.LocalEntryNotFoundError, incomplete)):
         return (
             f"{ref} is not in the Hugging Face cache ({hub_cache_dir()}) and HF_HUB_OFFLINE=1: "
             f"download it once online (unset HF_HUB_OFFLINE, or `hf download {ref.repo_id}"
