@@ -182,7 +182,8 @@ def _card_intro(meta: dict, repo_id: str) -> str:
     mode = meta.get("train", {}).get("mode") or meta["config"].get("train", {}).get("mode", "?")
     return (
         f"# CLIP-Flow detector `{repo_id}`\n\n"
-        "Detects AI-generated images as anomalies: a normalizing flow models the frozen CLIP "
+        "A CLIP-Flow detector (Yuan et al., DFF 2025). "
+        "It detects AI-generated images as anomalies: a normalizing flow models the frozen CLIP "
         "image features of natural photographs, and an image whose features are unlikely "
         "under it scores high. It was trained without any AI-generated image "
         f"(mode `{mode}`: {_MODES.get(mode, 'see model.json')}). "
