@@ -247,3 +247,49 @@ def test_push_refuses_a_broken_checkpoint_before_uploading(
     assert fake_api == []
     code, _, err = _push(capsys, f"ckpt={trained_run}", "repo=me/detector@v1")
     assert code == 2 and "revision" in err and fake_api == []
+
+
+def _hub_error(cls: type) -> Exception:
+    """An instance of one of huggingface_hub's HTTP errors without an HTTP response."""
+    err = cls.__new__(cls)
+    Exception.__init__(err, "404 Client Error")
+    return err
+
+
+@pytest.mark.parametrize(
+    "cls, needle",
+    [
+        ("RepositoryNotFoundError", "no such model repo on the Hub, or it is private"),
+        ("RevisionNotFoundError", "revision 'v2' not found in owner/name"),
+        ("LocalEntryNotFoundError", "the Hub cannot be reached and no copy is cached"),
+    ],
+)
+def test_online_hub_failures_are_one_line(monkeypatch, cls: str, needle: str):
+    from huggingface_hub import errors
+
+    def fail(*a, **k):
+        raise _hub_error(getattr(errors, cls))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    with pytest.raises(CheckpointError, match=needle) as info:
+        load_checkpoint("hf://owner/name@v2")
+    assert "\n" not in str(info.value) and "hf://owner/name@v2" in str(info.value)
+
+
+def test_reproduce_takes_a_hub_checkpoint():
+    from clipflow.paper.reproduce import parse_args
+
+    req = parse_args(["experiment=table5", "ckpt=hf://owner/name@v1", "extra_roots=[/x]"])
+    assert req.opts.ckpt == "hf://owner/name@v1"
+
+
+def test_failed_upload_is_one_line(trained_run: Path, monkeypatch, capsys):
+    def refuse(self, repo_id, **kw):
+        raise _hub_error(huggingface_hub.errors.HfHubHTTPError)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refuse)
+    code, _, err = _push(capsys, f"ckpt={trained_run}", "repo=me/detector")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "upload to me/detector failed" in err and "hf auth login" in err
