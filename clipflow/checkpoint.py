@@ -411,11 +411,16 @@ def _write_weights(weights: Path, tensors: dict[str, torch.Tensor]) -> str:
 
 
 def resolve_checkpoint_path(path: str | Path) -> tuple[Path, Path]:
-    """(weights, json) for a checkpoint file, its JSON, or the folder holding them."""
+    """(weights, json) for a checkpoint file, its JSON, the folder holding them, or a Hub
+    checkpoint ``hf://OWNER/NAME[@REVISION]`` (fetched into the Hugging Face cache)."""
+    if isinstance(path, str) and path.startswith("hf://"):
+        from .hub import fetch_checkpoint  # hub.py imports this module
+
+        path = fetch_checkpoint(path)
     p = Path(path).expanduser()
     if not p.exists():
         raise CheckpointError(
-            f"checkpoint not found: {p} — pass ckpt=<run dir or model.safetensors>"
+            f"checkpoint not found: {p} — pass ckpt=<run dir, model.safetensors or hf://OWNER/NAME>"
         )
     folder = p if p.is_dir() else p.parent
     weights = p if p.suffix == ".safetensors" and p.is_file() else folder / WEIGHTS_NAME

@@ -93,6 +93,25 @@ class Detector:
         return cls.from_loaded(load_checkpoint(path), device, backbone, batch_size)
 
     @classmethod
+    def from_pretrained(
+        cls,
+        repo_id: str,
+        revision: str | None = None,
+        device: str = "auto",
+        backbone: dict | None = None,
+        batch_size: int = 32,
+    ) -> Detector:
+        """A checkpoint from the Hugging Face Hub: ``"OWNER/NAME"`` (or ``hf://OWNER/NAME``,
+        optionally ``@REVISION``), fetched through the Hub cache; ``HF_HUB_OFFLINE=1`` reads
+        only the cache. ``revision`` (a branch, tag or commit) pins the files."""
+        ref = repo_id if repo_id.startswith("hf://") else f"hf://{repo_id}"
+        if revision:
+            if "@" in ref:
+                raise ClipflowError(f"{repo_id!r} already names a revision; drop revision=")
+            ref = f"{ref}@{revision}"
+        return cls.from_checkpoint(ref, device, backbone, batch_size)
+
+    @classmethod
     def from_loaded(
         cls,
         ckpt: Checkpoint,

@@ -1,0 +1,295 @@
+"""Checkpoints on the Hugging Face Hub, offline: hf:// refs read from a hub-format cache laid
+out here, the model card, and clipflow-push against a patched HfApi (never the network)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import huggingface_hub
+import numpy as np
+import pytest
+import yaml
+from fixtures_images import make_cnnspot_tree
+from huggingface_hub import ModelCard, constants
+
+from clipflow.checkpoint import load_checkpoint, resolve_checkpoint_path
+from clipflow.cli import detect as detect_cli
+from clipflow.cli import evaluate as eval_cli
+from clipflow.cli import push as push_cli
+from clipflow.detect import Detector
+from clipflow.errors import CheckpointError, ClipflowError
+from clipflow.hub import parse_hub_ref, plan_push
+
+MAIN = "a" * 40  # commit that refs/main points at
+V1 = "b" * 40  # commit of tag v1
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, trained_run: Path, monkeypatch) -> Path:
+    """``models--owner--name`` in huggingface_hub's cache layout (snapshots/<commit>/, refs/),
+    two commits (main, tag v1) holding the trained checkpoint, offline."""
+    cache = tmp_path / "hf-cache"
+    repo = cache / "models--owner--name"
+    for commit, ref in ((MAIN, "main"), (V1, "v1")):
+        snap = repo / "snapshots" / commit
+        snap.mkdir(parents=True)
+        for name in ("model.safetensors", "model.json"):
+            shutil.copyfile(trained_run / name, snap / name)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+    # huggingface_hub reads both at import; the environment is set for child processes too
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+@pytest.fixture
+def test_root(tmp_path: Path) -> Path:
+    make_cnnspot_tree(tmp_path / "test", sets={"biggan": (3, 3)})
+    return tmp_path / "test"
+
+
+def _eval(call_main, ckpt: str, test_root: Path, out: Path) -> dict[str, str]:
+    code, _, err = call_main(
+        eval_cli.main,
+        "clipflow-eval",
+        f"ckpt={ckpt}",
+        f"data.test_root={test_root}",
+        "device=cpu",
+        "data.num_workers=0",
+        f"hydra.run.dir={out}",
+    )
+    assert code == 0, err[-2000:]
+    with open(out / "scores.csv", newline="") as f:
+        return {r["path"]: r["score"] for r in csv.DictReader(f)}
+
+
+def test_eval_hf_ref_scores_equal_the_local_checkpoint(
+    hub_cache: Path, trained_run: Path, test_root: Path, tmp_path: Path, call_main
+):
+    local = _eval(call_main, str(trained_run), test_root, tmp_path / "local")
+    hub = _eval(call_main, "hf://owner/name", test_root, tmp_path / "hub")
+    assert len(local) >= 6 and hub == local
+    meta = json.loads((tmp_path / "hub" / "metrics.json").read_text())
+    assert f"snapshots/{MAIN}" in meta["checkpoint"]  # the exact commit is on record
+
+
+def test_detector_from_pretrained_equals_local(hub_cache: Path, trained_run: Path, test_root):
+    images = sorted(str(p) for p in test_root.rglob("*.png"))
+    local = Detector.from_checkpoint(trained_run, device="cpu").score(images)
+    hub = Detector.from_pretrained("owner/name", device="cpu")
+    assert hub.ckpt.path.parent.name == MAIN
+    np.testing.assert_array_equal(hub.score(images), local)
+    pinned = Detector.from_pretrained("owner/name", revision="v1", device="cpu")
+    assert pinned.ckpt.path.parent.name == V1
+
+
+@pytest.mark.parametrize("rev", ["v1", V1])
+def test_revision_resolves_to_its_snapshot(hub_cache: Path, rev: str):
+    weights, meta = resolve_checkpoint_path(f"hf://owner/name@{rev}")
+    assert weights.parent == hub_cache / "models--owner--name" / "snapshots" / V1
+    assert meta.name == "model.json"
+    assert load_checkpoint(f"hf://owner/name@{rev}").path == weights
+
+
+def _one_line_error(result: tuple[int, str, str]) -> str:
+    code, _, err = result
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: ")
+    return line
+
+
+def test_missing_offline_is_one_line_naming_repo(hub_cache: Path, test_root, tmp_path, call_main):
+    line = _one_line_error(
+        call_main(
+            eval_cli.main,
+            "clipflow-eval",
+            "ckpt=hf://owner/missing",
+            f"data.test_root={test_root}",
+            "device=cpu",
+            f"hydra.run.dir={tmp_path / 'ev'}",
+        )
+    )
+    assert "hf://owner/missing" in line and "HF_HUB_OFFLINE" in line and "hf download" in line
+    line = _one_line_error(
+        call_main(detect_cli.main, "clipflow-detect", "ckpt=hf://owner/name@v9", "inputs=[x.png]")
+    )
+    assert "hf://owner/name@v9" in line and "--revision v9" in line
+
+
+def test_snapshot_without_checkpoint_files_is_refused(hub_cache: Path):
+    (hub_cache / "models--owner--name" / "snapshots" / V1 / "model.json").unlink()
+    with pytest.raises(CheckpointError, match="has no model.json"):
+        load_checkpoint("hf://owner/name@v1")
+
+
+@pytest.mark.parametrize("bad", ["hf://name", "hf://a/b/c", "hf://a--b/c", "hf://a/b@", "hf://"])
+def test_bad_hub_names_are_refused(bad: str):
+    with pytest.raises(CheckpointError, match="hf://OWNER/NAME"):
+        parse_hub_ref(bad)
+
+
+# ----------------------------------------------------------------------------- card + push
+
+
+@pytest.fixture
+def eval_of_run(trained_run: Path, test_root: Path, tmp_path: Path, call_main) -> Path:
+    _eval(call_main, str(trained_run), test_root, tmp_path / "eval")
+    return tmp_path / "eval"
+
+
+def test_card_has_metadata_choices_score_and_eval_table(trained_run: Path, eval_of_run: Path):
+    card_text = plan_push(trained_run, "me/detector", results=eval_of_run).card
+    card = ModelCard(card_text)
+    assert card.data.library_name == "clipflow" and card.data.license == "mit"
+    assert "clipflow" in card.data.tags
+    front = yaml.safe_load(card_text.split("---")[1])
+    assert front["library_name"] == "clipflow"
+    meta = json.loads((trained_run / "model.json").read_text())
+    for needle in (
+        "`clipflow-tiny`",
+        meta["backbone"]["weights_id"],
+        "`N+P`",
+        f"`{meta['config']['train']['loss']}`",
+        "name=freq_mask",
+        "−log p(z)/C − ½ log 2π",
+        f"{meta['threshold']:.6g}",
+        meta["validation"]["proxy"],
+        "Random-weight backbone",
+        "hf://me/detector",
+        meta["sha256"],
+    ):
+        assert needle in card_text, needle
+    table_row = next(
+        line for line in (eval_of_run / "results.md").read_text().splitlines() if "| biggan" in line
+    )
+    assert table_row in card_text  # the eval table, verbatim
+
+
+def test_results_of_another_checkpoint_are_refused(trained_run: Path, eval_of_run: Path):
+    metrics = eval_of_run / "metrics.json"
+    record = json.loads(metrics.read_text())
+    metrics.write_text(json.dumps({**record, "checkpoint_sha256": "0" * 64}))
+    with pytest.raises(ClipflowError, match="not an evaluation of this checkpoint"):
+        plan_push(trained_run, "me/detector", results=eval_of_run)
+
+
+@pytest.fixture
+def fake_api(monkeypatch) -> list[tuple[str, dict]]:
+    """HfApi.create_repo / upload_folder record their calls (and the staged files) instead of
+    reaching the network."""
+    calls: list[tuple[str, dict]] = []
+
+    def create_repo(self, repo_id, **kw):
+        calls.append(("create_repo", {"repo_id": repo_id, **kw}))
+
+    def upload_folder(self, **kw):
+        folder = Path(kw["folder_path"])
+        files = {p.name: p.read_bytes() for p in folder.iterdir()}
+        calls.append(("upload_folder", {**kw, "files": files}))
+        return huggingface_hub.CommitInfo(
+            commit_url="https://huggingface.co/me/detector/commit/" + "c" * 40,
+            commit_message="m",
+            commit_description="",
+            oid="c" * 40,
+        )
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def _push(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        push_cli.main(list(args))
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+def test_push_uploads_checkpoint_and_card(trained_run: Path, fake_api, capsys):
+    code, out, err = _push(capsys, f"ckpt={trained_run}", "repo=me/detector", "private=true")
+    assert code == 0, err
+    (create, kw), (upload, up) = fake_api
+    assert create == "create_repo" and kw["repo_id"] == "me/detector" and kw["private"] is True
+    assert upload == "upload_folder" and up["repo_id"] == "me/detector"
+    assert sorted(up["files"]) == ["README.md", "model.json", "model.safetensors"]
+    assert up["files"]["model.safetensors"] == (trained_run / "model.safetensors").read_bytes()
+    assert b"library_name: clipflow" in up["files"]["README.md"]
+    assert "commit/" + "c" * 40 in out
+
+
+def test_push_dry_run_prints_and_uploads_nothing(trained_run: Path, fake_api, capsys):
+    code, out, err = _push(capsys, f"ckpt={trained_run}", "repo=me/detector", "dry_run=true")
+    assert code == 0, err
+    assert fake_api == []
+    size = (trained_run / "model.safetensors").stat().st_size
+    assert f"model.safetensors  {size} bytes" in out
+    assert "README.md" in out and "# CLIP-Flow detector `me/detector`" in out
+    assert "nothing was uploaded" in err
+
+
+def test_push_refuses_a_broken_checkpoint_before_uploading(
+    trained_run: Path, tmp_path: Path, fake_api, capsys
+):
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_run, broken)
+    meta = json.loads((broken / "model.json").read_text())
+    (broken / "model.json").write_text(json.dumps({**meta, "threshold": 5.0}))
+    code, _, err = _push(capsys, f"ckpt={broken}", "repo=me/detector")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert fake_api == []
+    code, _, err = _push(capsys, f"ckpt={trained_run}", "repo=me/detector@v1")
+    assert code == 2 and "revision" in err and fake_api == []
+
+
+def _hub_error(cls: type) -> Exception:
+    """An instance of one of huggingface_hub's HTTP errors without an HTTP response."""
+    err = cls.__new__(cls)
+    Exception.__init__(err, "404 Client Error")
+    return err
+
+
+@pytest.mark.parametrize(
+    "cls, needle",
+    [
+        ("RepositoryNotFoundError", "no such model repo on the Hub, or it is private"),
+        ("RevisionNotFoundError", "revision 'v2' not found in owner/name"),
+        ("LocalEntryNotFoundError", "the Hub cannot be reached and no copy is cached"),
+    ],
+)
+def test_online_hub_failures_are_one_line(monkeypatch, cls: str, needle: str):
+    from huggingface_hub import errors
+
+    def fail(*a, **k):
+        raise _hub_error(getattr(errors, cls))
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    with pytest.raises(CheckpointError, match=needle) as info:
+        load_checkpoint("hf://owner/name@v2")
+    assert "\n" not in str(info.value) and "hf://owner/name@v2" in str(info.value)
+
+
+def test_reproduce_takes_a_hub_checkpoint():
+    from clipflow.paper.reproduce import parse_args
+
+    req = parse_args(["experiment=table5", "ckpt=hf://owner/name@v1", "extra_roots=[/x]"])
+    assert req.opts.ckpt == "hf://owner/name@v1"
+
+
+def test_failed_upload_is_one_line(trained_run: Path, monkeypatch, capsys):
+    def refuse(self, repo_id, **kw):
+        raise _hub_error(huggingface_hub.errors.HfHubHTTPError)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", refuse)
+    code, _, err = _push(capsys, f"ckpt={trained_run}", "repo=me/detector")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "upload to me/detector failed" in err and "hf auth login" in err
