@@ -211,20 +211,37 @@ def provenance(meta: dict) -> str:
     epochs = (
         tr.get("epochs") if tr.get("epochs") is not None else "paper default (P 30, N+P 10, N 10)"
     )
+    block = f" (`{tr['block']}`)" if tr.get("block") else ""
     text = (
         f"**Produced by** backbone `{bb.get('name')}` (weights `{bb.get('weights_id')}`, "
         f"precision {bb.get('precision')}); preprocessing `{pre}` ({how}); "
         f"test protocol `{meta.get('protocol')}`; seeds {meta.get('seeds')}; "
         f"training: {tr.get('per_class') or 'all'} natural images per class, "
-        f"{tr.get('views')} view(s), loss `{tr.get('loss')}`, lr {tr.get('lr')}, "
+        f"{describe_draws(meta)}, loss `{tr.get('loss')}`, lr {tr.get('lr')}, "
         f"batch {tr.get('batch_size')}, epochs {epochs}, "
-        f"{tr.get('n_blocks')} coupling blocks; threshold: {meta.get('validation')}."
+        f"{tr.get('n_blocks')} coupling blocks{block}; threshold: {meta.get('validation')}."
     )
     if meta.get("overrides"):
         text += f" Command-line overrides: `{' '.join(meta['overrides'])}`."
     if bb.get("random_init"):
         text += "\n\n" + RANDOM_WARNING
     return text
+
+
+def describe_draws(meta: dict) -> str:
+    """Which training draws were used: fresh per epoch (the paper) or cached (``fast=true``)."""
+    tr = meta.get("train", {})
+    how = tr.get("augmentation") or f"{tr.get('views')} view(s)"
+    if how == "fresh per epoch":
+        return (
+            "training draws **fresh per epoch** (a new random crop and proxy mask for every "
+            f"image in every epoch, as the paper; data.views={tr.get('views')})"
+        )
+    shortcut = "fast=true: " if meta.get("fast") else ""
+    return (
+        f"training draws **{how}** ({shortcut}data.views={tr.get('views')}; the paper draws "
+        "a fresh crop and mask every epoch)"
+    )
 
 
 # ------------------------------------------------------------------ per-arm summary
@@ -241,6 +258,7 @@ SUMMARY_COLUMNS = (
     "paper_acc",
     "diff_acc",
     "mean_acc@oracle",
+    "mean_acc@oracle_std",
     "train_seconds",
 )
 
@@ -269,7 +287,12 @@ def summary_rows(result: ExperimentResult) -> list[dict]:
                 "mean_acc_std": acc_std,
                 "paper_acc": p_acc,
                 "diff_acc": _diff(acc, p_acc),
-                "mean_acc@oracle": mean_over(arm, "acc@oracle", averaged)[0],
+                **dict(
+                    zip(
+                        ("mean_acc@oracle", "mean_acc@oracle_std"),
+                        mean_over(arm, "acc@oracle", averaged),
+                    )
+                ),
                 "train_seconds": float(np.mean([r.seconds for r in arm.runs.values()])),
             }
         )
@@ -296,7 +319,7 @@ def fmt_signed(v: float | None) -> str:
 def summary_markdown(result: ExperimentResult) -> str:
     lines = [
         "| arm | kind | trainable params | mAP | paper mAP | Δ mAP "
-        "| mean acc | paper acc | Δ acc | acc@oracle |",
+        "| mean acc@val | paper acc | Δ acc | acc@oracle (tuned on test labels) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary_rows(result):
@@ -310,14 +333,27 @@ def summary_markdown(result: ExperimentResult) -> str:
             fmt_number(r["mean_acc"], r["mean_acc_std"]),
             fmt_number(r["paper_acc"]),
             fmt_signed(r["diff_acc"]),
-            fmt_number(r["mean_acc@oracle"]),
+            fmt_number(r["mean_acc@oracle"], r["mean_acc@oracle_std"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    head = f"# {result.spec.title}: summary per arm\n\n"
+    if result.spec.summary_note:
+        head += result.spec.summary_note.strip() + "\n\n"
+    seeds = result.meta.get("seeds") or []
+    spread = (
+        f"± = sample standard deviation over the {len(seeds)} seeds {seeds}. "
+        if len(seeds) > 1
+        else "One seed: no ± (pass seeds=[0,1,2] for a spread). "
+    )
     return (
-        f"# {result.spec.title}: summary per arm\n\n{provenance(result.meta)}\n\n"
+        head
+        + f"{provenance(result.meta)}\n\n"
         + "\n".join(lines)
-        + "\n\nmAP / mean acc over the paper's sets (acc at the validation threshold; "
-        "acc@oracle picks the best threshold on the test labels). "
+        + "\n\nmAP / mean acc over the paper's sets, mean over seeds; "
+        + spread
+        + "acc@val: accuracy at the threshold calibrated on validation images (natural vs "
+        "their band-stop proxies, no fakes), what the paper reports; acc@oracle: the best "
+        "threshold picked on the test labels (an upper bound, not a result). "
         "Trainable parameters: DR + flow (baselines: their fitted numbers).\n"
     )
 
