@@ -6,6 +6,8 @@ shares that module's feature cache).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from clipflow.config import SettingsError
@@ -55,10 +57,9 @@ def test_choices_spec_has_the_arms_seeds_and_paper_rows():
         assert find_row("table2_acc", arm.paper).mean == 87.30
 
 
-@pytest.mark.parametrize("fast", [False, True])
-def test_each_arm_differs_from_the_default_in_exactly_its_key(fast: bool):
+def test_each_arm_differs_from_the_default_in_exactly_its_key():
     spec = load_experiment("choices")
-    s = _settings(spec, RunOptions(overrides=["backbone=tiny"], fast=fast))
+    s = _settings(spec, RunOptions(overrides=["backbone=tiny"]))
     default = s["default"]
     assert (default["train.mode"], default["train.loss"], default["proxy.name"]) == (
         "N+P",
@@ -67,7 +68,9 @@ def test_each_arm_differs_from_the_default_in_exactly_its_key(fast: bool):
     )
     assert default["proxy.mask_mode"] == "compat" and default["proxy.pair_crop"] is False
     assert default["flow.block"] == "glow"
-    assert default["data.views"] == 0  # fresh draws in choices even with fast=true
+    assert default["data.views"] == 0
+    fast = Runner(RunOptions(fast=True)).settings(spec, spec.arms[0], 0)
+    assert fast.data.views == 0  # choices draws fresh even with fast=true
     for name, change in ARMS.items():
         diff = {k: v for k, v in s[name].items() if v != default[k]}
         assert diff == ({} if change is None else {change[0]: change[1]}), name
@@ -122,3 +125,35 @@ def test_flow_block_is_a_plain_override_with_its_choices_checked():
     assert compose_settings([]).flow.block == "glow"
     with pytest.raises(SettingsError, match="flow.block=resnet: choose one of glow, allinone"):
         compose_settings(["flow.block=resnet"])
+
+
+def test_a_diverged_seed_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    """loss=paper may diverge: that arm × seed becomes a recorded gap, not a lost run."""
+    from clipflow.errors import TrainingDivergedError
+    from clipflow.paper.spec import SeedRun
+
+    def train_arm(self, s, folder):
+        if s.train.loss == "paper" and s.seed == 1:
+            raise TrainingDivergedError("training diverged: loss=-inf in epoch 2")
+        return SimpleNamespace(seconds=0.0)
+
+    def evaluate(self, spec, trained, folder):
+        return SeedRun([], 0.0, 1, {}, sets=[("progan", "ProGAN")], backbone={"name": "x"})
+
+    monkeypatch.setattr(Runner, "train_arm", train_arm)
+    monkeypatch.setattr(Runner, "_evaluate", evaluate)
+    opts = RunOptions(
+        overrides=["data.train_root=/x", "data.test_root=/y"], seeds=[0, 1], out=tmp_path
+    )
+    runner = Runner(opts)  # one runner: the settings are composed once for both runs
+    result = runner.run(load_experiment("choices"))
+    arms = {a.name: a for a in result.arms}
+    assert sorted(arms["loss_paper"].runs) == [0] and list(arms["loss_paper"].failed) == [1]
+    assert sorted(arms["default"].runs) == [0, 1] and not arms["default"].failed
+    diverged = tmp_path / "choices" / "arms" / "loss_paper" / "seed1" / "diverged.txt"
+    assert "loss=-inf" in diverged.read_text()
+    monkeypatch.setattr(
+        Runner, "train_arm", lambda *a: (_ for _ in ()).throw(TrainingDivergedError("nan"))
+    )
+    with pytest.raises(TrainingDivergedError, match="experiment choices: no arm trained"):
+        runner.run(load_experiment("choices"))

@@ -42,7 +42,7 @@ from ..checkpoint import (
 )
 from ..config import EvalSettings, TrainSettings, resolve_device, train_settings
 from ..data import discover_test_sets, discover_train_images
-from ..errors import ClipflowError, DataError
+from ..errors import ClipflowError, DataError, TrainingDivergedError
 from ..fileio import atomic_write_text, to_jsonable
 from ..flow import score_features
 from ..metrics import calibrate_threshold
@@ -337,7 +337,7 @@ class Runner:
             )
             names = []
         arms += [self._run_baseline(spec, name, out) for name in names]
-        run0 = arms[0].runs[seeds[0]]
+        run0 = _first_run(spec, arms)
         meta = run_metadata(first, run0.backbone, self.opts, spec.name, spec.accepts_ckpt, seeds)
         return ExperimentResult(spec, meta, arms, run0.sets)
 
@@ -348,19 +348,27 @@ class Runner:
         return spec.arms
 
     def _run_arm(self, spec: ExperimentSpec, arm: ArmSpec, out: Path) -> ArmResult:
-        runs, settings = {}, {}
+        runs, settings, failed = {}, {}, {}
         for seed in self.seeds(spec):
             s = self.settings(spec, arm, seed)
+            settings = settings or to_jsonable(s)
             folder = out / "arms" / _slug(arm.name) / f"seed{seed}"
             if arm.name == "checkpoint":
                 trained = self.load_arm(s, self.opts.ckpt)
             else:
-                trained = self.train_arm(s, folder)
+                try:
+                    trained = self.train_arm(s, folder)
+                except TrainingDivergedError as err:
+                    # A recorded gap (loss=paper is unbounded): the other arms and seeds stand,
+                    # and the tables say which seeds their means leave out.
+                    log.warning("%s / %s / seed %d: %s", spec.name, arm.name, seed, err)
+                    failed[seed] = str(err)
+                    atomic_write_text(folder / "diverged.txt", f"{err}\n")
+                    continue
             runs[seed] = self._evaluate(spec, trained, folder)
-            settings = settings or to_jsonable(s)
             log.info("%s / %s / seed %d: %.1f s", spec.name, arm.name, seed, trained.seconds)
         kind = "checkpoint" if arm.name == "checkpoint" else "clipflow"
-        return ArmResult(arm.name, kind, arm.paper, runs, settings)
+        return ArmResult(arm.name, kind, arm.paper, runs, settings, failed)
 
     def _run_baseline(self, spec: ExperimentSpec, name: str, out: Path) -> ArmResult:
         if name not in BASELINES:
@@ -438,6 +446,15 @@ def run_metadata(
         "overrides": list(opts.overrides),
         "versions": package_versions(),
     }
+
+
+def _first_run(spec: ExperimentSpec, arms: list[ArmResult]) -> SeedRun:
+    """The first arm × seed that trained: its sets and backbone describe the experiment."""
+    for arm in arms:
+        for run in arm.runs.values():
+            return run
+    reasons = "; ".join(f"{a.name}: {r}" for a in arms for r in a.failed.values())
+    raise TrainingDivergedError(f"experiment {spec.name}: no arm trained ({reasons})")
 
 
 def _arm_key(s: TrainSettings) -> str:

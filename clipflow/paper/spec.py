@@ -83,6 +83,8 @@ class ArmResult:
     paper: dict | None
     runs: dict[int, SeedRun]
     settings: dict = field(default_factory=dict)
+    # seed -> why it has no run (training diverged, e.g. loss=paper); tables say so
+    failed: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -260,6 +260,7 @@ SUMMARY_COLUMNS = (
     "mean_acc@oracle",
     "mean_acc@oracle_std",
     "train_seconds",
+    "failed_seeds",
 )
 
 
@@ -273,12 +274,12 @@ def summary_rows(result: ExperimentResult) -> list[dict]:
         acc, acc_std = mean_over(arm, "acc@val", averaged)
         p_ap = _paper_mean(_paper_row(ap_table, arm.paper), averaged)[0] if ap_table else None
         p_acc = _paper_mean(_paper_row(acc_table, arm.paper), averaged)[0] if acc_table else None
-        run0 = next(iter(arm.runs.values()))
+        runs = list(arm.runs.values())
         rows.append(
             {
                 "arm": arm.name,
                 "kind": arm.kind,
-                "n_params": run0.n_params,
+                "n_params": runs[0].n_params if runs else None,
                 "mAP": ap,
                 "mAP_std": ap_std,
                 "paper_mAP": p_ap,
@@ -293,7 +294,8 @@ def summary_rows(result: ExperimentResult) -> list[dict]:
                         mean_over(arm, "acc@oracle", averaged),
                     )
                 ),
-                "train_seconds": float(np.mean([r.seconds for r in arm.runs.values()])),
+                "train_seconds": float(np.mean([r.seconds for r in runs])) if runs else None,
+                "failed_seeds": " ".join(str(s) for s in sorted(arm.failed)),
             }
         )
     return rows
@@ -326,7 +328,7 @@ def summary_markdown(result: ExperimentResult) -> str:
         cells = [
             r["arm"],
             r["kind"],
-            f"{r['n_params']:,}",
+            "—" if r["n_params"] is None else f"{r['n_params']:,}",
             fmt_number(r["mAP"], r["mAP_std"]),
             fmt_number(r["paper_mAP"]),
             fmt_signed(r["diff_mAP"]),
@@ -354,8 +356,19 @@ def summary_markdown(result: ExperimentResult) -> str:
         + "acc@val: accuracy at the threshold calibrated on validation images (natural vs "
         "their band-stop proxies, no fakes), what the paper reports; acc@oracle: the best "
         "threshold picked on the test labels (an upper bound, not a result). "
-        "Trainable parameters: DR + flow (baselines: their fitted numbers).\n"
+        "Trainable parameters: DR + flow (baselines: their fitted numbers).\n" + _failures(result)
     )
+
+
+def _failures(result: ExperimentResult) -> str:
+    """Arms with seeds that did not train: their means are over the other seeds only."""
+    lines = [
+        f"- **{arm.name}**: seed {seed} left out ({why.splitlines()[0]}); its numbers are over "
+        f"seeds {sorted(arm.runs) or 'none'}"
+        for arm in result.arms
+        for seed, why in sorted(arm.failed.items())
+    ]
+    return ("\nSeeds that did not train:\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 # ------------------------------------------------------------------ files
@@ -410,6 +423,7 @@ def results_json(result: ExperimentResult) -> dict:
                     }
                     for seed, run in a.runs.items()
                 },
+                "failed": {str(seed): why for seed, why in a.failed.items()},
             }
             for a in result.arms
         ],
@@ -478,6 +492,8 @@ def plot_histograms(result: ExperimentResult, path: Path) -> Path:
         len(arms), len(sets), figsize=(2.8 * len(sets), 2.3 * len(arms)), squeeze=False
     )
     for i, arm in enumerate(arms):
+        if not arm.runs:
+            continue  # every seed diverged (summary.md says so)
         run = arm.runs[min(arm.runs)]  # the first seed
         for j, ds in enumerate(sets):
             ax = axes[i][j]
@@ -512,7 +528,7 @@ def plot_dr_curve(result: ExperimentResult, path: Path) -> Path:
     _, averaged = table_sets(result, "table1_ap")
     points = []
     for arm in result.arms:
-        if arm.kind == "baseline" or "flow" not in arm.settings:
+        if arm.kind == "baseline" or "flow" not in arm.settings or not arm.runs:
             continue
         ap, std = mean_over(arm, "ap", averaged)
         points.append(
