@@ -18,6 +18,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from clipflow.data import PAPER_ORDER
+from clipflow.paper.mini import mini_arguments
 from clipflow.paper.reproduce import run_reproduce
 from clipflow.paper.results import find_row, paper_row, paper_sets
 from clipflow.report import RANDOM_WARNING
@@ -255,6 +256,11 @@ def test_make_target_runs_the_script_with_arguments_it_accepts():
     assert Path(REPO / argv[1]).resolve() == SCRIPT
     args = _script()["parse_args"](argv[2:])
     assert args.out == Path("outputs/reproduce-mini") and args.seeds == "0,1"
+    assert args.fast is False  # the paper's fresh draws; --fast is the shortcut
+    assert _script()["parse_args"](["--fast"]).fast is True
+    data = {k: Path(k) for k in ("train_root", "val_root", "test_root", "extra_root")}
+    assert "fast=true" in mini_arguments(data, Path("o"), [0], fast=True)
+    assert "fast=true" not in mini_arguments(data, Path("o"), [0])
 
 
 def test_paper_experiments_draw_fresh_per_epoch_by_default(mini: Path):

@@ -5,7 +5,9 @@ and writes, under ``out/<experiment>/``, the comparison tables (ours, paper, Δ)
 Markdown, ``summary.{csv,md}``, ``results.json``, plots and every arm's per-set metrics and
 scores, then ``out/index.md``. :func:`run_reproduce` takes the command line's ``key=value``
 arguments (see clipflow-reproduce --help): the keys in ``OWN_KEYS`` are this module's, every
-other one is a clipflow-train override applied to every arm.
+other one is a clipflow-train override applied to every arm. Training draws are fresh per
+epoch (the paper's) unless ``fast=true``; seeds are the command line's, else each
+experiment's own.
 """
 
 from __future__ import annotations
