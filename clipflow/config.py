@@ -30,7 +30,7 @@ import torch
 
 from .backbone import PRECISIONS, TINY_NAME, BackboneConfig
 from .errors import ClipflowError
-from .flow import FlowConfig
+from .flow import BLOCKS, FlowConfig
 from .perturb import Perturbation, resolve_perturbations
 from .proxy import BANDS, MASK_MODES, PROXY_NAMES, ProxyConfig
 from .train import LOSSES, MODES, TrainConfig
@@ -221,6 +221,7 @@ RULES: dict[str, Rule] = {
     "flow.n_blocks": _ge(1, 64),
     "flow.hidden_mult": _ge(1, 64),
     "flow.clamp": Rule(lo=0.0, hi=100.0, lo_open=True),
+    "flow.block": Rule(choices=BLOCKS),
     "train.lr": Rule(lo=0.0, hi=1.0, lo_open=True),
     "train.batch_size": _ge(1, 2**20),
     "train.epochs": _ge(1, 100_000),

@@ -30,6 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--size", type=int, default=48, help="side of the generated images in pixels"
     )
     parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="one cached crop + mask per image (fast=true) instead of fresh per epoch; "
+        "choices still draws fresh",
+    )
+    parser.add_argument(
         "extra", nargs="*", help="more clipflow-reproduce overrides, e.g. flow.n_blocks=8"
     )
     return parser.parse_args(argv)
@@ -38,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    guarded(lambda: reproduce_mini(args.out, args.images, args.size, seeds, args.extra))
+    guarded(
+        lambda: reproduce_mini(args.out, args.images, args.size, seeds, args.extra, fast=args.fast)
+    )
 
 
 if __name__ == "__main__":

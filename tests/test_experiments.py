@@ -21,7 +21,7 @@ from clipflow.paper.reproduce import parse_args, run_reproduce
 from clipflow.paper.results import find_row
 from clipflow.paper.spec import ArmSpec
 
-ALL = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5"]
+ALL = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5", "choices"]
 
 
 def _arm_settings(name: str, *cli: str) -> dict:

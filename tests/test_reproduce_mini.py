@@ -18,12 +18,13 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from clipflow.data import PAPER_ORDER
+from clipflow.paper.mini import mini_arguments
 from clipflow.paper.reproduce import run_reproduce
 from clipflow.paper.results import find_row, paper_row, paper_sets
 from clipflow.report import RANDOM_WARNING
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5"]
+EXPERIMENTS = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5", "choices"]
 
 
 SCRIPT = REPO / "scripts" / "reproduce_mini.py"
@@ -61,6 +62,7 @@ COMPARED = {
     "normalization": ["normalization_ap"],
     "fig3": ["table1_ap"],
     "table5": ["table5_ap"],
+    "choices": ["table1_ap", "table2_acc"],
 }
 
 
@@ -254,3 +256,76 @@ def test_make_target_runs_the_script_with_arguments_it_accepts():
     assert Path(REPO / argv[1]).resolve() == SCRIPT
     args = _script()["parse_args"](argv[2:])
     assert args.out == Path("outputs/reproduce-mini") and args.seeds == "0,1"
+    assert args.fast is False  # the paper's fresh draws; --fast is the shortcut
+    assert _script()["parse_args"](["--fast"]).fast is True
+    data = {k: Path(k) for k in ("train_root", "val_root", "test_root", "extra_root")}
+    assert "fast=true" in mini_arguments(data, Path("o"), [0], fast=True)
+    assert "fast=true" not in mini_arguments(data, Path("o"), [0])
+
+
+def test_paper_experiments_draw_fresh_per_epoch_by_default(mini: Path):
+    """No fast=true: every table says fresh draws; choices' cached arm is the one exception."""
+    for exp in EXPERIMENTS:
+        results = json.loads((mini / exp / "results.json").read_text())
+        assert results["meta"]["fast"] is False and results["meta"]["train"]["views"] == 0, exp
+        assert results["meta"]["train"]["augmentation"] == "fresh per epoch", exp
+        assert "training draws **fresh per epoch**" in (mini / exp / "summary.md").read_text()
+    arms = json.loads((mini / "choices" / "results.json").read_text())["arms"]
+    assert {a["name"]: a["settings"]["data"]["views"] for a in arms} == {
+        "default": 0,
+        "loss_paper": 0,
+        "loss_hinge": 0,
+        "mask_clean": 0,
+        "cached_view": 1,
+        "pair_crop": 0,
+        "allinone": 0,
+    }
+
+
+def test_choices_table_mean_and_std_per_arm_next_to_the_paper(mini: Path):
+    """experiment=choices at two seeds: mAP / acc@val / acc@oracle ± std per arm, paper N+P."""
+    out = mini / "choices_two_seeds"
+    run_reproduce(["experiment=choices", "seeds=[0,1]", f"out={out}", *_mini_args(mini)])
+    summary = _csv(out / "choices" / "summary.csv")
+    assert [r["arm"] for r in summary] == [
+        "default",
+        "loss_paper",
+        "loss_hinge",
+        "mask_clean",
+        "cached_view",
+        "pair_crop",
+        "allinone",
+    ]
+    md = (out / "choices" / "summary.md").read_text()
+    assert "one-at-a-time from the default" in md.lower()
+    assert "acc@oracle (tuned on test labels)" in md and "over the 2 seeds [0, 1]" in md
+    for row in summary:
+        assert _f(row["paper_mAP"]) == 95.56 and _f(row["paper_acc"]) == 87.30
+        for key in ("mAP", "mean_acc", "mean_acc@oracle"):
+            assert row[f"{key}_std"] != "", (row["arm"], key)
+        seeds = [
+            _csv(out / "choices" / "arms" / row["arm"] / f"seed{k}" / "results.csv") for k in (0, 1)
+        ]
+        per_seed = [
+            np.mean([float(r["ap"]) for r in s if r["dataset"] in PAPER_ORDER]) for s in seeds
+        ]
+        assert _f(row["mAP"]) == pytest.approx(np.mean(per_seed), abs=1e-4)
+        assert _f(row["mAP_std"]) == pytest.approx(np.std(per_seed, ddof=1), abs=1e-4)
+        cells = [
+            row["arm"],
+            f"{_f(row['mAP']):.2f} ± {_f(row['mAP_std']):.2f}",
+            "95.56",
+        ]
+        assert any(
+            line.startswith(f"| {row['arm']} |") and all(c in line for c in cells)
+            for line in md.splitlines()
+        ), row["arm"]
+
+    # the arms train different models: the block, the loss and the draws change the scores
+    def scores(arm):
+        return _csv(out / "choices" / "arms" / arm / "seed0" / "scores.csv")
+
+    default = [r["score"] for r in scores("default")]
+    for arm in ("loss_hinge", "mask_clean", "cached_view", "pair_crop", "allinone"):
+        assert [r["score"] for r in scores(arm)] != default, arm
+    assert (out / "choices" / "ap_per_set.png").read_bytes()[:4] == b"\x89PNG"

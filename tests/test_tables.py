@@ -219,3 +219,22 @@ def test_scores_csv_reads_back_every_float32_score_exactly():
     parsed = torch.tensor([float(r["score"]) for r in back], dtype=torch.float32)
     assert torch.equal(parsed, torch.tensor(values, dtype=torch.float32))
     assert len(set(parsed.tolist())) == len(values)  # .6f would merge the first three into a tie
+
+
+def test_diverged_seeds_are_left_out_and_said(tmp_path: Path):
+    """A seed that diverged (loss=paper) is not averaged in silently; an arm with none is —."""
+    result = _result({"N+P": {0: 0.0, 1: 2.0}, "other": {0: 0.0}})
+    np_arm, other = result.arms
+    np_arm.runs.pop(1)
+    np_arm.failed[1] = "training diverged: loss=-inf in epoch 3 (loss=paper is unbounded)"
+    other.runs.clear()
+    other.failed[0] = "training diverged: loss=nan in epoch 1"
+    rows = summary_rows(result)
+    assert rows[0]["mAP_std"] is None and rows[0]["failed_seeds"] == "1"
+    assert rows[1]["mAP"] is None and rows[1]["n_params"] is None
+    paths = write_tables(result, tmp_path)
+    md = paths["summary.md"].read_text()
+    assert "**N+P**: seed 1 left out (training diverged: loss=-inf" in md
+    assert "its numbers are over seeds [0]" in md and "**other**: seed 0 left out" in md
+    assert re.search(r"\| other \| clipflow \| — \| — \|", md)
+    assert '"1": "training diverged' in paths["results.json"].read_text()

@@ -5,8 +5,11 @@ writes, under ``out/<experiment>/``, the comparison tables (ours, paper, Δ) as 
 Markdown, ``summary.{csv,md}``, ``results.json``, plots and every arm's per-set metrics and
 scores. Keys of this command (Hydra override syntax):
 
-  experiment=table1|table3|table4|fig4|normalization|fig3|table5|all   (a list works too)
+  experiment=table1|table3|table4|fig4|normalization|fig3|table5|choices|all   (a list too)
   seeds=[0,1,2]            every arm at every seed; tables show mean ± std
+                           (default: the experiment's own, [0,1,2] for choices, else [0])
+  fast=true                one cached crop + proxy draw per image for every epoch
+                           (data.views=1); default: fresh per epoch, as the paper
   out=DIR                  default outputs/reproduce
   extra_roots=[DIR,...]    folders of new generators (<name>/0_real,1_fake) for table5
   ckpt=PATH                table5: score this checkpoint instead of training the P model

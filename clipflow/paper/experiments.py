@@ -3,8 +3,8 @@
 An experiment (``configs/experiment/<name>.yaml``) lists *arms*: train-config overrides such
 as ``mode=P``, ``proxy=smoothing`` or ``flow.dr_dim=64``, each with the paper row it is
 compared with. :class:`Runner` composes an arm's settings from ``configs/train.yaml``
-(experiment overrides < command-line overrides < arm overrides, then ``seed``) and runs the
-pipeline stages in-process::
+(``data.views`` from ``fast`` < experiment overrides < command-line overrides < arm overrides,
+then ``seed``) and runs the pipeline stages in-process::
 
     discover → train_features (cache) → fit → validation_features (cache) → calibrate
              → test_features (cache, once per run) → score → per-set metrics
@@ -12,6 +12,10 @@ pipeline stages in-process::
 The backbone runs once per image, variant and view (the cache); every further arm costs a
 flow training. Arms that resolve to identical settings (Table I's N+P is Table III's FM and
 Table IV's low band) are trained once per process and shared.
+
+Training draws are the paper's by default: a fresh random crop and proxy mask for every image
+in every epoch (``data.views=0``); ``fast=true`` reuses one cached draw (``data.views=1``).
+Seeds: the command line's, else the experiment's ``seeds``, else ``[0]``.
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ from ..checkpoint import (
 )
 from ..config import EvalSettings, TrainSettings, resolve_device, train_settings
 from ..data import discover_test_sets, discover_train_images
-from ..errors import ClipflowError, DataError
+from ..errors import ClipflowError, DataError, TrainingDivergedError
 from ..fileio import atomic_write_text, to_jsonable
 from ..flow import score_features
 from ..metrics import calibrate_threshold
 from ..pipeline import (
     DEFAULT_RATIO,
+    augmentation,
     describe_protocol,
     evaluate_sets,
     feature_cache,
@@ -152,10 +157,22 @@ class Runner:
         self._composed: dict[tuple[str, ...], TrainSettings] = {}
 
     # -------------------------------------------------------------- shared resources
+    def seeds(self, spec: ExperimentSpec) -> list[int]:
+        """The command line's seeds, else the experiment's own, else [0]."""
+        if self.opts.seeds is not None:
+            return list(self.opts.seeds)
+        return list(spec.seeds) or [0]
+
     def settings(self, spec: ExperimentSpec, arm: ArmSpec | None, seed: int) -> TrainSettings:
         arm_overrides = arm.overrides if arm else []
         key = tuple(
-            merge_overrides(spec.overrides, self.opts.overrides, arm_overrides, [f"seed={seed}"])
+            merge_overrides(
+                [self.opts.views_override],
+                spec.overrides,
+                self.opts.overrides,
+                arm_overrides,
+                [f"seed={seed}"],
+            )
         )
         if key not in self._composed:
             self._composed[key] = compose_settings(list(key))
@@ -306,7 +323,8 @@ class Runner:
         out = Path(self.opts.out) / spec.name
         if self.opts.histogram_sets:
             spec = replace(spec, histogram_sets=list(self.opts.histogram_sets))
-        first = self.settings(spec, None, self.opts.seeds[0])
+        seeds = self.seeds(spec)
+        first = self.settings(spec, None, seeds[0])
         _require_data(spec, first, self.opts)
         arms = [self._run_arm(spec, arm, out) for arm in self._arms(spec)]
         wanted = self.opts.baselines
@@ -319,8 +337,8 @@ class Runner:
             )
             names = []
         arms += [self._run_baseline(spec, name, out) for name in names]
-        run0 = arms[0].runs[self.opts.seeds[0]]
-        meta = run_metadata(first, run0.backbone, self.opts, spec.name, spec.accepts_ckpt)
+        run0 = _first_run(spec, arms)
+        meta = run_metadata(first, run0.backbone, self.opts, spec.name, spec.accepts_ckpt, seeds)
         return ExperimentResult(spec, meta, arms, run0.sets)
 
     def _arms(self, spec: ExperimentSpec) -> list[ArmSpec]:
@@ -330,25 +348,33 @@ class Runner:
         return spec.arms
 
     def _run_arm(self, spec: ExperimentSpec, arm: ArmSpec, out: Path) -> ArmResult:
-        runs, settings = {}, {}
-        for seed in self.opts.seeds:
+        runs, settings, failed = {}, {}, {}
+        for seed in self.seeds(spec):
             s = self.settings(spec, arm, seed)
+            settings = settings or to_jsonable(s)
             folder = out / "arms" / _slug(arm.name) / f"seed{seed}"
             if arm.name == "checkpoint":
                 trained = self.load_arm(s, self.opts.ckpt)
             else:
-                trained = self.train_arm(s, folder)
+                try:
+                    trained = self.train_arm(s, folder)
+                except TrainingDivergedError as err:
+                    # A recorded gap (loss=paper is unbounded): the other arms and seeds stand,
+                    # and the tables say which seeds their means leave out.
+                    log.warning("%s / %s / seed %d: %s", spec.name, arm.name, seed, err)
+                    failed[seed] = str(err)
+                    atomic_write_text(folder / "diverged.txt", f"{err}\n")
+                    continue
             runs[seed] = self._evaluate(spec, trained, folder)
-            settings = settings or to_jsonable(s)
             log.info("%s / %s / seed %d: %.1f s", spec.name, arm.name, seed, trained.seconds)
         kind = "checkpoint" if arm.name == "checkpoint" else "clipflow"
-        return ArmResult(arm.name, kind, arm.paper, runs, settings)
+        return ArmResult(arm.name, kind, arm.paper, runs, settings, failed)
 
     def _run_baseline(self, spec: ExperimentSpec, name: str, out: Path) -> ArmResult:
         if name not in BASELINES:
             raise ClipflowError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
         runs = {}
-        for seed in self.opts.seeds:
+        for seed in self.seeds(spec):
             s = self.settings(spec, None, seed)
             runs[seed] = self._evaluate(
                 spec, self.baseline(name, s), out / "arms" / name / f"seed{seed}"
@@ -381,18 +407,30 @@ class Runner:
 
 
 def run_metadata(
-    s: TrainSettings, backbone: dict, opts: RunOptions, experiment: str, uses_ckpt: bool = False
+    s: TrainSettings,
+    backbone: dict,
+    opts: RunOptions,
+    experiment: str,
+    uses_ckpt: bool = False,
+    seeds: list[int] | None = None,
 ) -> dict:
-    """What produced a table: backbone, weights, preprocessing, protocol, seeds, training."""
+    """What produced a table: backbone, weights, preprocessing, protocol, seeds, training.
+
+    ``fast`` and ``augmentation`` say whether training drew a fresh crop and proxy per epoch
+    (the paper) or reused cached draws; ``s`` is the experiment's settings without an arm.
+    """
     return {
         "experiment": experiment,
         "backbone": backbone,
         "preprocess": backbone.get("preprocess", s.backbone.preprocess),
         "protocol": describe_protocol(s.data),
-        "seeds": list(opts.seeds),
+        "seeds": list(seeds if seeds is not None else opts.seeds or [0]),
+        "fast": opts.fast,
         "train": {
             "per_class": s.data.per_class,
             "views": s.data.views,
+            "augmentation": augmentation(s),
+            "block": s.flow.block,
             "loss": s.train.loss,
             "lr": s.train.lr,
             "batch_size": s.train.batch_size,
@@ -408,6 +446,15 @@ def run_metadata(
         "overrides": list(opts.overrides),
         "versions": package_versions(),
     }
+
+
+def _first_run(spec: ExperimentSpec, arms: list[ArmResult]) -> SeedRun:
+    """The first arm × seed that trained: its sets and backbone describe the experiment."""
+    for arm in arms:
+        for run in arm.runs.values():
+            return run
+    reasons = "; ".join(f"{a.name}: {r}" for a in arms for r in a.failed.values())
+    raise TrainingDivergedError(f"experiment {spec.name}: no arm trained ({reasons})")
 
 
 def _arm_key(s: TrainSettings) -> str:

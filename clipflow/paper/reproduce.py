@@ -5,7 +5,9 @@ and writes, under ``out/<experiment>/``, the comparison tables (ours, paper, Δ)
 Markdown, ``summary.{csv,md}``, ``results.json``, plots and every arm's per-set metrics and
 scores, then ``out/index.md``. :func:`run_reproduce` takes the command line's ``key=value``
 arguments (see clipflow-reproduce --help): the keys in ``OWN_KEYS`` are this module's, every
-other one is a clipflow-train override applied to every arm.
+other one is a clipflow-train override applied to every arm. Training draws are fresh per
+epoch (the paper's) unless ``fast=true``; seeds are the command line's, else each
+experiment's own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..config import check
 from ..errors import ClipflowError
 from ..fileio import atomic_write_text
 from ..overrides import as_list, parse_overrides
+from ..pipeline import augmentation
 from .experiments import Runner, list_experiments, load_experiment, merge_overrides
 from .spec import ExperimentSpec, RunOptions
 from .tables import fmt_number, fmt_signed, summary_rows, write_tables
@@ -37,6 +40,7 @@ OWN_KEYS = {
     "histogram_sets",
     "save_checkpoints",
     "dry_run",
+    "fast",
 }
 
 
@@ -57,16 +61,18 @@ def parse_args(argv: Iterable[str]) -> Request:
             own[o.key] = o.value
         else:
             rest.append(o.text)
-    seeds = own.get("seeds", [own["seed"]] if "seed" in own else [0])
+    # No seeds on the command line: each experiment's own (choices: 3), else [0].
+    seeds = own.get("seeds", [own["seed"]] if "seed" in own else None)
     opts = RunOptions(
         overrides=merge_overrides(rest),
-        seeds=check("seeds", seeds, list[int], "seed"),
+        seeds=None if seeds is None else check("seeds", seeds, list[int], "seed"),
         out=Path(str(own.get("out", "outputs/reproduce"))),
         extra_roots=[str(r) for r in as_list(own.get("extra_roots", own.get("data.extra_roots")))],
         ckpt=str(own["ckpt"]) if own.get("ckpt") else None,
         baselines=None if "baselines" not in own else [str(b) for b in as_list(own["baselines"])],
         histogram_sets=[str(s) for s in as_list(own.get("histogram_sets"))] or None,
         save_checkpoints=check("save_checkpoints", own.get("save_checkpoints", True), bool),
+        fast=check("fast", own.get("fast", False), bool),
     )
     names = [str(n) for n in as_list(own.get("experiment"))]
     if not names:
@@ -74,7 +80,7 @@ def parse_args(argv: Iterable[str]) -> Request:
             "no experiment given — pass experiment=NAME "
             f"(one of: all, {', '.join(list_experiments())})"
         )
-    if not opts.seeds:
+    if opts.seeds is not None and not opts.seeds:
         raise ClipflowError("seeds=[] runs nothing; pass e.g. seeds=[0,1,2]")
     return Request(_expand(names), opts, check("dry_run", own.get("dry_run", False), bool))
 
@@ -99,13 +105,16 @@ def runnable(spec: ExperimentSpec, opts: RunOptions, explicit: bool) -> bool:
 
 def dry_run(specs: list[ExperimentSpec], runner: Runner) -> None:
     for spec in specs:
-        print(f"{spec.name}: {spec.title}")
+        seeds = runner.seeds(spec)
+        print(f"{spec.name}: {spec.title} (seeds {seeds})")
         for arm in spec.arms:
-            s = runner.settings(spec, arm, runner.opts.seeds[0])
+            s = runner.settings(spec, arm, seeds[0])
             print(
                 f"  {arm.name:16s} mode={s.train.mode} proxy={s.proxy.name}/{s.proxy.band} "
                 f"ratio={s.proxy.ratio} dr_dim={s.flow.dr_dim} normalize={s.flow.normalize} "
-                f"epochs={s.train.resolved_epochs()}"
+                f"epochs={s.train.resolved_epochs()} loss={s.train.loss} "
+                f"mask_mode={s.proxy.mask_mode} pair_crop={s.proxy.pair_crop} "
+                f"block={s.flow.block} draws={augmentation(s)}"
             )
         if spec.baselines:
             print(f"  baselines: {', '.join(spec.baselines)}")

@@ -36,6 +36,8 @@ class ExperimentSpec:
     histogram_sets: list[str] = field(default_factory=list)
     accepts_ckpt: bool = False  # ckpt=PATH replaces the arms by that checkpoint (Table V)
     description: str = ""
+    seeds: list[int] = field(default_factory=list)  # when the command line gives none; [] = [0]
+    summary_note: str = ""  # a paragraph under the summary table (e.g. what choices' arms change)
 
 
 @dataclass
@@ -43,13 +45,21 @@ class RunOptions:
     """What the command line adds to every experiment."""
 
     overrides: list[str] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] | None = None  # None = each experiment's own seeds (ExperimentSpec.seeds)
     out: Path = Path("outputs/reproduce")
     extra_roots: list[str] = field(default_factory=list)
     ckpt: str | None = None
     baselines: list[str] | None = None  # None = each experiment's own list
     histogram_sets: list[str] | None = None
     save_checkpoints: bool = True
+    # False (the default): a fresh random crop and proxy draw per image and epoch, as the paper
+    # (data.views=0). True: one cached draw reused every epoch (data.views=1), the shortcut.
+    fast: bool = False
+
+    @property
+    def views_override(self) -> str:
+        """The data.views setting ``fast`` stands for; experiment and command line override it."""
+        return "data.views=1" if self.fast else "data.views=0"
 
 
 @dataclass
@@ -73,6 +83,8 @@ class ArmResult:
     paper: dict | None
     runs: dict[int, SeedRun]
     settings: dict = field(default_factory=dict)
+    # seed -> why it has no run (training diverged, e.g. loss=paper); tables say so
+    failed: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -211,20 +211,37 @@ def provenance(meta: dict) -> str:
     epochs = (
         tr.get("epochs") if tr.get("epochs") is not None else "paper default (P 30, N+P 10, N 10)"
     )
+    block = f" (`{tr['block']}`)" if tr.get("block") else ""
     text = (
         f"**Produced by** backbone `{bb.get('name')}` (weights `{bb.get('weights_id')}`, "
         f"precision {bb.get('precision')}); preprocessing `{pre}` ({how}); "
         f"test protocol `{meta.get('protocol')}`; seeds {meta.get('seeds')}; "
         f"training: {tr.get('per_class') or 'all'} natural images per class, "
-        f"{tr.get('views')} view(s), loss `{tr.get('loss')}`, lr {tr.get('lr')}, "
+        f"{describe_draws(meta)}, loss `{tr.get('loss')}`, lr {tr.get('lr')}, "
         f"batch {tr.get('batch_size')}, epochs {epochs}, "
-        f"{tr.get('n_blocks')} coupling blocks; threshold: {meta.get('validation')}."
+        f"{tr.get('n_blocks')} coupling blocks{block}; threshold: {meta.get('validation')}."
     )
     if meta.get("overrides"):
         text += f" Command-line overrides: `{' '.join(meta['overrides'])}`."
     if bb.get("random_init"):
         text += "\n\n" + RANDOM_WARNING
     return text
+
+
+def describe_draws(meta: dict) -> str:
+    """Which training draws were used: fresh per epoch (the paper) or cached (``fast=true``)."""
+    tr = meta.get("train", {})
+    how = tr.get("augmentation") or f"{tr.get('views')} view(s)"
+    if how == "fresh per epoch":
+        return (
+            "training draws **fresh per epoch** (a new random crop and proxy mask for every "
+            f"image in every epoch, as the paper; data.views={tr.get('views')})"
+        )
+    shortcut = "fast=true: " if meta.get("fast") else ""
+    return (
+        f"training draws **{how}** ({shortcut}data.views={tr.get('views')}; the paper draws "
+        "a fresh crop and mask every epoch)"
+    )
 
 
 # ------------------------------------------------------------------ per-arm summary
@@ -241,7 +258,9 @@ SUMMARY_COLUMNS = (
     "paper_acc",
     "diff_acc",
     "mean_acc@oracle",
+    "mean_acc@oracle_std",
     "train_seconds",
+    "failed_seeds",
 )
 
 
@@ -255,12 +274,12 @@ def summary_rows(result: ExperimentResult) -> list[dict]:
         acc, acc_std = mean_over(arm, "acc@val", averaged)
         p_ap = _paper_mean(_paper_row(ap_table, arm.paper), averaged)[0] if ap_table else None
         p_acc = _paper_mean(_paper_row(acc_table, arm.paper), averaged)[0] if acc_table else None
-        run0 = next(iter(arm.runs.values()))
+        runs = list(arm.runs.values())
         rows.append(
             {
                 "arm": arm.name,
                 "kind": arm.kind,
-                "n_params": run0.n_params,
+                "n_params": runs[0].n_params if runs else None,
                 "mAP": ap,
                 "mAP_std": ap_std,
                 "paper_mAP": p_ap,
@@ -269,8 +288,14 @@ def summary_rows(result: ExperimentResult) -> list[dict]:
                 "mean_acc_std": acc_std,
                 "paper_acc": p_acc,
                 "diff_acc": _diff(acc, p_acc),
-                "mean_acc@oracle": mean_over(arm, "acc@oracle", averaged)[0],
-                "train_seconds": float(np.mean([r.seconds for r in arm.runs.values()])),
+                **dict(
+                    zip(
+                        ("mean_acc@oracle", "mean_acc@oracle_std"),
+                        mean_over(arm, "acc@oracle", averaged),
+                    )
+                ),
+                "train_seconds": float(np.mean([r.seconds for r in runs])) if runs else None,
+                "failed_seeds": " ".join(str(s) for s in sorted(arm.failed)),
             }
         )
     return rows
@@ -296,30 +321,54 @@ def fmt_signed(v: float | None) -> str:
 def summary_markdown(result: ExperimentResult) -> str:
     lines = [
         "| arm | kind | trainable params | mAP | paper mAP | Δ mAP "
-        "| mean acc | paper acc | Δ acc | acc@oracle |",
+        "| mean acc@val | paper acc | Δ acc | acc@oracle (tuned on test labels) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary_rows(result):
         cells = [
             r["arm"],
             r["kind"],
-            f"{r['n_params']:,}",
+            "—" if r["n_params"] is None else f"{r['n_params']:,}",
             fmt_number(r["mAP"], r["mAP_std"]),
             fmt_number(r["paper_mAP"]),
             fmt_signed(r["diff_mAP"]),
             fmt_number(r["mean_acc"], r["mean_acc_std"]),
             fmt_number(r["paper_acc"]),
             fmt_signed(r["diff_acc"]),
-            fmt_number(r["mean_acc@oracle"]),
+            fmt_number(r["mean_acc@oracle"], r["mean_acc@oracle_std"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return (
-        f"# {result.spec.title}: summary per arm\n\n{provenance(result.meta)}\n\n"
-        + "\n".join(lines)
-        + "\n\nmAP / mean acc over the paper's sets (acc at the validation threshold; "
-        "acc@oracle picks the best threshold on the test labels). "
-        "Trainable parameters: DR + flow (baselines: their fitted numbers).\n"
+    head = f"# {result.spec.title}: summary per arm\n\n"
+    if result.spec.summary_note:
+        head += result.spec.summary_note.strip() + "\n\n"
+    seeds = result.meta.get("seeds") or []
+    spread = (
+        f"± = sample standard deviation over the {len(seeds)} seeds {seeds}. "
+        if len(seeds) > 1
+        else "One seed: no ± (pass seeds=[0,1,2] for a spread). "
     )
+    return (
+        head
+        + f"{provenance(result.meta)}\n\n"
+        + "\n".join(lines)
+        + "\n\nmAP / mean acc over the paper's sets, mean over seeds; "
+        + spread
+        + "acc@val: accuracy at the threshold calibrated on validation images (natural vs "
+        "their band-stop proxies, no fakes), what the paper reports; acc@oracle: the best "
+        "threshold picked on the test labels (an upper bound, not a result). "
+        "Trainable parameters: DR + flow (baselines: their fitted numbers).\n" + _failures(result)
+    )
+
+
+def _failures(result: ExperimentResult) -> str:
+    """Arms with seeds that did not train: their means are over the other seeds only."""
+    lines = [
+        f"- **{arm.name}**: seed {seed} left out ({why.splitlines()[0]}); its numbers are over "
+        f"seeds {sorted(arm.runs) or 'none'}"
+        for arm in result.arms
+        for seed, why in sorted(arm.failed.items())
+    ]
+    return ("\nSeeds that did not train:\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 # ------------------------------------------------------------------ files
@@ -374,6 +423,7 @@ def results_json(result: ExperimentResult) -> dict:
                     }
                     for seed, run in a.runs.items()
                 },
+                "failed": {str(seed): why for seed, why in a.failed.items()},
             }
             for a in result.arms
         ],
@@ -442,6 +492,8 @@ def plot_histograms(result: ExperimentResult, path: Path) -> Path:
         len(arms), len(sets), figsize=(2.8 * len(sets), 2.3 * len(arms)), squeeze=False
     )
     for i, arm in enumerate(arms):
+        if not arm.runs:
+            continue  # every seed diverged (summary.md says so)
         run = arm.runs[min(arm.runs)]  # the first seed
         for j, ds in enumerate(sets):
             ax = axes[i][j]
@@ -476,7 +528,7 @@ def plot_dr_curve(result: ExperimentResult, path: Path) -> Path:
     _, averaged = table_sets(result, "table1_ap")
     points = []
     for arm in result.arms:
-        if arm.kind == "baseline" or "flow" not in arm.settings:
+        if arm.kind == "baseline" or "flow" not in arm.settings or not arm.runs:
             continue
         ap, std = mean_over(arm, "ap", averaged)
         points.append(
