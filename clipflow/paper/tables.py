@@ -228,7 +228,7 @@ def provenance(meta: dict) -> str:
 
 
 # ------------------------------------------------------------------ per-arm summary
-SUMMARY_COLUMNS = (
+ARM_SUMMARY_COLUMNS = (
     "arm",
     "kind",
     "n_params",
@@ -245,7 +245,7 @@ SUMMARY_COLUMNS = (
 )
 
 
-def summary_rows(result: ExperimentResult) -> list[dict]:
+def arm_summary_rows(result: ExperimentResult) -> list[dict]:
     """One row per arm: parameters, mAP and mean accuracy (± std), the paper's and Δ."""
     ap_table, acc_table = _summary_tables(result.spec)
     rows = []
@@ -299,7 +299,7 @@ def summary_markdown(result: ExperimentResult) -> str:
         "| mean acc | paper acc | Δ acc | acc@oracle |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in summary_rows(result):
+    for r in arm_summary_rows(result):
         cells = [
             r["arm"],
             r["kind"],
@@ -335,7 +335,7 @@ def write_tables(result: ExperimentResult, folder: Path) -> dict[str, Path]:
             folder / f"{table}.md", comparison_markdown(result, table, metric)
         )
     paths["summary.csv"] = _write(
-        folder / "summary.csv", to_csv(summary_rows(result), SUMMARY_COLUMNS)
+        folder / "summary.csv", to_csv(arm_summary_rows(result), ARM_SUMMARY_COLUMNS)
     )
     paths["summary.md"] = _write(folder / "summary.md", summary_markdown(result))
     paths["results.json"] = _write(
@@ -377,7 +377,7 @@ def results_json(result: ExperimentResult) -> dict:
             }
             for a in result.arms
         ],
-        "summary": summary_rows(result),
+        "summary": arm_summary_rows(result),
     }
 
 
