@@ -110,7 +110,7 @@ def test_same_seed_same_weights():
 
 
 def test_np_training_detects_unseen_shifted_features_better_than_n():
-    natural, direction = _synthetic(n=1024, seed=0)
+    natural, direction = _synthetic(n=512, seed=0)  # AUC 0.97 (N+P) vs 0.51 (N)
     test_real, _ = _synthetic(n=512, seed=1)
     test_fake = _synthetic(n=512, seed=2)[0] + direction
     labels = np.r_[np.zeros(512), np.ones(512)]
