@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -35,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .backbone import PRECISIONS, TINY_NAME, BackboneConfig
 from .errors import CheckpointError, first_line
-from .fileio import atomic_write_text, file_sha256
+from .fileio import atomic_write, atomic_write_text, file_sha256
 from .flow import CLIPFlow, FlowConfig
 
 FORMAT = "clipflow-checkpoint"
@@ -393,18 +391,14 @@ def _plain_float(value: Any) -> float:
 
 def _write_weights(weights: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Write atomically; return the file's sha256."""
-    fd, tmp = tempfile.mkstemp(dir=weights.parent, prefix=f".{weights.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> str:
         # One metadata key only: safetensors writes its metadata map in hash order, and two
         # keys would make identical checkpoints differ byte-wise from run to run.
-        save_file(tensors, tmp, metadata={"format": f"{FORMAT}/{FORMAT_VERSION}"})
-        digest = file_sha256(Path(tmp))
-        os.replace(tmp, weights)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return digest
+        save_file(tensors, str(tmp), metadata={"format": f"{FORMAT}/{FORMAT_VERSION}"})
+        return file_sha256(tmp)
+
+    return atomic_write(weights, write)
 
 
 # ----------------------------------------------------------------------------- load
