@@ -17,7 +17,7 @@ import open_clip
 import torch
 from torch import nn
 
-from .errors import BackboneError
+from .errors import BackboneError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +248,7 @@ def _create_pretrained(cfg: BackboneConfig) -> nn.Module:
         )
     except Exception as err:  # hub, network and file errors all end here
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        reason = reason if len(reason) <= 120 else reason[:117] + "..."
+        reason = first_line(err, limit=120)
         hint = " (HF_HUB_OFFLINE=1)" if offline else ""
         raise BackboneError(
             f"cannot load CLIP weights {cfg.name}/{pretrained}{hint}: "

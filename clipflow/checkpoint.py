@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -34,8 +32,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .backbone import PRECISIONS, TINY_NAME, BackboneConfig
-from .errors import CheckpointError
-from .fileio import atomic_write_text, file_sha256
+from .errors import CheckpointError, first_line
+from .fileio import atomic_write, atomic_write_text, file_sha256
 from .flow import CLIPFlow, FlowConfig
 
 FORMAT = "clipflow-checkpoint"
@@ -393,18 +391,14 @@ def _plain_float(value: Any) -> float:
 
 def _write_weights(weights: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Write atomically; return the file's sha256."""
-    fd, tmp = tempfile.mkstemp(dir=weights.parent, prefix=f".{weights.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> str:
         # One metadata key only: safetensors writes its metadata map in hash order, and two
         # keys would make identical checkpoints differ byte-wise from run to run.
-        save_file(tensors, tmp, metadata={"format": f"{FORMAT}/{FORMAT_VERSION}"})
-        digest = file_sha256(Path(tmp))
-        os.replace(tmp, weights)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return digest
+        save_file(tensors, str(tmp), metadata={"format": f"{FORMAT}/{FORMAT_VERSION}"})
+        return file_sha256(tmp)
+
+    return atomic_write(weights, write)
 
 
 # ----------------------------------------------------------------------------- load
@@ -440,9 +434,9 @@ def read_meta(meta_path: Path) -> dict:
     try:
         meta = json.loads(Path(meta_path).read_text(encoding="utf-8"), parse_constant=_no_constant)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
-            f"checkpoint metadata {meta_path} is unreadable ({reason}); re-run clipflow-train"
+            f"checkpoint metadata {meta_path} is unreadable ({first_line(err)}); "
+            "re-run clipflow-train"
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a clipflow checkpoint")
@@ -481,7 +475,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"cannot read {weights}: {_first_line(err)}") from None
+        raise CheckpointError(f"cannot read {weights}: {first_line(err)}") from None
     _check_tensors(tensors, weights)
     model = CLIPFlow(meta["feature_dim"], flow_cfg)
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -489,7 +483,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(
-            f"{weights} does not fit its own config ({_first_line(err)})"
+            f"{weights} does not fit its own config ({first_line(err)})"
         ) from None
     model.eval()
     return Checkpoint(
@@ -502,10 +496,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     )
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
 def _expected_tensors(feature_dim: int, cfg: FlowConfig, weights: Path) -> dict[str, tuple]:
     """name -> (shape, dtype) of the model the config describes, built without memory."""
     try:
@@ -513,7 +503,7 @@ def _expected_tensors(feature_dim: int, cfg: FlowConfig, weights: Path) -> dict[
             model = CLIPFlow(feature_dim, cfg)
     except Exception as err:  # FrEIA's own refusals (e.g. a dimension it cannot split)
         raise CheckpointError(
-            f"the flow config of {weights} cannot be built ({_first_line(err)})"
+            f"the flow config of {weights} cannot be built ({first_line(err)})"
         ) from None
     return {f"model.{k}": (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
 
@@ -529,7 +519,7 @@ def _check_header(weights: Path, expected: dict[str, tuple]) -> None:
                 k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()
             }
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"cannot read {weights}: {_first_line(err)}") from None
+        raise CheckpointError(f"cannot read {weights}: {first_line(err)}") from None
     extra = {SCORES_TENSOR: "F32", SPEC_TENSOR: "U8"}
     missing = sorted(set(expected) - set(stored))
     unknown = sorted(set(stored) - set(expected) - set(extra))
@@ -583,7 +573,7 @@ def _read_spec(weights: Path) -> torch.Tensor | None:
                 raise CheckpointError(f"{weights}: its {SPEC_TENSOR} tensor is not bytes")
             return f.get_tensor(SPEC_TENSOR)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"cannot read {weights}: {_first_line(err)}") from None
+        raise CheckpointError(f"cannot read {weights}: {first_line(err)}") from None
 
 
 def _check_spec(spec: torch.Tensor | None, meta: dict, weights: Path) -> None:

@@ -5,6 +5,14 @@ with a non-zero code. Library code raises the most specific subclass.
 """
 
 
+def first_line(err: BaseException, limit: int | None = None) -> str:
+    """The first non-empty line of ``err``'s message (its type name when it has none), cut to
+    ``limit`` characters: the reason part of a one-line error."""
+    text = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    text = text or type(err).__name__
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
 class ClipflowError(Exception):
     """Base class of every error a user should see as one clear line."""
 

@@ -6,8 +6,12 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def _umask_at_import() -> int:
@@ -37,8 +41,9 @@ def current_umask() -> int:
     return _IMPORT_UMASK
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder + os.replace.
+def atomic_write(path: Path, write: Callable[[Path], T]) -> T:
+    """``write(tmp)`` into a temporary file in ``path``'s folder, then os.replace it to ``path``;
+    returns what ``write`` returns.
 
     A crash mid-write leaves the previous file (or none), never a truncated one. The file gets
     the mode a plain ``open(path, "w")`` would give (0o666 minus the umask), not mkstemp's 0o600.
@@ -46,16 +51,27 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            os.chmod(tmp, 0o666 & ~current_umask())
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        result = write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return result
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`), synced to disk."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    atomic_write(path, write)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from clipflow.errors import DataError, UnreadableImageError
+from clipflow.errors import DataError, UnreadableImageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -387,8 +387,7 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
 
 def _short(exc: BaseException) -> str:
     """First line of an exception message, capped, for a one-line reason."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
+    return first_line(exc, limit=160)
 
 
 def pil_to_uint8_tensor(img: Image.Image) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from .errors import ClipflowError
+from .errors import ClipflowError, first_line
 
 
 class Override(NamedTuple):
@@ -29,9 +29,7 @@ def parse_overrides(argv: Iterable[str]) -> list[Override]:
         try:
             o = parser.parse_override(arg)
         except Exception as err:  # Hydra's parse errors: first line says what is wrong
-            raise ClipflowError(
-                f"cannot parse argument {arg!r}: {str(err).splitlines()[0]}"
-            ) from None
+            raise ClipflowError(f"cannot parse argument {arg!r}: {first_line(err)}") from None
         parsed.append(Override(o.key_or_group, o.value(), arg))
     return parsed
 

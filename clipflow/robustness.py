@@ -28,7 +28,7 @@ from .report import describe_run, new_figure, save_png, to_csv, to_markdown, wri
 log = logging.getLogger(__name__)
 
 CLEAN = "none"
-SUMMARY_COLUMNS = (
+PERTURBATION_SUMMARY_COLUMNS = (
     "perturbation",
     "family",
     "strength",
@@ -72,7 +72,7 @@ def run_robustness(
         files.update(
             written if pert is None else {f"perturb/{pert.name}/{k}": v for k, v in written.items()}
         )
-        summary += summary_rows(pert, rows)
+        summary += perturbation_summary_rows(pert, rows)
         # Every variant scores the same files, so its sets and mean rule are those of clean.
         note = note or means.note()
     files.update(write_summary(run_dir, summary, {**meta, "mean_note": note}))
@@ -127,7 +127,7 @@ def score_variants(
     return score_maps, skipped
 
 
-def summary_rows(pert: Perturbation | None, rows: list[dict]) -> list[dict]:
+def perturbation_summary_rows(pert: Perturbation | None, rows: list[dict]) -> list[dict]:
     """Rows of the summary for one variant: one per dataset, then the mean row(s)."""
     name, family = (pert.name, pert.family) if pert else (CLEAN, CLEAN)
     strength = pert.strength if pert else None
@@ -137,7 +137,7 @@ def summary_rows(pert: Perturbation | None, rows: list[dict]) -> list[dict]:
             "perturbation": name,
             "family": family,
             "strength": strength,
-            **{k: r[k] for k in SUMMARY_COLUMNS[3:]},
+            **{k: r[k] for k in PERTURBATION_SUMMARY_COLUMNS[3:]},
         }
         for r in [*paper_first(marked), *summarize(rows).table_rows()]
     ]
@@ -148,7 +148,7 @@ def write_summary(run_dir: Path, summary: list[dict], meta: dict) -> dict[str, P
     paths = {
         name: run_dir / name for name in ("robustness.csv", "robustness.md", "robustness.json")
     }
-    atomic_write_text(paths["robustness.csv"], to_csv(summary, SUMMARY_COLUMNS))
+    atomic_write_text(paths["robustness.csv"], to_csv(summary, PERTURBATION_SUMMARY_COLUMNS))
     atomic_write_text(paths["robustness.md"], summary_markdown(summary, meta))
     atomic_write_text(
         paths["robustness.json"], json.dumps({**meta, "rows": summary}, indent=2, sort_keys=True)

@@ -8,6 +8,7 @@ detection.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +41,28 @@ def fake_image(rng: np.random.Generator, size: int = 96, strength: float = 12.0)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _write(
-    folder: Path, n: int, fake: bool, rng: np.random.Generator, ext: str = ".png", size: int = 96
+def write_images(
+    folder: Path,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    fake: bool = False,
+    size: int = 96,
+    ext: str = ".png",
 ) -> None:
+    """``n`` images ``0000<ext>``... in ``folder`` (created even when ``n`` is 0)."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         arr = fake_image(rng, size) if fake else natural_image(rng, size)
         Image.fromarray(arr).save(folder / f"{i:04d}{ext}")
+
+
+def _write_pair(
+    folder: Path, n_real: int, n_fake: int, rng: np.random.Generator, size: int, fake_ext: str
+) -> None:
+    """``<folder>/0_real`` and ``<folder>/1_fake``."""
+    write_images(folder / "0_real", n_real, rng, size=size)
+    write_images(folder / "1_fake", n_fake, rng, fake=True, size=size, ext=fake_ext)
 
 
 def make_train_folder(
@@ -55,7 +71,7 @@ def make_train_folder(
     seed: int = 0,
     size: int = 96,
     n_fake: int | None = None,
-    classes: tuple[str, ...] = DEMO_CLASSES,
+    classes: Sequence[str] = DEMO_CLASSES,
 ) -> Path:
     """``<root>/<class>/0_real`` (and a ``1_fake`` that training must ignore).
 
@@ -63,16 +79,49 @@ def make_train_folder(
     baseline reads them.
     """
     rng = np.random.default_rng(seed)
+    fakes = max(1, n_per_class // 10) if n_fake is None else n_fake
     for cls in classes:
-        _write(root / cls / "0_real", n_per_class, False, rng, size=size)
-        _write(
-            root / cls / "1_fake",
-            max(1, n_per_class // 10) if n_fake is None else n_fake,
-            True,
-            rng,
-            size=size,
-        )
-    return root
+        _write_pair(Path(root) / cls, n_per_class, fakes, rng, size, ".png")
+    return Path(root)
+
+
+def make_cnnspot_folder(
+    root: Path,
+    sets: Mapping[str, tuple[int, int]],
+    class_level: Mapping[str, Sequence[str]] | None = None,
+    n_per_class: int = 2,
+    seed: int = 1,
+    size: int = 96,
+    fake_ext: str = ".png",
+) -> Path:
+    """CNNSpot test layout: ``<root>/<set>/{0_real,1_fake}`` with ``(n_real, n_fake)`` images
+    per entry of ``sets``, then ``<root>/<set>/<class>/{0_real,1_fake}`` with ``n_per_class``
+    each for every class of ``class_level``."""
+    rng = np.random.default_rng(seed)
+    for name, (n_real, n_fake) in sets.items():
+        _write_pair(Path(root) / name, n_real, n_fake, rng, size, fake_ext)
+    for name, classes in (class_level or {}).items():
+        for cls in classes:
+            _write_pair(Path(root) / name / cls, n_per_class, n_per_class, rng, size, ".png")
+    return Path(root)
+
+
+def make_univfd_folder(
+    root: Path,
+    pools: Mapping[str, int],
+    gens: Mapping[str, int],
+    seed: int = 2,
+    size: int = 96,
+    pool_ext: str = ".png",
+) -> Path:
+    """UnivFD diffusion layout: shared reals ``<root>/<pool>/0_real`` (count per pool), then
+    generator folders with only ``1_fake`` (count per generator)."""
+    rng = np.random.default_rng(seed)
+    for name, count in pools.items():
+        write_images(Path(root) / name / "0_real", count, rng, size=size, ext=pool_ext)
+    for name, count in gens.items():
+        write_images(Path(root) / name / "1_fake", count, rng, fake=True, size=size)
+    return Path(root)
 
 
 def make_test_folder(
@@ -82,23 +131,20 @@ def make_test_folder(
 
     ``sets`` maps a set name to its layout: ``plain`` (``<name>/0_real,1_fake``), ``classes``
     (CNNSpot class level), or ``imagenet``/``laion`` (UnivFD: only ``1_fake``, reals shared).
+    Fakes of plain sets get an upper-case ``.PNG`` and shared reals ``.jpg``, on purpose.
     """
     rng = np.random.default_rng(seed)
     for name, layout in sets.items():
         if layout == "plain":
-            _write(root / name / "0_real", n, False, rng, ".png", size)
-            _write(
-                root / name / "1_fake", n, True, rng, ".PNG", size
-            )  # upper-case suffix on purpose
+            _write_pair(root / name, n, n, rng, size, ".PNG")
         elif layout == "classes":
             for cls in DEMO_CLASSES:
-                _write(root / name / cls / "0_real", max(1, n // 2), False, rng, size=size)
-                _write(root / name / cls / "1_fake", max(1, n // 2), True, rng, size=size)
+                _write_pair(root / name / cls, max(1, n // 2), max(1, n // 2), rng, size, ".png")
         elif layout in ("imagenet", "laion"):
             pool = root / layout / "0_real"
             if not pool.exists():
-                _write(pool, n, False, rng, ".jpg", size)
-            _write(root / name / "1_fake", n, True, rng, size=size)
+                write_images(pool, n, rng, size=size, ext=".jpg")
+            write_images(root / name / "1_fake", n, rng, fake=True, size=size)
         else:
             raise ValueError(f"unknown layout {layout!r} for {name}")
     return root
@@ -138,7 +184,7 @@ def make_benchmark(
     size: int = 48,
     n_train: int = 8,
     n_val: int = 4,
-    classes: tuple[str, ...] = DEMO_CLASSES,
+    classes: Sequence[str] = DEMO_CLASSES,
     seed: int = 0,
 ) -> dict[str, Path]:
     """A miniature of everything the paper uses, in the real folder layouts.

@@ -1,4 +1,5 @@
-"""Image-writing helpers shared by the tests: tiny synthetic images and data-folder trees.
+"""Image-writing helpers shared by the tests: single files of every awkward kind, and the
+data-folder trees of :mod:`clipflow.synthetic` with tiny images and the tests' default counts.
 
 Import as ``from fixtures_images import write_image, make_cnnspot_tree, ...`` (pytest puts
 ``tests/`` on ``sys.path`` through ``pythonpath`` in pyproject.toml).
@@ -15,7 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from clipflow.synthetic import make_cnnspot_folder, make_train_folder, make_univfd_folder
+
 EXIF_ORIENTATION = 0x0112
+TEST_SIZE = 8  # pixels a side of the tree images: the tiny backbone resizes anyway
 
 
 def _random_image(size: tuple[int, int], mode: str, seed: int) -> Image.Image:
@@ -55,35 +59,17 @@ def write_image(
     return path
 
 
-def _write_many(folder: Path, n: int, seed: int, size: tuple[int, int] = (8, 8)) -> int:
-    """``n`` small PNGs 000.png... in ``folder`` (created even when n == 0); next seed."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        write_image(folder / f"{i:03d}.png", size=size, seed=seed + i)
-    return seed + n
-
-
 def make_cnnspot_tree(
     root: str | Path,
     sets: Mapping[str, tuple[int, int]] | None = None,
     class_level: Mapping[str, Sequence[str]] | None = None,
     n: int = 2,
 ) -> Path:
-    """CNNSpot test layout: ``<root>/<set>/{0_real,1_fake}`` with (n_real, n_fake) images
-    per entry of ``sets``, and ``<root>/<set>/<class>/{0_real,1_fake}`` with ``n`` + ``n``
-    per class for ``class_level``. Defaults: biggan (3, 3); progan with airplane, cat."""
-    root = Path(root)
+    """:func:`clipflow.synthetic.make_cnnspot_folder` with tiny images. Defaults: biggan
+    (3 real, 3 fake); progan with airplane, cat (``n`` + ``n`` each)."""
     sets = {"biggan": (3, 3)} if sets is None else sets
     class_level = {"progan": ["airplane", "cat"]} if class_level is None else class_level
-    seed = 1000
-    for name, (n_real, n_fake) in sets.items():
-        seed = _write_many(root / name / "0_real", n_real, seed)
-        seed = _write_many(root / name / "1_fake", n_fake, seed)
-    for name, classes in class_level.items():
-        for cls in classes:
-            seed = _write_many(root / name / cls / "0_real", n, seed)
-            seed = _write_many(root / name / cls / "1_fake", n, seed)
-    return root
+    return make_cnnspot_folder(Path(root), sets, class_level, n, seed=1000, size=TEST_SIZE)
 
 
 def make_univfd_tree(
@@ -91,17 +77,11 @@ def make_univfd_tree(
     pools: Mapping[str, int] | None = None,
     gens: Mapping[str, int] | None = None,
 ) -> Path:
-    """UnivFD diffusion layout: shared reals ``<root>/<pool>/0_real`` and generator folders
-    with only ``1_fake``. Defaults: imagenet 3, laion 3; guided 2, ldm_200 2."""
-    root = Path(root)
+    """:func:`clipflow.synthetic.make_univfd_folder` with tiny images. Defaults: imagenet 3,
+    laion 3; guided 2, ldm_200 2."""
     pools = {"imagenet": 3, "laion": 3} if pools is None else pools
     gens = {"guided": 2, "ldm_200": 2} if gens is None else gens
-    seed = 2000
-    for name, count in pools.items():
-        seed = _write_many(root / name / "0_real", count, seed)
-    for name, count in gens.items():
-        seed = _write_many(root / name / "1_fake", count, seed)
-    return root
+    return make_univfd_folder(Path(root), pools, gens, seed=2000, size=TEST_SIZE)
 
 
 def make_train_tree(
@@ -110,13 +90,9 @@ def make_train_tree(
     n_real: int = 5,
     n_fake: int = 3,
 ) -> Path:
-    """CNNSpot training layout: ``<root>/<class>/0_real`` (n_real) and ``1_fake`` (n_fake)."""
-    root = Path(root)
-    seed = 3000
-    for cls in classes:
-        seed = _write_many(root / cls / "0_real", n_real, seed)
-        seed = _write_many(root / cls / "1_fake", n_fake, seed)
-    return root
+    """:func:`clipflow.synthetic.make_train_folder` with tiny images: ``<root>/<class>/0_real``
+    (n_real) and ``1_fake`` (n_fake)."""
+    return make_train_folder(Path(root), n_real, 3000, TEST_SIZE, n_fake=n_fake, classes=classes)
 
 
 def png_with_declared_size(width: int, height: int) -> bytes:

@@ -21,6 +21,7 @@ import clipflow.cache as cache_mod
 import clipflow.pipeline as pipeline
 from clipflow.backbone import BackboneConfig, load_backbone
 from clipflow.cache import FeatureCache, cached_extract
+from clipflow.cli import extract as extract_cli
 from clipflow.config import train_settings
 from clipflow.errors import DataError
 from clipflow.features import IDENTITY, Variant
@@ -127,11 +128,11 @@ def test_bad_files_are_cached_as_skipped(setup):
     ]
 
 
-def test_torchrun_two_ranks_give_the_same_features_as_one(tmp_path: Path, mini_bench: Path):
-    def extract(cache_dir: Path, launcher: list[str]):
-        cmd = [
-            *launcher,
-            str(BIN / "clipflow-extract"),
+def test_torchrun_two_ranks_give_the_same_features_as_one(
+    tmp_path: Path, mini_bench: Path, call_main
+):
+    def args(cache_dir: Path) -> list[str]:
+        return [
             f"data.train_root={mini_bench / 'train'}",
             "backbone=tiny",
             "device=cpu",
@@ -141,19 +142,20 @@ def test_torchrun_two_ranks_give_the_same_features_as_one(tmp_path: Path, mini_b
             f"data.cache_dir={cache_dir}",
             f"hydra.run.dir={tmp_path / 'run'}",
         ]
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
 
-    extract(tmp_path / "one", [])
+    # One rank in-process (the reference); the two ranks need real processes.
+    code, _, err = call_main(extract_cli.main, "clipflow-extract", *args(tmp_path / "one"))
+    assert code == 0, err[-3000:]
     # torch.distributed.run is what the torchrun console script calls.
-    torchrun = [sys.executable, "-m", "torch.distributed.run"]
-    extract(tmp_path / "two", [*torchrun, "--standalone", "--nproc_per_node=2"])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*torchrun, str(BIN / "clipflow-extract"), *args(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = FeatureCache(tmp_path / "one"), FeatureCache(tmp_path / "two")
     keys = sorted(p.name for p in one.root.iterdir())
     assert keys == sorted(p.name for p in two.root.iterdir()) and keys

@@ -19,7 +19,7 @@ from clipflow.fileio import file_sha256
 from clipflow.flow import CLIPFlow, FlowConfig
 
 FUZZ = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

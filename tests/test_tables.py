@@ -15,10 +15,10 @@ from clipflow.data import DISPLAY_NAMES, PAPER_ORDER
 from clipflow.paper.experiments import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, SeedRun
 from clipflow.paper.results import PAPER_TABLES, canonical_generator, load_table, paper_row
 from clipflow.paper.tables import (
+    arm_summary_rows,
     comparison,
     comparison_markdown,
     mean_over,
-    summary_rows,
     write_tables,
 )
 from clipflow.report import RANDOM_WARNING, scores_to_csv
@@ -178,7 +178,7 @@ def test_markdown_states_provenance_and_random_warning():
 
 def test_summary_and_files(tmp_path: Path):
     result = _result({"N+P": {0: 0.0, 1: 2.0}, "other": {0: 0.0}})
-    rows = summary_rows(result)
+    rows = arm_summary_rows(result)
     assert (
         rows[0]["paper_mAP"] == 95.56
         and rows[0]["paper_acc"] == 87.30

@@ -21,7 +21,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ..errors import ClipflowError
+from ..errors import ClipflowError, first_line
 
 CONFIG_PATH = "pkg://clipflow.configs"
 USAGE_EXIT = 2
@@ -70,18 +70,14 @@ def hydra_error_line(err: BaseException) -> str:
             "set hydra.run.dir=DIR to a writable folder"
         )
     if isinstance(err, MissingConfigException) and err.options:
-        text = f"{_first_line(err)}; available: {', '.join(err.options)}"
+        text = f"{first_line(err)}; available: {', '.join(err.options)}"
     elif isinstance(err, OverrideParseException):
-        text = f"cannot parse override {err.override!r}: {_first_line(err)}"
+        text = f"cannot parse override {err.override!r}: {first_line(err)}"
     else:
         text = " ".join(str(err).split()) or type(err).__name__
     if isinstance(err.__cause__, OmegaConfBaseException):
-        text += f" ({_first_line(err.__cause__)})"
+        text += f" ({first_line(err.__cause__)})"
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
-
-
-def _first_line(err: BaseException) -> str:
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
 
 
 def _os_error_in(err: BaseException | None) -> OSError | None:
@@ -107,7 +103,7 @@ def to_dict(cfg: DictConfig) -> dict:
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
-        raise ClipflowError(f"cannot resolve the config: {str(err).splitlines()[0]}") from None
+        raise ClipflowError(f"cannot resolve the config: {first_line(err)}") from None
 
 
 def run_dir() -> Path:

@@ -25,7 +25,7 @@ from ..overrides import as_list, parse_overrides
 from ..pipeline import augmentation
 from .experiments import Runner, list_experiments, load_experiment, merge_overrides
 from .spec import ExperimentSpec, RunOptions
-from .tables import fmt_number, fmt_signed, summary_rows, write_tables
+from .tables import arm_summary_rows, fmt_number, fmt_signed, write_tables
 
 log = logging.getLogger("clipflow")
 OWN_KEYS = {
@@ -148,7 +148,7 @@ def reproduce(
             start = time.perf_counter()
             result = runner.run(spec)
             written[spec.name] = write_tables(result, opts.out / spec.name)
-            summaries.append((spec, summary_rows(result)))
+            summaries.append((spec, arm_summary_rows(result)))
             print(written[spec.name]["summary.md"].read_text())
             print(
                 f"{spec.name}: {time.perf_counter() - start:.1f} s -> {opts.out / spec.name}\n",

@@ -245,7 +245,7 @@ def describe_draws(meta: dict) -> str:
 
 
 # ------------------------------------------------------------------ per-arm summary
-SUMMARY_COLUMNS = (
+ARM_SUMMARY_COLUMNS = (
     "arm",
     "kind",
     "n_params",
@@ -264,7 +264,7 @@ SUMMARY_COLUMNS = (
 )
 
 
-def summary_rows(result: ExperimentResult) -> list[dict]:
+def arm_summary_rows(result: ExperimentResult) -> list[dict]:
     """One row per arm: parameters, mAP and mean accuracy (± std), the paper's and Δ."""
     ap_table, acc_table = _summary_tables(result.spec)
     rows = []
@@ -324,7 +324,7 @@ def summary_markdown(result: ExperimentResult) -> str:
         "| mean acc@val | paper acc | Δ acc | acc@oracle (tuned on test labels) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in summary_rows(result):
+    for r in arm_summary_rows(result):
         cells = [
             r["arm"],
             r["kind"],
@@ -384,7 +384,7 @@ def write_tables(result: ExperimentResult, folder: Path) -> dict[str, Path]:
             folder / f"{table}.md", comparison_markdown(result, table, metric)
         )
     paths["summary.csv"] = _write(
-        folder / "summary.csv", to_csv(summary_rows(result), SUMMARY_COLUMNS)
+        folder / "summary.csv", to_csv(arm_summary_rows(result), ARM_SUMMARY_COLUMNS)
     )
     paths["summary.md"] = _write(folder / "summary.md", summary_markdown(result))
     paths["results.json"] = _write(
@@ -427,7 +427,7 @@ def results_json(result: ExperimentResult) -> dict:
             }
             for a in result.arms
         ],
-        "summary": summary_rows(result),
+        "summary": arm_summary_rows(result),
     }
 
 
