@@ -72,10 +72,9 @@ class Backbone(nn.Module):
             self.model.to(_HALF[cfg.precision])
         # encode_image(x) is visual(x) without normalisation; compile just that tower, for one
         # static batch shape (see forward): a second shape would recompile it, with dynamic shapes.
-        self.compiled = bool(cfg.compile)
-        self.visual = _compiled(self.model.visual) if self.compiled else self.model.visual
-        if self.visual is self.model.visual:
-            self.compiled = False
+        compiled = _compiled(self.model.visual) if cfg.compile else None
+        self.compiled = compiled is not None
+        self.visual = compiled if compiled is not None else self.model.visual
         self._compile_proven = False  # the compiled tower has run once (compile errors are past)
         # The one batch size the compiled tower sees. It is set by the first forward and only
         # grows (a larger batch recompiles once, every shorter batch is padded up to it): the
@@ -142,13 +141,13 @@ class Backbone(nn.Module):
         }
 
 
-def _compiled(visual: nn.Module) -> nn.Module:
-    """``torch.compile(visual)``, or ``visual`` itself when this torch cannot compile."""
+def _compiled(visual: nn.Module) -> nn.Module | None:
+    """``torch.compile(visual)``, or None (logged) when this torch cannot compile."""
     try:
         return torch.compile(visual, dynamic=False)
     except Exception as err:  # e.g. an unsupported Python version
         log.warning("backbone.compile: %s; running the tower eagerly", _first_line(err))
-        return visual
+        return None
 
 
 def _first_line(err: Exception) -> str:
