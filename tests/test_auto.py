@@ -19,10 +19,10 @@ from omegaconf import OmegaConf
 from clipflow import backbone as backbone_mod
 from clipflow.backbone import BackboneConfig, load_backbone
 from clipflow.cache import FeatureCache
-from clipflow.checkpoint import load_checkpoint, validate_meta
+from clipflow.checkpoint import eval_backbone_config, load_checkpoint, validate_meta
 from clipflow.config import detect_settings, eval_settings, train_settings
 from clipflow.features import IDENTITY
-from clipflow.pipeline import run_train
+from clipflow.pipeline import eval_metadata, run_train
 from clipflow.preprocess import build_transform
 
 REPO = Path(__file__).resolve().parents[1]
@@ -215,6 +215,10 @@ def test_cpu_training_run_records_what_auto_chose(monkeypatch, tmp_path: Path):
     )
     assert config["backbone"]["compile"] is False and config["data"]["decode"] == "pil"
     assert config["data"]["batch_size"] == 64
+    # an evaluation's results record its own autos (its loader; precision is the checkpoint's)
+    e = eval_settings(composed("eval", "device=cpu", f"ckpt={tmp_path / 'run'}"))
+    meta = eval_metadata(ckpt, load_backbone(eval_backbone_config(ckpt, e.backbone)), e)
+    assert meta["auto"]["data.num_workers"] == 1 and meta["backbone"]["precision"] == "fp32"
 
 
 def test_failed_compile_falls_back_to_eager_with_the_reason(monkeypatch, caplog):
