@@ -8,6 +8,11 @@ checked against :data:`RULES`; the first bad value raises :class:`SettingsError`
 line such as ``proxy.ratio=2: must be in (0, 1]``. Library code and tests take the dataclasses
 and never see Hydra.
 
+Speed settings may be ``auto`` (the shipped configs' default): ``backbone.precision``,
+``backbone.compile``, ``data.batch_size``, ``data.num_workers``, ``data.decode``. They are
+resolved here, once, for the run's device (:func:`resolve_auto`), logged in one line and
+kept in ``settings.auto``; library code never sees ``auto``.
+
 Caps (chosen to catch typos, far above any sensible run): ``flow.n_blocks`` ≤ 64,
 ``flow.dr_dim`` ≤ 4096, ``flow.hidden_mult`` ≤ 64, ``train.epochs`` ≤ 100000, batch sizes
 ≤ 65536 (``train.batch_size`` ≤ 1048576: features, not images), ``data.num_workers`` ≤ 256,
