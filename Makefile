@@ -35,7 +35,7 @@ lint: install
 clean:
 	rm -rf outputs build *.egg-info
 
-# Extraction benchmark: UnivFD-style baseline vs our fast path, in one run.
+# Extraction benchmark: UnivFD-style baseline, our fast path and the default config (no flags), in one run.
 # CPU + tiny by default; e.g. make bench ARGS="--device cuda --backbone vit_l14_random --sizes 256 1024"
 bench: install
 	$(PY) scripts/bench_extract.py $(ARGS)

@@ -8,6 +8,11 @@ checked against :data:`RULES`; the first bad value raises :class:`SettingsError`
 line such as ``proxy.ratio=2: must be in (0, 1]``. Library code and tests take the dataclasses
 and never see Hydra.
 
+Speed settings may be ``auto`` (the shipped configs' default): ``backbone.precision``,
+``backbone.compile``, ``data.batch_size``, ``data.num_workers``, ``data.decode``. They are
+resolved here, once, for the run's device (:func:`resolve_auto`), logged in one line and
+kept in ``settings.auto``; library code never sees ``auto``.
+
 Caps (chosen to catch typos, far above any sensible run): ``flow.n_blocks`` ≤ 64,
 ``flow.dr_dim`` ≤ 4096, ``flow.hidden_mult`` ≤ 64, ``train.epochs`` ≤ 100000, batch sizes
 ≤ 65536 (``train.batch_size`` ≤ 1048576: features, not images), ``data.num_workers`` ≤ 256,
@@ -17,23 +22,30 @@ Caps (chosen to catch typos, far above any sensible run): ``flow.n_blocks`` ≤ 
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import os
 import re
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import NoneType, UnionType
 from typing import Any
 
 import open_clip
 import torch
 
-from .backbone import PRECISIONS, TINY_NAME, BackboneConfig
+from .backbone import PRECISIONS, TINY_NAME, BackboneConfig, auto_compile, auto_precision
 from .errors import ClipflowError
 from .flow import BLOCKS, FlowConfig
 from .perturb import Perturbation, resolve_perturbations
 from .proxy import BANDS, MASK_MODES, PROXY_NAMES, ProxyConfig
 from .train import LOSSES, MODES, TrainConfig
+
+log = logging.getLogger(__name__)
+
+# The value that asks for a machine-dependent default (resolved by resolve_auto).
+AUTO = "auto"
 
 
 class SettingsError(ClipflowError):
@@ -54,9 +66,11 @@ class DataConfig:
             trains on view e mod views.
         protocol: ``all`` images, or ``univfd`` (≤ max_per_class real + fake per set, seed 0,
             with UnivFD's fall-back to 100 when a set is smaller).
-        batch_size, num_workers, prefetch_factor: extraction loader settings.
+        batch_size, num_workers, prefetch_factor: extraction loader settings; ``auto`` (the
+            shipped YAML default) is resolved by :func:`resolve_auto` for the device.
         decode: ``pil`` (workers decode + transform) or ``nvjpeg`` (JPEGs decoded on the GPU,
-            proxies and transforms on the GPU; other files through PIL).
+            proxies and transforms on the GPU; other files through PIL); ``auto``: nvjpeg on
+            CUDA, pil otherwise.
         cache, cache_dir: keep backbone features on disk (default ``$CLIPFLOW_CACHE`` or
             ``~/.cache/clipflow/features``), so the backbone runs once per image and view.
         max_megapixels: larger images are skipped (with the reason) from their header,
@@ -90,6 +104,8 @@ class TrainSettings:
     data: DataConfig = field(default_factory=DataConfig)
     device: str = "auto"
     seed: int = 0
+    # What each ``auto`` setting became on this machine (empty when none was auto).
+    auto: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -102,6 +118,8 @@ class EvalSettings:
     backbone: dict = field(default_factory=dict)
     # Test-time post-processing (configs/eval.yaml ``perturb``), parsed; empty = none.
     perturb: list[Perturbation] = field(default_factory=list)
+    # What each ``auto`` setting became on this machine (empty when none was auto).
+    auto: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -131,6 +149,7 @@ class Rule:
     lo_open: bool = False
     hi_open: bool = False
     check: Callable[[Any], str | None] | None = None
+    auto: bool = False  # ``auto`` is also allowed (resolved for the device by resolve_auto)
 
     def problem(self, value: Any) -> str | None:
         if value is None:
@@ -205,7 +224,8 @@ RULES: dict[str, Rule] = {
     "seed": _SEED,
     "device": _DEVICE,
     "backbone.name": Rule(check=_backbone_name),
-    "backbone.precision": Rule(choices=PRECISIONS),
+    "backbone.precision": Rule(choices=(*PRECISIONS, AUTO), auto=True),
+    "backbone.compile": Rule(auto=True),
     "backbone.preprocess": Rule(choices=("paper", "univfd")),
     "proxy.name": Rule(choices=PROXY_NAMES),
     "proxy.band": Rule(check=_band),
@@ -230,10 +250,10 @@ RULES: dict[str, Rule] = {
     "data.views": _ge(0, 1000),
     "data.protocol": Rule(choices=("all", "univfd")),
     "data.max_per_class": _ge(1),
-    "data.batch_size": _LOADER_BATCH,
-    "data.num_workers": _WORKERS,
+    "data.batch_size": Rule(lo=1, hi=65536, auto=True),
+    "data.num_workers": Rule(lo=0, hi=256, auto=True),
     "data.prefetch_factor": _ge(1, 64),
-    "data.decode": Rule(choices=("pil", "nvjpeg")),
+    "data.decode": Rule(choices=("pil", "nvjpeg", AUTO), auto=True),
     "data.cache_shard_size": _ge(1, 2**24),
     "stages": Rule(
         check=lambda v: None if v in ("train", "val", "test") else "use train, val, test"
@@ -330,9 +350,12 @@ def _as_float(key: str, value: Any) -> float:
 
 
 def check(key: str, value: Any, hint: Any, rule_key: str | None = None) -> Any:
-    """Coerce one value and apply its rule (looked up under ``rule_key``, default ``key``)."""
-    typed = coerce(key, value, hint)
+    """Coerce one value and apply its rule (looked up under ``rule_key``, default ``key``).
+    ``auto`` stays ``auto`` where the rule allows it, whatever the field's type."""
     rule = RULES.get(rule_key or key)
+    if rule is not None and rule.auto and isinstance(value, str) and value.strip() == AUTO:
+        return AUTO
+    typed = coerce(key, value, hint)
     if rule is not None:
         for item in typed if isinstance(typed, list) else [typed]:
             problem = rule.problem(item)
@@ -405,7 +428,7 @@ def train_settings(cfg: dict) -> TrainSettings:
             train_values[key] = check(key, train_values[key], str)
     train_values["seed"] = seed
     flow_values = {**_typed_fields(FlowConfig, _section(cfg, "flow"), "flow"), "perm_seed": seed}
-    return TrainSettings(
+    settings = TrainSettings(
         backbone=_build(BackboneConfig, cfg.get("backbone"), "backbone"),
         proxy=_build(ProxyConfig, cfg.get("proxy"), "proxy"),
         flow=FlowConfig(**flow_values),
@@ -414,6 +437,7 @@ def train_settings(cfg: dict) -> TrainSettings:
         device=check("device", cfg.get("device", "auto"), str),
         seed=seed,
     )
+    return resolve_auto(settings)
 
 
 def _section(cfg: dict, name: str) -> dict:
@@ -433,7 +457,7 @@ def extract_settings(cfg: dict) -> tuple[TrainSettings, list[str]]:
 def eval_settings(cfg: dict) -> EvalSettings:
     """clipflow-eval: checkpoint, data, device, seed, backbone overrides, perturbations."""
     cfg = _top_level(cfg, {"ckpt", "data", "device", "seed", "backbone", "perturb"})
-    return EvalSettings(
+    settings = EvalSettings(
         ckpt=check("ckpt", cfg.get("ckpt") or "", str),
         data=_build(DataConfig, cfg.get("data"), "data"),
         device=check("device", cfg.get("device", "auto"), str),
@@ -441,6 +465,7 @@ def eval_settings(cfg: dict) -> EvalSettings:
         backbone=_backbone_overrides(cfg.get("backbone")),
         perturb=_perturbations(cfg.get("perturb")),
     )
+    return resolve_auto(settings)
 
 
 def _perturbations(spec: Any) -> list[Perturbation]:
@@ -466,7 +491,12 @@ def detect_settings(cfg: dict) -> DetectSettings:
         for name, value in cfg.items()
         if name != "backbone" and not (name == "ckpt" and value is None)
     }
-    return DetectSettings(**values, backbone=_backbone_overrides(cfg.get("backbone")))
+    settings = DetectSettings(**values, backbone=_backbone_overrides(cfg.get("backbone")))
+    if AUTO in settings.backbone.values():  # precision/compile overrides of the checkpoint's
+        m = machine(settings.device)
+        settings.backbone, chosen = _resolve_backbone(settings.backbone, m)
+        _log_auto({**chosen, "device": m.label})
+    return settings
 
 
 def resolve_device(name: str) -> str:
@@ -480,3 +510,143 @@ def resolve_device(name: str) -> str:
     if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
         raise ClipflowError(f"device={name!r}: use auto, cpu or cuda[:N]")
     return name
+
+
+# ---------------------------------------------------------------- auto defaults
+# The shipped configs say ``auto`` for the speed settings; they are resolved here, once, when
+# the settings are built, for the device the run will use. What they became is logged in one
+# line and kept in ``settings.auto`` (so in the checkpoint's and the results' config); the
+# resolved precision is in the backbone record and the feature cache key.
+_CPU_WORKER_CAP = 4  # CPU runs: the main process runs the model; see auto_workers
+_GPU_WORKER_CAP = 16  # past ~16 decoders the GPU, not the input pipeline, is the bound
+_AUTO_BATCH = {"cuda": 256, "cpu": 64}  # docs/benchmarks.md: 256 saturates an H200 tower
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the auto defaults depend on: the device the run will use and its CPUs."""
+
+    device: str  # cpu, mps or cuda:N
+    label: str  # for the log line, e.g. "cuda:0 NVIDIA H200"
+    gpu_decode: bool  # JPEGs can be decoded on the device (torchvision built with CUDA)
+    cpus: int  # CPUs this process may use (its share, under torchrun)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+def machine(device: str) -> Machine:
+    """The machine facts for ``device`` (a settings value: auto, cpu, mps, cuda[:N])."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        # The run refuses this device itself (resolve_device's message); pick CPU values.
+        device = "cpu"
+    resolved = resolve_device(device)
+    if resolved == "cuda":
+        resolved = f"cuda:{torch.cuda.current_device()}"
+    cpus = usable_cpus()
+    if resolved.startswith("cuda"):
+        label = f"{resolved} {torch.cuda.get_device_name(torch.device(resolved))}"
+        return Machine(resolved, label, _gpu_jpeg_decode(), cpus)
+    return Machine(resolved, f"{resolved}, {cpus} CPUs", False, cpus)
+
+
+def _gpu_jpeg_decode() -> bool:
+    import torchvision  # only asked on CUDA machines
+
+    return bool(getattr(torchvision.version, "cuda", None))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count), divided
+    among the torchrun ranks of this node."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        n = os.cpu_count() or 1
+    try:
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        ranks = 1
+    return max(1, n // ranks)
+
+
+def auto_workers(cpus: int, cuda: bool) -> int:
+    """Loader processes: one CPU left to the main process, capped.
+
+    On CUDA the main process only feeds the GPU: every other CPU decodes (up to 16). On CPU
+    the main process runs the model on all cores, so workers compete with it: a few overlap
+    decoding with the model (measured faster than 0 on 2 cores, see docs/benchmarks.md),
+    more only take cores from it.
+    """
+    cap = _GPU_WORKER_CAP if cuda else _CPU_WORKER_CAP
+    return max(0, min(cap, cpus - 1))
+
+
+def resolve_auto(settings: TrainSettings | EvalSettings):
+    """``settings`` with every ``auto`` replaced by its value for the run's device; the
+    choices in ``settings.auto`` and in one log line. No auto: no device query, no line."""
+    data_auto = [n for n in ("batch_size", "num_workers", "decode") if _is_auto(settings.data, n)]
+    bb = settings.backbone
+    bb_values = vars(bb) if isinstance(bb, BackboneConfig) else bb
+    if not data_auto and AUTO not in bb_values.values():
+        return settings
+    m = machine(settings.device)
+    chosen: dict[str, Any] = {}
+    resolved_bb, bb_chosen = _resolve_backbone(bb, m)
+    chosen.update(bb_chosen)
+    values = {name: _auto_data_value(name, m) for name in data_auto}
+    chosen.update({f"data.{k}": v for k, v in values.items()})
+    settings.backbone = resolved_bb
+    settings.data = replace(settings.data, **values)
+    settings.auto = {**chosen, "device": m.label}
+    _log_auto(settings.auto)
+    return settings
+
+
+def _is_auto(obj: Any, name: str) -> bool:
+    return getattr(obj, name) == AUTO
+
+
+def _auto_data_value(name: str, m: Machine) -> Any:
+    if name == "batch_size":
+        return _AUTO_BATCH["cuda" if m.cuda else "cpu"]
+    if name == "num_workers":
+        return auto_workers(m.cpus, m.cuda)
+    return "nvjpeg" if m.gpu_decode else "pil"  # decode
+
+
+def _resolve_backbone(bb: BackboneConfig | dict, m: Machine):
+    """(backbone with precision/compile resolved, {key: value chosen}); a dict of overrides
+    (eval, detect) stays a dict."""
+    pick = {
+        "precision": lambda: auto_precision(m.device),
+        "compile": lambda: auto_compile(m.device),
+    }
+    values = bb if isinstance(bb, dict) else vars(bb)
+    chosen = {k: f() for k, f in pick.items() if values.get(k) == AUTO}
+    if isinstance(bb, dict):
+        return {**bb, **chosen}, {f"backbone.{k}": v for k, v in chosen.items()}
+    return replace(bb, **chosen), {f"backbone.{k}": v for k, v in chosen.items()}
+
+
+def _log_auto(chosen: dict[str, Any]) -> None:
+    """One line, e.g. ``auto: precision=bf16 decode=nvjpeg num_workers=14 batch_size=256
+    compile=on (cuda:0 NVIDIA H200)``."""
+    parts = [f"{key.split('.')[-1]}={_on_off(chosen[key])}" for key in _LOG_ORDER if key in chosen]
+    if parts:
+        where = f" ({chosen['device']})" if "device" in chosen else ""
+        log.info("auto: %s%s", " ".join(parts), where)
+
+
+_LOG_ORDER = (
+    "backbone.precision",
+    "data.decode",
+    "data.num_workers",
+    "data.batch_size",
+    "backbone.compile",
+)
+
+
+def _on_off(value: Any) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)

@@ -485,5 +485,6 @@ def eval_metadata(ckpt: Checkpoint, backbone, s: EvalSettings) -> dict:
         "checkpoint_sha256": ckpt.sha256,
         "train_mode": ckpt.meta.get("train", {}).get("mode"),
         "test_root": s.data.test_root,
+        "auto": s.auto,  # what each auto setting became on this machine
         "versions": package_versions(),
     }

@@ -5,7 +5,10 @@
 
 (a) baseline, as UnivFD runs it: strict fp32 model, PIL decoding, batch 128, 4 workers, no cache;
 (b) our fast path: bf16 tower (optionally torch.compile), larger batches, more workers with
-    prefetch, nvJPEG decoding on CUDA, written to the feature cache.
+    prefetch, nvJPEG decoding on CUDA, written to the feature cache;
+(c) the default configuration: what a plain ``clipflow-train device=...`` runs, every ``auto``
+    of the shipped configs resolved for this machine (precision, compile, batch size, workers,
+    decoder), written to the feature cache.
 Also times N+P training on 14,400 cached features and scoring 100,000 cached features, and,
 for the fast path, its two halves alone: the backbone on ready GPU tensors (``model_only``)
 and files -> normalised batches on the device with no backbone (``input_only``), so a
@@ -31,9 +34,11 @@ from PIL import Image
 
 from clipflow.backbone import BackboneConfig, load_backbone
 from clipflow.cache import FeatureCache, cached_extract
+from clipflow.config import train_settings
 from clipflow.features import IDENTITY
 from clipflow.flow import CLIPFlow, FlowConfig, score_features
 from clipflow.metrics import dataset_metrics
+from clipflow.pipeline import loader_options
 from clipflow.preprocess import build_transform
 from clipflow.synthetic import natural_image
 from clipflow.train import TrainConfig, fit
@@ -150,6 +155,27 @@ def time_scoring(device: str, n: int = 100_000, dim: int = 768) -> float:
     return time.perf_counter() - start
 
 
+def default_settings(backbone: str, device: str):
+    """The shipped train config with no flags but the device and the benchmark's backbone:
+    every ``auto`` resolved by the settings layer, as ``clipflow-train`` resolves it."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    pick = ["backbone=tiny"] if backbone == "tiny" else ["backbone.pretrained=null"]
+    with initialize_config_module(config_module="clipflow.configs", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"device={device}", *pick])
+    return train_settings(OmegaConf.to_container(cfg, resolve=True))
+
+
+def time_default(s, paths, device) -> float:
+    """Images/s of the default configuration (into a fresh feature cache, as a first run)."""
+    backbone = load_backbone(s.backbone, device)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        return time_extract(
+            backbone, paths, device, FeatureCache(cache_dir), **loader_options(s.data)
+        )
+
+
 def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -172,6 +198,8 @@ def run(args) -> dict:
         "torch": torch.__version__,
         "sizes": {},
     }
+    defaults = default_settings(args.backbone, device)
+    results["default_config"] = defaults.auto  # what each auto became here
     results["model_only"] = time_model_only(fast_bb, device, args.fast_batch)
     for size in args.sizes:
         paths = make_jpegs(root, size, max(args.n_baseline, args.n_fast), args.gen_procs)
@@ -204,8 +232,10 @@ def run(args) -> dict:
             row[f"input_only_{decode}"] = time_input_only(
                 fast_bb, paths[: args.n_fast], device, decode=decode, **fast_loader
             )
+        row["default"] = time_default(defaults, paths[: args.n_fast], device)
         best = max(v for k, v in row.items() if k.startswith("fast_"))
         row["ratio"] = best / row["baseline"]
+        row["default_ratio"] = row["default"] / row["baseline"]
         results["sizes"][size] = row
     results["train_n"], results["score_n"] = args.train_n, args.score_n
     results["train_np_10ep_s"] = time_training(device, args.train_n)
@@ -221,11 +251,20 @@ def print_table(r: dict) -> None:
     print(
         f"{'size':>6} | {'baseline img/s':>14} | "
         + " | ".join(f"{k:>14}" for k in next(iter(r["sizes"].values())) if k.startswith("fast_"))
-        + " | ratio"
+        + f" | {'default img/s':>14} | ratio (best fast, default)"
     )
     for size, row in r["sizes"].items():
         fast = " | ".join(f"{v:14.1f}" for k, v in row.items() if k.startswith("fast_"))
-        print(f"{size:>6} | {row['baseline']:14.1f} | {fast} | {row['ratio']:.2f}x")
+        print(
+            f"{size:>6} | {row['baseline']:14.1f} | {fast} | {row['default']:14.1f} | "
+            f"{row['ratio']:.2f}x, {row['default_ratio']:.2f}x"
+        )
+    auto = r["default_config"]
+    print(
+        "default = no flags: "
+        + (", ".join(f"{k}={v}" for k, v in auto.items() if k != "device") or "no auto values")
+        + (f" ({auto['device']})" if "device" in auto else "")
+    )
     print(
         f"fast path halves, img/s: model alone {r['model_only']:.1f}; "
         + "; ".join(

@@ -58,10 +58,19 @@ def test_bench_smoke_run_reports_both_paths(tmp_path: Path, capsys):
     assert code == 0
     result = json.loads(out.read_text())
     row = result["sizes"]["256"]
-    assert row["baseline"] > 0 and row["fast_pil"] > 0
+    assert row["baseline"] > 0 and row["fast_pil"] > 0 and row["default"] > 0
+    assert abs(row["default_ratio"] - row["default"] / row["baseline"]) < 1e-9
+    # the default row is the shipped config with no flags: every auto resolved for this CPU
+    auto = result["default_config"]
+    assert (auto["backbone.precision"], auto["data.decode"], auto["data.batch_size"]) == (
+        "fp32",
+        "pil",
+        64,
+    )
     assert abs(row["ratio"] - row["fast_pil"] / row["baseline"]) < 1e-9
     assert result["train_np_10ep_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["model_only"] > 0 and row["input_only_pil"] > 0
+    assert "default = no flags: backbone.precision=fp32" in stdout
     assert "ratio" in stdout and len(list((tmp_path / "jpegs" / "jpeg256").glob("*.jpg"))) == 8
 
 

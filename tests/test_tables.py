@@ -229,7 +229,7 @@ def test_diverged_seeds_are_left_out_and_said(tmp_path: Path):
     np_arm.failed[1] = "training diverged: loss=-inf in epoch 3 (loss=paper is unbounded)"
     other.runs.clear()
     other.failed[0] = "training diverged: loss=nan in epoch 1"
-    rows = summary_rows(result)
+    rows = arm_summary_rows(result)
     assert rows[0]["mAP_std"] is None and rows[0]["failed_seeds"] == "1"
     assert rows[1]["mAP"] is None and rows[1]["n_params"] is None
     paths = write_tables(result, tmp_path)
