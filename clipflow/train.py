@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 MODES = ("N", "P", "N+P")
 LOSSES = ("paper", "logsigmoid", "hinge")
 DEFAULT_EPOCHS = {"N": 10, "P": 30, "N+P": 10}
+# Intra-op threads of CPU training. A step is ~a thousand small ops (batch 128 × C=128):
+# splitting each over threads gains little idle, and when another process takes a core
+# every op waits at the OpenMP barrier for the descheduled thread (3.4 s -> 180 s per epoch
+# measured on 2 cores; scripts/bench_train_cpu.py). One thread never waits for another.
+CPU_TRAIN_THREADS = 1
 
 
 @dataclass
@@ -168,6 +174,7 @@ def fit(
     cfg: TrainConfig,
     device: str | torch.device = "cpu",
     on_epoch: Callable[[int, CLIPFlow, list[dict]], None] | None = None,
+    cpu_threads: int | None = CPU_TRAIN_THREADS,
 ) -> list[dict]:
     """Train ``model`` in place and return one history row per epoch.
 
@@ -175,7 +182,28 @@ def fit(
         natural: natural features (V, N, D) — V augmented views, epoch e uses view e mod V.
         proxy: proxy features (V, N, D), row i is a proxy of natural image i (N+P pairs them).
         on_epoch: called after each finished epoch with (epoch, model, history).
+        cpu_threads: on CPU, intra-op threads while training (the caller's count is restored
+            afterwards); None keeps the caller's.
     """
+    with train_threads(device, cpu_threads):
+        return _fit(model, natural, proxy, cfg, device, on_epoch)
+
+
+@contextmanager
+def train_threads(device: str | torch.device, threads: int | None) -> Iterator[None]:
+    """On CPU, at most ``threads`` intra-op threads inside the block; restored on exit."""
+    before = torch.get_num_threads()
+    scoped = threads is not None and torch.device(device).type == "cpu" and threads < before
+    if scoped:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if scoped:
+            torch.set_num_threads(before)
+
+
+def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict]:
     cfg.validate()
     natural = natural if cfg.mode in ("N", "N+P") else None
     proxy = proxy if cfg.mode in ("P", "N+P") else None
