@@ -296,6 +296,14 @@ def _read_header(path: Path) -> Pack:
     return Pack(path, rows, skipped, meta["checksum"])
 
 
+def read_rows(path: Path, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of a pack's features, read through a memory map (only those pages
+    are touched; the map is closed on return, so nothing stays resident). Not checked: the
+    caller verified the pack (:meth:`FeatureCache.load`) when it located its rows."""
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.get_slice("features")[start:stop]  # an owned copy of those rows
+
+
 def _read_features(pack: Pack, dim: int | None) -> torch.Tensor:
     features = load_file(str(pack.path))["features"]
     dim = features.shape[-1] if dim is None else dim
