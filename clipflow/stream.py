@@ -68,6 +68,11 @@ class PackRows:
     def shape(self) -> tuple[int, int, int]:
         return (*self.pack_of.shape, self.dim)
 
+    def __getitem__(self, view: int) -> torch.Tensor:
+        """All (N, D) rows of one view in RAM, for callers that need every row at once
+        (the baselines): the budget does not apply to them."""
+        return self.read(view, torch.arange(self.shape[1]))
+
     def read(self, view: int, positions: torch.Tensor) -> torch.Tensor:
         """Rows of ``positions`` (ascending runs read as one slice per pack)."""
         out = torch.empty(len(positions), self.dim)

@@ -116,3 +116,47 @@ def test_cpu_thread_policy_is_scoped():
         assert seen[-1] == 1 and torch.get_num_threads() == 2  # 1 inside, restored after
     finally:
         torch.set_num_threads(before)
+
+
+def test_train_features_past_the_budget_stay_in_the_packs(tmp_path):
+    """Same files, same rows as the in-RAM path; then fit trains on them through buffers."""
+    from fixtures_images import write_image
+
+    from clipflow.backbone import BackboneConfig, load_backbone
+    from clipflow.config import DataConfig, TrainSettings
+    from clipflow.pipeline import train_features
+    from clipflow.stream import PackFeatures
+
+    tiny = load_backbone(BackboneConfig(name="tiny", pretrained=None))
+    paths = [write_image(tmp_path / "img" / f"{i}.png", size=(40, 40), seed=i) for i in range(6)]
+    (tmp_path / "img" / "bad.png").write_bytes(b"not an image")
+    paths.append(tmp_path / "img" / "bad.png")
+    data = DataConfig(views=2, num_workers=0, cache_dir=str(tmp_path / "cache"))
+    cache = FeatureCache(data.cache_dir, shard_size=4)
+
+    def settings(budget):
+        train = TrainConfig(mode="N+P", epochs=2, batch_size=2, ram_budget_gb=budget)
+        s = TrainSettings(data=data, train=train)
+        s.backbone = BackboneConfig(name="tiny", pretrained=None)
+        return s
+
+    streamed = train_features(settings(1e-7), tiny, paths, cache, "cpu")  # extracts, streams
+    in_ram = train_features(settings(None), tiny, paths, cache, "cpu")  # from the cache
+    assert isinstance(streamed.features, PackFeatures)
+    assert isinstance(in_ram.features, torch.Tensor)
+    assert streamed.paths == in_ram.paths and len(streamed.paths) == 6
+    assert [p for p, _ in streamed.skipped] == [p for p, _ in in_ram.skipped] == [str(paths[-1])]
+    assert streamed.features.shape == in_ram.features.shape  # (K=2, V=2, N=6, D)
+    for k in range(2):
+        for v in range(2):
+            got = streamed.features[k].read(v, torch.arange(6))
+            assert torch.equal(got, in_ram.features[k, v])
+    history = fit(
+        _model_for(tiny.feature_dim), streamed.natural, streamed.proxy, settings(1e-7).train
+    )
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+
+
+def _model_for(dim: int) -> CLIPFlow:
+    torch.manual_seed(0)
+    return CLIPFlow(dim, FlowConfig(dr_dim=8, n_blocks=2))
