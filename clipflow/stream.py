@@ -193,10 +193,12 @@ def _locate_key(cache, key, position, dim, where, skipped: dict[int, str]) -> No
             if fk in position:
                 skipped.setdefault(position[fk], reason)
         hits = [(r, position[fk]) for r, fk in enumerate(pack.rows) if fk in position]
-        hits = [(r, i) for r, i in hits if pack_of[i] < 0]
-        if not hits or cache.load(pack, dim) is None:  # load: verify, then let it go
+        if not hits:
             continue
-        rows, pos = zip(*hits)
-        pack_of[list(pos)] = len(packs)
-        row_of[list(pos)] = torch.tensor(rows, dtype=torch.int32)
+        rows, pos = torch.tensor(hits, dtype=torch.long).T
+        new = pack_of[pos] < 0  # the first pack holding a file wins, as in lookup()
+        if not new.any() or cache.load(pack, dim) is None:  # load: verify, then let it go
+            continue
+        pack_of[pos[new]] = len(packs)
+        row_of[pos[new]] = rows[new].to(torch.int32)
         packs.append(pack.path)
