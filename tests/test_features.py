@@ -129,7 +129,7 @@ def test_views_zero_is_one_fresh_draw_per_epoch_and_recorded():
 
 def test_fresh_per_epoch_features_reach_the_training_loop(tiny, tmp_path: Path):
     paths = [write_image(tmp_path / f"{i}.png", size=(260, 270), seed=i) for i in range(3)]
-    feats, kept, _ = train_features(_settings(0, epochs=3), tiny, paths, None, "cpu")
+    feats, kept, _, _ = train_features(_settings(0, epochs=3), tiny, paths, None, "cpu")
     assert feats.shape == (2, 3, 3, tiny.feature_dim) and len(kept) == 3  # (K, V=epochs, N, D)
     for k in range(2):  # every epoch sees other crops (and, for the proxy, other masks)
         assert all(not torch.allclose(feats[k, a], feats[k, b]) for a, b in [(0, 1), (1, 2)])
