@@ -98,7 +98,9 @@ def write_packs(folder: Path, n: int, dim: int, shard: int) -> list[str]:
     return keys
 
 
-def measure_train(n: int, data: Path, dim: int, budget_gb: float, path: str) -> dict:
+def measure_train(
+    n: int, data: Path, dim: int, budget_gb: float, path: str, device: str = "cpu"
+) -> dict:
     """Runs inside the child process: locate the packs, train one epoch, report peak RSS."""
     from clipflow.cache import FeatureCache
     from clipflow.flow import CLIPFlow, FlowConfig
@@ -115,9 +117,10 @@ def measure_train(n: int, data: Path, dim: int, budget_gb: float, path: str) -> 
         natural = natural[0][None]  # (1, N, D) in RAM: what the in-RAM path holds
     cfg = TrainConfig(mode="N", epochs=1, batch_size=4096, ram_budget_gb=budget_gb)
     model = CLIPFlow(dim, FlowConfig(dr_dim=16, n_blocks=2))
-    history = fit(model, natural, None, cfg, "cpu")
+    history = fit(model, natural, None, cfg, device)
     return {
         "n": n,
+        "device": device,
         "dim": dim,
         "path": path,
         "budget_gb": budget_gb,
@@ -142,9 +145,11 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=768, help="--train: feature width")
     p.add_argument("--budget-gb", type=float, default=0.25, help="--train: train.ram_budget_gb")
     p.add_argument("--path", choices=("stream", "ram"), default="stream", help="--train")
+    p.add_argument("--device", default="cpu", help="--train: where the flow trains")
     args = p.parse_args(argv)
     if args.child and args.train:
-        print(json.dumps(measure_train(args.child, args.data, args.dim, args.budget_gb, args.path)))
+        row = measure_train(args.child, args.data, args.dim, args.budget_gb, args.path, args.device)
+        print(json.dumps(row))
         return 0
     if args.child:
         print(json.dumps(measure(args.child, args.data, args.workers)))
@@ -163,6 +168,7 @@ def main(argv=None) -> int:
                 str(args.data),
                 *(["--train", "--dim", str(args.dim)] if args.train else []),
                 *(["--budget-gb", str(args.budget_gb), "--path", args.path] if args.train else []),
+                *(["--device", args.device] if args.train else []),
             ],
             capture_output=True,
             text=True,

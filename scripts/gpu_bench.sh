@@ -19,3 +19,37 @@ run scripts/bench_extract.py --device cuda --backbone vit_l14_random --sizes 102
     --data "$data" --train-n 14400 --score-n 100000 --json "$out/bench1024.json"
 [ "${WITH_COMPILE:-0}" = 1 ] && run scripts/bench_extract.py --device cuda --backbone vit_l14_random --sizes 256 \
     --n-baseline 256 --n-fast 8192 --data "$data" --compile --decoders pil --json "$out/bench256_compile.json"
+# Second pass (docs/benchmarks.md "not yet measured on a GPU"): ~4 min more on an H200.
+# Steady state on >= 32k images, with the halves (model_only, input_only_*), compile off / on.
+run scripts/bench_extract.py --device cuda --backbone vit_l14_random --sizes 256 --n-baseline 256 --n-fast 32768 \
+    --data "$data" --decoders pil nvjpeg --json "$out/steady256.json"
+run scripts/bench_extract.py --device cuda --backbone vit_l14_random --sizes 256 --n-baseline 256 --n-fast 32768 \
+    --data "$data" --compile --decoders pil --json "$out/steady256_compile.json"
+# N+P training, 10 epochs on 14,400 features: CUDA graph on / off, and whether it was captured.
+echo "== training: cuda_graph on/off"
+timeout 120 python3 - "$out/train_graph.json" <<'PY' || echo "!! exit $? for: training graph on/off"
+import json, logging, resource, sys, time
+import torch
+from clipflow.flow import CLIPFlow, FlowConfig
+from clipflow.train import TrainConfig, fit
+msgs = []
+class Keep(logging.Handler):
+    def emit(self, record): msgs.append(record.getMessage())
+logging.getLogger("clipflow.train_step").addHandler(Keep())
+logging.getLogger("clipflow.train_step").setLevel(logging.INFO)
+g = torch.Generator().manual_seed(0)
+nat = torch.randn(1, 14400, 768, generator=g); prox = nat + 0.1 * torch.randn(1, 14400, 768, generator=g)
+rows = []
+for graph in (True, False):
+    msgs.clear(); model = CLIPFlow(768, FlowConfig()); torch.cuda.synchronize(); t = time.perf_counter()
+    h = fit(model, nat, prox, TrainConfig(mode="N+P", epochs=10, cuda_graph=graph), "cuda")
+    torch.cuda.synchronize()
+    rows.append({"cuda_graph": graph, "captured": any("captured as a CUDA graph" in m for m in msgs),
+                 "seconds": round(time.perf_counter() - t, 2), "final_loss": h[-1]["loss"],
+                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024})
+    print(rows[-1], flush=True)
+json.dump(rows, open(sys.argv[1], "w"), indent=2)
+PY
+# Training past RAM: peak RSS flat in the number of features (packs streamed, 0.25 GB budget).
+run scripts/bench_memory.py --train --device cuda --n 10000 100000 1000000 --dim 768 --budget-gb 0.25 \
+    --data /tmp/clipflow-mem-packs --json "$out/train_memory.json"

@@ -160,3 +160,15 @@ def test_train_features_past_the_budget_stay_in_the_packs(tmp_path):
 def _model_for(dim: int) -> CLIPFlow:
     torch.manual_seed(0)
     return CLIPFlow(dim, FlowConfig(dr_dim=8, n_blocks=2))
+
+
+def test_ram_budget_setting_is_typed_and_range_checked():
+    import pytest
+
+    from clipflow.config import SettingsError, train_settings
+
+    assert train_settings({"train": {"ram_budget_gb": "2"}}).train.ram_budget_gb == 2.0
+    assert train_settings({}).train.ram_budget_gb is None  # half the machine's memory
+    for bad in (0, -1, "lots"):
+        with pytest.raises(SettingsError, match="ram_budget_gb"):
+            train_settings({"train": {"ram_budget_gb": bad}})
