@@ -34,7 +34,7 @@ import logging
 import os
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,13 +203,17 @@ class FeatureCache:
 
     def packs(self, key: str) -> list[Pack]:
         """Headers of the packs of setting ``key``; damaged ones are reported and dropped."""
-        packs = []
+        return list(self.iter_packs(key))
+
+    def iter_packs(self, key: str) -> Iterator[Pack]:
+        """:meth:`packs` one header at a time (a million files' keys need not be held twice)."""
         for path in sorted((self.root / key).glob("pack-*.safetensors")):
             try:
-                packs.append(_read_header(path))
+                header = _read_header(path)
             except Exception as err:  # any failure to parse a pack means the pack is damaged
                 self.discard(path, err)
-        return packs
+                continue
+            yield header
 
     def load(self, pack: Pack, dim: int | None) -> torch.Tensor | None:
         """The pack's (n, D) features, checked; None (reported, removed) when damaged."""

@@ -175,8 +175,10 @@ def locate(cache: FeatureCache, keys: list[list[str]], fkeys: list[str], dim: in
     first = torch.zeros(n, dtype=torch.bool)
     first[list(position.values())] = True
     held = (pack_of >= 0).flatten(0, 1).all(0) & first
-    kept = [i for i in held.nonzero().squeeze(1).tolist() if i not in skipped]
-    missing = [i for i in (~held & first).nonzero().squeeze(1).tolist() if i not in skipped]
+    unskipped = first.clone()
+    unskipped[list(skipped)] = False
+    kept = (held & unskipped).nonzero().squeeze(1).tolist()
+    missing = (~held & unskipped).nonzero().squeeze(1).tolist()
     idx = torch.tensor(kept, dtype=torch.long)
     variants = [
         PackRows(packs[k], pack_of[k][:, idx].contiguous(), row_of[k][:, idx].contiguous(), dim)
@@ -188,7 +190,7 @@ def locate(cache: FeatureCache, keys: list[list[str]], fkeys: list[str], dim: in
 def _locate_key(cache, key, position, dim, where, skipped: dict[int, str]) -> None:
     """Fill ``where`` = (pack paths, pack_of (N,), row_of (N,)) and ``skipped`` for one key."""
     packs, pack_of, row_of = where
-    for pack in cache.packs(key):
+    for pack in cache.iter_packs(key):
         for fk, reason in pack.skipped.items():
             if fk in position:
                 skipped.setdefault(position[fk], reason)
