@@ -116,6 +116,7 @@ def measure_train(
     if path == "ram":
         natural = natural[0][None]  # (1, N, D) in RAM: what the in-RAM path holds
     cfg = TrainConfig(mode="N", epochs=1, batch_size=4096, ram_budget_gb=budget_gb)
+    torch.manual_seed(0)
     model = CLIPFlow(dim, FlowConfig(dr_dim=16, n_blocks=2))
     history = fit(model, natural, None, cfg, device)
     return {
