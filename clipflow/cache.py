@@ -34,7 +34,7 @@ import logging
 import os
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,13 +203,17 @@ class FeatureCache:
 
     def packs(self, key: str) -> list[Pack]:
         """Headers of the packs of setting ``key``; damaged ones are reported and dropped."""
-        packs = []
+        return list(self.iter_packs(key))
+
+    def iter_packs(self, key: str) -> Iterator[Pack]:
+        """:meth:`packs` one header at a time (a million files' keys need not be held twice)."""
         for path in sorted((self.root / key).glob("pack-*.safetensors")):
             try:
-                packs.append(_read_header(path))
+                header = _read_header(path)
             except Exception as err:  # any failure to parse a pack means the pack is damaged
                 self.discard(path, err)
-        return packs
+                continue
+            yield header
 
     def load(self, pack: Pack, dim: int | None) -> torch.Tensor | None:
         """The pack's (n, D) features, checked; None (reported, removed) when damaged."""
@@ -294,6 +298,14 @@ def _read_header(path: Path) -> Pack:
     if len(shape) != 2 or shape[0] != len(rows):
         raise ValueError(f"features of shape {shape} for {len(rows)} files")
     return Pack(path, rows, skipped, meta["checksum"])
+
+
+def read_rows(path: Path, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of a pack's features, read through a memory map (only those pages
+    are touched; the map is closed on return, so nothing stays resident). Not checked: the
+    caller verified the pack (:meth:`FeatureCache.load`) when it located its rows."""
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.get_slice("features")[start:stop]  # an owned copy of those rows
 
 
 def _read_features(pack: Pack, dim: int | None) -> torch.Tensor:

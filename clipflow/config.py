@@ -245,6 +245,7 @@ RULES: dict[str, Rule] = {
     "train.lr": Rule(lo=0.0, hi=1.0, lo_open=True),
     "train.batch_size": _ge(1, 2**20),
     "train.epochs": _ge(1, 100_000),
+    "train.ram_budget_gb": Rule(lo=0.0, hi=2**20, lo_open=True),
     "data.per_class": _ge(1),
     "data.val_fraction": _unit(hi_open=True),
     "data.views": _ge(0, 1000),

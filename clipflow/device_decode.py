@@ -61,15 +61,32 @@ def decode_on_device(
         if kind == "pixels":
             out[i] = data.to(device, non_blocking=True)
     if jpeg_idx:
+        for i, img in zip(jpeg_idx, _decode_jpegs([payloads[i][1] for i in jpeg_idx], device)):
+            out[i] = img if img is not None else _pil_fallback(paths[i], device)
+    return out
+
+
+def _decode_jpegs(data: list[torch.Tensor], device) -> list[torch.Tensor | None]:
+    """One batched nvJPEG call; if it fails, each file alone on the device (None: failed).
+
+    nvJPEG gives no partial results, so one bad file fails the whole batch: decoding the
+    others one by one keeps them on the GPU and leaves only the bad ones to PIL.
+    """
+    try:
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        pass
+    out: list[torch.Tensor | None] = []
+    for payload in data:
         try:
-            decoded = decode_jpeg(
-                [payloads[i][1] for i in jpeg_idx], mode=ImageReadMode.RGB, device=device
-            )
-            for i, img in zip(jpeg_idx, decoded):
-                out[i] = img
-        except RuntimeError:  # nvJPEG gives no partial results: fall back file by file
-            for i in jpeg_idx:
-                out[i] = _pil_fallback(paths[i], device)
+            out.append(decode_jpeg(payload, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            out.append(None)
+    log.debug(
+        "batched JPEG decode failed; %d of %d files left to PIL",
+        sum(x is None for x in out),
+        len(out),
+    )
     return out
 
 

@@ -20,7 +20,7 @@ import torch
 from . import distributed
 from .backbone import Backbone, load_backbone
 from .benchmark import check_set_names, summarize
-from .cache import FeatureCache, cached_extract
+from .cache import FeatureCache, cached_extract, file_key
 from .checkpoint import (
     Checkpoint,
     eval_backbone_config,
@@ -45,6 +45,7 @@ from .metrics import calibrate_threshold, dataset_metrics
 from .preprocess import build_transform
 from .proxy import ProxyConfig, bandstop, build_proxy
 from .report import skipped_text, write_results
+from .stream import in_ram_bytes, locate, ram_budget_bytes
 from .train import fit
 from .versions import package_versions
 
@@ -239,6 +240,11 @@ def train_features(s: TrainSettings, backbone, paths, cache, device) -> TrainFea
     transform = build_transform(backbone, train=True)
     views, kept, skipped = [], None, []
     total = n_views(s)
+    need = in_ram_bytes(len(variants), total, len(paths), backbone.feature_dim)
+    if cache is not None and need > ram_budget_bytes(s.train.ram_budget_gb):
+        streamed = streamed_train_features(s, backbone, paths, cache, device, variants, transform)
+        if streamed is not None:
+            return streamed
     for view in range(total):
         fs = cached_extract(
             backbone,
@@ -259,6 +265,46 @@ def train_features(s: TrainSettings, backbone, paths, cache, device) -> TrainFea
             f"none of the {len(paths)} training images could be read; see the warnings above"
         )
     return TrainFeatures(torch.stack(views, dim=1), kept, skipped, mode)
+
+
+def streamed_train_features(
+    s: TrainSettings, backbone, paths, cache, device, variants, transform
+) -> TrainFeatures | None:
+    """TrainFeatures whose ``features`` stay in the cache's packs (read per buffer by fit).
+
+    Files the cache lacks are extracted first, a few packs per call so that extraction too
+    stays within memory. None (with a warning) when the cache cannot hold them all.
+    """
+    paths = [str(p) for p in paths]
+    fkeys = [file_key(p) for p in paths]
+    opts = loader_options(s.data)
+    keys = [
+        [
+            cache.setting_key(backbone, transform, v, s.seed, view, opts["max_pixels"])
+            for v in variants
+        ]
+        for view in range(n_views(s))
+    ]
+    found = locate(cache, keys, fkeys, backbone.feature_dim)
+    if found.missing:
+        step = 4 * cache.shard_size
+        for view in range(len(keys)):
+            for c in range(0, len(found.missing), step):
+                chunk = [paths[i] for i in found.missing[c : c + step]]
+                desc = f"train features view {view + 1}/{len(keys)}"
+                args = (backbone, chunk, transform, variants, cache, device)
+                cached_extract(*args, seed=s.seed, view=view, desc=desc, **opts)
+        found = locate(cache, keys, fkeys, backbone.feature_dim)
+    if found.missing:
+        log.warning("%d training files not cached: features held in RAM", len(found.missing))
+        return None
+    if not found.kept:
+        raise DataError(
+            f"none of the {len(paths)} training images could be read; see the warnings above"
+        )
+    log.info("training features exceed train.ram_budget_gb: streamed from the cache's packs")
+    skipped = [(paths[i], reason) for i, reason in sorted(found.skipped.items())]
+    return TrainFeatures(found.features, [paths[i] for i in found.kept], skipped, s.train.mode)
 
 
 def validation_features(s: TrainSettings, backbone, paths, cache, device):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .errors import TrainingDivergedError
 from .flow import LOG_2PI, CLIPFlow, score_from
+from .stream import buffer_rows, epoch_buffers, ram_budget_bytes
 from .train_step import StepRunner
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 MODES = ("N", "P", "N+P")
 LOSSES = ("paper", "logsigmoid", "hinge")
 DEFAULT_EPOCHS = {"N": 10, "P": 30, "N+P": 10}
+# Intra-op threads of CPU training. A step is ~a thousand small ops (batch 128 × C=128):
+# splitting each over threads gains little idle, and when another process takes a core
+# every op waits at the OpenMP barrier for the descheduled thread (3.4 s -> 180 s per epoch
+# measured on 2 cores; scripts/bench_train_cpu.py). One thread never waits for another.
+CPU_TRAIN_THREADS = 1
 
 
 @dataclass
@@ -44,6 +51,9 @@ class TrainConfig:
         hinge_margin: m in relu(m − q) for ``loss=hinge``.
         cuda_graph: on a GPU, capture the step once and replay it (same math, without the
             per-kernel launch overhead that otherwise dominates); ignored on CPU.
+        ram_budget_gb: host memory for training features; past it they are streamed from
+            the feature cache's packs in bounded buffers (clipflow/stream.py). None = half of
+            the machine's memory.
     """
 
     mode: str = "N+P"
@@ -54,6 +64,7 @@ class TrainConfig:
     hinge_margin: float = 1.0
     seed: int = 0
     cuda_graph: bool = True
+    ram_budget_gb: float | None = None
 
     def resolved_epochs(self) -> int:
         return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.mode]
@@ -74,6 +85,10 @@ class TrainConfig:
             raise ValueError(f"train.lr={self.lr!r}: need a finite number > 0")
         if not _finite(self.hinge_margin):
             raise ValueError(f"train.hinge_margin={self.hinge_margin!r}: need a finite number")
+        if self.ram_budget_gb is not None and (
+            not _finite(self.ram_budget_gb) or self.ram_budget_gb <= 0
+        ):
+            raise ValueError(f"train.ram_budget_gb={self.ram_budget_gb!r}: need a number > 0")
 
 
 def _is_int(v) -> bool:
@@ -168,14 +183,38 @@ def fit(
     cfg: TrainConfig,
     device: str | torch.device = "cpu",
     on_epoch: Callable[[int, CLIPFlow, list[dict]], None] | None = None,
+    cpu_threads: int | None = CPU_TRAIN_THREADS,
 ) -> list[dict]:
     """Train ``model`` in place and return one history row per epoch.
 
     Args:
         natural: natural features (V, N, D) — V augmented views, epoch e uses view e mod V.
         proxy: proxy features (V, N, D), row i is a proxy of natural image i (N+P pairs them).
+            Either may be a :class:`~clipflow.stream.RowSource` (features left on disk):
+            then they are streamed through buffers within ``cfg.ram_budget_gb``.
         on_epoch: called after each finished epoch with (epoch, model, history).
+        cpu_threads: on CPU, intra-op threads while training (the caller's count is restored
+            afterwards); None keeps the caller's.
     """
+    with train_threads(device, cpu_threads):
+        return _fit(model, natural, proxy, cfg, device, on_epoch)
+
+
+@contextmanager
+def train_threads(device: str | torch.device, threads: int | None) -> Iterator[None]:
+    """On CPU, at most ``threads`` intra-op threads inside the block; restored on exit."""
+    before = torch.get_num_threads()
+    scoped = threads is not None and torch.device(device).type == "cpu" and threads < before
+    if scoped:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if scoped:
+            torch.set_num_threads(before)
+
+
+def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict]:
     cfg.validate()
     natural = natural if cfg.mode in ("N", "N+P") else None
     proxy = proxy if cfg.mode in ("P", "N+P") else None
@@ -183,18 +222,63 @@ def fit(
     if ref is None or ref.shape[1] == 0:
         raise ValueError(f"mode {cfg.mode} needs features for its terms; got none")
     model.to(device).train()
+    if not isinstance(ref, torch.Tensor):  # a RowSource: features streamed from disk
+        return _fit_stream(model, natural, proxy, cfg, device, on_epoch)
     # All views on the device once: per-step host->device copies would dominate on a GPU.
     natural = natural.to(device).contiguous() if natural is not None else None
     proxy = proxy.to(device).contiguous() if proxy is not None else None
     runner, epoch_t = _step_runner(model, natural, proxy, cfg, device)
     gen = torch.Generator().manual_seed(cfg.seed)
-    n, history = ref.shape[1], []
-    steps = math.ceil(n / cfg.batch_size)
-    for epoch in tqdm(range(cfg.resolved_epochs()), desc=f"train {cfg.mode}", unit="epoch"):
+    n = ref.shape[1]
+
+    def run_epoch(epoch: int) -> int:
         epoch_t.fill_(epoch)
         order = torch.randperm(n, generator=gen).to(device)
-        for step in range(steps):
-            runner(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+        return _run_steps(runner, order, cfg.batch_size)
+
+    return _train_loop(model, cfg, runner, run_epoch, on_epoch)
+
+
+def _fit_stream(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict]:
+    """:func:`fit` on :class:`~clipflow.stream.RowSource` features, one bounded buffer at a
+    time (see clipflow/stream.py for the order; all in one buffer = the in-RAM order)."""
+    sources = [s for s in (natural, proxy) if s is not None]
+    views, n, dim = sources[0].shape
+    budget = ram_budget_bytes(cfg.ram_budget_gb)
+    rows = min(n, buffer_rows(budget, len(sources), dim, cfg.batch_size))
+    log.info("streaming %d training rows through buffers of %d (%s)", n, rows, cfg.mode)
+    # Static buffers (one view each): a captured CUDA graph keeps reading the same memory.
+    bufs = [torch.zeros(1, rows, dim, device=device) for _ in sources]
+    nat_buf = bufs[0] if natural is not None else None
+    proxy_buf = bufs[-1] if proxy is not None else None
+    runner, _ = _step_runner(model, nat_buf, proxy_buf, cfg, device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def run_epoch(epoch: int) -> int:
+        steps = 0
+        for positions in epoch_buffers(n, rows, gen):
+            m = len(positions)
+            for src, buf in zip(sources, bufs):
+                buf[0, :m].copy_(src.read(epoch % views, positions))
+            order = torch.randperm(m, generator=gen).to(device)
+            steps += _run_steps(runner, order, cfg.batch_size)
+        return steps
+
+    return _train_loop(model, cfg, runner, run_epoch, on_epoch)
+
+
+def _run_steps(runner: StepRunner, order: torch.Tensor, batch_size: int) -> int:
+    steps = math.ceil(len(order) / batch_size)
+    for step in range(steps):
+        runner(order[step * batch_size : (step + 1) * batch_size])
+    return steps
+
+
+def _train_loop(model, cfg: TrainConfig, runner, run_epoch, on_epoch) -> list[dict]:
+    """The epochs: ``run_epoch(e)`` runs epoch e's steps and returns how many it ran."""
+    history = []
+    for epoch in tqdm(range(cfg.resolved_epochs()), desc=f"train {cfg.mode}", unit="epoch"):
+        steps = run_epoch(epoch)
         row = {"epoch": epoch + 1, **{k: v / steps for k, v in runner.take_sums().items()}}
         _check_finite(row["loss"], epoch, cfg)
         history.append(row)

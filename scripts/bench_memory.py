@@ -1,6 +1,13 @@
-"""Peak host memory of a cached extraction vs the number of images (is it flat?).
+"""Peak host memory of a cached extraction, and of training, vs the number of images (flat?).
 
     python scripts/bench_memory.py --n 10000 100000          # CPU, tiny backbone, 64-px JPEGs
+    python scripts/bench_memory.py --train --n 10000 100000 1000000 --budget-gb 0.25
+
+``--train``: N-mode training (1 epoch) on synthetic features written as feature-cache packs,
+streamed within ``train.ram_budget_gb`` (``--path ram`` loads them all, the in-RAM path, for
+comparison). The packs are written once per size into ``--data`` (D × 4 bytes per row) and
+reused. The flow is a small one (DR to 16, 2 blocks, batch 4096) so that 1M rows train in
+seconds: the memory of a training does not depend on the flow's width, only the time does.
 
 Each size runs in a fresh process (so peaks do not carry over): it extracts the features of
 N generated JPEGs into a fresh feature cache and reports the peak RSS of the process and of
@@ -16,9 +23,11 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 
@@ -72,6 +81,58 @@ def measure(n: int, data: Path, workers: int) -> dict:
         }
 
 
+def write_packs(folder: Path, n: int, dim: int, shard: int) -> list[str]:
+    """Synthetic features of ``n`` 'files' as packs of ``shard`` rows; returns their keys."""
+    from clipflow.cache import FeatureCache
+
+    keys = [f"{i:032x}" for i in range(n)]
+    done = folder / f"done-{n}-{dim}"
+    if done.exists():
+        return keys
+    cache = FeatureCache(folder, shard_size=shard)
+    gen = torch.Generator().manual_seed(0)
+    for a in range(0, n, shard):
+        rows = keys[a : a + shard]
+        cache.write_pack(f"n{n}-d{dim}", rows, torch.randn(len(rows), dim, generator=gen), {})
+    done.touch()
+    return keys
+
+
+def measure_train(
+    n: int, data: Path, dim: int, budget_gb: float, path: str, device: str = "cpu"
+) -> dict:
+    """Runs inside the child process: locate the packs, train one epoch, report peak RSS."""
+    from clipflow.cache import FeatureCache
+    from clipflow.flow import CLIPFlow, FlowConfig
+    from clipflow.stream import locate
+    from clipflow.train import TrainConfig, fit
+
+    keys = write_packs(data, n, dim, shard=4096)
+    base = _rss_mb(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    found = locate(FeatureCache(data), [[f"n{n}-d{dim}"]], keys, dim)
+    del keys
+    natural = found.features[0]
+    if path == "ram":
+        natural = natural[0][None]  # (1, N, D) in RAM: what the in-RAM path holds
+    cfg = TrainConfig(mode="N", epochs=1, batch_size=4096, ram_budget_gb=budget_gb)
+    torch.manual_seed(0)
+    model = CLIPFlow(dim, FlowConfig(dr_dim=16, n_blocks=2))
+    history = fit(model, natural, None, cfg, device)
+    return {
+        "n": n,
+        "device": device,
+        "dim": dim,
+        "path": path,
+        "budget_gb": budget_gb,
+        "features_mb": n * dim * 4 / 2**20,
+        "rss_after_setup_mb": round(base),
+        "peak_rss_mb": round(_rss_mb(resource.RUSAGE_SELF)),
+        "locate_and_train_s": round(time.perf_counter() - start, 1),
+        "loss": round(history[-1]["loss"], 4),
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -81,7 +142,16 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "clipflow-mem-jpegs")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path)
+    p.add_argument("--train", action="store_true", help="training from packs, not extraction")
+    p.add_argument("--dim", type=int, default=768, help="--train: feature width")
+    p.add_argument("--budget-gb", type=float, default=0.25, help="--train: train.ram_budget_gb")
+    p.add_argument("--path", choices=("stream", "ram"), default="stream", help="--train")
+    p.add_argument("--device", default="cpu", help="--train: where the flow trains")
     args = p.parse_args(argv)
+    if args.child and args.train:
+        row = measure_train(args.child, args.data, args.dim, args.budget_gb, args.path, args.device)
+        print(json.dumps(row))
+        return 0
     if args.child:
         print(json.dumps(measure(args.child, args.data, args.workers)))
         return 0
@@ -97,6 +167,9 @@ def main(argv=None) -> int:
                 str(args.workers),
                 "--data",
                 str(args.data),
+                *(["--train", "--dim", str(args.dim)] if args.train else []),
+                *(["--budget-gb", str(args.budget_gb), "--path", args.path] if args.train else []),
+                *(["--device", args.device] if args.train else []),
             ],
             capture_output=True,
             text=True,

@@ -164,3 +164,36 @@ def test_run_train_records_the_paper_choices(tmp_path: Path):
     assert train["pair_crop"] is True and ckpt.meta["proxy"]["pair_crop"] is True
     assert ckpt.meta["flow"]["block"] == "allinone" and ckpt.model.cfg.block == "allinone"
     assert len(ckpt.meta["history"]) == 2
+
+
+def test_one_bad_jpeg_in_a_device_batch_sends_only_that_file_to_pil(tmp_path: Path, monkeypatch):
+    """nvJPEG fails a whole batch for one bad file: the others must be decoded on the device,
+    one by one, and only the failing file go through PIL (here: decode_jpeg on the CPU)."""
+    from clipflow import device_decode
+
+    paths = [str(write_image(tmp_path / f"{i}.jpg", (16, 12), "RGB", seed=i)) for i in range(4)]
+    payloads = [device_decode.read_payload(p) for p in paths]
+    assert [kind for kind, _ in payloads] == ["jpeg"] * 4
+    bad = payloads[2][1]
+    real = device_decode.decode_jpeg
+    calls = {"batched": 0, "single": 0, "pil": 0}
+
+    def flaky(data, **kw):  # fails for the one bad payload, batched or alone
+        items = data if isinstance(data, list) else [data]
+        calls["batched" if isinstance(data, list) else "single"] += 1
+        if any(x is bad for x in items):
+            raise RuntimeError("nvjpeg: corrupt stream")
+        return real(data, **kw)
+
+    real_pil = device_decode._pil_fallback
+
+    def counted_pil(path, device):
+        calls["pil"] += 1
+        return real_pil(path, device)
+
+    monkeypatch.setattr(device_decode, "decode_jpeg", flaky)
+    monkeypatch.setattr(device_decode, "_pil_fallback", counted_pil)
+    out = device_decode.decode_on_device(payloads, paths, "cpu")
+    assert calls == {"batched": 1, "single": 4, "pil": 1}
+    assert all(img.shape == (3, 12, 16) for img in out)  # every file decoded
+    assert torch.equal(out[2], pil_to_uint8_tensor(load_image(paths[2])))  # the bad one by PIL

@@ -1,0 +1,174 @@
+"""Streaming training features from the cache's packs within a RAM budget; CPU thread policy."""
+
+from __future__ import annotations
+
+import torch
+
+from clipflow.cache import FeatureCache, file_key
+from clipflow.flow import CLIPFlow, FlowConfig
+from clipflow.stream import BUFFER_COPIES, TensorRows, buffer_rows, epoch_buffers, locate
+from clipflow.train import TrainConfig, fit, train_threads
+
+DIM = 16
+
+
+def _model() -> CLIPFlow:
+    torch.manual_seed(0)
+    return CLIPFlow(DIM, FlowConfig(dr_dim=8, n_blocks=2))
+
+
+def _features(n: int, views: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randn(views, n, DIM, generator=torch.Generator().manual_seed(seed))
+
+
+class CountingRows(TensorRows):
+    """A TensorRows that records the most rows handed out at once and every position read."""
+
+    def __init__(self, features):
+        super().__init__(features)
+        self.most, self.seen = 0, []
+
+    def read(self, view, positions):
+        self.most = max(self.most, len(positions))
+        self.seen.append(positions)
+        return super().read(view, positions)
+
+
+def test_streaming_in_one_buffer_is_the_in_ram_training():
+    nat, prox = _features(300), _features(300, seed=1)
+    cfg = TrainConfig(mode="N+P", epochs=3, batch_size=32)
+    ram, streamed = _model(), _model()
+    h_ram = fit(ram, nat, prox, cfg)
+    h_stream = fit(streamed, TensorRows(nat), TensorRows(prox), cfg)  # default budget: 1 buffer
+    assert h_ram == h_stream
+    for a, b in zip(ram.state_dict().values(), streamed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_small_budget_streams_every_row_once_per_epoch_within_the_budget():
+    n, batch = 1000, 32
+    nat, prox = CountingRows(_features(n)), CountingRows(_features(n, seed=1))
+    budget_gb = 200 * 2 * DIM * 4 * BUFFER_COPIES / 2**30  # room for ~200 rows per variant
+    cfg = TrainConfig(mode="N+P", epochs=2, batch_size=batch, ram_budget_gb=budget_gb)
+    history = fit(_model(), nat, prox, cfg)
+    rows = buffer_rows(int(budget_gb * 2**30), 2, DIM, batch)
+    assert rows == 192 and nat.most <= rows and prox.most <= rows  # rows held, per variant
+    assert rows * 2 * DIM * 4 * BUFFER_COPIES <= budget_gb * 2**30
+    per_epoch = len(nat.seen) // 2
+    assert per_epoch > 1  # streamed through several buffers
+    for e in range(2):
+        got = torch.cat(nat.seen[e * per_epoch : (e + 1) * per_epoch]).sort().values
+        assert torch.equal(got, torch.arange(n))  # each row exactly once per epoch
+    assert [p.tolist() for p in nat.seen] == [p.tolist() for p in prox.seen]  # pairs stay paired
+    assert len(history) == 2 and history[1]["loss"] < history[0]["loss"]
+
+
+def test_epoch_buffers_mix_segments_and_keep_the_generator_when_one_buffer():
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert [b.tolist() for b in epoch_buffers(10, 10, gen)] == [list(range(10))]
+    assert torch.equal(gen.get_state(), state)  # the in-RAM path's randperm comes next
+    bufs = list(epoch_buffers(1000, 300, gen, segment=100))
+    assert [len(b) for b in bufs] == [300, 300, 300, 100]
+    assert torch.equal(torch.cat(bufs).sort().values, torch.arange(1000))
+    assert bufs[0].tolist() != list(range(300))  # segments shuffled
+
+
+def test_streaming_from_packs_reads_the_cached_rows(tmp_path):
+    """locate() maps files to pack rows (skips and missing files reported); a streamed fit on
+    them equals the in-RAM fit on the same features."""
+    cache = FeatureCache(tmp_path / "cache", shard_size=40)
+    files = [tmp_path / f"{i}.jpg" for i in range(100)]
+    for f in files:
+        f.write_bytes(b"x")
+    fkeys = [file_key(str(f)) for f in files]
+    feats = _features(100, views=1)[0]
+    # Two packs out of file order, one skip record; file 99 is in no pack.
+    cache.write_pack("k", fkeys[50:99], feats[50:99], {fkeys[0]: "unreadable"})
+    cache.write_pack("k", fkeys[1:50], feats[1:50], {})
+    found = locate(cache, [["k"]], fkeys, DIM)
+    assert found.kept == list(range(1, 99))
+    assert found.skipped == {0: "unreadable"} and found.missing == [99]
+    src = found.features[0]
+    assert src.shape == (1, 98, DIM)
+    assert torch.equal(src.read(0, torch.arange(98)), feats[1:99])
+    cfg = TrainConfig(mode="N", epochs=2, batch_size=16)
+    a, b = _model(), _model()
+    assert fit(a, feats[None, 1:99], None, cfg) == fit(b, src, None, cfg)
+
+
+def test_cpu_thread_policy_is_scoped():
+    before = torch.get_num_threads()
+    seen = []
+    with train_threads("cpu", 1):
+        seen.append(torch.get_num_threads())
+    assert seen == [1] and torch.get_num_threads() == before
+    try:
+        torch.set_num_threads(2)
+        cfg = TrainConfig(mode="N", epochs=1, batch_size=16)
+        fit(
+            _model(),
+            _features(32),
+            None,
+            cfg,
+            on_epoch=lambda *_: seen.append(torch.get_num_threads()),
+        )
+        assert seen[-1] == 1 and torch.get_num_threads() == 2  # 1 inside, restored after
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_train_features_past_the_budget_stay_in_the_packs(tmp_path):
+    """Same files, same rows as the in-RAM path; then fit trains on them through buffers."""
+    from fixtures_images import write_image
+
+    from clipflow.backbone import BackboneConfig, load_backbone
+    from clipflow.config import DataConfig, TrainSettings
+    from clipflow.pipeline import train_features
+    from clipflow.stream import PackFeatures
+
+    tiny = load_backbone(BackboneConfig(name="tiny", pretrained=None))
+    paths = [write_image(tmp_path / "img" / f"{i}.png", size=(40, 40), seed=i) for i in range(6)]
+    (tmp_path / "img" / "bad.png").write_bytes(b"not an image")
+    paths.append(tmp_path / "img" / "bad.png")
+    data = DataConfig(views=2, num_workers=0, cache_dir=str(tmp_path / "cache"))
+    cache = FeatureCache(data.cache_dir, shard_size=4)
+
+    def settings(budget):
+        train = TrainConfig(mode="N+P", epochs=2, batch_size=2, ram_budget_gb=budget)
+        s = TrainSettings(data=data, train=train)
+        s.backbone = BackboneConfig(name="tiny", pretrained=None)
+        return s
+
+    streamed = train_features(settings(1e-7), tiny, paths, cache, "cpu")  # extracts, streams
+    in_ram = train_features(settings(None), tiny, paths, cache, "cpu")  # from the cache
+    assert isinstance(streamed.features, PackFeatures)
+    assert isinstance(in_ram.features, torch.Tensor)
+    assert streamed.paths == in_ram.paths and len(streamed.paths) == 6
+    assert [p for p, _ in streamed.skipped] == [p for p, _ in in_ram.skipped] == [str(paths[-1])]
+    assert streamed.features.shape == in_ram.features.shape  # (K=2, V=2, N=6, D)
+    for k in range(2):
+        for v in range(2):
+            got = streamed.features[k].read(v, torch.arange(6))
+            assert torch.equal(got, in_ram.features[k, v])
+    history = fit(
+        _model_for(tiny.feature_dim), streamed.natural, streamed.proxy, settings(1e-7).train
+    )
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+
+
+def _model_for(dim: int) -> CLIPFlow:
+    torch.manual_seed(0)
+    return CLIPFlow(dim, FlowConfig(dr_dim=8, n_blocks=2))
+
+
+def test_ram_budget_setting_is_typed_and_range_checked():
+    import pytest
+
+    from clipflow.config import SettingsError, train_settings
+
+    assert train_settings({"train": {"ram_budget_gb": "2"}}).train.ram_budget_gb == 2.0
+    assert train_settings({}).train.ram_budget_gb is None  # half the machine's memory
+    for bad in (0, -1, "lots"):
+        with pytest.raises(SettingsError, match="ram_budget_gb"):
+            train_settings({"train": {"ram_budget_gb": bad}})
