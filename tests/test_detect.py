@@ -79,9 +79,11 @@ def test_predict_applies_threshold_and_fpr(det: Detector, images):
     assert len(val) > 0
     for p in preds:
         assert (
-            p.label == ("ai-generated" if p.score > det.threshold else "real") and p.error is None
+            p.decision == ("ai-generated" if p.score > det.threshold else "real")
+            and p.error is None
         )
-        assert p.fpr == pytest.approx(false_positive_rate(val, p.score))
+        assert p.fpr_val == pytest.approx(false_positive_rate(val, p.score))
+        assert (p.label, p.fpr) == (p.decision, p.fpr_val)  # the former names still read
     assert det.fpr(float(val.min()) - 1) == 1.0 and det.fpr(float(val.max()) + 1) == 0.0
 
 
@@ -201,10 +203,15 @@ def test_cli_scores_folder_to_csv_exit_0(detect, mini_bench: Path, trained_run: 
         rows = list(csv.DictReader(fh))
     assert [r["path"] for r in rows] == [str(p) for p in list_images(folder)]
     assert all(
-        r["label"] in ("real", "ai-generated") and r["error"] == "" and 0 <= float(r["fpr"]) <= 1
+        r["decision"] in ("real", "ai-generated")
+        and r["error"] == ""
+        and 0 <= float(r["fpr_val"]) <= 1
         for r in rows
     )
-    assert f"results: {out_csv}" in out and "random-weight backbone" in out and "FPR@val" in out
+    assert f"results: {out_csv}" in out and "random-weight backbone" in out
+    # the table's header names the same fields as the records
+    header = next(line for line in out.splitlines() if line.startswith("path"))
+    assert header.split() == ["path", "score", "decision", "fpr_val"]
 
 
 def test_cli_json_lines_on_stdout_and_exit_4(detect, mini_bench: Path, trained_run: Path):
@@ -219,7 +226,7 @@ def test_cli_json_lines_on_stdout_and_exit_4(detect, mini_bench: Path, trained_r
     records = [json.loads(line) for line in out.splitlines()]
     assert code == SomeFilesUnreadableError.exit_code == 4
     assert len(records) == 10 and sum(r["score"] is not None for r in records) == 8
-    assert list(records[0]) == ["path", "score", "label", "fpr", "error"]
+    assert list(records[0]) == ["path", "score", "decision", "fpr_val", "error"]
     assert {Path(r["path"]).name: r["error"] for r in records if r["error"]} == {
         "broken.jpg": "zero-byte file",
         "nope.png": "not found",

@@ -5,15 +5,20 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
-from ..config import eval_settings
 from ..errors import ClipflowError
-from ..pipeline import run_eval
 from .common import hydra_app, run_dir, to_dict
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def evaluate(cfg: DictConfig) -> None:
+    # Imported here, not at module level: ``--help`` must answer without torch/open_clip.
+    from ..config import eval_settings
+    from ..pipeline import run_eval
+
     settings = eval_settings(to_dict(cfg))  # every value checked before data or model
     if not settings.ckpt:
         raise ClipflowError(

@@ -24,8 +24,6 @@ from __future__ import annotations
 import logging
 import sys
 
-from ..paper.experiments import list_experiments, load_experiment
-from ..paper.reproduce import run_reproduce
 from .common import guarded
 
 
@@ -34,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return
+    # Imported only now: ``--help`` must answer without torch/open_clip.
+    from ..paper.experiments import list_experiments, load_experiment
+    from ..paper.reproduce import run_reproduce
+
     if argv and argv[0] == "--list":
         for name in list_experiments():
             print(f"{name:14s} {load_experiment(name).title}")
