@@ -17,6 +17,26 @@ EXIT_CODES = (
     "exit codes: 0 ok; 2 usage error or bad input (one `error: ...` line); "
     "3 training diverged; 4 some inputs unreadable (the others are done); 130 interrupted"
 )
+# Meanings of keys whose YAML line carries no comment (by dotted name, then by last part).
+_FALLBACK = {
+    "device": "auto | cpu | mps | cuda[:N]",
+    "batch_size": "images per batch",
+    "data.batch_size": "images per backbone batch (feature extraction)",
+    "train.batch_size": "images per optimiser step (an N+P step also holds their proxies)",
+    "num_workers": "image-loading processes",
+    "prefetch_factor": "batches each loading process prepares ahead",
+    "backbone.name": "open_clip model name (tiny = random test tower)",
+    "backbone.pretrained": "open_clip tag (openai) or a local weights file (offline)",
+    "backbone.precision": "fp32 | tf32 | bf16 | fp16 | amp_bf16",
+    "backbone.preprocess": "paper | univfd (null = the checkpoint's)",
+    "val_fraction": "share of each class held out for the threshold (training)",
+    "max_per_class": "protocol=univfd: at most this many real + fake per set",
+    "backbone.cache_dir": "where open_clip keeps downloaded weights (null = its default)",
+    "proxy.name": "which proxy (the group option picks it)",
+    "per_class": "natural images sampled per class",
+    "views": "augmented views per training image",
+    "val_root": "natural validation images (not read here)",
+}
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w.]*):(?P<rest>.*)$")
 _COMMENT = re.compile(r"\s+#\s?(.*)$")  # an inline comment: whitespace, then '#'
 
@@ -104,6 +124,8 @@ def parse_config(text: str, prefix: str = "") -> Config:
             if meaning:
                 cfg.keys.append(Key(dotted + ".*", "", meaning))
             continue
+        last = dotted.rsplit(".", 1)[-1]
+        meaning = meaning or _FALLBACK.get(dotted) or _FALLBACK.get(last, "")
         cfg.keys.append(Key(dotted, value, meaning))
     return cfg
 

@@ -17,6 +17,9 @@ scores. Keys of this command (Hydra override syntax):
 
 Every other key is a clipflow-train override applied to every arm (backbone=tiny,
 device=cuda, data.*, train.epochs=..., flow.n_blocks=...). ``--list`` lists the experiments.
+
+Exit codes: 0 ok; 2 usage error or bad input (one ``error: ...`` line); 3 training diverged;
+130 interrupted (the README has the table of every command's codes).
 """  # noqa: E501  (the usage line is printed as is by --help)
 
 from __future__ import annotations
