@@ -90,6 +90,7 @@ class TrainSettings:
     data: DataConfig = field(default_factory=DataConfig)
     device: str = "auto"
     seed: int = 0
+    logger: str = "none"  # none | tensorboard (metrics.csv and loss.png are always written)
 
 
 @dataclass
@@ -204,6 +205,7 @@ RULES: dict[str, Rule] = {
     "loss": Rule(choices=LOSSES),
     "seed": _SEED,
     "device": _DEVICE,
+    "logger": Rule(choices=("none", "tensorboard")),
     "backbone.name": Rule(check=_backbone_name),
     "backbone.precision": Rule(choices=PRECISIONS),
     "backbone.preprocess": Rule(choices=("paper", "univfd")),
@@ -384,6 +386,7 @@ def _top_level(cfg: Any, known: set[str]) -> dict:
 
 # ---------------------------------------------------------------- builders
 _TRAIN_KEYS = {"backbone", "proxy", "flow", "train", "data", "device", "seed", "mode", "loss"}
+_TRAIN_KEYS |= {"logger"}
 
 
 def train_settings(cfg: dict) -> TrainSettings:
@@ -412,6 +415,7 @@ def train_settings(cfg: dict) -> TrainSettings:
         data=_build(DataConfig, cfg.get("data"), "data"),
         device=check("device", cfg.get("device", "auto"), str),
         seed=seed,
+        logger=check("logger", cfg.get("logger", "none"), str),
     )
 
 

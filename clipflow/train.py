@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -169,7 +170,8 @@ def fit(
     device: str | torch.device = "cpu",
     on_epoch: Callable[[int, CLIPFlow, list[dict]], None] | None = None,
 ) -> list[dict]:
-    """Train ``model`` in place and return one history row per epoch.
+    """Train ``model`` in place and return one history row per epoch: ``epoch``, ``loss``, its
+    parts (``natural``/``proxy``), the mean scores (``q_natural``/``q_proxy``), ``lr``, ``seconds``.
 
     Args:
         natural: natural features (V, N, D) — V augmented views, epoch e uses view e mod V.
@@ -190,21 +192,33 @@ def fit(
     gen = torch.Generator().manual_seed(cfg.seed)
     n, history = ref.shape[1], []
     steps = math.ceil(n / cfg.batch_size)
-    for epoch in tqdm(range(cfg.resolved_epochs()), desc=f"train {cfg.mode}", unit="epoch"):
+    epochs = cfg.resolved_epochs()
+    for epoch in tqdm(range(epochs), desc=f"train {cfg.mode}", unit="epoch"):
+        start = time.perf_counter()
         epoch_t.fill_(epoch)
         order = torch.randperm(n, generator=gen).to(device)
         for step in range(steps):
             runner(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
         row = {"epoch": epoch + 1, **{k: v / steps for k, v in runner.take_sums().items()}}
         _check_finite(row["loss"], epoch, cfg)
+        # lr: constant (no schedule), recorded so that metrics.csv describes itself.
+        row.update(lr=cfg.lr, seconds=time.perf_counter() - start)
         history.append(row)
-        log.info("epoch %d: %s", epoch + 1, {k: round(v, 5) for k, v in row.items()})
+        log.info("epoch %d/%d: %s", epoch + 1, epochs, epoch_line(row))
         if on_epoch is not None:
             on_epoch(epoch + 1, model, history)
     model.eval()
     if not history:  # unreachable after validate(); a trained-looking untrained flow is worse
         raise ValueError("training ran no epoch; nothing was learned")
     return history
+
+
+def epoch_line(row: dict) -> str:
+    """A history row as a log line: ``loss 0.6931  natural 0.3466  ...  lr 0.0001  1.2 s``."""
+    parts = [f"{k} {row[k]:.5g}" for k in row if k not in ("epoch", "seconds")]
+    if "seconds" in row:
+        parts.append(f"{row['seconds']:.2f} s")
+    return "  ".join(parts)
 
 
 def _step_runner(

@@ -10,6 +10,7 @@ Hydra's own errors: unknown key, bad override syntax, unknown group option, unus
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -46,7 +47,8 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], None]) -> None:
     @functools.wraps(job)  # Hydra names the job (and its log file) after the wrapped module
     def task(cfg: DictConfig) -> None:
         try:
-            guarded(lambda: job(cfg))
+            with console_for_this_rank():
+                guarded(lambda: job(cfg))
         except BaseException as err:
             from_job.append(err)
             raise
@@ -147,6 +149,50 @@ def check_writable_dir(path: Path) -> Path:
             "set hydra.run.dir=DIR to a writable folder"
         ) from None
     return path
+
+
+@contextlib.contextmanager
+def console_for_this_rank():
+    """Progress bars and log lines that do not break each other; under torchrun, only rank 0
+    talks (other ranks keep their warnings and errors). Everything is restored on exit."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    rank = int(os.environ.get("RANK", "0") or 0)  # set by torchrun before the group exists
+    with contextlib.ExitStack() as stack:
+        if rank != 0:
+            stack.enter_context(_bars_off())
+            stack.enter_context(_level(logging.getLogger("clipflow"), logging.WARNING))
+        stack.enter_context(logging_redirect_tqdm())  # log records printed above the bars
+        yield
+
+
+@contextlib.contextmanager
+def _level(logger: logging.Logger, level: int):
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
+@contextlib.contextmanager
+def _bars_off():
+    """Every tqdm bar created inside the block is disabled (tqdm reads its TQDM_DISABLE
+    environment variable once, at import, so it cannot be scoped that way)."""
+    from tqdm import std
+
+    original = std.tqdm.__init__
+
+    def init(self, *args, **kwargs):
+        kwargs["disable"] = True
+        original(self, *args, **kwargs)
+
+    std.tqdm.__init__ = init
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = original
 
 
 def guarded(job: Callable[[], None]) -> None:
