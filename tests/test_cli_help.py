@@ -90,3 +90,10 @@ def test_plain_commands_print_their_usage(main, capsys):
     main(["--help"])
     out = capsys.readouterr().out
     assert "Exit codes" in out or "exit codes" in out.lower()
+
+
+def test_experiment_on_train_points_to_reproduce(call_main, tmp_path):
+    code, _, err = call_main(
+        train.main, "clipflow-train", "experiment=table1", f"hydra.run.dir={tmp_path}"
+    )
+    assert code == 2 and "clipflow-reproduce experiment=NAME" in err

@@ -90,6 +90,11 @@ def hydra_error_line(err: BaseException) -> str:
         text = " ".join(str(err).split()) or type(err).__name__
     if isinstance(err.__cause__, OmegaConfBaseException):
         text += f" ({_first_line(err.__cause__)})"
+    if "'experiment'" in text:  # configs/experiment is clipflow-reproduce's, not a group here
+        text = (
+            "experiment= is not a setting of this command: the paper's experiments run with "
+            "clipflow-reproduce experiment=NAME (clipflow-reproduce --list)"
+        )
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
