@@ -20,7 +20,12 @@ from clipflow.cli import detect as detect_cli
 from clipflow.cli.common import guarded
 from clipflow.config import EvalSettings
 from clipflow.detect import Detector, Prediction, expand_inputs, output_format, records_table
-from clipflow.errors import ClipflowError, SomeFilesUnreadableError, UnreadableImageError
+from clipflow.errors import (
+    ClipflowError,
+    SomeFilesUnreadableError,
+    TrainingDivergedError,
+    UnreadableImageError,
+)
 from clipflow.imageio import list_images
 from clipflow.metrics import false_positive_rate
 from clipflow.pipeline import run_eval
@@ -266,16 +271,21 @@ def _guarded_exit(exc: BaseException | None) -> int:
 
 
 def test_docs_exit_codes_are_the_codes_the_cli_exits_with(capsys):
-    """Each row of the docs' exit-code table is produced by the outcome it describes."""
-    table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", DOCS.read_text(), re.M))
+    """Each row of the README's one exit-code table is produced by the outcome it describes;
+    docs/detect.md links that table instead of keeping its own."""
+    readme = DOCS.parents[1] / "README.md"
+    section = readme.read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", section, re.M))
     outcomes = {
-        "every input file was scored": None,
+        "success": None,
         "usage error": ClipflowError("no checkpoint given"),
-        "some inputs could not be scored": SomeFilesUnreadableError("2 of 10 inputs"),
+        "training diverged": TrainingDivergedError("loss=nan"),
+        "some inputs unreadable": SomeFilesUnreadableError("2 of 10 inputs"),
         "interrupted": KeyboardInterrupt(),
     }
     actual = {_guarded_exit(exc): words for words, exc in outcomes.items()}
     capsys.readouterr()
-    assert set(table) == {str(code) for code in actual}
+    assert set(table) == {str(code) for code in actual} | {"1"}  # 1: clipflow-check-data
     for code, words in actual.items():
         assert words in table[str(code)], (code, table[str(code)])
+    assert "README.md#exit-codes" in DOCS.read_text()
