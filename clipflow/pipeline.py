@@ -426,8 +426,10 @@ def prepare_eval(s: EvalSettings) -> EvalInputs:
     ckpt = load_checkpoint(s.ckpt)
     if not s.data.test_root:
         raise DataError("no test images given — pass data.test_root=DIR")
+    backbone_cfg = eval_backbone_config(ckpt, s.backbone)
+    check_weights_available(backbone_cfg)  # before the (long) scan of the test folders
     sets = select_test_sets(discover_test_sets(Path(s.data.test_root)), s)
-    backbone = load_backbone(eval_backbone_config(ckpt, s.backbone), device)
+    backbone = load_backbone(backbone_cfg, device)
     require_feature_dim(ckpt, backbone)
     ckpt.model.to(device)
     return EvalInputs(device, ckpt, sets, backbone)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .common import guarded
+from .common import console_for_this_rank, guarded
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:14s} {load_experiment(name).title}")
         return
     _warnings_to_stderr()
-    guarded(lambda: run_reproduce(argv))
+    with console_for_this_rank():  # log lines printed above the progress bars
+        guarded(lambda: run_reproduce(argv))
 
 
 def _warnings_to_stderr() -> None:
