@@ -106,6 +106,7 @@ class TrainSettings:
     seed: int = 0
     # What each ``auto`` setting became on this machine (empty when none was auto).
     auto: dict = field(default_factory=dict)
+    logger: str = "none"  # none | tensorboard (metrics.csv and loss.png are always written)
 
 
 @dataclass
@@ -223,6 +224,7 @@ RULES: dict[str, Rule] = {
     "loss": Rule(choices=LOSSES),
     "seed": _SEED,
     "device": _DEVICE,
+    "logger": Rule(choices=("none", "tensorboard")),
     "backbone.name": Rule(check=_backbone_name),
     "backbone.precision": Rule(choices=(*PRECISIONS, AUTO), auto=True),
     "backbone.compile": Rule(auto=True),
@@ -409,6 +411,7 @@ def _top_level(cfg: Any, known: set[str]) -> dict:
 
 # ---------------------------------------------------------------- builders
 _TRAIN_KEYS = {"backbone", "proxy", "flow", "train", "data", "device", "seed", "mode", "loss"}
+_TRAIN_KEYS |= {"logger"}
 
 
 def train_settings(cfg: dict) -> TrainSettings:
@@ -437,6 +440,7 @@ def train_settings(cfg: dict) -> TrainSettings:
         data=_build(DataConfig, cfg.get("data"), "data"),
         device=check("device", cfg.get("device", "auto"), str),
         seed=seed,
+        logger=check("logger", cfg.get("logger", "none"), str),
     )
     return resolve_auto(settings)
 

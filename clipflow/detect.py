@@ -3,10 +3,10 @@
     from clipflow import Detector
     det = Detector.from_checkpoint("outputs/train/<date>", device="auto")
     det.score(["a.jpg", pil_image, hwc_uint8_array])   # -> np.ndarray (N,), higher = faker
-    det.predict("a.jpg")                               # -> [Prediction(score, label, fpr, path)]
+    det.predict("a.jpg")               # -> [Prediction(score, decision, fpr_val, path)]
 
 The backbone and its preprocessing are rebuilt from the checkpoint, so scores match those
-``clipflow-eval`` writes for the same files. ``fpr`` is the share of the checkpoint's natural
+``clipflow-eval`` writes for the same files. ``fpr_val`` is the share of the checkpoint's natural
 validation images that score at least as high: how often a real photo looks this unusual.
 """
 
@@ -41,18 +41,31 @@ from .preprocess import build_transform
 log = logging.getLogger(__name__)
 
 REAL, FAKE = "real", "ai-generated"
-RECORD_COLUMNS = ("path", "score", "label", "fpr", "error")  # one output record per input file
+# One output record per input file; the terminal table uses the same names (decision, fpr_val).
+RECORD_COLUMNS = ("path", "score", "decision", "fpr_val", "error")
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's verdict. ``score``/``label``/``fpr`` are None when ``error`` says why not."""
+    """One image's verdict. ``score``/``decision``/``fpr_val`` are None when ``error`` says why.
+
+    ``fpr_val``: the share of the checkpoint's natural validation images scoring at least as
+    high. ``label`` and ``fpr`` are the former names, kept as read-only aliases.
+    """
 
     score: float | None
-    label: str | None  # "real" | "ai-generated" | None (unreadable)
-    fpr: float | None
+    decision: str | None  # "real" | "ai-generated" | None (unreadable)
+    fpr_val: float | None
     path: str | None = None
     error: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.decision
+
+    @property
+    def fpr(self) -> float | None:
+        return self.fpr_val
 
     def to_dict(self) -> dict:
         """The record as written to JSON lines / CSV, path first (as
@@ -358,14 +371,14 @@ def write_records(
 
 
 def records_table(records: Sequence[Prediction]) -> str:
-    """A plain-text table for the terminal: path, score, decision, FPR (or the error)."""
-    rows = [("path", "score", "decision", "FPR@val")]
+    """A plain-text table for the terminal: path, score, decision, fpr_val (or the error)."""
+    rows = [("path", "score", "decision", "fpr_val")]
     for r in records:
         if r.error is not None:
             rows.append((display_path(str(r.path)), "-", "unreadable", r.error))
         else:
-            fpr = "n/a" if r.fpr is None else f"{100 * r.fpr:.1f}%"
-            rows.append((display_path(str(r.path)), f"{r.score:.4f}", str(r.label), fpr))
+            fpr = "n/a" if r.fpr_val is None else f"{100 * r.fpr_val:.1f}%"
+            rows.append((display_path(str(r.path)), f"{r.score:.4f}", str(r.decision), fpr))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         "  ".join(
@@ -379,12 +392,12 @@ def records_table(records: Sequence[Prediction]) -> str:
 def table_footer(det: Detector, records: Sequence[Prediction]) -> str:
     """What the numbers mean, in two or three lines under the table."""
     n_bad = sum(r.error is not None for r in records)
-    n_fake = sum(r.label == FAKE for r in records)
+    n_fake = sum(r.decision == FAKE for r in records)
     lines = [
         f"{len(records) - n_bad} scored: {n_fake} {FAKE}, {len(records) - n_bad - n_fake} {REAL}"
         + (f"; {n_bad} unreadable" if n_bad else ""),
         f"decision: score > {det.threshold:.4f} (the checkpoint's threshold) -> {FAKE}; "
-        "FPR@val: share of the "
+        "fpr_val: share of the "
         f"checkpoint's {det.n_validation} natural validation images scoring at least as high",
     ]
     if det.random_backbone:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .backbone import Backbone, load_backbone
+from .backbone import Backbone, check_weights_available, load_backbone
 from .benchmark import check_set_names, summarize
 from .cache import FeatureCache, cached_extract, file_key
 from .checkpoint import (
@@ -44,7 +44,7 @@ from .imageio import max_pixels_of
 from .metrics import calibrate_threshold, dataset_metrics
 from .preprocess import build_transform
 from .proxy import ProxyConfig, bandstop, build_proxy
-from .report import skipped_text, write_results
+from .report import plot_loss, skipped_text, tensorboard_writer, write_history, write_results
 from .stream import in_ram_bytes, locate, ram_budget_bytes
 from .train import fit
 from .versions import package_versions
@@ -75,12 +75,13 @@ class TrainedHead:
     skipped: list[tuple[str, str]]
 
 
-def train_head(s: TrainSettings, backbone, split, cache, device) -> TrainedHead:
+def train_head(s: TrainSettings, backbone, split, cache, device, on_epoch=None) -> TrainedHead:
     """Features (cached) -> fit -> threshold on the validation images: the core of a training
-    run. A run that made no optimiser step, or whose scores are unusable, is refused here."""
+    run. A run that made no optimiser step, or whose scores are unusable, is refused here.
+    ``on_epoch(epoch, model, history)`` is called after every epoch (see :func:`fit`)."""
     tf = train_features(s, backbone, split.train, cache, device)
     model = build_model(backbone.feature_dim, s)
-    history = fit(model, tf.natural, tf.proxy, s.train, device)
+    history = fit(model, tf.natural, tf.proxy, s.train, device, on_epoch)
     if not history:  # fit refuses epochs < 1 itself; an untrained flow must never be saved
         raise ClipflowError("training ran no epoch (train.epochs must be >= 1); nothing to save")
     val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
@@ -94,6 +95,8 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
     device = resolve_device(s.device)
     if not s.data.train_root:
         raise DataError("no training images given — pass data.train_root=DIR (natural images only)")
+    check_weights_available(s.backbone)  # before the scan: a missing file is the first news
+    watch = TrainingWatch(run_dir, s.logger)  # logger=tensorboard without the package: now
     split = discover_train_images(
         Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
     )
@@ -106,7 +109,8 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
     )
 
     backbone = load_backbone(s.backbone, device)
-    head = train_head(s, backbone, split, feature_cache(s.data), device)
+    with watch:
+        head = train_head(s, backbone, split, feature_cache(s.data), device, watch.on_epoch)
     mode = s.train.mode
     extra = {
         "history": head.history,
@@ -135,6 +139,37 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
     )
     atomic_write_text(run_dir / "skipped_train.txt", skipped_text(split.skipped + head.skipped))
     return ckpt
+
+
+class TrainingWatch:
+    """What a training run shows while it trains: ``metrics.csv`` rewritten after every epoch,
+    TensorBoard scalars with ``logger=tensorboard``, and ``loss.png`` when training ends."""
+
+    def __init__(self, run_dir: Path, logger: str = "none"):
+        self.run_dir = Path(run_dir)
+        self.history: list[dict] = []
+        self.tb = (
+            tensorboard_writer(self.run_dir / "tensorboard") if logger == "tensorboard" else None
+        )
+
+    def on_epoch(self, epoch: int, model, history: list[dict]) -> None:
+        self.history = history
+        write_history(self.run_dir, history)
+        if self.tb is not None:
+            for key, value in history[-1].items():
+                if key != "epoch":
+                    self.tb.add_scalar(f"train/{key}", value, epoch)
+            self.tb.flush()
+
+    def __enter__(self) -> TrainingWatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # Also after a diverged or interrupted run: the epochs that finished are worth a look.
+        if self.tb is not None:
+            self.tb.close()
+        if self.history:
+            plot_loss(self.history, self.run_dir / "loss.png")
 
 
 def validation_paths(s: TrainSettings, held_out: list[Path]) -> list[Path]:
@@ -437,8 +472,10 @@ def prepare_eval(s: EvalSettings) -> EvalInputs:
     ckpt = load_checkpoint(s.ckpt)
     if not s.data.test_root:
         raise DataError("no test images given — pass data.test_root=DIR")
+    backbone_cfg = eval_backbone_config(ckpt, s.backbone)
+    check_weights_available(backbone_cfg)  # before the (long) scan of the test folders
     sets = select_test_sets(discover_test_sets(Path(s.data.test_root)), s)
-    backbone = load_backbone(eval_backbone_config(ckpt, s.backbone), device)
+    backbone = load_backbone(backbone_cfg, device)
     require_feature_dim(ckpt, backbone)
     ckpt.model.to(device)
     return EvalInputs(device, ckpt, sets, backbone)

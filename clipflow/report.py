@@ -1,4 +1,5 @@
-"""Rows -> results.csv / results.md / metrics.json / scores.csv / skipped.txt / a plot.
+"""Rows -> results.csv / results.md / metrics.json / scores.csv / skipped.txt / a plot;
+a training history -> metrics.csv / loss.png (and TensorBoard events with logger=tensorboard).
 
 Every file is written atomically; numbers in the tables are percentages with two decimals,
 the JSON keeps full precision.
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 
 from .benchmark import Means, in_paper, paper_first
+from .errors import ClipflowError
 from .fileio import atomic_write_bytes, atomic_write_text, display_path
 from .metrics import METRIC_COLUMNS
 
@@ -163,3 +165,61 @@ def save_png(fig, path: Path, dpi: int = 110) -> Path:
     fig.savefig(buf, format="png", dpi=dpi)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+# ----------------------------------------------------------------------------- training
+
+# metrics.csv of a training run: one row per epoch, written after every epoch (watchable).
+HISTORY_COLUMNS = ("epoch", "loss", "natural", "proxy", "q_natural", "q_proxy", "lr", "seconds")
+
+
+def history_to_csv(history: list[dict]) -> str:
+    """``metrics.csv``: the known columns first, in order, then any other key of the rows;
+    a part the mode has not (``proxy`` in mode N) is an empty cell. Full float precision."""
+    extra = [k for row in history for k in row if k not in HISTORY_COLUMNS]
+    columns = [*HISTORY_COLUMNS, *dict.fromkeys(extra)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: "" if row.get(k) is None else repr(row[k]) for k in columns})
+    return buf.getvalue()
+
+
+def write_history(run_dir: Path, history: list[dict]) -> Path:
+    """Rewrite ``run_dir/metrics.csv`` (atomically: a reader never sees half a file)."""
+    path = Path(run_dir) / "metrics.csv"
+    atomic_write_text(path, history_to_csv(history))
+    return path
+
+
+def plot_loss(history: list[dict], path: Path) -> Path:
+    """``loss.png``: the loss and its parts per epoch (left), the mean scores (right)."""
+    fig, (ax_loss, ax_q) = new_figure(1, 2, figsize=(9, 3.5))
+    epochs = [row["epoch"] for row in history]
+    for key in ("loss", "natural", "proxy"):
+        if any(key in row for row in history):
+            ax_loss.plot(epochs, [row.get(key) for row in history], marker=".", label=key)
+    for key, label in (("q_natural", "natural images"), ("q_proxy", "proxies")):
+        if any(key in row for row in history):
+            ax_q.plot(epochs, [row.get(key) for row in history], marker=".", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss (mean over the epoch)")
+    ax_q.set(xlabel="epoch", ylabel="mean score q", title="score q (higher = more anomalous)")
+    for ax in (ax_loss, ax_q):
+        ax.legend(loc="best")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def tensorboard_writer(log_dir: Path):
+    """A ``torch.utils.tensorboard.SummaryWriter`` on ``log_dir``; one line if the optional
+    ``tensorboard`` package is missing (imported only when asked for: it is slow to import)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ClipflowError(
+            "logger=tensorboard needs the tensorboard package: pip install 'clipflow[tb]' "
+            "(or pip install tensorboard), or leave logger=none"
+        ) from None
+    return SummaryWriter(log_dir=str(log_dir))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,7 +186,8 @@ def fit(
     on_epoch: Callable[[int, CLIPFlow, list[dict]], None] | None = None,
     cpu_threads: int | None = CPU_TRAIN_THREADS,
 ) -> list[dict]:
-    """Train ``model`` in place and return one history row per epoch.
+    """Train ``model`` in place and return one history row per epoch: ``epoch``, ``loss``, its
+    parts (``natural``/``proxy``), the mean scores (``q_natural``/``q_proxy``), ``lr``, ``seconds``.
 
     Args:
         natural: natural features (V, N, D) — V augmented views, epoch e uses view e mod V.
@@ -277,18 +279,30 @@ def _run_steps(runner: StepRunner, order: torch.Tensor, batch_size: int) -> int:
 def _train_loop(model, cfg: TrainConfig, runner, run_epoch, on_epoch) -> list[dict]:
     """The epochs: ``run_epoch(e)`` runs epoch e's steps and returns how many it ran."""
     history = []
-    for epoch in tqdm(range(cfg.resolved_epochs()), desc=f"train {cfg.mode}", unit="epoch"):
+    epochs = cfg.resolved_epochs()
+    for epoch in tqdm(range(epochs), desc=f"train {cfg.mode}", unit="epoch"):
+        start = time.perf_counter()
         steps = run_epoch(epoch)
         row = {"epoch": epoch + 1, **{k: v / steps for k, v in runner.take_sums().items()}}
         _check_finite(row["loss"], epoch, cfg)
+        # lr: constant (no schedule), recorded so that metrics.csv describes itself.
+        row.update(lr=cfg.lr, seconds=time.perf_counter() - start)
         history.append(row)
-        log.info("epoch %d: %s", epoch + 1, {k: round(v, 5) for k, v in row.items()})
+        log.info("epoch %d/%d: %s", epoch + 1, epochs, epoch_line(row))
         if on_epoch is not None:
             on_epoch(epoch + 1, model, history)
     model.eval()
     if not history:  # unreachable after validate(); a trained-looking untrained flow is worse
         raise ValueError("training ran no epoch; nothing was learned")
     return history
+
+
+def epoch_line(row: dict) -> str:
+    """A history row as a log line: ``loss 0.6931  natural 0.3466  ...  lr 0.0001  1.2 s``."""
+    parts = [f"{k} {row[k]:.5g}" for k in row if k not in ("epoch", "seconds")]
+    if "seconds" in row:
+        parts.append(f"{row['seconds']:.2f} s")
+    return "  ".join(parts)
 
 
 def _step_runner(

@@ -20,7 +20,12 @@ from clipflow.cli import detect as detect_cli
 from clipflow.cli.common import guarded
 from clipflow.config import EvalSettings
 from clipflow.detect import Detector, Prediction, expand_inputs, output_format, records_table
-from clipflow.errors import ClipflowError, SomeFilesUnreadableError, UnreadableImageError
+from clipflow.errors import (
+    ClipflowError,
+    SomeFilesUnreadableError,
+    TrainingDivergedError,
+    UnreadableImageError,
+)
 from clipflow.imageio import list_images
 from clipflow.metrics import false_positive_rate
 from clipflow.pipeline import run_eval
@@ -79,9 +84,11 @@ def test_predict_applies_threshold_and_fpr(det: Detector, images):
     assert len(val) > 0
     for p in preds:
         assert (
-            p.label == ("ai-generated" if p.score > det.threshold else "real") and p.error is None
+            p.decision == ("ai-generated" if p.score > det.threshold else "real")
+            and p.error is None
         )
-        assert p.fpr == pytest.approx(false_positive_rate(val, p.score))
+        assert p.fpr_val == pytest.approx(false_positive_rate(val, p.score))
+        assert (p.label, p.fpr) == (p.decision, p.fpr_val)  # the former names still read
     assert det.fpr(float(val.min()) - 1) == 1.0 and det.fpr(float(val.max()) + 1) == 0.0
 
 
@@ -201,10 +208,15 @@ def test_cli_scores_folder_to_csv_exit_0(detect, mini_bench: Path, trained_run: 
         rows = list(csv.DictReader(fh))
     assert [r["path"] for r in rows] == [str(p) for p in list_images(folder)]
     assert all(
-        r["label"] in ("real", "ai-generated") and r["error"] == "" and 0 <= float(r["fpr"]) <= 1
+        r["decision"] in ("real", "ai-generated")
+        and r["error"] == ""
+        and 0 <= float(r["fpr_val"]) <= 1
         for r in rows
     )
-    assert f"results: {out_csv}" in out and "random-weight backbone" in out and "FPR@val" in out
+    assert f"results: {out_csv}" in out and "random-weight backbone" in out
+    # the table's header names the same fields as the records
+    header = next(line for line in out.splitlines() if line.startswith("path"))
+    assert header.split() == ["path", "score", "decision", "fpr_val"]
 
 
 def test_cli_json_lines_on_stdout_and_exit_4(detect, mini_bench: Path, trained_run: Path):
@@ -219,7 +231,7 @@ def test_cli_json_lines_on_stdout_and_exit_4(detect, mini_bench: Path, trained_r
     records = [json.loads(line) for line in out.splitlines()]
     assert code == SomeFilesUnreadableError.exit_code == 4
     assert len(records) == 10 and sum(r["score"] is not None for r in records) == 8
-    assert list(records[0]) == ["path", "score", "label", "fpr", "error"]
+    assert list(records[0]) == ["path", "score", "decision", "fpr_val", "error"]
     assert {Path(r["path"]).name: r["error"] for r in records if r["error"]} == {
         "broken.jpg": "zero-byte file",
         "nope.png": "not found",
@@ -259,16 +271,21 @@ def _guarded_exit(exc: BaseException | None) -> int:
 
 
 def test_docs_exit_codes_are_the_codes_the_cli_exits_with(capsys):
-    """Each row of the docs' exit-code table is produced by the outcome it describes."""
-    table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", DOCS.read_text(), re.M))
+    """Each row of the README's one exit-code table is produced by the outcome it describes;
+    docs/detect.md links that table instead of keeping its own."""
+    readme = DOCS.parents[1] / "README.md"
+    section = readme.read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", section, re.M))
     outcomes = {
-        "every input file was scored": None,
+        "success": None,
         "usage error": ClipflowError("no checkpoint given"),
-        "some inputs could not be scored": SomeFilesUnreadableError("2 of 10 inputs"),
+        "training diverged": TrainingDivergedError("loss=nan"),
+        "some inputs unreadable": SomeFilesUnreadableError("2 of 10 inputs"),
         "interrupted": KeyboardInterrupt(),
     }
     actual = {_guarded_exit(exc): words for words, exc in outcomes.items()}
     capsys.readouterr()
-    assert set(table) == {str(code) for code in actual}
+    assert set(table) == {str(code) for code in actual} | {"1"}  # 1: clipflow-check-data
     for code, words in actual.items():
         assert words in table[str(code)], (code, table[str(code)])
+    assert "README.md#exit-codes" in DOCS.read_text()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import sys
 
-from ..benchmark_check import run_check
 from .common import guarded
 
 
@@ -20,6 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return
+    from ..benchmark_check import run_check  # only now: ``--help`` stays instant
+
     logging.basicConfig(level=logging.ERROR)  # discovery's warnings are reported as findings
     guarded(lambda: sys.exit(run_check(argv)))
 

@@ -1,5 +1,8 @@
 """What every Hydra entry point shares: the app wrapper, config -> dict, run dir, one-line errors.
 
+Only the standard library is imported at module level: ``--help`` (clipflow.cli.help) must
+answer without loading Hydra, torch or open_clip; the job functions import what they run.
+
 Exit codes: 0 success; 2 a usage error or bad input (one ``error: ...`` line on stderr, also for
 Hydra's own errors: unknown key, bad override syntax, unknown group option, unusable run dir);
 3 training diverged; 4 some inputs unreadable; 130 interrupted.
@@ -7,6 +10,7 @@ Hydra's own errors: unknown key, bad override syntax, unknown group option, unus
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -14,14 +18,13 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from typing import TYPE_CHECKING
 
 from ..errors import ClipflowError, first_line
+from .help import help_text, wants_help
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 CONFIG_PATH = "pkg://clipflow.configs"
 USAGE_EXIT = 2
@@ -32,13 +35,20 @@ log = logging.getLogger("clipflow")
 def hydra_app(config_name: str, job: Callable[[DictConfig], None]) -> None:
     """Run ``job(cfg)`` as the Hydra app ``config_name`` (``--help``, ``--cfg job``, ``-m``
     work as usual). A ClipflowError in the job, and any error Hydra raises before the job
-    starts (config composition, override syntax, run dir), is one line on stderr + exit 2."""
+    starts (config composition, override syntax, run dir), is one line on stderr + exit 2.
+    ``--help`` is answered from the YAML configs before Hydra is imported."""
+    if wants_help(sys.argv[1:]):
+        print(help_text(config_name, Path(sys.argv[0]).name or f"clipflow-{config_name}"))
+        return
+    import hydra
+
     from_job: list[BaseException] = []
 
     @functools.wraps(job)  # Hydra names the job (and its log file) after the wrapped module
     def task(cfg: DictConfig) -> None:
         try:
-            guarded(lambda: job(cfg))
+            with console_for_this_rank():
+                guarded(lambda: job(cfg))
         except BaseException as err:
             from_job.append(err)
             raise
@@ -61,6 +71,9 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], None]) -> None:
 
 def hydra_error_line(err: BaseException) -> str:
     """One line from an error raised while Hydra composed the config or prepared the run dir."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
     os_error = _os_error_in(err)
     if os_error is not None:
         where = os_error.filename or _planned_run_dir()
@@ -77,12 +90,19 @@ def hydra_error_line(err: BaseException) -> str:
         text = " ".join(str(err).split()) or type(err).__name__
     if isinstance(err.__cause__, OmegaConfBaseException):
         text += f" ({first_line(err.__cause__)})"
+    if "'experiment'" in text:  # configs/experiment is clipflow-reproduce's, not a group here
+        text = (
+            "experiment= is not a setting of this command: the paper's experiments run with "
+            "clipflow-reproduce experiment=NAME (clipflow-reproduce --list)"
+        )
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
 def _os_error_in(err: BaseException | None) -> OSError | None:
     """The OSError behind ``err`` (logging.config wraps one in a ValueError), if any; Hydra's
     MissingConfigException is an IOError too, but a config error."""
+    from hydra.errors import HydraException
+
     seen = 0
     while err is not None and seen < 8:
         if isinstance(err, OSError) and not isinstance(err, HydraException):
@@ -92,6 +112,8 @@ def _os_error_in(err: BaseException | None) -> OSError | None:
 
 
 def _planned_run_dir() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
     try:
         return str(HydraConfig.get().runtime.output_dir)
     except Exception:  # Hydra had not got that far
@@ -100,6 +122,9 @@ def _planned_run_dir() -> str:
 
 def to_dict(cfg: DictConfig) -> dict:
     """The resolved config as plain containers; a broken ``${...}`` is a one-line error."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
@@ -108,6 +133,8 @@ def to_dict(cfg: DictConfig) -> dict:
 
 def run_dir() -> Path:
     """Hydra's output dir for this job, checked writable before any expensive work."""
+    from hydra.core.hydra_config import HydraConfig
+
     return check_writable_dir(Path(HydraConfig.get().runtime.output_dir))
 
 
@@ -123,6 +150,50 @@ def check_writable_dir(path: Path) -> Path:
             "set hydra.run.dir=DIR to a writable folder"
         ) from None
     return path
+
+
+@contextlib.contextmanager
+def console_for_this_rank():
+    """Progress bars and log lines that do not break each other; under torchrun, only rank 0
+    talks (other ranks keep their warnings and errors). Everything is restored on exit."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    rank = int(os.environ.get("RANK", "0") or 0)  # set by torchrun before the group exists
+    with contextlib.ExitStack() as stack:
+        if rank != 0:
+            stack.enter_context(_bars_off())
+            stack.enter_context(_level(logging.getLogger("clipflow"), logging.WARNING))
+        stack.enter_context(logging_redirect_tqdm())  # log records printed above the bars
+        yield
+
+
+@contextlib.contextmanager
+def _level(logger: logging.Logger, level: int):
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
+@contextlib.contextmanager
+def _bars_off():
+    """Every tqdm bar created inside the block is disabled (tqdm reads its TQDM_DISABLE
+    environment variable once, at import, so it cannot be scoped that way)."""
+    from tqdm import std
+
+    original = std.tqdm.__init__
+
+    def init(self, *args, **kwargs):
+        kwargs["disable"] = True
+        original(self, *args, **kwargs)
+
+    std.tqdm.__init__ = init
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = original
 
 
 def guarded(job: Callable[[], None]) -> None:

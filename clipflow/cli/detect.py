@@ -6,25 +6,38 @@ Exit codes: 0 every file scored; 2 usage error (one line on stderr); 4 some file
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from omegaconf import DictConfig
-
-from ..checkpoint import load_checkpoint
-from ..config import DetectSettings, detect_settings
-from ..detect import (
-    Detector,
-    Prediction,
-    expand_inputs,
-    output_format,
-    records_table,
-    records_to_jsonl,
-    table_footer,
-    write_records,
-)
 from ..errors import ClipflowError, SomeFilesUnreadableError
 from .common import hydra_app, to_dict
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from ..config import DetectSettings, detect_settings
+    from ..detect import Detector, Prediction
+
+# Imported when the command runs, not at import: ``--help`` must not load torch/open_clip.
+_LAZY = {
+    "DetectSettings": "..config",
+    "detect_settings": "..config",
+    "load_checkpoint": "..checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The heavy names of ``__all__`` (and ``load_checkpoint``), imported on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name], __package__), name)
+
+
+def _lazy(name: str) -> Any:
+    # globals() first: a name rebound on this module (a test's monkeypatch) is the one used.
+    return globals()[name] if name in globals() else __getattr__(name)
+
 
 __all__ = ["DetectSettings", "detect_settings", "main", "run_detect"]
 
@@ -32,6 +45,8 @@ __all__ = ["DetectSettings", "detect_settings", "main", "run_detect"]
 def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Prediction]:
     """Expand the inputs, score them, print/write the records; raise on usage errors and,
     after everything is written, SomeFilesUnreadableError when some inputs failed."""
+    from ..detect import Detector, Prediction, expand_inputs, output_format
+
     if not s.ckpt:
         raise ClipflowError(
             "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"
@@ -42,7 +57,7 @@ def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Predicti
         )
     if s.out and s.out != "-":
         output_format(s.out, s.format)  # a bad name fails now, not after scoring
-    ckpt = load_checkpoint(s.ckpt)  # a refused checkpoint is the first thing to hear about
+    ckpt = _lazy("load_checkpoint")(s.ckpt)  # a refused checkpoint is the first thing to hear about
     entries = expand_inputs(s.inputs)
     if all(problem for _, problem in entries):
         raise ClipflowError("nothing to score: " + "; ".join(f"{p}: {why}" for p, why in entries))
@@ -63,6 +78,8 @@ def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Predicti
 
 
 def _emit(s: DetectSettings, det: Detector, records: list[Prediction], stdout: TextIO) -> None:
+    from ..detect import records_table, records_to_jsonl, table_footer, write_records
+
     if s.out == "-":
         stdout.write(records_to_jsonl(records))
         return
@@ -74,7 +91,7 @@ def _emit(s: DetectSettings, det: Detector, records: list[Prediction], stdout: T
 
 
 def detect(cfg: DictConfig) -> None:
-    run_detect(detect_settings(to_dict(cfg)))  # every value checked before the checkpoint
+    run_detect(_lazy("detect_settings")(to_dict(cfg)))  # every value checked before the checkpoint
 
 
 def main() -> None:

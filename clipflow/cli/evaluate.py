@@ -5,16 +5,32 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from ..config import eval_settings
 from ..errors import ClipflowError
-from ..pipeline import run_eval
 from .common import hydra_app, run_dir, to_dict
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+# Imported when the command runs, not at import: ``--help`` must not load torch/open_clip.
+_LAZY = {"eval_settings": "..config", "run_eval": "..pipeline"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name], __package__), name)
+
+
+def _lazy(name: str) -> Any:
+    # globals() first: a name rebound on this module (a test's monkeypatch) is the one used.
+    return globals()[name] if name in globals() else __getattr__(name)
 
 
 def evaluate(cfg: DictConfig) -> None:
-    settings = eval_settings(to_dict(cfg))  # every value checked before data or model
+    settings = _lazy("eval_settings")(to_dict(cfg))  # every value checked before data or model
     if not settings.ckpt:
         raise ClipflowError(
             "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"
@@ -26,7 +42,7 @@ def evaluate(cfg: DictConfig) -> None:
         files = run_robustness(settings, settings.perturb, out)
         print(files["robustness.md"].read_text())
     else:
-        files = run_eval(settings, out)
+        files = _lazy("run_eval")(settings, out)
         print(files["results.md"].read_text())
     print(f"results: {files['results.csv'].parent}")
 

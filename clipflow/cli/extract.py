@@ -5,15 +5,20 @@ Under ``torchrun --nproc_per_node=N`` each rank extracts its own shards; rank 0 
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
-from .. import distributed
-from ..config import extract_settings
-from ..pipeline import run_extract
 from .common import hydra_app, run_dir, to_dict
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def extract(cfg: DictConfig) -> None:
+    # Imported here, not at module level: ``--help`` must answer without torch/open_clip.
+    from .. import distributed
+    from ..config import extract_settings
+    from ..pipeline import run_extract
+
     settings, stages = extract_settings(to_dict(cfg))  # checked before data or model
     try:
         summary = run_extract(settings, stages, run_dir())

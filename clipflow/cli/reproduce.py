@@ -20,6 +20,9 @@ scores. Keys of this command (Hydra override syntax):
 
 Every other key is a clipflow-train override applied to every arm (backbone=tiny,
 device=cuda, data.*, train.epochs=..., flow.n_blocks=...). ``--list`` lists the experiments.
+
+Exit codes: 0 ok; 2 usage error or bad input (one ``error: ...`` line); 3 training diverged;
+130 interrupted (the README has the table of every command's codes).
 """  # noqa: E501  (the usage line is printed as is by --help)
 
 from __future__ import annotations
@@ -27,9 +30,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from ..paper.experiments import list_experiments, load_experiment
-from ..paper.reproduce import run_reproduce
-from .common import guarded
+from .common import console_for_this_rank, guarded
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,12 +38,17 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return
+    # Imported only now: ``--help`` must answer without torch/open_clip.
+    from ..paper.experiments import list_experiments, load_experiment
+    from ..paper.reproduce import run_reproduce
+
     if argv and argv[0] == "--list":
         for name in list_experiments():
             print(f"{name:14s} {load_experiment(name).title}")
         return
     _warnings_to_stderr()
-    guarded(lambda: run_reproduce(argv))
+    with console_for_this_rank():  # log lines printed above the progress bars
+        guarded(lambda: run_reproduce(argv))
 
 
 def _warnings_to_stderr() -> None:

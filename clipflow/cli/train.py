@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
-from ..config import train_settings
-from ..pipeline import run_train
 from .common import hydra_app, run_dir, to_dict
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def train(cfg: DictConfig) -> None:
+    # Imported here, not at module level: ``--help`` must answer without torch/open_clip.
+    from ..config import train_settings
+    from ..pipeline import run_train
+
     settings = train_settings(to_dict(cfg))  # every value checked before data or model
     ckpt = run_train(settings, run_dir())
     print(f"checkpoint: {ckpt}")
