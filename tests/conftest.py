@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,19 @@ os.environ["CLIPFLOW_CACHE"] = tempfile.mkdtemp(prefix="clipflow-test-cache-")
 # OpenMP thread that gets descheduled makes every op wait at the barrier (25× slower seen).
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger():
+    """A CLI main called in-process configures the root logger as a process would
+    (``basicConfig``, a console handler on this test's captured stderr); undo it after each
+    test, as the process exit would, so no later test logs into a closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def run_cli(

@@ -55,7 +55,7 @@ def test_train_help_offers_only_its_groups_with_defaults(call_main):
     row = next(line for line in out.splitlines() if line.split()[:1] == ["train.lr"])
     assert row.split()[1] == "1.0e-4" and "(0, 1]" in row
     row = next(line for line in out.splitlines() if line.split()[:1] == ["backbone.precision"])
-    assert row.split()[1] == "fp32"  # a group's keys come with its default option's values
+    assert row.split()[1] == "auto"  # a group's keys come with its default option's values
 
 
 def test_extract_help_includes_train_keys_and_its_own():

@@ -119,7 +119,7 @@ def test_cli_scores_or_explains_every_file(corpus: Path, trained_run: Path, tmp_
         assert (
             r["error"] is None
             and np.isfinite(r["score"])
-            and r["label"] in ("real", "ai-generated")
+            and r["decision"] in ("real", "ai-generated")
         ), r
     for name, reason in REFUSED.items():
         assert by_name[name]["score"] is None and reason in by_name[name]["error"], by_name[name]
