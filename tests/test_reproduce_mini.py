@@ -245,14 +245,17 @@ def test_table5_new_generators_and_the_same_checkpoint(mini: Path):
 def test_make_target_runs_the_script_with_arguments_it_accepts():
     """`make reproduce-mini` runs this very script, with arguments its parser takes."""
     proc = subprocess.run(
-        ["make", "-n", "-W", "pyproject.toml", "reproduce-mini"],
+        # --no-print-directory: under a parent make (CI runs `make test`) make -n would add
+        # "Entering/Leaving directory" lines around the recipe
+        ["make", "-n", "--no-print-directory", "-W", "pyproject.toml", "reproduce-mini"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    argv = shlex.split(proc.stdout.strip().splitlines()[-1])
+    recipe = [line for line in proc.stdout.splitlines() if "reproduce_mini.py" in line]
+    argv = shlex.split(recipe[-1])
     assert Path(REPO / argv[1]).resolve() == SCRIPT
     args = _script()["parse_args"](argv[2:])
     assert args.out == Path("outputs/reproduce-mini") and args.seeds == "0,1"
