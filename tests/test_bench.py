@@ -99,3 +99,23 @@ def test_memory_bench_reports_peaks_per_size(tmp_path: Path):
     rows = json.loads(out.read_text())
     assert [r["n"] for r in rows] == [20, 40] and [r["n_features"] for r in rows] == [20, 40]
     assert all(r["peak_rss_main_mb"] >= r["rss_after_setup_mb"] > 0 for r in rows)
+
+
+def test_cache_bench_smoke_full_hits_and_incremental(tmp_path: Path, capsys):
+    # 200 cached files (full hits, the backbone refuses any call) then 10 new real images:
+    # exactly those 10 must reach the backbone.
+    out = tmp_path / "cache.json"
+    code = _script_main("bench_cache")(
+        ["--sizes", "200", "--incremental-size", "200", "--workdir", str(tmp_path)]
+        + ["--json", str(out)]
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    (row,) = result["sizes"]
+    assert row["n"] == 200 and row["measured"] and row["packs"] == 1
+    parts = ("stat_key_s", "pack_headers_s", "lookup_s", "assemble_s", "cached_run_s")
+    assert all(row[k] > 0 for k in parts)
+    assert abs(row["us_per_file"] - row["cached_run_s"] / 200 * 1e6) < 1e-6
+    assert result["extracted_new"] == 10 and result["incremental"]["cached"] == 200
+    assert "backbone saw 10 images" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == [out]  # the temporary folder is removed
