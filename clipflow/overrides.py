@@ -39,3 +39,14 @@ def as_list(value: Any) -> list:
     if value is None or value == "":
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def parse_keys(argv: Iterable[str], keys: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` arguments as a dict; a key outside ``keys`` is a one-line error."""
+    keys = tuple(keys)
+    args: dict[str, Any] = {}
+    for o in parse_overrides(argv):
+        if o.key not in keys:
+            raise ClipflowError(f"unknown key {o.key!r}; use {', '.join(keys)}")
+        args[o.key] = o.value
+    return args

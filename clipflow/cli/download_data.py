@@ -16,7 +16,6 @@ import logging
 import sys
 from pathlib import Path
 
-from ..errors import ClipflowError
 from .common import guarded
 
 KEYS = ("root", "parts", "run", "verify")
@@ -25,13 +24,9 @@ KEYS = ("root", "parts", "run", "verify")
 def download(argv: list[str]) -> int:
     from ..config import check
     from ..download import PARTS, load_manifest, next_step, plan_lines, run_download, verify
-    from ..overrides import as_list, parse_overrides
+    from ..overrides import as_list, parse_keys
 
-    args = {}
-    for o in parse_overrides(argv):
-        if o.key not in KEYS:
-            raise ClipflowError(f"unknown key {o.key!r}; use {', '.join(KEYS)}")
-        args[o.key] = o.value
+    args = parse_keys(argv, KEYS)
     root = Path(str(args.get("root") or "data")).expanduser()
     parts = [str(p) for p in as_list(args.get("parts"))] or list(PARTS)
     manifest = load_manifest()

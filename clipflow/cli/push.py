@@ -20,13 +20,9 @@ KEYS = ("ckpt", "repo", "results", "private", "dry_run")
 def push(argv: list[str]) -> None:
     from ..config import check
     from ..hub import describe_plan, plan_push, push_checkpoint
-    from ..overrides import parse_overrides
+    from ..overrides import parse_keys
 
-    args = {}
-    for o in parse_overrides(argv):
-        if o.key not in KEYS:
-            raise ClipflowError(f"unknown key {o.key!r}; use {', '.join(KEYS)}")
-        args[o.key] = o.value
+    args = parse_keys(argv, KEYS)
     if not args.get("ckpt") or not args.get("repo"):
         raise ClipflowError("pass ckpt=RUN_DIR and repo=OWNER/NAME (see clipflow-push --help)")
     plan = plan_push(
