@@ -194,11 +194,19 @@ def test_each_image_is_decoded_once_and_runs_are_deterministic(
     again = run_robustness(
         _settings(trained_run, mini_bench), resolve_perturbations("blur4"), tmp_path
     )
-    assert again["scores.csv"].read_text() == (out / "scores.csv").read_text()
-    assert (
-        again["perturb/blur4/scores.csv"].read_text()
-        == (out / "perturb" / "blur4" / "scores.csv").read_text()
-    )
+    # Same files, labels and scores; scores to float32 precision, not bit for bit: the other
+    # variants change the backbone's batch shapes, and CPU kernels may then sum in another order.
+    _assert_same_scores(again["scores.csv"], out / "scores.csv")
+    _assert_same_scores(again["perturb/blur4/scores.csv"], out / "perturb" / "blur4" / "scores.csv")
+
+
+def _assert_same_scores(a: Path, b: Path) -> None:
+    rows_a, rows_b = _csv(a), _csv(b)
+    ids = ("path", "dataset", "label")
+    assert [[r[k] for k in ids] for r in rows_a] == [[r[k] for k in ids] for r in rows_b]
+    scores_a = np.array([float(r["score"]) for r in rows_a])
+    scores_b = np.array([float(r["score"]) for r in rows_b])
+    np.testing.assert_allclose(scores_a, scores_b, rtol=1e-5, atol=1e-6)
 
 
 def test_full_archive_summary_means_the_papers_19(trained_run: Path, tmp_path: Path):
