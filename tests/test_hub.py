@@ -49,17 +49,17 @@ def hub_cache(tmp_path: Path, trained_run: Path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def test_root(tmp_path: Path) -> Path:
+def bench_root(tmp_path: Path) -> Path:
     make_cnnspot_tree(tmp_path / "test", sets={"biggan": (3, 3)})
     return tmp_path / "test"
 
 
-def _eval(call_main, ckpt: str, test_root: Path, out: Path) -> dict[str, str]:
+def _eval(call_main, ckpt: str, bench_root: Path, out: Path) -> dict[str, str]:
     code, _, err = call_main(
         eval_cli.main,
         "clipflow-eval",
         f"ckpt={ckpt}",
-        f"data.test_root={test_root}",
+        f"data.test_root={bench_root}",
         "device=cpu",
         "data.num_workers=0",
         f"hydra.run.dir={out}",
@@ -70,17 +70,17 @@ def _eval(call_main, ckpt: str, test_root: Path, out: Path) -> dict[str, str]:
 
 
 def test_eval_hf_ref_scores_equal_the_local_checkpoint(
-    hub_cache: Path, trained_run: Path, test_root: Path, tmp_path: Path, call_main
+    hub_cache: Path, trained_run: Path, bench_root: Path, tmp_path: Path, call_main
 ):
-    local = _eval(call_main, str(trained_run), test_root, tmp_path / "local")
-    hub = _eval(call_main, "hf://owner/name", test_root, tmp_path / "hub")
+    local = _eval(call_main, str(trained_run), bench_root, tmp_path / "local")
+    hub = _eval(call_main, "hf://owner/name", bench_root, tmp_path / "hub")
     assert len(local) >= 6 and hub == local
     meta = json.loads((tmp_path / "hub" / "metrics.json").read_text())
     assert f"snapshots/{MAIN}" in meta["checkpoint"]  # the exact commit is on record
 
 
-def test_detector_from_pretrained_equals_local(hub_cache: Path, trained_run: Path, test_root):
-    images = sorted(str(p) for p in test_root.rglob("*.png"))
+def test_detector_from_pretrained_equals_local(hub_cache: Path, trained_run: Path, bench_root):
+    images = sorted(str(p) for p in bench_root.rglob("*.png"))
     local = Detector.from_checkpoint(trained_run, device="cpu").score(images)
     hub = Detector.from_pretrained("owner/name", device="cpu")
     assert hub.ckpt.path.parent.name == MAIN
@@ -105,13 +105,13 @@ def _one_line_error(result: tuple[int, str, str]) -> str:
     return line
 
 
-def test_missing_offline_is_one_line_naming_repo(hub_cache: Path, test_root, tmp_path, call_main):
+def test_missing_offline_is_one_line_naming_repo(hub_cache: Path, bench_root, tmp_path, call_main):
     line = _one_line_error(
         call_main(
             eval_cli.main,
             "clipflow-eval",
             "ckpt=hf://owner/missing",
-            f"data.test_root={test_root}",
+            f"data.test_root={bench_root}",
             "device=cpu",
             f"hydra.run.dir={tmp_path / 'ev'}",
         )
@@ -139,8 +139,8 @@ def test_bad_hub_names_are_refused(bad: str):
 
 
 @pytest.fixture
-def eval_of_run(trained_run: Path, test_root: Path, tmp_path: Path, call_main) -> Path:
-    _eval(call_main, str(trained_run), test_root, tmp_path / "eval")
+def eval_of_run(trained_run: Path, bench_root: Path, tmp_path: Path, call_main) -> Path:
+    _eval(call_main, str(trained_run), bench_root, tmp_path / "eval")
     return tmp_path / "eval"
 
 
