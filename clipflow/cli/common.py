@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import logging
 import os
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ClipflowError, first_line
 from .help import help_text, wants_help
@@ -207,3 +208,41 @@ def guarded(job: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("interrupted; files written so far are complete (atomic writes)", file=sys.stderr)
         sys.exit(130)
+
+
+def lazy_names(module: str, table: dict[str, str], namespace: dict) -> tuple[Callable, Callable]:
+    """``(__getattr__, lookup)`` for a CLI module whose heavy names (``table``: name ->
+    relative module) are imported on first use, so that ``--help`` never loads torch.
+
+    ``lookup(name)`` prefers ``namespace`` (the module's globals): a name a test rebinds on
+    the module is the one used.
+    """
+    package = module.rpartition(".")[0]
+
+    def module_getattr(name: str) -> Any:
+        if name not in table:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(table[name], package), name)
+
+    def lookup(name: str) -> Any:
+        return namespace[name] if name in namespace else module_getattr(name)
+
+    return module_getattr, lookup
+
+
+def plain_main(doc: str, argv: list[str] | None, job: Callable[[list[str]], Any]) -> None:
+    """Entry of a ``key=value`` command that is not a Hydra app: ``-h``/``--help`` prints
+    ``doc``; ``job(argv)`` runs with warnings on the console and one-line errors; an int it
+    returns is the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(doc)
+        return
+    logging.basicConfig(level=logging.WARNING)
+
+    def run() -> None:
+        code = job(argv)
+        if isinstance(code, int):
+            sys.exit(code)
+
+    guarded(run)

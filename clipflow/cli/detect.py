@@ -6,12 +6,11 @@ Exit codes: 0 every file scored; 2 usage error (one line on stderr); 4 some file
 
 from __future__ import annotations
 
-import importlib
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..errors import ClipflowError, SomeFilesUnreadableError
-from .common import hydra_app, to_dict
+from .common import hydra_app, lazy_names, to_dict
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -27,16 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The heavy names of ``__all__`` (and ``load_checkpoint``), imported on first use."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name], __package__), name)
-
-
-def _lazy(name: str) -> Any:
-    # globals() first: a name rebound on this module (a test's monkeypatch) is the one used.
-    return globals()[name] if name in globals() else __getattr__(name)
+__getattr__, _lazy = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = ["DetectSettings", "detect_settings", "main", "run_detect"]

@@ -12,11 +12,10 @@ Exit codes: 0 done, 1 an archive is missing or differs from the manifest, 2 usag
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
-from .common import guarded
+from .common import plain_main
 
 KEYS = ("root", "parts", "run", "verify")
 
@@ -44,12 +43,7 @@ def download(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return
-    logging.basicConfig(level=logging.WARNING)
-    guarded(lambda: sys.exit(download(argv)))
+    plain_main(__doc__, argv, download)
 
 
 if __name__ == "__main__":

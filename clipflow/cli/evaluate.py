@@ -5,11 +5,10 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import ClipflowError
-from .common import hydra_app, run_dir, to_dict
+from .common import hydra_app, lazy_names, run_dir, to_dict
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -18,15 +17,7 @@ if TYPE_CHECKING:
 _LAZY = {"eval_settings": "..config", "run_eval": "..pipeline"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name], __package__), name)
-
-
-def _lazy(name: str) -> Any:
-    # globals() first: a name rebound on this module (a test's monkeypatch) is the one used.
-    return globals()[name] if name in globals() else __getattr__(name)
+__getattr__, _lazy = lazy_names(__name__, _LAZY, globals())
 
 
 def evaluate(cfg: DictConfig) -> None:

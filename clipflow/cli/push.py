@@ -8,11 +8,10 @@ files and the card and uploads nothing. Log in first: `hf auth login` or HF_TOKE
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from ..errors import ClipflowError
-from .common import guarded
+from .common import plain_main
 
 KEYS = ("ckpt", "repo", "results", "private", "dry_run")
 
@@ -40,12 +39,7 @@ def push(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return
-    logging.basicConfig(level=logging.WARNING)
-    guarded(lambda: push(argv))
+    plain_main(__doc__, argv, push)
 
 
 if __name__ == "__main__":
