@@ -208,6 +208,22 @@ def guarded(job: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("interrupted; files written so far are complete (atomic writes)", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        _reader_went_away()
+
+
+# 128 + SIGPIPE: the status a shell reports for a command whose reader closed the pipe
+# (``clipflow-detect out=- | head``); the output that was read is complete lines.
+BROKEN_PIPE_EXIT = 141
+
+
+def _reader_went_away() -> None:
+    """Exit quietly after stdout's reader closed the pipe. Python would otherwise print a
+    traceback, and a second "Exception ignored" one when it flushes stdout at exit: point
+    stdout at /dev/null first (the recipe of the ``signal`` module's documentation)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(BROKEN_PIPE_EXIT)
 
 
 def lazy_names(module: str, table: dict[str, str], namespace: dict) -> tuple[Callable, Callable]:
