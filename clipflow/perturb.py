@@ -72,8 +72,16 @@ def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
     )
 
 
+WEBP_MAX_SIDE = 16383
+
+
 def webp(image: torch.Tensor, quality: int) -> torch.Tensor:
     """Encode as lossy WebP in memory with PIL (libwebp, default method 4) and decode, on CPU."""
+    if max(image.shape[-2:]) > WEBP_MAX_SIDE:  # libwebp's limit: say so, not "encoder error"
+        raise ValueError(
+            f"WebP cannot encode a {image.shape[-1]}x{image.shape[-2]} image "
+            f"(at most {WEBP_MAX_SIDE} px a side)"
+        )
     return _codec_round_trip(image, format="WEBP", quality=int(quality), method=4, lossless=False)
 
 

@@ -71,6 +71,8 @@ def test_webp_matches_a_pil_round_trip_and_degrades_with_quality(photo):
     assert out.dtype == torch.uint8 and out.shape == photo.shape and torch.equal(out, expected)
     errors = [float((webp(photo, q).float() - photo.float()).abs().mean()) for q in (95, 60, 10)]
     assert 0 < errors[0] < errors[1] < errors[2]
+    with pytest.raises(ValueError, match="at most 16383 px a side"):
+        webp(torch.zeros(3, 2, 16384, dtype=torch.uint8), 80)
 
 
 def test_noise_is_seeded_has_its_sigma_and_stays_uint8():
