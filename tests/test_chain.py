@@ -347,3 +347,16 @@ def test_same_seed_reproduces_chains_and_scores_other_seed_does_not(
     other = run_robustness(s1, chain_perturbations(ChainConfig(max_len=2), 1), tmp_path / "b")
     changed = [a["chain"] != b["chain"] for a, b in zip(_jsonl(other["chains.jsonl"]), rerun)]
     assert len(changed) == len(rerun) and sum(changed) > 0.8 * len(changed)
+
+
+def test_random_ops_depend_on_the_file_not_on_the_batch(photo):
+    """noise/crop and chains draw per file: the same file gives the same pixels whatever
+    else is in its batch, and two files get different draws."""
+    fixed = parse_perturbation("noise5+crop0.7").variant()
+    chain = chain_perturbations(ChainConfig(max_len=4), seed=2)[3].variant()
+    ds = ImageFileDataset([], lambda im, g: im.float()[:, :20, :20], [fixed, chain], 2, 0)
+    both = ds.apply_batch([photo, photo], [PATHS[0], PATHS[1]])
+    alone = ds.apply_batch([photo], [PATHS[1]])
+    reversed_ = ds.apply_batch([photo, photo], [PATHS[1], PATHS[0]])
+    assert torch.equal(both[1], alone[0]) and torch.equal(both[0], reversed_[1])
+    assert not torch.equal(both[0, 0], both[1, 0])  # per-file noise, not one shared draw
