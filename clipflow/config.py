@@ -36,9 +36,10 @@ import open_clip
 import torch
 
 from .backbone import PRECISIONS, TINY_NAME, BackboneConfig, auto_compile, auto_precision
+from .chains import CHAIN_OPS, ChainConfig, check_chain_config, resolve_with_chains
 from .errors import ClipflowError
 from .flow import BLOCKS, FlowConfig
-from .perturb import Perturbation, resolve_perturbations
+from .perturb import Perturbation
 from .proxy import BANDS, MASK_MODES, PROXY_NAMES, ProxyConfig
 from .train import LOSSES, MODES, TrainConfig
 
@@ -119,6 +120,8 @@ class EvalSettings:
     backbone: dict = field(default_factory=dict)
     # Test-time post-processing (configs/eval.yaml ``perturb``), parsed; empty = none.
     perturb: list[Perturbation] = field(default_factory=list)
+    # perturb=chain: random degradation chains per image (clipflow.chains).
+    chain: ChainConfig = field(default_factory=ChainConfig)
     # What each ``auto`` setting became on this machine (empty when none was auto).
     auto: dict = field(default_factory=dict)
 
@@ -267,6 +270,8 @@ RULES: dict[str, Rule] = {
     "detect.batch_size": _LOADER_BATCH,
     "detect.num_workers": _WORKERS,
     "detect.inputs": Rule(check=_not_empty),
+    "chain.max_len": _ge(1, len(CHAIN_OPS)),
+    "chain.ops": Rule(choices=CHAIN_OPS),
 }
 
 
@@ -461,25 +466,37 @@ def extract_settings(cfg: dict) -> tuple[TrainSettings, list[str]]:
 
 def eval_settings(cfg: dict) -> EvalSettings:
     """clipflow-eval: checkpoint, data, device, seed, backbone overrides, perturbations."""
-    cfg = _top_level(cfg, {"ckpt", "data", "device", "seed", "backbone", "perturb"})
+    cfg = _top_level(cfg, {"ckpt", "data", "device", "seed", "backbone", "perturb", "chain"})
+    seed = check("seed", cfg.get("seed", 0), int)
+    chain = _chain(cfg.get("chain"))
     settings = EvalSettings(
         ckpt=check("ckpt", cfg.get("ckpt") or "", str),
         data=_build(DataConfig, cfg.get("data"), "data"),
         device=check("device", cfg.get("device", "auto"), str),
-        seed=check("seed", cfg.get("seed", 0), int),
+        seed=seed,
         backbone=_backbone_overrides(cfg.get("backbone")),
-        perturb=_perturbations(cfg.get("perturb")),
+        perturb=_perturbations(cfg.get("perturb"), chain, seed),
+        chain=chain,
     )
     return resolve_auto(settings)
 
 
-def _perturbations(spec: Any) -> list[Perturbation]:
+def _perturbations(spec: Any, chain: ChainConfig, seed: int) -> list[Perturbation]:
     if spec is not None and not isinstance(spec, (str, list, tuple)):
         raise _fail("perturb", spec, "must be a name or a list of names")
     try:
-        return resolve_perturbations(spec)
+        return resolve_with_chains(spec, chain, seed)
     except ClipflowError as err:
         raise _fail("perturb", spec, str(err)) from None
+
+
+def _chain(values: Any) -> ChainConfig:
+    """``chain.*``, each value checked, then together (max_len ≤ number of distinct ops)."""
+    chain = _build(ChainConfig, values, "chain")
+    problem = check_chain_config(chain)
+    if problem:
+        raise SettingsError(problem)
+    return chain
 
 
 def _backbone_overrides(values: Any) -> dict:

@@ -36,11 +36,19 @@ class Variant:
     ``crop_key`` set: the random crop is drawn as variant ``crop_key``'s is (e.g. a proxy paired
     with the natural image's crop), while ``fn`` keeps its own draws. The key must then say
     so too, since it keys the cache.
+    ``per_file`` set: the function depends on the file (e.g. a random degradation chain drawn
+    per image): ``per_file(path)`` gives that file's function and ``fn`` is not used. The key
+    must then name everything the draw depends on (seed, chain spec), as it keys the cache.
     """
 
     key: str
     fn: VariantFn | None = None
     crop_key: str | None = None
+    per_file: Callable[[str], VariantFn | None] | None = None
+
+    def fn_for(self, path: str) -> VariantFn | None:
+        """The function applied to ``path``'s image (None: the image itself)."""
+        return self.per_file(path) if self.per_file is not None else self.fn
 
 
 IDENTITY = Variant("identity")
@@ -131,7 +139,8 @@ class ImageFileDataset(Dataset):
         per_variant = []
         for variant in self.variants:
             gens = [self._generator(variant, path) for path in paths]
-            varied = [variant.fn(im, g) if variant.fn else im for im, g in zip(images, gens)]
+            fns = [variant.fn_for(path) for path in paths]
+            varied = [fn(im, g) if fn else im for fn, im, g in zip(fns, images, gens)]
             if variant.crop_key is not None:
                 gens = [self._generator(Variant(variant.crop_key), path) for path in paths]
             per_variant.append(self._transform_batch(varied, gens))

@@ -1,11 +1,16 @@
-"""Test-time post-processing for the robustness evaluation: JPEG, Gaussian blur, downscaling.
+"""Test-time post-processing for the robustness evaluation: JPEG, WebP, blur, resize, noise, crop.
 
-Every operation is a pure function uint8 (3, H, W) -> uint8 (3, H', W'), applied at native
+Every operation is a function uint8 (3, H, W) -> uint8 (3, H', W'), applied at native
 resolution *before* the backbone transform, the way an image is re-saved or resized online.
-All three are deterministic (no random draws), so results depend only on the pixels.
+JPEG, WebP, blur and resize are deterministic. Noise and crop draw from the ``torch.Generator``
+they are given, which the extraction seeds per file (eval seed, variant, path): results then
+depend neither on batch order nor on the number of workers, and never on global RNG.
 
-Names: ``jpeg<quality>``, ``blur<sigma>``, ``down<factor>``, chained with ``+`` and applied
-left to right (``jpeg50+blur2``: JPEG-compress at quality 50, then blur with σ = 2).
+Names: ``jpeg<quality>``, ``webp<quality>``, ``blur<sigma>``, ``down<factor>`` (< 1),
+``resize<factor>`` (any scale in (0, 4]), ``noise<sigma>`` (Gaussian, σ on the 0–255 scale),
+``crop<keep>`` (a random crop keeping that fraction of each side), chained with ``+`` and
+applied left to right (``jpeg50+blur2``: JPEG-compress at quality 50, then blur with σ = 2).
+Random per-image chains of these ops (``perturb=chain``) live in :mod:`clipflow.chains`.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +28,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from .errors import ClipflowError
+from .features import Variant
 
 # The issue's settings (SPEC-free choices): the strengths social platforms and re-saves reach.
 DEFAULT_NAMES = (
@@ -47,21 +53,64 @@ GROUPS = {
     "combined": ("jpeg50+blur2",),
 }
 # What "no perturbation" means on each family's strength axis (for the summary plot).
-CLEAN_STRENGTH = {"jpeg": 100.0, "blur": 0.0, "resize": 1.0}
+CLEAN_STRENGTH = {
+    "jpeg": 100.0,
+    "webp": 100.0,
+    "blur": 0.0,
+    "resize": 1.0,
+    "noise": 0.0,
+    "crop": 1.0,
+}
 
 
 def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
     """Encode as JPEG in memory with PIL (libjpeg, 4:2:0 chroma subsampling) and decode.
 
     Runs on the CPU whatever ``image.device`` is (libjpeg is the codec images meet online)."""
-    buf = io.BytesIO()
-    Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(
-        buf, format="JPEG", quality=int(quality), subsampling="4:2:0", optimize=False
+    return _codec_round_trip(
+        image, format="JPEG", quality=int(quality), subsampling="4:2:0", optimize=False
     )
+
+
+WEBP_MAX_SIDE = 16383
+
+
+def webp(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode as lossy WebP in memory with PIL (libwebp, default method 4) and decode, on CPU."""
+    if max(image.shape[-2:]) > WEBP_MAX_SIDE:  # libwebp's limit: say so, not "encoder error"
+        raise ValueError(
+            f"WebP cannot encode a {image.shape[-1]}x{image.shape[-2]} image "
+            f"(at most {WEBP_MAX_SIDE} px a side)"
+        )
+    return _codec_round_trip(image, format="WEBP", quality=int(quality), method=4, lossless=False)
+
+
+def _codec_round_trip(image: torch.Tensor, **save) -> torch.Tensor:
+    buf = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(buf, **save)
     buf.seek(0)
     with Image.open(buf) as im:
         arr = np.array(im.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous().to(image.device)  # (3, H, W)
+
+
+def gaussian_noise(image: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Add i.i.d. N(0, σ²) per pixel and channel (σ on the 0–255 scale), round, clip to uint8.
+
+    The noise is drawn on the CPU from ``generator`` (identical on every device)."""
+    noise = torch.randn(image.shape, generator=generator) * float(sigma)
+    out = (image.cpu().float() + noise).round().clamp(0, 255).to(torch.uint8)
+    return out.to(image.device)
+
+
+def random_crop(image: torch.Tensor, keep: float, generator: torch.Generator) -> torch.Tensor:
+    """Crop a window of ``keep`` × each side (rounded, at least 1 pixel) at a position drawn
+    uniformly from ``generator``: the re-framing a repost or screenshot applies."""
+    h, w = image.shape[-2:]
+    ch, cw = max(1, round(h * keep)), max(1, round(w * keep))
+    top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+    return image[:, top : top + ch, left : left + cw].contiguous()
 
 
 def blur_kernel_size(sigma: float) -> int:
@@ -85,7 +134,8 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def downscale(image: torch.Tensor, factor: float) -> torch.Tensor:
-    """Antialiased bilinear resize by ``factor`` (each side rounded, at least 1 pixel)."""
+    """Antialiased bilinear resize by ``factor`` (each side rounded, at least 1 pixel);
+    factors above 1 upscale (``resize<factor>``)."""
     h, w = image.shape[-2:]
     size = [max(1, round(h * factor)), max(1, round(w * factor))]
     return TF.resize(image, size, antialias=True)
@@ -103,9 +153,16 @@ class Perturbation:
     def __call__(
         self, image: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        for op, value in self.steps:
-            image = OPS[op](image, value)
-        return image
+        """Apply the steps left to right; the random ones (noise, crop) draw in turn from
+        ``generator`` (None: a fixed seed 0, so a direct call is deterministic too)."""
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        return apply_steps(image, self.steps, [generator] * len(self.steps))
+
+    def variant(self) -> Variant:
+        """The extraction variant: keyed by the name, so its per-file random draws (and any
+        cache entry) do not depend on which other perturbations share the pass."""
+        return Variant(f"perturb:{self.name}", self)
 
     def describe(self) -> dict:
         """Parameters recorded in metrics.json (enough to redo the perturbation elsewhere)."""
@@ -117,34 +174,84 @@ class Perturbation:
         }
 
 
-OPS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
-    "jpeg": jpeg,
-    "blur": gaussian_blur,
-    "resize": downscale,
+def apply_steps(
+    image: torch.Tensor, steps: Sequence[tuple[str, float]], generators: Sequence[torch.Generator]
+) -> torch.Tensor:
+    """``steps`` left to right, step i drawing (if it draws at all) from ``generators[i]``."""
+    for (op, value), gen in zip(steps, generators, strict=True):
+        image = OPS[op](image, value, gen)
+    return image
+
+
+# op -> fn(image, value, generator); the deterministic ops ignore the generator.
+OpFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
+
+
+def _pure(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> OpFn:
+    return lambda image, value, generator: fn(image, value)
+
+
+OPS: dict[str, OpFn] = {
+    "jpeg": _pure(jpeg),
+    "webp": _pure(webp),
+    "blur": _pure(gaussian_blur),
+    "resize": _pure(downscale),
+    "noise": gaussian_noise,
+    "crop": random_crop,
 }
-PARAM_NAMES = {"jpeg": "quality", "blur": "sigma", "resize": "factor"}
-_ATOM = re.compile(r"^(jpeg|blur|down)(\d+(?:\.\d+)?)$")
+PARAM_NAMES = {
+    "jpeg": "quality",
+    "webp": "quality",
+    "blur": "sigma",
+    "resize": "factor",
+    "noise": "sigma",
+    "crop": "keep",
+}
+_ATOM = re.compile(r"^(jpeg|webp|blur|down|resize|noise|crop)(\d+(?:\.\d+)?)$")
+_NAMES_HELP = (
+    "jpeg<quality>, webp<quality>, blur<sigma>, down<factor>, resize<factor>, noise<sigma>, "
+    "crop<keep>"
+)
 
 
 def _parse_step(atom: str) -> tuple[str, float]:
     m = _ATOM.match(atom)
     if not m:
         raise ClipflowError(
-            f"unknown perturbation {atom!r}: use jpeg<quality>, blur<sigma>, down<factor> "
-            f"(e.g. {', '.join(DEFAULT_NAMES)}) or a group ({', '.join(GROUPS)})"
+            f"unknown perturbation {atom!r}: use {_NAMES_HELP} "
+            f"(e.g. {', '.join(DEFAULT_NAMES)}), a group ({', '.join(GROUPS)}) or chain"
         )
     kind, value = m.group(1), float(m.group(2))
-    if kind == "jpeg" and not (value.is_integer() and 1 <= value <= 100):
-        raise ClipflowError(f"{atom}: JPEG quality must be an integer in 1..100")
-    if kind == "blur" and value <= 0:
-        raise ClipflowError(f"{atom}: blur sigma must be > 0")
-    if kind == "down" and not 0 < value < 1:
-        raise ClipflowError(f"{atom}: downscale factor must be in (0, 1)")
-    return ("resize" if kind == "down" else kind), (int(value) if kind == "jpeg" else value)
+    problem = _STEP_RANGES[kind](value)
+    if problem:
+        raise ClipflowError(f"{atom}: {problem}")
+    return ("resize" if kind == "down" else kind), (
+        int(value) if kind in ("jpeg", "webp") else value
+    )
+
+
+def _quality(codec: str) -> Callable[[float], str | None]:
+    return lambda v: (
+        None
+        if v.is_integer() and 1 <= v <= 100
+        else (f"{codec} quality must be an integer in 1..100")
+    )
+
+
+# atom -> the problem with its value (None: fine). The caps catch typos, not taste.
+_STEP_RANGES: dict[str, Callable[[float], str | None]] = {
+    "jpeg": _quality("JPEG"),
+    "webp": _quality("WebP"),
+    "blur": lambda v: None if v > 0 else "blur sigma must be > 0",
+    "down": lambda v: None if 0 < v < 1 else "downscale factor must be in (0, 1)",
+    "resize": lambda v: None if 0 < v <= 4 else "resize factor must be in (0, 4]",
+    "noise": lambda v: None if 0 < v <= 255 else "noise sigma must be in (0, 255]",
+    "crop": lambda v: None if 0 < v <= 1 else "crop keep fraction must be in (0, 1]",
+}
 
 
 def parse_perturbation(name: str) -> Perturbation:
-    """``jpeg75`` / ``blur2`` / ``down0.5`` / chains like ``jpeg50+blur2`` -> Perturbation."""
+    """``jpeg75`` / ``webp80`` / ``noise5`` / chains like ``jpeg50+blur2`` -> Perturbation."""
     atoms = [atom.strip() for atom in name.strip().split("+")]
     if not all(atoms):
         raise ClipflowError(

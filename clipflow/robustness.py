@@ -4,6 +4,8 @@ Each image is decoded once; the clean image and every perturbation of it go thro
 backbone in the same pass (as feature *variants*), so all rows score the same files. Writes
 the usual result files for the clean images into the run dir, one block per perturbation
 under ``perturb/<name>/``, and a summary: ``robustness.csv/.md/.json`` + ``robustness_ap.png``.
+With ``perturb=chain`` each chain length is one more variant (``perturb/chain_L<n>/``), and
+:mod:`clipflow.chain_report` adds the per-length summary and every image's drawn chain.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .benchmark import in_paper, paper_first, summarize
+from .chain_report import chain_records, length_rows, write_chain_summary
+from .chains import ChainLength
 from .config import EvalSettings
 from .data import TestSet
 from .errors import DataError
-from .features import IDENTITY, Variant, extract_features
+from .features import IDENTITY, extract_features
 from .fileio import atomic_write_text
 from .flow import score_features
 from .perturb import CLEAN_STRENGTH, Perturbation
@@ -40,6 +44,8 @@ PERTURBATION_SUMMARY_COLUMNS = (
     "real_acc@val",
     "fake_acc@val",
 )
+# Families whose strength falls as the parameter rises (quality, scale, share of side kept).
+_DESCENDING = ("jpeg", "webp", "resize", "crop")
 CHUNK = 4096  # images per extraction pass: bounds memory to CHUNK × variants × D floats
 
 
@@ -56,7 +62,7 @@ def run_robustness(
         "seed": s.seed,
         "perturbations": [p.describe() for p in perturbations],
     }
-    files, summary, note = {}, [], ""
+    files, summary, note, chain_table = {}, [], "", []
     for pert, score_of in zip([None, *perturbations], score_maps):
         rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold)
         if not rows:
@@ -73,10 +79,23 @@ def run_robustness(
             written if pert is None else {f"perturb/{pert.name}/{k}": v for k, v in written.items()}
         )
         summary += perturbation_summary_rows(pert, rows)
+        if pert is None or isinstance(pert, ChainLength):
+            chain_table += length_rows(pert.length if pert else 0, rows)
         # Every variant scores the same files, so its sets and mean rule are those of clean.
         note = note or means.note()
     files.update(write_summary(run_dir, summary, {**meta, "mean_note": note}))
+    chains = [(p, m) for p, m in zip(perturbations, score_maps[1:]) if isinstance(p, ChainLength)]
+    if chains:
+        chain_meta = {**meta, "mean_note": note, "chain": _chain_meta(chains[0][0], len(chains))}
+        records = chain_records([p for p, _ in chains], [m for _, m in chains])
+        files.update(write_chain_summary(run_dir, chain_table, records, chain_meta))
     return files
+
+
+def _chain_meta(first: ChainLength, max_len: int) -> dict:
+    """The chain settings shared by every length (robustness_chain.json, .md)."""
+    d = first.describe()
+    return {"max_len": max_len, **{k: d[k] for k in ("seed", "ops", "ranges", "sampler_version")}}
 
 
 def _title(md: Path, title: str) -> None:
@@ -103,7 +122,7 @@ def score_variants(
     transform = build_transform(backbone)
     # Stable keys (not positions) name each variant: its random draws and any cache entry
     # then do not depend on which other perturbations share the pass.
-    variants = [IDENTITY, *(Variant(f"perturb:{p.name}", p) for p in perturbations)]
+    variants = [IDENTITY, *(p.variant() for p in perturbations)]
     score_maps: list[dict[str, float]] = [{} for _ in variants]
     skipped: list[tuple[str, str]] = []
     n_chunks = max(1, -(-len(paths) // chunk))
@@ -201,7 +220,7 @@ def _panels(summary: list[dict]) -> list[tuple[str, list[str]]]:
             fams.setdefault(r["family"], {})[r["perturbation"]] = r["strength"]
     out = []
     for family, names in fams.items():
-        reverse = family in ("jpeg", "resize")  # lower quality / smaller scale = stronger
+        reverse = family in _DESCENDING  # lower quality / smaller scale = stronger
         order = (
             sorted(names, key=lambda n: names[n] or 0.0, reverse=reverse)
             if family in CLEAN_STRENGTH
@@ -261,13 +280,20 @@ def _strength(summary: list[dict], name: str) -> float:
 
 
 def _axis(ax, family: str, names: list[str], xs: list, numeric: bool) -> None:
-    labels = {"jpeg": "JPEG quality", "blur": "Gaussian blur σ", "resize": "downscale factor"}
+    labels = {
+        "jpeg": "JPEG quality",
+        "webp": "WebP quality",
+        "blur": "Gaussian blur σ",
+        "resize": "resize factor",
+        "noise": "Gaussian noise σ (0–255)",
+        "crop": "crop: side kept",
+    }
     ax.set_title(family)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     if numeric:
         ax.set_xlabel(labels[family] + " (clean at left)")
-        if family in ("jpeg", "resize"):
+        if family in _DESCENDING:
             ax.invert_xaxis()
     else:
         ax.set_xticks(xs, ["clean", *names], rotation=30, fontsize=7)

@@ -116,6 +116,9 @@ BAD = {
     "eval": [
         ("perturb=jpg75", "perturb=jpg75"),
         ("perturb=[jpeg75,blur0]", "perturb"),
+        ("chain.max_len=0", "chain.max_len=0"),
+        ("chain.ops=[jpeg,sharpen]", "chain.ops=sharpen"),
+        ("perturb=webp0", "perturb=webp0"),
         ("data.protocol=univ", "data.protocol"),
         ("data.batch_size=0", "data.batch_size"),
         ("data.decode=nvjpg", "data.decode"),
