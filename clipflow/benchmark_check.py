@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from .benchmarks_modern import KNOWN_COUNTS as MODERN_COUNTS
+from .benchmarks_modern import UNIVFD, claimed_folders, discover_benchmark_sets
 from .data import (
     FAKE_DIR,
     PAPER_ORDER,
@@ -26,11 +28,8 @@ from .data import (
     REAL_DIR,
     SHARED_REAL_POOLS,
     TestSet,
-    discover_test_sets,
     display_name,
 )
-from .benchmarks_modern import KNOWN_COUNTS as MODERN_COUNTS
-from .benchmarks_modern import UNIVFD, claimed_folders, discover_benchmark_sets
 from .errors import ClipflowError, DataError
 from .imageio import is_image_file, list_images, list_subdirs
 from .overrides import as_list, parse_overrides

@@ -32,7 +32,6 @@ from .checkpoint import (
 from .config import EvalSettings, TrainSettings, resolve_device
 from .data import (
     TestSet,
-    discover_test_sets,
     discover_train_images,
     listing_skips,
     univfd_sample,
