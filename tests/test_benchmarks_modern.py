@@ -308,3 +308,50 @@ def test_eval_records_benchmarks_means_and_reencode(
     md = (out / "results.md").read_text()
     assert "re-encoded `jpeg96`" in md and "genimage-val" in md
     assert "none in the paper" in md or "not comparable" in md  # the mean is never the paper's
+
+
+# ----------------------------------------------------------------------------- download
+
+
+def _download(capsys, *args: str) -> tuple[int, str]:
+    from clipflow.cli import download_data
+
+    with pytest.raises(SystemExit) as info:
+        download_data.main(list(args))
+        raise SystemExit(0)
+    return info.value.code, capsys.readouterr().out
+
+
+def test_download_prints_each_benchmarks_source_license_and_layout(tmp_path: Path, capsys):
+    from clipflow.download import load_benchmark_guides
+
+    guides = load_benchmark_guides()
+    assert set(guides) == {"genimage", "chameleon", "synthbuster", "wildrf"}
+    assert all(not g["verified"] for g in guides.values())  # nothing computed here
+    code, out = _download(capsys, f"root={tmp_path}", "benchmarks=all")
+    assert code == 0 and not (tmp_path / "downloads").exists()
+    for needle in (
+        "github.com/GenImage-Dataset/GenImage",
+        "CC BY-NC-SA 4.0",
+        "tattoo.ysl@gmail.com",
+        "zenodo.org/records/10066460",
+        "0695bd328e16ea21c5c9cc2ae1d994ff",
+        "not verified by clipflow",
+        "1A0xoL44Yg68ixd-FuIJn2VC4vdZ6M2gn",
+        f"data.test_root={tmp_path / 'benchmarks'}",
+    ):
+        assert needle in out, needle
+    code, out = _download(capsys, "benchmarks=[wildrf]")
+    assert code == 0 and "WildRF" in out and "Synthbuster" not in out
+    code, out = _download(capsys, f"root={tmp_path}")  # the plain dry run points at them
+    assert "benchmarks=all" in out
+
+
+def test_download_unknown_benchmark_is_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        from clipflow.cli import download_data
+
+        download_data.main(["benchmarks=[imagenet]"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "choose among all, genimage" in err
+    assert len(err.strip().splitlines()) == 1
