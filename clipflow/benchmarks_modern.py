@@ -294,6 +294,8 @@ def find_wildrf(root: Path, explicit: bool = False) -> Found | None:
     """``WildRF/test/{reddit,twitter,facebook}/{0_real,1_fake}``: one set per platform."""
     for folder in [root, *list_subdirs(root)]:
         test = folder / "test"
+        if folder == root and root.name == "test" and not test.is_dir():
+            test = root  # data.test_root=.../WildRF/test
         platforms = [test / p for p in WILDRF_PLATFORMS if (test / p / FAKE_DIR).is_dir()]
         if not platforms:
             continue
@@ -307,7 +309,7 @@ def find_wildrf(root: Path, explicit: bool = False) -> Found | None:
             )  # fmt: skip
             for p in platforms
         ]
-        claimed = [folder / s for s in ("train", "val", "test") if (folder / s).is_dir()]
+        claimed = [folder / s for s in ("train", "val") if (folder / s).is_dir()] + [test]
         return Found([s for s in sets if s], claimed)
     return None
 

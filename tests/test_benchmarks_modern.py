@@ -118,6 +118,11 @@ def test_chameleon_synthbuster_wildrf_layouts(tmp_path: Path):
     assert all("/test/" in str(p) for p in sets["wildrf/reddit"].real)  # never train/val
     assert sets["wildrf/reddit"].protocol == PROTOCOLS["wildrf"]
     assert len(sets) == 3 + 1 + 2 + 3
+    # pointing at a benchmark's own folder finds the same sets
+    inner = _by_name(discover_benchmark_sets(tmp_path / "WildRF" / "test", "auto"))
+    assert set(inner) == {"wildrf/facebook", "wildrf/reddit", "wildrf/twitter"}
+    cham = discover_benchmark_sets(tmp_path / "Chameleon", "auto")
+    assert [s.name for s in cham] == ["chameleon"]
 
 
 def test_auto_keeps_cnnspot_sets_beside_modern_ones_apart(tmp_path: Path):
