@@ -251,6 +251,10 @@ def parse_request(argv: Iterable[str]) -> CheckRequest:
             from .config import check as check_value  # imports torch: only on this path
 
             req.strict = check_value("strict", o.value, bool)
+        elif o.key == "data.benchmark":
+            from .config import check as check_value
+
+            req.benchmark = check_value("data.benchmark", o.value, str)
         else:
             setattr(req, _KEYS[o.key], o.value)
     return req

@@ -209,6 +209,9 @@ def test_check_data_command_in_process(tmp_path: Path, capsys):
         check_data_main([f"data.test_root={tmp_path}", "data.benchmark=wildrf"])
     out = capsys.readouterr().out
     assert info.value.code == 1 and "no WildRF set" in out
+    with pytest.raises(SystemExit) as info:
+        check_data_main([f"data.test_root={tmp_path}", "data.benchmark=imagenet"])
+    assert info.value.code == 2 and "data.benchmark" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- summary
