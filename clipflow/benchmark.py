@@ -11,6 +11,9 @@ comparison tables of clipflow-reproduce:
 * ``mean_all`` averages every set evaluated; it is a row of its own in the tables whenever it
   covers a set that ``mean`` leaves out.
 * Sets outside the paper's 19 are listed after them and marked ``in_paper = no``.
+* Rows carrying a ``benchmark`` other than ``univfd`` (GenImage, Chameleon, Synthbuster,
+  WildRF: clipflow.benchmarks_modern) get one more row each, ``mean_<benchmark>``, averaging
+  that benchmark's sets: ours, under the protocol named in its label, never the paper's.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from .metrics import mean_row
 PAPER_SETS: tuple[str, ...] = PAPER_ORDER  # the 19 sets of the paper's means, in its order
 _PAPER_INDEX = {name: i for i, name in enumerate(PAPER_SETS)}
 MEAN_KEYS = ("mean", "mean_all")  # the ``dataset`` of the mean rows: no set may be named so
+BENCHMARK_MEAN_PREFIX = "mean_"  # + a benchmark name: its per-benchmark mean row
 
 
 def check_set_names(names: list[str]) -> None:
     """Refuse a set folder named like a mean row: results.csv could not tell them apart."""
-    clash = sorted(set(names) & set(MEAN_KEYS))
+    clash = sorted(n for n in set(names) if n in MEAN_KEYS or n.startswith(BENCHMARK_MEAN_PREFIX))
     if clash:
         raise DataError(
             f"a test set folder is named {clash[0]!r}, the name of a mean row in the results; "
@@ -69,6 +73,8 @@ class MeanRow:
 
     def coverage(self) -> str:
         """The ``in_paper`` cell of a mean row: how many of the paper's sets it averages."""
+        if self.key.startswith(BENCHMARK_MEAN_PREFIX) and self.key not in MEAN_KEYS:
+            return f"no (ours: {len(self.sets)} set" + ("s)" if len(self.sets) > 1 else ")")
         others = len(self.sets) - self.n_paper
         text = f"{self.n_paper} of {len(PAPER_SETS)}"
         return text + (f" + {others} other" + ("s" if others > 1 else "") if others else "")
@@ -94,17 +100,19 @@ class MeanRow:
 
 @dataclass(frozen=True)
 class Means:
-    """The ``mean`` and ``mean_all`` rows of one evaluation."""
+    """The ``mean`` and ``mean_all`` rows of one evaluation, and one per modern benchmark."""
 
     mean: MeanRow
     mean_all: MeanRow
+    per_benchmark: tuple[MeanRow, ...] = ()
 
     def table_rows(self) -> list[dict]:
-        """``mean``, then ``mean_all`` when it averages a set that ``mean`` leaves out."""
+        """``mean``, then ``mean_all`` when it averages a set that ``mean`` leaves out, then
+        the per-benchmark means."""
         rows = [self.mean.table_row()]
         if set(self.mean_all.sets) != set(self.mean.sets):
             rows.append(self.mean_all.table_row())
-        return rows
+        return rows + [m.table_row() for m in self.per_benchmark]
 
     def note(self) -> str:
         """One paragraph saying what each mean averages (results.md, robustness.md)."""
@@ -127,6 +135,8 @@ class Means:
                 f" `mean_all` averages all {len(self.mean_all.sets)} sets found, including "
                 f"{', '.join(extra)} (not in the paper's mean)."
             )
+        for m in self.per_benchmark:
+            text += f" `{m.key}`: {m.label}."
         return text
 
     def to_json(self) -> dict:
@@ -137,6 +147,9 @@ class Means:
             "mean_info": self.mean.describe(),
             "mean_all_info": self.mean_all.describe(),
             "mean_note": self.note(),
+            "benchmark_means": {
+                m.key: {"values": m.values, **m.describe()} for m in self.per_benchmark
+            },
         }
 
 
@@ -162,4 +175,25 @@ def summarize(rows: list[dict]) -> Means:
     all_label = f"Mean of all {len(rows)} sets found" + (
         f" ({others} not in the paper)" if others and k else ""
     )
-    return Means(mean, MeanRow("mean_all", all_label, tuple(found), mean_row(rows)))
+    mean_all = MeanRow("mean_all", all_label, tuple(found), mean_row(rows))
+    return Means(mean, mean_all, benchmark_means(rows))
+
+
+def benchmark_means(rows: list[dict]) -> tuple[MeanRow, ...]:
+    """One ``mean_<benchmark>`` row per modern benchmark among ``rows`` (in order of first
+    appearance); rows without a ``benchmark`` key, or with ``univfd``, get none."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        bench = r.get("benchmark") or "univfd"
+        if bench != "univfd":
+            groups.setdefault(bench, []).append(r)
+    out = []
+    for bench, members in groups.items():
+        protocol = members[0].get("protocol") or "its own protocol"
+        label = (
+            f"Mean of {len(members)} {bench} set{'s' if len(members) > 1 else ''} "
+            f"(ours, per benchmark; protocol {protocol.split(':')[0]})"
+        )
+        sets = tuple(r["dataset"] for r in members)
+        out.append(MeanRow(BENCHMARK_MEAN_PREFIX + bench, label, sets, mean_row(members)))
+    return tuple(out)

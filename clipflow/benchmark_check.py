@@ -1,6 +1,8 @@
 """Check benchmark folders before a run: counts per set vs the public release, layout problems.
 
-Every test set's real/fake counts are set next to the counts of the public release (SPEC §8),
+Every test set's real/fake counts are set next to the counts of the public release (SPEC §8;
+for GenImage, Chameleon, Synthbuster and WildRF: clipflow.benchmarks_modern.KNOWN_COUNTS, with
+their sources; a count we could not verify is shown as "count not known", never compared),
 and what would silently change a result is flagged: one of the paper's 19 sets missing, empty
 ``0_real``/``1_fake`` folders, images lying directly in a set folder instead of its
 ``0_real``/``1_fake``, generator folders whose reals cannot be found. Counts that differ from
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from .benchmarks_modern import KNOWN_COUNTS as MODERN_COUNTS
+from .benchmarks_modern import UNIVFD, claimed_folders, discover_benchmark_sets
 from .data import (
     FAKE_DIR,
     PAPER_ORDER,
@@ -24,7 +28,6 @@ from .data import (
     REAL_DIR,
     SHARED_REAL_POOLS,
     TestSet,
-    discover_test_sets,
     display_name,
 )
 from .errors import ClipflowError, DataError
@@ -60,24 +63,32 @@ class SetRow:
 
 
 def _layout(ts: TestSet) -> str:
+    if ts.benchmark and ts.benchmark != UNIVFD:
+        return ts.protocol.split(":")[0] + (f"; {ts.note}" if ts.note else "")
     if ts.note:
         return ts.note.replace("real images from the ", "reals: ")
     classes = {p.parent.parent for p in ts.fake}
     return f"class level ({len(classes)} classes)" if len(classes) > 1 else "own 0_real/1_fake"
 
 
-def check_test_root(root: Path, extra: bool = False) -> tuple[list[SetRow], list[Finding]]:
-    """Per-set rows and findings for a benchmark root (``extra``: user folders, no 19-set check)."""
+def check_test_root(
+    root: Path, extra: bool = False, benchmark: str = "auto"
+) -> tuple[list[SetRow], list[Finding]]:
+    """Per-set rows and findings for a benchmark root (``extra``: user folders, no 19-set check;
+    ``benchmark``: ``data.benchmark``). The paper's 19 sets are required only when the root
+    holds CNNSpot/UnivFD sets or ``benchmark=univfd``: a GenImage root misses none of them."""
     if not root.is_dir():  # scanning a missing root would end in a traceback
         return [], [Finding("error", f"folder not found: {root}")]
-    findings = structural_findings(root)
     try:
-        sets = discover_test_sets(root)
+        claimed = claimed_folders(root, benchmark)
+        findings = structural_findings(root, skip=claimed)
+        sets = discover_benchmark_sets(root, benchmark)
     except DataError as err:
-        return [], findings + [Finding("error", str(err))]
+        return [], structural_findings(root) + [Finding("error", str(err))]
     found = {ts.name: ts for ts in sets}
     rows = [_set_row(ts, findings) for ts in sets]
-    if not extra:
+    paper_root = benchmark == UNIVFD or any(ts.benchmark in ("", UNIVFD) for ts in sets)
+    if not extra and paper_root:
         for name in PAPER_ORDER:
             if name not in found:
                 rows.append(SetRow(name, "—", None, None, KNOWN_COUNTS.get(name), "MISSING"))
@@ -90,8 +101,11 @@ def check_test_root(root: Path, extra: bool = False) -> tuple[list[SetRow], list
 
 
 def _set_row(ts: TestSet, findings: list[Finding]) -> SetRow:
-    expected = KNOWN_COUNTS.get(ts.name)
+    modern = MODERN_COUNTS.get(ts.name)
+    expected = modern.expected() if modern else KNOWN_COUNTS.get(ts.name)
     status = "ok" if expected else "present"  # present: no published count to compare with
+    if modern and not expected:
+        status = "count not known"  # unverified: see benchmarks_modern.KNOWN_COUNTS' source
     if expected and (ts.n_real, ts.n_fake) != expected:
         status = "counts differ"
         findings.append(
@@ -104,10 +118,11 @@ def _set_row(ts: TestSet, findings: list[Finding]) -> SetRow:
     return SetRow(ts.name, _layout(ts), ts.n_real, ts.n_fake, expected, status)
 
 
-def structural_findings(root: Path) -> list[Finding]:
-    """Empty split folders, images lying outside 0_real/1_fake, unpaired generator folders."""
+def structural_findings(root: Path, skip: list[Path] | None = None) -> list[Finding]:
+    """Empty split folders, images lying outside 0_real/1_fake, unpaired generator folders
+    (not inside ``skip``: folders of a benchmark with its own layout, e.g. GenImage's val/ai)."""
     findings: list[Finding] = []
-    for folder, _ in _walk(root):
+    for folder, _ in _walk(root, skip):
         subdirs = {d.name for d in list_subdirs(folder)}
         if folder.name in _SPLITS:
             if not list_images(folder):
@@ -133,11 +148,15 @@ def structural_findings(root: Path) -> list[Finding]:
     return findings
 
 
-def _walk(root: Path):
-    """(folder, depth) for every folder under root, not descending into 0_real/1_fake."""
+def _walk(root: Path, skip: list[Path] | None = None):
+    """(folder, depth) for every folder under root, not descending into 0_real/1_fake nor
+    into ``skip``."""
+    skipped = {p.resolve() for p in skip or []}
     stack = [(Path(root), 0)]
     while stack:
         folder, depth = stack.pop()
+        if skipped and folder.resolve() in skipped:
+            continue
         yield folder, depth
         if folder.name in _SPLITS or depth >= _MAX_DEPTH:
             continue
@@ -183,15 +202,16 @@ def format_sets(root: Path, rows: list[SetRow]) -> str:
     def cell(n: int | None, k: int | None) -> str:
         return f"{'—' if n is None else n} ({'—' if k is None else k})"
 
+    w = max([14, *(len(r.name) for r in rows)])
     lines = [
         f"test sets under {root}:",
-        f"  {'set':14s} {'real (release)':>16s} {'fake (release)':>16s}  {'status':14s} layout",
+        f"  {'set':{w}s} {'real (release)':>16s} {'fake (release)':>16s}  {'status':15s} layout",
     ]
     for r in rows:
         exp = r.expected or (None, None)
         lines.append(
-            f"  {r.name:14s} {cell(r.n_real, exp[0]):>16s} {cell(r.n_fake, exp[1]):>16s}  "
-            f"{r.status:14s} {r.layout}"
+            f"  {r.name:{w}s} {cell(r.n_real, exp[0]):>16s} {cell(r.n_fake, exp[1]):>16s}  "
+            f"{r.status:15s} {r.layout}"
         )
     return "\n".join(lines)
 
@@ -205,6 +225,7 @@ class CheckRequest:
     val_root: str | None = None
     extra_roots: list[str] | None = None
     strict: bool = False
+    benchmark: str = "auto"
 
 
 _KEYS = {
@@ -214,6 +235,7 @@ _KEYS = {
     "extra_roots": "extra_roots",
     "data.extra_roots": "extra_roots",
     "strict": "strict",
+    "data.benchmark": "benchmark",
 }
 
 
@@ -229,6 +251,10 @@ def parse_request(argv: Iterable[str]) -> CheckRequest:
             from .config import check as check_value  # imports torch: only on this path
 
             req.strict = check_value("strict", o.value, bool)
+        elif o.key == "data.benchmark":
+            from .config import check as check_value
+
+            req.benchmark = check_value("data.benchmark", o.value, str)
         else:
             setattr(req, _KEYS[o.key], o.value)
     return req
@@ -249,7 +275,7 @@ def check(req: CheckRequest, out: TextIO | None = None) -> int:
         )
     findings: list[Finding] = []
     if req.test_root:
-        rows, f = check_test_root(Path(req.test_root))
+        rows, f = check_test_root(Path(req.test_root), benchmark=req.benchmark)
         print(format_sets(Path(req.test_root), rows), file=out)
         findings += f
     for root in req.extra_roots or []:

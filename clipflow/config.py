@@ -67,6 +67,11 @@ class DataConfig:
             trains on view e mod views.
         protocol: ``all`` images, or ``univfd`` (≤ max_per_class real + fake per set, seed 0,
             with UnivFD's fall-back to 100 when a set is smaller).
+        benchmark: which layouts under test_root to score: ``auto`` (GenImage, Chameleon,
+            Synthbuster, WildRF and CNNSpot/UnivFD, as found), ``univfd`` or one benchmark
+            (docs/datasets.md).
+        reencode: ``none``, or ``jpeg<Q>`` / ``short<S>+jpeg<Q>``: every test image, real and
+            fake alike, re-encoded so before scoring (the format confound control).
         batch_size, num_workers, prefetch_factor: extraction loader settings; ``auto`` (the
             shipped YAML default) is resolved by :func:`resolve_auto` for the device.
         decode: ``pil`` (workers decode + transform) or ``nvjpeg`` (JPEGs decoded on the GPU,
@@ -86,6 +91,8 @@ class DataConfig:
     views: int = 1
     protocol: str = "all"
     max_per_class: int = 1000
+    benchmark: str = "auto"
+    reencode: str = "none"
     batch_size: int = 64
     num_workers: int = 4
     prefetch_factor: int = 4
@@ -207,6 +214,18 @@ def _not_empty(value: str) -> str | None:
     return "must not be empty" if not value.strip() else None
 
 
+def _reencode_problem(value: str) -> str | None:
+    """``data.reencode``: none, jpeg<Q> or short<S>+jpeg<Q> (clipflow.benchmarks_modern)."""
+    from .benchmarks_modern import parse_reencode
+    from .errors import DataError
+
+    try:
+        parse_reencode(value)
+    except DataError:
+        return "use none, jpeg<quality 1-100> (e.g. jpeg96) or short<pixels>+jpeg<quality>"
+    return None
+
+
 def _ge(lo: float, hi: float | None = None) -> Rule:
     return Rule(lo=lo, hi=hi)
 
@@ -255,6 +274,10 @@ RULES: dict[str, Rule] = {
     "data.val_fraction": _unit(hi_open=True),
     "data.views": _ge(0, 1000),
     "data.protocol": Rule(choices=("all", "univfd")),
+    "data.benchmark": Rule(
+        choices=("auto", "univfd", "genimage", "chameleon", "synthbuster", "wildrf")
+    ),
+    "data.reencode": Rule(check=_reencode_problem),
     "data.max_per_class": _ge(1),
     "data.batch_size": Rule(lo=1, hi=65536, auto=True),
     "data.num_workers": Rule(lo=0, hi=256, auto=True),

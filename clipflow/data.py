@@ -77,6 +77,10 @@ class TestSet:
     # Entries under 0_real/1_fake that are not scored, with the reason (symlinks that would
     # count an image twice or under the other label, FIFOs, unreadable folders ...).
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    # Which benchmark the set belongs to and how it is scored (clipflow.benchmarks_modern);
+    # empty for sets found by this module alone.
+    benchmark: str = ""
+    protocol: str = ""
 
     @property
     def n_real(self) -> int:

@@ -320,3 +320,50 @@ def next_step(root: Path) -> str:
 
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+# ----------------------------------------------------------------------------- other benchmarks
+
+GUIDE_FIELDS = ("title", "homepage", "urls", "license", "layout", "steps", "files")
+
+
+def load_benchmark_guides(path: Path = MANIFEST) -> dict[str, dict]:
+    """The manifest's ``benchmarks`` block: how to get GenImage, Chameleon, Synthbuster and
+    WildRF by hand (their hosts need a browser, an e-mail or a Drive folder)."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))["benchmarks"]
+        guides = {k: v for k, v in raw.items() if k != "about"}
+        for name, g in guides.items():
+            missing = [f for f in GUIDE_FIELDS if f not in g]
+            if missing:
+                raise KeyError(f"{name}: {', '.join(missing)}")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ClipflowError(f"data manifest {path}: benchmarks block unusable ({err})") from None
+    return guides
+
+
+def benchmark_lines(names: Iterable[str], root: Path, guides: dict[str, dict]) -> list[str]:
+    """The printed instructions for ``names`` (``all`` = every benchmark), ``<root>`` filled in."""
+    names = list(names)
+    if names == ["all"]:
+        names = list(guides)
+    bad = [n for n in names if n not in guides]
+    if bad or not names:
+        raise ClipflowError(f"benchmarks={names}: choose among all, {', '.join(guides)}")
+    lines: list[str] = []
+    for name in names:
+        g = guides[name]
+        lines += [f"# {name}: {g['title']}", f"#   home: {g['homepage']}"]
+        lines += [f"#   from: {u}" for u in g["urls"]]
+        lines += [f"#   license: {g['license']}", f"#   layout: {g['layout']}"]
+        lines += [f"#   step: {s.replace('<root>', str(root))}" for s in g["steps"]]
+        for f in g["files"]:
+            lines.append(
+                f"#   {f['name']}: md5 {f['md5']} (published by {f['md5_from']}; not verified "
+                "by clipflow)"
+            )
+    lines.append(
+        f"# then: clipflow-check-data data.test_root={root} "
+        "(data.benchmark=auto finds every layout above)"
+    )
+    return lines

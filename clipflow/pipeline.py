@@ -20,6 +20,7 @@ import torch
 from . import distributed
 from .backbone import Backbone, check_weights_available, load_backbone
 from .benchmark import check_set_names, summarize
+from .benchmarks_modern import describe_reencode, discover_benchmark_sets, reencode_variant
 from .cache import FeatureCache, cached_extract, file_key
 from .checkpoint import (
     Checkpoint,
@@ -31,7 +32,6 @@ from .checkpoint import (
 from .config import EvalSettings, TrainSettings, resolve_device
 from .data import (
     TestSet,
-    discover_test_sets,
     discover_train_images,
     listing_skips,
     univfd_sample,
@@ -436,7 +436,7 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
         )
         summary["val"] = {"n_images": len(val.paths), "n_skipped": len(val.skipped)}
     if "test" in stages and s.data.test_root:
-        sets = discover_test_sets(Path(s.data.test_root))
+        sets = discover_benchmark_sets(Path(s.data.test_root), s.data.benchmark)
         fs = test_features(backbone, sets, s.data, cache, device, s.seed)
         summary["test"] = {
             "n_images": len(fs.paths),
@@ -474,7 +474,7 @@ def prepare_eval(s: EvalSettings) -> EvalInputs:
         raise DataError("no test images given — pass data.test_root=DIR")
     backbone_cfg = eval_backbone_config(ckpt, s.backbone)
     check_weights_available(backbone_cfg)  # before the (long) scan of the test folders
-    sets = select_test_sets(discover_test_sets(Path(s.data.test_root)), s)
+    sets = select_test_sets(discover_benchmark_sets(Path(s.data.test_root), s.data.benchmark), s)
     backbone = load_backbone(backbone_cfg, device)
     require_feature_dim(ckpt, backbone)
     ckpt.model.to(device)
@@ -499,13 +499,17 @@ def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
 
 
 def test_features(backbone, sets: list[TestSet], data, cache, device, seed: int = 0):
-    """(1, N, D) features of every test image, each file once (shared real pools)."""
+    """(1, N, D) features of every test image, each file once (shared real pools).
+
+    ``data.reencode`` (e.g. jpeg96): every image, real or fake, is re-encoded the same way
+    first; the variant's key keeps those features apart in the cache."""
     paths = list(dict.fromkeys(str(p) for ts in sets for p in (*ts.real, *ts.fake)))
+    variant = reencode_variant(getattr(data, "reencode", None)) or IDENTITY
     return cached_extract(
         backbone,
         paths,
         build_transform(backbone),
-        [IDENTITY],
+        [variant],
         cache,
         device,
         seed=seed,
@@ -542,6 +546,8 @@ def evaluate_sets(sets: list[TestSet], score_of: dict[str, float], threshold: fl
             {
                 "dataset": ts.name,
                 "display_name": ts.display_name,
+                "benchmark": ts.benchmark or "univfd",
+                "protocol": ts.protocol,
                 **dataset_metrics(scores, labels, threshold),
             }
         )
@@ -563,6 +569,8 @@ def eval_metadata(ckpt: Checkpoint, backbone, s: EvalSettings) -> dict:
         "backbone": backbone.describe(),
         "preprocess": backbone.cfg.preprocess,
         "protocol": describe_protocol(s.data),
+        "benchmark": s.data.benchmark,
+        "reencode": describe_reencode(s.data.reencode),  # None: images scored as stored
         "threshold": ckpt.threshold,
         "checkpoint": str(ckpt.path),
         "checkpoint_sha256": ckpt.sha256,

@@ -82,6 +82,8 @@ def describe_run(meta: dict) -> str:
         f"threshold {meta.get('threshold'):.6g} (calibrated on natural validation images)",
         f"checkpoint sha256 `{str(meta.get('checkpoint_sha256'))[:12]}`",
     ]
+    if meta.get("reencode"):  # the format-confound control: say it next to every number
+        parts.append(f"every test image re-encoded `{meta['reencode']['name']}` before scoring")
     text = "; ".join(parts) + "."
     if bb.get("random_init"):
         text += "\n\n" + RANDOM_WARNING
@@ -115,6 +117,7 @@ def write_results(
         "`acc@oracle`: best threshold on the test labels.\n"
     )
     md += f"\n{means.note()}\n"
+    md += benchmarks_text(rows)
     if skipped:
         md += f"\n{len(skipped)} unreadable file(s) skipped; see skipped.txt.\n"
     atomic_write_text(paths["results.md"], md)
@@ -125,6 +128,15 @@ def write_results(
     if rows:
         paths["ap_per_dataset.png"] = plot_ap(rows, means, run_dir / "ap_per_dataset.png")
     return paths
+
+
+def benchmarks_text(rows: list[dict]) -> str:
+    """results.md's list of the benchmarks scored and their protocols ("" for the paper's only)."""
+    protocols = {r.get("benchmark"): r.get("protocol") for r in rows if r.get("benchmark")}
+    if set(protocols) <= {"univfd"}:
+        return ""
+    lines = [f"- `{b}`: {p}" for b, p in protocols.items()]
+    return "\nBenchmarks and protocols:\n\n" + "\n".join(lines) + "\n"
 
 
 def plot_ap(rows: list[dict], means: Means, path: Path) -> Path:

@@ -1,6 +1,7 @@
-"""clipflow-check-data data.test_root=DIR [data.train_root=DIR] [data.val_root=DIR] [extra_roots=[DIR]] [strict=true]
+"""clipflow-check-data data.test_root=DIR [data.train_root=DIR] [data.val_root=DIR] [extra_roots=[DIR]] [strict=true] [data.benchmark=auto|univfd|genimage|chameleon|synthbuster|wildrf]
 
-Prints every test set's real/fake counts next to the counts of the public release (SPEC §8)
+Prints every test set's real/fake counts next to the counts of the public release (SPEC §8;
+today's benchmarks: docs/datasets.md, "count not known" where none could be verified)
 and flags what would silently change a result (see clipflow.benchmark_check).
 
 Exit codes: 0 all good (warnings allowed), 1 something is wrong, 2 usage error.
