@@ -18,7 +18,7 @@ from pathlib import Path
 from .benchmark import in_paper, paper_first, summarize
 from .chain_report import chain_records, length_rows, write_chain_summary
 from .chains import ChainLength
-from .config import EvalSettings
+from .config import EvalSettings, SettingsError
 from .data import TestSet
 from .errors import DataError
 from .features import IDENTITY, extract_features
@@ -53,6 +53,9 @@ def run_robustness(
     s: EvalSettings, perturbations: Sequence[Perturbation], run_dir: Path, chunk: int = CHUNK
 ) -> dict[str, Path]:
     """Evaluate ``s.ckpt`` on ``s.data.test_root`` clean and under each perturbation."""
+    if s.data.reencode not in (None, "none"):
+        # the pass below builds its own variants: the re-encoding would be recorded, not applied
+        raise SettingsError("data.reencode cannot be combined with perturb= yet; run them apart")
     run_dir = Path(run_dir)
     device, ckpt, sets, backbone = prepare_eval(s)
     model = ckpt.model

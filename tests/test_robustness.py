@@ -278,3 +278,16 @@ def test_unknown_perturbation_is_a_usage_error(monkeypatch, tmp_path: Path, caps
         and err.startswith("error: perturb=sharpen2: unknown perturbation 'sharpen2'")
         and "\n" not in err
     )
+
+
+def test_reencode_with_perturbations_is_refused_before_any_work(tmp_path: Path):
+    """The robustness pass builds its own variants: data.reencode would be recorded in the
+    results but not applied. The Python API refuses it like the CLI (nothing is read)."""
+    from clipflow.config import DataConfig, SettingsError
+
+    s = EvalSettings(
+        ckpt=str(tmp_path / "missing"), data=DataConfig(test_root=str(tmp_path), reencode="jpeg96")
+    )
+    with pytest.raises(SettingsError, match="data.reencode cannot be combined with perturb="):
+        run_robustness(s, resolve_perturbations(["jpeg50"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -26,9 +26,6 @@ def evaluate(cfg: DictConfig) -> None:
         raise ClipflowError(
             "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"
         )
-    if settings.perturb and settings.data.reencode not in (None, "none"):
-        # the robustness pass builds its own variants: the re-encoding would be left out
-        raise ClipflowError("data.reencode cannot be combined with perturb= yet; run them apart")
     out = run_dir()
     if settings.perturb:
         from ..robustness import run_robustness  # only robustness runs need it
