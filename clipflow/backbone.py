@@ -391,7 +391,7 @@ def as_backbone(backbone) -> Backbone | ExtractorBackbone:
 
 
 # what must agree between a checkpoint's backbone record and the backbone scoring for it
-IDENTITY_FIELDS = ("family", "name", "weights_id", "feature_dim", "layers", "layer_pool")
+IDENTITY_FIELDS = ("family", "name", "layers", "layer_pool", "weights_id", "feature_dim")
 _IDENTITY_DEFAULTS = {"family": "open_clip", "layers": None, "layer_pool": None}
 
 
