@@ -100,8 +100,10 @@ class Backbone(nn.Module):
         self.image_size, self.resize_to = tower.image_size, tower.resize_to
         # Hooks go on before compiling: the tap reads block outputs of the tower as it runs.
         self.tap = LayerTap(tower, cfg.layers, cfg.layer_pool, cfg.name) if cfg.layers else None
+        # the eager tower, kept out of nn.Module's registry: self.model holds its weights and
+        # self.visual may become a compiled function (not a module) below
+        object.__setattr__(self, "_eager", tower.visual)
         self.feature_dim = tower.feature_dim if self.tap is None else None
-        self.visual = tower.visual
         if self.feature_dim is None:  # no output_dim (timm towers) or block tokens: measure
             self.feature_dim = self._probe_dim()
         if cfg.precision in _HALF:
@@ -113,7 +115,6 @@ class Backbone(nn.Module):
             log.warning("backbone.compile: not with backbone.layers; running the tower eagerly")
         self.compiled = compiled is not None
         self.visual = compiled if compiled is not None else tower.visual
-        self._eager = tower.visual
         self._compile_proven = False  # the compiled tower has run once (compile errors are past)
         # The one batch size the compiled tower sees. It is set by the first forward and only
         # grows (a larger batch recompiles once, every shorter batch is padded up to it): the
@@ -126,7 +127,7 @@ class Backbone(nn.Module):
         dtype = next(self.model.parameters(), torch.zeros(())).dtype
         zero = torch.zeros(1, 3, self.image_size, self.image_size, dtype=dtype)
         with torch.no_grad():
-            out = self._features(self.visual(zero))
+            out = self._features(self._eager(zero))
         if out.ndim != 2:
             raise BackboneError(
                 f"backbone {self.cfg.name!r} gives {tuple(out.shape)}-shaped outputs, not "
