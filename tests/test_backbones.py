@@ -341,3 +341,23 @@ def test_backbones_experiment_runs_tiny_towers_of_each_family(bench, tmp_path):
     result = json.loads((out / "backbones" / "results.json").read_text())
     assert [r["feature_dim"] for r in result["backbones"]] == [768, 32, 64]
     assert "mean ROC-AUC" in (out / "backbones" / "backbones.md").read_text()
+
+
+def test_docs_example_runs(tmp_path, monkeypatch):
+    """docs/backbones.md's custom extractor example, as printed there."""
+    text = (Path(__file__).parents[1] / "docs" / "backbones.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setattr("tempfile.mkdtemp", lambda: str(tmp_path))
+    scope: dict = {"__name__": "docs_example"}
+    exec(compile(code, "docs/backbones.md", "exec"), scope)
+    assert load_checkpoint(scope["ckpt"]).backbone["family"] == "custom"
+    assert len(scope["det"].predict(sorted(map(str, (tmp_path / "test").rglob("*.png"))))) == 12
+
+
+def test_model_card_names_family_and_blocks(tiny_run):
+    from clipflow.hub import _card_model
+
+    meta = json.loads((tiny_run / "model.json").read_text())
+    assert "`open_clip`, tower output" in _card_model(meta)
+    meta["backbone"].update(family="timm", layers=[3, 5], layer_pool="mean")
+    assert "`timm`, class token of blocks [3, 5] (mean)" in _card_model(meta)
