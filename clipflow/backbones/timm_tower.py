@@ -9,7 +9,6 @@ weights file, or null (seeded random init). Size, mean, std and crop come from t
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from torch import nn
@@ -97,7 +96,3 @@ def offline_error(name: str, repo: str, why: str) -> BackboneError:
         f"connected machine run huggingface-cli download {repo} model.safetensors, copy the "
         f"file here and pass backbone.pretrained=/path/to/model.safetensors"
     )
-
-
-def timm_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
