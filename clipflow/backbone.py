@@ -1,8 +1,13 @@
-"""The frozen CLIP image tower: open_clip model -> φ(x) = encode_image(x), unnormalised.
+"""The frozen image tower: φ(x) = the backbone's image features, unnormalised.
 
-The default is ``ViT-L-14-quickgelu`` + ``openai`` (SPEC §2; the ``-quickgelu`` name matters:
-plain ``ViT-L-14`` builds nn.GELU and silently changes the features). ``tiny`` is a small
-random-init config registered by this package for tests and the demo; it detects nothing.
+The default is open_clip ``ViT-L-14-quickgelu`` + ``openai`` (SPEC §2; the ``-quickgelu`` name
+matters: plain ``ViT-L-14`` builds nn.GELU and silently changes the features). ``tiny`` is a
+small random-init config registered by this package for tests and the demo; it detects nothing.
+
+Families (``backbone.family``): ``open_clip`` (every open_clip architecture: CLIP, SigLIP, EVA,
+timm-based towers) and ``timm`` (any timm image model, pooled pre-logits). ``backbone.layers``
+reads the class token of chosen transformer blocks instead. Your own extractor plugs in
+through :class:`BackboneProtocol` (the Python API). See docs/backbones.md.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ import open_clip
 import torch
 from torch import nn
 
+from .backbones import timm_tower as timm_family
+from .backbones.layers import LAYER_POOLS, LayerTap
+from .backbones.open_clip_tower import open_clip_tower
+from .backbones.protocol import CUSTOM, BackboneProtocol, ExtractorBackbone
+from .backbones.tower import Tower
 from .errors import BackboneError, first_line
 
 log = logging.getLogger(__name__)
@@ -30,6 +40,8 @@ _CONFIG_DIR = Path(__file__).parent / "model_configs"
 # bf16 / fp16: a half-precision copy of the frozen tower; amp_bf16: autocast over fp32 weights.
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "amp_bf16")
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+FAMILIES = ("open_clip", "timm")  # built from settings; CUSTOM extractors come through the API
+__all__ = ["Backbone", "BackboneConfig", "BackboneProtocol", "as_backbone", "load_backbone"]
 
 
 @dataclass
@@ -37,8 +49,14 @@ class BackboneConfig:
     """Which CLIP tower, which weights, how to run it. YAML keys under ``backbone:``.
 
     Attributes:
-        name: open_clip model name, or ``tiny`` for the random test backbone.
-        pretrained: open_clip tag (``openai``), a local weights file, or null for random init.
+        family: ``open_clip`` (default) or ``timm``; which library builds ``name``.
+        name: open_clip model name (``tiny`` = the random test backbone), or a timm model
+            name with its pretrained tag (``vit_small_patch14_dinov2.lvd142m``).
+        pretrained: open_clip tag (``openai``), ``timm`` (timm's weights for the name's tag),
+            a local weights file, or null for a seeded random init.
+        layers: block indices (``[-1]``, ``[8, 16, 23]``): the class token of those
+            transformer blocks instead of the tower output; null = the tower output.
+        layer_pool: how the chosen blocks' tokens combine: ``concat`` or ``mean``.
         precision: ``fp32`` (strict), ``tf32``, ``bf16``/``fp16`` (half copy of the tower) or
             ``amp_bf16`` (autocast); features are returned as float32 and the flow is fp32.
             ``auto`` (the shipped configs): :func:`auto_precision` for the device.
@@ -56,38 +74,69 @@ class BackboneConfig:
     preprocess: str = "paper"
     cache_dir: str | None = None
     compile: bool = False
+    family: str = "open_clip"
+    layers: list[int] | None = None
+    layer_pool: str = "concat"
 
     @property
     def is_tiny(self) -> bool:
-        return self.name in ("tiny", TINY_NAME)
+        return self.family == "open_clip" and self.name in ("tiny", TINY_NAME)
+
+    @property
+    def is_packaged(self) -> bool:
+        """A random-only test architecture shipped in clipflow/model_configs."""
+        return self.family == "open_clip" and (self.is_tiny or self.name in packaged_names())
 
 
 class Backbone(nn.Module):
-    """A frozen open_clip visual tower with the facts needed to preprocess and describe it."""
+    """A frozen image tower (open_clip or timm) with the facts needed to preprocess and
+    describe it. Implements :class:`BackboneProtocol`."""
 
-    def __init__(self, model: nn.Module, cfg: BackboneConfig):
+    def __init__(self, tower: Tower, cfg: BackboneConfig):
         super().__init__()
-        self.model = model.eval().requires_grad_(False)
+        self.model = tower.model.eval().requires_grad_(False)
         self.cfg = cfg
+        self.mean, self.std = tuple(tower.mean), tuple(tower.std)
+        self.image_size, self.resize_to = tower.image_size, tower.resize_to
+        # Hooks go on before compiling: the tap reads block outputs of the tower as it runs.
+        self.tap = LayerTap(tower, cfg.layers, cfg.layer_pool, cfg.name) if cfg.layers else None
+        # the eager tower, kept out of nn.Module's registry: self.model holds its weights and
+        # self.visual may become a compiled function (not a module) below
+        object.__setattr__(self, "_eager", tower.visual)
+        self.feature_dim = tower.feature_dim if self.tap is None else None
+        if self.feature_dim is None:  # no output_dim (timm towers) or block tokens: measure
+            self.feature_dim = self._probe_dim()
         if cfg.precision in _HALF:
             self.model.to(_HALF[cfg.precision])
-        # encode_image(x) is visual(x) without normalisation; compile just that tower, for one
+        # visual(x) is the features without normalisation; compile just that tower, for one
         # static batch shape (see forward): a second shape would recompile it, with dynamic shapes.
-        compiled = _compiled(self.model.visual) if cfg.compile else None
+        compiled = _compiled(tower.visual) if cfg.compile and self.tap is None else None
+        if cfg.compile and self.tap is not None:
+            log.warning("backbone.compile: not with backbone.layers; running the tower eagerly")
         self.compiled = compiled is not None
-        self.visual = compiled if compiled is not None else self.model.visual
+        self.visual = compiled if compiled is not None else tower.visual
         self._compile_proven = False  # the compiled tower has run once (compile errors are past)
         # The one batch size the compiled tower sees. It is set by the first forward and only
         # grows (a larger batch recompiles once, every shorter batch is padded up to it): the
         # batch size belongs to the caller (extract_features' batch_size), not to the config,
         # so it cannot be fixed here. Without compile it stays None.
         self.static_batch: int | None = None
-        pp = getattr(model.visual, "preprocess_cfg", {}) or {}
-        self.mean = tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
-        self.std = tuple(pp.get("std", open_clip.OPENAI_DATASET_STD))
-        size = getattr(model.visual, "image_size", 224)
-        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
-        self.feature_dim = int(model.visual.output_dim)
+
+    def _probe_dim(self) -> int:
+        """The feature size from one forward pass of a zero image (fp32, before any cast)."""
+        dtype = next(self.model.parameters(), torch.zeros(())).dtype
+        zero = torch.zeros(1, 3, self.image_size, self.image_size, dtype=dtype)
+        with torch.no_grad():
+            out = self._features(self._eager(zero))
+        if out.ndim != 2:
+            raise BackboneError(
+                f"backbone {self.cfg.name!r} gives {tuple(out.shape)}-shaped outputs, not "
+                "(N, D) features; pick a pooled model"
+            )
+        return int(out.shape[1])
+
+    def _features(self, out: torch.Tensor) -> torch.Tensor:
+        return self.tap.features() if self.tap is not None else out
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -104,7 +153,7 @@ class Backbone(nn.Module):
             if self.compiled:
                 feats = self._run_compiled(images)
             else:
-                feats = self.visual(images)
+                feats = self._features(self.visual(images))
         return feats.float()
 
     def _run_compiled(self, images: torch.Tensor) -> torch.Tensor:
@@ -116,7 +165,7 @@ class Backbone(nn.Module):
             if self._compile_proven:
                 raise  # compiled before: a real error of this batch, not of compilation
             log.warning("backbone.compile: %s; running the tower eagerly", _first_line(err))
-            self.compiled, self.visual, self.static_batch = False, self.model.visual, None
+            self.compiled, self.visual, self.static_batch = False, self._eager, None
             return self.visual(images)
         self._compile_proven = True
         return feats
@@ -129,6 +178,7 @@ class Backbone(nn.Module):
     def describe(self) -> dict:
         """What produced a feature: recorded in checkpoints and results."""
         return {
+            "family": self.cfg.family,
             "name": TINY_NAME if self.cfg.is_tiny else self.cfg.name,
             "pretrained": None if self.cfg.is_tiny else self.cfg.pretrained,
             "weights_id": weights_identity(self.cfg),
@@ -139,6 +189,8 @@ class Backbone(nn.Module):
             "image_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),
+            "layers": list(self.tap.layers) if self.tap else None,
+            "layer_pool": self.cfg.layer_pool if self.tap else None,
         }
 
 
@@ -215,47 +267,148 @@ def _tf32(enabled: bool):
 
 def weights_identity(cfg: BackboneConfig) -> str:
     """A short identity of the weights: the tag, or the local file's name + size + mtime."""
+    prefix = "timm:" if cfg.family == "timm" else ""  # timm and open_clip names never collide
     if cfg.is_tiny:
         return f"{TINY_NAME}:random-seed{_TINY_SEED}"
     if not cfg.pretrained:
-        return f"{cfg.name}:random-seed{_TINY_SEED}"
+        return f"{prefix}{cfg.name}:random-seed{_TINY_SEED}"
     p = Path(cfg.pretrained).expanduser()
     if p.is_file():
         st = p.stat()
-        return f"file:{p.name}:{st.st_size}:{int(st.st_mtime)}"
-    return f"{cfg.name}:{cfg.pretrained}"
+        return f"{prefix}file:{p.name}:{st.st_size}:{int(st.st_mtime)}"
+    return f"{prefix}{cfg.name}:{cfg.pretrained}"
 
 
 def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Backbone:
     """Build the frozen tower on ``device``; one clear error when weights are unavailable."""
     cfg = resolve_backbone_auto(cfg, device)
-    if cfg.precision not in PRECISIONS:
-        raise BackboneError(
-            f"backbone.precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}"
-        )
+    check_settings(cfg)
     if cfg.precision == "fp16" and torch.device(device).type != "cuda":
         raise BackboneError("backbone.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    if cfg.preprocess not in ("paper", "univfd"):
-        raise BackboneError(f"backbone.preprocess={cfg.preprocess!r}: choose paper or univfd")
-    if cfg.is_tiny:
-        register_tiny_config()
-    elif cfg.name not in open_clip.list_models():
-        raise BackboneError(
-            f"unknown open_clip model {cfg.name!r}; e.g. backbone.name=ViT-L-14-quickgelu"
-        )
-    if cfg.is_tiny or not cfg.pretrained:
-        # Random towers (tests, demo, speed benchmarks) are seeded: the same in every process.
-        with torch.random.fork_rng(devices=[]), _quiet_open_clip():
-            torch.manual_seed(_TINY_SEED)
-            model = open_clip.create_model(TINY_NAME if cfg.is_tiny else cfg.name, pretrained=None)
+    random = cfg.is_tiny or not cfg.pretrained
+    if random:
         log.warning(
             "backbone %r has random weights: results show the pipeline works, not detection",
             cfg.name,
         )
+    if cfg.family == "timm":
+        check_weights_available(cfg)
+        with _seeded(random):
+            model = timm_family.create_timm(cfg.name, cfg.pretrained, cfg.cache_dir)
+        return Backbone(timm_family.timm_tower(model), cfg).to(device)
+    if cfg.is_packaged:
+        register_tiny_config()
+    if random:
+        # Random towers (tests, demo, speed benchmarks) are seeded: the same in every process.
+        with _seeded(True), _quiet_open_clip():
+            model = open_clip.create_model(TINY_NAME if cfg.is_tiny else cfg.name, pretrained=None)
     else:
         with _quiet_open_clip():
             model = _create_pretrained(cfg)
-    return Backbone(model, cfg).to(device)
+    return Backbone(open_clip_tower(model, cfg.name), cfg).to(device)
+
+
+def check_settings(cfg: BackboneConfig) -> None:
+    """The choices of a backbone config, each refused in one line before anything is built."""
+    if cfg.family == CUSTOM:
+        raise BackboneError(
+            "this backbone is a custom extractor: it is not built from settings; pass it to the "
+            "Python API (Detector.from_checkpoint(path, backbone=extractor), docs/backbones.md)"
+        )
+    if cfg.family not in FAMILIES:
+        raise BackboneError(f"backbone.family={cfg.family!r}: choose one of {', '.join(FAMILIES)}")
+    if cfg.precision not in PRECISIONS:
+        raise BackboneError(
+            f"backbone.precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}"
+        )
+    if cfg.preprocess not in ("paper", "univfd"):
+        raise BackboneError(f"backbone.preprocess={cfg.preprocess!r}: choose paper or univfd")
+    if cfg.layer_pool not in LAYER_POOLS:
+        raise BackboneError(f"backbone.layer_pool={cfg.layer_pool!r}: choose concat or mean")
+    if cfg.family == "timm":
+        if not timm_family.is_timm_name(cfg.name):
+            raise BackboneError(
+                f"unknown timm model {cfg.name!r}; e.g. backbone.family=timm "
+                "backbone.name=vit_small_patch14_dinov2.lvd142m (see timm.list_models())"
+            )
+    elif not cfg.is_packaged and not _is_open_clip_name(cfg.name):
+        hint = " (a timm model? add backbone.family=timm)" if _is_timm(cfg.name) else ""
+        raise BackboneError(
+            f"unknown open_clip model {cfg.name!r}{hint}; e.g. backbone.name=ViT-L-14-quickgelu"
+        )
+
+
+def _is_open_clip_name(name: str) -> bool:
+    return name in open_clip.list_models() or name.startswith(("hf-hub:", "local-dir:"))
+
+
+def _is_timm(name: str) -> bool:
+    try:
+        return timm_family.is_timm_name(name)
+    except ImportError:
+        return False
+
+
+def packaged_names() -> tuple[str, ...]:
+    """The random-only test architectures in clipflow/model_configs (``clipflow-tiny``, ...)."""
+    return tuple(sorted(p.stem for p in _CONFIG_DIR.glob("*.json")))
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is no backbone name of any family (settings check), or None."""
+    if name == "tiny" or name in packaged_names() or _is_open_clip_name(name) or _is_timm(name):
+        return None
+    return "not an open_clip or timm model name (see open_clip.list_models(), timm.list_models())"
+
+
+def recorded_name_problem(record: dict) -> str | None:
+    """Why a checkpoint's backbone record names no model of its family, or None."""
+    family, name = record.get("family") or "open_clip", record["name"]
+    if family == CUSTOM:
+        return None  # any one-line name; the extractor given at load time is compared to it
+    if family == "timm":
+        return None if _is_timm(name) else "not a timm model name"
+    if name == "tiny" or name in packaged_names() or _is_open_clip_name(name):
+        return None
+    return "not an open_clip model name"
+
+
+@contextmanager
+def _seeded(on: bool):
+    """Random towers are seeded (the same in every process) without touching the caller's RNG."""
+    if not on:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_TINY_SEED)
+        yield
+
+
+def as_backbone(backbone) -> Backbone | ExtractorBackbone:
+    """A :class:`Backbone` as is; any other :class:`BackboneProtocol` object wrapped (checked)."""
+    if isinstance(backbone, (Backbone, ExtractorBackbone)):
+        return backbone
+    return ExtractorBackbone(backbone, BackboneConfig)
+
+
+# what must agree between a checkpoint's backbone record and the backbone scoring for it
+IDENTITY_FIELDS = ("family", "name", "layers", "layer_pool", "weights_id", "feature_dim")
+_IDENTITY_DEFAULTS = {"family": "open_clip", "layers": None, "layer_pool": None}
+
+
+def identity_mismatch(recorded: dict, actual: dict) -> str | None:
+    """The first identity field on which ``actual`` differs from ``recorded``, as a phrase;
+    fields a (older) record lacks are not compared, except the defaulted family/layers."""
+    for key in IDENTITY_FIELDS:
+        if key not in recorded and key not in _IDENTITY_DEFAULTS:
+            continue
+        want = recorded.get(key, _IDENTITY_DEFAULTS.get(key))
+        got = actual.get(key, _IDENTITY_DEFAULTS.get(key))
+        if key == "layer_pool" and not recorded.get("layers"):
+            continue
+        if want != got:
+            return f"{key} {got!r} (the checkpoint was trained with {want!r})"
+    return None
 
 
 def register_tiny_config() -> None:
@@ -306,6 +459,9 @@ def check_weights_available(cfg: BackboneConfig) -> None:
     """
     if cfg.is_tiny or not cfg.pretrained:
         return
+    if cfg.family == "timm":
+        _check_timm_weights(cfg)
+        return
     if _looks_like_path(cfg.pretrained):
         if not Path(cfg.pretrained).expanduser().is_file():
             raise BackboneError(
@@ -330,6 +486,29 @@ def check_weights_available(cfg: BackboneConfig) -> None:
         f"downloaded ({why}): on a connected machine {fetch}, copy the file here and pass "
         f"backbone.pretrained=/path/to/{filename}"
     )
+
+
+def _check_timm_weights(cfg: BackboneConfig) -> None:
+    """check_weights_available for timm: a local file exists, or timm's hub file is cached
+    or downloadable."""
+    if cfg.pretrained != timm_family.TIMM_TAG:
+        if not Path(cfg.pretrained).expanduser().is_file():
+            raise BackboneError(
+                f"timm weights file not found: {cfg.pretrained} — check backbone.pretrained "
+                f"(or use backbone.pretrained={timm_family.TIMM_TAG} for timm's own weights)"
+            )
+        return
+    if not timm_family.is_timm_name(cfg.name):
+        return  # check_settings words this one
+    source = timm_family.hub_source(cfg.name)
+    if source is None:
+        return  # weights from a URL or none: timm reports it
+    repo, files = source
+    if timm_family.in_hf_cache(repo, files, cfg.cache_dir):
+        return
+    why = _why_no_download((repo, files[0]))
+    if why is not None:
+        raise timm_family.offline_error(cfg.name, repo, why)
 
 
 def _hub_source(cfg: BackboneConfig) -> tuple[str, str] | None:

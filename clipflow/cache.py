@@ -188,10 +188,15 @@ class FeatureCache:
         """One folder per setting. ``max_pixels`` is part of it: a file refused as too large
         under one cap must be extracted when the cap is raised."""
         bb = backbone.describe()
+        ident = [bb["name"], bb["weights_id"], bb["precision"]]
+        if bb.get("family", "open_clip") != "open_clip" or bb.get("layers"):
+            # other families and block tokens: their own folders; plain open_clip towers keep
+            # the keys they always had (their cached features stay valid)
+            ident += [bb.get("family"), bb.get("layers"), bb.get("layer_pool")]
         key = _hash(
             {
                 "v": CACHE_VERSION,
-                "backbone": [bb["name"], bb["weights_id"], bb["precision"]],
+                "backbone": ident,
                 "transform": transform.describe(),
                 "variant": variant.key,
                 "seed": seed,

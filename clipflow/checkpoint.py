@@ -25,13 +25,20 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .backbone import PRECISIONS, TINY_NAME, BackboneConfig
+from .backbone import (
+    FAMILIES,
+    LAYER_POOLS,
+    PRECISIONS,
+    BackboneConfig,
+    identity_mismatch,
+    recorded_name_problem,
+)
+from .backbones.protocol import CUSTOM
 from .errors import CheckpointError, first_line
 from .fileio import atomic_write, atomic_write_text, file_sha256
 from .flow import CLIPFlow, FlowConfig
@@ -221,10 +228,6 @@ def _short(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _known_backbones() -> tuple[str, ...]:
-    return ("tiny", TINY_NAME, *open_clip.list_models())
-
-
 FLOW_SCHEMA: dict[str, tuple[Check, bool]] = {
     "feature_dim": (_int(1, MAX_FEATURE_DIM), False),  # config_dict() repeats it
     "dr_dim": (_int(0, MAX_DR_DIM), True),
@@ -238,7 +241,8 @@ FLOW_SCHEMA: dict[str, tuple[Check, bool]] = {
 }
 
 BACKBONE_SCHEMA: dict[str, tuple[Check, bool]] = {  # the keys of Backbone.describe()
-    "name": (_choice(_known_backbones), True),
+    # a one-line name here; _cross_checks checks it against the family's registry
+    "name": (_str(r"[^\x00-\x1f]{1,4096}"), True),
     "pretrained": (_optional(_str(r".{1,4096}")), False),
     "weights_id": (_str(r".{1,4096}"), False),
     "random_init": (_bool, False),
@@ -248,6 +252,10 @@ BACKBONE_SCHEMA: dict[str, tuple[Check, bool]] = {  # the keys of Backbone.descr
     "image_size": (_int(1, 8192), False),
     "mean": (_list(_number(), 1, 4), False),
     "std": (_list(_number(0.0, lo_open=True), 1, 4), False),
+    # optional: checkpoints from before the backbone zoo are open_clip tower outputs
+    "family": (_choice((*FAMILIES, CUSTOM)), False),
+    "layers": (_optional(_list(_int(0, 4096), 1, 4096)), False),
+    "layer_pool": (_optional(_choice(LAYER_POOLS)), False),
 }
 
 META_SCHEMA: dict[str, tuple[Check, bool]] = {
@@ -312,6 +320,9 @@ def _cross_checks(meta: dict) -> None:
     dim = meta["feature_dim"]
     if meta["flow"].get("feature_dim", dim) != dim:
         raise _Invalid(f"{meta['flow']['feature_dim']} differs from feature_dim {dim}", "flow")
+    problem = recorded_name_problem(meta["backbone"])
+    if problem:
+        raise _Invalid(f"{_short(meta['backbone']['name'])} is {problem}", "backbone.name")
     # backbone.feature_dim is not compared here: the backbone actually loaded is, by
     # require_feature_dim (the user may override the recorded one).
     if (meta["flow"]["dr_dim"] or dim) < 2:  # a coupling block splits the vector in two halves
@@ -609,8 +620,24 @@ def require_feature_dim(ckpt: Checkpoint, backbone) -> None:
         )
 
 
+def require_backbone_identity(ckpt: Checkpoint, backbone) -> None:
+    """A backbone given ready-made (the Python API) must be the one the checkpoint recorded:
+    family, name, layers and feature size; a custom extractor also its ``weights_id``."""
+    actual = backbone.describe()
+    recorded = dict(ckpt.backbone)
+    if recorded.get("family", "open_clip") != CUSTOM:
+        recorded.pop("weights_id", None)  # a local copy of the same weights is fine
+    problem = identity_mismatch(recorded, actual)
+    if problem:
+        raise CheckpointError(
+            f"backbone {actual.get('name')!r} does not match checkpoint {ckpt.path}: {problem}"
+        )
+    require_feature_dim(ckpt, backbone)
+
+
 def eval_backbone_config(ckpt: Checkpoint, overrides: dict) -> BackboneConfig:
     """The checkpoint's backbone, with the user's overrides (e.g. a local weights file)."""
-    recorded = {k: ckpt.backbone.get(k) for k in ("name", "pretrained", "precision", "preprocess")}
-    recorded = {k: v for k, v in recorded.items() if v is not None or k == "pretrained"}
+    keys = ("name", "pretrained", "precision", "preprocess", "family", "layers", "layer_pool")
+    recorded = {k: ckpt.backbone.get(k) for k in keys}
+    recorded = {k: v for k, v in recorded.items() if v is not None or k in ("pretrained", "layers")}
     return BackboneConfig(**{**recorded, **overrides})

@@ -27,8 +27,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .backbone import Backbone, load_backbone
-from .checkpoint import Checkpoint, eval_backbone_config, load_checkpoint, require_feature_dim
+from .backbone import Backbone, BackboneProtocol, as_backbone, load_backbone
+from .checkpoint import (
+    Checkpoint,
+    eval_backbone_config,
+    load_checkpoint,
+    require_backbone_identity,
+    require_feature_dim,
+)
 from .config import resolve_device
 from .errors import ClipflowError, UnreadableImageError
 from .features import extract_features
@@ -95,13 +101,15 @@ class Detector:
         cls,
         path: str | os.PathLike,
         device: str = "auto",
-        backbone: dict | None = None,
+        backbone: dict | BackboneProtocol | None = None,
         batch_size: int = 32,
     ) -> Detector:
         """Load ``path`` (run folder, ``model.safetensors`` or its JSON) and its backbone.
 
         ``backbone`` overrides recorded fields,
-        e.g. ``{"pretrained": "/local/weights.safetensors"}``.
+        e.g. ``{"pretrained": "/local/weights.safetensors"}``, or is a ready backbone (your own
+        :class:`~clipflow.backbone.BackboneProtocol` extractor, docs/backbones.md); it must
+        match the checkpoint's recorded backbone (name, layers, feature size).
         """
         return cls.from_loaded(load_checkpoint(path), device, backbone, batch_size)
 
@@ -111,7 +119,7 @@ class Detector:
         repo_id: str,
         revision: str | None = None,
         device: str = "auto",
-        backbone: dict | None = None,
+        backbone: dict | BackboneProtocol | None = None,
         batch_size: int = 32,
     ) -> Detector:
         """A checkpoint from the Hugging Face Hub: ``"OWNER/NAME"`` (or ``hf://OWNER/NAME``,
@@ -129,11 +137,15 @@ class Detector:
         cls,
         ckpt: Checkpoint,
         device: str = "auto",
-        backbone: dict | None = None,
+        backbone: dict | BackboneProtocol | None = None,
         batch_size: int = 32,
     ) -> Detector:
         """Like :meth:`from_checkpoint`, for a checkpoint loaded with ``load_checkpoint``."""
         device = resolve_device(device)
+        if backbone is not None and not isinstance(backbone, dict):
+            ready = as_backbone(backbone)
+            require_backbone_identity(ckpt, ready)
+            return cls(ckpt, ready, device, batch_size)
         overrides = {k: v for k, v in (backbone or {}).items() if v is not None}
         return cls(
             ckpt, load_backbone(eval_backbone_config(ckpt, overrides), device), device, batch_size

@@ -213,10 +213,19 @@ def _card_usage(repo_id: str) -> str:
     )
 
 
+def _card_family(bb: dict) -> str:
+    """``open_clip``, ``timm`` or ``custom``, and which block tokens (if any) were used."""
+    family = f"`{bb.get('family') or 'open_clip'}`"
+    if not bb.get("layers"):
+        return f"{family}, tower output"
+    return f"{family}, class token of blocks {bb['layers']} ({bb.get('layer_pool')})"
+
+
 def _card_model(meta: dict) -> str:
     bb, flow = meta["backbone"], meta["flow"]
     rows = [
         ("backbone", f"`{bb.get('name')}`"),
+        ("backbone family / layers", _card_family(bb)),
         ("backbone weights", f"`{bb.get('weights_id') or bb.get('pretrained') or 'n/a'}`"),
         ("preprocessing", f"`{bb.get('preprocess', 'paper')}`, {bb.get('image_size', '?')} px"),
         ("precision", f"`{bb.get('precision', 'fp32')}`"),

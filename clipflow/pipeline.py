@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .backbone import Backbone, check_weights_available, load_backbone
+from .backbone import Backbone, as_backbone, check_weights_available, load_backbone
 from .benchmark import check_set_names, summarize
 from .benchmarks_modern import describe_reencode, discover_benchmark_sets, reencode_variant
 from .cache import FeatureCache, cached_extract, file_key
@@ -26,6 +26,7 @@ from .checkpoint import (
     Checkpoint,
     eval_backbone_config,
     load_checkpoint,
+    require_backbone_identity,
     require_feature_dim,
     save_checkpoint,
 )
@@ -89,13 +90,18 @@ def train_head(s: TrainSettings, backbone, split, cache, device, on_epoch=None) 
     return TrainedHead(model, threshold, val_real, history, val_info, tf.paths, tf.skipped)
 
 
-def run_train(s: TrainSettings, run_dir: Path) -> Path:
-    """Train on natural images (and their proxies), calibrate, save; returns the checkpoint."""
+def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
+    """Train on natural images (and their proxies), calibrate, save; returns the checkpoint.
+    ``backbone``: a ready one (your own extractor, docs/backbones.md) instead of s.backbone."""
     run_dir = Path(run_dir)
     device = resolve_device(s.device)
     if not s.data.train_root:
         raise DataError("no training images given — pass data.train_root=DIR (natural images only)")
-    check_weights_available(s.backbone)  # before the scan: a missing file is the first news
+    if backbone is not None:
+        backbone = as_backbone(backbone)
+        s = replace(s, backbone=backbone.cfg)  # the checkpoint's config names what ran
+    else:
+        check_weights_available(s.backbone)  # before the scan: a missing file is the first news
     watch = TrainingWatch(run_dir, s.logger)  # logger=tensorboard without the package: now
     split = discover_train_images(
         Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
@@ -108,7 +114,7 @@ def run_train(s: TrainSettings, run_dir: Path) -> Path:
         len(val_paths),
     )
 
-    backbone = load_backbone(s.backbone, device)
+    backbone = backbone or load_backbone(s.backbone, device)
     with watch:
         head = train_head(s, backbone, split, feature_cache(s.data), device, watch.on_epoch)
     mode = s.train.mode
@@ -466,24 +472,30 @@ class EvalInputs(NamedTuple):
     backbone: Backbone
 
 
-def prepare_eval(s: EvalSettings) -> EvalInputs:
-    """Device, checkpoint, test sets and backbone for an evaluation, every input checked first."""
+def prepare_eval(s: EvalSettings, backbone=None) -> EvalInputs:
+    """Device, checkpoint, test sets and backbone for an evaluation, every input checked first.
+    ``backbone``: a ready one (your own extractor), checked against the checkpoint's record."""
     device = resolve_device(s.device)
     ckpt = load_checkpoint(s.ckpt)
     if not s.data.test_root:
         raise DataError("no test images given — pass data.test_root=DIR")
-    backbone_cfg = eval_backbone_config(ckpt, s.backbone)
-    check_weights_available(backbone_cfg)  # before the (long) scan of the test folders
+    if backbone is not None:
+        backbone = as_backbone(backbone)
+        require_backbone_identity(ckpt, backbone)
+    else:
+        backbone_cfg = eval_backbone_config(ckpt, s.backbone)
+        check_weights_available(backbone_cfg)  # before the (long) scan of the test folders
     sets = select_test_sets(discover_benchmark_sets(Path(s.data.test_root), s.data.benchmark), s)
-    backbone = load_backbone(backbone_cfg, device)
+    backbone = backbone or load_backbone(backbone_cfg, device)
     require_feature_dim(ckpt, backbone)
     ckpt.model.to(device)
     return EvalInputs(device, ckpt, sets, backbone)
 
 
-def run_eval(s: EvalSettings, run_dir: Path) -> dict[str, Path]:
-    """Score every dataset under ``data.test_root`` with a checkpoint; write the result files."""
-    ev = prepare_eval(s)
+def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
+    """Score every dataset under ``data.test_root`` with a checkpoint; write the result files.
+    ``backbone``: a ready one (your own extractor) instead of the checkpoint's."""
+    ev = prepare_eval(s, backbone)
     fs = test_features(ev.backbone, ev.sets, s.data, feature_cache(s.data), ev.device, s.seed)
     score_of = dict(
         zip(fs.paths, score_features(ev.ckpt.model, fs.features[0], device=ev.device).tolist())

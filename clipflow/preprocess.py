@@ -29,6 +29,7 @@ class ImageTransform:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     train: bool = False
+    resize: int = RESIZE_TO  # paper protocol: the backbone's resize (256 for 224-px towers)
 
     def __call__(
         self, image: torch.Tensor, generator: torch.Generator | None = None
@@ -54,7 +55,7 @@ class ImageTransform:
         by size makes it one per group. Each image's crop still uses its own generator.
         """
         if self.protocol == "paper":
-            images = resize_grouped(images, RESIZE_TO)
+            images = resize_grouped(images, self.resize)
         return torch.stack(
             [self._crop(pad_to_min_size(im, self.size), g) for im, g in zip(images, generators)]
         )
@@ -80,7 +81,7 @@ class ImageTransform:
             "protocol": self.protocol,
             "size": self.size,
             "train": self.train,
-            "resize": RESIZE_TO if self.protocol == "paper" else None,
+            "resize": self.resize if self.protocol == "paper" else None,
         }
 
 
@@ -121,4 +122,5 @@ def build_transform(backbone, protocol: str | None = None, train: bool = False) 
         mean=backbone.mean,
         std=backbone.std,
         train=train,
+        resize=getattr(backbone, "resize_to", RESIZE_TO),
     )

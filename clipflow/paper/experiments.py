@@ -84,11 +84,18 @@ def list_experiments() -> list[str]:
     return list(OmegaConf.load(_experiment_dir() / "all.yaml").experiments)
 
 
+def named_experiments() -> list[str]:
+    """Every experiment: those of ``all`` plus those run only by name (``by_name`` in
+    all.yaml, e.g. backbones, which needs several backbones' weights)."""
+    extra = OmegaConf.load(_experiment_dir() / "all.yaml").get("by_name") or []
+    return list_experiments() + [n for n in extra if n not in list_experiments()]
+
+
 def load_experiment(name: str) -> ExperimentSpec:
     path = _experiment_dir() / f"{name}.yaml"
     if name == "all" or not path.is_file():
         raise ClipflowError(
-            f"unknown experiment {name!r}; choose one of: all, {', '.join(list_experiments())}"
+            f"unknown experiment {name!r}; choose one of: all, {', '.join(named_experiments())}"
         )
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     arms = [
@@ -165,6 +172,8 @@ class Runner:
 
     def settings(self, spec: ExperimentSpec, arm: ArmSpec | None, seed: int) -> TrainSettings:
         arm_overrides = arm.overrides if arm else []
+        if arm and arm.name in spec.tiny_arms and _asks_tiny(self.opts.overrides):
+            arm_overrides = list(spec.tiny_arms[arm.name])
         key = tuple(
             merge_overrides(
                 [self.opts.views_override],
@@ -489,6 +498,11 @@ def _require_data(spec: ExperimentSpec, s: TrainSettings, opts: RunOptions) -> N
         )
     if spec.sets == "test" and not s.data.test_root:
         raise DataError(f"experiment {spec.name} needs the benchmark: pass data.test_root=DIR")
+
+
+def _asks_tiny(overrides: list[str]) -> bool:
+    """The command line chose the random ``tiny`` backbone (the miniature, tests)."""
+    return any(o.lstrip("+") in ("backbone=tiny", "backbone.name=tiny") for o in overrides)
 
 
 def _slug(name: str) -> str:

@@ -38,6 +38,10 @@ class ExperimentSpec:
     description: str = ""
     seeds: list[int] = field(default_factory=list)  # when the command line gives none; [] = [0]
     summary_note: str = ""  # a paragraph under the summary table (e.g. what choices' arms change)
+    # arm name -> overrides used instead when the run asks for the random ``backbone=tiny``
+    # (miniature, tests): arms that each name a real backbone get a tiny one of that family
+    tiny_arms: dict = field(default_factory=dict)
+    tables: list[str] = field(default_factory=list)  # extra tables: backbones
 
 
 @dataclass

@@ -1,0 +1,146 @@
+"""The plug-in point: any feature extractor that satisfies :class:`BackboneProtocol`.
+
+    class MyExtractor:                       # see docs/backbones.md for a complete one
+        feature_dim = 128; image_size = 64
+        mean = (0.5, 0.5, 0.5); std = (0.5, 0.5, 0.5)
+        def describe(self): return {"name": "my-net", "weights_id": "my-net:v1"}
+        def __call__(self, images): ...      # (N, 3, S, S) normalised -> float32 (N, D)
+
+``clipflow.pipeline.run_train(s, run_dir, backbone=MyExtractor())``, ``run_eval(...)`` and
+``Detector.from_checkpoint(path, backbone=MyExtractor())`` accept it. ``describe()`` must give a
+``name`` and a ``weights_id`` (they key the feature cache and are recorded in the checkpoint);
+optional: ``precision`` (default fp32), ``preprocess`` (paper | univfd, default paper),
+``random_init``, ``resize_to`` (an attribute: the paper protocol's resize, default S·256/224).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from ..errors import BackboneError
+from .tower import PAPER_RESIZE_RATIO
+
+CUSTOM = "custom"  # the family recorded for extractors given through the Python API
+_ID = re.compile(r"[^\x00-\x1f]{1,4096}")
+
+
+@runtime_checkable
+class BackboneProtocol(Protocol):
+    """What clipflow needs from a backbone: facts to preprocess, a record, and features."""
+
+    feature_dim: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def describe(self) -> dict: ...
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+class ExtractorBackbone:
+    """A user's extractor behind the interface the pipeline uses (``cfg``, checked outputs).
+
+    The pipeline reads ``backbone.cfg.preprocess`` and ``.cfg.name``; this adapter supplies a
+    ``cfg`` from ``describe()`` and runs the extractor under ``torch.inference_mode``, refusing
+    an output of the wrong shape instead of training on it.
+    """
+
+    def __init__(self, extractor, cfg_factory):
+        info = _checked_info(extractor)
+        self.extractor = extractor
+        self.feature_dim = _positive_int(extractor, "feature_dim")
+        self.image_size = _positive_int(extractor, "image_size")
+        self.mean = _triple(extractor, "mean")
+        self.std = _triple(extractor, "std")
+        resize = getattr(extractor, "resize_to", None)
+        self.resize_to = int(resize) if resize else round(self.image_size * PAPER_RESIZE_RATIO)
+        self.info = info
+        self.cfg = cfg_factory(
+            family=CUSTOM,
+            name=info["name"],
+            pretrained=None,
+            precision=info.get("precision", "fp32"),
+            preprocess=info.get("preprocess", "paper"),
+        )
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            feats = self.extractor(images)
+        if not isinstance(feats, torch.Tensor) or tuple(feats.shape) != (
+            len(images),
+            self.feature_dim,
+        ):
+            shape = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats)
+            raise BackboneError(
+                f"backbone {self.info['name']!r} returned {shape} for {len(images)} images; "
+                f"expected ({len(images)}, {self.feature_dim}) (its feature_dim)"
+            )
+        return feats.float()
+
+    def to(self, device) -> ExtractorBackbone:
+        return self  # the user's extractor lives where the user put it
+
+    def describe(self) -> dict:
+        return {
+            "family": CUSTOM,
+            "name": self.info["name"],
+            "pretrained": None,
+            "weights_id": self.info["weights_id"],
+            "random_init": bool(self.info.get("random_init", False)),
+            "precision": self.cfg.precision,
+            "preprocess": self.cfg.preprocess,
+            "feature_dim": self.feature_dim,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "layers": None,
+            "layer_pool": None,
+        }
+
+
+def _checked_info(extractor) -> dict:
+    if not isinstance(extractor, BackboneProtocol):
+        missing = [
+            k
+            for k in ("feature_dim", "image_size", "mean", "std", "describe", "__call__")
+            if not hasattr(extractor, k)
+        ]
+        raise BackboneError(
+            f"{type(extractor).__name__} is not a backbone: it lacks {', '.join(missing)} "
+            "(see clipflow.backbone.BackboneProtocol, docs/backbones.md)"
+        )
+    info = extractor.describe()
+    if not isinstance(info, dict):
+        raise BackboneError(f"{type(extractor).__name__}.describe() must return a dict")
+    for key in ("name", "weights_id"):
+        if not isinstance(info.get(key), str) or not _ID.fullmatch(info[key]):
+            raise BackboneError(
+                f"{type(extractor).__name__}.describe() needs a non-empty one-line string "
+                f"{key!r} (it keys the feature cache and is recorded in checkpoints)"
+            )
+    if info.get("preprocess", "paper") not in ("paper", "univfd"):
+        raise BackboneError(f"describe()['preprocess']={info['preprocess']!r}: paper or univfd")
+    return info
+
+
+def _positive_int(extractor, attr: str) -> int:
+    value = getattr(extractor, attr)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BackboneError(f"{type(extractor).__name__}.{attr}={value!r}: a positive integer")
+    return value
+
+
+def _triple(extractor, attr: str) -> tuple[float, ...]:
+    value = tuple(getattr(extractor, attr))
+    ok = len(value) == 3 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+    if not ok or (attr == "std" and min(value) <= 0):
+        raise BackboneError(
+            f"{type(extractor).__name__}.{attr}={value!r}: three finite numbers"
+            + (" > 0" if attr == "std" else "")
+        )
+    return tuple(float(v) for v in value)
