@@ -76,7 +76,7 @@ def run_calibrate(s: CalibrateSettings, out: Path) -> Path:
     root = Path(s.data.real_root).expanduser()
     split = discover_train_images(root, None, s.holdout if s.refit else 0.0, s.seed)
     cal_paths = split.val if s.refit else split.train
-    require_enough(len(cal_paths), s, "found")
+    require_enough(len(cal_paths), s, "usable")
     device = resolve_device(s.device)
     backbone = load_backbone(eval_backbone_config(ckpt, s.backbone), device)
     require_feature_dim(ckpt, backbone)
@@ -120,11 +120,11 @@ def require_enough(n: int, s: CalibrateSettings, what: str) -> None:
     """At least ``min_reals`` calibration photos, and enough for ``fpr`` when given."""
     need = max(s.min_reals, reals_needed(s.fpr) if s.fpr is not None else 0)
     if n < need:
-        part = f" in the held-out {s.holdout:g} share (refit=true)" if s.refit else ""
+        part = f" (the held-out holdout={s.holdout:g} share; refit=true)" if s.refit else ""
         why = f"fpr={s.fpr:g} needs {reals_needed(s.fpr)}" if s.fpr is not None else ""
         raise CalibrationError(
-            f"{n} {what} real photos{part} under {s.data.real_root}, at least {need} needed "
-            f"(min_reals={s.min_reals}{'; ' + why if why else ''}): add photos"
+            f"{s.data.real_root}: {n} {what} real photos for calibration{part}, at least "
+            f"{need} needed (min_reals={s.min_reals}{'; ' + why if why else ''}): add photos"
             + (" or raise holdout" if s.refit else "")
         )
 

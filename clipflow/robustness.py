@@ -57,8 +57,9 @@ def run_robustness(
         "perturbations": [p.describe() for p in perturbations],
     }
     files, summary, note = {}, [], ""
+    cal = ckpt.val_real_scores.numpy()  # conformal columns: the clean calibration reals
     for pert, score_of in zip([None, *perturbations], score_maps):
-        rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold)
+        rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold, cal)
         if not rows:
             raise DataError(
                 "no dataset had readable real and fake images; see skipped.txt and the warnings"
