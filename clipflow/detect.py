@@ -497,7 +497,8 @@ def table_footer(
             "photos like the calibration ones are flagged; docs/calibration.md)"
         )
         + "; fpr_val: share of the "
-        f"checkpoint's {det.n_validation} natural validation images scoring at least as high; "
+        f"checkpoint's {det.n_validation} calibration reals (natural validation images, or "
+        "the photos of clipflow-calibrate) scoring at least as high; "
         f"p_value: (1 + that count) / ({det.n_validation} + 1)",
     ]
     if unsure_k:

@@ -229,7 +229,8 @@ def test_calibrate_writes_a_new_valid_checkpoint(
     ]:
         code, _, err = calibrate(*common, *args)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (args, err)
-    assert _digest(trained_run) == before
+    assert not (tmp_path / "x").exists()  # a refused run leaves no empty folder behind
+    assert _digest(trained_run) == before and load_checkpoint(out).sha256 == ckpt.sha256
 
 
 def test_calibrate_refit_calibrates_on_held_out_photos(

@@ -6,6 +6,8 @@ the input checkpoint is never modified. Exit codes: 0 written; 2 usage error or 
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .common import hydra_app, lazy_names, run_dir, to_dict
@@ -22,8 +24,18 @@ __getattr__, _lazy = lazy_names(__name__, _LAZY, globals())
 
 def calibrate(cfg: DictConfig) -> None:
     settings = _lazy("calibrate_settings")(to_dict(cfg))  # every value checked before the model
-    ckpt = _lazy("run_calibrate")(settings, run_dir())  # run_dir() is out=, checked writable
+    out = run_dir()  # = out=, created by Hydra and checked writable
+    try:
+        ckpt = _lazy("run_calibrate")(settings, out)
+    except BaseException:
+        _remove_if_empty(out)  # a refused run leaves no empty folder behind
+        raise
     print(f"checkpoint: {ckpt}")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (or already gone): leave it
+        folder.rmdir()
 
 
 def main() -> None:
