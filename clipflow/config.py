@@ -285,14 +285,14 @@ RULES: dict[str, Rule] = {
     "detect.format": Rule(
         check=lambda v: None if v.lower() in ("jsonl", "csv") else "use jsonl or csv"
     ),
-    "detect.batch_size": _LOADER_BATCH,
-    "detect.num_workers": _WORKERS,
-    "detect.inputs": Rule(check=_not_empty),
     "detect.fpr": _unit(hi_open=True),
     "calibrate.fpr": _unit(hi_open=True),
     "calibrate.holdout": Rule(lo=0.0, hi=0.9, lo_open=True),
     "calibrate.min_reals": _ge(1, 10**9),
     "detect.unsure_k": _ge(1, 8),  # = len(conformal.UNSURE_COPIES)
+    "detect.batch_size": _LOADER_BATCH,
+    "detect.num_workers": _WORKERS,
+    "detect.inputs": Rule(check=_not_empty),
 }
 
 
@@ -499,26 +499,6 @@ def eval_settings(cfg: dict) -> EvalSettings:
     return resolve_auto(settings)
 
 
-def calibrate_settings(cfg: dict) -> CalibrateSettings:
-    """clipflow-calibrate: checkpoint, the user's reals (data.real_root), output, refit."""
-    cfg = _top_level(cfg, {f.name for f in fields(CalibrateSettings)} - {"auto"})
-    hints = _hints(CalibrateSettings)
-    plain = ("ckpt", "out", "refit", "holdout", "min_reals", "fpr")
-    values = {
-        name: check(name, cfg[name], hints[name], f"calibrate.{name}")
-        for name in plain
-        if name in cfg and not (name in ("ckpt", "out") and cfg[name] is None)
-    }
-    settings = CalibrateSettings(
-        **values,
-        data=_build(DataConfig, cfg.get("data"), "data"),
-        device=check("device", cfg.get("device", "auto"), str),
-        seed=check("seed", cfg.get("seed", 0), int),
-        backbone=_backbone_overrides(cfg.get("backbone")),
-    )
-    return resolve_auto(settings)
-
-
 def _perturbations(spec: Any) -> list[Perturbation]:
     if spec is not None and not isinstance(spec, (str, list, tuple)):
         raise _fail("perturb", spec, "must be a name or a list of names")
@@ -548,6 +528,26 @@ def detect_settings(cfg: dict) -> DetectSettings:
         settings.backbone, chosen = _resolve_backbone(settings.backbone, m)
         _log_auto({**chosen, "device": m.label})
     return settings
+
+
+def calibrate_settings(cfg: dict) -> CalibrateSettings:
+    """clipflow-calibrate: checkpoint, the user's reals (data.real_root), output, refit."""
+    cfg = _top_level(cfg, {f.name for f in fields(CalibrateSettings)} - {"auto"})
+    hints = _hints(CalibrateSettings)
+    plain = ("ckpt", "out", "refit", "holdout", "min_reals", "fpr")
+    values = {
+        name: check(name, cfg[name], hints[name], f"calibrate.{name}")
+        for name in plain
+        if name in cfg and not (name in ("ckpt", "out") and cfg[name] is None)
+    }
+    settings = CalibrateSettings(
+        **values,
+        data=_build(DataConfig, cfg.get("data"), "data"),
+        device=check("device", cfg.get("device", "auto"), str),
+        seed=check("seed", cfg.get("seed", 0), int),
+        backbone=_backbone_overrides(cfg.get("backbone")),
+    )
+    return resolve_auto(settings)
 
 
 def resolve_device(name: str) -> str:

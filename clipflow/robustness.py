@@ -50,6 +50,7 @@ def run_robustness(
     run_dir = Path(run_dir)
     device, ckpt, sets, backbone = prepare_eval(s)
     model = ckpt.model
+    cal = ckpt.val_real_scores.numpy()  # conformal columns (ours): the clean calibration reals
     score_maps, skipped = score_variants(model, backbone, sets, perturbations, s, device, chunk)
     meta = {
         **eval_metadata(ckpt, backbone, s),
@@ -57,7 +58,6 @@ def run_robustness(
         "perturbations": [p.describe() for p in perturbations],
     }
     files, summary, note = {}, [], ""
-    cal = ckpt.val_real_scores.numpy()  # conformal columns: the clean calibration reals
     for pert, score_of in zip([None, *perturbations], score_maps):
         rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold, cal)
         if not rows:
