@@ -299,6 +299,23 @@ META_SCHEMA: dict[str, tuple[Check, bool]] = {
         False,
     ),
     "versions": (_str_map, False),
+    # written by clipflow-calibrate: whose photos val_real_scores are (clipflow/calibrate.py)
+    "calibration": (
+        _record(
+            {
+                "n": (_int(1), True),
+                "fingerprint": (_str(r"[0-9a-f]{64}"), True),
+                "root": (_str(r".{1,4096}"), True),
+                "date": (_str(r"[0-9T:+.Z-]{10,40}"), True),
+                "refit": (_bool, True),
+                "n_skipped": (_int(0), False),
+                "source_sha256": (_str(r"[0-9a-f]{64}"), False),
+                "holdout": (_number(0.0, 1.0, lo_open=True), False),
+                "n_fit": (_int(0), False),
+            }
+        ),
+        False,
+    ),
 }
 
 

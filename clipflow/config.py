@@ -108,6 +108,7 @@ class DataConfig:
     cache_dir: str | None = None
     cache_shard_size: int = 4096
     max_megapixels: float | None = 100.0
+    real_root: str | None = None  # clipflow-calibrate: the user's own real photos
 
 
 @dataclass
@@ -153,6 +154,26 @@ class DetectSettings:
     batch_size: int = 32
     num_workers: int = 4
     backbone: dict = field(default_factory=dict)
+    fpr: float | None = None  # decide by conformal p-value <= fpr; None = the threshold
+    unsure: bool = False  # also score unsure_k re-encoded copies; disagreement -> "unsure"
+    unsure_k: int = 4
+
+
+@dataclass
+class CalibrateSettings:
+    """Typed values of configs/calibrate.yaml (clipflow-calibrate)."""
+
+    ckpt: str = ""
+    out: str = ""
+    refit: bool = False
+    holdout: float = 0.5  # refit=true: share of the photos kept out of the fit, for p-values
+    min_reals: int = 20
+    fpr: float | None = None  # a level the new calibration must be able to reach
+    data: DataConfig = field(default_factory=DataConfig)
+    device: str = "auto"
+    seed: int = 0
+    backbone: dict = field(default_factory=dict)
+    auto: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- rules
@@ -298,6 +319,11 @@ RULES: dict[str, Rule] = {
     "detect.format": Rule(
         check=lambda v: None if v.lower() in ("jsonl", "csv") else "use jsonl or csv"
     ),
+    "detect.fpr": _unit(hi_open=True),
+    "calibrate.fpr": _unit(hi_open=True),
+    "calibrate.holdout": Rule(lo=0.0, hi=0.9, lo_open=True),
+    "calibrate.min_reals": _ge(1, 10**9),
+    "detect.unsure_k": _ge(1, 8),  # = len(conformal.UNSURE_COPIES)
     "detect.batch_size": _LOADER_BATCH,
     "detect.num_workers": _WORKERS,
     "detect.inputs": Rule(check=_not_empty),
@@ -552,6 +578,26 @@ def detect_settings(cfg: dict) -> DetectSettings:
     return settings
 
 
+def calibrate_settings(cfg: dict) -> CalibrateSettings:
+    """clipflow-calibrate: checkpoint, the user's reals (data.real_root), output, refit."""
+    cfg = _top_level(cfg, {f.name for f in fields(CalibrateSettings)} - {"auto"})
+    hints = _hints(CalibrateSettings)
+    plain = ("ckpt", "out", "refit", "holdout", "min_reals", "fpr")
+    values = {
+        name: check(name, cfg[name], hints[name], f"calibrate.{name}")
+        for name in plain
+        if name in cfg and not (name in ("ckpt", "out") and cfg[name] is None)
+    }
+    settings = CalibrateSettings(
+        **values,
+        data=_build(DataConfig, cfg.get("data"), "data"),
+        device=check("device", cfg.get("device", "auto"), str),
+        seed=check("seed", cfg.get("seed", 0), int),
+        backbone=_backbone_overrides(cfg.get("backbone")),
+    )
+    return resolve_auto(settings)
+
+
 def resolve_device(name: str) -> str:
     """``auto`` -> cuda when available, else cpu; asking for a missing GPU is a clear error."""
     if name == "auto":
@@ -636,7 +682,7 @@ def auto_workers(cpus: int, cuda: bool) -> int:
     return max(0, min(cap, cpus - 1))
 
 
-def resolve_auto(settings: TrainSettings | EvalSettings):
+def resolve_auto(settings: TrainSettings | EvalSettings | CalibrateSettings):
     """``settings`` with every ``auto`` replaced by its value for the run's device; the
     choices in ``settings.auto`` and in one log line. No auto: no device query, no line."""
     data_auto = [n for n in ("batch_size", "num_workers", "decode") if _is_auto(settings.data, n)]

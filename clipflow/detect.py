@@ -8,6 +8,11 @@
 The backbone and its preprocessing are rebuilt from the checkpoint, so scores match those
 ``clipflow-eval`` writes for the same files. ``fpr_val`` is the share of the checkpoint's natural
 validation images that score at least as high: how often a real photo looks this unusual.
+
+``det.predict(x, fpr=0.01)`` decides by the conformal p-value instead (ai-generated iff
+``p_value <= 0.01``: at most 1 % of real photos like the calibration ones are flagged, see
+docs/calibration.md); ``unsure_k=K`` also scores K re-encoded copies and says ``unsure`` when
+their decisions disagree.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .checkpoint import (
     require_feature_dim,
 )
 from .config import resolve_device
+from .conformal import ConformalCalibration, check_level, unsure_perturbations
 from .errors import ClipflowError, UnreadableImageError
 from .features import extract_features
 from .fileio import atomic_write_text, display_path, unwritable_reason
@@ -46,9 +52,22 @@ from .preprocess import build_transform
 
 log = logging.getLogger(__name__)
 
-REAL, FAKE = "real", "ai-generated"
-# One output record per input file; the terminal table uses the same names (decision, fpr_val).
-RECORD_COLUMNS = ("path", "score", "decision", "fpr_val", "error")
+REAL, FAKE, UNSURE = "real", "ai-generated", "unsure"
+# One output record per input file; the terminal table uses the same names (decision, fpr_val,
+# p_value). ``level`` is the fpr= the decision used (null: the checkpoint threshold decided),
+# ``n_cal`` the calibration reals behind p_value; score_min/max: spread over the unsure copies.
+RECORD_COLUMNS = (
+    "path",
+    "score",
+    "decision",
+    "fpr_val",
+    "p_value",
+    "level",
+    "n_cal",
+    "score_min",
+    "score_max",
+    "error",
+)
 
 
 @dataclass(frozen=True)
@@ -60,10 +79,15 @@ class Prediction:
     """
 
     score: float | None
-    decision: str | None  # "real" | "ai-generated" | None (unreadable)
+    decision: str | None  # "real" | "ai-generated" | "unsure" | None (unreadable)
     fpr_val: float | None
     path: str | None = None
     error: str | None = None
+    p_value: float | None = None  # conformal: (1 + #{cal >= score}) / (n_cal + 1)
+    level: float | None = None  # fpr= the decision was made at; None = the threshold decided
+    n_cal: int | None = None
+    score_min: float | None = None  # over the image and its unsure copies (unsure_k > 0)
+    score_max: float | None = None
 
     @property
     def label(self) -> str | None:
@@ -95,6 +119,7 @@ class Detector:
         self.batch_size = batch_size
         self.max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger files: refused undecoded
         self._val = np.sort(ckpt.val_real_scores.numpy().astype(float))
+        self.calibration = ConformalCalibration(self._val)
 
     @classmethod
     def from_checkpoint(
@@ -173,28 +198,47 @@ class Detector:
         value = false_positive_rate(self._val, score)
         return None if np.isnan(value) else value
 
-    def score(self, images: Any, skip_errors: bool = False) -> np.ndarray:
-        """Anomaly scores (N,) for one image or a list of them (paths, PIL images, arrays,
-        tensors; see :func:`to_uint8_chw`). An unreadable file raises UnreadableImageError,
-        or scores NaN with ``skip_errors=True``."""
-        return self._score(as_items(images), skip_errors)[0]
+    def p_values(self, images: Any, skip_errors: bool = False) -> np.ndarray:
+        """Conformal p-values (N,) against the checkpoint's calibration reals: small = unlike
+        them. ``p <= alpha`` flags a real photo with probability <= alpha (docs/calibration.md)."""
+        return self.calibration.p_values(self.score(images, skip_errors))
 
-    def predict(self, images: Any, skip_errors: bool = False) -> list[Prediction]:
-        """:meth:`score` plus the decision at the checkpoint threshold and the empirical FPR."""
+    def predict(
+        self,
+        images: Any,
+        skip_errors: bool = False,
+        fpr: float | None = None,
+        unsure_k: int = 0,
+    ) -> list[Prediction]:
+        """:meth:`score` plus the decision at the checkpoint threshold and the empirical FPR.
+
+        ``fpr=alpha`` decides by ``p_value <= alpha`` instead; ``unsure_k=K`` also scores K
+        re-encoded copies (:data:`clipflow.conformal.UNSURE_COPIES`) and decides ``unsure``
+        when the image and its copies are not all decided alike."""
+        self.check_fpr(fpr)
         items = as_items(images)
-        scores, errors = self._score(items, skip_errors)
+        copies = unsure_perturbations(unsure_k) if unsure_k else []
+        scores, errors = self._score(items, skip_errors, copies)
         paths = [str(x) if isinstance(x, (str, os.PathLike)) else None for x in items]
-        return [
-            self._prediction(s, p, errors.get(i)) for i, (s, p) in enumerate(zip(scores, paths))
-        ]
+        return [self._prediction(scores[:, i], p, errors.get(i), fpr) for i, p in enumerate(paths)]
 
-    def _score(self, items: list, skip_errors: bool) -> tuple[np.ndarray, dict[int, str]]:
-        scores, errors = np.full(len(items), np.nan), {}
+    def check_fpr(self, fpr: float | None) -> None:
+        """Refuse a level this checkpoint's calibration reals cannot reach (one line)."""
+        if fpr is not None:
+            check_level(fpr, self.calibration.n)
+
+    def _score(
+        self, items: list, skip_errors: bool, copies: Sequence = ()
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """(1 + len(copies), N) scores: the images, then each re-encoded copy."""
+        variants = [None, *copies]
+        scores, errors = np.full((len(variants), len(items)), np.nan), {}
         for start in range(0, len(items), self.batch_size):
             batch, keep = [], []
             for i, item in enumerate(items[start : start + self.batch_size], start):
                 try:
-                    batch.append(self.transform(to_uint8_chw(item, self.max_pixels)))
+                    image = to_uint8_chw(item, self.max_pixels)
+                    batch += [self.transform(v(image) if v else image) for v in variants]
                     keep.append(i)
                 except UnreadableImageError as err:
                     if not skip_errors:
@@ -202,20 +246,58 @@ class Detector:
                     errors[i] = err.reason
                     log.warning("skipped %s", err)
             if keep:
-                feats = self.backbone(torch.stack(batch).to(self.device))  # (B, D)
-                scores[keep] = score_features(self.model, feats, device=self.device).numpy()
+                feats = self.backbone(torch.stack(batch).to(self.device))  # (B·V, D)
+                got = score_features(self.model, feats, device=self.device).numpy()
+                scores[:, keep] = got.reshape(len(keep), len(variants)).T
         return scores, errors
 
-    def _prediction(self, score: float, path: str | None, error: str | None) -> Prediction:
+    def score(self, images: Any, skip_errors: bool = False) -> np.ndarray:
+        """Anomaly scores (N,) for one image or a list of them (paths, PIL images, arrays,
+        tensors; see :func:`to_uint8_chw`). An unreadable file raises UnreadableImageError,
+        or scores NaN with ``skip_errors=True``."""
+        return self._score(as_items(images), skip_errors)[0][0]
+
+    def _decide(self, scores: np.ndarray, fpr: float | None) -> np.ndarray:
+        if fpr is None:
+            return scores > self.threshold
+        return self.calibration.decide(scores, fpr)
+
+    def _prediction(
+        self, scores: Any, path: str | None, error: str | None, fpr: float | None = None
+    ) -> Prediction:
+        """``scores``: the image's score, then its copies' (one number without copies)."""
         if error is not None:
             return Prediction(None, None, None, path, error)
-        return Prediction(float(score), self.label(score), self.fpr(score), path)
+        scores = np.atleast_1d(np.asarray(scores, float))
+        score, fake = float(scores[0]), self._decide(scores, fpr)
+        decision = (FAKE if fake[0] else REAL) if fake.all() == fake.any() else UNSURE
+        spread = (float(scores.min()), float(scores.max())) if len(scores) > 1 else (None, None)
+        p_value = self.calibration.p_values(np.array([score]))[0]
+        return Prediction(
+            score,
+            decision,
+            self.fpr(score),
+            path,
+            p_value=None if np.isnan(p_value) else float(p_value),
+            level=fpr,
+            n_cal=self.calibration.n,
+            score_min=spread[0],
+            score_max=spread[1],
+        )
 
     def score_files(
-        self, paths: Sequence[str | os.PathLike], num_workers: int = 0, desc: str = "detect"
+        self,
+        paths: Sequence[str | os.PathLike],
+        num_workers: int = 0,
+        desc: str = "detect",
+        fpr: float | None = None,
+        unsure_k: int = 0,
     ) -> list[Prediction]:
         """Score many files in batches with a progress bar; unreadable files come back with
-        their reason instead of raising. Results follow the order of ``paths``."""
+        their reason instead of raising. Results follow the order of ``paths``. ``fpr`` and
+        ``unsure_k`` as in :meth:`predict`."""
+        self.check_fpr(fpr)
+        copies = unsure_perturbations(unsure_k) if unsure_k else []
         paths = [str(p) for p in paths]
         workers = (
             num_workers if len(paths) > self.batch_size else 0
@@ -224,15 +306,17 @@ class Detector:
             self.backbone,
             paths,
             self.transform,
-            variants=[None],
+            variants=[None, *copies],
             device=self.device,
             batch_size=self.batch_size,
             num_workers=workers,
             desc=desc,
             max_pixels=self.max_pixels,
         )
-        scores = score_features(self.model, fs.features[0], device=self.device).tolist()
-        done = {p: self._prediction(s, p, None) for p, s in zip(fs.paths, scores)}
+        scores = np.stack(
+            [score_features(self.model, f, device=self.device).numpy() for f in fs.features]
+        )  # (1 + K, N)
+        done = {p: self._prediction(scores[:, i], p, None, fpr) for i, p in enumerate(fs.paths)}
         done.update({p: Prediction(None, None, None, p, reason) for p, reason in fs.skipped})
         return [done[p] for p in paths]
 
@@ -383,35 +467,57 @@ def write_records(
 
 
 def records_table(records: Sequence[Prediction]) -> str:
-    """A plain-text table for the terminal: path, score, decision, fpr_val (or the error)."""
-    rows = [("path", "score", "decision", "fpr_val")]
+    """A plain-text table for the terminal: path, score, decision, fpr_val, p_value (or the
+    error), and the score spread over the re-encoded copies when they were scored."""
+    spread = any(r.score_min is not None for r in records)
+    rows = [("path", "score", "decision", "fpr_val", "p_value", *(("spread",) if spread else ()))]
     for r in records:
         if r.error is not None:
             rows.append((display_path(str(r.path)), "-", "unreadable", r.error))
-        else:
-            fpr = "n/a" if r.fpr_val is None else f"{100 * r.fpr_val:.1f}%"
-            rows.append((display_path(str(r.path)), f"{r.score:.4f}", str(r.decision), fpr))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = [
-        "  ".join(
-            (row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].ljust(widths[2]), row[3])
-        )
-        for row in rows
-    ]
+            continue
+        fpr = "n/a" if r.fpr_val is None else f"{100 * r.fpr_val:.1f}%"
+        p = "n/a" if r.p_value is None else f"{r.p_value:.4f}"
+        row = (display_path(str(r.path)), f"{r.score:.4f}", str(r.decision), fpr, p)
+        rows.append(row + ((f"{r.score_min:.4f}..{r.score_max:.4f}",) if spread else ()))
+    width = max(len(row) for row in rows)
+    widths = [max(len(row[i]) for row in rows if len(row) > i) for i in range(width)]
+    lines = []
+    for row in rows:
+        cells = [c.rjust(widths[i]) if i == 1 else c.ljust(widths[i]) for i, c in enumerate(row)]
+        if row[2] == "unreadable":  # the reason is the last cell, however long
+            cells[-1] = row[-1]
+        lines.append("  ".join(cells))
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
-def table_footer(det: Detector, records: Sequence[Prediction]) -> str:
-    """What the numbers mean, in two or three lines under the table."""
+def table_footer(
+    det: Detector, records: Sequence[Prediction], fpr: float | None = None, unsure_k: int = 0
+) -> str:
+    """What the numbers mean, in a few lines under the table."""
     n_bad = sum(r.error is not None for r in records)
     n_fake = sum(r.decision == FAKE for r in records)
+    n_unsure = sum(r.decision == UNSURE for r in records)
+    n_real = len(records) - n_bad - n_fake - n_unsure
     lines = [
-        f"{len(records) - n_bad} scored: {n_fake} {FAKE}, {len(records) - n_bad - n_fake} {REAL}"
+        f"{len(records) - n_bad} scored: {n_fake} {FAKE}, {n_real} {REAL}"
+        + (f", {n_unsure} {UNSURE}" if unsure_k else "")
         + (f"; {n_bad} unreadable" if n_bad else ""),
-        f"decision: score > {det.threshold:.4f} (the checkpoint's threshold) -> {FAKE}; "
-        "fpr_val: share of the "
-        f"checkpoint's {det.n_validation} natural validation images scoring at least as high",
+        (
+            f"decision: score > {det.threshold:.4f} (the checkpoint's threshold) -> {FAKE}"
+            if fpr is None
+            else f"decision: p_value <= fpr={fpr:g} -> {FAKE} (at most {100 * fpr:g}% of real "
+            "photos like the calibration ones are flagged; docs/calibration.md)"
+        )
+        + "; fpr_val: share of the "
+        f"checkpoint's {det.n_validation} calibration reals (natural validation images, or "
+        "the photos of clipflow-calibrate) scoring at least as high; "
+        f"p_value: (1 + that count) / ({det.n_validation} + 1)",
     ]
+    if unsure_k:
+        lines.append(
+            f"{UNSURE}: the image and its {unsure_k} re-encoded copies are not all decided "
+            "alike; spread: their lowest..highest score"
+        )
     if det.random_backbone:
         lines.append(
             "warning: random-weight backbone: these scores show the pipeline runs, "

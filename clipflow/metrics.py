@@ -6,7 +6,9 @@ Labels: 0 = real, 1 = fake. Prediction: fake iff score > threshold (strict).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from .conformal import CalibrationError, ConformalCalibration
 
 METRIC_COLUMNS = (
     "n_real",
@@ -17,6 +19,16 @@ METRIC_COLUMNS = (
     "fake_acc@val",
     "auc",
     "acc@oracle",
+)
+# Ours, not the paper's (clipflow-eval lists them after METRIC_COLUMNS; docs/calibration.md).
+# tpr@fprX%(roc): TPR where the set's own ROC (test labels) reaches X % FPR on its reals.
+# fpr@pX% / tpr@pX%: the conformal decision p <= X % against the checkpoint's calibration reals:
+# realised FPR on the set's reals (guaranteed <= X % only if they are exchangeable with the
+# calibration reals) and TPR on its fakes. Empty when no calibration scores reach the level.
+OURS_LEVELS = (0.01, 0.05)
+OURS_COLUMNS = (
+    *(f"tpr@fpr{100 * a:g}%(roc)" for a in OURS_LEVELS),
+    *(f"{rate}@p{100 * a:g}%" for a in OURS_LEVELS for rate in ("fpr", "tpr")),
 )
 
 
@@ -91,11 +103,43 @@ def dataset_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) ->
 
 
 def mean_row(rows: list[dict]) -> dict[str, float]:
-    """Arithmetic mean over the given rows; counts are summed. Which rows: clipflow.benchmark."""
+    """Arithmetic mean over the given rows; counts are summed. Which rows: clipflow.benchmark.
+    An :data:`OURS_COLUMNS` value is averaged only when every row has it (else left out)."""
     out: dict[str, float] = {}
     for key in METRIC_COLUMNS:
         values = [r[key] for r in rows]
         out[key] = int(sum(values)) if key.startswith("n_") else float(np.mean(values))
+    for key in OURS_COLUMNS:
+        values = [r.get(key) for r in rows]
+        if rows and all(v is not None for v in values):
+            out[key] = float(np.mean(values))
+    return out
+
+
+def tpr_at_fpr(scores: np.ndarray, labels: np.ndarray, target: float) -> float:
+    """Best TPR (in %) over the ROC points (sklearn roc_curve, test labels) with FPR <= target."""
+    fpr, tpr, _ = roc_curve(np.asarray(labels, int), np.asarray(scores, float))
+    return 100 * float(tpr[fpr <= target + 1e-12].max())  # fpr[0] = 0 always qualifies
+
+
+def ours_metrics(
+    scores: np.ndarray, labels: np.ndarray, cal_scores: np.ndarray | None = None
+) -> dict[str, float | None]:
+    """:data:`OURS_COLUMNS` of one set (in %); conformal ones None without usable calibration."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
+    out: dict[str, float | None] = {
+        f"tpr@fpr{100 * a:g}%(roc)": tpr_at_fpr(scores, labels, a) for a in OURS_LEVELS
+    }
+    cal = ConformalCalibration(cal_scores if cal_scores is not None else np.empty(0))
+    for a in OURS_LEVELS:
+        try:
+            fake = cal.decide(scores, a)
+        except CalibrationError:  # too few calibration reals for this level
+            fake = None
+        for rate, y in (("fpr", 0), ("tpr", 1)):
+            out[f"{rate}@p{100 * a:g}%"] = (
+                None if fake is None else 100 * float(np.mean(fake[labels == y]))
+            )
     return out
 
 

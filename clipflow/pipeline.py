@@ -42,7 +42,7 @@ from .features import IDENTITY, Variant
 from .fileio import atomic_write_text, to_jsonable
 from .flow import CLIPFlow, score_features
 from .imageio import max_pixels_of
-from .metrics import calibrate_threshold, dataset_metrics
+from .metrics import calibrate_threshold, dataset_metrics, ours_metrics
 from .preprocess import build_transform
 from .proxy import ProxyConfig, bandstop, build_proxy
 from .report import plot_loss, skipped_text, tensorboard_writer, write_history, write_results
@@ -500,7 +500,8 @@ def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
     score_of = dict(
         zip(fs.paths, score_features(ev.ckpt.model, fs.features[0], device=ev.device).tolist())
     )
-    rows, score_rows = evaluate_sets(ev.sets, score_of, ev.ckpt.threshold)
+    cal = ev.ckpt.val_real_scores.numpy()
+    rows, score_rows = evaluate_sets(ev.sets, score_of, ev.ckpt.threshold, cal)
     if not rows:
         raise DataError(
             "no dataset had readable real and fake images; see skipped.txt and the warnings"
@@ -539,8 +540,14 @@ def select_test_sets(sets: list[TestSet], s: EvalSettings) -> list[TestSet]:
     return sets
 
 
-def evaluate_sets(sets: list[TestSet], score_of: dict[str, float], threshold: float):
-    """Per-set metric rows and per-image score rows; sets left one-sided by skips are dropped."""
+def evaluate_sets(
+    sets: list[TestSet],
+    score_of: dict[str, float],
+    threshold: float,
+    cal_scores: np.ndarray | None = None,
+):
+    """Per-set metric rows and per-image score rows; sets left one-sided by skips are dropped.
+    ``cal_scores``: the checkpoint's calibration reals, for the conformal columns (ours)."""
     rows, score_rows = [], []
     for ts in sets:
         items = [(str(p), 0) for p in ts.real] + [(str(p), 1) for p in ts.fake]
@@ -561,6 +568,7 @@ def evaluate_sets(sets: list[TestSet], score_of: dict[str, float], threshold: fl
                 "benchmark": ts.benchmark or "univfd",
                 "protocol": ts.protocol,
                 **dataset_metrics(scores, labels, threshold),
+                **ours_metrics(scores, labels, cal_scores),
             }
         )
         score_rows += [

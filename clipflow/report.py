@@ -15,12 +15,12 @@ from pathlib import Path
 from .benchmark import Means, in_paper, paper_first
 from .errors import ClipflowError
 from .fileio import atomic_write_bytes, atomic_write_text, display_path
-from .metrics import METRIC_COLUMNS
+from .metrics import METRIC_COLUMNS, OURS_COLUMNS
 
 TABLE_COLUMNS = ("dataset", "display_name", *METRIC_COLUMNS)
 # results.csv/.md of an evaluation: ``in_paper`` says yes/no per set, and for a mean row how
 # many of the paper's 19 sets it averages (see clipflow.benchmark for the rule).
-RESULTS_COLUMNS = ("dataset", "display_name", "in_paper", *METRIC_COLUMNS)
+RESULTS_COLUMNS = ("dataset", "display_name", "in_paper", *METRIC_COLUMNS, *OURS_COLUMNS)
 RANDOM_WARNING = (
     "**Random-weight backbone: these numbers show that the pipeline runs, not that it detects "
     "anything.**"
@@ -115,6 +115,11 @@ def write_results(
     md += (
         "\n`acc@val`: threshold from the checkpoint; "
         "`acc@oracle`: best threshold on the test labels.\n"
+        "\nOurs, not in the paper: `tpr@fprX%(roc)`: TPR at the threshold where this set's own "
+        "ROC (its test labels) reaches X% FPR; `fpr@pX%` / `tpr@pX%`: the conformal decision "
+        "p <= X% against the checkpoint's calibration reals, its realised FPR on this set's "
+        "reals (guaranteed <= X% only if they are exchangeable with the calibration reals) "
+        "and TPR on its fakes (docs/calibration.md).\n"
     )
     md += f"\n{means.note()}\n"
     md += benchmarks_text(rows)

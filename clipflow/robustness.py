@@ -59,6 +59,7 @@ def run_robustness(
     run_dir = Path(run_dir)
     device, ckpt, sets, backbone = prepare_eval(s)
     model = ckpt.model
+    cal = ckpt.val_real_scores.numpy()  # conformal columns (ours): the clean calibration reals
     score_maps, skipped = score_variants(model, backbone, sets, perturbations, s, device, chunk)
     meta = {
         **eval_metadata(ckpt, backbone, s),
@@ -67,7 +68,7 @@ def run_robustness(
     }
     files, summary, note, chain_table = {}, [], "", []
     for pert, score_of in zip([None, *perturbations], score_maps):
-        rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold)
+        rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold, cal)
         if not rows:
             raise DataError(
                 "no dataset had readable real and fake images; see skipped.txt and the warnings"

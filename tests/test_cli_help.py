@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from clipflow.cli import check_data, detect, evaluate, extract, reproduce, train
+from clipflow.cli import calibrate, check_data, detect, evaluate, extract, reproduce, train
 from clipflow.cli.help import help_text, parse_config
 
 HYDRA_COMMANDS = [
@@ -15,6 +15,7 @@ HYDRA_COMMANDS = [
     (evaluate.main, "clipflow-eval"),
     (detect.main, "clipflow-detect"),
     (extract.main, "clipflow-extract"),
+    (calibrate.main, "clipflow-calibrate"),
 ]
 
 
@@ -24,6 +25,7 @@ def test_importing_the_cli_modules_loads_nothing_heavy():
         "import sys\n"
         "import clipflow.cli.train, clipflow.cli.evaluate, clipflow.cli.detect\n"
         "import clipflow.cli.extract, clipflow.cli.reproduce, clipflow.cli.check_data\n"
+        "import clipflow.cli.calibrate\n"
         "heavy = ('torch', 'open_clip', 'hydra', 'omegaconf', 'numpy', 'clipflow.pipeline')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )

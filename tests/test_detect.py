@@ -216,7 +216,7 @@ def test_cli_scores_folder_to_csv_exit_0(detect, mini_bench: Path, trained_run: 
     assert f"results: {out_csv}" in out and "random-weight backbone" in out
     # the table's header names the same fields as the records
     header = next(line for line in out.splitlines() if line.startswith("path"))
-    assert header.split() == ["path", "score", "decision", "fpr_val"]
+    assert header.split() == ["path", "score", "decision", "fpr_val", "p_value"]
 
 
 def test_cli_json_lines_on_stdout_and_exit_4(detect, mini_bench: Path, trained_run: Path):
@@ -231,7 +231,18 @@ def test_cli_json_lines_on_stdout_and_exit_4(detect, mini_bench: Path, trained_r
     records = [json.loads(line) for line in out.splitlines()]
     assert code == SomeFilesUnreadableError.exit_code == 4
     assert len(records) == 10 and sum(r["score"] is not None for r in records) == 8
-    assert list(records[0]) == ["path", "score", "decision", "fpr_val", "error"]
+    assert list(records[0]) == [
+        "path",
+        "score",
+        "decision",
+        "fpr_val",
+        "p_value",
+        "level",
+        "n_cal",
+        "score_min",
+        "score_max",
+        "error",
+    ]
     assert {Path(r["path"]).name: r["error"] for r in records if r["error"]} == {
         "broken.jpg": "zero-byte file",
         "nope.png": "not found",

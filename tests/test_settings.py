@@ -22,12 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from clipflow.cli import calibrate as calibrate_cli
 from clipflow.cli import detect as detect_cli
 from clipflow.cli import evaluate as eval_cli
 from clipflow.cli import extract as extract_cli
 from clipflow.cli import train as train_cli
 from clipflow.cli.common import check_writable_dir
 from clipflow.config import (
+    calibrate_settings,
     detect_settings,
     eval_settings,
     extract_settings,
@@ -40,8 +42,15 @@ BUILDERS = {
     "extract": extract_settings,
     "eval": eval_settings,
     "detect": detect_settings,
+    "calibrate": calibrate_settings,
 }
-MAINS = {"train": train_cli, "extract": extract_cli, "eval": eval_cli, "detect": detect_cli}
+MAINS = {
+    "train": train_cli,
+    "extract": extract_cli,
+    "eval": eval_cli,
+    "detect": detect_cli,
+    "calibrate": calibrate_cli,
+}
 
 
 @lru_cache(maxsize=64)
@@ -139,6 +148,17 @@ BAD = {
         ("device=tpu", "device=tpu"),
         ("inputs=[a.png,'']", "inputs"),
         ("backbone.precision=fp8", "backbone.precision"),
+        ("fpr=0", "fpr=0"),
+        ("fpr=1", "fpr=1"),
+        ("unsure_k=9", "unsure_k=9"),
+        ("unsure=maybe", "unsure=maybe"),
+    ],
+    "calibrate": [
+        ("fpr=1.5", "fpr=1.5"),
+        ("holdout=0.95", "holdout=0.95"),
+        ("min_reals=0", "min_reals=0"),
+        ("refit=maybe", "refit=maybe"),
+        ("data.real_root=[a,b]", "data.real_root"),
     ],
 }
 CASES = [(cmd, o, key) for cmd, rows in BAD.items() for o, key in rows]
@@ -191,6 +211,11 @@ def test_good_values_are_typed_and_kept():
     assert e.backbone == {"pretrained": "/w.pt"}
     d = detect_settings(composed("detect", "inputs=one.png", "format=CSV"))
     assert (d.inputs, d.format) == (["one.png"], "CSV")
+    d = detect_settings(composed("detect", "inputs=a.png", "fpr=0.05", "unsure=true"))
+    assert (d.fpr, d.unsure, d.unsure_k) == (0.05, True, 4)
+    c = calibrate_settings(composed("calibrate", "ckpt=c", "data.real_root=/p", "refit=true"))
+    assert (c.ckpt, c.data.real_root, c.refit, c.holdout, c.fpr) == ("c", "/p", True, 0.5, None)
+    assert c.out.startswith("outputs/calibrate/")  # the default out= is a fresh dated folder
 
 
 def _main(monkeypatch, capsys, module, *args: str) -> tuple[int, str, str]:
@@ -212,6 +237,7 @@ def _main(monkeypatch, capsys, module, *args: str) -> tuple[int, str, str]:
         ("eval", ["ckpt=x", "perturb=jpg"], "perturb=jpg"),
         ("extract", ["stages=[tests]"], "stages=tests"),
         ("detect", ["ckpt=x", "inputs=a.png", "batch_size=0"], "batch_size=0"),
+        ("calibrate", ["ckpt=x", "holdout=0"], "holdout=0"),
         # a bad value is reported before the (missing) data or the (unavailable) weights
         ("train", ["data.train_root=/nonexistent", "proxy.ratio=2"], "proxy.ratio=2"),
     ],

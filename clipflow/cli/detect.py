@@ -1,4 +1,5 @@
 """clipflow-detect ckpt=PATH inputs=[FILE|DIR|GLOB,...] [out=FILE.jsonl|FILE.csv|-] [device=...]
+[fpr=0.01] [unsure=true]
 
 Exit codes: 0 every file scored; 2 usage error (one line on stderr); 4 some files unreadable
 (they are listed with their reason, everything else is scored and written).
@@ -35,6 +36,7 @@ __all__ = ["DetectSettings", "detect_settings", "main", "run_detect"]
 def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Prediction]:
     """Expand the inputs, score them, print/write the records; raise on usage errors and,
     after everything is written, SomeFilesUnreadableError when some inputs failed."""
+    from ..conformal import check_level
     from ..detect import Detector, Prediction, expand_inputs, output_format
 
     if not s.ckpt:
@@ -51,8 +53,12 @@ def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Predicti
     entries = expand_inputs(s.inputs)
     if all(problem for _, problem in entries):
         raise ClipflowError("nothing to score: " + "; ".join(f"{p}: {why}" for p, why in entries))
+    if s.fpr is not None:  # a level the calibration cannot reach: refused before any work
+        check_level(s.fpr, len(ckpt.val_real_scores))
     det = Detector.from_loaded(ckpt, s.device, s.backbone, s.batch_size)
-    scored = iter(det.score_files([p for p, problem in entries if not problem], s.num_workers))
+    todo = [p for p, problem in entries if not problem]
+    unsure_k = s.unsure_k if s.unsure else 0
+    scored = iter(det.score_files(todo, s.num_workers, fpr=s.fpr, unsure_k=unsure_k))
     records = [
         Prediction(None, None, None, p, problem) if problem else next(scored)
         for p, problem in entries
@@ -74,7 +80,8 @@ def _emit(s: DetectSettings, det: Detector, records: list[Prediction], stdout: T
         stdout.write(records_to_jsonl(records))
         return
     if s.table:
-        stdout.write(records_table(records) + "\n" + table_footer(det, records))
+        footer = table_footer(det, records, s.fpr, s.unsure_k if s.unsure else 0)
+        stdout.write(records_table(records) + "\n" + footer)
     if s.out:
         print(f"results: {write_records(records, s.out, s.format)}", file=stdout)
     stdout.flush()

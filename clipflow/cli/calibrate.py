@@ -1,0 +1,46 @@
+"""clipflow-calibrate ckpt=PATH data.real_root=MY_PHOTOS [out=NEW_CKPT_DIR] [refit=true] [fpr=0.01]
+
+Writes a new checkpoint whose p-values are calibrated on your photos (docs/calibration.md);
+the input checkpoint is never modified. Exit codes: 0 written; 2 usage error or too few photos.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .common import hydra_app, lazy_names, run_dir, to_dict
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+# Imported when the command runs, not at import: ``--help`` must not load torch/open_clip.
+_LAZY = {"calibrate_settings": "..config", "run_calibrate": "..calibrate"}
+
+
+__getattr__, _lazy = lazy_names(__name__, _LAZY, globals())
+
+
+def calibrate(cfg: DictConfig) -> None:
+    settings = _lazy("calibrate_settings")(to_dict(cfg))  # every value checked before the model
+    out = run_dir()  # = out=, created by Hydra and checked writable
+    try:
+        ckpt = _lazy("run_calibrate")(settings, out)
+    except BaseException:
+        _remove_if_empty(out)  # a refused run leaves no empty folder behind
+        raise
+    print(f"checkpoint: {ckpt}")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (or already gone): leave it
+        folder.rmdir()
+
+
+def main() -> None:
+    hydra_app("calibrate", calibrate)
+
+
+if __name__ == "__main__":
+    main()
