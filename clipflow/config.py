@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from types import NoneType, UnionType
 from typing import Any
 
 import torch
@@ -44,6 +42,7 @@ from .backbone import (
     name_problem,
 )
 from .chains import CHAIN_OPS, ChainConfig, check_chain_config, resolve_with_chains
+from .coerce import SettingsError, bad_value, coerce, shown
 from .errors import ClipflowError
 from .flow import BLOCKS, FlowConfig
 from .perturb import Perturbation
@@ -54,10 +53,6 @@ log = logging.getLogger(__name__)
 
 # The value that asks for a machine-dependent default (resolved by resolve_auto).
 AUTO = "auto"
-
-
-class SettingsError(ClipflowError):
-    """A setting of the wrong type, out of range, or unknown: ``key=value: what is allowed``."""
 
 
 @dataclass
@@ -333,87 +328,6 @@ RULES: dict[str, Rule] = {
 
 
 # ---------------------------------------------------------------- typing
-def _fail(key: str, value: Any, problem: str) -> SettingsError:
-    return SettingsError(f"{_show(key)}={_show(value)}: {problem}")
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    """A value as the user typed it, on one line (control characters escaped, long cut)."""
-    text = "null" if value is None else str(value)
-    if not text.isprintable():
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def coerce(key: str, value: Any, hint: Any) -> Any:
-    """``value`` as type ``hint`` (str, int, float, bool, X | None, list[str], dict), or
-    SettingsError. Strings that spell a number or a bool are accepted (interpolations and
-    environment variables arrive as strings); fractions for ints, nan and inf are not."""
-    if isinstance(hint, UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not NoneType]
-        if value is None:
-            return None
-        hint = args[0]
-    if value is None:
-        raise _fail(key, value, "must not be null")
-    if hint is bool:
-        return _as_bool(key, value)
-    if hint is int:
-        return _as_int(key, value)
-    if hint is float:
-        return _as_float(key, value)
-    if hint is str:
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise _fail(key, value, "must be a string")
-        return str(value)
-    if typing.get_origin(hint) is list:
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return [coerce(key, v, typing.get_args(hint)[0]) for v in items]
-    if hint is dict or typing.get_origin(hint) is dict:
-        if not isinstance(value, dict):
-            raise _fail(key, value, "must be a mapping of keys to values")
-        return dict(value)
-    return value  # a type no field uses: leave it to the component
-
-
-def _as_bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
-    if text in ("true", "yes", "on", "1"):
-        return True
-    if text in ("false", "no", "off", "0"):
-        return False
-    raise _fail(key, value, "must be true or false")
-
-
-def _as_int(key: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise _fail(key, value, "must be an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise _fail(key, value, "must be an integer")
-
-
-def _as_float(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise _fail(key, value, "must be a number")
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):
-        raise _fail(key, value, "must be a number") from None
-    if not math.isfinite(number):
-        raise _fail(key, value, "must be a finite number")
-    return number
-
-
 def check(key: str, value: Any, hint: Any, rule_key: str | None = None) -> Any:
     """Coerce one value and apply its rule (looked up under ``rule_key``, default ``key``).
     ``auto`` stays ``auto`` where the rule allows it, whatever the field's type."""
@@ -425,7 +339,7 @@ def check(key: str, value: Any, hint: Any, rule_key: str | None = None) -> Any:
         for item in typed if isinstance(typed, list) else [typed]:
             problem = rule.problem(item)
             if problem:
-                raise _fail(key, value if not isinstance(typed, list) else item, problem)
+                raise bad_value(key, value if not isinstance(typed, list) else item, problem)
     return typed
 
 
@@ -440,12 +354,12 @@ def _typed_fields(cls: type, values: Any, where: str, partial: bool = False) -> 
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise _fail(where, values, "must be a mapping of keys to values")
+        raise bad_value(where, values, "must be a mapping of keys to values")
     hints = _hints(cls)
     unknown = sorted(map(str, set(values) - set(hints)))
     if unknown:
         raise SettingsError(
-            f"unknown key(s) {', '.join(_show(f'{where}.{k}') for k in unknown)}; "
+            f"unknown key(s) {', '.join(shown(f'{where}.{k}') for k in unknown)}; "
             f"known under {where}: {', '.join(sorted(hints))}"
         )
     out = {}
@@ -463,7 +377,7 @@ def _build(cls, values: Any, where: str):
 def _top_level(cfg: Any, known: set[str]) -> dict:
     if not isinstance(cfg, dict):
         raise SettingsError(f"settings must be a mapping, got {type(cfg).__name__}")
-    unknown = sorted(map(_show, set(cfg) - known))
+    unknown = sorted(map(shown, set(cfg) - known))
     if unknown:
         raise SettingsError(
             f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
@@ -510,7 +424,7 @@ def train_settings(cfg: dict) -> TrainSettings:
 def _section(cfg: dict, name: str) -> dict:
     value = cfg.get(name)
     if value is not None and not isinstance(value, dict):
-        raise _fail(name, value, "must be a mapping of keys to values")
+        raise bad_value(name, value, "must be a mapping of keys to values")
     return value or {}
 
 
@@ -540,11 +454,11 @@ def eval_settings(cfg: dict) -> EvalSettings:
 
 def _perturbations(spec: Any, chain: ChainConfig, seed: int) -> list[Perturbation]:
     if spec is not None and not isinstance(spec, (str, list, tuple)):
-        raise _fail("perturb", spec, "must be a name or a list of names")
+        raise bad_value("perturb", spec, "must be a name or a list of names")
     try:
         return resolve_with_chains(spec, chain, seed)
     except ClipflowError as err:
-        raise _fail("perturb", spec, str(err)) from None
+        raise bad_value("perturb", spec, str(err)) from None
 
 
 def _chain(values: Any) -> ChainConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import subprocess
 import sys
 import types
 import zipfile
@@ -213,3 +214,22 @@ def test_console_scripts_and_manifest_ship_in_the_wheel():
     assert scripts["clipflow-push"] == "clipflow.cli.push:main"
     assert "data_manifest.json" in project["tool"]["setuptools"]["package-data"]["clipflow"]
     assert project["project"]["optional-dependencies"]["download"] == ["gdown>=5"]
+
+
+def test_the_dry_run_needs_no_torch(tmp_path: Path):
+    """Printing the plan is instant: the settings check it uses (clipflow.coerce) imports no
+    model code. A fresh interpreter, since this test process imported torch long ago."""
+    code = (
+        "import sys\n"
+        "from clipflow.cli.download_data import main\n"
+        "try:\n"
+        f"    main(['root={tmp_path / 'data'}'])\n"
+        "except SystemExit as end:\n"
+        "    assert end.code == 0, end.code\n"
+        "print('heavy:', ','.join(m for m in ('torch', 'open_clip') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "hf download sywang/CNNDetection" in out.stdout
+    assert out.stdout.strip().endswith("heavy:")

@@ -23,7 +23,7 @@ KEYS = ("root", "parts", "run", "verify", "benchmarks")
 
 
 def download(argv: list[str]) -> int:
-    from ..config import check
+    from ..coerce import coerce
     from ..download import (
         PARTS,
         benchmark_lines,
@@ -45,9 +45,9 @@ def download(argv: list[str]) -> int:
         return 0
     parts = [str(p) for p in as_list(args.get("parts"))] or list(PARTS)
     manifest = load_manifest()
-    if check("verify", args.get("verify", False), bool):
+    if coerce("verify", args.get("verify", False), bool):
         return verify(root, parts, manifest, sys.stdout)
-    if not check("run", args.get("run", False), bool):
+    if not coerce("run", args.get("run", False), bool):
         for line in plan_lines(root, parts, manifest):
             print(line)
         print(f"# then: {next_step(root)}")
