@@ -248,3 +248,15 @@ def test_calibrate_refit_calibrates_on_held_out_photos(
     assert len(ckpt.val_real_scores) == record["n"] == ckpt.meta["validation"]["n_images"]
     assert ckpt.meta["train"]["n_images"] == record["n_fit"]  # fit and calibration disjoint
     assert len(ckpt.meta["history"]) >= 1
+
+
+def test_calibrate_names_out_when_its_folder_cannot_be_written(calibrate, tmp_path: Path):
+    """calibrate's run dir is out= (not hydra.run.dir): the error says which key to change."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code, _, err = calibrate(
+        f"ckpt={tmp_path / 'none'}", f"data.real_root={tmp_path}", f"out={blocker / 'sub'}"
+    )
+    assert code == 2
+    assert err.startswith("error: cannot write the run dir") and "set out=DIR" in err, err
+    assert len(err.strip().splitlines()) == 1

@@ -24,7 +24,7 @@ __getattr__, _lazy = lazy_names(__name__, _LAZY, globals())
 
 def calibrate(cfg: DictConfig) -> None:
     settings = _lazy("calibrate_settings")(to_dict(cfg))  # every value checked before the model
-    out = run_dir()  # = out=, created by Hydra and checked writable
+    out = run_dir("out")  # = out=, created by Hydra and checked writable
     try:
         ckpt = _lazy("run_calibrate")(settings, out)
     except BaseException:
@@ -39,7 +39,7 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def main() -> None:
-    hydra_app("calibrate", calibrate)
+    hydra_app("calibrate", calibrate, run_dir_key="out")
 
 
 if __name__ == "__main__":

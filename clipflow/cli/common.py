@@ -29,15 +29,19 @@ if TYPE_CHECKING:
 
 CONFIG_PATH = "pkg://clipflow.configs"
 USAGE_EXIT = 2
+RUN_DIR_KEY = "hydra.run.dir"  # the setting that chooses a command's run dir
 _MAX_MESSAGE = 400  # Hydra lists every available option; one line stays readable
 log = logging.getLogger("clipflow")
 
 
-def hydra_app(config_name: str, job: Callable[[DictConfig], None]) -> None:
+def hydra_app(
+    config_name: str, job: Callable[[DictConfig], None], run_dir_key: str = RUN_DIR_KEY
+) -> None:
     """Run ``job(cfg)`` as the Hydra app ``config_name`` (``--help``, ``--cfg job``, ``-m``
     work as usual). A ClipflowError in the job, and any error Hydra raises before the job
     starts (config composition, override syntax, run dir), is one line on stderr + exit 2.
-    ``--help`` is answered from the YAML configs before Hydra is imported."""
+    ``--help`` is answered from the YAML configs before Hydra is imported. ``run_dir_key``:
+    the setting an unwritable run dir's error names (calibrate's ``out=`` sets its run dir)."""
     if wants_help(sys.argv[1:]):
         print(help_text(config_name, Path(sys.argv[0]).name or f"clipflow-{config_name}"))
         return
@@ -63,14 +67,14 @@ def hydra_app(config_name: str, job: Callable[[DictConfig], None]) -> None:
     except Exception as err:
         if user_wants_traceback or any(err is e for e in from_job):
             raise  # a bug in the job: keep the traceback
-        print(f"error: {hydra_error_line(err)}", file=sys.stderr)
+        print(f"error: {hydra_error_line(err, run_dir_key)}", file=sys.stderr)
         sys.exit(USAGE_EXIT)
     finally:
         if not user_wants_traceback:
             os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
-def hydra_error_line(err: BaseException) -> str:
+def hydra_error_line(err: BaseException, run_dir_key: str = RUN_DIR_KEY) -> str:
     """One line from an error raised while Hydra composed the config or prepared the run dir."""
     from hydra.errors import MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
@@ -81,7 +85,7 @@ def hydra_error_line(err: BaseException) -> str:
         reason = os_error.strerror or str(os_error)
         return (
             f"cannot write the run dir ({where}: {reason}); "
-            "set hydra.run.dir=DIR to a writable folder"
+            f"set {run_dir_key}=DIR to a writable folder"
         )
     if isinstance(err, MissingConfigException) and err.options:
         text = f"{first_line(err)}; available: {', '.join(err.options)}"
@@ -132,14 +136,15 @@ def to_dict(cfg: DictConfig) -> dict:
         raise ClipflowError(f"cannot resolve the config: {first_line(err)}") from None
 
 
-def run_dir() -> Path:
-    """Hydra's output dir for this job, checked writable before any expensive work."""
+def run_dir(key: str = RUN_DIR_KEY) -> Path:
+    """Hydra's output dir for this job, checked writable before any expensive work; ``key``
+    is the setting that chooses it (named in the error)."""
     from hydra.core.hydra_config import HydraConfig
 
-    return check_writable_dir(Path(HydraConfig.get().runtime.output_dir))
+    return check_writable_dir(Path(HydraConfig.get().runtime.output_dir), key)
 
 
-def check_writable_dir(path: Path) -> Path:
+def check_writable_dir(path: Path, key: str = RUN_DIR_KEY) -> Path:
     """``path`` as a folder we can write into (created if missing), or a one-line error."""
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -148,7 +153,7 @@ def check_writable_dir(path: Path) -> Path:
     except OSError as err:
         raise ClipflowError(
             f"cannot write the run dir {path}: {err.strerror or err}; "
-            "set hydra.run.dir=DIR to a writable folder"
+            f"set {key}=DIR to a writable folder"
         ) from None
     return path
 
