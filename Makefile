@@ -23,10 +23,10 @@ demo: install
 	$(PY) scripts/demo.py --out outputs/demo
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "slow or not slow"
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q
 
 lint: install
 	$(PY) -m ruff check .

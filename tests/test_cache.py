@@ -128,6 +128,7 @@ def test_bad_files_are_cached_as_skipped(setup):
     ]
 
 
+@pytest.mark.slow  # two real torchrun processes: ~25 s of interpreter and torch starts
 def test_torchrun_two_ranks_give_the_same_features_as_one(
     tmp_path: Path, mini_bench: Path, call_main
 ):
