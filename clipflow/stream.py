@@ -114,8 +114,10 @@ class PackRows:
         for a, b in zip(bounds[:-1], bounds[1:]):
             lo, hi = int(rows[a]), int(rows[b - 1]) + 1
             block = read_rows(self.packs[view][int(packs[a])], lo, hi)  # one sequential read
-            picked = torch.from_numpy(rows[a:b] - lo)
-            out[torch.from_numpy(by_pack[a:b])] = block.index_select(0, picked)
+            picked = block.index_select(0, torch.from_numpy(rows[a:b] - lo))
+            # index_copy_, not out[idx] = ...: index_put waits at an OpenMP barrier per call
+            # when another process holds a core (~17 ms instead of ~30 µs on 2 cores).
+            out.index_copy_(0, torch.from_numpy(by_pack[a:b]), picked)
         return out
 
 
