@@ -259,7 +259,8 @@ def locate(cache: FeatureCache, keys: list[list[str]], fkeys: list[str], dim: in
     Every pack that holds a wanted row is verified once (read, shape, finiteness, checksum;
     one pack in memory at a time); a damaged one is dropped as in :meth:`FeatureCache.lookup`
     and its files come back as missing. Beyond the caller's lists, the index costs O(packs)
-    (see :class:`RowRuns`); building it takes ~14 bytes per file in numpy arrays for a while.
+    (see :class:`RowRuns`) and ``kept`` (nothing when every file is kept); while it is built,
+    about 20 bytes per file in numpy arrays (:class:`KeyIndex` and a few boolean masks).
     """
     n_var, n = len(keys[0]), len(fkeys)
     index = KeyIndex(fkeys)
@@ -269,12 +270,12 @@ def locate(cache: FeatureCache, keys: list[list[str]], fkeys: list[str], dim: in
     for view_keys in keys:
         for k, key in enumerate(view_keys):
             found[k].append(_locate_key(cache, key, index, dim, held, skipped))
-    held[index.repeats()] = False  # a file listed twice counts once, at its first position
+    first = np.ones(n, dtype=bool)
+    first[index.repeats()] = False  # a file listed twice counts once, at its first position
+    del index
+    held &= first
     unskipped = np.ones(n, dtype=bool)
     unskipped[list(skipped)] = False
-    first = np.ones(n, dtype=bool)
-    first[index.repeats()] = False
-    del index
     keep = held & unskipped
     if keep.all():
         kept: Sequence[int] = range(n)
@@ -284,7 +285,7 @@ def locate(cache: FeatureCache, keys: list[list[str]], fkeys: list[str], dim: in
     variants = [
         PackRows(
             [packs for packs, _ in per_view],
-            [_compact(runs, keep, kept) for _, runs in per_view],
+            [_compact(runs, kept) for _, runs in per_view],
             len(kept),
             dim,
         )
@@ -343,7 +344,7 @@ def _runs(pos: np.ndarray, rows: np.ndarray, pack: int) -> np.ndarray:
     return np.stack([pos[first], np.full(len(first), pack), rows[first]])
 
 
-def _compact(runs: RowRuns, keep: np.ndarray, kept: Sequence[int]) -> RowRuns:
+def _compact(runs: RowRuns, kept: Sequence[int]) -> RowRuns:
     """``runs`` (caller's positions) re-indexed by kept position 0..len(kept)-1: a run is cut
     where a file in it is not kept. Chunk by chunk, so no (N,) array of rows is built."""
     if isinstance(kept, range):  # every file kept: the positions are the same
