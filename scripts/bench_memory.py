@@ -14,7 +14,8 @@ default budget (0.005 GB) makes a buffer of one batch (4,096 rows at D = 64), be
 size, so every size streams and the peak cannot grow by filling a larger buffer. The run
 ends with the ratio of each size's peak to the smallest size's (the baseline of the same
 run), and of what the streaming path itself adds (peak − RSS after setup; setup = imports +
-the caller's list of N file keys, ~100 bytes per file, which any caller holds).
+the caller's list of N file keys, ~100 bytes per file, which any caller holds). The packs
+are written by this process before each child starts, so a child's peak is its own.
 
 Each size runs in a fresh process (so peaks do not carry over): it extracts the features of
 N generated JPEGs into a fresh feature cache and reports the peak RSS of the process and of
@@ -42,6 +43,17 @@ TRAIN_SIZES = {False: [10_000, 100_000, 1_000_000], True: [5_000, 20_000, 100_00
 
 def _rss_mb(who) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
+
+
+def _current_rss_mb() -> float:
+    """This process's resident memory now (not its peak so far); the peak where /proc lacks."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return _rss_mb(resource.RUSAGE_SELF)
 
 
 def make_jpegs(folder: Path, n: int) -> list[Path]:
@@ -116,8 +128,8 @@ def measure_train(
     from clipflow.stream import locate
     from clipflow.train import TrainConfig, fit
 
-    keys = write_packs(data, n, dim, shard=4096)
-    base = _rss_mb(resource.RUSAGE_SELF)
+    keys = write_packs(data, n, dim, shard=4096)  # written by the parent: keys only
+    base = _current_rss_mb()  # imports + the list of N file keys
     start = time.perf_counter()
     found = locate(FeatureCache(data), [[f"n{n}-d{dim}"]], keys, dim)
     del keys
@@ -174,6 +186,8 @@ def main(argv=None) -> int:
         args.n = [1000, 10000] if not args.train else TRAIN_SIZES[args.quick]
     rows = []
     for n in args.n:
+        if args.train:  # here, so that the child's peak is not the writing's
+            write_packs(args.data, n, args.dim, shard=4096)
         out = subprocess.run(
             [
                 sys.executable,
