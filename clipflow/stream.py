@@ -105,6 +105,10 @@ class PackRows:
         """Rows of ``positions``: per pack, nearby rows are read as one slice (sequential)."""
         out = torch.empty(len(positions), self.dim)
         where = np.asarray(positions, dtype=np.int64)
+        if not len(where):
+            return out
+        if where.min() < 0 or where.max() >= self.n:  # the runs would wrap around silently
+            raise IndexError(f"positions outside 0..{self.n - 1}")
         packs, rows = self.runs[view].at(where)
         by_pack = np.lexsort((rows, packs))  # grouped by pack, rows ascending
         packs, rows = packs[by_pack], rows[by_pack]
@@ -310,7 +314,8 @@ def _locate_key(
     for pack in cache.iter_packs(key):
         if pack.skipped:
             names = list(pack.skipped)
-            for j, p in zip(*_hits(index.find(names))):
+            at, pos = _hits(index.find(names))
+            for j, p in zip(at.tolist(), pos.tolist()):  # Python ints: callers print them
                 skipped.setdefault(p, pack.skipped[names[j]])
         rows, pos = _hits(index.find(pack.rows))
         new = ~have[pos]  # the first pack holding a file wins, as in lookup()

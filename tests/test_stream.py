@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from clipflow.cache import FeatureCache, file_key
@@ -154,6 +155,10 @@ def test_locate_matches_a_per_file_dict_on_shuffled_packs_repeats_and_skips(tmp_
     found = locate(cache, keys, fkeys, DIM)
     kept, skipped, missing, where = _reference_locate(cache, keys, fkeys)
     assert list(found.kept) == kept and found.skipped == skipped and list(found.missing) == missing
+    assert all(type(i) is int for i in [*found.kept, *found.skipped, *found.missing])
+    assert found.features[0].read(0, torch.zeros(0, dtype=torch.long)).shape == (0, DIM)
+    with pytest.raises(IndexError, match="positions outside"):
+        found.features[0].read(0, torch.tensor([len(kept)]))
     assert 250 < len(kept) < n and missing and skipped
     from safetensors.torch import load_file
 
