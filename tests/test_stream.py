@@ -290,8 +290,6 @@ def _model_for(dim: int) -> CLIPFlow:
 
 
 def test_ram_budget_setting_is_typed_and_range_checked():
-    import pytest
-
     from clipflow.config import SettingsError, train_settings
 
     assert train_settings({"train": {"ram_budget_gb": "2"}}).train.ram_budget_gb == 2.0
