@@ -13,6 +13,11 @@ each epoch streams them through one fixed buffer of R rows per variant:
 When all N rows fit in one buffer there is no segment shuffle and the buffer holds the rows
 in file order, so the epoch's order is ``randperm(N)`` from the same generator as the in-RAM
 path: the same batches, the same model.
+
+Host memory beyond the buffer does not grow with N: :func:`locate` finds the files' rows
+through a sorted array of key hashes (:class:`KeyIndex`, dropped when it returns) and keeps,
+per view and variant, runs of consecutive pack rows (:class:`RowRuns`, one per pack when the
+files are listed in extraction order), not a Python object or tensor entry per file.
 """
 
 from __future__ import annotations
