@@ -76,7 +76,7 @@ class RowRuns:
     def __init__(self, start: np.ndarray, pack: np.ndarray, row: np.ndarray):
         self.start = start.astype(np.int64)  # ascending, start[0] == 0
         self.pack = pack.astype(np.int32)
-        self.row = row.astype(np.int64)
+        self.row = row.astype(np.int32)  # rows inside one pack
 
     def at(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(pack, row) of each position."""
