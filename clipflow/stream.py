@@ -13,17 +13,24 @@ each epoch streams them through one fixed buffer of R rows per variant:
 When all N rows fit in one buffer there is no segment shuffle and the buffer holds the rows
 in file order, so the epoch's order is ``randperm(N)`` from the same generator as the in-RAM
 path: the same batches, the same model.
+
+Host memory beyond the buffer does not grow with N: :func:`locate` finds the files' rows
+through a sorted array of key hashes (:class:`KeyIndex`, dropped when it returns) and keeps,
+per view and variant, runs of consecutive pack rows (:class:`RowRuns`, one per pack when the
+files are listed in extraction order), not a Python object or tensor entry per file.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from .cache import FeatureCache, read_rows
@@ -34,6 +41,8 @@ SEGMENT_ROWS = 256  # rows read in one sequential piece (768 floats each: 0.75 M
 # Host copies of a buffer's rows at once: the buffer itself, the rows read from a pack before
 # they are copied in, and the device copy's staging.
 BUFFER_COPIES = 3
+READ_GAP = 32  # rows: nearer rows of one pack are read in the same slice
+COMPACT_CHUNK = 1 << 16  # positions re-indexed at once by _compact
 
 
 class RowSource(Protocol):
@@ -55,34 +64,69 @@ class TensorRows:
         return self.features[view].index_select(0, positions)
 
 
+class RowRuns:
+    """Where positions 0..N-1 of one view's rows are, as runs of consecutive rows of one pack.
+
+    Run j covers positions ``start[j]`` up to the next run's start, at rows ``row[j]``,
+    ``row[j] + 1``, ... of pack ``pack[j]``. Files listed in the order they were extracted
+    (the usual case) give one run per pack, so the index is O(packs), not O(files); in the
+    worst case (a list in another order than the packs) it is one run per file, 16 bytes each.
+    """
+
+    def __init__(self, start: np.ndarray, pack: np.ndarray, row: np.ndarray):
+        self.start = start.astype(np.int64)  # ascending, start[0] == 0
+        self.pack = pack.astype(np.int32)
+        self.row = row.astype(np.int32)  # rows inside one pack
+
+    def at(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pack, row) of each position."""
+        j = np.searchsorted(self.start, positions, side="right") - 1
+        return self.pack[j], self.row[j] + (positions - self.start[j])
+
+    @property
+    def nbytes(self) -> int:
+        return self.start.nbytes + self.pack.nbytes + self.row.nbytes
+
+
 @dataclass
 class PackRows:
-    """One variant's features in the cache's packs: per view, the pack and row of each image."""
+    """One variant's features in the cache's packs: per view, the packs and the runs of rows."""
 
     packs: list[list[Path]]  # [view] -> pack paths
-    pack_of: torch.Tensor  # (V, N) int32 index into packs[view]
-    row_of: torch.Tensor  # (V, N) int32 row inside that pack
+    runs: list[RowRuns]  # [view] -> where each position's row is
+    n: int
     dim: int
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return (*self.pack_of.shape, self.dim)
+        return (len(self.runs), self.n, self.dim)
 
     def __getitem__(self, view: int) -> torch.Tensor:
         """All (N, D) rows of one view in RAM, for callers that need every row at once
         (the baselines): the budget does not apply to them."""
-        return self.read(view, torch.arange(self.shape[1]))
+        return self.read(view, torch.arange(self.n))
 
     def read(self, view: int, positions: torch.Tensor) -> torch.Tensor:
-        """Rows of ``positions`` (ascending runs read as one slice per pack)."""
+        """Rows of ``positions``: per pack, nearby rows are read as one slice (sequential)."""
         out = torch.empty(len(positions), self.dim)
-        packs, rows = self.pack_of[view, positions], self.row_of[view, positions]
-        for p in packs.unique().tolist():
-            at = (packs == p).nonzero().squeeze(1)
-            r = rows[at].long()
-            lo, hi = int(r.min()), int(r.max()) + 1
-            block = read_rows(self.packs[view][p], lo, hi)  # (hi - lo, D): one sequential read
-            out[at] = block.index_select(0, r - lo)
+        where = np.asarray(positions, dtype=np.int64)
+        if not len(where):
+            return out
+        if where.min() < 0 or where.max() >= self.n:  # the runs would wrap around silently
+            raise IndexError(f"positions outside 0..{self.n - 1}")
+        packs, rows = self.runs[view].at(where)
+        by_pack = np.lexsort((rows, packs))  # grouped by pack, rows ascending
+        packs, rows = packs[by_pack], rows[by_pack]
+        # A new slice where the pack changes or the next row is more than READ_GAP rows on.
+        cut = (packs[1:] != packs[:-1]) | (rows[1:] - rows[:-1] > READ_GAP)
+        bounds = [0, *(np.flatnonzero(cut) + 1).tolist(), len(rows)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            lo, hi = int(rows[a]), int(rows[b - 1]) + 1
+            block = read_rows(self.packs[view][int(packs[a])], lo, hi)  # one sequential read
+            picked = block.index_select(0, torch.from_numpy(rows[a:b] - lo))
+            # index_copy_, not out[idx] = ...: index_put waits at an OpenMP barrier per call
+            # when another process holds a core (~17 ms instead of ~30 µs on 2 cores).
+            out.index_copy_(0, torch.from_numpy(by_pack[a:b]), picked)
         return out
 
 
@@ -145,12 +189,77 @@ def epoch_buffers(
 
 @dataclass
 class Located:
-    """Where a training set's features are: per view × variant, or why a file has none."""
+    """Where a training set's features are: per view × variant, or why a file has none.
+
+    ``kept`` and ``missing`` hold no Python object per file: ``range(N)`` when every file is
+    kept, else an ``array('q')`` of positions (8 bytes each).
+    """
 
     features: PackFeatures
-    kept: list[int]  # positions (into the caller's paths) of the files every key holds
+    kept: Sequence[int]  # positions (into the caller's paths) of the files every key holds
     skipped: dict[int, str]  # position -> reason a key could not read it
-    missing: list[int]  # positions some key neither holds nor has a skip record for
+    missing: Sequence[int]  # positions some key neither holds nor has a skip record for
+
+
+class KeyIndex:
+    """The caller's file keys, searchable without a dict of N keys (~100 bytes per file).
+
+    Holds their 64-bit ``hash()`` values sorted (int64) and each one's position (int32 below
+    2**31 files): 12 bytes per file in two numpy arrays. A hash match is confirmed by comparing
+    the keys themselves, so a hash collision cannot map a row to the wrong file.
+    """
+
+    def __init__(self, fkeys: Sequence[str]):
+        self.fkeys = fkeys
+        n = len(fkeys)
+        hashes = np.fromiter((hash(k) for k in fkeys), dtype=np.int64, count=n)
+        order = np.argsort(hashes, kind="stable")  # equal hashes: ascending positions
+        hashes.sort()  # in place: one (N,) int64 less at the peak than hashes[order]
+        self.hashes = hashes
+        self.order = order.astype(np.int32) if n < 2**31 else order
+
+    def find(self, keys: Sequence[str]) -> np.ndarray:
+        """Position of the first occurrence of each of ``keys`` in the caller's list; -1 if
+        absent."""
+        n, m = len(self.hashes), len(keys)
+        wanted = np.fromiter((hash(k) for k in keys), dtype=np.int64, count=m)
+        at = np.minimum(np.searchsorted(self.hashes, wanted), max(n - 1, 0))
+        out = np.full(m, -1, dtype=np.int64)
+        if n == 0:
+            return out
+        cand = np.flatnonzero(self.hashes[at] == wanted)
+        pos = self.order[at[cand]].astype(np.int64)
+        fkeys = self.fkeys
+        same = np.fromiter(
+            (fkeys[p] == keys[j] for j, p in zip(cand.tolist(), pos.tolist())),
+            dtype=bool,
+            count=len(cand),
+        )
+        out[cand[same]] = pos[same]
+        for j in cand[~same].tolist():  # a hash collision: look along the equal hashes
+            out[j] = self._scan(int(at[j]), keys[j])
+        return out
+
+    def _scan(self, i: int, key: str) -> int:
+        h, n = self.hashes[i], len(self.hashes)
+        while i < n and self.hashes[i] == h:
+            if self.fkeys[int(self.order[i])] == key:
+                return int(self.order[i])
+            i += 1
+        return -1
+
+    def repeats(self) -> np.ndarray:
+        """Positions whose key occurs earlier in the list (a file listed twice)."""
+        later = np.flatnonzero(self.hashes[1:] == self.hashes[:-1]) + 1
+        out = [p for i in later.tolist() if (p := int(self.order[i])) != self._first(i)]
+        return np.asarray(out, dtype=np.int64)
+
+    def _first(self, i: int) -> int:
+        """The first position holding the key of sorted entry ``i``."""
+        j = i
+        while j > 0 and self.hashes[j - 1] == self.hashes[i]:
+            j -= 1
+        return self._scan(j, self.fkeys[int(self.order[i])])
 
 
 def locate(cache: FeatureCache, keys: list[list[str]], fkeys: list[str], dim: int) -> Located:
@@ -158,49 +267,111 @@ def locate(cache: FeatureCache, keys: list[list[str]], fkeys: list[str], dim: in
 
     Every pack that holds a wanted row is verified once (read, shape, finiteness, checksum;
     one pack in memory at a time); a damaged one is dropped as in :meth:`FeatureCache.lookup`
-    and its files come back as missing.
+    and its files come back as missing. Beyond the caller's lists, the index costs O(packs)
+    (see :class:`RowRuns`) and ``kept`` (nothing when every file is kept); while it is built,
+    about 20 bytes per file in numpy arrays (:class:`KeyIndex` and a few boolean masks).
     """
-    n_views, n_var, n = len(keys), len(keys[0]), len(fkeys)
-    position = {}
-    for i, fk in enumerate(fkeys):
-        position.setdefault(fk, i)
-    pack_of = torch.full((n_var, n_views, n), -1, dtype=torch.int32)
-    row_of = torch.full((n_var, n_views, n), -1, dtype=torch.int32)
-    packs: list[list[list[Path]]] = [[[] for _ in range(n_views)] for _ in range(n_var)]
+    n_var, n = len(keys[0]), len(fkeys)
+    index = KeyIndex(fkeys)
+    held = np.ones(n, dtype=bool)  # every key holds the file
+    found: list[list[tuple[list[Path], RowRuns]]] = [[] for _ in range(n_var)]
     skipped: dict[int, str] = {}
-    for v, view_keys in enumerate(keys):
+    for view_keys in keys:
         for k, key in enumerate(view_keys):
-            where = (packs[k][v], pack_of[k, v], row_of[k, v])
-            _locate_key(cache, key, position, dim, where, skipped)
-    first = torch.zeros(n, dtype=torch.bool)
-    first[list(position.values())] = True
-    held = (pack_of >= 0).flatten(0, 1).all(0) & first
-    unskipped = first.clone()
+            found[k].append(_locate_key(cache, key, index, dim, held, skipped))
+    first = np.ones(n, dtype=bool)
+    first[index.repeats()] = False  # a file listed twice counts once, at its first position
+    del index
+    held &= first
+    unskipped = np.ones(n, dtype=bool)
     unskipped[list(skipped)] = False
-    kept = (held & unskipped).nonzero().squeeze(1).tolist()
-    missing = (~held & unskipped).nonzero().squeeze(1).tolist()
-    idx = torch.tensor(kept, dtype=torch.long)
+    keep = held & unskipped
+    if keep.all():
+        kept: Sequence[int] = range(n)
+    else:
+        kept = array("q", np.flatnonzero(keep).tobytes())
+    missing = array("q", np.flatnonzero(~held & unskipped & first).tobytes())
     variants = [
-        PackRows(packs[k], pack_of[k][:, idx].contiguous(), row_of[k][:, idx].contiguous(), dim)
-        for k in range(n_var)
+        PackRows(
+            [packs for packs, _ in per_view],
+            [_compact(runs, kept) for _, runs in per_view],
+            len(kept),
+            dim,
+        )
+        for per_view in found
     ]
     return Located(PackFeatures(variants), kept, skipped, missing)
 
 
-def _locate_key(cache, key, position, dim, where, skipped: dict[int, str]) -> None:
-    """Fill ``where`` = (pack paths, pack_of (N,), row_of (N,)) and ``skipped`` for one key."""
-    packs, pack_of, row_of = where
+def _locate_key(
+    cache: FeatureCache,
+    key: str,
+    index: KeyIndex,
+    dim: int,
+    held: np.ndarray,
+    skipped: dict[int, str],
+) -> tuple[list[Path], RowRuns]:
+    """One setting's packs and runs (in the caller's positions); clears ``held`` where the
+    setting lacks a file and fills ``skipped``."""
+    have = np.zeros(len(held), dtype=bool)
+    packs: list[Path] = []
+    pieces: list[np.ndarray] = []  # (3, runs) per pack: start, pack, row
     for pack in cache.iter_packs(key):
-        for fk, reason in pack.skipped.items():
-            if fk in position:
-                skipped.setdefault(position[fk], reason)
-        hits = [(r, position[fk]) for r, fk in enumerate(pack.rows) if fk in position]
-        if not hits:
-            continue
-        rows, pos = torch.tensor(hits, dtype=torch.long).T
-        new = pack_of[pos] < 0  # the first pack holding a file wins, as in lookup()
+        if pack.skipped:
+            names = list(pack.skipped)
+            at, pos = _hits(index.find(names))
+            for j, p in zip(at.tolist(), pos.tolist()):  # Python ints: callers print them
+                skipped.setdefault(p, pack.skipped[names[j]])
+        rows, pos = _hits(index.find(pack.rows))
+        new = ~have[pos]  # the first pack holding a file wins, as in lookup()
         if not new.any() or cache.load(pack, dim) is None:  # load: verify, then let it go
             continue
-        pack_of[pos[new]] = len(packs)
-        row_of[pos[new]] = rows[new].to(torch.int32)
+        rows, pos = rows[new], pos[new]
+        have[pos] = True
+        pieces.append(_runs(pos, rows, len(packs)))
         packs.append(pack.path)
+    held &= have
+    if not pieces:
+        return packs, RowRuns(np.zeros(0), np.zeros(0), np.zeros(0))
+    start, pack_i, row = np.concatenate(pieces, axis=1)
+    by_start = np.argsort(start, kind="stable")
+    return packs, RowRuns(start[by_start], pack_i[by_start], row[by_start])
+
+
+def _hits(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index into the searched keys, position) of the keys that were found."""
+    at = np.flatnonzero(positions >= 0)
+    return at, positions[at]
+
+
+def _runs(pos: np.ndarray, rows: np.ndarray, pack: int) -> np.ndarray:
+    """(3, runs): start position, pack, first row of each run of consecutive positions that
+    sit at consecutive rows of ``pack``."""
+    by_pos = np.argsort(pos, kind="stable")
+    pos, rows = pos[by_pos], rows[by_pos]
+    cut = np.flatnonzero((np.diff(pos) != 1) | (np.diff(rows) != 1)) + 1
+    first = np.concatenate([[0], cut])
+    return np.stack([pos[first], np.full(len(first), pack), rows[first]])
+
+
+def _compact(runs: RowRuns, kept: Sequence[int]) -> RowRuns:
+    """``runs`` (caller's positions) re-indexed by kept position 0..len(kept)-1: a run is cut
+    where a file in it is not kept. Chunk by chunk, so no (N,) array of rows is built."""
+    if isinstance(kept, range):  # every file kept: the positions are the same
+        return runs
+    kept_pos = np.frombuffer(kept, dtype=np.int64) if len(kept) else np.zeros(0, np.int64)
+    out, last = [], None  # last: (pack, row) the previous chunk's last position ends at
+    for a in range(0, len(kept_pos), COMPACT_CHUNK):
+        chunk = kept_pos[a : a + COMPACT_CHUNK]
+        pack, row = runs.at(chunk)
+        brk = np.ones(len(chunk), dtype=bool)
+        brk[1:] = (pack[1:] != pack[:-1]) | (row[1:] != row[:-1] + 1)
+        if last is not None:
+            brk[0] = (pack[0], row[0]) != (last[0], last[1] + 1)
+        at = np.flatnonzero(brk)
+        out.append(np.stack([at + a, pack[at], row[at]]))
+        last = (pack[-1], row[-1])
+    if not out:
+        return RowRuns(np.zeros(0), np.zeros(0), np.zeros(0))
+    start, pack_i, row = np.concatenate(out, axis=1)
+    return RowRuns(start, pack_i, row)

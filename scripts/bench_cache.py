@@ -10,8 +10,9 @@
     checking the packs that hold wanted rows) and assembling the (1, N, D) tensor.
     A size whose file creation would take longer than ``--max-create-s`` (projected from the
     largest size created) is not run: its figures are a linear extrapolation, labelled so.
-(2) Incremental: 10 new real images next to ``--incremental-size`` cached files, through the
-    real tiny backbone; the images its forward saw are counted (must be the 10 new ones).
+(2) Incremental: 10 new real images added to the folder of ``--incremental-size`` cached files,
+    the whole folder listed again through the real tiny backbone; the images its forward saw
+    are counted (must be the 10 new ones).
 Prints a table; --json writes the numbers.
 """
 
@@ -150,10 +151,11 @@ def _incremental(backbone, tf, root: Path, base: int, n_new: int, rows: list[dic
             paths,
             backbone.feature_dim,
         )
-    paths = sorted(str(p) for p in folder.iterdir())
     new = root / "new"
     write_images(new, n_new, np.random.default_rng(0), size=64)
-    paths += sorted(str(p) for p in new.iterdir())
+    for image in new.iterdir():  # into the cached folder: the run lists one folder
+        os.replace(image, folder / f"new-{image.name}")
+    paths = sorted(str(p) for p in folder.iterdir())
     counter = _Counter(refuse=False)
     hook = backbone.register_forward_pre_hook(counter)
     try:
@@ -179,8 +181,8 @@ def _table(rows: list[dict], incr: dict) -> str:
             f"{r['assemble_s']:>9.2f} {r['create_files_s']:>9.1f}{tag}"
         )
     lines.append(
-        f"incremental: {incr['new']} new images next to {incr['cached']:,} cached -> backbone saw "
-        f"{incr['extracted_new']} images, run {incr['run_s']:.2f} s"
+        f"incremental: {incr['new']} new images added to a folder of {incr['cached']:,} cached "
+        f"files -> backbone saw {incr['extracted_new']} images, run {incr['run_s']:.2f} s"
     )
     return "\n".join(lines)
 

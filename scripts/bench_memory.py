@@ -1,13 +1,21 @@
 """Peak host memory of a cached extraction, and of training, vs the number of images (flat?).
 
     python scripts/bench_memory.py --n 10000 100000          # CPU, tiny backbone, 64-px JPEGs
-    python scripts/bench_memory.py --train --n 10000 100000 1000000 --budget-gb 0.25
+    python scripts/bench_memory.py --train                   # 10k, 100k, 1M rows (< 3 min)
+    python scripts/bench_memory.py --train --quick           # 5k, 20k, 100k rows
 
 ``--train``: N-mode training (1 epoch) on synthetic features written as feature-cache packs,
 streamed within ``train.ram_budget_gb`` (``--path ram`` loads them all, the in-RAM path, for
-comparison). The packs are written once per size into ``--data`` (D × 4 bytes per row) and
-reused. The flow is a small one (DR to 16, 2 blocks, batch 4096) so that 1M rows train in
-seconds: the memory of a training does not depend on the flow's width, only the time does.
+comparison). The packs are written once per size into ``--data`` (D × 4 bytes per row; D = 64
+by default so that 1M rows are 0.25 GB of packs, ``--dim 768`` for CLIP's width) and reused.
+The flow is a small one (DR to 16, 2 blocks, batch 4096) so that 1M rows train in seconds:
+the memory of a training does not depend on the flow's width, only the time does. The
+default budget (0.005 GB) makes a buffer of one batch (4,096 rows at D = 64), below every
+size, so every size streams and the peak cannot grow by filling a larger buffer. The run
+ends with the ratio of each size's peak to the smallest size's (the baseline of the same
+run), and of what the streaming path itself adds (peak − RSS after setup; setup = imports +
+the caller's list of N file keys, ~100 bytes per file, which any caller holds). The packs
+are written by this process before each child starts, so a child's peak is its own.
 
 Each size runs in a fresh process (so peaks do not carry over): it extracts the features of
 N generated JPEGs into a fresh feature cache and reports the peak RSS of the process and of
@@ -30,9 +38,22 @@ import numpy as np
 import torch
 from PIL import Image
 
+TRAIN_SIZES = {False: [10_000, 100_000, 1_000_000], True: [5_000, 20_000, 100_000]}
+
 
 def _rss_mb(who) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
+
+
+def _current_rss_mb() -> float:
+    """This process's resident memory now (not its peak so far); the peak where /proc lacks."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return _rss_mb(resource.RUSAGE_SELF)
 
 
 def make_jpegs(folder: Path, n: int) -> list[Path]:
@@ -107,8 +128,8 @@ def measure_train(
     from clipflow.stream import locate
     from clipflow.train import TrainConfig, fit
 
-    keys = write_packs(data, n, dim, shard=4096)
-    base = _rss_mb(resource.RUSAGE_SELF)
+    keys = write_packs(data, n, dim, shard=4096)  # written by the parent: keys only
+    base = _current_rss_mb()  # imports + the list of N file keys
     start = time.perf_counter()
     found = locate(FeatureCache(data), [[f"n{n}-d{dim}"]], keys, dim)
     del keys
@@ -137,14 +158,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--n", type=int, nargs="+", help="sizes (default 1k 10k; --train: 10k 100k 1M)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "clipflow-mem-jpegs")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path)
     p.add_argument("--train", action="store_true", help="training from packs, not extraction")
-    p.add_argument("--dim", type=int, default=768, help="--train: feature width")
-    p.add_argument("--budget-gb", type=float, default=0.25, help="--train: train.ram_budget_gb")
+    p.add_argument("--dim", type=int, default=64, help="--train: feature width")
+    p.add_argument("--quick", action="store_true", help="--train: 5k, 20k, 100k rows")
+    p.add_argument(
+        "--budget-gb",
+        type=float,
+        default=0.005,
+        help="--train: train.ram_budget_gb (D=64: 4,096 rows)",
+    )
     p.add_argument("--path", choices=("stream", "ram"), default="stream", help="--train")
     p.add_argument("--device", default="cpu", help="--train: where the flow trains")
     args = p.parse_args(argv)
@@ -155,8 +182,12 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(measure(args.child, args.data, args.workers)))
         return 0
+    if args.n is None:
+        args.n = [1000, 10000] if not args.train else TRAIN_SIZES[args.quick]
     rows = []
     for n in args.n:
+        if args.train:  # here, so that the child's peak is not the writing's
+            write_packs(args.data, n, args.dim, shard=4096)
         out = subprocess.run(
             [
                 sys.executable,
@@ -177,9 +208,35 @@ def main(argv=None) -> int:
         )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
+    if args.train:
+        print(train_table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
+
+
+def train_table(rows: list[dict]) -> str:
+    """The --train rows as a table, each size's peak against the first (smallest) size's."""
+    base = rows[0]
+    lines = [
+        f"{'rows':>10} {'path':>6} {'setup MB':>9} {'peak MB':>8} {'peak-setup':>10} "
+        f"{'peak / first':>12} {'(peak-setup) / first':>20}"
+    ]
+    for r in rows:
+        grow = r["peak_rss_mb"] - r["rss_after_setup_mb"]
+        base_grow = max(1, base["peak_rss_mb"] - base["rss_after_setup_mb"])
+        lines.append(
+            f"{r['n']:>10,} {r['path']:>6} {r['rss_after_setup_mb']:>9} {r['peak_rss_mb']:>8} "
+            f"{grow:>10} {r['peak_rss_mb'] / base['peak_rss_mb']:>11.2f}x "
+            f"{grow / base_grow:>19.2f}x"
+        )
+    last = rows[-1]
+    lines.append(
+        f"peak RSS {last['n']:,} / {base['n']:,} rows = "
+        f"{last['peak_rss_mb'] / base['peak_rss_mb']:.2f}x (D = {base['dim']}, "
+        f"budget {base['budget_gb']} GB, same run)"
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _script_main(name: str):
-    """``main`` of ``scripts/<name>.py``, loaded in-process (scripts/ is not a package)."""
+def _script_module(name: str):
+    """``scripts/<name>.py``, loaded in-process (scripts/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f"_bench_{name}", REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its process pool pickles its functions by module name
     spec.loader.exec_module(module)
-    return module.main
+    return module
+
+
+def _script_main(name: str):
+    return _script_module(name).main
 
 
 @pytest.mark.slow
@@ -99,6 +104,24 @@ def test_memory_bench_reports_peaks_per_size(tmp_path: Path):
     rows = json.loads(out.read_text())
     assert [r["n"] for r in rows] == [20, 40] and [r["n_features"] for r in rows] == [20, 40]
     assert all(r["peak_rss_main_mb"] >= r["rss_after_setup_mb"] > 0 for r in rows)
+
+
+def test_memory_bench_train_child_streams_and_the_table_compares_to_the_first_size(
+    tmp_path: Path, capsys, caplog
+):
+    # One size's child, in-process: packs written, located, one epoch streamed through a
+    # one-batch buffer (5,000 rows > 4,096); then the table's ratios against the first size.
+    caplog.set_level(logging.INFO, logger="clipflow.train")
+    bench = _script_module("bench_memory")
+    args = ["--child", "5000", "--train", "--dim", "32", "--budget-gb", "0.0001"]
+    assert bench.main(args + ["--data", str(tmp_path / "packs")]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (row["n"], row["dim"], row["path"]) == (5000, 32, "stream")
+    assert row["peak_rss_mb"] >= row["rss_after_setup_mb"] > 0 and row["loss"] == row["loss"]
+    assert "streaming 5000 training rows through buffers of 4096" in caplog.text
+    bigger = {**row, "n": 50000, "peak_rss_mb": 2 * row["peak_rss_mb"]}
+    table = bench.train_table([row, bigger])
+    assert "peak RSS 50,000 / 5,000 rows = 2.00x" in table
 
 
 def test_cache_bench_smoke_full_hits_and_incremental(tmp_path: Path, capsys):

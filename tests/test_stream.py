@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from clipflow.cache import FeatureCache, file_key
 from clipflow.flow import CLIPFlow, FlowConfig
-from clipflow.stream import BUFFER_COPIES, TensorRows, buffer_rows, epoch_buffers, locate
+from clipflow.stream import (
+    BUFFER_COPIES,
+    KeyIndex,
+    TensorRows,
+    buffer_rows,
+    epoch_buffers,
+    locate,
+)
 from clipflow.train import TrainConfig, fit, train_threads
 
 DIM = 16
@@ -87,14 +96,132 @@ def test_streaming_from_packs_reads_the_cached_rows(tmp_path):
     cache.write_pack("k", fkeys[50:99], feats[50:99], {fkeys[0]: "unreadable"})
     cache.write_pack("k", fkeys[1:50], feats[1:50], {})
     found = locate(cache, [["k"]], fkeys, DIM)
-    assert found.kept == list(range(1, 99))
-    assert found.skipped == {0: "unreadable"} and found.missing == [99]
+    assert list(found.kept) == list(range(1, 99))
+    assert found.skipped == {0: "unreadable"} and list(found.missing) == [99]
     src = found.features[0]
     assert src.shape == (1, 98, DIM)
     assert torch.equal(src.read(0, torch.arange(98)), feats[1:99])
     cfg = TrainConfig(mode="N", epochs=2, batch_size=16)
     a, b = _model(), _model()
     assert _untimed(fit(a, feats[None, 1:99], None, cfg)) == _untimed(fit(b, src, None, cfg))
+
+
+def _reference_locate(cache, keys, fkeys):
+    """The dict-per-file locate() this index replaced: kept, skipped, missing and, per
+    variant and view, the (pack path, row) of each kept file."""
+    position = {}
+    for i, fk in enumerate(fkeys):
+        position.setdefault(fk, i)
+    where, skipped = {}, {}
+    for v, view_keys in enumerate(keys):
+        for k, key in enumerate(view_keys):
+            for pack in cache.iter_packs(key):
+                for fk, reason in pack.skipped.items():
+                    if fk in position:
+                        skipped.setdefault(position[fk], reason)
+                for r, fk in enumerate(pack.rows):
+                    if fk in position:
+                        where.setdefault((k, v, position[fk]), (pack.path, r))
+    held = [
+        i
+        for i in sorted(set(position.values()))
+        if all((k, v, i) in where for v in range(len(keys)) for k in range(len(keys[0])))
+    ]
+    kept = [i for i in held if i not in skipped]
+    missing = [i for i in sorted(set(position.values())) if i not in held and i not in skipped]
+    return kept, skipped, missing, where
+
+
+def test_locate_matches_a_per_file_dict_on_shuffled_packs_repeats_and_skips(tmp_path):
+    """Files in packs out of list order, in two packs at once, listed twice, skipped, missing,
+    under 2 views × 2 variants: the same kept/skipped/missing and rows as a dict per file."""
+    rng = np.random.default_rng(0)
+    n = 300
+    fkeys = [f"{i:032x}" for i in range(n)] + [f"{i:032x}" for i in (5, 77, 299)]  # repeats
+    cache = FeatureCache(tmp_path / "cache")
+    for key in ("a0", "a1", "b0", "b1"):
+        have = rng.permutation(n)[: n - 7]  # 7 files this key lacks
+        for chunk in np.array_split(have, 5):
+            names = [fkeys[i] for i in chunk]
+            skips = {fkeys[int(rng.integers(n))]: "bad"} if key == "b1" else {}
+            skips = {k: r for k, r in skips.items() if k not in names}
+            feats = torch.randn(
+                len(names), DIM, generator=torch.Generator().manual_seed(int(chunk[0]))
+            )
+            cache.write_pack(key, names, feats, skips)
+        again = [fkeys[i] for i in have[:20]]  # also in a later pack: must not win
+        cache.write_pack(key, again, torch.full((20, DIM), 9.0), {})
+    keys = [["a0", "b0"], ["a1", "b1"]]  # [view][variant]
+    found = locate(cache, keys, fkeys, DIM)
+    kept, skipped, missing, where = _reference_locate(cache, keys, fkeys)
+    assert list(found.kept) == kept and found.skipped == skipped and list(found.missing) == missing
+    assert all(type(i) is int for i in [*found.kept, *found.skipped, *found.missing])
+    assert found.features[0].read(0, torch.zeros(0, dtype=torch.long)).shape == (0, DIM)
+    with pytest.raises(IndexError, match="positions outside"):
+        found.features[0].read(0, torch.tensor([len(kept)]))
+    assert 250 < len(kept) < n and missing and skipped
+    from safetensors.torch import load_file
+
+    packs = {path: load_file(str(path))["features"] for path, _ in where.values()}
+    overlap = 0
+    for k in range(2):
+        for v in range(2):
+            want = torch.stack([packs[where[(k, v, i)][0]][where[(k, v, i)][1]] for i in kept])
+            overlap += int((want == 9.0).all(1).sum())  # rows from the packs written last
+            assert torch.equal(found.features[k].read(v, torch.arange(len(kept))), want)
+            shuffled = torch.randperm(len(kept), generator=torch.Generator().manual_seed(v))
+            assert torch.equal(found.features[k].read(v, shuffled), want[shuffled])
+    assert overlap > 0  # some file in two packs was served from the one that sorts first
+
+
+class _Colliding(str):
+    """A file key whose hash collides with every other's."""
+
+    def __hash__(self):
+        return 7
+
+
+def test_key_index_confirms_hash_matches_by_the_key_itself():
+    keys = [_Colliding(k) for k in ("b", "a", "c", "a", "b")]
+    index = KeyIndex(keys)
+    assert index.find([_Colliding(k) for k in ("a", "b", "c", "z")]).tolist() == [1, 0, 2, -1]
+    assert sorted(index.repeats().tolist()) == [3, 4]  # second "a", second "b"
+    assert KeyIndex([]).find(["a"]).tolist() == [-1]
+
+
+def _index_footprint(obj, seen=None) -> tuple[int, int]:
+    """(Python objects, bytes of numpy arrays and tensors) reachable from ``obj``."""
+    import gc
+
+    seen = set() if seen is None else seen
+    objects, nbytes = 0, 0
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, type):  # not into classes and their modules
+            continue
+        seen.add(id(o))
+        objects += 1
+        if isinstance(o, (np.ndarray, torch.Tensor)):
+            nbytes += o.nbytes
+            continue
+        stack.extend(gc.get_referents(o))
+    return objects, nbytes
+
+
+def test_the_streaming_index_does_not_grow_with_the_rows(tmp_path):
+    """One pack of 100 rows vs one of 2,000: the located index (what training holds besides
+    the buffer) has the same Python objects and numpy bytes: O(packs), not O(files)."""
+    footprints = []
+    for n in (100, 2000):
+        cache = FeatureCache(tmp_path / f"c{n}", shard_size=n)
+        fkeys = [f"{i:032x}" for i in range(n)]
+        cache.write_pack("k", fkeys, torch.randn(n, DIM), {})
+        found = locate(cache, [["k"], ["k"]], fkeys, DIM)
+        assert len(found.kept) == n and found.features.shape == (1, 2, n, DIM)
+        footprints.append(_index_footprint((found.features, found.kept, found.missing)))
+    assert footprints[0] == footprints[1]
+    assert footprints[0][1] < 200  # a handful of runs, not 8 bytes per row
 
 
 def test_cpu_thread_policy_is_scoped():
@@ -163,8 +290,6 @@ def _model_for(dim: int) -> CLIPFlow:
 
 
 def test_ram_budget_setting_is_typed_and_range_checked():
-    import pytest
-
     from clipflow.config import SettingsError, train_settings
 
     assert train_settings({"train": {"ram_budget_gb": "2"}}).train.ram_budget_gb == 2.0
