@@ -293,6 +293,7 @@ def test_docs_exit_codes_are_the_codes_the_cli_exits_with(capsys):
         "training diverged": TrainingDivergedError("loss=nan"),
         "some inputs unreadable": SomeFilesUnreadableError("2 of 10 inputs"),
         "interrupted": KeyboardInterrupt(),
+        "reader of stdout went away": BrokenPipeError(),
     }
     actual = {_guarded_exit(exc): words for words, exc in outcomes.items()}
     capsys.readouterr()

@@ -226,8 +226,10 @@ def _reader_went_away() -> None:
     """Exit quietly after stdout's reader closed the pipe. Python would otherwise print a
     traceback, and a second "Exception ignored" one when it flushes stdout at exit: point
     stdout at /dev/null first (the recipe of the ``signal`` module's documentation)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no real file (captured, replaced): nothing to flush
+        pass
     sys.exit(BROKEN_PIPE_EXIT)
 
 
