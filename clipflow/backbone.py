@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from .backbones.layers import LAYER_POOLS, LayerTap
 from .backbones.open_clip_tower import open_clip_tower
 from .backbones.protocol import CUSTOM, BackboneProtocol, ExtractorBackbone
 from .backbones.tower import Tower
+from .backbones.weights import check_weights_available, looks_like_path
 from .errors import BackboneError, first_line
 
 log = logging.getLogger(__name__)
@@ -449,125 +449,6 @@ def _quiet_open_clip():
         root.removeFilter(quiet)
 
 
-def check_weights_available(cfg: BackboneConfig) -> None:
-    """Raise BackboneError at once when the weights cannot be had: a missing local file, or an
-    open_clip tag that is neither in the cache nor downloadable (offline, or no network).
-
-    Called before any data is scanned and before open_clip, whose hub client would otherwise
-    retry for over a minute and print its own lines. Online, the only cost is one TCP connect
-    to the hub, and only when the weights are not cached yet (i.e. before a download anyway).
-    """
-    if cfg.is_tiny or not cfg.pretrained:
-        return
-    if cfg.family == "timm":
-        _check_timm_weights(cfg)
-        return
-    if _looks_like_path(cfg.pretrained):
-        if not Path(cfg.pretrained).expanduser().is_file():
-            raise BackboneError(
-                f"CLIP weights file not found: {cfg.pretrained} — check backbone.pretrained"
-            )
-        return
-    source = _hub_source(cfg)
-    if source is None or _in_cache(source, cfg.cache_dir):
-        return  # an unknown tag is reported by open_clip; a cached file needs no network
-    why = _why_no_download(source)
-    if why is None:
-        return
-    repo, filename = source
-    fetch = (
-        f"fetch {filename} from the Hugging Face repo {repo} "
-        f"(huggingface-cli download {repo} {filename})"
-        if not repo.startswith("http")
-        else f"fetch {repo}"
-    )
-    raise BackboneError(
-        f"CLIP weights {cfg.name}/{cfg.pretrained} are not on this machine and cannot be "
-        f"downloaded ({why}): on a connected machine {fetch}, copy the file here and pass "
-        f"backbone.pretrained=/path/to/{filename}"
-    )
-
-
-def _check_timm_weights(cfg: BackboneConfig) -> None:
-    """check_weights_available for timm: a local file exists, or timm's hub file is cached
-    or downloadable."""
-    if cfg.pretrained != timm_family.TIMM_TAG:
-        if not Path(cfg.pretrained).expanduser().is_file():
-            raise BackboneError(
-                f"timm weights file not found: {cfg.pretrained} — check backbone.pretrained "
-                f"(or use backbone.pretrained={timm_family.TIMM_TAG} for timm's own weights)"
-            )
-        return
-    if not timm_family.is_timm_name(cfg.name):
-        return  # check_settings words this one
-    source = timm_family.hub_source(cfg.name)
-    if source is None:
-        return  # weights from a URL or none: timm reports it
-    repo, files = source
-    if timm_family.in_hf_cache(repo, files, cfg.cache_dir):
-        return
-    why = _why_no_download((repo, files[0]))
-    if why is not None:
-        raise timm_family.offline_error(cfg.name, repo, why)
-
-
-def _hub_source(cfg: BackboneConfig) -> tuple[str, str] | None:
-    """(hub repo id, file name) open_clip would download for the tag, or (url, file name)."""
-    from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, get_pretrained_cfg, has_hf_hub
-
-    pcfg = get_pretrained_cfg(cfg.name, cfg.pretrained)
-    if not pcfg or "file" in pcfg:
-        return None
-    hub = pcfg.get("hf_hub", "")
-    if hub and has_hf_hub():
-        repo, filename = os.path.split(hub)  # 'org/model/' = open_clip's default file
-        return repo, filename or HF_SAFE_WEIGHTS_NAME
-    url = pcfg.get("url", "")
-    return (url, os.path.basename(url)) if url else None
-
-
-def _in_cache(source: tuple[str, str], cache_dir: str | None) -> bool:
-    repo, filename = source
-    if repo.startswith("http"):  # open_clip's URL cache: <cache_dir or ~/.cache/clip>/<name>
-        root = Path(cache_dir or "~/.cache/clip").expanduser()
-        return (root / filename).is_file()
-    from huggingface_hub import try_to_load_from_cache
-    from open_clip.pretrained import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
-
-    # open_clip loads the safetensors file when the repo has one, else the .bin
-    names = dict.fromkeys([filename, HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME])
-    return any(
-        isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str) for name in names
-    )
-
-
-def _why_no_download(source: tuple[str, str]) -> str | None:
-    """Why a download cannot work right now, or None when it may (then open_clip tries)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return "HF_HUB_OFFLINE is set and the file is not in the Hugging Face cache"
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # behind a proxy a direct connect says nothing: let the hub client try
-    repo, _ = source
-    host = _host(repo if repo.startswith("http") else _hub_endpoint())
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-    except OSError as err:
-        return f"no network: cannot reach {host}: {err.strerror or err}"
-    return None
-
-
-def _hub_endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
-def _host(url: str) -> str:
-    from urllib.parse import urlparse
-
-    return urlparse(url).hostname or url
-
-
 def _create_pretrained(cfg: BackboneConfig) -> nn.Module:
     pretrained = cfg.pretrained
     check_weights_available(cfg)  # fast and one line, before open_clip's hub client retries
@@ -575,7 +456,7 @@ def _create_pretrained(cfg: BackboneConfig) -> nn.Module:
         return open_clip.create_model(
             cfg.name,
             pretrained=str(Path(pretrained).expanduser())
-            if pretrained and _looks_like_path(pretrained)
+            if pretrained and looks_like_path(pretrained)
             else pretrained,
             cache_dir=cfg.cache_dir,
         )
@@ -588,7 +469,3 @@ def _create_pretrained(cfg: BackboneConfig) -> nn.Module:
             f"{reason} — download them once with network access, or pass "
             "backbone.pretrained=/path/to/open_clip_model.safetensors"
         ) from None
-
-
-def _looks_like_path(s: str) -> bool:
-    return os.sep in s or s.endswith((".safetensors", ".bin", ".pt", ".pth"))
