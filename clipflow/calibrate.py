@@ -74,7 +74,8 @@ def run_calibrate(s: CalibrateSettings, out: Path) -> Path:
     ckpt = load_checkpoint(s.ckpt)
     out = check_output(Path(out), ckpt)
     root = Path(s.data.real_root).expanduser()
-    split = discover_train_images(root, None, s.holdout if s.refit else 0.0, s.seed)
+    holdout = s.holdout if s.refit else 0.0
+    split = discover_train_images(root, None, holdout, s.seed, setting="data.real_root")
     cal_paths = split.val if s.refit else split.train
     require_enough(len(cal_paths), s, "usable")
     device = resolve_device(s.device)

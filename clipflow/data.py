@@ -331,8 +331,10 @@ def discover_train_images(
     per_class: int | None = 360,
     val_fraction: float = 0.1,
     seed: int = 0,
+    setting: str = "data.train_root",
 ) -> TrainSplit:
-    """Natural images for training (never anything under a ``1_fake`` folder).
+    """Natural images for training (never anything under a ``1_fake`` folder). ``setting``:
+    the key an error tells the user to change (clipflow-calibrate reads ``data.real_root``).
 
     Layouts: (a) ``<root>/<class>/0_real`` (CNNSpot progan_train); (b) ``<root>/0_real``,
     one class; (c) any folder of images, one class named after the root (only images
@@ -354,14 +356,15 @@ def discover_train_images(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     root = Path(root)
-    _check_train_root(root)
+    hint = _root_hint(setting)
+    _check_train_root(root, hint)
     groups, skipped = _natural_groups(root)
     total = sum(len(v) for v in groups.values())
     if total < 2:
         found = "no natural images" if total == 0 else "only 1 natural image"
         raise DataError(
-            f"{found} under {root} — training needs at least 2: put them in <class>/0_real "
-            f"(CNNSpot progan_train), 0_real/, or a plain folder; {_TRAIN_HINT}"
+            f"{found} under {root} — at least 2 are needed: put them in <class>/0_real "
+            f"(CNNSpot progan_train), 0_real/, or a plain folder; {hint}"
         )
     split = TrainSplit(train=[], val=[], classes={}, skipped=skipped)
     for cls, images in groups.items():
@@ -377,15 +380,21 @@ def discover_train_images(
     return split
 
 
-def _check_train_root(root: Path) -> None:
+def _root_hint(setting: str) -> str:
+    if setting == "data.train_root":
+        return _TRAIN_HINT
+    return f"pass {setting}=DIR with natural images"
+
+
+def _check_train_root(root: Path, hint: str) -> None:
     if not root.exists():
-        raise DataError(f"natural-image folder not found: {root} — {_TRAIN_HINT}")
+        raise DataError(f"natural-image folder not found: {root} — {hint}")
     if not root.is_dir():
-        raise DataError(f"natural-image path is not a folder: {root} — {_TRAIN_HINT}")
+        raise DataError(f"natural-image path is not a folder: {root} — {hint}")
     if FAKE_DIR in root.absolute().parts or FAKE_DIR in root.resolve().parts:
         raise DataError(
-            f"natural-image folder {root} is inside a 1_fake folder — training uses natural "
-            f"images only; {_TRAIN_HINT}"
+            f"natural-image folder {root} is inside a 1_fake folder — only natural images "
+            f"are used; {hint}"
         )
 
 

@@ -230,6 +230,11 @@ def test_calibrate_writes_a_new_valid_checkpoint(
         code, _, err = calibrate(*common, *args)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (args, err)
     assert not (tmp_path / "x").exists()  # a refused run leaves no empty folder behind
+    (tmp_path / "empty").mkdir()
+    code, _, err = calibrate(
+        f"ckpt={trained_run}", f"data.real_root={tmp_path / 'empty'}", f"out={tmp_path / 'z'}"
+    )
+    assert code == 2 and "pass data.real_root=DIR" in err and "train_root" not in err, err
     assert _digest(trained_run) == before and load_checkpoint(out).sha256 == ckpt.sha256
 
 
