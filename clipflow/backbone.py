@@ -25,7 +25,7 @@ from torch import nn
 from .backbones import timm_tower as timm_family
 from .backbones.layers import LAYER_POOLS, LayerTap
 from .backbones.open_clip_tower import open_clip_tower
-from .backbones.protocol import CUSTOM, BackboneProtocol, ExtractorBackbone
+from .backbones.protocol import CUSTOM, BackboneProtocol, ExtractorBackbone, input_record
 from .backbones.tower import Tower
 from .backbones.weights import check_weights_available, looks_like_path
 from .errors import BackboneError, first_line
@@ -183,12 +183,7 @@ class Backbone(nn.Module):
             "pretrained": None if self.cfg.is_tiny else self.cfg.pretrained,
             "weights_id": weights_identity(self.cfg),
             "random_init": self.cfg.is_tiny or not self.cfg.pretrained,
-            "precision": self.cfg.precision,
-            "preprocess": self.cfg.preprocess,
-            "feature_dim": self.feature_dim,
-            "image_size": self.image_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
+            **input_record(self),
             "layers": list(self.tap.layers) if self.tap else None,
             "layer_pool": self.cfg.layer_pool if self.tap else None,
         }

@@ -92,15 +92,22 @@ class ExtractorBackbone:
             "pretrained": None,
             "weights_id": self.info["weights_id"],
             "random_init": bool(self.info.get("random_init", False)),
-            "precision": self.cfg.precision,
-            "preprocess": self.cfg.preprocess,
-            "feature_dim": self.feature_dim,
-            "image_size": self.image_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
+            **input_record(self),
             "layers": None,
             "layer_pool": None,
         }
+
+
+def input_record(backbone) -> dict:
+    """The record fields every backbone shares: how it runs and what images it takes."""
+    return {
+        "precision": backbone.cfg.precision,
+        "preprocess": backbone.cfg.preprocess,
+        "feature_dim": backbone.feature_dim,
+        "image_size": backbone.image_size,
+        "mean": list(backbone.mean),
+        "std": list(backbone.std),
+    }
 
 
 def _checked_info(extractor) -> dict:
