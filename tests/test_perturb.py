@@ -63,7 +63,9 @@ def test_lists_commas_groups_and_duplicates_resolve_in_order():
 
 
 @pytest.mark.parametrize(
-    "bad", ["jpeg0", "jpeg101", "jpeg7.5", "blur0", "down1.5", "down1", "sharpen2", "jpeg50+"]
+    "bad",
+    ["jpeg0", "jpeg101", "jpeg7.5", "blur0", "down1.5", "down1", "sharpen2", "jpeg50+"]
+    + ["webp0", "webp7.5", "noise0", "noise300", "crop0", "crop1.2", "resize5"],  # chain ops
 )
 def test_bad_names_are_one_line_errors(bad):
     with pytest.raises(ClipflowError) as err:
