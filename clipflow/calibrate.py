@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .auto import resolve_device
 from .backbone import load_backbone
 from .cache import cached_extract
 from .checkpoint import (
@@ -34,7 +35,7 @@ from .checkpoint import (
     require_feature_dim,
     save_checkpoint,
 )
-from .config import CalibrateSettings, TrainSettings, resolve_device, train_settings
+from .config import CalibrateSettings, TrainSettings, train_settings
 from .conformal import CalibrationError, reals_needed
 from .data import discover_train_images
 from .errors import ClipflowError, DataError

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .auto import resolve_device
 from .backbone import Backbone, BackboneProtocol, as_backbone, load_backbone
 from .checkpoint import (
     Checkpoint,
@@ -40,7 +41,6 @@ from .checkpoint import (
     require_backbone_identity,
     require_feature_dim,
 )
-from .config import resolve_device
 from .conformal import ConformalCalibration, check_level, unsure_perturbations
 from .errors import ClipflowError, UnreadableImageError
 from .features import extract_features

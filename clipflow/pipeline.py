@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from .auto import resolve_device
 from .backbone import Backbone, as_backbone, check_weights_available, load_backbone
 from .benchmark import check_set_names, summarize
 from .benchmarks_modern import describe_reencode, discover_benchmark_sets, reencode_variant
@@ -30,7 +31,7 @@ from .checkpoint import (
     require_feature_dim,
     save_checkpoint,
 )
-from .config import EvalSettings, TrainSettings, resolve_device
+from .config import EvalSettings, TrainSettings
 from .data import (
     TestSet,
     discover_train_images,

@@ -33,6 +33,7 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from ..auto import resolve_device
 from ..backbone import BackboneConfig, load_backbone
 from ..checkpoint import (
     eval_backbone_config,
@@ -40,7 +41,7 @@ from ..checkpoint import (
     require_feature_dim,
     save_checkpoint,
 )
-from ..config import EvalSettings, TrainSettings, resolve_device, train_settings
+from ..config import EvalSettings, TrainSettings, train_settings
 from ..data import discover_test_sets, discover_train_images
 from ..errors import ClipflowError, DataError, TrainingDivergedError
 from ..fileio import atomic_write_text, to_jsonable
