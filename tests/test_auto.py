@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 from clipflow import backbone as backbone_mod
 from clipflow.backbone import BackboneConfig, load_backbone
 from clipflow.cache import FeatureCache
-from clipflow.checkpoint import eval_backbone_config, load_checkpoint, validate_meta
+from clipflow.checkpoint import eval_backbone_config, load_checkpoint
+from clipflow.checkpoint_schema import validate_meta
 from clipflow.config import detect_settings, eval_settings, train_settings
 from clipflow.features import IDENTITY
 from clipflow.pipeline import eval_metadata, run_train
@@ -186,9 +187,9 @@ def _meta_with(backbone: dict) -> dict:
 
 
 def _format_version():
-    from clipflow import checkpoint
+    from clipflow import checkpoint_schema
 
-    return checkpoint.FORMAT_VERSION
+    return checkpoint_schema.FORMAT_VERSION
 
 
 def test_cpu_training_run_records_what_auto_chose(monkeypatch, tmp_path: Path):

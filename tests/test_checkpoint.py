@@ -7,13 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from clipflow.checkpoint import (
-    FLOW_SCHEMA,
-    MAX_BLOCKS,
-    MAX_FEATURE_DIM,
-    load_checkpoint,
-    save_checkpoint,
-)
+from clipflow.checkpoint import load_checkpoint, save_checkpoint
+from clipflow.checkpoint_schema import FLOW_SCHEMA, MAX_BLOCKS, MAX_FEATURE_DIM
 from clipflow.detect import Detector
 from clipflow.errors import CheckpointError
 from clipflow.fileio import file_sha256
