@@ -21,11 +21,11 @@ from .chains import ChainLength
 from .config import EvalSettings, SettingsError
 from .data import TestSet
 from .errors import DataError
+from .evaluation import eval_metadata, evaluate_sets, prepare_eval
 from .features import IDENTITY, extract_features
 from .fileio import atomic_write_text
 from .flow import score_features
 from .perturb import CLEAN_STRENGTH, Perturbation
-from .pipeline import eval_metadata, evaluate_sets, prepare_eval
 from .preprocess import build_transform
 from .report import describe_run, new_figure, save_png, to_csv, to_markdown, write_results
 

@@ -22,8 +22,9 @@ from clipflow.cache import FeatureCache
 from clipflow.checkpoint import eval_backbone_config, load_checkpoint
 from clipflow.checkpoint_schema import validate_meta
 from clipflow.config import detect_settings, eval_settings, train_settings
+from clipflow.evaluation import eval_metadata
 from clipflow.features import IDENTITY
-from clipflow.pipeline import eval_metadata, run_train
+from clipflow.pipeline import run_train
 from clipflow.preprocess import build_transform
 
 REPO = Path(__file__).resolve().parents[1]

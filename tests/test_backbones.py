@@ -31,10 +31,11 @@ from clipflow.cache import CACHE_VERSION, FeatureCache, _hash
 from clipflow.checkpoint import load_checkpoint
 from clipflow.config import EvalSettings, SettingsError, eval_settings, train_settings
 from clipflow.errors import BackboneError, CheckpointError, ClipflowError
+from clipflow.evaluation import run_eval
 from clipflow.features import IDENTITY
 from clipflow.paper.experiments import compose_settings, named_experiments
 from clipflow.paper.reproduce import run_reproduce
-from clipflow.pipeline import run_eval, run_train
+from clipflow.pipeline import run_train
 from clipflow.preprocess import build_transform
 
 TIMM_TINY = ("backbone.family=timm", "backbone.name=test_vit", "backbone.pretrained=null")

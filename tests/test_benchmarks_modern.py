@@ -30,7 +30,7 @@ from clipflow.cli.check_data import main as check_data_main
 from clipflow.config import DataConfig, check
 from clipflow.data import TestSet
 from clipflow.errors import ClipflowError, DataError
-from clipflow.pipeline import test_features as extract_test_features
+from clipflow.evaluation import test_features as extract_test_features
 
 QUIET = ("hydra/job_logging=none", "hydra/hydra_logging=none")
 

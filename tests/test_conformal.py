@@ -25,9 +25,9 @@ from clipflow.conformal import (
 )
 from clipflow.data import TestSet
 from clipflow.detect import UNSURE, Detector
+from clipflow.evaluation import evaluate_sets
 from clipflow.imageio import list_images
 from clipflow.metrics import OURS_COLUMNS, mean_row, ours_metrics
-from clipflow.pipeline import evaluate_sets
 from clipflow.report import RESULTS_COLUMNS
 
 # ----------------------------------------------------------------------------- statistics

@@ -26,9 +26,9 @@ from clipflow.errors import (
     TrainingDivergedError,
     UnreadableImageError,
 )
+from clipflow.evaluation import run_eval
 from clipflow.imageio import list_images
 from clipflow.metrics import false_positive_rate
-from clipflow.pipeline import run_eval
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "detect.md"
 

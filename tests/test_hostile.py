@@ -303,7 +303,7 @@ ODD = os.fsdecode(b"x\xffy.jpg")  # a name that is not UTF-8: str with a surroga
 
 def _eval(ckpt: Path, test_root: Path, out: Path, **data) -> dict:
     from clipflow.config import DataConfig, EvalSettings
-    from clipflow.pipeline import run_eval
+    from clipflow.evaluation import run_eval
 
     cfg = DataConfig(test_root=str(test_root), num_workers=0, batch_size=4, **data)
     return run_eval(EvalSettings(ckpt=str(ckpt), data=cfg, device="cpu"), out)

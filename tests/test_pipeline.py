@@ -15,9 +15,10 @@ from clipflow.benchmark import PAPER_SETS
 from clipflow.checkpoint import save_checkpoint
 from clipflow.config import EvalSettings, eval_settings, train_settings
 from clipflow.errors import CheckpointError, ClipflowError, DataError
+from clipflow.evaluation import run_eval
 from clipflow.fileio import file_sha256
 from clipflow.flow import CLIPFlow, FlowConfig
-from clipflow.pipeline import run_eval, run_train
+from clipflow.pipeline import run_train
 
 
 def _settings(train_root: Path, seed: int = 0):

@@ -16,8 +16,8 @@ import clipflow.features
 from clipflow.benchmark import PAPER_SETS
 from clipflow.cli import evaluate as eval_cli
 from clipflow.config import EvalSettings
+from clipflow.evaluation import run_eval
 from clipflow.perturb import resolve_perturbations
-from clipflow.pipeline import run_eval
 from clipflow.robustness import robustness_figure, run_robustness, wide_table
 
 # In-process Hydra runs must not configure logging for the rest of the test session.

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 # Imported when the command runs, not at import: ``--help`` must not load torch/open_clip.
-_LAZY = {"eval_settings": "..config", "run_eval": "..pipeline"}
+_LAZY = {"eval_settings": "..config", "run_eval": "..evaluation"}
 
 
 __getattr__, _lazy = lazy_names(__name__, _LAZY, globals())

@@ -44,17 +44,14 @@ from ..checkpoint import (
 from ..config import EvalSettings, TrainSettings, train_settings
 from ..data import discover_test_sets, discover_train_images
 from ..errors import ClipflowError, DataError, TrainingDivergedError
+from ..evaluation import describe_protocol, evaluate_sets, select_test_sets, test_features
 from ..fileio import atomic_write_text, to_jsonable
 from ..flow import score_features
 from ..metrics import calibrate_threshold
 from ..pipeline import (
     DEFAULT_RATIO,
     augmentation,
-    describe_protocol,
-    evaluate_sets,
     feature_cache,
-    select_test_sets,
-    test_features,
     train_features,
     train_head,
     validation_features,
