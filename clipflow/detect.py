@@ -118,8 +118,8 @@ class Detector:
         self.transform = build_transform(backbone)
         self.batch_size = batch_size
         self.max_pixels: int | None = DEFAULT_MAX_PIXELS  # larger files: refused undecoded
-        self._val = np.sort(ckpt.val_real_scores.numpy().astype(float))
-        self.calibration = ConformalCalibration(self._val)
+        # the natural validation (or calibrate's) scores, sorted: fpr_val and p-values
+        self.calibration = ConformalCalibration(ckpt.val_real_scores.numpy())
 
     @classmethod
     def from_checkpoint(
@@ -188,14 +188,14 @@ class Detector:
     @property
     def n_validation(self) -> int:
         """How many natural validation scores the FPR is computed from."""
-        return len(self._val)
+        return self.calibration.n
 
     def label(self, score: float) -> str:
         return FAKE if score > self.threshold else REAL
 
     def fpr(self, score: float) -> float | None:
         """Share of natural validation images scoring >= ``score`` (None without them)."""
-        value = false_positive_rate(self._val, score)
+        value = false_positive_rate(self.calibration.scores, score)
         return None if np.isnan(value) else value
 
     def p_values(self, images: Any, skip_errors: bool = False) -> np.ndarray:
