@@ -11,9 +11,8 @@ one of :data:`BENCHMARKS`, or ``auto`` (every modern layout found at the root or
 children, and CNNSpot/UnivFD discovery for the other children). Layouts, counts and their
 sources: docs/datasets.md.
 
-:func:`reencode_variant` is the bias-controlled switch (``data.reencode``): every test image,
-real or fake, is re-encoded the same way before the backbone, so that a format difference
-between the classes (PNG reals vs JPEG fakes) cannot be what a detector scores.
+The bias-controlled switch that goes with these sets (``data.reencode``) is
+:mod:`clipflow.reencode`.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import torch
 
 from .data import FAKE_DIR, REAL_DIR, TestSet, discover_test_sets
 from .errors import DataError
@@ -403,66 +400,3 @@ def claimed_folders(root: Path, benchmark: str = "auto") -> list[Path]:
     if benchmark == UNIVFD or not Path(root).is_dir():
         return []
     return find_modern(Path(root), benchmark).claimed
-
-
-# ------------------------------------------------------------------------------- reencode
-
-_REENCODE = re.compile(r"^(?:short(\d+)\+)?jpeg(\d+)$")
-
-
-@dataclass(frozen=True)
-class Reencode:
-    """``short<S>+jpeg<Q>`` / ``jpeg<Q>``: resize the short side to S (optional), JPEG at Q."""
-
-    name: str
-    quality: int
-    short_side: int | None = None
-
-    def __call__(self, image: torch.Tensor, generator=None) -> torch.Tensor:
-        from .perturb import jpeg  # the robustness code's libjpeg round trip, one home
-
-        if self.short_side is not None:
-            image = resize_short_side(image, self.short_side)
-        return jpeg(image, self.quality)
-
-    def describe(self) -> dict:
-        return {"name": self.name, "short_side": self.short_side, "jpeg_quality": self.quality}
-
-
-def resize_short_side(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Antialiased bilinear resize so that the shorter side is ``size`` (aspect kept)."""
-    import torchvision.transforms.v2.functional as TF
-
-    h, w = image.shape[-2:]
-    if min(h, w) == size:
-        return image
-    scale = size / min(h, w)
-    return TF.resize(image, [max(1, round(h * scale)), max(1, round(w * scale))], antialias=True)
-
-
-def parse_reencode(spec: str | None) -> Reencode | None:
-    """``none`` -> None; ``jpeg96`` / ``short512+jpeg96`` -> Reencode; else a DataError."""
-    text = str(spec or "none").strip().lower()
-    if text in ("none", "false", "off", ""):
-        return None
-    m = _REENCODE.match(text)
-    if not m or not 1 <= int(m.group(2)) <= 100 or (m.group(1) and int(m.group(1)) < 1):
-        raise DataError(
-            f"data.reencode={spec!r}: use none, jpeg<quality 1-100> (e.g. jpeg96) or "
-            "short<pixels>+jpeg<quality> (e.g. short512+jpeg96)"
-        )
-    return Reencode(text, int(m.group(2)), int(m.group(1)) if m.group(1) else None)
-
-
-def reencode_variant(spec: str | None):
-    """The feature-extraction Variant of ``data.reencode`` (None when off). Its key names the
-    re-encoding, so cached features of the original images are never reused for it."""
-    from .features import Variant
-
-    r = parse_reencode(spec)
-    return None if r is None else Variant(f"reencode:{r.name}", r)
-
-
-def describe_reencode(spec: str | None) -> dict | None:
-    r = parse_reencode(spec)
-    return None if r is None else r.describe()

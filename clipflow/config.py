@@ -230,8 +230,8 @@ def _not_empty(value: str) -> str | None:
 
 def _reencode_problem(value: str) -> str | None:
     """``data.reencode``: none, jpeg<Q> or short<S>+jpeg<Q> (clipflow.benchmarks_modern)."""
-    from .benchmarks_modern import parse_reencode
     from .errors import DataError
+    from .reencode import parse_reencode
 
     try:
         parse_reencode(value)

@@ -16,7 +16,7 @@ import numpy as np
 from .auto import resolve_device
 from .backbone import Backbone, as_backbone, check_weights_available, load_backbone
 from .benchmark import check_set_names, summarize
-from .benchmarks_modern import describe_reencode, discover_benchmark_sets, reencode_variant
+from .benchmarks_modern import discover_benchmark_sets
 from .cache import cached_extract
 from .checkpoint import (
     Checkpoint,
@@ -33,6 +33,7 @@ from .flow import score_features
 from .metrics import dataset_metrics, ours_metrics
 from .pipeline import feature_cache, loader_options
 from .preprocess import build_transform
+from .reencode import describe_reencode, reencode_variant
 from .report import write_results
 from .versions import package_versions
 

@@ -22,8 +22,6 @@ from clipflow.benchmarks_modern import (
     KNOWN_COUNTS,
     PROTOCOLS,
     discover_benchmark_sets,
-    parse_reencode,
-    reencode_variant,
 )
 from clipflow.cli import evaluate as eval_cli
 from clipflow.cli.check_data import main as check_data_main
@@ -31,6 +29,7 @@ from clipflow.config import DataConfig, check
 from clipflow.data import TestSet
 from clipflow.errors import ClipflowError, DataError
 from clipflow.evaluation import test_features as extract_test_features
+from clipflow.reencode import parse_reencode, reencode_variant
 
 QUIET = ("hydra/job_logging=none", "hydra/hydra_logging=none")
 
