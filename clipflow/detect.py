@@ -32,23 +32,23 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .auto import resolve_device
-from .backbone import Backbone, BackboneProtocol, as_backbone, load_backbone
-from .checkpoint import (
+from .backbones.backbone import Backbone, BackboneProtocol, as_backbone, load_backbone
+from .backbones.preprocess import build_transform
+from .checkpoints.checkpoint import (
     Checkpoint,
     eval_backbone_config,
     load_checkpoint,
     require_backbone_identity,
     require_feature_dim,
 )
-from .conformal import ConformalCalibration, check_level, unsure_perturbations
+from .core.fileio import atomic_write_text, display_path, unwritable_reason
+from .data.imageio import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8_tensor, scan_images
 from .errors import ClipflowError, UnreadableImageError
-from .features import extract_features
-from .fileio import atomic_write_text, display_path, unwritable_reason
-from .flow import score_features
-from .imageio import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8_tensor, scan_images
-from .metrics import false_positive_rate
-from .preprocess import build_transform
+from .eval.conformal import ConformalCalibration, check_level, unsure_perturbations
+from .eval.metrics import false_positive_rate
+from .features.extract import extract_features
+from .flow.model import score_features
+from .settings.auto import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ class Prediction:
 
     def to_dict(self) -> dict:
         """The record as written to JSON lines / CSV, path first (as
-        :func:`~clipflow.fileio.display_path` writes it: any file name stays one line of text)."""
+        :func:`~clipflow.core.fileio.display_path` writes it: any file name stays one line of
+        text)."""
         record = {k: getattr(self, k) for k in RECORD_COLUMNS}
         if self.path is not None:
             record["path"] = display_path(self.path)
@@ -133,8 +134,8 @@ class Detector:
 
         ``backbone`` overrides recorded fields,
         e.g. ``{"pretrained": "/local/weights.safetensors"}``, or is a ready backbone (your own
-        :class:`~clipflow.backbone.BackboneProtocol` extractor, docs/backbones.md); it must
-        match the checkpoint's recorded backbone (name, layers, feature size).
+        :class:`~clipflow.backbones.backbone.BackboneProtocol` extractor, docs/backbones.md);
+        it must match the checkpoint's recorded backbone (name, layers, feature size).
         """
         return cls.from_loaded(load_checkpoint(path), device, backbone, batch_size)
 
@@ -213,7 +214,7 @@ class Detector:
         """:meth:`score` plus the decision at the checkpoint threshold and the empirical FPR.
 
         ``fpr=alpha`` decides by ``p_value <= alpha`` instead; ``unsure_k=K`` also scores K
-        re-encoded copies (:data:`clipflow.conformal.UNSURE_COPIES`) and decides ``unsure``
+        re-encoded copies (:data:`clipflow.eval.conformal.UNSURE_COPIES`) and decides ``unsure``
         when the image and its copies are not all decided alike."""
         self.check_fpr(fpr)
         items = as_items(images)
@@ -391,7 +392,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, str | 
     A file named explicitly is always tried, whatever its extension; so is a dangling
     symlink or a FIFO, which then fails with its reason instead of vanishing. In a folder,
     what the walk leaves out (a symlink loop, a second name of one file) comes back with
-    its reason (see :func:`~clipflow.imageio.scan_images`).
+    its reason (see :func:`~clipflow.data.imageio.scan_images`).
     """
     out: dict[str, str | None] = {}
     for raw in inputs:

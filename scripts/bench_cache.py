@@ -30,11 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipflow.backbone import BackboneConfig, load_backbone
-from clipflow.cache import DEFAULT_SHARD_SIZE, FeatureCache, _assemble, cached_extract, file_key
-from clipflow.features import IDENTITY
-from clipflow.preprocess import build_transform
-from clipflow.synthetic import write_images
+from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.preprocess import build_transform
+from clipflow.data.synthetic import write_images
+from clipflow.features.cache import (
+    DEFAULT_SHARD_SIZE,
+    FeatureCache,
+    _assemble,
+    cached_extract,
+    file_key,
+)
+from clipflow.features.extract import IDENTITY
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

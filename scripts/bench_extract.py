@@ -32,16 +32,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipflow.backbone import BackboneConfig, load_backbone
-from clipflow.cache import FeatureCache, cached_extract
-from clipflow.config import train_settings
-from clipflow.features import IDENTITY
-from clipflow.flow import CLIPFlow, FlowConfig, score_features
-from clipflow.metrics import dataset_metrics
-from clipflow.pipeline import loader_options
-from clipflow.preprocess import build_transform
-from clipflow.synthetic import natural_image
-from clipflow.train import TrainConfig, fit
+from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.preprocess import build_transform
+from clipflow.data.synthetic import natural_image
+from clipflow.eval.metrics import dataset_metrics
+from clipflow.features.cache import FeatureCache, cached_extract
+from clipflow.features.extract import IDENTITY
+from clipflow.flow.fit import TrainConfig, fit
+from clipflow.flow.model import CLIPFlow, FlowConfig, score_features
+from clipflow.runs.train import loader_options
+from clipflow.settings.config import train_settings
 
 BACKBONES = {
     "tiny": dict(name="tiny", pretrained=None),

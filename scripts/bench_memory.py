@@ -72,10 +72,10 @@ def make_jpegs(folder: Path, n: int) -> list[Path]:
 
 def measure(n: int, data: Path, workers: int) -> dict:
     """Runs inside the child process."""
-    from clipflow.backbone import BackboneConfig, load_backbone
-    from clipflow.cache import FeatureCache, cached_extract
-    from clipflow.features import IDENTITY
-    from clipflow.preprocess import build_transform
+    from clipflow.backbones.backbone import BackboneConfig, load_backbone
+    from clipflow.backbones.preprocess import build_transform
+    from clipflow.features.cache import FeatureCache, cached_extract
+    from clipflow.features.extract import IDENTITY
 
     paths = make_jpegs(data, n)
     base = _rss_mb(resource.RUSAGE_SELF)
@@ -104,7 +104,7 @@ def measure(n: int, data: Path, workers: int) -> dict:
 
 def write_packs(folder: Path, n: int, dim: int, shard: int) -> list[str]:
     """Synthetic features of ``n`` 'files' as packs of ``shard`` rows; returns their keys."""
-    from clipflow.cache import FeatureCache
+    from clipflow.features.cache import FeatureCache
 
     keys = [f"{i:032x}" for i in range(n)]
     done = folder / f"done-{n}-{dim}"
@@ -123,10 +123,10 @@ def measure_train(
     n: int, data: Path, dim: int, budget_gb: float, path: str, device: str = "cpu"
 ) -> dict:
     """Runs inside the child process: locate the packs, train one epoch, report peak RSS."""
-    from clipflow.cache import FeatureCache
-    from clipflow.flow import CLIPFlow, FlowConfig
-    from clipflow.stream import locate
-    from clipflow.train import TrainConfig, fit
+    from clipflow.features.cache import FeatureCache
+    from clipflow.features.stream import locate
+    from clipflow.flow.fit import TrainConfig, fit
+    from clipflow.flow.model import CLIPFlow, FlowConfig
 
     keys = write_packs(data, n, dim, shard=4096)  # written by the parent: keys only
     base = _current_rss_mb()  # imports + the list of N file keys

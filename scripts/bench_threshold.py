@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from clipflow.metrics import accuracy_at, calibrate_threshold
+from clipflow.eval.metrics import accuracy_at, calibrate_threshold
 
 
 def quadratic_threshold(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -7,7 +7,7 @@ N+P training (flow defaults: DR 768 -> 128, 8 blocks, batch 128) on random 768-d
 timed per optimiser step and scaled to one epoch of 14,400 images (113 steps):
 
 - ``old``: torch's default intra-op threads (one per core);
-- ``new``: ``fit``'s policy (``clipflow.train.CPU_TRAIN_THREADS`` threads, scoped).
+- ``new``: ``fit``'s policy (``clipflow.flow.fit.CPU_TRAIN_THREADS`` threads, scoped).
 
 Each is timed idle and with one busy neighbour (a Python busy loop in another process,
 bounded in time and killed at the end; ``--pin`` pins it to CPU 0). Only ``--steps`` steps
@@ -25,8 +25,8 @@ import time
 
 import torch
 
-from clipflow.flow import CLIPFlow, FlowConfig
-from clipflow.train import TrainConfig, fit
+from clipflow.flow.fit import TrainConfig, fit
+from clipflow.flow.model import CLIPFlow, FlowConfig
 
 EPOCH_ROWS = 14_400
 DIM = 768
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--pin", action="store_true", help="pin the busy process to CPU 0")
     p.add_argument("--busy-max-s", type=float, default=120.0, help="busy loop's own time limit")
     args = p.parse_args(argv)
-    from clipflow.train import CPU_TRAIN_THREADS
+    from clipflow.flow.fit import CPU_TRAIN_THREADS
 
     gen = torch.Generator().manual_seed(0)
     features = torch.randn(EPOCH_ROWS, DIM, generator=gen)

@@ -23,10 +23,10 @@ import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
-from clipflow.backbone import BackboneConfig, load_backbone
-from clipflow.features import extract_features
-from clipflow.preprocess import build_transform
-from clipflow.synthetic import fake_image, natural_image
+from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.preprocess import build_transform
+from clipflow.data.synthetic import fake_image, natural_image
+from clipflow.features.extract import extract_features
 
 MIN_COSINE = 0.999  # every image's features vs fp32
 MAX_AP_DIFF = 0.1  # points of AP of the fp32-fitted read-out

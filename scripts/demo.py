@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clipflow.synthetic import DEMO_TEST_SETS, make_test_folder, make_train_folder
+from clipflow.data.synthetic import DEMO_TEST_SETS, make_test_folder, make_train_folder
 
 BIN = Path(sys.executable).parent
 

@@ -39,13 +39,13 @@ echo "== training: cuda_graph on/off"
 timeout 120 python3 - "$out/train_graph.json" <<'PY' || echo "!! exit $? for: training graph on/off"
 import json, logging, resource, sys, time
 import torch
-from clipflow.flow import CLIPFlow, FlowConfig
-from clipflow.train import TrainConfig, fit
+from clipflow.flow.model import CLIPFlow, FlowConfig
+from clipflow.flow.fit import TrainConfig, fit
 msgs = []
 class Keep(logging.Handler):
     def emit(self, record): msgs.append(record.getMessage())
-logging.getLogger("clipflow.train_step").addHandler(Keep())
-logging.getLogger("clipflow.train_step").setLevel(logging.INFO)
+logging.getLogger("clipflow.flow.step").addHandler(Keep())
+logging.getLogger("clipflow.flow.step").setLevel(logging.INFO)
 g = torch.Generator().manual_seed(0)
 nat = torch.randn(1, 14400, 768, generator=g); prox = nat + 0.1 * torch.randn(1, 14400, 768, generator=g)
 rows = []

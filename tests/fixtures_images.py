@@ -1,5 +1,5 @@
 """Image-writing helpers shared by the tests: single files of every awkward kind, and the
-data-folder trees of :mod:`clipflow.synthetic` with tiny images and the tests' default counts.
+data-folder trees of :mod:`clipflow.data.synthetic` with tiny images and the tests' default counts.
 
 Import as ``from fixtures_images import write_image, make_cnnspot_tree, ...`` (pytest puts
 ``tests/`` on ``sys.path`` through ``pythonpath`` in pyproject.toml).
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clipflow.synthetic import make_cnnspot_folder, make_train_folder, make_univfd_folder
+from clipflow.data.synthetic import make_cnnspot_folder, make_train_folder, make_univfd_folder
 
 EXIF_ORIENTATION = 0x0112
 TEST_SIZE = 8  # pixels a side of the tree images: the tiny backbone resizes anyway
@@ -65,7 +65,7 @@ def make_cnnspot_tree(
     class_level: Mapping[str, Sequence[str]] | None = None,
     n: int = 2,
 ) -> Path:
-    """:func:`clipflow.synthetic.make_cnnspot_folder` with tiny images. Defaults: biggan
+    """:func:`clipflow.data.synthetic.make_cnnspot_folder` with tiny images. Defaults: biggan
     (3 real, 3 fake); progan with airplane, cat (``n`` + ``n`` each)."""
     sets = {"biggan": (3, 3)} if sets is None else sets
     class_level = {"progan": ["airplane", "cat"]} if class_level is None else class_level
@@ -77,7 +77,7 @@ def make_univfd_tree(
     pools: Mapping[str, int] | None = None,
     gens: Mapping[str, int] | None = None,
 ) -> Path:
-    """:func:`clipflow.synthetic.make_univfd_folder` with tiny images. Defaults: imagenet 3,
+    """:func:`clipflow.data.synthetic.make_univfd_folder` with tiny images. Defaults: imagenet 3,
     laion 3; guided 2, ldm_200 2."""
     pools = {"imagenet": 3, "laion": 3} if pools is None else pools
     gens = {"guided": 2, "ldm_200": 2} if gens is None else gens
@@ -90,7 +90,7 @@ def make_train_tree(
     n_real: int = 5,
     n_fake: int = 3,
 ) -> Path:
-    """:func:`clipflow.synthetic.make_train_folder` with tiny images: ``<root>/<class>/0_real``
+    """:func:`clipflow.data.synthetic.make_train_folder` with tiny images: ``<root>/<class>/0_real``
     (n_real) and ``1_fake`` (n_fake)."""
     return make_train_folder(Path(root), n_real, 3000, TEST_SIZE, n_fake=n_fake, classes=classes)
 
@@ -181,7 +181,7 @@ def make_full_benchmark(root: str | Path, n: int = 2) -> Path:
     """All 21 sets of the real archives, ``n`` images per folder: the paper's 19 (CNNSpot
     layout for the GANs, UnivFD shared pools for the diffusion sets) + stylegan2 and
     whichfaceisreal, which the CNNSpot archive also holds but the paper does not average."""
-    from clipflow.data import KNOWN_SETS, SHARED_REAL_POOLS
+    from clipflow.data.layouts import KNOWN_SETS, SHARED_REAL_POOLS
 
     pooled = {g for gens in SHARED_REAL_POOLS.values() for g in gens}
     make_cnnspot_tree(root, sets={s: (n, n) for s in KNOWN_SETS if s not in pooled}, class_level={})

@@ -16,16 +16,16 @@ from fixtures_images import make_train_tree
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from clipflow import backbone as backbone_mod
-from clipflow.backbone import BackboneConfig, load_backbone
-from clipflow.cache import FeatureCache
-from clipflow.checkpoint import eval_backbone_config, load_checkpoint
-from clipflow.checkpoint_schema import validate_meta
-from clipflow.config import detect_settings, eval_settings, train_settings
-from clipflow.evaluation import eval_metadata
-from clipflow.features import IDENTITY
-from clipflow.pipeline import run_train
-from clipflow.preprocess import build_transform
+from clipflow.backbones import backbone as backbone_mod
+from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.preprocess import build_transform
+from clipflow.checkpoints.checkpoint import eval_backbone_config, load_checkpoint
+from clipflow.checkpoints.schema import validate_meta
+from clipflow.features.cache import FeatureCache
+from clipflow.features.extract import IDENTITY
+from clipflow.runs.evaluate import eval_metadata
+from clipflow.runs.train import run_train
+from clipflow.settings.config import detect_settings, eval_settings, train_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_the_shipped_defaults_are_auto():
 @pytest.mark.parametrize(("cpus", "workers"), [(1, 0), (2, 1), (3, 2), (64, 4)])
 def test_cpu_run_resolves_to_the_strict_cpu_path(monkeypatch, caplog, cpus: int, workers: int):
     _cpus(monkeypatch, cpus)
-    with caplog.at_level(logging.INFO, logger="clipflow.config"):
+    with caplog.at_level(logging.INFO, logger="clipflow.settings.config"):
         s = train_settings(composed("train", "backbone=tiny", "device=cpu"))
     assert (s.backbone.precision, s.backbone.compile) == ("fp32", False)
     assert (s.data.decode, s.data.batch_size, s.data.num_workers) == ("pil", 64, workers)
@@ -97,7 +97,7 @@ def test_torchrun_ranks_share_the_cpus(monkeypatch):
 
 
 def test_cuda_run_resolves_to_the_fast_path(fake_h200, caplog):
-    with caplog.at_level(logging.INFO, logger="clipflow.config"):
+    with caplog.at_level(logging.INFO, logger="clipflow.settings.config"):
         s = train_settings(composed("train"))  # device=auto: the (faked) GPU
     assert (s.backbone.precision, s.backbone.compile) == ("bf16", True)
     assert (s.data.decode, s.data.batch_size, s.data.num_workers) == ("nvjpeg", 256, 16)
@@ -117,14 +117,14 @@ def test_gpus_without_native_bf16_stay_fp32(fake_h200, monkeypatch):
 
 def test_explicit_values_win_and_are_not_reported_as_auto(fake_h200, caplog):
     overrides = ("backbone.precision=fp32", "data.num_workers=2", "data.decode=pil")
-    with caplog.at_level(logging.INFO, logger="clipflow.config"):
+    with caplog.at_level(logging.INFO, logger="clipflow.settings.config"):
         s = train_settings(composed("train", *overrides))
     assert (s.backbone.precision, s.data.num_workers, s.data.decode) == ("fp32", 2, "pil")
     assert "backbone.precision" not in s.auto and s.auto["data.batch_size"] == 256
     explicit = composed(
         "train", *overrides, "backbone.compile=false", "data.batch_size=32", "device=cpu"
     )
-    with caplog.at_level(logging.INFO, logger="clipflow.config"):
+    with caplog.at_level(logging.INFO, logger="clipflow.settings.config"):
         caplog.clear()
         s = train_settings(explicit)
     assert s.auto == {} and not [r for r in caplog.records if "auto:" in r.getMessage()]
@@ -188,7 +188,7 @@ def _meta_with(backbone: dict) -> dict:
 
 
 def _format_version():
-    from clipflow import checkpoint_schema
+    from clipflow.checkpoints import schema as checkpoint_schema
 
     return checkpoint_schema.FORMAT_VERSION
 
@@ -234,7 +234,7 @@ def test_failed_compile_falls_back_to_eager_with_the_reason(monkeypatch, caplog)
     bb = load_backbone(BackboneConfig(name="tiny", pretrained=None, compile=True))
     eager = load_backbone(BackboneConfig(name="tiny", pretrained=None))
     x = torch.randn(3, 3, bb.image_size, bb.image_size)
-    with caplog.at_level(logging.WARNING, logger="clipflow.backbone"):
+    with caplog.at_level(logging.WARNING, logger="clipflow.backbones.backbone"):
         out = bb(x)
         bb(x)  # the fallback is kept: one warning, not one per batch
     assert torch.allclose(out, eager(x), atol=1e-5) and bb.compiled is False

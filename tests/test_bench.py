@@ -111,7 +111,7 @@ def test_memory_bench_train_child_streams_and_the_table_compares_to_the_first_si
 ):
     # One size's child, in-process: packs written, located, one epoch streamed through a
     # one-batch buffer (5,000 rows > 4,096); then the table's ratios against the first size.
-    caplog.set_level(logging.INFO, logger="clipflow.train")
+    caplog.set_level(logging.INFO, logger="clipflow.flow.fit")
     bench = _script_module("bench_memory")
     args = ["--child", "5000", "--train", "--dim", "32", "--budget-gb", "0.0001"]
     assert bench.main(args + ["--data", str(tmp_path / "packs")]) == 0

@@ -15,21 +15,21 @@ import torch
 from fixtures_images import make_cnnspot_tree, write_image
 from PIL import Image
 
-from clipflow.backbone import BackboneConfig, load_backbone
-from clipflow.benchmark import summarize
-from clipflow.benchmark_check import run_check
-from clipflow.benchmarks_modern import (
+from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.cli import evaluate as eval_cli
+from clipflow.cli.check_data import main as check_data_main
+from clipflow.data.benchmarks import (
     KNOWN_COUNTS,
     PROTOCOLS,
     discover_benchmark_sets,
 )
-from clipflow.cli import evaluate as eval_cli
-from clipflow.cli.check_data import main as check_data_main
-from clipflow.config import DataConfig, check
-from clipflow.data import TestSet
+from clipflow.data.layouts import TestSet
 from clipflow.errors import ClipflowError, DataError
-from clipflow.evaluation import test_features as extract_test_features
-from clipflow.reencode import parse_reencode, reencode_variant
+from clipflow.eval.means import summarize
+from clipflow.runs.check_data import run_check
+from clipflow.runs.evaluate import test_features as extract_test_features
+from clipflow.settings.config import DataConfig, check
+from clipflow.transforms.reencode import parse_reencode, reencode_variant
 
 QUIET = ("hydra/job_logging=none", "hydra/hydra_logging=none")
 
@@ -225,7 +225,7 @@ def _row(name: str, bench: str, ap: float) -> dict:
 
 
 def test_summary_has_one_mean_per_benchmark_and_keeps_the_papers_mean():
-    from clipflow.metrics import METRIC_COLUMNS
+    from clipflow.eval.metrics import METRIC_COLUMNS
 
     rows = [
         _row("biggan", "univfd", 90.0),
@@ -330,7 +330,7 @@ def _download(capsys, *args: str) -> tuple[int, str]:
 
 
 def test_download_prints_each_benchmarks_source_license_and_layout(tmp_path: Path, capsys):
-    from clipflow.download import load_benchmark_guides
+    from clipflow.data.download import load_benchmark_guides
 
     guides = load_benchmark_guides()
     assert set(guides) == {"genimage", "chameleon", "synthbuster", "wildrf"}

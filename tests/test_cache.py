@@ -17,18 +17,18 @@ from fixtures_images import write_image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import clipflow.cache as cache_mod
-import clipflow.pipeline as pipeline
-from clipflow.backbone import BackboneConfig, load_backbone
-from clipflow.cache import FeatureCache, cached_extract
+import clipflow.features.cache as cache_mod
+import clipflow.runs.train as pipeline
+from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.preprocess import build_transform
 from clipflow.cli import extract as extract_cli
-from clipflow.config import train_settings
+from clipflow.core.fileio import atomic_write_text
 from clipflow.errors import DataError
-from clipflow.features import IDENTITY, Variant
-from clipflow.fileio import atomic_write_text
-from clipflow.pipeline import feature_cache
-from clipflow.preprocess import build_transform
-from clipflow.proxy import ProxyConfig, build_proxy
+from clipflow.features.cache import FeatureCache, cached_extract
+from clipflow.features.extract import IDENTITY, Variant
+from clipflow.runs.train import feature_cache
+from clipflow.settings.config import train_settings
+from clipflow.transforms.proxy import ProxyConfig, build_proxy
 
 
 class CountingBackbone(torch.nn.Module):
@@ -223,7 +223,7 @@ def test_a_damaged_pack_is_extracted_again_alone(setup, how, caplog):
     victim = next(p for p in packs if _pack_rows(p) == 2)
     _damage(victim, how)
     bb.seen = 0
-    with caplog.at_level(logging.WARNING, logger="clipflow.cache"):
+    with caplog.at_level(logging.WARNING, logger="clipflow.features.cache"):
         again = cached_extract(bb, paths, tf, [IDENTITY], cache)
     assert bb.seen == 2  # the damaged pack's two files, nothing else
     assert again.paths == reference.paths
@@ -242,7 +242,7 @@ def test_a_file_typed_cache_dir_runs_uncached(setup, tmp_path, caplog):
     blocker.write_text("a file where the cache folder should be")
     cache = FeatureCache(blocker / "features")
     tf = build_transform(bb)
-    with caplog.at_level(logging.WARNING, logger="clipflow.cache"):
+    with caplog.at_level(logging.WARNING, logger="clipflow.features.cache"):
         fs = cached_extract(bb, paths, tf, [IDENTITY], cache)
     assert cache.read_only and "not writable" in caplog.text
     fresh = cached_extract(bb, paths, tf, [IDENTITY], None)
@@ -278,7 +278,7 @@ def test_a_read_only_cache_serves_hits_and_extracts_misses(setup, caplog):
     try:
         bb.seen = 0
         readonly = FeatureCache(cache.root, shard_size=2)
-        with caplog.at_level(logging.WARNING, logger="clipflow.cache"):
+        with caplog.at_level(logging.WARNING, logger="clipflow.features.cache"):
             fs = cached_extract(bb, paths, tf, [IDENTITY], readonly)
         assert bb.seen == 1 and readonly.read_only and "not writable" in caplog.text
         assert fs.paths == [str(p) for p in paths]
@@ -327,7 +327,7 @@ def test_a_failing_write_mid_run_warns_once_and_keeps_the_features(setup, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(cache_mod, "atomic_write_bytes", disk_full)
-    with caplog.at_level(logging.WARNING, logger="clipflow.cache"):
+    with caplog.at_level(logging.WARNING, logger="clipflow.features.cache"):
         fs = cached_extract(bb, paths, tf, [IDENTITY], cache)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()

@@ -14,8 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from clipflow.chain_report import chain_figure, robust_rows
-from clipflow.chains import (
+from clipflow.cli import evaluate as eval_cli
+from clipflow.data.synthetic import natural_image
+from clipflow.errors import ClipflowError
+from clipflow.eval.chain_report import chain_figure, robust_rows
+from clipflow.features.extract import ImageFileDataset
+from clipflow.runs.robustness import run_robustness
+from clipflow.settings.config import EvalSettings, eval_settings
+from clipflow.transforms.chains import (
     CHAIN_OPS,
     RANGES,
     ChainConfig,
@@ -24,19 +30,13 @@ from clipflow.chains import (
     draw_chain,
     image_seed,
 )
-from clipflow.cli import evaluate as eval_cli
-from clipflow.config import EvalSettings, eval_settings
-from clipflow.errors import ClipflowError
-from clipflow.features import ImageFileDataset
-from clipflow.perturb import (
+from clipflow.transforms.perturb import (
     gaussian_noise,
     parse_perturbation,
     random_crop,
     resolve_perturbations,
     webp,
 )
-from clipflow.robustness import run_robustness
-from clipflow.synthetic import natural_image
 
 QUIET = ("hydra/job_logging=none", "hydra/hydra_logging=none")
 SETS = ["progan", "biggan", "guided", "ldm_200", "mygen"]

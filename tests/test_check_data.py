@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from fixtures_images import write_image
 
-from clipflow.benchmark_check import CheckRequest, parse_request, run_check
 from clipflow.cli.check_data import main as check_data_main
-from clipflow.data import PAPER_ORDER
+from clipflow.data.layouts import PAPER_ORDER
+from clipflow.data.synthetic import make_benchmark
 from clipflow.errors import ClipflowError
-from clipflow.synthetic import make_benchmark
+from clipflow.runs.check_data import CheckRequest, parse_request, run_check
 
 REPO = Path(__file__).resolve().parents[1]
 

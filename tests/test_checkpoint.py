@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from clipflow.checkpoint import load_checkpoint, save_checkpoint
-from clipflow.checkpoint_schema import FLOW_SCHEMA, MAX_BLOCKS, MAX_FEATURE_DIM
+from clipflow.checkpoints.checkpoint import load_checkpoint, save_checkpoint
+from clipflow.checkpoints.schema import FLOW_SCHEMA, MAX_BLOCKS, MAX_FEATURE_DIM
+from clipflow.core.fileio import file_sha256
 from clipflow.detect import Detector
 from clipflow.errors import CheckpointError
-from clipflow.fileio import file_sha256
-from clipflow.flow import CLIPFlow, FlowConfig
+from clipflow.flow.model import CLIPFlow, FlowConfig
 
 DELETE = object()
 

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from clipflow.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from clipflow.checkpoints.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from clipflow.core.fileio import file_sha256
 from clipflow.errors import CheckpointError
-from clipflow.fileio import file_sha256
-from clipflow.flow import CLIPFlow, FlowConfig
+from clipflow.flow.model import CLIPFlow, FlowConfig
 
 FUZZ = settings(
     max_examples=100,

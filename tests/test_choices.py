@@ -10,14 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from clipflow.config import SettingsError
+from clipflow.core.fileio import to_jsonable
 from clipflow.errors import ClipflowError
-from clipflow.fileio import to_jsonable
 from clipflow.paper.experiments import Runner, compose_settings, load_experiment, run_metadata
 from clipflow.paper.reproduce import parse_args
 from clipflow.paper.results import find_row
 from clipflow.paper.spec import RunOptions
 from clipflow.paper.tables import provenance
+from clipflow.settings.config import SettingsError
 
 # arm -> the one setting it changes, and its value there
 ARMS = {

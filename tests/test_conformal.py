@@ -13,22 +13,22 @@ import pytest
 from fixtures_images import write_image
 from scipy import stats
 
-from clipflow.calibrate import fingerprint
-from clipflow.checkpoint import load_checkpoint
+from clipflow.checkpoints.checkpoint import load_checkpoint
 from clipflow.cli import calibrate as calibrate_cli
 from clipflow.cli import detect as detect_cli
-from clipflow.conformal import (
+from clipflow.data.imageio import list_images
+from clipflow.data.layouts import TestSet
+from clipflow.detect import UNSURE, Detector
+from clipflow.eval.conformal import (
     CalibrationError,
     ConformalCalibration,
     reals_needed,
     unsure_perturbations,
 )
-from clipflow.data import TestSet
-from clipflow.detect import UNSURE, Detector
-from clipflow.evaluation import evaluate_sets
-from clipflow.imageio import list_images
-from clipflow.metrics import OURS_COLUMNS, mean_row, ours_metrics
-from clipflow.report import RESULTS_COLUMNS
+from clipflow.eval.metrics import OURS_COLUMNS, mean_row, ours_metrics
+from clipflow.eval.report import RESULTS_COLUMNS
+from clipflow.runs.calibrate import fingerprint
+from clipflow.runs.evaluate import evaluate_sets
 
 # ----------------------------------------------------------------------------- statistics
 

@@ -1,4 +1,4 @@
-"""Dataset discovery and sampling (clipflow.data): layouts, order, errors, seeds."""
+"""Dataset discovery and sampling (clipflow.data.layouts): layouts, order, errors, seeds."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fixtures_images import (
     write_image,
 )
 
-from clipflow.data import (
+from clipflow.data.layouts import (
     CLASS_LEVEL_SETS,
     DISPLAY_NAMES,
     PAPER_ORDER,

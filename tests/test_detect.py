@@ -18,7 +18,7 @@ from PIL import Image
 import clipflow
 from clipflow.cli import detect as detect_cli
 from clipflow.cli.common import guarded
-from clipflow.config import EvalSettings
+from clipflow.data.imageio import list_images
 from clipflow.detect import Detector, Prediction, expand_inputs, output_format, records_table
 from clipflow.errors import (
     ClipflowError,
@@ -26,9 +26,9 @@ from clipflow.errors import (
     TrainingDivergedError,
     UnreadableImageError,
 )
-from clipflow.evaluation import run_eval
-from clipflow.imageio import list_images
-from clipflow.metrics import false_positive_rate
+from clipflow.eval.metrics import false_positive_rate
+from clipflow.runs.evaluate import run_eval
+from clipflow.settings.config import EvalSettings
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "detect.md"
 

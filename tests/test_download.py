@@ -15,8 +15,8 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 
-from clipflow import download as dl
 from clipflow.cli import download_data as cli
+from clipflow.data import download as dl
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -45,7 +45,7 @@ def test_packaged_manifest_names_the_documented_sources_and_claims_nothing_unver
         where = e.source.get("repo_id") or e.source["drive_id"]
         assert where in readme  # the same sources as the README's table
     assert m.files["progan_val.zip"].source["repo_id"] == "sywang/CNNDetection"
-    assert dl.MANIFEST.name == "data_manifest.json" and dl.MANIFEST.parent.name == "clipflow"
+    assert dl.MANIFEST.name == "data_manifest.json" and dl.MANIFEST.parent.name == "data"
 
 
 def test_manifest_marking_a_file_verified_without_its_hash_is_refused(tmp_path: Path):
@@ -212,13 +212,13 @@ def test_console_scripts_and_manifest_ship_in_the_wheel():
     scripts = project["project"]["scripts"]
     assert scripts["clipflow-download-data"] == "clipflow.cli.download_data:main"
     assert scripts["clipflow-push"] == "clipflow.cli.push:main"
-    assert "data_manifest.json" in project["tool"]["setuptools"]["package-data"]["clipflow"]
+    assert "data_manifest.json" in project["tool"]["setuptools"]["package-data"]["clipflow.data"]
     assert project["project"]["optional-dependencies"]["download"] == ["gdown>=5"]
 
 
 def test_the_dry_run_needs_no_torch(tmp_path: Path):
-    """Printing the plan is instant: the settings check it uses (clipflow.coerce) imports no
-    model code. A fresh interpreter, since this test process imported torch long ago."""
+    """Printing the plan is instant: the settings check it uses (clipflow.settings.coerce)
+    imports no model code. A fresh interpreter, since this test process imported torch long ago."""
     code = (
         "import sys\n"
         "from clipflow.cli.download_data import main\n"

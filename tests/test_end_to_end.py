@@ -15,7 +15,7 @@ import pytest
 from conftest import run_cli
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from clipflow.checkpoint import load_checkpoint
+from clipflow.checkpoints.checkpoint import load_checkpoint
 from clipflow.cli import evaluate as eval_cli
 from clipflow.cli import train as train_cli
 

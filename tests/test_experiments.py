@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from clipflow.core.fileio import to_jsonable
 from clipflow.errors import ClipflowError, DataError
-from clipflow.fileio import to_jsonable
 from clipflow.paper.experiments import (
     Runner,
     RunOptions,

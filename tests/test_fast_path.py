@@ -12,13 +12,13 @@ from fixtures_images import make_hostile_files
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
-from clipflow import preprocess
-from clipflow.backbone import BackboneConfig, load_backbone, run_padded
-from clipflow.device_decode import decode_on_device, read_payload
+from clipflow.backbones import preprocess
+from clipflow.backbones.backbone import BackboneConfig, load_backbone, run_padded
+from clipflow.backbones.preprocess import build_transform
+from clipflow.data.synthetic import fake_image, natural_image
 from clipflow.errors import BackboneError
-from clipflow.features import extract_features
-from clipflow.preprocess import build_transform
-from clipflow.synthetic import fake_image, natural_image
+from clipflow.features.device_decode import decode_on_device, read_payload
+from clipflow.features.extract import extract_features
 
 
 def _tiny(**kw):

@@ -8,16 +8,16 @@ import pytest
 import torch
 from fixtures_images import make_hostile_files, make_train_tree, write_image
 
-from clipflow.backbone import BackboneConfig, load_backbone
-from clipflow.checkpoint import load_checkpoint
-from clipflow.config import DataConfig, TrainSettings, train_settings
+from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.preprocess import build_transform
+from clipflow.checkpoints.checkpoint import load_checkpoint
+from clipflow.data.imageio import list_images, load_image, pil_to_uint8_tensor
 from clipflow.errors import ClipflowError
-from clipflow.features import IDENTITY, ImageFileDataset, Variant, extract_features
-from clipflow.imageio import list_images, load_image, pil_to_uint8_tensor
-from clipflow.pipeline import augmentation, n_views, proxy_variant, run_train, train_features
-from clipflow.preprocess import build_transform
-from clipflow.proxy import ProxyConfig, build_proxy
-from clipflow.train import TrainConfig, _view
+from clipflow.features.extract import IDENTITY, ImageFileDataset, Variant, extract_features
+from clipflow.flow.fit import TrainConfig, _view
+from clipflow.runs.train import augmentation, n_views, proxy_variant, run_train, train_features
+from clipflow.settings.config import DataConfig, TrainSettings, train_settings
+from clipflow.transforms.proxy import ProxyConfig, build_proxy
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_run_train_records_the_paper_choices(tmp_path: Path):
 def test_one_bad_jpeg_in_a_device_batch_sends_only_that_file_to_pil(tmp_path: Path, monkeypatch):
     """nvJPEG fails a whole batch for one bad file: the others must be decoded on the device,
     one by one, and only the failing file go through PIL (here: decode_jpeg on the CPU)."""
-    from clipflow import device_decode
+    from clipflow.features import device_decode
 
     paths = [str(write_image(tmp_path / f"{i}.jpg", (16, 12), "RGB", seed=i)) for i in range(4)]
     payloads = [device_decode.read_payload(p) for p in paths]

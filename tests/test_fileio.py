@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from clipflow.fileio import atomic_write
+from clipflow.core.fileio import atomic_write
 
 
 def test_atomic_write_returns_the_writers_value_with_the_umask_mode(tmp_path: Path):

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from clipflow.checkpoint import load_checkpoint, save_checkpoint
+from clipflow.checkpoints.checkpoint import load_checkpoint, save_checkpoint
 from clipflow.errors import ClipflowError
-from clipflow.flow import BLOCKS, CLIPFlow, FlowConfig, build_flow, log_prob_from, score_from
+from clipflow.flow.model import BLOCKS, CLIPFlow, FlowConfig, build_flow, log_prob_from, score_from
 
 
 def _flow(dim: int, **kw) -> torch.nn.Module:
@@ -106,7 +106,7 @@ def test_allinone_block_trains_with_a_tanh_ended_subnet():
     # saves its output, backward fails there. Our subclass does it out of place.
     import FrEIA.framework as Ff
 
-    from clipflow.flow import AllInOneBlock
+    from clipflow.flow.model import AllInOneBlock
 
     def tanh_subnet(c_in, c_out):
         return torch.nn.Sequential(

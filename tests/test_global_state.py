@@ -18,12 +18,12 @@ import pytest
 import torch
 
 import clipflow
-from clipflow import backbone
-from clipflow.backbone import TINY_NAME, BackboneConfig, load_backbone
-from clipflow.benchmark import summarize
-from clipflow.metrics import METRIC_COLUMNS
-from clipflow.report import plot_ap
-from clipflow.robustness import plot_robustness
+from clipflow.backbones import backbone
+from clipflow.backbones.backbone import TINY_NAME, BackboneConfig, load_backbone
+from clipflow.eval.means import summarize
+from clipflow.eval.metrics import METRIC_COLUMNS
+from clipflow.eval.report import plot_ap
+from clipflow.runs.robustness import plot_robustness
 
 
 def _process_state() -> dict:
@@ -58,7 +58,9 @@ def _execute_afresh(name: str) -> None:
 
 def test_importing_every_clipflow_module_changes_nothing():
     names = [m.name for m in pkgutil.walk_packages(clipflow.__path__, "clipflow.")]
-    assert {"clipflow.backbone", "clipflow.report", "clipflow.cli.train"} <= set(names)
+    assert {"clipflow.backbones.backbone", "clipflow.eval.report", "clipflow.cli.train"} <= set(
+        names
+    )
     with _tiny_unregistered():
         before = _process_state()
         for name in ["clipflow", *names]:
@@ -134,7 +136,7 @@ def test_building_leaves_the_root_logger_alone_and_quiets_only_open_clip():
     from_open_clip = [r for r in records if "open_clip" in r.pathname]
     assert from_open_clip and all(r.levelno >= logging.WARNING for r in from_open_clip)
     assert "the application's own INFO" in [r.getMessage() for r in records]
-    assert any(r.name == "clipflow.backbone" for r in records)  # our warnings still pass
+    assert any(r.name == "clipflow.backbones.backbone" for r in records)  # our warnings still pass
 
 
 def test_plots_do_not_switch_the_matplotlib_backend(tmp_path: Path):

@@ -24,13 +24,13 @@ from conftest import run_cli
 from fixtures_images import make_hostile_files, write_image
 from PIL import Image
 
-import clipflow.imageio
-from clipflow.checkpoint import load_checkpoint, save_checkpoint
+import clipflow.data.imageio
+from clipflow.checkpoints.checkpoint import load_checkpoint, save_checkpoint
 from clipflow.cli import detect as detect_cli
+from clipflow.core.fileio import file_sha256
 from clipflow.detect import Detector
 from clipflow.errors import CheckpointError
-from clipflow.fileio import file_sha256
-from clipflow.flow import CLIPFlow, FlowConfig
+from clipflow.flow.model import CLIPFlow, FlowConfig
 
 SCORED = [
     "really_png.jpg",
@@ -178,14 +178,14 @@ def test_permission_denied_is_reported_and_the_rest_scored(
 ):
     # As root chmod 000 does not stop reads, so PIL's open raises the error the OS would give.
     locked = corpus / "gray.png"
-    real_open = clipflow.imageio.Image.open
+    real_open = clipflow.data.imageio.Image.open
 
     def guarded_open(fp, *args, **kwargs):
         if str(fp) == str(locked):
             raise PermissionError(13, "Permission denied", str(fp))
         return real_open(fp, *args, **kwargs)
 
-    monkeypatch.setattr(clipflow.imageio.Image, "open", guarded_open)
+    monkeypatch.setattr(clipflow.data.imageio.Image, "open", guarded_open)
     out = det.score_files([corpus / "rgba.png", locked, corpus / "one.png"])
     assert out[1].error == "cannot read file: Permission denied"
     assert out[0].score is not None and out[2].score is not None
@@ -291,7 +291,7 @@ def test_cli_refuses_a_bad_checkpoint_in_one_line(
 
 
 def test_no_pickle_loader_in_the_package():
-    src = Path(clipflow.imageio.__file__).parent
+    src = Path(clipflow.data.imageio.__file__).parent
     offenders = [
         p.name
         for p in src.rglob("*.py")
@@ -302,8 +302,8 @@ def test_no_pickle_loader_in_the_package():
 
 def test_listing_reports_special_files_only_on_request(corpus: Path):
     special = {"gone.jpg", "selfloop.jpg", "pipe.jpg"}
-    plain = {p.name for p in clipflow.imageio.list_images(corpus)}
-    listed = [p.name for p in clipflow.imageio.list_images(corpus, include_special=True)]
+    plain = {p.name for p in clipflow.data.imageio.list_images(corpus)}
+    listed = [p.name for p in clipflow.data.imageio.list_images(corpus, include_special=True)]
     assert not plain & special and set(listed) - plain == special
     assert len(listed) == len(set(listed))  # the folder loop is walked once
 
@@ -314,15 +314,15 @@ ODD = os.fsdecode(b"x\xffy.jpg")  # a name that is not UTF-8: str with a surroga
 
 
 def _eval(ckpt: Path, test_root: Path, out: Path, **data) -> dict:
-    from clipflow.config import DataConfig, EvalSettings
-    from clipflow.evaluation import run_eval
+    from clipflow.runs.evaluate import run_eval
+    from clipflow.settings.config import DataConfig, EvalSettings
 
     cfg = DataConfig(test_root=str(test_root), num_workers=0, batch_size=4, **data)
     return run_eval(EvalSettings(ckpt=str(ckpt), data=cfg, device="cpu"), out)
 
 
 def test_display_path_is_reversible_and_leaves_plain_names_alone():
-    from clipflow.fileio import display_path, parse_display_path, path_key_bytes
+    from clipflow.core.fileio import display_path, parse_display_path, path_key_bytes
 
     names = [b"x\xffy.jpg", "café/ü.png".encode(), b"a\\xffb\tc\nd.jpg", b"plain/a b.JPG"]
     for raw in names:
@@ -338,7 +338,7 @@ def test_display_path_is_reversible_and_leaves_plain_names_alone():
 def test_item_seed_of_ordinary_names_is_unchanged():
     import hashlib
 
-    from clipflow.features import item_seed
+    from clipflow.features.extract import item_seed
 
     for name in ("a/b.jpg", "identity|photos/café.png"):
         old = hashlib.blake2b(f"3/1/{name}".encode(), digest_size=8).digest()
@@ -349,9 +349,9 @@ def test_item_seed_of_ordinary_names_is_unchanged():
 def test_non_utf8_name_is_scored_by_train_eval_and_detect(
     trained_run: Path, tmp_path: Path, monkeypatch, capsys
 ):
-    from clipflow.config import train_settings
-    from clipflow.fileio import parse_display_path
-    from clipflow.pipeline import run_train
+    from clipflow.core.fileio import parse_display_path
+    from clipflow.runs.train import run_train
+    from clipflow.settings.config import train_settings
 
     train = tmp_path / "train" / "0_real"
     for i in range(5):
@@ -399,8 +399,8 @@ def test_non_utf8_name_is_scored_by_train_eval_and_detect(
 
 
 def test_non_utf8_name_is_extracted_into_the_cache(tmp_path: Path, trained_run: Path):
-    from clipflow.config import train_settings
-    from clipflow.pipeline import run_extract
+    from clipflow.runs.train import run_extract
+    from clipflow.settings.config import train_settings
 
     write_image(tmp_path / "test" / "gen" / "0_real" / ODD, (24, 24), seed=1)
     write_image(tmp_path / "test" / "gen" / "1_fake" / "b.png", (24, 24), seed=2)
@@ -444,7 +444,7 @@ EXPECTED_SKIPS = {
 
 
 def test_symlinks_never_count_an_image_twice_or_under_the_other_label(tmp_path: Path):
-    from clipflow.data import discover_test_sets
+    from clipflow.data.layouts import discover_test_sets
 
     [ts] = discover_test_sets(_hostile_tree(tmp_path))
     assert sorted(p.name for p in ts.real) == ["r0.png", "r1.png"]
@@ -470,7 +470,7 @@ def test_eval_records_every_left_out_entry_in_skipped_txt(trained_run: Path, tmp
 
 
 def test_training_walk_refuses_loops_and_links_into_fakes(tmp_path: Path):
-    from clipflow.data import discover_train_images
+    from clipflow.data.layouts import discover_train_images
 
     real = tmp_path / "train" / "cls" / "0_real"
     for i in range(4):
@@ -486,7 +486,7 @@ def test_training_walk_refuses_loops_and_links_into_fakes(tmp_path: Path):
 
 
 def test_unreadable_subfolder_is_recorded(tmp_path: Path, monkeypatch):
-    from clipflow import imageio
+    from clipflow.data import imageio
 
     write_image(tmp_path / "a" / "ok.png")
     write_image(tmp_path / "a" / "locked" / "x.png")
@@ -519,8 +519,8 @@ def test_huge_png_is_skipped_from_its_header_without_decoding(
     write_image(gen / "0_real" / "r2.png", (24, 24), seed=3)
     assert huge.stat().st_size < 1_000_000
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    with pytest.raises(clipflow.imageio.UnreadableImageError, match="too large: 13000×13000"):
-        clipflow.imageio.load_image(huge)
+    with pytest.raises(clipflow.data.imageio.UnreadableImageError, match="too large: 13000×13000"):
+        clipflow.data.imageio.load_image(huge)
     [rec] = det.score_files([huge])
     assert rec.score is None and "too large" in rec.error and "max_megapixels" in rec.error
     _eval(trained_run, tmp_path / "test", tmp_path / "eval", cache=False)

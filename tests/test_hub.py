@@ -15,13 +15,13 @@ import yaml
 from fixtures_images import make_cnnspot_tree
 from huggingface_hub import ModelCard, constants
 
-from clipflow.checkpoint import load_checkpoint, resolve_checkpoint_path
+from clipflow.checkpoints.checkpoint import load_checkpoint, resolve_checkpoint_path
+from clipflow.checkpoints.hub import parse_hub_ref, plan_push
 from clipflow.cli import detect as detect_cli
 from clipflow.cli import evaluate as eval_cli
 from clipflow.cli import push as push_cli
 from clipflow.detect import Detector
 from clipflow.errors import CheckpointError, ClipflowError
-from clipflow.hub import parse_hub_ref, plan_push
 
 MAIN = "a" * 40  # commit that refs/main points at
 V1 = "b" * 40  # commit of tag v1

@@ -1,4 +1,4 @@
-"""Listing and decoding images found in the wild (clipflow.imageio)."""
+"""Listing and decoding images found in the wild (clipflow.data.imageio)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import torch
 from fixtures_images import make_hostile_files, write_image
 from PIL import Image
 
-from clipflow.errors import DataError, UnreadableImageError
-from clipflow.imageio import (
+from clipflow.data.imageio import (
     IMAGE_EXTENSIONS,
     is_image_file,
     list_images,
     load_image,
     pil_to_uint8_tensor,
 )
+from clipflow.errors import DataError, UnreadableImageError
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +238,7 @@ def test_pil_to_uint8_tensor_converts_other_modes():
 
 
 def test_scan_keeps_the_real_name_of_a_file_reached_twice(tmp_path: Path):
-    from clipflow.imageio import scan_images
+    from clipflow.data.imageio import scan_images
 
     write_image(tmp_path / "b" / "z.png")
     os.symlink("b/z.png", tmp_path / "a.png")  # sorts first, but is the link

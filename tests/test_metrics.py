@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from clipflow.benchmark import PAPER_SETS, paper_first, summarize
 from clipflow.errors import DataError
-from clipflow.metrics import (
+from clipflow.eval.means import PAPER_SETS, paper_first, summarize
+from clipflow.eval.metrics import (
     METRIC_COLUMNS,
     accuracy_at,
     calibrate_threshold,

@@ -10,8 +10,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from clipflow.data.synthetic import natural_image
 from clipflow.errors import ClipflowError
-from clipflow.perturb import (
+from clipflow.transforms.perturb import (
     DEFAULT_NAMES,
     GROUPS,
     blur_kernel_size,
@@ -21,7 +22,6 @@ from clipflow.perturb import (
     parse_perturbation,
     resolve_perturbations,
 )
-from clipflow.synthetic import natural_image
 
 
 @pytest.fixture(scope="module")

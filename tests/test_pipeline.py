@@ -11,14 +11,14 @@ import pytest
 import torch
 from fixtures_images import make_cnnspot_tree, make_full_benchmark
 
-from clipflow.benchmark import PAPER_SETS
-from clipflow.checkpoint import save_checkpoint
-from clipflow.config import EvalSettings, eval_settings, train_settings
+from clipflow.checkpoints.checkpoint import save_checkpoint
+from clipflow.core.fileio import file_sha256
 from clipflow.errors import CheckpointError, ClipflowError, DataError
-from clipflow.evaluation import run_eval
-from clipflow.fileio import file_sha256
-from clipflow.flow import CLIPFlow, FlowConfig
-from clipflow.pipeline import run_train
+from clipflow.eval.means import PAPER_SETS
+from clipflow.flow.model import CLIPFlow, FlowConfig
+from clipflow.runs.evaluate import run_eval
+from clipflow.runs.train import run_train
+from clipflow.settings.config import EvalSettings, eval_settings, train_settings
 
 
 def _settings(train_root: Path, seed: int = 0):

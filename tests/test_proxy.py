@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from clipflow.proxy import (
+from clipflow.transforms.proxy import (
     BANDS,
     PROXY_NAMES,
     ProxyConfig,
@@ -308,8 +308,8 @@ def test_proxy_yamls_build_and_leave_crops_unpaired(path):
 
 
 def test_mask_mode_and_pair_crop_are_per_run_settings():
-    from clipflow.config import train_settings
-    from clipflow.pipeline import proxy_variant
+    from clipflow.runs.train import proxy_variant
+    from clipflow.settings.config import train_settings
 
     base = yaml.safe_load((PROXY_YAMLS[0].parent / "freq_mask.yaml").read_text())
     runs = {

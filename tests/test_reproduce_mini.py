@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from clipflow.data import PAPER_ORDER
+from clipflow.data.layouts import PAPER_ORDER
+from clipflow.eval.report import RANDOM_WARNING
 from clipflow.paper.mini import mini_arguments
 from clipflow.paper.reproduce import run_reproduce
 from clipflow.paper.results import find_row, paper_row, paper_sets
-from clipflow.report import RANDOM_WARNING
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5", "choices"]

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from fixtures_images import make_full_benchmark
 
-import clipflow.features
-from clipflow.benchmark import PAPER_SETS
+import clipflow.features.extract
 from clipflow.cli import evaluate as eval_cli
-from clipflow.config import EvalSettings
-from clipflow.evaluation import run_eval
-from clipflow.perturb import resolve_perturbations
-from clipflow.robustness import robustness_figure, run_robustness, wide_table
+from clipflow.eval.means import PAPER_SETS
+from clipflow.runs.evaluate import run_eval
+from clipflow.runs.robustness import robustness_figure, run_robustness, wide_table
+from clipflow.settings.config import EvalSettings
+from clipflow.transforms.perturb import resolve_perturbations
 
 # In-process Hydra runs must not configure logging for the rest of the test session.
 QUIET = ("hydra/job_logging=none", "hydra/hydra_logging=none")
@@ -46,10 +46,10 @@ NAMES = ["jpeg95", "jpeg30", "blur4", "down0.5", "jpeg50+blur2"]
 def robust(trained_run: Path, mini_bench: Path) -> tuple[Path, list[str]]:
     """clipflow-eval perturb=... in-process (its Hydra main), counting image decodes."""
     out, decoded = mini_bench / "eval_robust", []
-    real_load = clipflow.features.load_image
+    real_load = clipflow.features.extract.load_image
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(
-            clipflow.features,
+            clipflow.features.extract,
             "load_image",
             lambda p, *a, **k: decoded.append(str(p)) or real_load(p, *a, **k),
         )
@@ -288,7 +288,7 @@ def test_unknown_perturbation_is_a_usage_error(monkeypatch, tmp_path: Path, caps
 def test_reencode_with_perturbations_is_refused_before_any_work(tmp_path: Path):
     """The robustness pass builds its own variants: data.reencode would be recorded in the
     results but not applied. The Python API refuses it like the CLI (nothing is read)."""
-    from clipflow.config import DataConfig, SettingsError
+    from clipflow.settings.config import DataConfig, SettingsError
 
     s = EvalSettings(
         ckpt=str(tmp_path / "missing"), data=DataConfig(test_root=str(tmp_path), reencode="jpeg96")

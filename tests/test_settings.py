@@ -1,4 +1,5 @@
-"""The settings layer (clipflow.config): every value typed and range-checked before any work.
+"""The settings layer (clipflow.settings.config): every value typed and range-checked before
+any work.
 
 Bad values are composed with Hydra exactly as the CLIs see them and must raise a
 ClipflowError naming the key; the Hydra entry points turn Hydra's own errors and an unusable
@@ -28,14 +29,14 @@ from clipflow.cli import evaluate as eval_cli
 from clipflow.cli import extract as extract_cli
 from clipflow.cli import train as train_cli
 from clipflow.cli.common import check_writable_dir
-from clipflow.config import (
+from clipflow.errors import ClipflowError
+from clipflow.settings.config import (
     calibrate_settings,
     detect_settings,
     eval_settings,
     extract_settings,
     train_settings,
 )
-from clipflow.errors import ClipflowError
 
 BUILDERS = {
     "train": train_settings,
@@ -367,9 +368,9 @@ def test_fuzzed_settings_build_or_raise_clipflow_error(command, picks, extra):
 
 
 def test_reproduce_and_check_data_values_go_through_the_layer(tmp_path: Path):
-    from clipflow.benchmark_check import run_check
     from clipflow.paper.experiments import compose_settings
     from clipflow.paper.reproduce import parse_args
+    from clipflow.runs.check_data import run_check
 
     for argv, needle in [
         (["experiment=table1", "seeds=[0,x]"], "seeds=x: must be an integer"),

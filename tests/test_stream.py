@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from clipflow.cache import FeatureCache, file_key
-from clipflow.flow import CLIPFlow, FlowConfig
-from clipflow.stream import (
+from clipflow.features.cache import FeatureCache, file_key
+from clipflow.features.stream import (
     BUFFER_COPIES,
     KeyIndex,
     TensorRows,
@@ -16,7 +15,8 @@ from clipflow.stream import (
     epoch_buffers,
     locate,
 )
-from clipflow.train import TrainConfig, fit, train_threads
+from clipflow.flow.fit import TrainConfig, fit, train_threads
+from clipflow.flow.model import CLIPFlow, FlowConfig
 
 DIM = 16
 
@@ -249,10 +249,10 @@ def test_train_features_past_the_budget_stay_in_the_packs(tmp_path):
     """Same files, same rows as the in-RAM path; then fit trains on them through buffers."""
     from fixtures_images import write_image
 
-    from clipflow.backbone import BackboneConfig, load_backbone
-    from clipflow.config import DataConfig, TrainSettings
-    from clipflow.pipeline import train_features
-    from clipflow.stream import PackFeatures
+    from clipflow.backbones.backbone import BackboneConfig, load_backbone
+    from clipflow.features.stream import PackFeatures
+    from clipflow.runs.train import train_features
+    from clipflow.settings.config import DataConfig, TrainSettings
 
     tiny = load_backbone(BackboneConfig(name="tiny", pretrained=None))
     paths = [write_image(tmp_path / "img" / f"{i}.png", size=(40, 40), seed=i) for i in range(6)]
@@ -290,7 +290,7 @@ def _model_for(dim: int) -> CLIPFlow:
 
 
 def test_ram_budget_setting_is_typed_and_range_checked():
-    from clipflow.config import SettingsError, train_settings
+    from clipflow.settings.config import SettingsError, train_settings
 
     assert train_settings({"train": {"ram_budget_gb": "2"}}).train.ram_budget_gb == 2.0
     assert train_settings({}).train.ram_budget_gb is None  # half the machine's memory

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from clipflow.data import DISPLAY_NAMES, PAPER_ORDER
+from clipflow.data.layouts import DISPLAY_NAMES, PAPER_ORDER
+from clipflow.eval.report import RANDOM_WARNING, scores_to_csv
 from clipflow.paper.experiments import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, SeedRun
 from clipflow.paper.results import PAPER_TABLES, canonical_generator, load_table, paper_row
 from clipflow.paper.tables import (
@@ -21,7 +22,6 @@ from clipflow.paper.tables import (
     mean_over,
     write_tables,
 )
-from clipflow.report import RANDOM_WARNING, scores_to_csv
 
 SPEC_SECTION_9 = {  # SPEC §9 headline numbers: the stored tables must agree with them
     ("table1_ap", "Ours", "N"): 54.23, ("table1_ap", "Ours", "P"): 93.85,

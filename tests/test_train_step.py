@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from clipflow.flow import CLIPFlow, FlowConfig
-from clipflow.train import TrainConfig, batch_loss, fit
-from clipflow.train_step import StepRunner
+from clipflow.flow.fit import TrainConfig, batch_loss, fit
+from clipflow.flow.model import CLIPFlow, FlowConfig
+from clipflow.flow.step import StepRunner
 
 
 def _features(n=300, d=24, views=2, seed=0):
@@ -80,7 +80,7 @@ def test_cuda_graph_training_matches_eager(caplog):
     for graph in (False, True):
         torch.manual_seed(0)
         model = CLIPFlow(64, FlowConfig(dr_dim=16))
-        with caplog.at_level(logging.INFO, logger="clipflow.train_step"):
+        with caplog.at_level(logging.INFO, logger="clipflow.flow.step"):
             histories.append(
                 fit(model, natural, proxy, TrainConfig(epochs=3, cuda_graph=graph), "cuda")
             )
@@ -93,7 +93,7 @@ def test_cuda_graph_training_matches_eager(caplog):
 
 
 def test_adam_is_fused_only_on_cuda(monkeypatch):
-    from clipflow import train
+    from clipflow.flow import fit as train
 
     seen = []
     real_adam = torch.optim.Adam

@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 from clipflow.cli import train as train_cli
 from clipflow.cli.common import console_for_this_rank
-from clipflow.report import HISTORY_COLUMNS, history_to_csv
-from clipflow.train import epoch_line
+from clipflow.eval.report import HISTORY_COLUMNS, history_to_csv
+from clipflow.flow.fit import epoch_line
 
 HAS_TB = importlib.util.find_spec("tensorboard") is not None
 
@@ -72,7 +72,7 @@ def test_tensorboard_missing_is_one_line_before_any_work(
     call_main, mini_bench: Path, tmp_path: Path, monkeypatch
 ):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
-    import clipflow.pipeline as pipeline
+    import clipflow.runs.train as pipeline
 
     def never(*args, **kwargs):
         raise AssertionError("the data was scanned before the logger was checked")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clipflow.backbone import BackboneConfig, check_weights_available
+from clipflow.backbones.backbone import BackboneConfig, check_weights_available
 from clipflow.cli import train as train_cli
 from clipflow.errors import BackboneError
 
@@ -22,7 +22,7 @@ def _no_network(*args, **kwargs):
 def test_offline_train_fails_before_the_data_scan_with_the_repo_id(
     call_main, monkeypatch, tmp_path: Path
 ):
-    import clipflow.pipeline as pipeline
+    import clipflow.runs.train as pipeline
 
     def never(*args, **kwargs):
         raise AssertionError("the training data was scanned before the weights were checked")

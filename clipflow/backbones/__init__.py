@@ -1,4 +1,4 @@
-"""Backbone families behind :mod:`clipflow.backbone`: one module per source of towers.
+"""Backbone families behind :mod:`clipflow.backbones.backbone`: one module per source of towers.
 
 - :mod:`.open_clip_tower`: every open_clip architecture + pretrained tag (CLIP, SigLIP, EVA,
   timm-based towers such as ConvNeXt or MobileCLIP).
@@ -6,5 +6,6 @@
 - :mod:`.layers`: the class token of chosen transformer blocks (``backbone.layers``).
 - :mod:`.protocol`: the plug-in point for your own extractor (:class:`BackboneProtocol`).
 
-``clipflow.backbone`` stays the one import for users; these modules hold the family details.
+``clipflow.backbones.backbone`` stays the one import for users; these modules hold the family
+details.
 """

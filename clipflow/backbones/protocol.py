@@ -6,7 +6,7 @@
         def describe(self): return {"name": "my-net", "weights_id": "my-net:v1"}
         def __call__(self, images): ...      # (N, 3, S, S) normalised -> float32 (N, D)
 
-``clipflow.pipeline.run_train(s, run_dir, backbone=MyExtractor())``, ``run_eval(...)`` and
+``clipflow.runs.train.run_train(s, run_dir, backbone=MyExtractor())``, ``run_eval(...)`` and
 ``Detector.from_checkpoint(path, backbone=MyExtractor())`` accept it. ``describe()`` must give a
 ``name`` and a ``weights_id`` (they key the feature cache and are recorded in the checkpoint);
 optional: ``precision`` (default fp32), ``preprocess`` (paper | univfd, default paper),
@@ -119,7 +119,7 @@ def _checked_info(extractor) -> dict:
         ]
         raise BackboneError(
             f"{type(extractor).__name__} is not a backbone: it lacks {', '.join(missing)} "
-            "(see clipflow.backbone.BackboneProtocol, docs/backbones.md)"
+            "(see clipflow.backbones.backbone.BackboneProtocol, docs/backbones.md)"
         )
     info = extractor.describe()
     if not isinstance(info, dict):

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 # Imported when the command runs, not at import: ``--help`` must not load torch/open_clip.
-_LAZY = {"calibrate_settings": "..config", "run_calibrate": "..calibrate"}
+_LAZY = {"calibrate_settings": "..settings.config", "run_calibrate": "..runs.calibrate"}
 
 
 __getattr__, _lazy = lazy_names(__name__, _LAZY, globals())

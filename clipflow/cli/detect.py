@@ -16,14 +16,14 @@ from .common import hydra_app, lazy_names, to_dict
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from ..config import DetectSettings, detect_settings
     from ..detect import Detector, Prediction
+    from ..settings.config import DetectSettings, detect_settings
 
 # Imported when the command runs, not at import: ``--help`` must not load torch/open_clip.
 _LAZY = {
-    "DetectSettings": "..config",
-    "detect_settings": "..config",
-    "load_checkpoint": "..checkpoint",
+    "DetectSettings": "..settings.config",
+    "detect_settings": "..settings.config",
+    "load_checkpoint": "..checkpoints.checkpoint",
 }
 
 
@@ -36,8 +36,8 @@ __all__ = ["DetectSettings", "detect_settings", "main", "run_detect"]
 def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Prediction]:
     """Expand the inputs, score them, print/write the records; raise on usage errors and,
     after everything is written, SomeFilesUnreadableError when some inputs failed."""
-    from ..conformal import check_level
     from ..detect import Detector, Prediction, expand_inputs, output_format
+    from ..eval.conformal import check_level
 
     if not s.ckpt:
         raise ClipflowError(

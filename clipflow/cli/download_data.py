@@ -23,8 +23,7 @@ KEYS = ("root", "parts", "run", "verify", "benchmarks")
 
 
 def download(argv: list[str]) -> int:
-    from ..coerce import coerce
-    from ..download import (
+    from ..data.download import (
         PARTS,
         benchmark_lines,
         load_benchmark_guides,
@@ -34,7 +33,8 @@ def download(argv: list[str]) -> int:
         run_download,
         verify,
     )
-    from ..overrides import as_list, parse_keys
+    from ..settings.coerce import coerce
+    from ..settings.overrides import as_list, parse_keys
 
     args = parse_keys(argv, KEYS)
     root = Path(str(args.get("root") or "data")).expanduser()

@@ -1,6 +1,7 @@
 """clipflow-eval ckpt=PATH data.test_root=DIR [data.protocol=all|univfd] [perturb=all|jpeg|...]
 
-[device=...]; all values are checked (clipflow.config) before the checkpoint or data are read.
+[device=...]; all values are checked (clipflow.settings.config) before the checkpoint or data
+are read.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 # Imported when the command runs, not at import: ``--help`` must not load torch/open_clip.
-_LAZY = {"eval_settings": "..config", "run_eval": "..evaluation"}
+_LAZY = {"eval_settings": "..settings.config", "run_eval": "..runs.evaluate"}
 
 
 __getattr__, _lazy = lazy_names(__name__, _LAZY, globals())
@@ -28,7 +29,7 @@ def evaluate(cfg: DictConfig) -> None:
         )
     out = run_dir()
     if settings.perturb:
-        from ..robustness import run_robustness  # only robustness runs need it
+        from ..runs.robustness import run_robustness  # only robustness runs need it
 
         files = run_robustness(settings, settings.perturb, out)
         print(files["robustness.md"].read_text())

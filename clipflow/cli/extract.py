@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 def extract(cfg: DictConfig) -> None:
     # Imported here, not at module level: ``--help`` must answer without torch/open_clip.
-    from .. import distributed
-    from ..config import extract_settings
-    from ..pipeline import run_extract
+    from ..core import distributed
+    from ..runs.train import run_extract
+    from ..settings.config import extract_settings
 
     settings, stages = extract_settings(to_dict(cfg))  # checked before data or model
     try:

@@ -17,9 +17,9 @@ KEYS = ("ckpt", "repo", "results", "private", "dry_run")
 
 
 def push(argv: list[str]) -> None:
-    from ..config import check
-    from ..hub import describe_plan, plan_push, push_checkpoint
-    from ..overrides import parse_keys
+    from ..checkpoints.hub import describe_plan, plan_push, push_checkpoint
+    from ..settings.config import check
+    from ..settings.overrides import parse_keys
 
     args = parse_keys(argv, KEYS)
     if not args.get("ckpt") or not args.get("repo"):

@@ -12,8 +12,8 @@ if TYPE_CHECKING:
 
 def train(cfg: DictConfig) -> None:
     # Imported here, not at module level: ``--help`` must answer without torch/open_clip.
-    from ..config import train_settings
-    from ..pipeline import run_train
+    from ..runs.train import run_train
+    from ..settings.config import train_settings
 
     settings = train_settings(to_dict(cfg))  # every value checked before data or model
     ckpt = run_train(settings, run_dir())

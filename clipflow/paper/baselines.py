@@ -25,9 +25,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..data import FAKE_DIR, REAL_DIR
+from ..data.imageio import list_images, list_subdirs
+from ..data.layouts import FAKE_DIR, REAL_DIR
 from ..errors import DataError
-from ..imageio import list_images, list_subdirs
 
 log = logging.getLogger(__name__)
 

@@ -33,22 +33,22 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from ..auto import resolve_device
-from ..backbone import BackboneConfig, load_backbone
-from ..checkpoint import (
+from ..backbones.backbone import BackboneConfig, load_backbone
+from ..checkpoints.checkpoint import (
     eval_backbone_config,
     load_checkpoint,
     require_feature_dim,
     save_checkpoint,
 )
-from ..config import EvalSettings, TrainSettings, train_settings
-from ..data import discover_test_sets, discover_train_images
+from ..core.fileio import atomic_write_text, to_jsonable
+from ..core.versions import package_versions
+from ..data.layouts import discover_test_sets, discover_train_images
 from ..errors import ClipflowError, DataError, TrainingDivergedError
-from ..evaluation import describe_protocol, evaluate_sets, select_test_sets, test_features
-from ..fileio import atomic_write_text, to_jsonable
-from ..flow import score_features
-from ..metrics import calibrate_threshold
-from ..pipeline import (
+from ..eval.metrics import calibrate_threshold
+from ..eval.report import TABLE_COLUMNS, scores_to_csv, to_csv
+from ..flow.model import score_features
+from ..runs.evaluate import describe_protocol, evaluate_sets, select_test_sets, test_features
+from ..runs.train import (
     DEFAULT_RATIO,
     augmentation,
     feature_cache,
@@ -57,8 +57,8 @@ from ..pipeline import (
     validation_features,
     validation_paths,
 )
-from ..report import TABLE_COLUMNS, scores_to_csv, to_csv
-from ..versions import package_versions
+from ..settings.auto import resolve_device
+from ..settings.config import EvalSettings, TrainSettings, train_settings
 from .baselines import (
     BASELINE_LABELS,
     BASELINE_PAPER,

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from ..benchmark_check import CheckRequest, check
+from ..data.synthetic import make_benchmark
 from ..errors import DataError
-from ..synthetic import make_benchmark
+from ..runs.check_data import CheckRequest, check
 from .reproduce import run_reproduce
 
 

@@ -18,11 +18,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from ..config import check
+from ..core.fileio import atomic_write_text
 from ..errors import ClipflowError
-from ..fileio import atomic_write_text
-from ..overrides import as_list, parse_overrides
-from ..pipeline import augmentation
+from ..runs.train import augmentation
+from ..settings.config import check
+from ..settings.overrides import as_list, parse_overrides
 from .experiments import Runner, list_experiments, load_experiment, merge_overrides
 from .spec import ExperimentSpec, RunOptions
 from .tables import arm_summary_rows, fmt_number, fmt_signed, write_tables

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import PAPER_ORDER, display_name
-from ..fileio import atomic_write_text, to_jsonable
-from ..report import RANDOM_WARNING, new_figure, save_png, to_csv
+from ..core.fileio import atomic_write_text, to_jsonable
+from ..data.layouts import PAPER_ORDER, display_name
+from ..eval.report import RANDOM_WARNING, new_figure, save_png, to_csv
 from .results import PaperRow, find_row, load_table, paper_sets
 from .spec import ArmResult, ExperimentResult, ExperimentSpec
 

@@ -1,0 +1,466 @@
+"""The frozen image tower: φ(x) = the backbone's image features, unnormalised.
+
+The default is open_clip ``ViT-L-14-quickgelu`` + ``openai`` (SPEC §2; the ``-quickgelu`` name
+matters: plain ``ViT-L-14`` builds nn.GELU and silently changes the features). ``tiny`` is a
+small random-init config registered by this package for tests and the demo; it detects nothing.
+
+Families (``backbone.family``): ``open_clip`` (every open_clip architecture: CLIP, SigLIP, EVA,
+timm-based towers) and ``timm`` (any timm image model, pooled pre-logits). ``backbone.layers``
+reads the class token of chosen transformer blocks instead. Your own extractor plugs in
+through :class:`BackboneProtocol` (the Python API). See docs/backbones.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import open_clip
+import torch
+from torch import nn
+
+from ..errors import BackboneError, first_line
+from . import timm_tower as timm_family
+from .layers import LAYER_POOLS, LayerTap
+from .open_clip_tower import open_clip_tower
+from .protocol import CUSTOM, BackboneProtocol, ExtractorBackbone, input_record
+from .tower import Tower
+from .weights import check_weights_available, looks_like_path
+
+log = logging.getLogger(__name__)
+
+TINY_NAME = "clipflow-tiny"
+_TINY_SEED = 0  # the tiny tower is random but identical in every process (train vs eval)
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+# fp32: strict float32 (TF32 off, the UnivFD-style baseline); tf32: TensorFloat-32 matmuls;
+# bf16 / fp16: a half-precision copy of the frozen tower; amp_bf16: autocast over fp32 weights.
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "amp_bf16")
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+FAMILIES = ("open_clip", "timm")  # built from settings; CUSTOM extractors come through the API
+__all__ = ["Backbone", "BackboneConfig", "BackboneProtocol", "as_backbone", "load_backbone"]
+
+
+@dataclass
+class BackboneConfig:
+    """Which CLIP tower, which weights, how to run it. YAML keys under ``backbone:``.
+
+    Attributes:
+        family: ``open_clip`` (default) or ``timm``; which library builds ``name``.
+        name: open_clip model name (``tiny`` = the random test backbone), or a timm model
+            name with its pretrained tag (``vit_small_patch14_dinov2.lvd142m``).
+        pretrained: open_clip tag (``openai``), ``timm`` (timm's weights for the name's tag),
+            a local weights file, or null for a seeded random init.
+        layers: block indices (``[-1]``, ``[8, 16, 23]``): the class token of those
+            transformer blocks instead of the tower output; null = the tower output.
+        layer_pool: how the chosen blocks' tokens combine: ``concat`` or ``mean``.
+        precision: ``fp32`` (strict), ``tf32``, ``bf16``/``fp16`` (half copy of the tower) or
+            ``amp_bf16`` (autocast); features are returned as float32 and the flow is fp32.
+            ``auto`` (the shipped configs): :func:`auto_precision` for the device.
+        compile: wrap the visual tower in ``torch.compile`` (faster on GPUs after warm-up); it
+            sees one batch shape, shorter batches are zero-padded (no recompile per dataset).
+            If compiling fails the tower runs eagerly (the reason is logged). ``auto`` (the
+            shipped configs): on for CUDA, off elsewhere.
+        preprocess: ``paper`` (resize 256² → crop 224) or ``univfd`` (center crop only).
+        cache_dir: where open_clip caches downloaded weights (null = its default).
+    """
+
+    name: str = "ViT-L-14-quickgelu"
+    pretrained: str | None = "openai"
+    precision: str = "fp32"
+    preprocess: str = "paper"
+    cache_dir: str | None = None
+    compile: bool = False
+    family: str = "open_clip"
+    layers: list[int] | None = None
+    layer_pool: str = "concat"
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.family == "open_clip" and self.name in ("tiny", TINY_NAME)
+
+    @property
+    def is_packaged(self) -> bool:
+        """A random-only test architecture shipped in clipflow/model_configs."""
+        return self.family == "open_clip" and (self.is_tiny or self.name in packaged_names())
+
+
+class Backbone(nn.Module):
+    """A frozen image tower (open_clip or timm) with the facts needed to preprocess and
+    describe it. Implements :class:`BackboneProtocol`."""
+
+    def __init__(self, tower: Tower, cfg: BackboneConfig):
+        super().__init__()
+        self.model = tower.model.eval().requires_grad_(False)
+        self.cfg = cfg
+        self.mean, self.std = tuple(tower.mean), tuple(tower.std)
+        self.image_size, self.resize_to = tower.image_size, tower.resize_to
+        # Hooks go on before compiling: the tap reads block outputs of the tower as it runs.
+        self.tap = LayerTap(tower, cfg.layers, cfg.layer_pool, cfg.name) if cfg.layers else None
+        # the eager tower, kept out of nn.Module's registry: self.model holds its weights and
+        # self.visual may become a compiled function (not a module) below
+        object.__setattr__(self, "_eager", tower.visual)
+        self.feature_dim = tower.feature_dim if self.tap is None else None
+        if self.feature_dim is None:  # no output_dim (timm towers) or block tokens: measure
+            self.feature_dim = self._probe_dim()
+        if cfg.precision in _HALF:
+            self.model.to(_HALF[cfg.precision])
+        # visual(x) is the features without normalisation; compile just that tower, for one
+        # static batch shape (see forward): a second shape would recompile it, with dynamic shapes.
+        compiled = _compiled(tower.visual) if cfg.compile and self.tap is None else None
+        if cfg.compile and self.tap is not None:
+            log.warning("backbone.compile: not with backbone.layers; running the tower eagerly")
+        self.compiled = compiled is not None
+        self.visual = compiled if compiled is not None else tower.visual
+        self._compile_proven = False  # the compiled tower has run once (compile errors are past)
+        # The one batch size the compiled tower sees. It is set by the first forward and only
+        # grows (a larger batch recompiles once, every shorter batch is padded up to it): the
+        # batch size belongs to the caller (extract_features' batch_size), not to the config,
+        # so it cannot be fixed here. Without compile it stays None.
+        self.static_batch: int | None = None
+
+    def _probe_dim(self) -> int:
+        """The feature size from one forward pass of a zero image (fp32, before any cast)."""
+        dtype = next(self.model.parameters(), torch.zeros(())).dtype
+        zero = torch.zeros(1, 3, self.image_size, self.image_size, dtype=dtype)
+        with torch.no_grad():
+            out = self._features(self._eager(zero))
+        if out.ndim != 2:
+            raise BackboneError(
+                f"backbone {self.cfg.name!r} gives {tuple(out.shape)}-shaped outputs, not "
+                "(N, D) features; pick a pooled model"
+            )
+        return int(out.shape[1])
+
+    def _features(self, out: torch.Tensor) -> torch.Tensor:
+        return self.tap.features() if self.tap is not None else out
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images (N, 3, S, S) -> float32 features (N, D)."""
+        precision = self.cfg.precision
+        if precision in _HALF:
+            images = images.to(_HALF[precision])
+        amp = (
+            torch.autocast(images.device.type, dtype=torch.bfloat16)
+            if precision == "amp_bf16"
+            else nullcontext()
+        )
+        with amp, _tf32(precision == "tf32"):
+            if self.compiled:
+                feats = self._run_compiled(images)
+            else:
+                feats = self._features(self.visual(images))
+        return feats.float()
+
+    def _run_compiled(self, images: torch.Tensor) -> torch.Tensor:
+        """The compiled tower; if its first call fails (compilation happens there: no
+        compiler, unsupported op), the eager tower from then on, with the reason logged."""
+        try:
+            feats = run_padded(self.visual, images, self._grow_static_batch(len(images)))
+        except Exception as err:
+            if self._compile_proven:
+                raise  # compiled before: a real error of this batch, not of compilation
+            log.warning("backbone.compile: %s; running the tower eagerly", _first_line(err))
+            self.compiled, self.visual, self.static_batch = False, self._eager, None
+            return self.visual(images)
+        self._compile_proven = True
+        return feats
+
+    def _grow_static_batch(self, n: int) -> int:
+        """The compiled batch size for a batch of ``n``: the largest seen (shapes only grow)."""
+        self.static_batch = max(self.static_batch or 0, n)
+        return self.static_batch
+
+    def describe(self) -> dict:
+        """What produced a feature: recorded in checkpoints and results."""
+        return {
+            "family": self.cfg.family,
+            "name": TINY_NAME if self.cfg.is_tiny else self.cfg.name,
+            "pretrained": None if self.cfg.is_tiny else self.cfg.pretrained,
+            "weights_id": weights_identity(self.cfg),
+            "random_init": self.cfg.is_tiny or not self.cfg.pretrained,
+            **input_record(self),
+            "layers": list(self.tap.layers) if self.tap else None,
+            "layer_pool": self.cfg.layer_pool if self.tap else None,
+        }
+
+
+def _compiled(visual: nn.Module) -> nn.Module | None:
+    """``torch.compile(visual)``, or None (logged) when this torch cannot compile."""
+    try:
+        return torch.compile(visual, dynamic=False)
+    except Exception as err:  # e.g. an unsupported Python version
+        log.warning("backbone.compile: %s; running the tower eagerly", _first_line(err))
+        return None
+
+
+def _first_line(err: Exception) -> str:
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def auto_precision(device: str | torch.device) -> str:
+    """``backbone.precision=auto``: bf16 on a CUDA GPU with native bf16 (compute capability
+    8+: A100, H100, ...), fp32 elsewhere (CPU, MPS, older GPUs that would emulate it).
+
+    bf16 is the GPU default because scripts/check_precision.py finds its features at cosine
+    >= 0.999 to fp32 and every set's AP within 0.1 point; fp32 stays one flag away.
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available() or not torch.cuda.is_bf16_supported():
+        return "fp32"
+    return "bf16" if torch.cuda.get_device_capability(dev)[0] >= 8 else "fp32"
+
+
+def auto_compile(device: str | torch.device) -> bool:
+    """``backbone.compile=auto``: on for CUDA (one static batch shape), off on CPU, where
+    compiling costs more than it saves for one extraction."""
+    return torch.device(device).type == "cuda"
+
+
+def resolve_backbone_auto(cfg: BackboneConfig, device: str | torch.device) -> BackboneConfig:
+    """``cfg`` with ``auto`` precision/compile resolved for ``device`` (the settings layer
+    does this once; this covers configs built in code)."""
+    values = {}
+    if cfg.precision == "auto":
+        values["precision"] = auto_precision(device)
+    if cfg.compile == "auto":
+        values["compile"] = auto_compile(device)
+    return replace(cfg, **values) if values else cfg
+
+
+def run_padded(fn, images: torch.Tensor, size: int) -> torch.Tensor:
+    """``fn`` on ``images`` (N ≤ size, ...) zero-padded to ``size`` rows; the padding rows dropped.
+
+    A compiled ``fn`` then sees one shape: every dataset's odd-sized last batch would otherwise
+    cost a recompilation. The tower treats images independently, so padding does not change
+    the real rows.
+    """
+    n = len(images)
+    if n < size:
+        images = torch.cat([images, images.new_zeros(size - n, *images.shape[1:])])
+    return fn(images)[:n]
+
+
+@contextmanager
+def _tf32(enabled: bool):
+    """TF32 on or off inside the block only; the caller's flags are restored on exit.
+
+    cuDNN convs default to TF32 on; strict fp32 needs it off, without leaking into the caller.
+    """
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def weights_identity(cfg: BackboneConfig) -> str:
+    """A short identity of the weights: the tag, or the local file's name + size + mtime."""
+    prefix = "timm:" if cfg.family == "timm" else ""  # timm and open_clip names never collide
+    if cfg.is_tiny:
+        return f"{TINY_NAME}:random-seed{_TINY_SEED}"
+    if not cfg.pretrained:
+        return f"{prefix}{cfg.name}:random-seed{_TINY_SEED}"
+    p = Path(cfg.pretrained).expanduser()
+    if p.is_file():
+        st = p.stat()
+        return f"{prefix}file:{p.name}:{st.st_size}:{int(st.st_mtime)}"
+    return f"{prefix}{cfg.name}:{cfg.pretrained}"
+
+
+def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Backbone:
+    """Build the frozen tower on ``device``; one clear error when weights are unavailable."""
+    cfg = resolve_backbone_auto(cfg, device)
+    check_settings(cfg)
+    if cfg.precision == "fp16" and torch.device(device).type != "cuda":
+        raise BackboneError("backbone.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    random = cfg.is_tiny or not cfg.pretrained
+    if random:
+        log.warning(
+            "backbone %r has random weights: results show the pipeline works, not detection",
+            cfg.name,
+        )
+    if cfg.family == "timm":
+        check_weights_available(cfg)
+        with _seeded(random):
+            model = timm_family.create_timm(cfg.name, cfg.pretrained, cfg.cache_dir)
+        return Backbone(timm_family.timm_tower(model), cfg).to(device)
+    if cfg.is_packaged:
+        register_tiny_config()
+    if random:
+        # Random towers (tests, demo, speed benchmarks) are seeded: the same in every process.
+        with _seeded(True), _quiet_open_clip():
+            model = open_clip.create_model(TINY_NAME if cfg.is_tiny else cfg.name, pretrained=None)
+    else:
+        with _quiet_open_clip():
+            model = _create_pretrained(cfg)
+    return Backbone(open_clip_tower(model, cfg.name), cfg).to(device)
+
+
+def check_settings(cfg: BackboneConfig) -> None:
+    """The choices of a backbone config, each refused in one line before anything is built."""
+    if cfg.family == CUSTOM:
+        raise BackboneError(
+            "this backbone is a custom extractor: it is not built from settings; pass it to the "
+            "Python API (Detector.from_checkpoint(path, backbone=extractor), docs/backbones.md)"
+        )
+    if cfg.family not in FAMILIES:
+        raise BackboneError(f"backbone.family={cfg.family!r}: choose one of {', '.join(FAMILIES)}")
+    if cfg.precision not in PRECISIONS:
+        raise BackboneError(
+            f"backbone.precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}"
+        )
+    if cfg.preprocess not in ("paper", "univfd"):
+        raise BackboneError(f"backbone.preprocess={cfg.preprocess!r}: choose paper or univfd")
+    if cfg.layer_pool not in LAYER_POOLS:
+        raise BackboneError(f"backbone.layer_pool={cfg.layer_pool!r}: choose concat or mean")
+    if cfg.family == "timm":
+        if not timm_family.is_timm_name(cfg.name):
+            raise BackboneError(
+                f"unknown timm model {cfg.name!r}; e.g. backbone.family=timm "
+                "backbone.name=vit_small_patch14_dinov2.lvd142m (see timm.list_models())"
+            )
+    elif not cfg.is_packaged and not _is_open_clip_name(cfg.name):
+        hint = " (a timm model? add backbone.family=timm)" if _is_timm(cfg.name) else ""
+        raise BackboneError(
+            f"unknown open_clip model {cfg.name!r}{hint}; e.g. backbone.name=ViT-L-14-quickgelu"
+        )
+
+
+def _is_open_clip_name(name: str) -> bool:
+    return name in open_clip.list_models() or name.startswith(("hf-hub:", "local-dir:"))
+
+
+def _is_timm(name: str) -> bool:
+    try:
+        return timm_family.is_timm_name(name)
+    except ImportError:
+        return False
+
+
+def packaged_names() -> tuple[str, ...]:
+    """The random-only test architectures in clipflow/model_configs (``clipflow-tiny``, ...)."""
+    return tuple(sorted(p.stem for p in _CONFIG_DIR.glob("*.json")))
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is no backbone name of any family (settings check), or None."""
+    if name == "tiny" or name in packaged_names() or _is_open_clip_name(name) or _is_timm(name):
+        return None
+    return "not an open_clip or timm model name (see open_clip.list_models(), timm.list_models())"
+
+
+def recorded_name_problem(record: dict) -> str | None:
+    """Why a checkpoint's backbone record names no model of its family, or None."""
+    family, name = record.get("family") or "open_clip", record["name"]
+    if family == CUSTOM:
+        return None  # any one-line name; the extractor given at load time is compared to it
+    if family == "timm":
+        return None if _is_timm(name) else "not a timm model name"
+    if name == "tiny" or name in packaged_names() or _is_open_clip_name(name):
+        return None
+    return "not an open_clip model name"
+
+
+@contextmanager
+def _seeded(on: bool):
+    """Random towers are seeded (the same in every process) without touching the caller's RNG."""
+    if not on:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_TINY_SEED)
+        yield
+
+
+def as_backbone(backbone) -> Backbone | ExtractorBackbone:
+    """A :class:`Backbone` as is; any other :class:`BackboneProtocol` object wrapped (checked)."""
+    if isinstance(backbone, (Backbone, ExtractorBackbone)):
+        return backbone
+    return ExtractorBackbone(backbone, BackboneConfig)
+
+
+# what must agree between a checkpoint's backbone record and the backbone scoring for it
+IDENTITY_FIELDS = ("family", "name", "layers", "layer_pool", "weights_id", "feature_dim")
+_IDENTITY_DEFAULTS = {"family": "open_clip", "layers": None, "layer_pool": None}
+
+
+def identity_mismatch(recorded: dict, actual: dict) -> str | None:
+    """The first identity field on which ``actual`` differs from ``recorded``, as a phrase;
+    fields a (older) record lacks are not compared, except the defaulted family/layers."""
+    for key in IDENTITY_FIELDS:
+        if key not in recorded and key not in _IDENTITY_DEFAULTS:
+            continue
+        want = recorded.get(key, _IDENTITY_DEFAULTS.get(key))
+        got = actual.get(key, _IDENTITY_DEFAULTS.get(key))
+        if key == "layer_pool" and not recorded.get("layers"):
+            continue
+        if want != got:
+            return f"{key} {got!r} (the checkpoint was trained with {want!r})"
+    return None
+
+
+def register_tiny_config() -> None:
+    """Make ``clipflow-tiny`` known to open_clip (idempotent; only when a tiny tower is built).
+
+    open_clip finds architectures in a process-wide registry; adding our folder there at
+    import would change ``open_clip.list_models()`` for every program that imports clipflow.
+    """
+    if TINY_NAME not in open_clip.list_models():
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+class _BelowWarningFrom(logging.Filter):
+    """Drops records under WARNING whose source file lies in ``folder``."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.pathname.startswith(self.folder)
+
+
+@contextmanager
+def _quiet_open_clip():
+    """Keep only open_clip's warnings while it builds a model; nothing else changes.
+
+    open_clip logs its progress with ``logging.info`` on the *root* logger (it has no logger
+    of its own), so a filter on the root logger drops just its INFO records; the root level,
+    and every other record, stay as the application set them. The filter is removed on exit.
+    """
+    root = logging.getLogger()
+    quiet = _BelowWarningFrom(str(Path(open_clip.__file__).parent))
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
+def _create_pretrained(cfg: BackboneConfig) -> nn.Module:
+    pretrained = cfg.pretrained
+    check_weights_available(cfg)  # fast and one line, before open_clip's hub client retries
+    try:
+        return open_clip.create_model(
+            cfg.name,
+            pretrained=str(Path(pretrained).expanduser())
+            if pretrained and looks_like_path(pretrained)
+            else pretrained,
+            cache_dir=cfg.cache_dir,
+        )
+    except Exception as err:  # hub, network and file errors all end here
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        reason = first_line(err, limit=120)
+        hint = " (HF_HUB_OFFLINE=1)" if offline else ""
+        raise BackboneError(
+            f"cannot load CLIP weights {cfg.name}/{pretrained}{hint}: "
+            f"{reason} — download them once with network access, or pass "
+            "backbone.pretrained=/path/to/open_clip_model.safetensors"
+        ) from None

@@ -1,0 +1,1 @@
+"""Saved detectors: the checkpoint files, their schema, the Hugging Face Hub."""

@@ -1,0 +1,1 @@
+"""Images on disk: safe decoding, benchmark folder layouts, downloads, synthetic test trees."""

@@ -1,0 +1,1 @@
+"""Measuring a detector: metrics, conformal p-values, the headline means, reports."""

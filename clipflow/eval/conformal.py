@@ -1,0 +1,123 @@
+"""Conformal p-values: decisions with a guaranteed false-positive rate on real photos.
+
+A checkpoint stores the anomaly scores of n held-out real images (``val_real_scores``, or
+those of the user's own photos after ``clipflow-calibrate``). For a new image with score s,
+
+    p = (1 + #{calibration scores >= s}) / (n + 1)
+
+and "ai-generated iff p <= alpha" flags a real image with probability at most alpha, provided
+the new real image and the n calibration images are exchangeable (drawn alike; see
+docs/calibration.md). Ties count as ">=", which keeps the guarantee when scores repeat.
+
+The smallest p-value n calibration scores can give is 1 / (n + 1): a level below it would never
+flag anything, so it is refused (:class:`CalibrationError`) with the number of reals needed.
+Decisions are made on integer counts, never on rounded p-values, so ``decide`` and
+``threshold`` agree exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import ClipflowError
+
+# alpha * (n + 1) is compared as an integer count; this absorbs float error such as
+# 0.05 * 20 = 1.0000000000000002 or 0.07 * 100 = 7.000000000000001 without changing any
+# level a user can type with a few digits.
+_EPS = 1e-9
+
+
+class CalibrationError(ClipflowError):
+    """A level the calibration scores cannot support, or unusable calibration scores."""
+
+
+def reals_needed(alpha: float) -> int:
+    """The fewest calibration scores n for which 1 / (n + 1) <= ``alpha``."""
+    return max(1, math.ceil(1.0 / alpha - 1.0 - _EPS))
+
+
+def check_level(alpha: float, n: int) -> None:
+    """Refuse a level outside (0, 1) or one that ``n`` calibration scores can never reach."""
+    if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
+        raise CalibrationError(f"fpr={alpha!r}: the level must be in (0, 1), e.g. fpr=0.01")
+    if n < 1 or _max_count(alpha, n) < 0:
+        raise CalibrationError(
+            f"fpr={alpha:g} needs at least {reals_needed(alpha)} calibration reals "
+            f"(the smallest p-value with n reals is 1/(n+1)); this checkpoint has {n}: "
+            f"recalibrate with clipflow-calibrate on more real photos, or raise fpr"
+        )
+
+
+def _max_count(alpha: float, n: int) -> int:
+    """k: fake iff #{cal >= s} <= k (that is, (1 + count) / (n + 1) <= alpha)."""
+    return math.floor(alpha * (n + 1) + _EPS) - 1
+
+
+class ConformalCalibration:
+    """Sorted calibration scores of real images, ready to give p-values for new scores."""
+
+    def __init__(self, scores: np.ndarray):
+        cal = np.asarray(scores, dtype=float).reshape(-1)
+        if not np.isfinite(cal).all():
+            raise CalibrationError("calibration scores must be finite")
+        self.scores = np.sort(cal)
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    def count_at_least(self, scores: np.ndarray) -> np.ndarray:
+        """#{calibration scores >= s} for each s (ties counted); NaN scores give -1."""
+        s = np.asarray(scores, dtype=float)
+        counts = self.n - np.searchsorted(self.scores, s, side="left")
+        return np.where(np.isnan(s), -1, counts)
+
+    def p_values(self, scores: np.ndarray) -> np.ndarray:
+        """(1 + #{cal >= s}) / (n + 1); NaN where the score is NaN."""
+        counts = self.count_at_least(scores).astype(float)
+        if self.n == 0:
+            return np.full(counts.shape, np.nan)
+        return np.where(counts < 0, np.nan, (1.0 + counts) / (self.n + 1))
+
+    def decide(self, scores: np.ndarray, alpha: float) -> np.ndarray:
+        """True (ai-generated) iff p <= alpha; False for NaN scores (callers mark those)."""
+        check_level(alpha, self.n)
+        counts = self.count_at_least(scores)
+        return (counts >= 0) & (counts <= _max_count(alpha, self.n))
+
+    def threshold(self, alpha: float) -> float:
+        """The score t with ``p(s) <= alpha  iff  s > t`` (-inf: every score is flagged)."""
+        check_level(alpha, self.n)
+        k = _max_count(alpha, self.n)
+        return -math.inf if k >= self.n else float(self.scores[self.n - k - 1])
+
+
+# ----------------------------------------------------------------------------- unsure verdict
+
+# Re-encodings an image meets online, alternating JPEG and resize so that any K mixes both.
+# Fixed (no random draw): the same image always gets the same copies and the same verdict.
+UNSURE_COPIES = (
+    "jpeg90",
+    "down0.75",
+    "jpeg75",
+    "down0.5",
+    "jpeg95",
+    "down0.9",
+    "jpeg50",
+    "jpeg75+down0.75",
+)
+
+
+def unsure_perturbations(k: int) -> list:
+    """The first ``k`` of :data:`UNSURE_COPIES` as clipflow.transforms.perturb operations."""
+    from ..transforms.perturb import (
+        parse_perturbation,  # torchvision: only when copies are asked for
+    )
+
+    if not 1 <= k <= len(UNSURE_COPIES):
+        raise CalibrationError(
+            f"unsure_k={k}: use 1..{len(UNSURE_COPIES)} re-encoded copies per image"
+        )
+    return [parse_perturbation(name) for name in UNSURE_COPIES[:k]]

@@ -1,0 +1,1 @@
+"""Images to backbone features: the extraction loop, GPU decode, the feature cache, streams."""

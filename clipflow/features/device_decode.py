@@ -1,0 +1,97 @@
+"""The GPU side of extraction: nvJPEG decoding, then proxies and transforms on the device.
+
+With ``decode="nvjpeg"`` the loader workers only read files: plain JPEGs travel as raw
+bytes and are decoded in one batched nvJPEG call; everything nvJPEG does not cover
+(other formats, CMYK, EXIF-rotated or broken JPEGs) is decoded by PIL on the host, so no
+file is treated differently from the CPU path except for the decoder's rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from ..data.imageio import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8_tensor
+from ..errors import UnreadableImageError
+
+log = logging.getLogger(__name__)
+
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+_EXIF_ORIENTATION = 0x0112
+_EOI = b"\xff\xd9"
+
+
+def read_payload(
+    path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[str, torch.Tensor]:
+    """("jpeg", raw bytes (n,) uint8) when nvJPEG can take the file as is,
+    else ("pixels", (3, H, W))."""
+    if path.lower().endswith(JPEG_SUFFIXES) and _plain_jpeg(path, max_pixels):
+        with open(path, "rb") as fh:
+            data = fh.read()
+        # A JPEG without its end marker is truncated: libjpeg would fill it with grey where
+        # the PIL path refuses it, so let PIL decide and report.
+        if _EOI in data[-64:]:
+            return "jpeg", torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return "pixels", pil_to_uint8_tensor(load_image(path, max_pixels))
+
+
+def _plain_jpeg(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> bool:
+    """A baseline RGB/gray JPEG without EXIF rotation, within the pixel cap (header only;
+    a larger one goes to load_image, which refuses it with the reason)."""
+    try:
+        with Image.open(path) as im:
+            rotated = im.getexif().get(_EXIF_ORIENTATION, 1) != 1
+            small = max_pixels is None or im.width * im.height <= max_pixels
+            return im.format == "JPEG" and im.mode in ("RGB", "L") and not rotated and small
+    except Exception:
+        return False  # let the PIL path produce the proper error message
+
+
+def decode_on_device(
+    payloads: list[tuple[str, torch.Tensor]], paths: list[str], device
+) -> list[torch.Tensor | Exception]:
+    """uint8 (3, H, W) images on ``device``, or the error that made a file unreadable."""
+    out: list[torch.Tensor | Exception] = [None] * len(payloads)  # type: ignore[list-item]
+    jpeg_idx = [i for i, (kind, _) in enumerate(payloads) if kind == "jpeg"]
+    for i, (kind, data) in enumerate(payloads):
+        if kind == "pixels":
+            out[i] = data.to(device, non_blocking=True)
+    if jpeg_idx:
+        for i, img in zip(jpeg_idx, _decode_jpegs([payloads[i][1] for i in jpeg_idx], device)):
+            out[i] = img if img is not None else _pil_fallback(paths[i], device)
+    return out
+
+
+def _decode_jpegs(data: list[torch.Tensor], device) -> list[torch.Tensor | None]:
+    """One batched nvJPEG call; if it fails, each file alone on the device (None: failed).
+
+    nvJPEG gives no partial results, so one bad file fails the whole batch: decoding the
+    others one by one keeps them on the GPU and leaves only the bad ones to PIL.
+    """
+    try:
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        pass
+    out: list[torch.Tensor | None] = []
+    for payload in data:
+        try:
+            out.append(decode_jpeg(payload, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            out.append(None)
+    log.debug(
+        "batched JPEG decode failed; %d of %d files left to PIL",
+        sum(x is None for x in out),
+        len(out),
+    )
+    return out
+
+
+def _pil_fallback(path: str, device) -> torch.Tensor | Exception:
+    try:
+        return pil_to_uint8_tensor(load_image(path)).to(device)
+    except UnreadableImageError as err:
+        return err

@@ -1,0 +1,1 @@
+"""The normalizing flow: the model, its training loop and one optimisation step."""

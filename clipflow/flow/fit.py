@@ -1,0 +1,352 @@
+"""Training the flow on features: the objectives of Eq. 6–7 and one short loop, no file I/O.
+
+``loss=paper`` is Eq. 6 divided by C: mean q over natural features minus mean q over proxies
+(q = −log p/C − ½ log 2π, Eq. 8; the constant does not move the optimum). That is the
+objective the paper describes in words (maximise the natural images' likelihood, minimise the
+proxies'). Eq. 7 as printed carries the opposite sign on its natural term: taken literally it
+would *maximise* the natural images' negative log-likelihood, so it is not implemented
+verbatim.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import TrainingDivergedError
+from ..features.stream import buffer_rows, epoch_buffers, ram_budget_bytes
+from .model import LOG_2PI, CLIPFlow, score_from
+from .step import StepRunner
+
+log = logging.getLogger(__name__)
+
+MODES = ("N", "P", "N+P")
+LOSSES = ("paper", "logsigmoid", "hinge")
+DEFAULT_EPOCHS = {"N": 10, "P": 30, "N+P": 10}
+# Intra-op threads of CPU training. A step is ~a thousand small ops (batch 128 × C=128):
+# splitting each over threads gains little idle, and when another process takes a core
+# every op waits at the OpenMP barrier for the descheduled thread (3.4 s -> 180 s per epoch
+# measured on 2 cores; scripts/bench_train_cpu.py). One thread never waits for another.
+CPU_TRAIN_THREADS = 1
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. YAML keys under ``train:`` match these fields.
+
+    Attributes:
+        mode: ``N`` (natural only), ``P`` (proxies only) or ``N+P`` (both, paired).
+        loss: ``paper`` (Eq. 6 / C, i.e. Eq. 7 with its natural-term sign corrected; unbounded
+            below for proxies), ``logsigmoid`` (CFLOW-AD style, bounded; our default) or
+            ``hinge`` (margin on the proxy score).
+        epochs: ``None`` picks the paper's value for the mode (P 30, N+P 10; N 10).
+        batch_size: images per step; an N+P step holds these images *and* their proxies.
+        hinge_margin: m in relu(m − q) for ``loss=hinge``.
+        cuda_graph: on a GPU, capture the step once and replay it (same math, without the
+            per-kernel launch overhead that otherwise dominates); ignored on CPU.
+        ram_budget_gb: host memory for training features; past it they are streamed from
+            the feature cache's packs in bounded buffers (clipflow/features/stream.py).
+            None = half of the machine's memory.
+    """
+
+    mode: str = "N+P"
+    loss: str = "logsigmoid"
+    lr: float = 1e-4
+    batch_size: int = 128
+    epochs: int | None = None
+    hinge_margin: float = 1.0
+    seed: int = 0
+    cuda_graph: bool = True
+    ram_budget_gb: float | None = None
+
+    def resolved_epochs(self) -> int:
+        return self.epochs if self.epochs is not None else DEFAULT_EPOCHS[self.mode]
+
+    def validate(self) -> None:
+        """Raise ValueError on settings that cannot train (the settings layer turns it into a
+        one-line error); checked again by :func:`fit`, so library callers get it too."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r}: choose one of {', '.join(LOSSES)}")
+        epochs = self.resolved_epochs()
+        if not _is_int(epochs) or epochs < 1:
+            raise ValueError(f"train.epochs={epochs!r}: need at least 1 (or null for the paper's)")
+        if not _is_int(self.batch_size) or self.batch_size < 1:
+            raise ValueError(f"train.batch_size={self.batch_size!r}: need an integer >= 1")
+        if not _finite(self.lr) or self.lr <= 0:
+            raise ValueError(f"train.lr={self.lr!r}: need a finite number > 0")
+        if not _finite(self.hinge_margin):
+            raise ValueError(f"train.hinge_margin={self.hinge_margin!r}: need a finite number")
+        if self.ram_budget_gb is not None and (
+            not _finite(self.ram_budget_gb) or self.ram_budget_gb <= 0
+        ):
+            raise ValueError(f"train.ram_budget_gb={self.ram_budget_gb!r}: need a number > 0")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def natural_term(u: torch.Tensor, log_jac: torch.Tensor, loss: str) -> torch.Tensor:
+    """Per-sample loss that *raises* the likelihood of natural features.  -> (N,)."""
+    return natural_from_score(score_from(u, log_jac), loss)
+
+
+def proxy_term(u: torch.Tensor, log_jac: torch.Tensor, loss: str, margin: float) -> torch.Tensor:
+    """Per-sample loss that *lowers* the likelihood of proxy features.  -> (N,)."""
+    return proxy_from_score(score_from(u, log_jac), loss, margin)
+
+
+def natural_from_score(q: torch.Tensor, loss: str) -> torch.Tensor:
+    """:func:`natural_term` from the scores q (N,) already computed."""
+    if loss == "logsigmoid":
+        # ℓ = log p / C = −q − ½ log 2π; softplus(−ℓ) = −log σ(ℓ).
+        return F.softplus(q + 0.5 * LOG_2PI)
+    # paper and hinge: Eq. 6's natural half / C, q = −log p / C − ½ log 2π (Eq. 7 as printed
+    # has −q here, which would push natural images *away* from high likelihood)
+    return q
+
+
+def proxy_from_score(q: torch.Tensor, loss: str, margin: float) -> torch.Tensor:
+    """:func:`proxy_term` from the scores q (N,) already computed."""
+    if loss == "logsigmoid":
+        return F.softplus(-q - 0.5 * LOG_2PI)  # softplus(ℓ) = −log σ(−ℓ), bounded below by 0
+    if loss == "hinge":
+        return F.relu(margin - q)
+    return -q  # paper: unbounded below — the affine translations can push u to infinity
+
+
+def batch_loss(
+    model: CLIPFlow,
+    natural: torch.Tensor | None,
+    proxy: torch.Tensor | None,
+    cfg: TrainConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 6 / C (or a bounded variant) on one batch of natural (B, D) and/or proxy (B, D)
+    features.
+
+    Returns the loss and its parts as detached 0-d tensors (no host sync per step).
+    """
+    # One flow pass over both halves: half the kernel launches of two passes; and one score
+    # per row, shared by the loss terms and the logged mean scores.
+    parts_in = [x for x in (natural, proxy) if x is not None]
+    u, lj = model(torch.cat(parts_in) if len(parts_in) > 1 else parts_in[0])
+    q = score_from(u, lj)  # (B,) or (2B,)
+    total = torch.zeros((), device=u.device)
+    parts: dict[str, torch.Tensor] = {}
+    start = 0
+    if natural is not None:
+        end = start + len(natural)
+        term = natural_from_score(q[start:end], cfg.loss).mean()
+        total = total + term
+        parts["natural"] = term.detach()
+        parts["q_natural"] = q[start:end].mean().detach()
+        start = end
+    if proxy is not None:
+        term = proxy_from_score(q[start:], cfg.loss, cfg.hinge_margin).mean()
+        total = total + term
+        parts["proxy"] = term.detach()
+        parts["q_proxy"] = q[start:].mean().detach()
+    return total, parts
+
+
+def _check_finite(mean_loss: float, epoch: int, cfg: TrainConfig) -> None:
+    # Checked once per epoch on the summed loss (a NaN anywhere propagates into the sum), so
+    # the GPU never waits for the host inside an epoch.
+    if not math.isfinite(mean_loss):
+        hint = (
+            " (loss=paper is unbounded below for proxies; try loss=logsigmoid)"
+            if cfg.loss == "paper"
+            else ""
+        )
+        raise TrainingDivergedError(
+            f"training diverged: loss={mean_loss} in epoch {epoch + 1}{hint}"
+        )
+
+
+def fit(
+    model: CLIPFlow,
+    natural: torch.Tensor | None,
+    proxy: torch.Tensor | None,
+    cfg: TrainConfig,
+    device: str | torch.device = "cpu",
+    on_epoch: Callable[[int, CLIPFlow, list[dict]], None] | None = None,
+    cpu_threads: int | None = CPU_TRAIN_THREADS,
+) -> list[dict]:
+    """Train ``model`` in place and return one history row per epoch: ``epoch``, ``loss``, its
+    parts (``natural``/``proxy``), the mean scores (``q_natural``/``q_proxy``), ``lr``, ``seconds``.
+
+    Args:
+        natural: natural features (V, N, D) — V augmented views, epoch e uses view e mod V.
+        proxy: proxy features (V, N, D), row i is a proxy of natural image i (N+P pairs them).
+            Either may be a :class:`~clipflow.features.stream.RowSource` (features left on disk):
+            then they are streamed through buffers within ``cfg.ram_budget_gb``.
+        on_epoch: called after each finished epoch with (epoch, model, history).
+        cpu_threads: on CPU, intra-op threads while training (the caller's count is restored
+            afterwards); None keeps the caller's.
+    """
+    with train_threads(device, cpu_threads):
+        return _fit(model, natural, proxy, cfg, device, on_epoch)
+
+
+@contextmanager
+def train_threads(device: str | torch.device, threads: int | None) -> Iterator[None]:
+    """On CPU, at most ``threads`` intra-op threads inside the block; restored on exit."""
+    before = torch.get_num_threads()
+    scoped = threads is not None and torch.device(device).type == "cpu" and threads < before
+    if scoped:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if scoped:
+            torch.set_num_threads(before)
+
+
+def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict]:
+    cfg.validate()
+    natural = natural if cfg.mode in ("N", "N+P") else None
+    proxy = proxy if cfg.mode in ("P", "N+P") else None
+    ref = natural if natural is not None else proxy
+    if ref is None or ref.shape[1] == 0:
+        raise ValueError(f"mode {cfg.mode} needs features for its terms; got none")
+    model.to(device).train()
+    if not isinstance(ref, torch.Tensor):  # a RowSource: features streamed from disk
+        return _fit_stream(model, natural, proxy, cfg, device, on_epoch)
+    # All views on the device once: per-step host->device copies would dominate on a GPU.
+    natural = natural.to(device).contiguous() if natural is not None else None
+    proxy = proxy.to(device).contiguous() if proxy is not None else None
+    runner, epoch_t = _step_runner(model, natural, proxy, cfg, device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = ref.shape[1]
+
+    def run_epoch(epoch: int) -> int:
+        epoch_t.fill_(epoch)
+        order = torch.randperm(n, generator=gen).to(device)
+        return _run_steps(runner, order, cfg.batch_size)
+
+    return _train_loop(model, cfg, runner, run_epoch, on_epoch)
+
+
+def _fit_stream(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict]:
+    """:func:`fit` on :class:`~clipflow.features.stream.RowSource` features, one bounded buffer at a
+    time (see clipflow/features/stream.py for the order; all in one buffer = the in-RAM order)."""
+    sources = [s for s in (natural, proxy) if s is not None]
+    views, n, dim = sources[0].shape
+    budget = ram_budget_bytes(cfg.ram_budget_gb)
+    rows = min(n, buffer_rows(budget, len(sources), dim, cfg.batch_size))
+    log.info("streaming %d training rows through buffers of %d (%s)", n, rows, cfg.mode)
+    # Static buffers (one view each): a captured CUDA graph keeps reading the same memory.
+    bufs = [torch.zeros(1, rows, dim, device=device) for _ in sources]
+    nat_buf = bufs[0] if natural is not None else None
+    proxy_buf = bufs[-1] if proxy is not None else None
+    runner, _ = _step_runner(model, nat_buf, proxy_buf, cfg, device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def run_epoch(epoch: int) -> int:
+        steps = 0
+        for positions in epoch_buffers(n, rows, gen):
+            m = len(positions)
+            for src, buf in zip(sources, bufs):
+                buf[0, :m].copy_(src.read(epoch % views, positions))
+            order = torch.randperm(m, generator=gen).to(device)
+            steps += _run_steps(runner, order, cfg.batch_size)
+        return steps
+
+    return _train_loop(model, cfg, runner, run_epoch, on_epoch)
+
+
+def _run_steps(runner: StepRunner, order: torch.Tensor, batch_size: int) -> int:
+    steps = math.ceil(len(order) / batch_size)
+    for step in range(steps):
+        runner(order[step * batch_size : (step + 1) * batch_size])
+    return steps
+
+
+def _train_loop(model, cfg: TrainConfig, runner, run_epoch, on_epoch) -> list[dict]:
+    """The epochs: ``run_epoch(e)`` runs epoch e's steps and returns how many it ran."""
+    history = []
+    epochs = cfg.resolved_epochs()
+    for epoch in tqdm(range(epochs), desc=f"train {cfg.mode}", unit="epoch"):
+        start = time.perf_counter()
+        steps = run_epoch(epoch)
+        row = {"epoch": epoch + 1, **{k: v / steps for k, v in runner.take_sums().items()}}
+        _check_finite(row["loss"], epoch, cfg)
+        # lr: constant (no schedule), recorded so that metrics.csv describes itself.
+        row.update(lr=cfg.lr, seconds=time.perf_counter() - start)
+        history.append(row)
+        log.info("epoch %d/%d: %s", epoch + 1, epochs, epoch_line(row))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model, history)
+    model.eval()
+    if not history:  # unreachable after validate(); a trained-looking untrained flow is worse
+        raise ValueError("training ran no epoch; nothing was learned")
+    return history
+
+
+def epoch_line(row: dict) -> str:
+    """A history row as a log line: ``loss 0.6931  natural 0.3466  ...  lr 0.0001  1.2 s``."""
+    parts = [f"{k} {row[k]:.5g}" for k in row if k not in ("epoch", "seconds")]
+    if "seconds" in row:
+        parts.append(f"{row['seconds']:.2f} s")
+    return "  ".join(parts)
+
+
+def _step_runner(
+    model: CLIPFlow,
+    natural: torch.Tensor | None,
+    proxy: torch.Tensor | None,
+    cfg: TrainConfig,
+    device,
+) -> tuple[StepRunner, torch.Tensor]:
+    """The runner of one full optimiser step, and the epoch counter (a device tensor) it reads.
+
+    The step only touches device tensors that live as long as the training (features, the
+    index buffer, the epoch counter), which is what lets StepRunner capture it as a graph.
+    """
+    on_cuda = torch.device(device).type == "cuda"
+    capture = cfg.cuda_graph and on_cuda
+    params = [p for p in model.parameters() if p.requires_grad]
+    # Fused Adam on CUDA: one kernel for all parameters instead of a few per tensor. On CPU
+    # the default (foreach) implementation is kept, so CPU numbers do not change.
+    opt = torch.optim.Adam(params, lr=cfg.lr, capturable=capture, fused=True if on_cuda else None)
+    epoch_t = torch.zeros((), dtype=torch.long, device=device)
+
+    def step(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss, parts = batch_loss(
+            model, _view(natural, epoch_t, idx), _view(proxy, epoch_t, idx), cfg
+        )
+        opt.zero_grad(set_to_none=False)  # zeroed in place: the captured graph keeps its buffers
+        loss.backward()
+        opt.step()
+        return {"loss": loss.detach(), **parts}
+
+    return StepRunner(step, cfg.batch_size, device, capture), epoch_t
+
+
+def _view(
+    feats: torch.Tensor | None, epoch: torch.Tensor, idx: torch.Tensor
+) -> torch.Tensor | None:
+    """Rows ``idx`` of view ``epoch mod V`` of (V, N, D) features.
+
+    Pure device arithmetic + index_select: nothing reads a value back to the host, which a
+    CUDA graph capture would refuse (a 0-d tensor used as an index can be read back).
+    """
+    if feats is None:
+        return None
+    v, n, d = feats.shape
+    rows = (epoch % v) * n + idx  # (B,) rows of the flattened (V·N, D) matrix
+    return feats.reshape(v * n, d).index_select(0, rows)  # (B, D)

@@ -1,0 +1,1 @@
+"""The jobs behind the CLIs: train, evaluate, robustness, calibrate, check-data."""

@@ -1,0 +1,178 @@
+"""The evaluation glue: run_eval (settings, run_dir) and its stages.
+
+checkpoint + test folders → backbone → features → flow → scores → metrics → report.
+The stages (prepare_eval, test_features, evaluate_sets, eval_metadata) are public so that
+robustness.py and paper/experiments.py compose the same steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ..backbones.backbone import Backbone, as_backbone, check_weights_available, load_backbone
+from ..backbones.preprocess import build_transform
+from ..checkpoints.checkpoint import (
+    Checkpoint,
+    eval_backbone_config,
+    load_checkpoint,
+    require_backbone_identity,
+    require_feature_dim,
+)
+from ..core.versions import package_versions
+from ..data.benchmarks import discover_benchmark_sets
+from ..data.layouts import TestSet, listing_skips, univfd_sample
+from ..errors import DataError
+from ..eval.means import check_set_names, summarize
+from ..eval.metrics import dataset_metrics, ours_metrics
+from ..eval.report import write_results
+from ..features.cache import cached_extract
+from ..features.extract import IDENTITY
+from ..flow.model import score_features
+from ..settings.auto import resolve_device
+from ..settings.config import EvalSettings
+from ..transforms.reencode import describe_reencode, reencode_variant
+from .train import feature_cache, loader_options
+
+log = logging.getLogger(__name__)
+
+
+class EvalInputs(NamedTuple):
+    """What an evaluation needs, every input checked."""
+
+    device: str
+    ckpt: Checkpoint
+    sets: list[TestSet]
+    backbone: Backbone
+
+
+def prepare_eval(s: EvalSettings, backbone=None) -> EvalInputs:
+    """Device, checkpoint, test sets and backbone for an evaluation, every input checked first.
+    ``backbone``: a ready one (your own extractor), checked against the checkpoint's record."""
+    device = resolve_device(s.device)
+    ckpt = load_checkpoint(s.ckpt)
+    if not s.data.test_root:
+        raise DataError("no test images given — pass data.test_root=DIR")
+    if backbone is not None:
+        backbone = as_backbone(backbone)
+        require_backbone_identity(ckpt, backbone)
+    else:
+        backbone_cfg = eval_backbone_config(ckpt, s.backbone)
+        check_weights_available(backbone_cfg)  # before the (long) scan of the test folders
+    sets = select_test_sets(discover_benchmark_sets(Path(s.data.test_root), s.data.benchmark), s)
+    backbone = backbone or load_backbone(backbone_cfg, device)
+    require_feature_dim(ckpt, backbone)
+    ckpt.model.to(device)
+    return EvalInputs(device, ckpt, sets, backbone)
+
+
+def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
+    """Score every dataset under ``data.test_root`` with a checkpoint; write the result files.
+    ``backbone``: a ready one (your own extractor) instead of the checkpoint's."""
+    ev = prepare_eval(s, backbone)
+    fs = test_features(ev.backbone, ev.sets, s.data, feature_cache(s.data), ev.device, s.seed)
+    score_of = dict(
+        zip(fs.paths, score_features(ev.ckpt.model, fs.features[0], device=ev.device).tolist())
+    )
+    cal = ev.ckpt.val_real_scores.numpy()
+    rows, score_rows = evaluate_sets(ev.sets, score_of, ev.ckpt.threshold, cal)
+    if not rows:
+        raise DataError(
+            "no dataset had readable real and fake images; see skipped.txt and the warnings"
+        )
+    meta = eval_metadata(ev.ckpt, ev.backbone, s)
+    skipped = listing_skips(ev.sets) + fs.skipped
+    return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, skipped)
+
+
+def test_features(backbone, sets: list[TestSet], data, cache, device, seed: int = 0):
+    """(1, N, D) features of every test image, each file once (shared real pools).
+
+    ``data.reencode`` (e.g. jpeg96): every image, real or fake, is re-encoded the same way
+    first; the variant's key keeps those features apart in the cache."""
+    paths = list(dict.fromkeys(str(p) for ts in sets for p in (*ts.real, *ts.fake)))
+    variant = reencode_variant(getattr(data, "reencode", None)) or IDENTITY
+    return cached_extract(
+        backbone,
+        paths,
+        build_transform(backbone),
+        [variant],
+        cache,
+        device,
+        seed=seed,
+        desc="test features",
+        **loader_options(data),
+    )
+
+
+def select_test_sets(sets: list[TestSet], s: EvalSettings) -> list[TestSet]:
+    check_set_names([ts.name for ts in sets])  # before any feature is extracted
+    if s.data.protocol == "univfd":
+        return [univfd_sample(ts, s.data.max_per_class, seed=0) for ts in sets]
+    if s.data.protocol != "all":
+        raise DataError(f"data.protocol={s.data.protocol!r}: use all or univfd")
+    return sets
+
+
+def evaluate_sets(
+    sets: list[TestSet],
+    score_of: dict[str, float],
+    threshold: float,
+    cal_scores: np.ndarray | None = None,
+):
+    """Per-set metric rows and per-image score rows; sets left one-sided by skips are dropped.
+    ``cal_scores``: the checkpoint's calibration reals, for the conformal columns (ours)."""
+    rows, score_rows = [], []
+    for ts in sets:
+        items = [(str(p), 0) for p in ts.real] + [(str(p), 1) for p in ts.fake]
+        items = [(p, y) for p, y in items if p in score_of]
+        labels = np.array([y for _, y in items], int)
+        if labels.sum() == 0 or labels.sum() == len(labels):
+            log.warning(
+                "dataset %s skipped: no readable %s images",
+                ts.name,
+                "fake" if labels.sum() == 0 else "real",
+            )
+            continue
+        scores = np.array([score_of[p] for p, _ in items])
+        rows.append(
+            {
+                "dataset": ts.name,
+                "display_name": ts.display_name,
+                "benchmark": ts.benchmark or "univfd",
+                "protocol": ts.protocol,
+                **dataset_metrics(scores, labels, threshold),
+                **ours_metrics(scores, labels, cal_scores),
+            }
+        )
+        score_rows += [
+            {"path": p, "dataset": ts.name, "label": y, "score": score_of[p]} for p, y in items
+        ]
+    return rows, score_rows
+
+
+def describe_protocol(data) -> str:
+    """The test protocol as recorded next to every number: ``all`` or the UnivFD sampling."""
+    if data.protocol == "all":
+        return "all"
+    return f"univfd(max_per_class={data.max_per_class}, seed=0)"
+
+
+def eval_metadata(ckpt: Checkpoint, backbone, s: EvalSettings) -> dict:
+    return {
+        "backbone": backbone.describe(),
+        "preprocess": backbone.cfg.preprocess,
+        "protocol": describe_protocol(s.data),
+        "benchmark": s.data.benchmark,
+        "reencode": describe_reencode(s.data.reencode),  # None: images scored as stored
+        "threshold": ckpt.threshold,
+        "checkpoint": str(ckpt.path),
+        "checkpoint_sha256": ckpt.sha256,
+        "train_mode": ckpt.meta.get("train", {}).get("mode"),
+        "test_root": s.data.test_root,
+        "auto": s.auto,  # what each auto setting became on this machine
+        "versions": package_versions(),
+    }

@@ -1,0 +1,459 @@
+"""The training glue: run_train and run_extract (settings, run_dir), and their stages.
+
+folder → images → (proxy) → backbone → features → flow → threshold → checkpoint.
+Each step is a function of its own module; this file only wires them and writes files.
+The stages (train_features, validation_features, calibrate) are public so that
+paper/experiments.py and calibrate.py compose the same steps; evaluation is
+:mod:`clipflow.runs.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ..backbones.backbone import as_backbone, check_weights_available, load_backbone
+from ..backbones.preprocess import build_transform
+from ..checkpoints.checkpoint import (
+    save_checkpoint,
+)
+from ..core import distributed
+from ..core.fileio import atomic_write_text, to_jsonable
+from ..core.versions import package_versions
+from ..data.benchmarks import discover_benchmark_sets
+from ..data.imageio import max_pixels_of
+from ..data.layouts import (
+    discover_train_images,
+    listing_skips,
+)
+from ..errors import ClipflowError, DataError, TrainingDivergedError
+from ..eval.metrics import calibrate_threshold
+from ..eval.report import plot_loss, skipped_text, tensorboard_writer, write_history
+from ..features.cache import FeatureCache, cached_extract, file_key
+from ..features.extract import IDENTITY, Variant
+from ..features.stream import in_ram_bytes, locate, ram_budget_bytes
+from ..flow.fit import fit
+from ..flow.model import CLIPFlow, score_features
+from ..settings.auto import resolve_device
+from ..settings.config import TrainSettings
+from ..transforms.proxy import ProxyConfig, bandstop, build_proxy
+
+log = logging.getLogger(__name__)
+
+# SPEC §4.1.8: the paper masks the whole low band for P, a tenth of it for N+P.
+DEFAULT_RATIO = {"N": 0.1, "P": 1.0, "N+P": 0.1}
+
+
+def build_model(feature_dim: int, settings: TrainSettings) -> CLIPFlow:
+    """A freshly initialised head, identical for identical seeds, without touching global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        return CLIPFlow(feature_dim, settings.flow)
+
+
+@dataclass
+class TrainedHead:
+    """A trained and calibrated flow with what its checkpoint records."""
+
+    model: CLIPFlow
+    threshold: float
+    val_real_scores: torch.Tensor
+    history: list[dict]
+    validation: dict
+    train_paths: list[str]
+    skipped: list[tuple[str, str]]
+
+
+def train_head(s: TrainSettings, backbone, split, cache, device, on_epoch=None) -> TrainedHead:
+    """Features (cached) -> fit -> threshold on the validation images: the core of a training
+    run. A run that made no optimiser step, or whose scores are unusable, is refused here.
+    ``on_epoch(epoch, model, history)`` is called after every epoch (see :func:`fit`)."""
+    tf = train_features(s, backbone, split.train, cache, device)
+    model = build_model(backbone.feature_dim, s)
+    history = fit(model, tf.natural, tf.proxy, s.train, device, on_epoch)
+    if not history:  # fit refuses epochs < 1 itself; an untrained flow must never be saved
+        raise ClipflowError("training ran no epoch (train.epochs must be >= 1); nothing to save")
+    val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
+    threshold, val_real, val_info = calibrate(model, val, device)
+    return TrainedHead(model, threshold, val_real, history, val_info, tf.paths, tf.skipped)
+
+
+def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
+    """Train on natural images (and their proxies), calibrate, save; returns the checkpoint.
+    ``backbone``: a ready one (your own extractor, docs/backbones.md) instead of s.backbone."""
+    run_dir = Path(run_dir)
+    device = resolve_device(s.device)
+    if not s.data.train_root:
+        raise DataError("no training images given — pass data.train_root=DIR (natural images only)")
+    if backbone is not None:
+        backbone = as_backbone(backbone)
+        s = replace(s, backbone=backbone.cfg)  # the checkpoint's config names what ran
+    else:
+        check_weights_available(s.backbone)  # before the scan: a missing file is the first news
+    watch = TrainingWatch(run_dir, s.logger)  # logger=tensorboard without the package: now
+    split = discover_train_images(
+        Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
+    )
+    val_paths = validation_paths(s, split.val)  # fail on a missing val set before the backbone runs
+    log.info(
+        "training on %d natural images (%d classes), validating on %d",
+        len(split.train),
+        len(split.classes),
+        len(val_paths),
+    )
+
+    backbone = backbone or load_backbone(s.backbone, device)
+    with watch:
+        head = train_head(s, backbone, split, feature_cache(s.data), device, watch.on_epoch)
+    mode = s.train.mode
+    extra = {
+        "history": head.history,
+        "proxy": s.proxy.describe(DEFAULT_RATIO[mode]),
+        "train": {
+            "mode": mode,
+            "n_images": len(head.train_paths),
+            "classes": split.classes,
+            "views": n_views(s),
+            "augmentation": augmentation(s),
+            "pair_crop": s.proxy.pair_crop,
+            "n_skipped": len(split.skipped) + len(head.skipped),
+            "epochs": s.train.resolved_epochs(),
+        },
+        "validation": head.validation,
+        "versions": package_versions(),
+    }
+    ckpt = save_checkpoint(
+        run_dir,
+        head.model,
+        head.threshold,
+        backbone.describe(),
+        to_jsonable(s),
+        head.val_real_scores,
+        extra,
+    )
+    atomic_write_text(run_dir / "skipped_train.txt", skipped_text(split.skipped + head.skipped))
+    return ckpt
+
+
+class TrainingWatch:
+    """What a training run shows while it trains: ``metrics.csv`` rewritten after every epoch,
+    TensorBoard scalars with ``logger=tensorboard``, and ``loss.png`` when training ends."""
+
+    def __init__(self, run_dir: Path, logger: str = "none"):
+        self.run_dir = Path(run_dir)
+        self.history: list[dict] = []
+        self.tb = (
+            tensorboard_writer(self.run_dir / "tensorboard") if logger == "tensorboard" else None
+        )
+
+    def on_epoch(self, epoch: int, model, history: list[dict]) -> None:
+        self.history = history
+        write_history(self.run_dir, history)
+        if self.tb is not None:
+            for key, value in history[-1].items():
+                if key != "epoch":
+                    self.tb.add_scalar(f"train/{key}", value, epoch)
+            self.tb.flush()
+
+    def __enter__(self) -> TrainingWatch:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        # Also after a diverged or interrupted run: the epochs that finished are worth a look.
+        if self.tb is not None:
+            self.tb.close()
+        if self.history:
+            plot_loss(self.history, self.run_dir / "loss.png")
+
+
+def validation_paths(s: TrainSettings, held_out: list[Path]) -> list[Path]:
+    """The threshold's natural images: ``data.val_root`` when given, else train's held-out part."""
+    if s.data.val_root:
+        return discover_train_images(
+            Path(s.data.val_root), per_class=None, val_fraction=0.0, seed=s.seed
+        ).train
+    if not held_out:
+        raise DataError("no validation images: pass data.val_root=DIR or set data.val_fraction > 0")
+    return held_out
+
+
+def feature_cache(data) -> FeatureCache | None:
+    """The configured feature cache, or None when ``data.cache=false``.
+
+    The folder is probed here, before any extraction: an unwritable one is reported in one
+    warning line and the run goes on, extracting what the cache does not already hold.
+    """
+    if not data.cache:
+        return None
+    cache = FeatureCache(data.cache_dir, data.cache_shard_size)
+    cache.check()
+    return cache
+
+
+def loader_options(data) -> dict:
+    """Extraction loader settings from ``data.*`` (batch, workers, decoder, prefetch)."""
+    return {
+        "batch_size": data.batch_size,
+        "num_workers": data.num_workers,
+        "decode": data.decode,
+        "prefetch_factor": data.prefetch_factor,
+        "max_pixels": max_pixels_of(data.max_megapixels),
+    }
+
+
+def n_views(s: TrainSettings) -> int:
+    """Views to extract per training image; epoch e trains on view e mod n_views.
+
+    ``data.views=0`` means one fresh view (crop + proxy draw) per epoch, as the paper's
+    on-the-fly training: as many views as epochs, epoch e on view e.
+    """
+    views = s.data.views
+    if not isinstance(views, int) or isinstance(views, bool) or views < 0:
+        raise ClipflowError(
+            f"data.views={views!r}: use 0 (a fresh crop and proxy draw every epoch, as the "
+            "paper) or K >= 1 (K cached draws, epoch e on draw e mod K)"
+        )
+    return views if views > 0 else s.train.resolved_epochs()
+
+
+def augmentation(s: TrainSettings) -> str:
+    """How training draws were reused, for the run's metadata: the paper draws fresh each epoch."""
+    views, epochs = n_views(s), s.train.resolved_epochs()
+    if views >= epochs:
+        return "fresh per epoch"
+    return f"{views} cached view{'s' if views > 1 else ''} (epoch e on view e mod {views})"
+
+
+def proxy_variant(cfg: ProxyConfig, mode: str) -> Variant:
+    """The training proxy, keyed by its resolved parameters (the cache key depends on them).
+
+    ``cfg.pair_crop``: the proxy takes the natural image's crop (same file and view) and
+    keeps its own mask draw; ``describe`` then adds ``pair_crop`` to the key.
+    """
+    try:
+        params = cfg.describe(DEFAULT_RATIO[mode])
+        fn = build_proxy(cfg, DEFAULT_RATIO[mode])
+    except ValueError as err:
+        raise ClipflowError(f"proxy: {err}") from None
+    crop_key = IDENTITY.key if cfg.pair_crop else None
+    return Variant("proxy:" + json.dumps(params, sort_keys=True), fn, crop_key)
+
+
+VALIDATION_PROXY = Variant("bandstop(30,100)@256", lambda img, gen: bandstop(img))
+
+
+class TrainFeatures(NamedTuple):
+    """Training features of one mode: (K, V, N, D) for K variants × V views of N images."""
+
+    features: torch.Tensor
+    paths: list[str]  # the N images read
+    skipped: list[tuple[str, str]]
+    mode: str  # N: K = [natural]; P: [proxy]; N+P: [natural, proxy]
+
+    @property
+    def natural(self) -> torch.Tensor | None:
+        """(V, N, D) features of the images as they are; None in mode P."""
+        return self.features[0] if self.mode in ("N", "N+P") else None
+
+    @property
+    def proxy(self) -> torch.Tensor | None:
+        """(V, N, D) features of the proxies; None in mode N."""
+        return self.features[-1] if self.mode in ("P", "N+P") else None
+
+
+def train_features(s: TrainSettings, backbone, paths, cache, device) -> TrainFeatures:
+    """(K, V, N, D) features for K variants (natural and/or proxy) × V views of N images."""
+    mode = s.train.mode
+    proxy = proxy_variant(s.proxy, mode)
+    variants = {"N": [IDENTITY], "P": [proxy], "N+P": [IDENTITY, proxy]}[mode]
+    transform = build_transform(backbone, train=True)
+    views, kept, skipped = [], None, []
+    total = n_views(s)
+    need = in_ram_bytes(len(variants), total, len(paths), backbone.feature_dim)
+    if cache is not None and need > ram_budget_bytes(s.train.ram_budget_gb):
+        streamed = streamed_train_features(s, backbone, paths, cache, device, variants, transform)
+        if streamed is not None:
+            return streamed
+    for view in range(total):
+        fs = cached_extract(
+            backbone,
+            paths,
+            transform,
+            variants,
+            cache,
+            device,
+            seed=s.seed,
+            view=view,
+            desc=f"train features view {view + 1}/{total}",
+            **loader_options(s.data),
+        )
+        views.append(fs.features)
+        kept, skipped = fs.paths, fs.skipped
+    if not kept:
+        raise DataError(
+            f"none of the {len(paths)} training images could be read; see the warnings above"
+        )
+    return TrainFeatures(torch.stack(views, dim=1), kept, skipped, mode)
+
+
+def streamed_train_features(
+    s: TrainSettings, backbone, paths, cache, device, variants, transform
+) -> TrainFeatures | None:
+    """TrainFeatures whose ``features`` stay in the cache's packs (read per buffer by fit).
+
+    Files the cache lacks are extracted first, a few packs per call so that extraction too
+    stays within memory. None (with a warning) when the cache cannot hold them all.
+    """
+    paths = [str(p) for p in paths]
+    fkeys = [file_key(p) for p in paths]
+    opts = loader_options(s.data)
+    keys = [
+        [
+            cache.setting_key(backbone, transform, v, s.seed, view, opts["max_pixels"])
+            for v in variants
+        ]
+        for view in range(n_views(s))
+    ]
+    found = locate(cache, keys, fkeys, backbone.feature_dim)
+    if found.missing:
+        step = 4 * cache.shard_size
+        for view in range(len(keys)):
+            for c in range(0, len(found.missing), step):
+                chunk = [paths[i] for i in found.missing[c : c + step]]
+                desc = f"train features view {view + 1}/{len(keys)}"
+                args = (backbone, chunk, transform, variants, cache, device)
+                cached_extract(*args, seed=s.seed, view=view, desc=desc, **opts)
+        found = locate(cache, keys, fkeys, backbone.feature_dim)
+    if found.missing:
+        log.warning("%d training files not cached: features held in RAM", len(found.missing))
+        return None
+    if not found.kept:
+        raise DataError(
+            f"none of the {len(paths)} training images could be read; see the warnings above"
+        )
+    log.info("training features exceed train.ram_budget_gb: streamed from the cache's packs")
+    skipped = [(paths[i], reason) for i, reason in sorted(found.skipped.items())]
+    return TrainFeatures(found.features, [paths[i] for i in found.kept], skipped, s.train.mode)
+
+
+def validation_features(s: TrainSettings, backbone, paths, cache, device):
+    """(2, N, D): natural validation images and their band-stop proxies (SPEC §4.3)."""
+    fs = cached_extract(
+        backbone,
+        paths,
+        build_transform(backbone, train=False),
+        [IDENTITY, VALIDATION_PROXY],
+        cache,
+        device,
+        seed=s.seed,
+        desc="validation features",
+        **loader_options(s.data),
+    )
+    if not fs.paths:
+        raise DataError("none of the validation images could be read")
+    return fs
+
+
+def calibrate(model: CLIPFlow, val, device):
+    """SPEC §7: threshold maximising accuracy on natural val images vs their band-stop proxies.
+
+    Refuses (TrainingDivergedError) non-finite scores, a flow that gives every validation
+    image the same score (any threshold would then be arbitrary), and a non-finite threshold.
+    """
+    real = score_features(model, val.features[0], device=device)
+    proxy = score_features(model, val.features[1], device=device)
+    _require_finite(torch.cat([real, proxy]))
+    scores = torch.cat([real, proxy]).numpy()
+    labels = np.r_[np.zeros(len(real), int), np.ones(len(proxy), int)]
+    threshold = calibrate_threshold(scores, labels)
+    _require_usable_threshold(scores, threshold)
+    info = {
+        "n_images": len(val.paths),
+        "n_skipped": len(val.skipped),
+        "proxy": VALIDATION_PROXY.key,
+        "acc": float(np.mean((scores > threshold) == labels)),
+    }
+    return threshold, real, info
+
+
+def _require_finite(scores: torch.Tensor) -> None:
+    if len(scores) == 0:
+        raise TrainingDivergedError("no validation scores to calibrate the threshold on")
+    if not torch.isfinite(scores).all():
+        bad = int((~torch.isfinite(scores)).sum())
+        raise TrainingDivergedError(
+            f"the trained flow gives non-finite scores to {bad} of {len(scores)} validation "
+            "images; retrain with loss=logsigmoid"
+        )
+
+
+def _require_usable_threshold(scores: np.ndarray, threshold: float) -> None:
+    if np.ptp(scores) == 0:
+        raise TrainingDivergedError(
+            f"the trained flow gives all {len(scores)} validation images (natural and proxy) "
+            f"the same score {scores[0]:.6g}: the flow has collapsed and a threshold would be "
+            "meaningless; retrain (e.g. loss=logsigmoid, a lower train.lr, more images)"
+        )
+    if not np.isfinite(threshold):
+        raise TrainingDivergedError(f"the calibrated threshold is {threshold}; retrain")
+
+
+def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
+    """Fill the feature cache for the train / val / test stages (torchrun shards the files)."""
+    unknown = sorted(set(stages) - {"train", "val", "test"})
+    if unknown:
+        raise DataError(f"unknown stage(s) {unknown}: use stages=[train,val,test]")
+    if not s.data.cache:
+        raise DataError("clipflow-extract fills the feature cache: leave data.cache=true")
+    device = distributed.init_from_env(resolve_device(s.device))
+    cache = feature_cache(s.data)  # checked before the backbone loads: no work to lose
+    if cache.read_only:
+        raise DataError(f"clipflow-extract cannot write the feature cache {cache.root}")
+    backbone = load_backbone(s.backbone, device)
+    summary: dict = {"cache_dir": str(cache.root), "backbone": backbone.describe()}
+    split = None
+    if s.data.train_root and {"train", "val"} & set(stages):
+        split = discover_train_images(
+            Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
+        )
+    if "train" in stages and split:
+        tf = train_features(s, backbone, split.train, cache, device)
+        summary["train"] = {
+            "n_images": len(tf.paths),
+            "n_skipped": len(split.skipped) + len(tf.skipped),
+            "views": n_views(s),
+            "mode": s.train.mode,
+        }
+    if "val" in stages and (split or s.data.val_root):
+        val = validation_features(
+            s, backbone, validation_paths(s, split.val if split else []), cache, device
+        )
+        summary["val"] = {"n_images": len(val.paths), "n_skipped": len(val.skipped)}
+    if "test" in stages and s.data.test_root:
+        from .evaluate import test_features  # evaluation builds on this module's helpers
+
+        sets = discover_benchmark_sets(Path(s.data.test_root), s.data.benchmark)
+        fs = test_features(backbone, sets, s.data, cache, device, s.seed)
+        summary["test"] = {
+            "n_images": len(fs.paths),
+            "n_skipped": len(listing_skips(sets)) + len(fs.skipped),
+            "sets": [t.name for t in sets],
+        }
+    if len(summary) == 2:
+        raise DataError(
+            "nothing to extract: pass data.train_root, data.val_root and/or data.test_root"
+        )
+    if distributed.Distributed.current().main:
+        atomic_write_text(
+            Path(run_dir) / "extract.json", json.dumps(summary, indent=2, default=str)
+        )
+    return summary
+
+
+# ----------------------------------------------------------------------------- evaluation

@@ -1,0 +1,1 @@
+"""Run settings: typed, range-checked dataclasses built from Hydra configs."""

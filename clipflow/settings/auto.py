@@ -1,0 +1,189 @@
+"""The ``auto`` speed settings resolved for the machine a run will use, once, at startup.
+
+The shipped configs say ``auto`` for ``backbone.precision``, ``backbone.compile``,
+``data.batch_size``, ``data.num_workers`` and ``data.decode``; :func:`resolve_auto` replaces
+each by its value for the run's device and CPUs when :mod:`clipflow.settings.config` builds the
+settings. What they became is logged in one line and kept in ``settings.auto`` (so in the
+checkpoint's and the results' config); the resolved precision is in the backbone record and
+the feature cache key. Library code never sees ``auto``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..backbones.backbone import BackboneConfig, auto_compile, auto_precision
+from ..errors import ClipflowError
+
+if TYPE_CHECKING:
+    from .config import CalibrateSettings, EvalSettings, TrainSettings
+
+# The log line keeps the settings module's name: it is where users look for what auto chose.
+log = logging.getLogger("clipflow.settings.config")
+
+# The value that asks for a machine-dependent default (resolved by resolve_auto).
+AUTO = "auto"
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> cuda when available, else cpu; asking for a missing GPU is a clear error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ClipflowError(
+            f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto"
+        )
+    if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
+        raise ClipflowError(f"device={name!r}: use auto, cpu or cuda[:N]")
+    return name
+
+
+_CPU_WORKER_CAP = 4  # CPU runs: the main process runs the model; see auto_workers
+_GPU_WORKER_CAP = 16  # past ~16 decoders the GPU, not the input pipeline, is the bound
+_AUTO_BATCH = {"cuda": 256, "cpu": 64}  # docs/benchmarks.md: 256 saturates an H200 tower
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the auto defaults depend on: the device the run will use and its CPUs."""
+
+    device: str  # cpu, mps or cuda:N
+    label: str  # for the log line, e.g. "cuda:0 NVIDIA H200"
+    gpu_decode: bool  # JPEGs can be decoded on the device (torchvision built with CUDA)
+    cpus: int  # CPUs this process may use (its share, under torchrun)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+def machine(device: str) -> Machine:
+    """The machine facts for ``device`` (a settings value: auto, cpu, mps, cuda[:N])."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        # The run refuses this device itself (resolve_device's message); pick CPU values.
+        device = "cpu"
+    resolved = resolve_device(device)
+    if resolved == "cuda":
+        resolved = f"cuda:{torch.cuda.current_device()}"
+    cpus = usable_cpus()
+    if resolved.startswith("cuda"):
+        label = f"{resolved} {torch.cuda.get_device_name(torch.device(resolved))}"
+        return Machine(resolved, label, _gpu_jpeg_decode(), cpus)
+    return Machine(resolved, f"{resolved}, {cpus} CPUs", False, cpus)
+
+
+def _gpu_jpeg_decode() -> bool:
+    import torchvision  # only asked on CUDA machines
+
+    return bool(getattr(torchvision.version, "cuda", None))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count), divided
+    among the torchrun ranks of this node."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        n = os.cpu_count() or 1
+    try:
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        ranks = 1
+    return max(1, n // ranks)
+
+
+def auto_workers(cpus: int, cuda: bool) -> int:
+    """Loader processes: one CPU left to the main process, capped.
+
+    On CUDA the main process only feeds the GPU: every other CPU decodes (up to 16). On CPU
+    the main process runs the model on all cores, so workers compete with it: a few overlap
+    decoding with the model (measured faster than 0 on 2 cores, see docs/benchmarks.md),
+    more only take cores from it.
+    """
+    cap = _GPU_WORKER_CAP if cuda else _CPU_WORKER_CAP
+    return max(0, min(cap, cpus - 1))
+
+
+def resolve_auto(settings: TrainSettings | EvalSettings | CalibrateSettings):
+    """``settings`` with every ``auto`` replaced by its value for the run's device; the
+    choices in ``settings.auto`` and in one log line. No auto: no device query, no line."""
+    data_auto = [n for n in ("batch_size", "num_workers", "decode") if _is_auto(settings.data, n)]
+    bb = settings.backbone
+    bb_values = vars(bb) if isinstance(bb, BackboneConfig) else bb
+    if not data_auto and AUTO not in bb_values.values():
+        return settings
+    m = machine(settings.device)
+    chosen: dict[str, Any] = {}
+    resolved_bb, bb_chosen = _resolve_backbone(bb, m)
+    chosen.update(bb_chosen)
+    values = {name: _auto_data_value(name, m) for name in data_auto}
+    chosen.update({f"data.{k}": v for k, v in values.items()})
+    settings.backbone = resolved_bb
+    settings.data = replace(settings.data, **values)
+    settings.auto = {**chosen, "device": m.label}
+    _log_auto(settings.auto)
+    return settings
+
+
+def resolve_backbone_overrides(overrides: dict, device: str) -> dict:
+    """clipflow-detect's backbone overrides (a dict over the checkpoint's backbone) with an
+    ``auto`` precision/compile resolved for ``device``, logged like :func:`resolve_auto`."""
+    if AUTO not in overrides.values():
+        return overrides
+    m = machine(device)
+    resolved, chosen = _resolve_backbone(overrides, m)
+    _log_auto({**chosen, "device": m.label})
+    return resolved
+
+
+def _is_auto(obj: Any, name: str) -> bool:
+    return getattr(obj, name) == AUTO
+
+
+def _auto_data_value(name: str, m: Machine) -> Any:
+    if name == "batch_size":
+        return _AUTO_BATCH["cuda" if m.cuda else "cpu"]
+    if name == "num_workers":
+        return auto_workers(m.cpus, m.cuda)
+    return "nvjpeg" if m.gpu_decode else "pil"  # decode
+
+
+def _resolve_backbone(bb: BackboneConfig | dict, m: Machine):
+    """(backbone with precision/compile resolved, {key: value chosen}); a dict of overrides
+    (eval, detect) stays a dict."""
+    pick = {
+        "precision": lambda: auto_precision(m.device),
+        "compile": lambda: auto_compile(m.device),
+    }
+    values = bb if isinstance(bb, dict) else vars(bb)
+    chosen = {k: f() for k, f in pick.items() if values.get(k) == AUTO}
+    if isinstance(bb, dict):
+        return {**bb, **chosen}, {f"backbone.{k}": v for k, v in chosen.items()}
+    return replace(bb, **chosen), {f"backbone.{k}": v for k, v in chosen.items()}
+
+
+def _log_auto(chosen: dict[str, Any]) -> None:
+    """One line, e.g. ``auto: precision=bf16 decode=nvjpeg num_workers=14 batch_size=256
+    compile=on (cuda:0 NVIDIA H200)``."""
+    parts = [f"{key.split('.')[-1]}={_on_off(chosen[key])}" for key in _LOG_ORDER if key in chosen]
+    if parts:
+        where = f" ({chosen['device']})" if "device" in chosen else ""
+        log.info("auto: %s%s", " ".join(parts), where)
+
+
+_LOG_ORDER = (
+    "backbone.precision",
+    "data.decode",
+    "data.num_workers",
+    "data.batch_size",
+    "backbone.compile",
+)
+
+
+def _on_off(value: Any) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)

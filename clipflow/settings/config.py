@@ -1,0 +1,503 @@
+"""Typed, range-checked run settings built from the Hydra config (YAML keys = dataclass fields).
+
+This is the one place where values enter: every CLI turns its config into these dataclasses
+with :func:`train_settings`, :func:`extract_settings`, :func:`eval_settings` or
+:func:`detect_settings` before any data is scanned or any model is loaded. Each value is
+coerced to its field's type (an int given ``abc`` or a bool given ``maybe`` is an error) and
+checked against :data:`RULES`; the first bad value raises :class:`SettingsError` with one
+line such as ``proxy.ratio=2: must be in (0, 1]``. Library code and tests take the dataclasses
+and never see Hydra.
+
+Speed settings may be ``auto`` (the shipped configs' default): ``backbone.precision``,
+``backbone.compile``, ``data.batch_size``, ``data.num_workers``, ``data.decode``. They are
+resolved once, for the run's device, when the settings are built (:mod:`clipflow.settings.auto`),
+logged in one line and kept in ``settings.auto``; library code never sees ``auto``.
+
+Caps (chosen to catch typos, far above any sensible run): ``flow.n_blocks`` ≤ 64,
+``flow.dr_dim`` ≤ 4096, ``flow.hidden_mult`` ≤ 64, ``train.epochs`` ≤ 100000, batch sizes
+≤ 65536 (``train.batch_size`` ≤ 1048576: features, not images), ``data.num_workers`` ≤ 256,
+``data.views`` ≤ 1000, ``seed`` < 2**32.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ..backbones.backbone import (
+    FAMILIES,
+    LAYER_POOLS,
+    PRECISIONS,
+    BackboneConfig,
+    name_problem,
+)
+from ..errors import ClipflowError
+from ..flow.fit import LOSSES, MODES, TrainConfig
+from ..flow.model import BLOCKS, FlowConfig
+from ..transforms.chains import CHAIN_OPS, ChainConfig, check_chain_config, resolve_with_chains
+from ..transforms.perturb import Perturbation
+from ..transforms.proxy import BANDS, MASK_MODES, PROXY_NAMES, ProxyConfig
+from .auto import AUTO, resolve_auto, resolve_backbone_overrides
+from .coerce import SettingsError, bad_value, coerce, shown
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how they are sampled. YAML keys under ``data:``.
+
+    Attributes:
+        train_root: natural training images (``<class>/0_real``, ``0_real`` or a plain folder).
+        val_root: natural images for the threshold; null = hold out ``val_fraction`` of train.
+        test_root: benchmark root (CNNSpot / UnivFD / ``<name>/0_real,1_fake`` layouts).
+        per_class: natural training images sampled per class (the paper: 360 × 20 classes).
+        val_fraction: share of ``per_class`` held out per class when no ``val_root`` is given.
+        views: augmented views (crop + proxy draw) extracted per training image; epoch e
+            trains on view e mod views.
+        protocol: ``all`` images, or ``univfd`` (≤ max_per_class real + fake per set, seed 0,
+            with UnivFD's fall-back to 100 when a set is smaller).
+        benchmark: which layouts under test_root to score: ``auto`` (GenImage, Chameleon,
+            Synthbuster, WildRF and CNNSpot/UnivFD, as found), ``univfd`` or one benchmark
+            (docs/datasets.md).
+        reencode: ``none``, or ``jpeg<Q>`` / ``short<S>+jpeg<Q>``: every test image, real and
+            fake alike, re-encoded so before scoring (the format confound control).
+        batch_size, num_workers, prefetch_factor: extraction loader settings; ``auto`` (the
+            shipped YAML default) is resolved by :func:`resolve_auto` for the device.
+        decode: ``pil`` (workers decode + transform) or ``nvjpeg`` (JPEGs decoded on the GPU,
+            proxies and transforms on the GPU; other files through PIL); ``auto``: nvjpeg on
+            CUDA, pil otherwise.
+        cache, cache_dir: keep backbone features on disk (default ``$CLIPFLOW_CACHE`` or
+            ``~/.cache/clipflow/features``), so the backbone runs once per image and view.
+        max_megapixels: larger images are skipped (with the reason) from their header,
+            before decoding; null = no cap of ours (PIL's own stops at ~179 MP).
+    """
+
+    train_root: str | None = None
+    val_root: str | None = None
+    test_root: str | None = None
+    per_class: int | None = 360
+    val_fraction: float = 0.1
+    views: int = 1
+    protocol: str = "all"
+    max_per_class: int = 1000
+    benchmark: str = "auto"
+    reencode: str = "none"
+    batch_size: int = 64
+    num_workers: int = 4
+    prefetch_factor: int = 4
+    decode: str = "pil"
+    cache: bool = True
+    cache_dir: str | None = None
+    cache_shard_size: int = 4096
+    max_megapixels: float | None = 100.0
+    real_root: str | None = None  # clipflow-calibrate: the user's own real photos
+
+
+@dataclass
+class TrainSettings:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    device: str = "auto"
+    seed: int = 0
+    # What each ``auto`` setting became on this machine (empty when none was auto).
+    auto: dict = field(default_factory=dict)
+    logger: str = "none"  # none | tensorboard (metrics.csv and loss.png are always written)
+
+
+@dataclass
+class EvalSettings:
+    ckpt: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    device: str = "auto"
+    seed: int = 0
+    # Backbone fields left null are taken from the checkpoint (name, preprocess, ...).
+    backbone: dict = field(default_factory=dict)
+    # Test-time post-processing (configs/eval.yaml ``perturb``), parsed; empty = none.
+    perturb: list[Perturbation] = field(default_factory=list)
+    # perturb=chain: random degradation chains per image (clipflow.transforms.chains).
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    # What each ``auto`` setting became on this machine (empty when none was auto).
+    auto: dict = field(default_factory=dict)
+
+
+@dataclass
+class DetectSettings:
+    """Typed values of configs/detect.yaml."""
+
+    ckpt: str = ""
+    inputs: list[str] = field(default_factory=list)
+    out: str | None = None
+    format: str | None = None
+    table: bool = True
+    device: str = "auto"
+    batch_size: int = 32
+    num_workers: int = 4
+    backbone: dict = field(default_factory=dict)
+    fpr: float | None = None  # decide by conformal p-value <= fpr; None = the threshold
+    unsure: bool = False  # also score unsure_k re-encoded copies; disagreement -> "unsure"
+    unsure_k: int = 4
+
+
+@dataclass
+class CalibrateSettings:
+    """Typed values of configs/calibrate.yaml (clipflow-calibrate)."""
+
+    ckpt: str = ""
+    out: str = ""
+    refit: bool = False
+    holdout: float = 0.5  # refit=true: share of the photos kept out of the fit, for p-values
+    min_reals: int = 20
+    fpr: float | None = None  # a level the new calibration must be able to reach
+    data: DataConfig = field(default_factory=DataConfig)
+    device: str = "auto"
+    seed: int = 0
+    backbone: dict = field(default_factory=dict)
+    auto: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- rules
+@dataclass(frozen=True)
+class Rule:
+    """What a value may be: one of ``choices``, or a number in [lo, hi] (ends open if asked),
+    or whatever ``check`` accepts (it returns the problem, or None)."""
+
+    choices: tuple[str, ...] = ()
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    check: Callable[[Any], str | None] | None = None
+    auto: bool = False  # ``auto`` is also allowed (resolved for the device by resolve_auto)
+
+    def problem(self, value: Any) -> str | None:
+        if value is None:
+            return None  # nullable fields: None passed the type check
+        if self.choices and value not in self.choices:
+            return f"choose one of {', '.join(self.choices)}"
+        if self.lo is not None or self.hi is not None:
+            below = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
+            above = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
+            if below or above:
+                return _range_text(self)
+        return self.check(value) if self.check else None
+
+
+def _range_text(r: Rule) -> str:
+    lo, hi = _num(r.lo), _num(r.hi)
+    if r.hi is None:
+        return f"must be {'>' if r.lo_open else '>='} {lo}"
+    if r.lo is None:
+        return f"must be {'<' if r.hi_open else '<='} {hi}"
+    return f"must be in {'(' if r.lo_open else '['}{lo}, {hi}{')' if r.hi_open else ']'}"
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _band(value: str) -> str | None:
+    if all(b in BANDS for b in value.split("+")):
+        return None
+    return f"choose one of {', '.join(BANDS)}, or a '+' union such as low+high"
+
+
+def _device(value: str) -> str | None:
+    if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        return None
+    return "use auto, cpu, mps, cuda or cuda:N"
+
+
+def _backbone_name(value: str) -> str | None:
+    # open_clip's and timm's registries are dict lookups: a typo fails here, not after minutes
+    # of setup (load_backbone then checks the name against backbone.family).
+    return name_problem(value)
+
+
+def _not_empty(value: str) -> str | None:
+    return "must not be empty" if not value.strip() else None
+
+
+def _reencode_problem(value: str) -> str | None:
+    """``data.reencode``: none, jpeg<Q> or short<S>+jpeg<Q> (clipflow.data.benchmarks)."""
+    from ..errors import DataError
+    from ..transforms.reencode import parse_reencode
+
+    try:
+        parse_reencode(value)
+    except DataError:
+        return "use none, jpeg<quality 1-100> (e.g. jpeg96) or short<pixels>+jpeg<quality>"
+    return None
+
+
+def _ge(lo: float, hi: float | None = None) -> Rule:
+    return Rule(lo=lo, hi=hi)
+
+
+def _unit(lo_open: bool = True, hi_open: bool = False) -> Rule:
+    return Rule(lo=0.0, hi=1.0, lo_open=lo_open, hi_open=hi_open)
+
+
+_SEED = Rule(lo=0, hi=2**32 - 1)
+_DEVICE = Rule(check=_device)
+_LOADER_BATCH = _ge(1, 65536)
+_WORKERS = _ge(0, 256)
+_POSITIVE = Rule(lo=0.0, lo_open=True)
+
+# Keys as the user types them (YAML paths). Fields without a rule only get the type check.
+RULES: dict[str, Rule] = {
+    "mode": Rule(choices=MODES),
+    "loss": Rule(choices=LOSSES),
+    "seed": _SEED,
+    "device": _DEVICE,
+    "logger": Rule(choices=("none", "tensorboard")),
+    "backbone.name": Rule(check=_backbone_name),
+    "backbone.precision": Rule(choices=(*PRECISIONS, AUTO), auto=True),
+    "backbone.compile": Rule(auto=True),
+    "backbone.preprocess": Rule(choices=("paper", "univfd")),
+    "backbone.family": Rule(choices=FAMILIES),
+    "backbone.layers": _ge(-1024, 1024),
+    "backbone.layer_pool": Rule(choices=LAYER_POOLS),
+    "proxy.name": Rule(choices=PROXY_NAMES),
+    "proxy.band": Rule(check=_band),
+    "proxy.ratio": _unit(),
+    "proxy.mask_mode": Rule(choices=MASK_MODES),
+    "proxy.sigma": Rule(lo=0.0, hi=100.0, lo_open=True),
+    "proxy.amount": _ge(0.0, 100.0),
+    "proxy.brightness": _ge(0.0, 10.0),
+    "proxy.contrast": _ge(0.0, 10.0),
+    "proxy.saturation": _ge(0.0, 10.0),
+    "proxy.hue": _ge(0.0, 0.5),
+    "flow.dr_dim": _ge(0, 4096),
+    "flow.n_blocks": _ge(1, 64),
+    "flow.hidden_mult": _ge(1, 64),
+    "flow.clamp": Rule(lo=0.0, hi=100.0, lo_open=True),
+    "flow.block": Rule(choices=BLOCKS),
+    "train.lr": Rule(lo=0.0, hi=1.0, lo_open=True),
+    "train.batch_size": _ge(1, 2**20),
+    "train.epochs": _ge(1, 100_000),
+    "train.ram_budget_gb": Rule(lo=0.0, hi=2**20, lo_open=True),
+    "data.per_class": _ge(1),
+    "data.val_fraction": _unit(hi_open=True),
+    "data.views": _ge(0, 1000),
+    "data.protocol": Rule(choices=("all", "univfd")),
+    "data.benchmark": Rule(
+        choices=("auto", "univfd", "genimage", "chameleon", "synthbuster", "wildrf")
+    ),
+    "data.reencode": Rule(check=_reencode_problem),
+    "data.max_per_class": _ge(1),
+    "data.batch_size": Rule(lo=1, hi=65536, auto=True),
+    "data.num_workers": Rule(lo=0, hi=256, auto=True),
+    "data.prefetch_factor": _ge(1, 64),
+    "data.decode": Rule(choices=("pil", "nvjpeg", AUTO), auto=True),
+    "data.cache_shard_size": _ge(1, 2**24),
+    "stages": Rule(
+        check=lambda v: None if v in ("train", "val", "test") else "use train, val, test"
+    ),
+    "detect.format": Rule(
+        check=lambda v: None if v.lower() in ("jsonl", "csv") else "use jsonl or csv"
+    ),
+    "detect.fpr": _unit(hi_open=True),
+    "calibrate.fpr": _unit(hi_open=True),
+    "calibrate.holdout": Rule(lo=0.0, hi=0.9, lo_open=True),
+    "calibrate.min_reals": _ge(1, 10**9),
+    "detect.unsure_k": _ge(1, 8),  # = len(conformal.UNSURE_COPIES)
+    "detect.batch_size": _LOADER_BATCH,
+    "detect.num_workers": _WORKERS,
+    "detect.inputs": Rule(check=_not_empty),
+    "chain.max_len": _ge(1, len(CHAIN_OPS)),
+    "chain.ops": Rule(choices=CHAIN_OPS),
+}
+
+
+# ---------------------------------------------------------------- typing
+def check(key: str, value: Any, hint: Any, rule_key: str | None = None) -> Any:
+    """Coerce one value and apply its rule (looked up under ``rule_key``, default ``key``).
+    ``auto`` stays ``auto`` where the rule allows it, whatever the field's type."""
+    rule = RULES.get(rule_key or key)
+    if rule is not None and rule.auto and isinstance(value, str) and value.strip() == AUTO:
+        return AUTO
+    typed = coerce(key, value, hint)
+    if rule is not None:
+        for item in typed if isinstance(typed, list) else [typed]:
+            problem = rule.problem(item)
+            if problem:
+                raise bad_value(key, value if not isinstance(typed, list) else item, problem)
+    return typed
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _typed_fields(cls: type, values: Any, where: str, partial: bool = False) -> dict[str, Any]:
+    """Checked keyword arguments for ``cls`` from a mapping; unknown keys are errors.
+    ``partial`` keeps only the keys given and drops nulls (backbone overrides of a checkpoint)."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise bad_value(where, values, "must be a mapping of keys to values")
+    hints = _hints(cls)
+    unknown = sorted(map(str, set(values) - set(hints)))
+    if unknown:
+        raise SettingsError(
+            f"unknown key(s) {', '.join(shown(f'{where}.{k}') for k in unknown)}; "
+            f"known under {where}: {', '.join(sorted(hints))}"
+        )
+    out = {}
+    for name, value in values.items():
+        if partial and value is None:
+            continue
+        out[name] = check(f"{where}.{name}", value, hints[name])
+    return out
+
+
+def _build(cls, values: Any, where: str):
+    return cls(**_typed_fields(cls, values, where))
+
+
+def _top_level(cfg: Any, known: set[str]) -> dict:
+    if not isinstance(cfg, dict):
+        raise SettingsError(f"settings must be a mapping, got {type(cfg).__name__}")
+    unknown = sorted(map(shown, set(cfg) - known))
+    if unknown:
+        raise SettingsError(
+            f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return cfg
+
+
+# ---------------------------------------------------------------- builders
+_TRAIN_KEYS = {"backbone", "proxy", "flow", "train", "data", "device", "seed", "mode", "loss"}
+_TRAIN_KEYS |= {"logger"}
+
+
+def train_settings(cfg: dict) -> TrainSettings:
+    """Typed, checked settings from a plain dict (``OmegaConf.to_container(cfg, resolve=True)``).
+
+    ``mode`` and ``loss`` are top-level keys (Hydra overrides ``mode=P``) stored in
+    :class:`TrainConfig`; ``seed`` also seeds the flow's permutations.
+    """
+    cfg = _top_level(cfg, _TRAIN_KEYS)
+    seed = check("seed", cfg.get("seed", 0), int)
+    train_values = dict(_section(cfg, "train"))
+    for key in ("mode", "loss"):  # top-level keys win over train.mode / train.loss
+        if key in cfg:
+            train_values[key] = cfg[key]
+    train_values = _typed_fields(TrainConfig, train_values, "train")
+    for key in ("mode", "loss"):
+        if key in train_values:
+            train_values[key] = check(key, train_values[key], str)
+    train_values["seed"] = seed
+    flow_values = {**_typed_fields(FlowConfig, _section(cfg, "flow"), "flow"), "perm_seed": seed}
+    settings = TrainSettings(
+        backbone=_build(BackboneConfig, cfg.get("backbone"), "backbone"),
+        proxy=_build(ProxyConfig, cfg.get("proxy"), "proxy"),
+        flow=FlowConfig(**flow_values),
+        train=TrainConfig(**train_values),
+        data=_build(DataConfig, cfg.get("data"), "data"),
+        device=check("device", cfg.get("device", "auto"), str),
+        seed=seed,
+        logger=check("logger", cfg.get("logger", "none"), str),
+    )
+    return resolve_auto(settings)
+
+
+def _section(cfg: dict, name: str) -> dict:
+    value = cfg.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise bad_value(name, value, "must be a mapping of keys to values")
+    return value or {}
+
+
+def extract_settings(cfg: dict) -> tuple[TrainSettings, list[str]]:
+    """clipflow-extract: the training settings plus ``stages`` (a subset of train, val, test)."""
+    values = dict(_top_level(cfg, _TRAIN_KEYS | {"stages"}))
+    stages = values.pop("stages", [])
+    return train_settings(values), check("stages", stages or [], list[str])
+
+
+def eval_settings(cfg: dict) -> EvalSettings:
+    """clipflow-eval: checkpoint, data, device, seed, backbone overrides, perturbations."""
+    cfg = _top_level(cfg, {"ckpt", "data", "device", "seed", "backbone", "perturb", "chain"})
+    seed = check("seed", cfg.get("seed", 0), int)
+    chain = _chain(cfg.get("chain"))
+    settings = EvalSettings(
+        ckpt=check("ckpt", cfg.get("ckpt") or "", str),
+        data=_build(DataConfig, cfg.get("data"), "data"),
+        device=check("device", cfg.get("device", "auto"), str),
+        seed=seed,
+        backbone=_backbone_overrides(cfg.get("backbone")),
+        perturb=_perturbations(cfg.get("perturb"), chain, seed),
+        chain=chain,
+    )
+    return resolve_auto(settings)
+
+
+def _perturbations(spec: Any, chain: ChainConfig, seed: int) -> list[Perturbation]:
+    if spec is not None and not isinstance(spec, (str, list, tuple)):
+        raise bad_value("perturb", spec, "must be a name or a list of names")
+    try:
+        return resolve_with_chains(spec, chain, seed)
+    except ClipflowError as err:
+        raise bad_value("perturb", spec, str(err)) from None
+
+
+def _chain(values: Any) -> ChainConfig:
+    """``chain.*``, each value checked, then together (max_len ≤ number of distinct ops)."""
+    chain = _build(ChainConfig, values, "chain")
+    problem = check_chain_config(chain)
+    if problem:
+        raise SettingsError(problem)
+    return chain
+
+
+def _backbone_overrides(values: Any) -> dict:
+    """Backbone fields overriding the checkpoint's: checked like ``backbone.*``, nulls dropped."""
+    return _typed_fields(BackboneConfig, values, "backbone", partial=True)
+
+
+def detect_settings(cfg: dict) -> DetectSettings:
+    """clipflow-detect: checkpoint, inputs, output, loader and backbone overrides."""
+    cfg = _top_level(cfg, {f.name for f in fields(DetectSettings)})
+    hints = _hints(DetectSettings)
+    values = {
+        name: check(name, value, hints[name], name if name == "device" else f"detect.{name}")
+        for name, value in cfg.items()
+        if name != "backbone" and not (name == "ckpt" and value is None)
+    }
+    settings = DetectSettings(**values, backbone=_backbone_overrides(cfg.get("backbone")))
+    # precision/compile overrides of the checkpoint's backbone may say auto
+    settings.backbone = resolve_backbone_overrides(settings.backbone, settings.device)
+    return settings
+
+
+def calibrate_settings(cfg: dict) -> CalibrateSettings:
+    """clipflow-calibrate: checkpoint, the user's reals (data.real_root), output, refit."""
+    cfg = _top_level(cfg, {f.name for f in fields(CalibrateSettings)} - {"auto"})
+    hints = _hints(CalibrateSettings)
+    plain = ("ckpt", "out", "refit", "holdout", "min_reals", "fpr")
+    values = {
+        name: check(name, cfg[name], hints[name], f"calibrate.{name}")
+        for name in plain
+        if name in cfg and not (name in ("ckpt", "out") and cfg[name] is None)
+    }
+    settings = CalibrateSettings(
+        **values,
+        data=_build(DataConfig, cfg.get("data"), "data"),
+        device=check("device", cfg.get("device", "auto"), str),
+        seed=check("seed", cfg.get("seed", 0), int),
+        backbone=_backbone_overrides(cfg.get("backbone")),
+    )
+    return resolve_auto(settings)

@@ -1,0 +1,1 @@
+"""Image-to-image transforms: Fourier proxies, perturbations, chains, re-encoding."""
