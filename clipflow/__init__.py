@@ -1,6 +1,6 @@
 """CLIP-Flow: AI-generated image detection with a normalizing flow on frozen CLIP features."""
 
-__version__ = "0.1.0"
+from .core.versions import __version__
 
 __all__ = ["Detector", "__version__"]
 

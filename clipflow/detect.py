@@ -47,6 +47,7 @@ from .errors import ClipflowError, UnreadableImageError
 from .eval.conformal import ConformalCalibration, check_level, unsure_perturbations
 from .eval.metrics import false_positive_rate
 from .features.extract import extract_features
+from .features.loader import Loader
 from .flow.model import score_features
 from .settings.auto import resolve_device
 
@@ -307,12 +308,10 @@ class Detector:
             self.backbone,
             paths,
             self.transform,
-            variants=[None, *copies],
-            device=self.device,
-            batch_size=self.batch_size,
-            num_workers=workers,
+            [None, *copies],
+            self.device,
+            Loader(self.batch_size, workers, max_pixels=self.max_pixels),
             desc=desc,
-            max_pixels=self.max_pixels,
         )
         scores = np.stack(
             [score_features(self.model, f, device=self.device).numpy() for f in fs.features]

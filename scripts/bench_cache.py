@@ -40,7 +40,7 @@ from clipflow.features.cache import (
     cached_extract,
     file_key,
 )
-from clipflow.features.extract import IDENTITY
+from clipflow.transforms.variant import IDENTITY
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

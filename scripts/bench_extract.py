@@ -37,11 +37,11 @@ from clipflow.backbones.preprocess import build_transform
 from clipflow.data.synthetic import natural_image
 from clipflow.eval.metrics import dataset_metrics
 from clipflow.features.cache import FeatureCache, cached_extract
-from clipflow.features.extract import IDENTITY
+from clipflow.features.loader import Loader
 from clipflow.flow.fit import TrainConfig, fit
 from clipflow.flow.model import CLIPFlow, FlowConfig, score_features
-from clipflow.runs.train import loader_options
 from clipflow.settings.config import train_settings
+from clipflow.transforms.variant import IDENTITY
 
 BACKBONES = {
     "tiny": dict(name="tiny", pretrained=None),
@@ -81,22 +81,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_extract(backbone, paths, device, cache, **loader) -> float:
+def time_extract(backbone, paths, device, cache, loader: Loader) -> float:
     """Images per second for one extraction (after a one-batch warm-up)."""
     tf = build_transform(backbone)
-    cached_extract(
-        backbone,
-        paths[: loader.get("batch_size", 64)],
-        tf,
-        [IDENTITY],
-        None,
-        device,
-        desc="warm-up",
-        **loader,
-    )
+    warm = paths[: loader.batch_size]
+    cached_extract(backbone, warm, tf, [IDENTITY], None, device, loader, desc="warm-up")
     _sync(device)
     start = time.perf_counter()
-    fs = cached_extract(backbone, paths, tf, [IDENTITY], cache, device, desc="timed", **loader)
+    fs = cached_extract(backbone, paths, tf, [IDENTITY], cache, device, loader, desc="timed")
     _sync(device)
     assert len(fs.paths) == len(paths), "every benchmark image must be read"
     return len(paths) / (time.perf_counter() - start)
@@ -114,9 +106,9 @@ class NoBackbone(torch.nn.Module):
         return images.new_zeros(len(images), self.feature_dim)
 
 
-def time_input_only(backbone, paths, device, **loader) -> float:
+def time_input_only(backbone, paths, device, loader: Loader) -> float:
     """Images/s from JPEG files to normalised batches on ``device`` (no model, no cache)."""
-    return time_extract(NoBackbone(backbone), paths, device, None, **loader)
+    return time_extract(NoBackbone(backbone), paths, device, None, loader)
 
 
 def time_model_only(backbone, device: str, batch: int, n_batches: int = 8) -> float:
@@ -172,7 +164,7 @@ def time_default(s, paths, device) -> float:
     backbone = load_backbone(s.backbone, device)
     with tempfile.TemporaryDirectory() as cache_dir:
         return time_extract(
-            backbone, paths, device, FeatureCache(cache_dir), **loader_options(s.data)
+            backbone, paths, device, FeatureCache(cache_dir), Loader.from_data(s.data)
         )
 
 
@@ -209,28 +201,17 @@ def run(args) -> dict:
                 paths[: args.n_baseline],
                 device,
                 None,
-                batch_size=128,
-                num_workers=4,
-                decode="pil",
+                Loader(batch_size=128, num_workers=4, decode="pil"),
             )
         }
-        fast_loader = {
-            "batch_size": args.fast_batch,
-            "num_workers": args.workers,
-            "prefetch_factor": 4,
-        }
         for decode in args.decoders:
+            fast = Loader(args.fast_batch, args.workers, decode, prefetch_factor=4)
             with tempfile.TemporaryDirectory() as cache_dir:
                 row[f"fast_{decode}"] = time_extract(
-                    fast_bb,
-                    paths[: args.n_fast],
-                    device,
-                    FeatureCache(cache_dir),
-                    decode=decode,
-                    **fast_loader,
+                    fast_bb, paths[: args.n_fast], device, FeatureCache(cache_dir), fast
                 )
             row[f"input_only_{decode}"] = time_input_only(
-                fast_bb, paths[: args.n_fast], device, decode=decode, **fast_loader
+                fast_bb, paths[: args.n_fast], device, fast
             )
         row["default"] = time_default(defaults, paths[: args.n_fast], device)
         best = max(v for k, v in row.items() if k.startswith("fast_"))

@@ -75,7 +75,8 @@ def measure(n: int, data: Path, workers: int) -> dict:
     from clipflow.backbones.backbone import BackboneConfig, load_backbone
     from clipflow.backbones.preprocess import build_transform
     from clipflow.features.cache import FeatureCache, cached_extract
-    from clipflow.features.extract import IDENTITY
+    from clipflow.features.loader import Loader
+    from clipflow.transforms.variant import IDENTITY
 
     paths = make_jpegs(data, n)
     base = _rss_mb(resource.RUSAGE_SELF)
@@ -88,8 +89,7 @@ def measure(n: int, data: Path, workers: int) -> dict:
             [IDENTITY],
             FeatureCache(cache_dir),
             "cpu",
-            batch_size=256,
-            num_workers=workers,
+            Loader(batch_size=256, num_workers=workers),
             desc=f"{n} images",
         )
         return {

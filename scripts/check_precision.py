@@ -27,6 +27,7 @@ from clipflow.backbones.backbone import BackboneConfig, load_backbone
 from clipflow.backbones.preprocess import build_transform
 from clipflow.data.synthetic import fake_image, natural_image
 from clipflow.features.extract import extract_features
+from clipflow.features.loader import Loader
 
 MIN_COSINE = 0.999  # every image's features vs fp32
 MAX_AP_DIFF = 0.1  # points of AP of the fp32-fitted read-out
@@ -55,9 +56,8 @@ def features(
     backbone_kw: dict, precision: str, paths, device, num_workers: int = 4
 ) -> torch.Tensor:
     bb = load_backbone(BackboneConfig(precision=precision, **backbone_kw), device)
-    return extract_features(
-        bb, paths, build_transform(bb), device=device, batch_size=128, num_workers=num_workers
-    ).features[0]
+    loader = Loader(batch_size=128, num_workers=num_workers)
+    return extract_features(bb, paths, build_transform(bb), [None], device, loader).features[0]
 
 
 def check(backbone: str, device: str, n: int, precisions: list[str], num_workers: int = 4) -> dict:

@@ -22,10 +22,10 @@ from clipflow.backbones.preprocess import build_transform
 from clipflow.checkpoints.checkpoint import eval_backbone_config, load_checkpoint
 from clipflow.checkpoints.schema import validate_meta
 from clipflow.features.cache import FeatureCache
-from clipflow.features.extract import IDENTITY
 from clipflow.runs.evaluate import eval_metadata
 from clipflow.runs.train import run_train
 from clipflow.settings.config import detect_settings, eval_settings, train_settings
+from clipflow.transforms.variant import IDENTITY
 
 REPO = Path(__file__).resolve().parents[1]
 

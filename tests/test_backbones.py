@@ -31,12 +31,12 @@ from clipflow.backbones.preprocess import build_transform
 from clipflow.checkpoints.checkpoint import load_checkpoint
 from clipflow.errors import BackboneError, CheckpointError, ClipflowError
 from clipflow.features.cache import CACHE_VERSION, FeatureCache, _hash
-from clipflow.features.extract import IDENTITY
 from clipflow.paper.experiments import compose_settings, named_experiments
 from clipflow.paper.reproduce import run_reproduce
 from clipflow.runs.evaluate import run_eval
 from clipflow.runs.train import run_train
 from clipflow.settings.config import EvalSettings, SettingsError, eval_settings, train_settings
+from clipflow.transforms.variant import IDENTITY
 
 TIMM_TINY = ("backbone.family=timm", "backbone.name=test_vit", "backbone.pretrained=null")
 OPEN_CLIP_TIMM_TINY = ("backbone.name=clipflow-tiny-timm",)
@@ -356,7 +356,7 @@ def test_docs_example_runs(tmp_path, monkeypatch):
 
 
 def test_model_card_names_family_and_blocks(tiny_run):
-    from clipflow.checkpoints.hub import _card_model
+    from clipflow.checkpoints.push import _card_model
 
     meta = json.loads((tiny_run / "model.json").read_text())
     assert "`open_clip`, tower output" in _card_model(meta)

@@ -18,17 +18,17 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import clipflow.features.cache as cache_mod
-import clipflow.runs.train as pipeline
+import clipflow.runs.extract as extract_job
 from clipflow.backbones.backbone import BackboneConfig, load_backbone
 from clipflow.backbones.preprocess import build_transform
 from clipflow.cli import extract as extract_cli
 from clipflow.core.fileio import atomic_write_text
 from clipflow.errors import DataError
-from clipflow.features.cache import FeatureCache, cached_extract
-from clipflow.features.extract import IDENTITY, Variant
-from clipflow.runs.train import feature_cache
+from clipflow.features.cache import FeatureCache, cached_extract, feature_cache
+from clipflow.features.loader import Loader
 from clipflow.settings.config import train_settings
 from clipflow.transforms.proxy import ProxyConfig, build_proxy
+from clipflow.transforms.variant import IDENTITY, Variant
 
 
 class CountingBackbone(torch.nn.Module):
@@ -108,10 +108,10 @@ def test_interrupted_extraction_resumes_from_complete_shards(setup, monkeypatch)
 
     monkeypatch.setattr(cache_mod, "iter_feature_batches", interrupted_stream)
     with pytest.raises(KeyboardInterrupt):
-        cached_extract(bb, paths, tf, [IDENTITY], cache, batch_size=1)
+        cached_extract(bb, paths, tf, [IDENTITY], cache, loader=Loader(batch_size=1))
     monkeypatch.setattr(cache_mod, "iter_feature_batches", real_stream)
     bb.seen = 0
-    resumed = cached_extract(bb, paths, tf, [IDENTITY], cache, batch_size=1)
+    resumed = cached_extract(bb, paths, tf, [IDENTITY], cache, loader=Loader(batch_size=1))
     assert bb.seen == 3  # shards 2 and 3 only (2 + 1 images); shard 1 came from disk
     assert torch.allclose(resumed.features, reference.features, atol=1e-6)
     assert not list(Path(cache.root).rglob("*.tmp"))
@@ -256,7 +256,7 @@ def test_pipeline_checks_the_cache_dir_before_extracting(tmp_path, monkeypatch):
     cache = feature_cache(data)
     assert cache is not None and cache.read_only  # probed up front, not at the first write
     # clipflow-extract's whole job is filling the cache: it stops before loading the backbone.
-    monkeypatch.setattr(pipeline, "load_backbone", lambda *a: pytest.fail("backbone loaded"))
+    monkeypatch.setattr(extract_job, "load_backbone", lambda *a: pytest.fail("backbone loaded"))
     s = train_settings(
         {
             "device": "cpu",
@@ -265,7 +265,7 @@ def test_pipeline_checks_the_cache_dir_before_extracting(tmp_path, monkeypatch):
         }
     )
     with pytest.raises(DataError, match="cannot write the feature cache"):
-        pipeline.run_extract(s, ["train"], tmp_path / "run")
+        extract_job.run_extract(s, ["train"], tmp_path / "run")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")

@@ -19,6 +19,7 @@ from clipflow.data.synthetic import fake_image, natural_image
 from clipflow.errors import BackboneError
 from clipflow.features.device_decode import decode_on_device, read_payload
 from clipflow.features.extract import extract_features
+from clipflow.features.loader import Loader
 
 
 def _tiny(**kw):
@@ -91,7 +92,7 @@ def test_device_decode_path_matches_pil_path(jpeg_set, device):
     bb = _tiny().to(device)
     tf = build_transform(bb)
     pil = extract_features(bb, paths, tf, device=device)
-    dev = extract_features(bb, paths, tf, device=device, decode="nvjpeg", batch_size=7)
+    dev = extract_features(bb, paths, tf, [None], device, Loader(batch_size=7, decode="nvjpeg"))
     assert dev.paths == pil.paths
     assert _cosine(dev.features[0], pil.features[0]).min() >= 0.999
 

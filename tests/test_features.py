@@ -13,11 +13,13 @@ from clipflow.backbones.preprocess import build_transform
 from clipflow.checkpoints.checkpoint import load_checkpoint
 from clipflow.data.imageio import list_images, load_image, pil_to_uint8_tensor
 from clipflow.errors import ClipflowError
-from clipflow.features.extract import IDENTITY, ImageFileDataset, Variant, extract_features
+from clipflow.features.extract import ImageFileDataset, extract_features
+from clipflow.features.loader import Loader
 from clipflow.flow.fit import TrainConfig, _view
 from clipflow.runs.train import augmentation, n_views, proxy_variant, run_train, train_features
 from clipflow.settings.config import DataConfig, TrainSettings, train_settings
 from clipflow.transforms.proxy import ProxyConfig, build_proxy
+from clipflow.transforms.variant import IDENTITY, Variant
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def tiny():
 def test_hostile_corpus_is_scored_or_skipped_with_reasons(tiny, tmp_path: Path):
     make_hostile_files(tmp_path)
     paths = list_images(tmp_path)
-    fs = extract_features(tiny, paths, build_transform(tiny), batch_size=4)
+    fs = extract_features(tiny, paths, build_transform(tiny), loader=Loader(batch_size=4))
     assert len(fs.paths) + len(fs.skipped) == len(paths)
     skipped = {Path(p).name: reason for p, reason in fs.skipped}
     assert skipped and all(reason for reason in skipped.values())
@@ -43,9 +45,9 @@ def test_train_augmentation_is_independent_of_batch_size(tiny, tmp_path: Path):
     paths = [write_image(tmp_path / f"{i}.png", size=(40 + i, 300), seed=i) for i in range(5)]
     proxy = build_proxy(ProxyConfig(), default_ratio=0.1)
     tf = build_transform(tiny, train=True)
-    a = extract_features(tiny, paths, tf, [None, proxy], batch_size=1, seed=3)
-    b = extract_features(tiny, paths, tf, [None, proxy], batch_size=5, seed=3)
-    c = extract_features(tiny, paths, tf, [None, proxy], batch_size=5, seed=4)
+    a = extract_features(tiny, paths, tf, [None, proxy], loader=Loader(batch_size=1), seed=3)
+    b = extract_features(tiny, paths, tf, [None, proxy], loader=Loader(batch_size=5), seed=3)
+    c = extract_features(tiny, paths, tf, [None, proxy], loader=Loader(batch_size=5), seed=4)
     assert a.features.shape == (2, 5, tiny.feature_dim)
     assert torch.allclose(a.features, b.features, atol=1e-5)
     assert not torch.allclose(a.features[1], c.features[1], atol=1e-5)  # fresh masks per seed

@@ -399,7 +399,7 @@ def test_non_utf8_name_is_scored_by_train_eval_and_detect(
 
 
 def test_non_utf8_name_is_extracted_into_the_cache(tmp_path: Path, trained_run: Path):
-    from clipflow.runs.train import run_extract
+    from clipflow.runs.extract import run_extract
     from clipflow.settings.config import train_settings
 
     write_image(tmp_path / "test" / "gen" / "0_real" / ODD, (24, 24), seed=1)

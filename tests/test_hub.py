@@ -16,7 +16,8 @@ from fixtures_images import make_cnnspot_tree
 from huggingface_hub import ModelCard, constants
 
 from clipflow.checkpoints.checkpoint import load_checkpoint, resolve_checkpoint_path
-from clipflow.checkpoints.hub import parse_hub_ref, plan_push
+from clipflow.checkpoints.hub import parse_hub_ref
+from clipflow.checkpoints.push import plan_push
 from clipflow.cli import detect as detect_cli
 from clipflow.cli import evaluate as eval_cli
 from clipflow.cli import push as push_cli

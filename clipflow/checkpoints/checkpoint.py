@@ -26,19 +26,18 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .. import __version__
 from ..backbones.backbone import (
     BackboneConfig,
     identity_mismatch,
 )
 from ..backbones.protocol import CUSTOM
 from ..core.fileio import atomic_write, atomic_write_text, file_sha256
+from ..core.versions import __version__
 from ..errors import CheckpointError, first_line
 from ..flow.model import CLIPFlow, FlowConfig
-from .schema import FORMAT, FORMAT_VERSION, short, validate_meta
+from .hub import fetch_checkpoint, is_hub_ref
+from .schema import FORMAT, FORMAT_VERSION, META_NAME, WEIGHTS_NAME, short, validate_meta
 
-WEIGHTS_NAME = "model.safetensors"
-META_NAME = "model.json"
 SPEC_TENSOR = "spec"
 SCORES_TENSOR = "val_real_scores"
 
@@ -148,10 +147,8 @@ def _write_weights(weights: Path, tensors: dict[str, torch.Tensor]) -> str:
 def resolve_checkpoint_path(path: str | Path) -> tuple[Path, Path]:
     """(weights, json) for a checkpoint file, its JSON, the folder holding them, or a Hub
     checkpoint ``hf://OWNER/NAME[@REVISION]`` (fetched into the Hugging Face cache)."""
-    if isinstance(path, str) and path.startswith("hf://"):
-        from .hub import fetch_checkpoint  # hub.py imports this module
-
-        path = fetch_checkpoint(path)
+    if is_hub_ref(path):
+        path = fetch_checkpoint(str(path))
     p = Path(path).expanduser()
     if not p.exists():
         raise CheckpointError(

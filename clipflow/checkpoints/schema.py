@@ -20,6 +20,9 @@ from ..backbones.protocol import CUSTOM
 from ..errors import CheckpointError
 
 FORMAT = "clipflow-checkpoint"
+# The two files of a checkpoint (weights + the model.json this schema checks).
+WEIGHTS_NAME = "model.safetensors"
+META_NAME = "model.json"
 FORMAT_VERSION = 1
 
 # Caps on the model a checkpoint may describe. They are far above any sensible head (the

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def extract(cfg: DictConfig) -> None:
     # Imported here, not at module level: ``--help`` must answer without torch/open_clip.
     from ..core import distributed
-    from ..runs.train import run_extract
+    from ..runs.extract import run_extract
     from ..settings.config import extract_settings
 
     settings, stages = extract_settings(to_dict(cfg))  # checked before data or model

@@ -17,7 +17,7 @@ KEYS = ("ckpt", "repo", "results", "private", "dry_run")
 
 
 def push(argv: list[str]) -> None:
-    from ..checkpoints.hub import describe_plan, plan_push, push_checkpoint
+    from ..checkpoints.push import describe_plan, plan_push, push_checkpoint
     from ..settings.config import check
     from ..settings.overrides import parse_keys
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from importlib import metadata
 
+# This package's version (pyproject.toml says the same); here, at the bottom layer, so that the
+# checkpoint and hub code can record it without importing the package root.
+__version__ = "0.1.0"
+
 PACKAGES = (
     "clipflow",
     "torch",

@@ -37,16 +37,30 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
+from ..backbones.preprocess import ImageTransform
+from ..backbones.protocol import BackboneProtocol
 from ..core.distributed import Distributed
 from ..core.fileio import atomic_write_bytes, path_key_bytes
-from .extract import FeatureSet, Variant, as_variant, extract_features, iter_feature_batches
+from ..transforms.variant import Variant, VariantFn, as_variant
+from .extract import FeatureSet, extract_features, iter_feature_batches
+from .loader import DEFAULT_LOADER, Loader
 
 log = logging.getLogger(__name__)
+
+
+class CacheSettings(Protocol):
+    """The ``data.*`` fields :func:`feature_cache` reads (settings.config.DataConfig)."""
+
+    cache: bool
+    cache_dir: str | None
+    cache_shard_size: int
+
 
 CACHE_VERSION = 2
 PACK_FORMAT = f"clipflow-feature-pack-{CACHE_VERSION}"
@@ -331,35 +345,36 @@ def _read_features(pack: Pack, dim: int | None) -> torch.Tensor:
 
 
 def cached_extract(
-    backbone,
+    backbone: BackboneProtocol,
     paths: Sequence,
-    transform,
-    variants: Sequence,
+    transform: ImageTransform,
+    variants: Sequence[Variant | VariantFn | None],
     cache: FeatureCache | None,
     device: str | torch.device = "cpu",
-    batch_size: int = 64,
-    num_workers: int = 0,
+    loader: Loader = DEFAULT_LOADER,
+    *,
     seed: int = 0,
     view: int = 0,
     desc: str = "extract",
-    **loader,
 ) -> FeatureSet:
     """:func:`extract_features` through the cache (``cache=None`` extracts directly).
 
-    Only the files the cache lacks (per variant) go through the backbone. ``loader`` holds
-    extract_features' keyword-only loader options (decode, prefetch_factor).
+    Only the files the cache lacks (per variant) go through the backbone.
     """
     variants = [as_variant(v, i) for i, v in enumerate(variants)]
-    args = (device, batch_size, num_workers, seed, view, desc)
+    run = _Run(device, loader, seed, view, desc)
     if cache is None:
-        return extract_features(backbone, paths, transform, variants, *args, **loader)
+        return extract_features(
+            backbone, paths, transform, variants, device, loader, seed=seed, view=view, desc=desc
+        )
     if cache.read_only is None:
         cache.check()
     paths = [str(p) for p in paths]
     fkeys = [file_key(p) for p in paths]
     dim = backbone.feature_dim
-    max_pixels = loader.get("max_pixels")
-    keys = [cache.setting_key(backbone, transform, v, seed, view, max_pixels) for v in variants]
+    keys = [
+        cache.setting_key(backbone, transform, v, seed, view, loader.max_pixels) for v in variants
+    ]
     known = [cache.lookup(key, set(fkeys), dim) for key in keys]
     dist = Distributed.current()
     dist.barrier()  # every rank looked before any rank writes: all see the same misses
@@ -373,7 +388,7 @@ def cached_extract(
         cache.root,
         len(todo),
     )
-    job = _Job(cache, backbone, transform, variants, keys, paths, fkeys, args, loader)
+    job = _Job(cache, backbone, transform, variants, keys, paths, fkeys, run)
     if todo:
         job.fill(todo, known, dist)
     if dist.world > 1:
@@ -397,19 +412,29 @@ def _missing(fkeys: list[str], known: list[Known]) -> list[int]:
     return todo
 
 
+@dataclass(frozen=True)
+class _Run:
+    """How one cached_extract call extracts what the cache lacks."""
+
+    device: str | torch.device
+    loader: Loader
+    seed: int
+    view: int
+    desc: str
+
+
 @dataclass
 class _Job:
     """One cached_extract call's fixed inputs, for filling what the cache lacks."""
 
     cache: FeatureCache
-    backbone: object
-    transform: object
+    backbone: BackboneProtocol
+    transform: ImageTransform
     variants: list[Variant]
     keys: list[str]
     paths: list[str]
     fkeys: list[str]
-    args: tuple  # device, batch_size, num_workers, seed, view, desc
-    loader: dict
+    run: _Run
 
     def fill(self, todo: list[int], known: list[Known], dist: Distributed) -> None:
         """Extract this rank's chunks of ``todo`` in one stream, storing a pack per chunk."""
@@ -422,19 +447,17 @@ class _Job:
         need = [v for v, kn in enumerate(known) if any(self.fkeys[i] not in kn for i in order)]
         chunk_of = [c for c, chunk in enumerate(chunks) for _ in chunk]
         buffers = [_ChunkBuffer(len(chunk)) for chunk in chunks]
-        device, batch_size, num_workers, seed, view, desc = self.args
+        run = self.run
         stream = iter_feature_batches(
             self.backbone,
             [self.paths[i] for i in order],
             self.transform,
             [self.variants[v] for v in need],
-            device,
-            batch_size,
-            num_workers,
-            seed,
-            view,
-            f"{desc} [{len(order)} of {len(self.paths)} files not cached]",
-            **self.loader,
+            run.device,
+            run.loader,
+            seed=run.seed,
+            view=run.view,
+            desc=f"{run.desc} [{len(order)} of {len(self.paths)} files not cached]",
         )
         for idx, feats, bad in stream:  # feats (K', B, D)
             touched = set()
@@ -499,3 +522,16 @@ def _assemble(known: list[Known], paths: list[str], fkeys: list[str], dim: int) 
     for k, kn in enumerate(known):
         kn.gather([fkeys[i] for i in kept], features[k])
     return FeatureSet(features, [paths[i] for i in kept], skipped)
+
+
+def feature_cache(data: CacheSettings) -> FeatureCache | None:
+    """The configured feature cache, or None when ``data.cache=false``.
+
+    The folder is probed here, before any extraction: an unwritable one is reported in one
+    warning line and the run goes on, extracting what the cache does not already hold.
+    """
+    if not data.cache:
+        return None
+    cache = FeatureCache(data.cache_dir, data.cache_shard_size)
+    cache.check()
+    return cache

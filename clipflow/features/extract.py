@@ -9,56 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..backbones.preprocess import ImageTransform
+from ..backbones.protocol import BackboneProtocol
 from ..core.fileio import path_key_bytes
 from ..data.imageio import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8_tensor
 from ..errors import UnreadableImageError
+from ..transforms.variant import Variant, VariantFn, as_variant
 from .device_decode import decode_on_device, read_payload
+from .loader import DEFAULT_LOADER, Loader
 
 log = logging.getLogger(__name__)
-
-# A variant function maps a uint8 (3, H, W) image + generator to another uint8 image.
-VariantFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One way of seeing an image before the backbone: the image itself, a proxy, a perturbation.
-
-    ``key`` names it stably (it seeds the variant's random draws and keys the feature cache),
-    so a variant's features do not depend on which other variants share the pass.
-    ``crop_key`` set: the random crop is drawn as variant ``crop_key``'s is (e.g. a proxy paired
-    with the natural image's crop), while ``fn`` keeps its own draws. The key must then say
-    so too, since it keys the cache.
-    ``per_file`` set: the function depends on the file (e.g. a random degradation chain drawn
-    per image): ``per_file(path)`` gives that file's function and ``fn`` is not used. The key
-    must then name everything the draw depends on (seed, chain spec), as it keys the cache.
-    """
-
-    key: str
-    fn: VariantFn | None = None
-    crop_key: str | None = None
-    per_file: Callable[[str], VariantFn | None] | None = None
-
-    def fn_for(self, path: str) -> VariantFn | None:
-        """The function applied to ``path``'s image (None: the image itself)."""
-        return self.per_file(path) if self.per_file is not None else self.fn
-
-
-IDENTITY = Variant("identity")
-
-
-def as_variant(v: Variant | VariantFn | None, index: int) -> Variant:
-    """Accept a Variant, a bare function (keyed by position) or None (the image itself)."""
-    if isinstance(v, Variant):
-        return v
-    return IDENTITY if v is None else Variant(f"fn{index}", v)
 
 
 @dataclass
@@ -190,20 +157,16 @@ def _device_stage(dataset: ImageFileDataset, payloads, idx: list[int], device):
 
 
 def iter_feature_batches(
-    backbone,
+    backbone: BackboneProtocol,
     paths: Sequence,
-    transform,
+    transform: ImageTransform,
     variants: Sequence[Variant | VariantFn | None] = (None,),
     device: str | torch.device = "cpu",
-    batch_size: int = 64,
-    num_workers: int = 0,
+    loader: Loader = DEFAULT_LOADER,
+    *,
     seed: int = 0,
     view: int = 0,
     desc: str = "extract",
-    *,
-    decode: str = "pil",
-    prefetch_factor: int = 4,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Iterator[tuple[list[int], torch.Tensor, list[tuple[int, str]]]]:
     """Stream (kept indices, features (K, B, D) on CPU, [(index, reason)] of bad files) per batch.
 
@@ -215,22 +178,20 @@ def iter_feature_batches(
     ``max_pixels`` (by their header) are skipped undecoded (see ``data.max_megapixels``).
     """
     variants = [as_variant(v, i) for i, v in enumerate(variants)]
-    if decode not in ("pil", "nvjpeg"):
-        raise ValueError(f"decode={decode!r}: use pil or nvjpeg")
-    raw = decode == "nvjpeg"
-    dataset = ImageFileDataset(paths, transform, variants, seed, view, raw, max_pixels)
-    loader = DataLoader(
+    raw = loader.decode == "nvjpeg"
+    dataset = ImageFileDataset(paths, transform, variants, seed, view, raw, loader.max_pixels)
+    batches = DataLoader(
         dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
+        batch_size=loader.batch_size,
+        num_workers=loader.num_workers,
         collate_fn=_collate,
         pin_memory=torch.device(device).type == "cuda" and not raw,
-        prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
     )
     normalize = getattr(transform, "normalize", lambda x: x)
     in_flight: _InFlight | None = None
     with tqdm(total=len(dataset), desc=desc, unit="img") as bar:
-        for images, idx, bad in loader:
+        for images, idx, bad in batches:
             bar.update(len(idx) + len(bad))
             if raw and images is not None:
                 images, idx, late_bad = _device_stage(dataset, images, idx, device)
@@ -288,36 +249,26 @@ def _launch(
 
 
 def extract_features(
-    backbone,
+    backbone: BackboneProtocol,
     paths: Sequence,
-    transform,
-    variants=(None,),
-    device="cpu",
-    batch_size: int = 64,
-    num_workers: int = 0,
+    transform: ImageTransform,
+    variants: Sequence[Variant | VariantFn | None] = (None,),
+    device: str | torch.device = "cpu",
+    loader: Loader = DEFAULT_LOADER,
+    *,
     seed: int = 0,
     view: int = 0,
     desc: str = "extract",
-    **loader,
 ) -> FeatureSet:
     """Run ``backbone`` over ``paths`` (see :func:`iter_feature_batches`).
 
     A ``None`` variant is the image itself."""
     paths = [str(p) for p in paths]
     chunks, kept, skipped = [], [], []
-    for idx, feats, bad in iter_feature_batches(
-        backbone,
-        paths,
-        transform,
-        variants,
-        device,
-        batch_size,
-        num_workers,
-        seed,
-        view,
-        desc,
-        **loader,
-    ):
+    batches = iter_feature_batches(
+        backbone, paths, transform, variants, device, loader, seed=seed, view=view, desc=desc
+    )
+    for idx, feats, bad in batches:
         chunks.append(feats)
         kept += idx
         skipped += [(paths[i], reason) for i, reason in bad]

@@ -46,12 +46,12 @@ from ..data.layouts import discover_test_sets, discover_train_images
 from ..errors import ClipflowError, DataError, TrainingDivergedError
 from ..eval.metrics import calibrate_threshold
 from ..eval.report import TABLE_COLUMNS, scores_to_csv, to_csv
+from ..features.cache import feature_cache
 from ..flow.model import score_features
 from ..runs.evaluate import describe_protocol, evaluate_sets, select_test_sets, test_features
 from ..runs.train import (
     DEFAULT_RATIO,
     augmentation,
-    feature_cache,
     train_features,
     train_head,
     validation_features,

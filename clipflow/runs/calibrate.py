@@ -39,12 +39,13 @@ from ..core.versions import package_versions
 from ..data.layouts import discover_train_images
 from ..errors import ClipflowError, DataError
 from ..eval.conformal import CalibrationError, reals_needed
-from ..features.cache import cached_extract
-from ..features.extract import IDENTITY
+from ..features.cache import cached_extract, feature_cache
+from ..features.loader import Loader
 from ..flow.model import score_features
 from ..settings.auto import resolve_device
 from ..settings.config import CalibrateSettings, TrainSettings, train_settings
-from .train import feature_cache, loader_options, train_head
+from ..transforms.variant import IDENTITY
+from .train import train_head
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,9 @@ def _score(s: CalibrateSettings, model, backbone, paths, device):
         [IDENTITY],
         feature_cache(s.data),
         device,
+        Loader.from_data(s.data),
         seed=s.seed,
         desc="calibration features",
-        **loader_options(s.data),
     )
     for path, reason in fs.skipped:
         log.warning("skipped %s: %s", path, reason)

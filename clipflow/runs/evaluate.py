@@ -29,13 +29,13 @@ from ..errors import DataError
 from ..eval.means import check_set_names, summarize
 from ..eval.metrics import dataset_metrics, ours_metrics
 from ..eval.report import write_results
-from ..features.cache import cached_extract
-from ..features.extract import IDENTITY
+from ..features.cache import cached_extract, feature_cache
+from ..features.loader import Loader
 from ..flow.model import score_features
 from ..settings.auto import resolve_device
 from ..settings.config import EvalSettings
 from ..transforms.reencode import describe_reencode, reencode_variant
-from .train import feature_cache, loader_options
+from ..transforms.variant import IDENTITY
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ def test_features(backbone, sets: list[TestSet], data, cache, device, seed: int 
         [variant],
         cache,
         device,
+        Loader.from_data(data),
         seed=seed,
         desc="test features",
-        **loader_options(data),
     )
 
 

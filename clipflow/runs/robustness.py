@@ -22,11 +22,13 @@ from ..errors import DataError
 from ..eval.chain_report import chain_records, length_rows, write_chain_summary
 from ..eval.means import in_paper, paper_first, summarize
 from ..eval.report import describe_run, new_figure, save_png, to_csv, to_markdown, write_results
-from ..features.extract import IDENTITY, extract_features
+from ..features.extract import extract_features
+from ..features.loader import Loader
 from ..flow.model import score_features
 from ..settings.config import EvalSettings, SettingsError
 from ..transforms.chains import ChainLength
 from ..transforms.perturb import CLEAN_STRENGTH, Perturbation
+from ..transforms.variant import IDENTITY
 from .evaluate import eval_metadata, evaluate_sets, prepare_eval
 
 log = logging.getLogger(__name__)
@@ -135,10 +137,9 @@ def score_variants(
             backbone,
             paths[i * chunk : (i + 1) * chunk],
             transform,
-            variants=variants,
-            device=device,
-            batch_size=s.data.batch_size,
-            num_workers=s.data.num_workers,
+            variants,
+            device,
+            Loader(batch_size=s.data.batch_size, num_workers=s.data.num_workers),
             seed=s.seed,
             desc=f"robustness features {i + 1}/{n_chunks}",
         )

@@ -23,26 +23,23 @@ from ..backbones.preprocess import build_transform
 from ..checkpoints.checkpoint import (
     save_checkpoint,
 )
-from ..core import distributed
 from ..core.fileio import atomic_write_text, to_jsonable
 from ..core.versions import package_versions
-from ..data.benchmarks import discover_benchmark_sets
-from ..data.imageio import max_pixels_of
 from ..data.layouts import (
     discover_train_images,
-    listing_skips,
 )
 from ..errors import ClipflowError, DataError, TrainingDivergedError
 from ..eval.metrics import calibrate_threshold
 from ..eval.report import plot_loss, skipped_text, tensorboard_writer, write_history
-from ..features.cache import FeatureCache, cached_extract, file_key
-from ..features.extract import IDENTITY, Variant
+from ..features.cache import cached_extract, feature_cache, file_key
+from ..features.loader import Loader
 from ..features.stream import in_ram_bytes, locate, ram_budget_bytes
 from ..flow.fit import fit
 from ..flow.model import CLIPFlow, score_features
 from ..settings.auto import resolve_device
 from ..settings.config import TrainSettings
 from ..transforms.proxy import ProxyConfig, bandstop, build_proxy
+from ..transforms.variant import IDENTITY, Variant
 
 log = logging.getLogger(__name__)
 
@@ -183,30 +180,6 @@ def validation_paths(s: TrainSettings, held_out: list[Path]) -> list[Path]:
     return held_out
 
 
-def feature_cache(data) -> FeatureCache | None:
-    """The configured feature cache, or None when ``data.cache=false``.
-
-    The folder is probed here, before any extraction: an unwritable one is reported in one
-    warning line and the run goes on, extracting what the cache does not already hold.
-    """
-    if not data.cache:
-        return None
-    cache = FeatureCache(data.cache_dir, data.cache_shard_size)
-    cache.check()
-    return cache
-
-
-def loader_options(data) -> dict:
-    """Extraction loader settings from ``data.*`` (batch, workers, decoder, prefetch)."""
-    return {
-        "batch_size": data.batch_size,
-        "num_workers": data.num_workers,
-        "decode": data.decode,
-        "prefetch_factor": data.prefetch_factor,
-        "max_pixels": max_pixels_of(data.max_megapixels),
-    }
-
-
 def n_views(s: TrainSettings) -> int:
     """Views to extract per training image; epoch e trains on view e mod n_views.
 
@@ -288,10 +261,10 @@ def train_features(s: TrainSettings, backbone, paths, cache, device) -> TrainFea
             variants,
             cache,
             device,
+            Loader.from_data(s.data),
             seed=s.seed,
             view=view,
             desc=f"train features view {view + 1}/{total}",
-            **loader_options(s.data),
         )
         views.append(fs.features)
         kept, skipped = fs.paths, fs.skipped
@@ -312,10 +285,10 @@ def streamed_train_features(
     """
     paths = [str(p) for p in paths]
     fkeys = [file_key(p) for p in paths]
-    opts = loader_options(s.data)
+    loader = Loader.from_data(s.data)
     keys = [
         [
-            cache.setting_key(backbone, transform, v, s.seed, view, opts["max_pixels"])
+            cache.setting_key(backbone, transform, v, s.seed, view, loader.max_pixels)
             for v in variants
         ]
         for view in range(n_views(s))
@@ -327,8 +300,8 @@ def streamed_train_features(
             for c in range(0, len(found.missing), step):
                 chunk = [paths[i] for i in found.missing[c : c + step]]
                 desc = f"train features view {view + 1}/{len(keys)}"
-                args = (backbone, chunk, transform, variants, cache, device)
-                cached_extract(*args, seed=s.seed, view=view, desc=desc, **opts)
+                args = (backbone, chunk, transform, variants, cache, device, loader)
+                cached_extract(*args, seed=s.seed, view=view, desc=desc)
         found = locate(cache, keys, fkeys, backbone.feature_dim)
     if found.missing:
         log.warning("%d training files not cached: features held in RAM", len(found.missing))
@@ -351,9 +324,9 @@ def validation_features(s: TrainSettings, backbone, paths, cache, device):
         [IDENTITY, VALIDATION_PROXY],
         cache,
         device,
+        Loader.from_data(s.data),
         seed=s.seed,
         desc="validation features",
-        **loader_options(s.data),
     )
     if not fs.paths:
         raise DataError("none of the validation images could be read")
@@ -402,58 +375,6 @@ def _require_usable_threshold(scores: np.ndarray, threshold: float) -> None:
         )
     if not np.isfinite(threshold):
         raise TrainingDivergedError(f"the calibrated threshold is {threshold}; retrain")
-
-
-def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
-    """Fill the feature cache for the train / val / test stages (torchrun shards the files)."""
-    unknown = sorted(set(stages) - {"train", "val", "test"})
-    if unknown:
-        raise DataError(f"unknown stage(s) {unknown}: use stages=[train,val,test]")
-    if not s.data.cache:
-        raise DataError("clipflow-extract fills the feature cache: leave data.cache=true")
-    device = distributed.init_from_env(resolve_device(s.device))
-    cache = feature_cache(s.data)  # checked before the backbone loads: no work to lose
-    if cache.read_only:
-        raise DataError(f"clipflow-extract cannot write the feature cache {cache.root}")
-    backbone = load_backbone(s.backbone, device)
-    summary: dict = {"cache_dir": str(cache.root), "backbone": backbone.describe()}
-    split = None
-    if s.data.train_root and {"train", "val"} & set(stages):
-        split = discover_train_images(
-            Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
-        )
-    if "train" in stages and split:
-        tf = train_features(s, backbone, split.train, cache, device)
-        summary["train"] = {
-            "n_images": len(tf.paths),
-            "n_skipped": len(split.skipped) + len(tf.skipped),
-            "views": n_views(s),
-            "mode": s.train.mode,
-        }
-    if "val" in stages and (split or s.data.val_root):
-        val = validation_features(
-            s, backbone, validation_paths(s, split.val if split else []), cache, device
-        )
-        summary["val"] = {"n_images": len(val.paths), "n_skipped": len(val.skipped)}
-    if "test" in stages and s.data.test_root:
-        from .evaluate import test_features  # evaluation builds on this module's helpers
-
-        sets = discover_benchmark_sets(Path(s.data.test_root), s.data.benchmark)
-        fs = test_features(backbone, sets, s.data, cache, device, s.seed)
-        summary["test"] = {
-            "n_images": len(fs.paths),
-            "n_skipped": len(listing_skips(sets)) + len(fs.skipped),
-            "sets": [t.name for t in sets],
-        }
-    if len(summary) == 2:
-        raise DataError(
-            "nothing to extract: pass data.train_root, data.val_root and/or data.test_root"
-        )
-    if distributed.Distributed.current().main:
-        atomic_write_text(
-            Path(run_dir) / "extract.json", json.dumps(summary, indent=2, default=str)
-        )
-    return summary
 
 
 # ----------------------------------------------------------------------------- evaluation

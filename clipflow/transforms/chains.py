@@ -31,8 +31,8 @@ import torch
 
 from ..core.fileio import path_key_bytes
 from ..errors import ClipflowError
-from ..features.extract import Variant, VariantFn
 from .perturb import Perturbation, apply_steps, parse_perturbation, resolve_perturbations
+from .variant import Variant, VariantFn
 
 CHAIN_OPS = ("jpeg", "webp", "resize", "blur", "noise", "crop")
 # The strength range of each op (inclusive), as recent robustness challenges draw them.

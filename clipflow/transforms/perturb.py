@@ -28,7 +28,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from ..errors import ClipflowError
-from ..features.extract import Variant
+from .variant import Variant
 
 # The settings (SPEC-free choices): the strengths social platforms and re-saves reach.
 DEFAULT_NAMES = (

@@ -61,7 +61,7 @@ def parse_reencode(spec: str | None) -> Reencode | None:
 def reencode_variant(spec: str | None):
     """The feature-extraction Variant of ``data.reencode`` (None when off). Its key names the
     re-encoding, so cached features of the original images are never reused for it."""
-    from ..features.extract import Variant
+    from .variant import Variant
 
     r = parse_reencode(spec)
     return None if r is None else Variant(f"reencode:{r.name}", r)

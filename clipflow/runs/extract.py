@@ -1,0 +1,72 @@
+"""clipflow-extract: fill the feature cache for the train / val / test stages ahead of runs.
+
+Kept apart from training and evaluation because it uses both: the training stages'
+feature helpers (:mod:`.train`) and the test sets' (:mod:`.evaluate`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..backbones.backbone import load_backbone
+from ..core import distributed
+from ..core.fileio import atomic_write_text
+from ..data.benchmarks import discover_benchmark_sets
+from ..data.layouts import discover_train_images, listing_skips
+from ..errors import DataError
+from ..features.cache import feature_cache
+from ..settings.auto import resolve_device
+from ..settings.config import TrainSettings
+from .evaluate import test_features
+from .train import n_views, train_features, validation_features, validation_paths
+
+
+def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
+    """Fill the feature cache for the train / val / test stages (torchrun shards the files)."""
+    unknown = sorted(set(stages) - {"train", "val", "test"})
+    if unknown:
+        raise DataError(f"unknown stage(s) {unknown}: use stages=[train,val,test]")
+    if not s.data.cache:
+        raise DataError("clipflow-extract fills the feature cache: leave data.cache=true")
+    device = distributed.init_from_env(resolve_device(s.device))
+    cache = feature_cache(s.data)  # checked before the backbone loads: no work to lose
+    if cache.read_only:
+        raise DataError(f"clipflow-extract cannot write the feature cache {cache.root}")
+    backbone = load_backbone(s.backbone, device)
+    summary: dict = {"cache_dir": str(cache.root), "backbone": backbone.describe()}
+    split = None
+    if s.data.train_root and {"train", "val"} & set(stages):
+        split = discover_train_images(
+            Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
+        )
+    if "train" in stages and split:
+        tf = train_features(s, backbone, split.train, cache, device)
+        summary["train"] = {
+            "n_images": len(tf.paths),
+            "n_skipped": len(split.skipped) + len(tf.skipped),
+            "views": n_views(s),
+            "mode": s.train.mode,
+        }
+    if "val" in stages and (split or s.data.val_root):
+        val = validation_features(
+            s, backbone, validation_paths(s, split.val if split else []), cache, device
+        )
+        summary["val"] = {"n_images": len(val.paths), "n_skipped": len(val.skipped)}
+    if "test" in stages and s.data.test_root:
+        sets = discover_benchmark_sets(Path(s.data.test_root), s.data.benchmark)
+        fs = test_features(backbone, sets, s.data, cache, device, s.seed)
+        summary["test"] = {
+            "n_images": len(fs.paths),
+            "n_skipped": len(listing_skips(sets)) + len(fs.skipped),
+            "sets": [t.name for t in sets],
+        }
+    if len(summary) == 2:
+        raise DataError(
+            "nothing to extract: pass data.train_root, data.val_root and/or data.test_root"
+        )
+    if distributed.Distributed.current().main:
+        atomic_write_text(
+            Path(run_dir) / "extract.json", json.dumps(summary, indent=2, default=str)
+        )
+    return summary
