@@ -42,14 +42,15 @@ from .checkpoints.checkpoint import (
     require_feature_dim,
 )
 from .core.fileio import atomic_write_text, display_path, unwritable_reason
-from .data.imageio import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8_tensor, scan_images
+from .core.machine import resolve_device
+from .data.imageio import DEFAULT_MAX_PIXELS, load_image, scan_images
 from .errors import ClipflowError, UnreadableImageError
 from .eval.conformal import ConformalCalibration, check_level, unsure_perturbations
 from .eval.metrics import false_positive_rate
+from .features.decode import pil_to_uint8_tensor
 from .features.extract import extract_features
 from .features.loader import Loader
 from .flow.model import score_features
-from .settings.auto import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.backbone import load_backbone
+from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
 from clipflow.data.synthetic import write_images
 from clipflow.features.cache import (
@@ -40,6 +41,7 @@ from clipflow.features.cache import (
     cached_extract,
     file_key,
 )
+from clipflow.features.loader import DEFAULT_LOADER
 from clipflow.transforms.variant import IDENTITY
 
 
@@ -94,7 +96,8 @@ def _full_hit(backbone, tf, root: Path, n: int) -> dict:
     """Part (1) at one size: create, fill, then time the cached run and its parts."""
     paths, create_s = _make_files(root / f"files{n}", n)
     cache = FeatureCache(root / f"cache{n}", shard_size=DEFAULT_SHARD_SIZE)
-    key = cache.setting_key(backbone, tf, IDENTITY, 0, 0, None)  # as cached_extract computes it
+    # the key cached_extract computes (its default loader caps pixels at data.max_megapixels)
+    key = cache.setting_key(backbone, tf, IDENTITY, 0, 0, DEFAULT_LOADER.max_pixels)
     dim = backbone.feature_dim
     fill_s = _fill_cache(cache, key, paths, dim)
     guard = backbone.register_forward_pre_hook(_Counter(refuse=True))
@@ -153,7 +156,7 @@ def _incremental(backbone, tf, root: Path, base: int, n_new: int, rows: list[dic
         cache = FeatureCache(cache_dir)
         _fill_cache(
             cache,
-            cache.setting_key(backbone, tf, IDENTITY, 0, 0, None),
+            cache.setting_key(backbone, tf, IDENTITY, 0, 0, DEFAULT_LOADER.max_pixels),
             paths,
             backbone.feature_dim,
         )

@@ -32,14 +32,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.backbone import load_backbone
+from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
 from clipflow.data.synthetic import natural_image
 from clipflow.eval.metrics import dataset_metrics
 from clipflow.features.cache import FeatureCache, cached_extract
 from clipflow.features.loader import Loader
-from clipflow.flow.fit import TrainConfig, fit
-from clipflow.flow.model import CLIPFlow, FlowConfig, score_features
+from clipflow.flow.config import FlowConfig, TrainConfig
+from clipflow.flow.fit import fit
+from clipflow.flow.model import CLIPFlow, score_features
 from clipflow.settings.config import train_settings
 from clipflow.transforms.variant import IDENTITY
 

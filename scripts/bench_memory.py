@@ -72,7 +72,8 @@ def make_jpegs(folder: Path, n: int) -> list[Path]:
 
 def measure(n: int, data: Path, workers: int) -> dict:
     """Runs inside the child process."""
-    from clipflow.backbones.backbone import BackboneConfig, load_backbone
+    from clipflow.backbones.backbone import load_backbone
+    from clipflow.backbones.config import BackboneConfig
     from clipflow.backbones.preprocess import build_transform
     from clipflow.features.cache import FeatureCache, cached_extract
     from clipflow.features.loader import Loader
@@ -125,8 +126,9 @@ def measure_train(
     """Runs inside the child process: locate the packs, train one epoch, report peak RSS."""
     from clipflow.features.cache import FeatureCache
     from clipflow.features.stream import locate
-    from clipflow.flow.fit import TrainConfig, fit
-    from clipflow.flow.model import CLIPFlow, FlowConfig
+    from clipflow.flow.config import FlowConfig, TrainConfig
+    from clipflow.flow.fit import fit
+    from clipflow.flow.model import CLIPFlow
 
     keys = write_packs(data, n, dim, shard=4096)  # written by the parent: keys only
     base = _current_rss_mb()  # imports + the list of N file keys

@@ -25,8 +25,9 @@ import time
 
 import torch
 
-from clipflow.flow.fit import TrainConfig, fit
-from clipflow.flow.model import CLIPFlow, FlowConfig
+from clipflow.flow.config import FlowConfig, TrainConfig
+from clipflow.flow.fit import fit
+from clipflow.flow.model import CLIPFlow
 
 EPOCH_ROWS = 14_400
 DIM = 768

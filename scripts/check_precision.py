@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score
 
-from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.backbone import load_backbone
+from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
 from clipflow.data.synthetic import fake_image, natural_image
 from clipflow.features.extract import extract_features

@@ -16,11 +16,12 @@ from fixtures_images import make_train_tree
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from clipflow.backbones import backbone as backbone_mod
-from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.backbone import load_backbone
+from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
 from clipflow.checkpoints.checkpoint import eval_backbone_config, load_checkpoint
 from clipflow.checkpoints.schema import validate_meta
+from clipflow.core.machine import auto_compile
 from clipflow.features.cache import FeatureCache
 from clipflow.runs.evaluate import eval_metadata
 from clipflow.runs.train import run_train
@@ -245,7 +246,7 @@ def test_failed_compile_falls_back_to_eager_with_the_reason(monkeypatch, caplog)
 def test_auto_in_a_config_built_in_code_resolves_at_load():
     bb = load_backbone(BackboneConfig(name="tiny", pretrained=None, precision="auto"), "cpu")
     assert bb.describe()["precision"] == "fp32" and bb.cfg.precision == "fp32"
-    assert backbone_mod.auto_compile("cpu") is False
+    assert auto_compile("cpu") is False
 
 
 def _check_precision_module():

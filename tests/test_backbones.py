@@ -22,11 +22,11 @@ from fixtures_images import make_cnnspot_tree, make_train_tree
 from clipflow import Detector
 from clipflow.backbones.backbone import (
     Backbone,
-    BackboneConfig,
     BackboneProtocol,
     check_weights_available,
     load_backbone,
 )
+from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
 from clipflow.checkpoints.checkpoint import load_checkpoint
 from clipflow.errors import BackboneError, CheckpointError, ClipflowError

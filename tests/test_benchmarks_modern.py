@@ -15,12 +15,13 @@ import torch
 from fixtures_images import make_cnnspot_tree, write_image
 from PIL import Image
 
-from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.backbone import load_backbone
+from clipflow.backbones.config import BackboneConfig
 from clipflow.cli import evaluate as eval_cli
 from clipflow.cli.check_data import main as check_data_main
 from clipflow.data.benchmarks import (
     KNOWN_COUNTS,
-    PROTOCOLS,
+    LAYOUTS,
     discover_benchmark_sets,
 )
 from clipflow.data.layouts import TestSet
@@ -99,7 +100,7 @@ def test_genimage_val_split_per_generator(tmp_path: Path):
     assert all("/val/nature/" in str(p) for p in sd.real)
     assert all("/val/ai/" in str(p) for p in sd.fake)
     assert {s.benchmark for s in sets.values()} == {"genimage"}
-    assert sd.protocol == PROTOCOLS["genimage"] and sd.protocol.startswith("genimage-val")
+    assert sd.protocol == LAYOUTS["genimage"].protocol and sd.protocol.startswith("genimage-val")
     assert sd.display_name == "GenImage SD V1.4"
 
 
@@ -115,7 +116,7 @@ def test_chameleon_synthbuster_wildrf_layouts(tmp_path: Path):
     assert sorted(wild) == ["wildrf/facebook", "wildrf/reddit", "wildrf/twitter"]
     assert (sets["wildrf/facebook"].n_real, sets["wildrf/facebook"].n_fake) == (4, 2)
     assert all("/test/" in str(p) for p in sets["wildrf/reddit"].real)  # never train/val
-    assert sets["wildrf/reddit"].protocol == PROTOCOLS["wildrf"]
+    assert sets["wildrf/reddit"].protocol == LAYOUTS["wildrf"].protocol
     assert len(sets) == 3 + 1 + 2 + 3
     # pointing at a benchmark's own folder finds the same sets
     inner = _by_name(discover_benchmark_sets(tmp_path / "WildRF" / "test", "auto"))
@@ -218,7 +219,8 @@ def test_check_data_command_in_process(tmp_path: Path, capsys):
 
 def _row(name: str, bench: str, ap: float) -> dict:
     return {
-        "dataset": name, "display_name": name, "benchmark": bench, "protocol": PROTOCOLS[bench],
+        "dataset": name, "display_name": name, "benchmark": bench,
+        "protocol": LAYOUTS[bench].protocol,
         "ap": ap, "acc@val": ap, "acc@oracle": ap, "auc": ap, "real_acc": ap, "fake_acc": ap,
         "n_real": 2, "n_fake": 2,
     }  # fmt: skip

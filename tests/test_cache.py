@@ -19,7 +19,8 @@ from safetensors.torch import save_file
 
 import clipflow.features.cache as cache_mod
 import clipflow.runs.extract as extract_job
-from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.backbone import load_backbone
+from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
 from clipflow.cli import extract as extract_cli
 from clipflow.core.fileio import atomic_write_text
@@ -27,7 +28,8 @@ from clipflow.errors import DataError
 from clipflow.features.cache import FeatureCache, cached_extract, feature_cache
 from clipflow.features.loader import Loader
 from clipflow.settings.config import train_settings
-from clipflow.transforms.proxy import ProxyConfig, build_proxy
+from clipflow.transforms.config import ProxyConfig
+from clipflow.transforms.proxy import build_proxy
 from clipflow.transforms.variant import IDENTITY, Variant
 
 
@@ -52,7 +54,7 @@ class CountingBackbone(torch.nn.Module):
 def setup(tmp_path: Path):
     bb = CountingBackbone(load_backbone(BackboneConfig(name="tiny", pretrained=None)))
     paths = [write_image(tmp_path / "img" / f"{i}.png", size=(48, 64), seed=i) for i in range(5)]
-    proxy = Variant("proxy:low0.1", build_proxy(ProxyConfig(), 0.1))
+    proxy = Variant("proxy:low0.1", build_proxy(ProxyConfig(), "N+P"))
     return bb, paths, proxy, FeatureCache(tmp_path / "cache", shard_size=2)
 
 
@@ -81,7 +83,7 @@ def test_any_change_of_the_key_recomputes(setup, change):
     elif change == "view":
         kwargs["view"] = 1
     elif change == "variant":
-        variants = [Variant("proxy:low1.0", build_proxy(ProxyConfig(ratio=1.0), 0.1))]
+        variants = [Variant("proxy:low1.0", build_proxy(ProxyConfig(ratio=1.0), "N+P"))]
     elif change == "transform":
         tf = build_transform(bb, train=False)
     elif change == "mtime":

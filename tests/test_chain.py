@@ -22,14 +22,13 @@ from clipflow.features.extract import ImageFileDataset
 from clipflow.runs.robustness import run_robustness
 from clipflow.settings.config import EvalSettings, eval_settings
 from clipflow.transforms.chains import (
-    CHAIN_OPS,
     RANGES,
-    ChainConfig,
     apply_chain,
     chain_perturbations,
     draw_chain,
     image_seed,
 )
+from clipflow.transforms.config import CHAIN_OPS, ChainConfig
 from clipflow.transforms.perturb import (
     gaussian_noise,
     parse_perturbation,

@@ -12,7 +12,8 @@ from clipflow.checkpoints.schema import FLOW_SCHEMA, MAX_BLOCKS, MAX_FEATURE_DIM
 from clipflow.core.fileio import file_sha256
 from clipflow.detect import Detector
 from clipflow.errors import CheckpointError
-from clipflow.flow.model import CLIPFlow, FlowConfig
+from clipflow.flow.config import FlowConfig
+from clipflow.flow.model import CLIPFlow
 
 DELETE = object()
 

@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 from clipflow.checkpoints.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from clipflow.core.fileio import file_sha256
 from clipflow.errors import CheckpointError
-from clipflow.flow.model import CLIPFlow, FlowConfig
+from clipflow.flow.config import FlowConfig
+from clipflow.flow.model import CLIPFlow
 
 FUZZ = settings(
     max_examples=100,

@@ -13,11 +13,12 @@ from PIL import Image
 from sklearn.metrics import average_precision_score
 
 from clipflow.backbones import preprocess
-from clipflow.backbones.backbone import BackboneConfig, load_backbone, run_padded
+from clipflow.backbones.backbone import load_backbone, run_padded
+from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
 from clipflow.data.synthetic import fake_image, natural_image
 from clipflow.errors import BackboneError
-from clipflow.features.device_decode import decode_on_device, read_payload
+from clipflow.features.decode import decode_on_device, read_payload
 from clipflow.features.extract import extract_features
 from clipflow.features.loader import Loader
 

@@ -8,17 +8,21 @@ import pytest
 import torch
 from fixtures_images import make_hostile_files, make_train_tree, write_image
 
-from clipflow.backbones.backbone import BackboneConfig, load_backbone
+from clipflow.backbones.backbone import load_backbone
+from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
 from clipflow.checkpoints.checkpoint import load_checkpoint
-from clipflow.data.imageio import list_images, load_image, pil_to_uint8_tensor
+from clipflow.data.imageio import list_images, load_image
 from clipflow.errors import ClipflowError
+from clipflow.features.decode import pil_to_uint8_tensor
 from clipflow.features.extract import ImageFileDataset, extract_features
 from clipflow.features.loader import Loader
-from clipflow.flow.fit import TrainConfig, _view
+from clipflow.flow.config import TrainConfig
+from clipflow.flow.fit import _view
 from clipflow.runs.train import augmentation, n_views, proxy_variant, run_train, train_features
 from clipflow.settings.config import DataConfig, TrainSettings, train_settings
-from clipflow.transforms.proxy import ProxyConfig, build_proxy
+from clipflow.transforms.config import ProxyConfig
+from clipflow.transforms.proxy import build_proxy
 from clipflow.transforms.variant import IDENTITY, Variant
 
 
@@ -43,7 +47,7 @@ def test_hostile_corpus_is_scored_or_skipped_with_reasons(tiny, tmp_path: Path):
 
 def test_train_augmentation_is_independent_of_batch_size(tiny, tmp_path: Path):
     paths = [write_image(tmp_path / f"{i}.png", size=(40 + i, 300), seed=i) for i in range(5)]
-    proxy = build_proxy(ProxyConfig(), default_ratio=0.1)
+    proxy = build_proxy(ProxyConfig(), mode="N+P")
     tf = build_transform(tiny, train=True)
     a = extract_features(tiny, paths, tf, [None, proxy], loader=Loader(batch_size=1), seed=3)
     b = extract_features(tiny, paths, tf, [None, proxy], loader=Loader(batch_size=5), seed=3)
@@ -171,7 +175,7 @@ def test_run_train_records_the_paper_choices(tmp_path: Path):
 def test_one_bad_jpeg_in_a_device_batch_sends_only_that_file_to_pil(tmp_path: Path, monkeypatch):
     """nvJPEG fails a whole batch for one bad file: the others must be decoded on the device,
     one by one, and only the failing file go through PIL (here: decode_jpeg on the CPU)."""
-    from clipflow.features import device_decode
+    from clipflow.features import decode as device_decode
 
     paths = [str(write_image(tmp_path / f"{i}.jpg", (16, 12), "RGB", seed=i)) for i in range(4)]
     payloads = [device_decode.read_payload(p) for p in paths]

@@ -7,7 +7,8 @@ import torch
 
 from clipflow.checkpoints.checkpoint import load_checkpoint, save_checkpoint
 from clipflow.errors import ClipflowError
-from clipflow.flow.model import BLOCKS, CLIPFlow, FlowConfig, build_flow, log_prob_from, score_from
+from clipflow.flow.config import BLOCKS, FlowConfig
+from clipflow.flow.model import CLIPFlow, build_flow, log_prob_from, score_from
 
 
 def _flow(dim: int, **kw) -> torch.nn.Module:

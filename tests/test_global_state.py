@@ -19,7 +19,8 @@ import torch
 
 import clipflow
 from clipflow.backbones import backbone
-from clipflow.backbones.backbone import TINY_NAME, BackboneConfig, load_backbone
+from clipflow.backbones.backbone import load_backbone
+from clipflow.backbones.config import TINY_NAME, BackboneConfig
 from clipflow.eval.means import summarize
 from clipflow.eval.metrics import METRIC_COLUMNS
 from clipflow.eval.report import plot_ap

@@ -30,7 +30,8 @@ from clipflow.cli import detect as detect_cli
 from clipflow.core.fileio import file_sha256
 from clipflow.detect import Detector
 from clipflow.errors import CheckpointError
-from clipflow.flow.model import CLIPFlow, FlowConfig
+from clipflow.flow.config import FlowConfig
+from clipflow.flow.model import CLIPFlow
 
 SCORED = [
     "really_png.jpg",

@@ -17,9 +17,9 @@ from clipflow.data.imageio import (
     is_image_file,
     list_images,
     load_image,
-    pil_to_uint8_tensor,
 )
 from clipflow.errors import DataError, UnreadableImageError
+from clipflow.features.decode import pil_to_uint8_tensor
 
 
 @pytest.fixture(scope="module")

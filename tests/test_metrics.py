@@ -10,6 +10,7 @@ from clipflow.errors import DataError
 from clipflow.eval.means import PAPER_SETS, paper_first, summarize
 from clipflow.eval.metrics import (
     METRIC_COLUMNS,
+    _candidate_thresholds,
     accuracy_at,
     calibrate_threshold,
     dataset_metrics,
@@ -70,12 +71,20 @@ def test_threshold_calibration_on_toy_sets():
 def _reference_threshold(scores, labels) -> float:
     """The former quadratic calibration (accuracy at every candidate), kept as the reference."""
     scores, labels = np.asarray(scores, float), np.asarray(labels, int)
-    uniq = np.unique(scores)
-    mids = (uniq[:-1] + uniq[1:]) / 2
-    margin = max(1.0, float(np.abs(uniq).max())) * 1e-6
-    candidates = np.concatenate([[uniq[0] - margin], mids, [uniq[-1] + margin]])
+    candidates = _candidate_thresholds(np.unique(scores))
     accs = [accuracy_at(scores, labels, t) for t in candidates]
     return float(candidates[int(np.argmax(accs))])
+
+
+def test_candidates_lie_strictly_between_neighbours_even_when_subnormal():
+    # -5e-324 and 0.0: their midpoint rounds to -0.0 == 0.0, which would put the 0.0 score on
+    # the wrong side of the candidate meant to separate the two.
+    uniq = np.array([-5e-324, 0.0])
+    candidates = _candidate_thresholds(uniq)
+    assert candidates[0] < uniq[0] <= candidates[1] < uniq[1] < candidates[2]
+    scores, labels = np.array([0.0, -5e-324]), np.array([1, 0])
+    t = calibrate_threshold(scores, labels)
+    assert accuracy_at(scores, labels, t) == 1.0
 
 
 def test_sorted_sweep_equals_the_quadratic_reference_on_seeded_cases():

@@ -15,7 +15,8 @@ from clipflow.checkpoints.checkpoint import save_checkpoint
 from clipflow.core.fileio import file_sha256
 from clipflow.errors import CheckpointError, ClipflowError, DataError
 from clipflow.eval.means import PAPER_SETS
-from clipflow.flow.model import CLIPFlow, FlowConfig
+from clipflow.flow.config import FlowConfig
+from clipflow.flow.model import CLIPFlow
 from clipflow.runs.evaluate import run_eval
 from clipflow.runs.train import run_train
 from clipflow.settings.config import EvalSettings, eval_settings, train_settings

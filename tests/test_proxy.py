@@ -8,10 +8,8 @@ import pytest
 import torch
 import yaml
 
+from clipflow.transforms.config import BANDS, PROXY_NAMES, ProxyConfig
 from clipflow.transforms.proxy import (
-    BANDS,
-    PROXY_NAMES,
-    ProxyConfig,
     bandstop,
     bandstop_mask,
     build_proxy,
@@ -94,10 +92,18 @@ def test_seeded_determinism():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"band": "lows"}, {"band": "low+"}, {"ratio": 1.5}, {"ratio": -0.1}, {"mode": "wrap"}]
+    "bad",
+    [
+        {"band": "lows"},
+        {"band": "low+"},
+        {"ratio": 1.5},
+        {"ratio": -0.1},
+        {"ratio": 0.0},  # masks no bin: refused here as by the settings (one range, (0, 1])
+        {"mode": "wrap"},
+    ],
 )
 def test_bad_arguments_name_allowed_values(bad):
-    with pytest.raises(ValueError, match=r"low|\[0, 1\]|compat"):
+    with pytest.raises(ValueError, match=r"low|\(0, 1\]|compat"):
         frequency_mask(random_images(1, 3, 8, 8), **bad)
 
 
@@ -247,24 +253,25 @@ def test_color_jitter_seeded_and_per_image():
 
 
 # ---------------------------------------------------------------- config + builder
-def test_build_proxy_uses_default_ratio_when_none():
+def test_build_proxy_uses_the_modes_default_ratio_when_none():
     x = random_images(2, 3, 32, 32)
-    fn = build_proxy(ProxyConfig(), default_ratio=1.0)
+    fn = build_proxy(ProxyConfig(), mode="P")  # P: ratio 1.0
     assert torch.equal(fn(x, gen()), frequency_mask(x, "low", 1.0, generator=gen()))
     assert not torch.equal(fn(x, gen()), frequency_mask(x, "low", 0.1, generator=gen()))
-    assert ProxyConfig().describe(1.0)["ratio"] == 1.0
-    fixed = build_proxy(ProxyConfig(ratio=0.1), default_ratio=1.0)
+    assert ProxyConfig().describe("P")["ratio"] == 1.0
+    assert ProxyConfig().describe("N+P")["ratio"] == 0.1
+    fixed = build_proxy(ProxyConfig(ratio=0.1), mode="P")
     assert torch.equal(fixed(x, gen()), frequency_mask(x, "low", 0.1, generator=gen()))
 
 
 @pytest.mark.parametrize("name", PROXY_NAMES)
 def test_every_named_proxy_keeps_shape_and_dtype(name):
-    fn = build_proxy(ProxyConfig(name=name), default_ratio=0.1)
+    fn = build_proxy(ProxyConfig(name=name), mode="N+P")
     x = random_images(2, 3, 16, 16)
     for inp in (x, x[0]):
         y = fn(inp, gen())
         assert y.shape == inp.shape and y.dtype == torch.uint8
-    assert ProxyConfig(name=name).describe(0.1)["name"] == name
+    assert ProxyConfig(name=name).describe("N+P")["name"] == name
 
 
 def test_describe_resolves_defaults():
@@ -274,13 +281,13 @@ def test_describe_resolves_defaults():
 
 def test_unknown_names_raise():
     with pytest.raises(ValueError, match="freq_mask"):
-        build_proxy(ProxyConfig(name="blur"), 0.1)
+        build_proxy(ProxyConfig(name="blur"), "N+P")
     with pytest.raises(ValueError, match="low"):
-        build_proxy(ProxyConfig(band="middle"), 0.1)
+        build_proxy(ProxyConfig(band="middle"), "N+P")
     with pytest.raises(ValueError, match="compat"):
-        build_proxy(ProxyConfig(mask_mode="wrap"), 0.1)
+        build_proxy(ProxyConfig(mask_mode="wrap"), "N+P")
     with pytest.raises(ValueError, match="sigma"):
-        build_proxy(ProxyConfig(name="smoothing", sigma=0.0), 0.1)
+        build_proxy(ProxyConfig(name="smoothing", sigma=0.0), "N+P")
 
 
 @pytest.mark.gpu
@@ -302,9 +309,9 @@ PROXY_YAMLS = sorted((Path(__file__).parents[1] / "configs" / "proxy").glob("*.y
 def test_proxy_yamls_build_and_leave_crops_unpaired(path):
     values = yaml.safe_load(path.read_text())
     cfg = ProxyConfig(**values)  # every key is a field
-    assert values["pair_crop"] is False and "pair_crop" not in cfg.describe(0.1)
-    assert ProxyConfig(**{**values, "pair_crop": True}).describe(0.1)["pair_crop"] is True
-    build_proxy(cfg, 0.1)
+    assert values["pair_crop"] is False and "pair_crop" not in cfg.describe("N+P")
+    assert ProxyConfig(**{**values, "pair_crop": True}).describe("N+P")["pair_crop"] is True
+    build_proxy(cfg, "N+P")
 
 
 def test_mask_mode_and_pair_crop_are_per_run_settings():

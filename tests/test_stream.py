@@ -15,8 +15,9 @@ from clipflow.features.stream import (
     epoch_buffers,
     locate,
 )
-from clipflow.flow.fit import TrainConfig, fit, train_threads
-from clipflow.flow.model import CLIPFlow, FlowConfig
+from clipflow.flow.config import FlowConfig, TrainConfig
+from clipflow.flow.fit import fit, train_threads
+from clipflow.flow.model import CLIPFlow
 
 DIM = 16
 
@@ -249,7 +250,8 @@ def test_train_features_past_the_budget_stay_in_the_packs(tmp_path):
     """Same files, same rows as the in-RAM path; then fit trains on them through buffers."""
     from fixtures_images import write_image
 
-    from clipflow.backbones.backbone import BackboneConfig, load_backbone
+    from clipflow.backbones.backbone import load_backbone
+    from clipflow.backbones.config import BackboneConfig
     from clipflow.features.stream import PackFeatures
     from clipflow.runs.train import train_features
     from clipflow.settings.config import DataConfig, TrainSettings

@@ -9,8 +9,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from clipflow.errors import TrainingDivergedError
-from clipflow.flow.fit import TrainConfig, batch_loss, fit, natural_term, proxy_term
-from clipflow.flow.model import CLIPFlow, FlowConfig, score_features
+from clipflow.flow.config import FlowConfig, TrainConfig
+from clipflow.flow.fit import batch_loss, fit, natural_term, proxy_term
+from clipflow.flow.model import CLIPFlow, score_features
 from clipflow.runs.train import calibrate
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)

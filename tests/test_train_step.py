@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from clipflow.flow.fit import TrainConfig, batch_loss, fit
-from clipflow.flow.model import CLIPFlow, FlowConfig
+from clipflow.flow.config import FlowConfig, TrainConfig
+from clipflow.flow.fit import batch_loss, fit
+from clipflow.flow.model import CLIPFlow
 from clipflow.flow.step import StepRunner
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from clipflow.backbones.backbone import BackboneConfig, check_weights_available
+from clipflow.backbones.backbone import check_weights_available
+from clipflow.backbones.config import BackboneConfig
 from clipflow.cli import train as train_cli
 from clipflow.errors import BackboneError
 

@@ -15,16 +15,26 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import open_clip
 import torch
 from torch import nn
 
+from ..core.machine import auto_compile, auto_precision
 from ..errors import BackboneError, first_line
 from . import timm_tower as timm_family
-from .layers import LAYER_POOLS, LayerTap
+from .config import (
+    FAMILIES,
+    LAYER_POOLS,
+    PRECISIONS,
+    TINY_NAME,
+    BackboneConfig,
+    model_config_dir,
+    packaged_names,
+)
+from .layers import LayerTap
 from .open_clip_tower import open_clip_tower
 from .protocol import CUSTOM, BackboneProtocol, ExtractorBackbone, input_record
 from .tower import Tower
@@ -32,60 +42,10 @@ from .weights import check_weights_available, looks_like_path
 
 log = logging.getLogger(__name__)
 
-TINY_NAME = "clipflow-tiny"
 _TINY_SEED = 0  # the tiny tower is random but identical in every process (train vs eval)
-_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
-# fp32: strict float32 (TF32 off, the UnivFD-style baseline); tf32: TensorFloat-32 matmuls;
-# bf16 / fp16: a half-precision copy of the frozen tower; amp_bf16: autocast over fp32 weights.
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "amp_bf16")
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
-FAMILIES = ("open_clip", "timm")  # built from settings; CUSTOM extractors come through the API
 __all__ = ["Backbone", "BackboneConfig", "BackboneProtocol", "as_backbone", "load_backbone"]
-
-
-@dataclass
-class BackboneConfig:
-    """Which CLIP tower, which weights, how to run it. YAML keys under ``backbone:``.
-
-    Attributes:
-        family: ``open_clip`` (default) or ``timm``; which library builds ``name``.
-        name: open_clip model name (``tiny`` = the random test backbone), or a timm model
-            name with its pretrained tag (``vit_small_patch14_dinov2.lvd142m``).
-        pretrained: open_clip tag (``openai``), ``timm`` (timm's weights for the name's tag),
-            a local weights file, or null for a seeded random init.
-        layers: block indices (``[-1]``, ``[8, 16, 23]``): the class token of those
-            transformer blocks instead of the tower output; null = the tower output.
-        layer_pool: how the chosen blocks' tokens combine: ``concat`` or ``mean``.
-        precision: ``fp32`` (strict), ``tf32``, ``bf16``/``fp16`` (half copy of the tower) or
-            ``amp_bf16`` (autocast); features are returned as float32 and the flow is fp32.
-            ``auto`` (the shipped configs): :func:`auto_precision` for the device.
-        compile: wrap the visual tower in ``torch.compile`` (faster on GPUs after warm-up); it
-            sees one batch shape, shorter batches are zero-padded (no recompile per dataset).
-            If compiling fails the tower runs eagerly (the reason is logged). ``auto`` (the
-            shipped configs): on for CUDA, off elsewhere.
-        preprocess: ``paper`` (resize 256² → crop 224) or ``univfd`` (center crop only).
-        cache_dir: where open_clip caches downloaded weights (null = its default).
-    """
-
-    name: str = "ViT-L-14-quickgelu"
-    pretrained: str | None = "openai"
-    precision: str = "fp32"
-    preprocess: str = "paper"
-    cache_dir: str | None = None
-    compile: bool = False
-    family: str = "open_clip"
-    layers: list[int] | None = None
-    layer_pool: str = "concat"
-
-    @property
-    def is_tiny(self) -> bool:
-        return self.family == "open_clip" and self.name in ("tiny", TINY_NAME)
-
-    @property
-    def is_packaged(self) -> bool:
-        """A random-only test architecture shipped in clipflow/model_configs."""
-        return self.family == "open_clip" and (self.is_tiny or self.name in packaged_names())
 
 
 class Backbone(nn.Module):
@@ -201,25 +161,6 @@ def _compiled(visual: nn.Module) -> nn.Module | None:
 def _first_line(err: Exception) -> str:
     text = (str(err).strip().splitlines() or [type(err).__name__])[0]
     return text if len(text) <= 160 else text[:157] + "..."
-
-
-def auto_precision(device: str | torch.device) -> str:
-    """``backbone.precision=auto``: bf16 on a CUDA GPU with native bf16 (compute capability
-    8+: A100, H100, ...), fp32 elsewhere (CPU, MPS, older GPUs that would emulate it).
-
-    bf16 is the GPU default because scripts/check_precision.py finds its features at cosine
-    >= 0.999 to fp32 and every set's AP within 0.1 point; fp32 stays one flag away.
-    """
-    dev = torch.device(device)
-    if dev.type != "cuda" or not torch.cuda.is_available() or not torch.cuda.is_bf16_supported():
-        return "fp32"
-    return "bf16" if torch.cuda.get_device_capability(dev)[0] >= 8 else "fp32"
-
-
-def auto_compile(device: str | torch.device) -> bool:
-    """``backbone.compile=auto``: on for CUDA (one static batch shape), off on CPU, where
-    compiling costs more than it saves for one extraction."""
-    return torch.device(device).type == "cuda"
 
 
 def resolve_backbone_auto(cfg: BackboneConfig, device: str | torch.device) -> BackboneConfig:
@@ -344,11 +285,6 @@ def _is_timm(name: str) -> bool:
         return False
 
 
-def packaged_names() -> tuple[str, ...]:
-    """The random-only test architectures in clipflow/model_configs (``clipflow-tiny``, ...)."""
-    return tuple(sorted(p.stem for p in _CONFIG_DIR.glob("*.json")))
-
-
 def name_problem(name: str) -> str | None:
     """Why ``name`` is no backbone name of any family (settings check), or None."""
     if name == "tiny" or name in packaged_names() or _is_open_clip_name(name) or _is_timm(name):
@@ -413,7 +349,7 @@ def register_tiny_config() -> None:
     import would change ``open_clip.list_models()`` for every program that imports clipflow.
     """
     if TINY_NAME not in open_clip.list_models():
-        open_clip.add_model_config(_CONFIG_DIR)
+        open_clip.add_model_config(model_config_dir())
 
 
 class _BelowWarningFrom(logging.Filter):

@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import BackboneError
+from .config import LAYER_POOLS
 from .tower import Tower
-
-LAYER_POOLS = ("concat", "mean")
 
 
 class LayerTap:

@@ -16,7 +16,7 @@ from ..errors import BackboneError
 from . import timm_tower as timm_family
 
 if TYPE_CHECKING:
-    from .backbone import BackboneConfig
+    from .config import BackboneConfig
 
 
 def check_weights_available(cfg: BackboneConfig) -> None:

@@ -26,15 +26,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..backbones.backbone import (
-    BackboneConfig,
-    identity_mismatch,
-)
+from ..backbones.backbone import identity_mismatch
+from ..backbones.config import BackboneConfig
 from ..backbones.protocol import CUSTOM
 from ..core.fileio import atomic_write, atomic_write_text, file_sha256
 from ..core.versions import __version__
 from ..errors import CheckpointError, first_line
-from ..flow.model import CLIPFlow, FlowConfig
+from ..flow.config import FlowConfig
+from ..flow.model import CLIPFlow
 from .hub import fetch_checkpoint, is_hub_ref
 from .schema import FORMAT, FORMAT_VERSION, META_NAME, WEIGHTS_NAME, short, validate_meta
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..backbones.backbone import FAMILIES, LAYER_POOLS, PRECISIONS, recorded_name_problem
+from ..backbones.backbone import recorded_name_problem
+from ..backbones.config import FAMILIES, LAYER_POOLS, PRECISIONS
 from ..backbones.protocol import CUSTOM
 from ..errors import CheckpointError
 

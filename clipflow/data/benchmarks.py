@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import DataError
@@ -31,24 +31,7 @@ from .layouts import FAKE_DIR, REAL_DIR, TestSet, discover_test_sets
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = ("genimage", "chameleon", "synthbuster", "wildrf")
-CHOICES = ("auto", "univfd", *BENCHMARKS)
 UNIVFD = "univfd"  # the benchmark name of every set found by clipflow.data.layouts's discovery
-
-PROTOCOLS = {
-    UNIVFD: "cnnspot-univfd: 0_real vs 1_fake per set (shared real pools for the diffusion sets)",
-    "genimage": "genimage-val: val split, nature (real) vs ai (fake), per generator",
-    "chameleon": "chameleon-test: test/0_real vs test/1_fake, one set",
-    "synthbuster": "synthbuster: RAISE-1k reals vs each generator's 1000 fakes",
-    "wildrf": "wildrf-test: test split, 0_real vs 1_fake per platform",
-}
-DISPLAY = {
-    UNIVFD: "CNNSpot/UnivFD",
-    "genimage": "GenImage",
-    "chameleon": "Chameleon",
-    "synthbuster": "Synthbuster",
-    "wildrf": "WildRF",
-}
 
 # GenImage generator folders (README: Midjourney, VQDM, Wukong, Stable Diffusion V1.4/V1.5,
 # GLIDE, BigGAN, ADM; the unpacked archives add a level such as imagenet_ai_0419_sdv4).
@@ -122,21 +105,17 @@ _WILDRF_SRC = (
 )
 
 
-def _known_counts() -> dict[str, KnownCount]:
-    known: dict[str, KnownCount] = {}
+def _synthbuster_counts() -> dict[str, KnownCount]:
+    known = {}
     for gen in SYNTHBUSTER_GENERATORS:
         listed = gen in ("dalle2", "dalle3", "firefly", "midjourney-v5")
         src = (_GRIP_CSV if listed else _SYNTHBUSTER_PAPER).format(gen=gen)
         known[f"synthbuster/{gen}"] = KnownCount(1000, 1000 if listed else None, src, listed)
-    for key in GENIMAGE_NAMES:
-        known[f"genimage/{key}"] = KnownCount(None, None, _GENIMAGE_SRC, False)
-    known["chameleon"] = KnownCount(None, None, _CHAMELEON_SRC, False)
-    for platform in WILDRF_PLATFORMS:
-        known[f"wildrf/{platform}"] = KnownCount(None, None, _WILDRF_SRC, False)
     return known
 
 
-KNOWN_COUNTS: dict[str, KnownCount] = _known_counts()
+def _unverified(names: list[str], source: str) -> dict[str, KnownCount]:
+    return {name: KnownCount(None, None, source, False) for name in names}
 
 
 # ------------------------------------------------------------------------------- finders
@@ -170,7 +149,8 @@ def _make_set(
         log.warning("skipping test set '%s': no %s images (%s, %s)", name, missing, real_dir,
                     fake_dir)  # fmt: skip
         return None
-    return TestSet(name, display, real, fake, note, skipped_r + skipped_f, bench, PROTOCOLS[bench])
+    protocol = LAYOUTS[bench].protocol
+    return TestSet(name, display, real, fake, note, skipped_r + skipped_f, bench, protocol)
 
 
 def genimage_key(folder_name: str) -> str:
@@ -201,7 +181,9 @@ def _genimage_generators(folder: Path) -> list[Path]:
     return found
 
 
-def find_genimage(root: Path) -> Found | None:
+def find_genimage(root: Path, explicit: bool = False) -> Found | None:
+    """GenImage generator folders (``<gen>/val/{ai,nature}``, at most two levels down); its
+    layout is its own, so ``explicit`` changes nothing."""
     gens = _genimage_generators(root)
     if not gens:
         return None
@@ -313,12 +295,73 @@ def find_wildrf(root: Path, explicit: bool = False) -> Found | None:
     return None
 
 
-FINDERS: dict[str, Callable[..., Found | None]] = {
-    "genimage": find_genimage,
-    "chameleon": find_chameleon,
-    "synthbuster": find_synthbuster,
-    "wildrf": find_wildrf,
+# ------------------------------------------------------------------------------- the layouts
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything clipflow knows of one benchmark's layout, in one record.
+
+    Attributes:
+        name: the ``data.benchmark`` value, and the prefix of its set names.
+        display: the benchmark's name in tables.
+        protocol: what a set of it compares, recorded on every set found.
+        find: ``find(root, explicit)`` -> the sets under root (``explicit``: the user named
+            this benchmark, so a generic folder name is accepted); None for CNNSpot/UnivFD,
+            found by :func:`clipflow.data.layouts.discover_test_sets`.
+        known_counts: published (real, fake) counts per set name, for clipflow-check-data.
+    """
+
+    name: str
+    display: str
+    protocol: str
+    find: Callable[[Path, bool], Found | None] | None
+    known_counts: dict[str, KnownCount] = field(default_factory=dict)
+
+
+# A new layout is one entry here (and its finder above); data.benchmark's choices follow.
+LAYOUTS: dict[str, Layout] = {
+    layout.name: layout
+    for layout in (
+        Layout(
+            UNIVFD,
+            "CNNSpot/UnivFD",
+            "cnnspot-univfd: 0_real vs 1_fake per set (shared real pools for the diffusion sets)",
+            None,
+        ),
+        Layout(
+            "genimage",
+            "GenImage",
+            "genimage-val: val split, nature (real) vs ai (fake), per generator",
+            find_genimage,
+            _unverified([f"genimage/{key}" for key in GENIMAGE_NAMES], _GENIMAGE_SRC),
+        ),
+        Layout(
+            "chameleon",
+            "Chameleon",
+            "chameleon-test: test/0_real vs test/1_fake, one set",
+            find_chameleon,
+            _unverified(["chameleon"], _CHAMELEON_SRC),
+        ),
+        Layout(
+            "synthbuster",
+            "Synthbuster",
+            "synthbuster: RAISE-1k reals vs each generator's 1000 fakes",
+            find_synthbuster,
+            _synthbuster_counts(),
+        ),
+        Layout(
+            "wildrf",
+            "WildRF",
+            "wildrf-test: test split, 0_real vs 1_fake per platform",
+            find_wildrf,
+            _unverified([f"wildrf/{p}" for p in WILDRF_PLATFORMS], _WILDRF_SRC),
+        ),
+    )
 }
+BENCHMARKS = tuple(name for name, layout in LAYOUTS.items() if layout.find is not None)
+CHOICES = ("auto", *LAYOUTS)  # data.benchmark
+KNOWN_COUNTS = {name: kc for layout in LAYOUTS.values() for name, kc in layout.known_counts.items()}
 
 
 def find_modern(root: Path, benchmark: str = "auto") -> Found:
@@ -327,8 +370,8 @@ def find_modern(root: Path, benchmark: str = "auto") -> Found:
     sets: list[TestSet] = []
     claimed: list[Path] = []
     for name in names:
-        finder = FINDERS[name]
-        found = finder(root) if name == "genimage" else finder(root, benchmark == name)
+        find = LAYOUTS[name].find
+        found = find(root, benchmark == name) if find is not None else None
         if found:
             sets += found.sets
             claimed += found.claimed
@@ -364,7 +407,7 @@ def discover_benchmark_sets(root: str | Path, benchmark: str = "auto") -> list[T
     if benchmark != "auto":
         if not found.sets:
             raise DataError(
-                f"no {DISPLAY[benchmark]} set under {root} — expected the layout in "
+                f"no {LAYOUTS[benchmark].display} set under {root} — expected the layout in "
                 "docs/datasets.md (or data.benchmark=auto)"
             )
         return found.sets
@@ -384,7 +427,7 @@ def discover_benchmark_sets(root: str | Path, benchmark: str = "auto") -> list[T
 
 def tag_univfd(sets: list[TestSet]) -> list[TestSet]:
     return [replace(s, benchmark=s.benchmark or UNIVFD, protocol=s.protocol or
-                    PROTOCOLS[UNIVFD]) for s in sets]  # fmt: skip
+                    LAYOUTS[UNIVFD].protocol) for s in sets]  # fmt: skip
 
 
 def check_unique(sets: list[TestSet]) -> None:

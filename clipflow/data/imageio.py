@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipflow.errors import DataError, UnreadableImageError, first_line
@@ -388,10 +387,3 @@ def _high_depth_to_l(im: Image.Image) -> Image.Image:
 def _short(exc: BaseException) -> str:
     """First line of an exception message, capped, for a one-line reason."""
     return first_line(exc, limit=160)
-
-
-def pil_to_uint8_tensor(img: Image.Image) -> torch.Tensor:
-    """An image as a contiguous ``(3, H, W)`` uint8 tensor (non-RGB modes converted first)."""
-    rgb = to_rgb(img)
-    arr = np.array(rgb, dtype=np.uint8)  # a writable copy: torch warns on read-only buffers
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, H, W)

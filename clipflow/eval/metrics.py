@@ -60,6 +60,9 @@ def calibrate_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 def _candidate_thresholds(uniq: np.ndarray) -> np.ndarray:
     """Below all, midway between neighbours, above all, for the sorted distinct scores."""
     mids = (uniq[:-1] + uniq[1:]) / 2
+    # Candidate k must satisfy uniq[k-1] <= t < uniq[k]; between subnormal neighbours the
+    # midpoint can round up onto uniq[k] (e.g. -5e-324 and 0.0 give -0.0 == 0.0).
+    mids = np.where(mids < uniq[1:], mids, uniq[:-1])
     margin = max(1.0, float(np.abs(uniq).max())) * 1e-6
     return np.concatenate([[uniq[0] - margin], mids, [uniq[-1] + margin]])
 

@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 from ..backbones.preprocess import ImageTransform
 from ..backbones.protocol import BackboneProtocol
 from ..core.fileio import path_key_bytes
-from ..data.imageio import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8_tensor
+from ..data.imageio import DEFAULT_MAX_PIXELS, load_image
 from ..errors import UnreadableImageError
 from ..transforms.variant import Variant, VariantFn, as_variant
-from .device_decode import decode_on_device, read_payload
+from .decode import decode_on_device, pil_to_uint8_tensor, read_payload
 from .loader import DEFAULT_LOADER, Loader
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def item_seed(seed: int, view: int, path: str) -> int:
 class ImageFileDataset(Dataset):
     """Loads one file, applies each variant then the transform; never raises on bad files.
 
-    With ``raw=True`` it only reads the file (see device_decode.read_payload) and the
+    With ``raw=True`` it only reads the file (see decode.read_payload) and the
     variants + transform run later on the GPU via :meth:`apply_all`.
     """
 

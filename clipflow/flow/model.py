@@ -17,7 +17,7 @@ higher = more likely AI-generated. The module knows nothing of optimisers, files
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import FrEIA.framework as Ff
 import FrEIA.modules as Fm
@@ -25,41 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ClipflowError
+from .config import FlowConfig
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-@dataclass
-class FlowConfig:
-    """Architecture of the trainable head. YAML keys under ``flow:`` match these fields.
-
-    Attributes:
-        dr_dim: output width C of the linear DR layer; ``0`` disables DR (C = feature dim).
-        normalize: L2-normalise the reduced feature (Eq. 1); off only for the ablation.
-        n_blocks: number of affine coupling blocks (each followed by a fixed permutation).
-        hidden_mult: subnet hidden width = hidden_mult · C.
-        clamp: FrEIA soft clamp of each coupling's log-scale.
-        perm_seed: seed of the fixed random permutations (set from the run seed).
-        block: ``glow`` (GLOWCouplingBlock + PermuteRandom, our default) or ``allinone``
-            (FrEIA AllInOneBlock, as in anomalib's CFLOW/FastFlow).
-    """
-
-    dr_dim: int = 128
-    normalize: bool = True
-    n_blocks: int = 8
-    hidden_mult: int = 2
-    clamp: float = 2.0
-    perm_seed: int = 0
-    block: str = "glow"
-
-    def __post_init__(self):
-        # Checked when the settings are built, not after the features have been extracted.
-        if self.block not in BLOCKS:
-            raise ClipflowError(f"flow.block={self.block!r}: choose one of {', '.join(BLOCKS)}")
-
-
-BLOCKS = ("glow", "allinone")
 
 
 class AllInOneBlock(Fm.AllInOneBlock):

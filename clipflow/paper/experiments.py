@@ -33,7 +33,8 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from ..backbones.backbone import BackboneConfig, load_backbone
+from ..backbones.backbone import load_backbone
+from ..backbones.config import BackboneConfig
 from ..checkpoints.checkpoint import (
     eval_backbone_config,
     load_checkpoint,
@@ -41,6 +42,7 @@ from ..checkpoints.checkpoint import (
     save_checkpoint,
 )
 from ..core.fileio import atomic_write_text, to_jsonable
+from ..core.machine import resolve_device
 from ..core.versions import package_versions
 from ..data.layouts import discover_test_sets, discover_train_images
 from ..errors import ClipflowError, DataError, TrainingDivergedError
@@ -50,14 +52,12 @@ from ..features.cache import feature_cache
 from ..flow.model import score_features
 from ..runs.evaluate import describe_protocol, evaluate_sets, select_test_sets, test_features
 from ..runs.train import (
-    DEFAULT_RATIO,
     augmentation,
     train_features,
     train_head,
     validation_features,
     validation_paths,
 )
-from ..settings.auto import resolve_device
 from ..settings.config import EvalSettings, TrainSettings, train_settings
 from .baselines import (
     BASELINE_LABELS,
@@ -467,7 +467,7 @@ def _first_run(spec: ExperimentSpec, arms: list[ArmResult]) -> SeedRun:
 def _arm_key(s: TrainSettings) -> str:
     """Settings with defaults resolved: ``proxy.ratio=null`` under N+P is the same arm as 0.1."""
     values = asdict(s)
-    values["proxy"] = s.proxy.describe(DEFAULT_RATIO[s.train.mode])
+    values["proxy"] = s.proxy.describe(s.train.mode)
     values["train"]["epochs"] = s.train.resolved_epochs()
     return json.dumps(values, sort_keys=True, default=str)
 

@@ -35,6 +35,7 @@ from ..checkpoints.checkpoint import (
     save_checkpoint,
 )
 from ..core.fileio import path_key_bytes, to_jsonable
+from ..core.machine import resolve_device
 from ..core.versions import package_versions
 from ..data.layouts import discover_train_images
 from ..errors import ClipflowError, DataError
@@ -42,7 +43,6 @@ from ..eval.conformal import CalibrationError, reals_needed
 from ..features.cache import cached_extract, feature_cache
 from ..features.loader import Loader
 from ..flow.model import score_features
-from ..settings.auto import resolve_device
 from ..settings.config import CalibrateSettings, TrainSettings, train_settings
 from ..transforms.variant import IDENTITY
 from .train import train_head

@@ -22,6 +22,7 @@ from ..checkpoints.checkpoint import (
     require_backbone_identity,
     require_feature_dim,
 )
+from ..core.machine import resolve_device
 from ..core.versions import package_versions
 from ..data.benchmarks import discover_benchmark_sets
 from ..data.layouts import TestSet, listing_skips, univfd_sample
@@ -32,7 +33,6 @@ from ..eval.report import write_results
 from ..features.cache import cached_extract, feature_cache
 from ..features.loader import Loader
 from ..flow.model import score_features
-from ..settings.auto import resolve_device
 from ..settings.config import EvalSettings
 from ..transforms.reencode import describe_reencode, reencode_variant
 from ..transforms.variant import IDENTITY

@@ -12,11 +12,11 @@ from pathlib import Path
 from ..backbones.backbone import load_backbone
 from ..core import distributed
 from ..core.fileio import atomic_write_text
+from ..core.machine import resolve_device
 from ..data.benchmarks import discover_benchmark_sets
 from ..data.layouts import discover_train_images, listing_skips
 from ..errors import DataError
 from ..features.cache import feature_cache
-from ..settings.auto import resolve_device
 from ..settings.config import TrainSettings
 from .evaluate import test_features
 from .train import n_views, train_features, validation_features, validation_paths

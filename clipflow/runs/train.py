@@ -24,6 +24,7 @@ from ..checkpoints.checkpoint import (
     save_checkpoint,
 )
 from ..core.fileio import atomic_write_text, to_jsonable
+from ..core.machine import resolve_device
 from ..core.versions import package_versions
 from ..data.layouts import (
     discover_train_images,
@@ -36,15 +37,14 @@ from ..features.loader import Loader
 from ..features.stream import in_ram_bytes, locate, ram_budget_bytes
 from ..flow.fit import fit
 from ..flow.model import CLIPFlow, score_features
-from ..settings.auto import resolve_device
 from ..settings.config import TrainSettings
-from ..transforms.proxy import ProxyConfig, bandstop, build_proxy
+from ..transforms.config import ProxyConfig
+from ..transforms.proxy import bandstop, build_proxy
 from ..transforms.variant import IDENTITY, Variant
 
 log = logging.getLogger(__name__)
 
 # SPEC §4.1.8: the paper masks the whole low band for P, a tenth of it for N+P.
-DEFAULT_RATIO = {"N": 0.1, "P": 1.0, "N+P": 0.1}
 
 
 def build_model(feature_dim: int, settings: TrainSettings) -> CLIPFlow:
@@ -111,7 +111,7 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
     mode = s.train.mode
     extra = {
         "history": head.history,
-        "proxy": s.proxy.describe(DEFAULT_RATIO[mode]),
+        "proxy": s.proxy.describe(mode),
         "train": {
             "mode": mode,
             "n_images": len(head.train_paths),
@@ -210,8 +210,8 @@ def proxy_variant(cfg: ProxyConfig, mode: str) -> Variant:
     keeps its own mask draw; ``describe`` then adds ``pair_crop`` to the key.
     """
     try:
-        params = cfg.describe(DEFAULT_RATIO[mode])
-        fn = build_proxy(cfg, DEFAULT_RATIO[mode])
+        params = cfg.describe(mode)
+        fn = build_proxy(cfg, mode)
     except ValueError as err:
         raise ClipflowError(f"proxy: {err}") from None
     crop_key = IDENTITY.key if cfg.pair_crop else None

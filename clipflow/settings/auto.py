@@ -11,16 +11,13 @@ the feature cache key. Library code never sees ``auto``.
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ..backbones.backbone import BackboneConfig, auto_compile, auto_precision
-from ..errors import ClipflowError
+from ..backbones.config import BackboneConfig
 
 if TYPE_CHECKING:
+    from ..core.machine import Machine
     from .config import CalibrateSettings, EvalSettings, TrainSettings
 
 # The log line keeps the settings module's name: it is where users look for what auto chose.
@@ -30,71 +27,9 @@ log = logging.getLogger("clipflow.settings.config")
 AUTO = "auto"
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> cuda when available, else cpu; asking for a missing GPU is a clear error."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ClipflowError(
-            f"device={name} but no CUDA GPU is visible; use device=cpu or device=auto"
-        )
-    if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
-        raise ClipflowError(f"device={name!r}: use auto, cpu or cuda[:N]")
-    return name
-
-
 _CPU_WORKER_CAP = 4  # CPU runs: the main process runs the model; see auto_workers
 _GPU_WORKER_CAP = 16  # past ~16 decoders the GPU, not the input pipeline, is the bound
 _AUTO_BATCH = {"cuda": 256, "cpu": 64}  # docs/benchmarks.md: 256 saturates an H200 tower
-
-
-@dataclass(frozen=True)
-class Machine:
-    """What the auto defaults depend on: the device the run will use and its CPUs."""
-
-    device: str  # cpu, mps or cuda:N
-    label: str  # for the log line, e.g. "cuda:0 NVIDIA H200"
-    gpu_decode: bool  # JPEGs can be decoded on the device (torchvision built with CUDA)
-    cpus: int  # CPUs this process may use (its share, under torchrun)
-
-    @property
-    def cuda(self) -> bool:
-        return self.device.startswith("cuda")
-
-
-def machine(device: str) -> Machine:
-    """The machine facts for ``device`` (a settings value: auto, cpu, mps, cuda[:N])."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        # The run refuses this device itself (resolve_device's message); pick CPU values.
-        device = "cpu"
-    resolved = resolve_device(device)
-    if resolved == "cuda":
-        resolved = f"cuda:{torch.cuda.current_device()}"
-    cpus = usable_cpus()
-    if resolved.startswith("cuda"):
-        label = f"{resolved} {torch.cuda.get_device_name(torch.device(resolved))}"
-        return Machine(resolved, label, _gpu_jpeg_decode(), cpus)
-    return Machine(resolved, f"{resolved}, {cpus} CPUs", False, cpus)
-
-
-def _gpu_jpeg_decode() -> bool:
-    import torchvision  # only asked on CUDA machines
-
-    return bool(getattr(torchvision.version, "cuda", None))
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, not the machine's count), divided
-    among the torchrun ranks of this node."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # macOS, Windows
-        n = os.cpu_count() or 1
-    try:
-        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        ranks = 1
-    return max(1, n // ranks)
 
 
 def auto_workers(cpus: int, cuda: bool) -> int:
@@ -117,7 +52,7 @@ def resolve_auto(settings: TrainSettings | EvalSettings | CalibrateSettings):
     bb_values = vars(bb) if isinstance(bb, BackboneConfig) else bb
     if not data_auto and AUTO not in bb_values.values():
         return settings
-    m = machine(settings.device)
+    m = _probe(settings.device)
     chosen: dict[str, Any] = {}
     resolved_bb, bb_chosen = _resolve_backbone(bb, m)
     chosen.update(bb_chosen)
@@ -135,10 +70,18 @@ def resolve_backbone_overrides(overrides: dict, device: str) -> dict:
     ``auto`` precision/compile resolved for ``device``, logged like :func:`resolve_auto`."""
     if AUTO not in overrides.values():
         return overrides
-    m = machine(device)
+    m = _probe(device)
     resolved, chosen = _resolve_backbone(overrides, m)
     _log_auto({**chosen, "device": m.label})
     return resolved
+
+
+def _probe(device: str) -> Machine:
+    """The machine facts, asked only now that every setting has been checked: the probe
+    imports torch (seconds), which a refused setting never waits for."""
+    from ..core.machine import machine
+
+    return machine(device)
 
 
 def _is_auto(obj: Any, name: str) -> bool:
@@ -156,10 +99,7 @@ def _auto_data_value(name: str, m: Machine) -> Any:
 def _resolve_backbone(bb: BackboneConfig | dict, m: Machine):
     """(backbone with precision/compile resolved, {key: value chosen}); a dict of overrides
     (eval, detect) stays a dict."""
-    pick = {
-        "precision": lambda: auto_precision(m.device),
-        "compile": lambda: auto_compile(m.device),
-    }
+    pick = {"precision": lambda: m.precision, "compile": lambda: m.compile}
     values = bb if isinstance(bb, dict) else vars(bb)
     chosen = {k: f() for k, f in pick.items() if values.get(k) == AUTO}
     if isinstance(bb, dict):

@@ -27,23 +27,27 @@ import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..backbones.backbone import (
-    FAMILIES,
-    LAYER_POOLS,
-    PRECISIONS,
-    BackboneConfig,
-    name_problem,
+from ..backbones.config import FAMILIES, LAYER_POOLS, PRECISIONS, BackboneConfig
+from ..data.benchmarks import CHOICES as BENCHMARK_CHOICES
+from ..errors import ClipflowError, DataError
+from ..flow.config import BLOCKS, LOSSES, MODES, FlowConfig, TrainConfig
+from ..transforms.config import (
+    BANDS,
+    CHAIN_OPS,
+    MASK_MODES,
+    PROXY_NAMES,
+    ChainConfig,
+    ProxyConfig,
+    check_chain_config,
 )
-from ..errors import ClipflowError
-from ..flow.fit import LOSSES, MODES, TrainConfig
-from ..flow.model import BLOCKS, FlowConfig
-from ..transforms.chains import CHAIN_OPS, ChainConfig, check_chain_config, resolve_with_chains
-from ..transforms.perturb import Perturbation
-from ..transforms.proxy import BANDS, MASK_MODES, PROXY_NAMES, ProxyConfig
+from ..transforms.reencode import parse_reencode
 from .auto import AUTO, resolve_auto, resolve_backbone_overrides
 from .coerce import SettingsError, bad_value, coerce, shown
+
+if TYPE_CHECKING:
+    from ..transforms.perturb import Perturbation
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +126,9 @@ class EvalSettings:
     # Backbone fields left null are taken from the checkpoint (name, preprocess, ...).
     backbone: dict = field(default_factory=dict)
     # Test-time post-processing (configs/eval.yaml ``perturb``), parsed; empty = none.
-    perturb: list[Perturbation] = field(default_factory=list)
+    # (Perturbation objects of clipflow.transforms.perturb: the hint stays a plain list so that
+    # the settings, whose field types are read at run time, never import torch to read it)
+    perturb: list = field(default_factory=list)
     # perturb=chain: random degradation chains per image (clipflow.transforms.chains).
     chain: ChainConfig = field(default_factory=ChainConfig)
     # What each ``auto`` setting became on this machine (empty when none was auto).
@@ -218,10 +224,24 @@ def _device(value: str) -> str | None:
     return "use auto, cpu, mps, cuda or cuda:N"
 
 
-def _backbone_name(value: str) -> str | None:
-    # open_clip's and timm's registries are dict lookups: a typo fails here, not after minutes
-    # of setup (load_backbone then checks the name against backbone.family).
-    return name_problem(value)
+def _one_line(value: str) -> str | None:
+    if not value.strip() or any(c in value for c in "\r\n\x00"):
+        return "must be one non-empty line"
+    return None
+
+
+def _check_backbone_name(name: str | None) -> None:
+    """``backbone.name`` against open_clip's and timm's registries (dict lookups): a typo fails
+    here, not after minutes of setup. Last of the checks, since the registries import torch:
+    every other setting is refused without it (load_backbone then checks the name against
+    backbone.family)."""
+    if name is None:
+        return
+    from ..backbones.backbone import name_problem
+
+    problem = name_problem(name)
+    if problem:
+        raise bad_value("backbone.name", name, problem)
 
 
 def _not_empty(value: str) -> str | None:
@@ -230,9 +250,6 @@ def _not_empty(value: str) -> str | None:
 
 def _reencode_problem(value: str) -> str | None:
     """``data.reencode``: none, jpeg<Q> or short<S>+jpeg<Q> (clipflow.data.benchmarks)."""
-    from ..errors import DataError
-    from ..transforms.reencode import parse_reencode
-
     try:
         parse_reencode(value)
     except DataError:
@@ -261,7 +278,7 @@ RULES: dict[str, Rule] = {
     "seed": _SEED,
     "device": _DEVICE,
     "logger": Rule(choices=("none", "tensorboard")),
-    "backbone.name": Rule(check=_backbone_name),
+    "backbone.name": Rule(check=_one_line),
     "backbone.precision": Rule(choices=(*PRECISIONS, AUTO), auto=True),
     "backbone.compile": Rule(auto=True),
     "backbone.preprocess": Rule(choices=("paper", "univfd")),
@@ -291,9 +308,7 @@ RULES: dict[str, Rule] = {
     "data.val_fraction": _unit(hi_open=True),
     "data.views": _ge(0, 1000),
     "data.protocol": Rule(choices=("all", "univfd")),
-    "data.benchmark": Rule(
-        choices=("auto", "univfd", "genimage", "chameleon", "synthbuster", "wildrf")
-    ),
+    "data.benchmark": Rule(choices=BENCHMARK_CHOICES),
     "data.reencode": Rule(check=_reencode_problem),
     "data.max_per_class": _ge(1),
     "data.batch_size": Rule(lo=1, hi=65536, auto=True),
@@ -411,6 +426,7 @@ def train_settings(cfg: dict) -> TrainSettings:
         seed=seed,
         logger=check("logger", cfg.get("logger", "none"), str),
     )
+    _check_backbone_name(settings.backbone.name)
     return resolve_auto(settings)
 
 
@@ -433,21 +449,30 @@ def eval_settings(cfg: dict) -> EvalSettings:
     cfg = _top_level(cfg, {"ckpt", "data", "device", "seed", "backbone", "perturb", "chain"})
     seed = check("seed", cfg.get("seed", 0), int)
     chain = _chain(cfg.get("chain"))
+    spec = _perturbation_spec(cfg.get("perturb"))
     settings = EvalSettings(
         ckpt=check("ckpt", cfg.get("ckpt") or "", str),
         data=_build(DataConfig, cfg.get("data"), "data"),
         device=check("device", cfg.get("device", "auto"), str),
         seed=seed,
         backbone=_backbone_overrides(cfg.get("backbone")),
-        perturb=_perturbations(cfg.get("perturb"), chain, seed),
         chain=chain,
     )
+    _check_backbone_name(settings.backbone.get("name"))
+    settings.perturb = _perturbations(spec, chain, seed)
     return resolve_auto(settings)
 
 
-def _perturbations(spec: Any, chain: ChainConfig, seed: int) -> list[Perturbation]:
+def _perturbation_spec(spec: Any) -> Any:
     if spec is not None and not isinstance(spec, (str, list, tuple)):
         raise bad_value("perturb", spec, "must be a name or a list of names")
+    return spec
+
+
+def _perturbations(spec: Any, chain: ChainConfig, seed: int) -> list[Perturbation]:
+    """The parsed operations (after every other check: they are built from torch code)."""
+    from ..transforms.chains import resolve_with_chains
+
     try:
         return resolve_with_chains(spec, chain, seed)
     except ClipflowError as err:
@@ -478,6 +503,7 @@ def detect_settings(cfg: dict) -> DetectSettings:
         if name != "backbone" and not (name == "ckpt" and value is None)
     }
     settings = DetectSettings(**values, backbone=_backbone_overrides(cfg.get("backbone")))
+    _check_backbone_name(settings.backbone.get("name"))
     # precision/compile overrides of the checkpoint's backbone may say auto
     settings.backbone = resolve_backbone_overrides(settings.backbone, settings.device)
     return settings
@@ -500,4 +526,5 @@ def calibrate_settings(cfg: dict) -> CalibrateSettings:
         seed=check("seed", cfg.get("seed", 0), int),
         backbone=_backbone_overrides(cfg.get("backbone")),
     )
+    _check_backbone_name(settings.backbone.get("name"))
     return resolve_auto(settings)

@@ -24,17 +24,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..core.fileio import path_key_bytes
 from ..errors import ClipflowError
+from .config import CHAIN_OPS, ChainConfig, check_chain_config
 from .perturb import Perturbation, apply_steps, parse_perturbation, resolve_perturbations
 from .variant import Variant, VariantFn
 
-CHAIN_OPS = ("jpeg", "webp", "resize", "blur", "noise", "crop")
 # The strength range of each op (inclusive), as recent robustness challenges draw them.
 RANGES: dict[str, tuple[float, float]] = {
     "jpeg": (30, 95),  # quality
@@ -48,31 +48,6 @@ DECIMALS = {"jpeg": 0, "webp": 0, "resize": 2, "blur": 1, "noise": 1, "crop": 2}
 # Bump when the sampler changes: it is part of every chain variant's cache key.
 SAMPLER_VERSION = 1
 FAMILY = "chain"
-
-
-@dataclass
-class ChainConfig:
-    """``chain.*`` of configs/eval.yaml (read only with ``perturb=chain``)."""
-
-    max_len: int = 5
-    ops: list[str] = field(default_factory=lambda: list(CHAIN_OPS))
-
-
-def check_chain_config(cfg: ChainConfig) -> str | None:
-    """The problem with a chain setting as one line (None: fine)."""
-    if not cfg.ops:
-        return "chain.ops must name at least one op"
-    unknown = [op for op in cfg.ops if op not in CHAIN_OPS]
-    if unknown:
-        return f"chain.ops: unknown op {unknown[0]!r}; choose from {', '.join(CHAIN_OPS)}"
-    if len(set(cfg.ops)) != len(cfg.ops):
-        return "chain.ops lists an op twice (a chain uses each op at most once)"
-    if not 1 <= cfg.max_len <= len(cfg.ops):
-        return (
-            f"chain.max_len={cfg.max_len}: must be in 1..{len(cfg.ops)} (a chain uses each of "
-            f"the {len(cfg.ops)} chain.ops at most once)"
-        )
-    return None
 
 
 def image_seed(seed: int, path: str) -> int:

@@ -10,26 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor
 
+from .config import BANDS, MASK_MODES, ProxyConfig, ratio_problem
 from .perturb import blur_kernel_size
-
-BANDS = ("low", "mid", "high", "all")
-MASK_MODES = ("compat", "clean")
-PROXY_NAMES = (
-    "freq_mask",
-    "freq_phase",
-    "smoothing",
-    "sharpening",
-    "gaussian_noise",
-    "color_jitter",
-    "none",
-)
-_DEFAULT_SIGMA = {"smoothing": 1.0, "sharpening": 1.0, "gaussian_noise": 5.0}
 
 
 # ---------------------------------------------------------------- helpers
@@ -57,8 +44,9 @@ def _parse_band(band: str) -> list[str]:
 
 
 def _check_ratio(ratio: float) -> None:
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"ratio must lie in [0, 1], got {ratio}")
+    problem = ratio_problem(ratio)
+    if problem:
+        raise ValueError(f"ratio {problem}, got {ratio}")
 
 
 def _check_mode(mode: str) -> None:
@@ -314,72 +302,17 @@ def color_jitter(
 
 
 # ---------------------------------------------------------------- config + builder
-@dataclass
-class ProxyConfig:
-    """Proxy choice (Hydra group ``proxy``); fields = YAML keys = function kwargs.
-
-    ``ratio=None`` takes the pipeline's mode default (SPEC §4.1.8: 1.0 for P, 0.1 for N+P);
-    ``sigma=None`` takes 1.0 for smoothing/sharpening and 5.0 for Gaussian noise.
-    ``pair_crop=True`` gives each proxy the random crop of its natural image (same file, same
-    view) while its mask draw stays its own; ``False`` (default) draws the two crops
-    independently. It only changes training (test and validation crops are centred).
-    """
-
-    name: str = "freq_mask"
-    band: str = "low"
-    ratio: float | None = None
-    mask_mode: str = "compat"
-    sigma: float | None = None
-    amount: float = 1.0
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    pair_crop: bool = False
-
-    def describe(self, default_ratio: float | None = None) -> dict:
-        """The parameters that actually shape the proxy, defaults resolved (for result metadata).
-
-        ``pair_crop`` appears only when on: the default's description (a feature-cache key)
-        stays what it was before the option existed.
-        """
-        if self.name not in PROXY_NAMES:
-            raise ValueError(f"unknown proxy {self.name!r}: use one of {PROXY_NAMES}")
-        if not isinstance(self.pair_crop, bool):
-            raise ValueError(f"pair_crop must be true or false, got {self.pair_crop!r}")
-        paired = {"pair_crop": True} if self.pair_crop else {}
-        if self.name in ("freq_mask", "freq_phase"):
-            ratio = self.ratio if self.ratio is not None else default_ratio
-            return {
-                "name": self.name,
-                "band": self.band,
-                "ratio": ratio,
-                "mask_mode": self.mask_mode,
-                **paired,
-            }
-        sigma = self.sigma if self.sigma is not None else _DEFAULT_SIGMA.get(self.name)
-        keys = {
-            "smoothing": {"sigma": sigma},
-            "sharpening": {"sigma": sigma, "amount": self.amount},
-            "gaussian_noise": {"sigma": sigma},
-            "color_jitter": {
-                k: getattr(self, k) for k in ("brightness", "contrast", "saturation", "hue")
-            },
-            "none": {},
-        }[self.name]
-        return {"name": self.name, **keys, **paired}
-
-
 ProxyFn = Callable[[Tensor, torch.Generator | None], Tensor]
 
 
-def build_proxy(cfg: ProxyConfig, default_ratio: float) -> ProxyFn:
-    """Turn a config into ``fn(images, generator) -> proxies`` (same shape and dtype).
+def build_proxy(cfg: ProxyConfig, mode: str) -> ProxyFn:
+    """Turn a config into ``fn(images, generator) -> proxies`` (same shape and dtype); ``mode``
+    (the training mode) gives a null ``ratio`` its default.
 
     Config errors (unknown name, band, mode, ratio) raise ValueError here, not mid-run.
     Frequency proxies of float inputs take the float path (no uint8 cast).
     """
-    p = cfg.describe(default_ratio)
+    p = cfg.describe(mode)
     if p.get("sigma") is not None and p["sigma"] <= 0:
         raise ValueError(f"sigma must be > 0, got {p['sigma']}")
     if cfg.name in ("freq_mask", "freq_phase"):

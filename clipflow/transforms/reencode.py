@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import DataError
+
+if TYPE_CHECKING:  # parsing is torch-free: the settings layer checks data.reencode with it
+    import torch
 
 _REENCODE = re.compile(r"^(?:short(\d+)\+)?jpeg(\d+)$")
 

@@ -1,4 +1,5 @@
-"""The GPU side of extraction: nvJPEG decoding, then proxies and transforms on the device.
+"""Image files to uint8 ``(3, H, W)`` tensors: PIL on the host (:func:`pil_to_uint8_tensor`),
+or, on the GPU side of extraction, nvJPEG decoding, then proxies and transforms on the device.
 
 With ``decode="nvjpeg"`` the loader workers only read files: plain JPEGs travel as raw
 bytes and are decoded in one batched nvJPEG call; everything nvJPEG does not cover
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from ..data.imageio import DEFAULT_MAX_PIXELS, load_image, pil_to_uint8_tensor
+from ..data.imageio import DEFAULT_MAX_PIXELS, load_image, to_rgb
 from ..errors import UnreadableImageError
 
 log = logging.getLogger(__name__)
@@ -95,3 +97,10 @@ def _pil_fallback(path: str, device) -> torch.Tensor | Exception:
         return pil_to_uint8_tensor(load_image(path)).to(device)
     except UnreadableImageError as err:
         return err
+
+
+def pil_to_uint8_tensor(img: Image.Image) -> torch.Tensor:
+    """An image as a contiguous ``(3, H, W)`` uint8 tensor (non-RGB modes converted first)."""
+    rgb = to_rgb(img)
+    arr = np.array(rgb, dtype=np.uint8)  # a writable copy: torch warns on read-only buffers
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()  # (3, H, W)
