@@ -34,6 +34,7 @@ from PIL import Image, ImageOps
 
 from .backbones.backbone import Backbone, BackboneProtocol, as_backbone, load_backbone
 from .backbones.preprocess import build_transform
+from .backbones.protocol import ExtractorBackbone
 from .checkpoints.checkpoint import (
     Checkpoint,
     eval_backbone_config,
@@ -113,7 +114,11 @@ class Detector:
     """A checkpoint + the frozen backbone it was trained on, ready to score images."""
 
     def __init__(
-        self, ckpt: Checkpoint, backbone: Backbone, device: str = "cpu", batch_size: int = 32
+        self,
+        ckpt: Checkpoint,
+        backbone: Backbone | ExtractorBackbone,
+        device: str = "cpu",
+        batch_size: int = 32,
     ):
         require_feature_dim(ckpt, backbone)
         self.ckpt, self.backbone, self.device = ckpt, backbone, device
@@ -139,7 +144,9 @@ class Detector:
         :class:`~clipflow.backbones.backbone.BackboneProtocol` extractor, docs/backbones.md);
         it must match the checkpoint's recorded backbone (name, layers, feature size).
         """
-        return cls.from_loaded(load_checkpoint(path), device, backbone, batch_size)
+        # a str as is (it may be hf://...); other path-likes the Path load_checkpoint makes
+        ckpt = load_checkpoint(path if isinstance(path, str) else Path(path))
+        return cls.from_loaded(ckpt, device, backbone, batch_size)
 
     @classmethod
     def from_pretrained(
@@ -301,13 +308,13 @@ class Detector:
         ``unsure_k`` as in :meth:`predict`."""
         self.check_fpr(fpr)
         copies = unsure_perturbations(unsure_k) if unsure_k else []
-        paths = [str(p) for p in paths]
+        files = [str(p) for p in paths]
         workers = (
-            num_workers if len(paths) > self.batch_size else 0
+            num_workers if len(files) > self.batch_size else 0
         )  # spawning costs more than it saves
         fs = extract_features(
             self.backbone,
-            paths,
+            files,
             self.transform,
             [None, *copies],
             self.device,
@@ -319,7 +326,7 @@ class Detector:
         )  # (1 + K, N)
         done = {p: self._prediction(scores[:, i], p, None, fpr) for i, p in enumerate(fs.paths)}
         done.update({p: Prediction(None, None, None, p, reason) for p, reason in fs.skipped})
-        return [done[p] for p in paths]
+        return [done[p] for p in files]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -406,8 +413,8 @@ def _expand_one(text: str) -> list[tuple[str, str | None]]:
     path = Path(text)
     if path.is_dir():
         listing = scan_images(path, include_special=True)
-        found = [(str(p), None) for p in listing.images]
-        left_out = [(str(p), reason) for p, reason in listing.skipped]
+        found: list[tuple[str, str | None]] = [(str(p), None) for p in listing.images]
+        left_out: list[tuple[str, str | None]] = [(str(p), r) for p, r in listing.skipped]
         return found + left_out if found else [(text, "no image files in this folder")]
     if os.path.lexists(text):
         return [(text, None)]

@@ -61,6 +61,8 @@ def check_weights_available(cfg: BackboneConfig) -> None:
 def _check_timm_weights(cfg: BackboneConfig) -> None:
     """check_weights_available for timm: a local file exists, or timm's hub file is cached
     or downloadable."""
+    if not cfg.pretrained:  # no weights to check (check_weights_available returns before too)
+        return
     if cfg.pretrained != timm_family.TIMM_TAG:
         if not Path(cfg.pretrained).expanduser().is_file():
             raise BackboneError(

@@ -289,7 +289,11 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     except Image.DecompressionBombError as exc:
         m = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{m.group(1)} pixels" if m else "image"
-        reason = f"too large: {size} exceeds PIL's limit of {2 * Image.MAX_IMAGE_PIXELS}"
+        # PIL raises this only while MAX_IMAGE_PIXELS is set, but the global is typed Optional
+        # and may be changed by another thread: never fail on the message itself.
+        limit = Image.MAX_IMAGE_PIXELS
+        cap = f" of {2 * limit}" if limit is not None else ""
+        reason = f"too large: {size} exceeds PIL's limit{cap}"
         raise UnreadableImageError(path, reason) from None
     except MemoryError:
         raise UnreadableImageError(path, "too large: out of memory while decoding") from None

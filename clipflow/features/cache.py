@@ -96,7 +96,8 @@ def _hash(obj) -> str:
 def _checksum(features: torch.Tensor) -> str:
     # CRC-32 finds disk and copy damage at memory speed; the cache guards against accidents,
     # not against someone forging features.
-    return f"crc32:{zlib.crc32(features.contiguous().numpy()):08x}"
+    # .data: the array's own buffer (a memoryview, no copy), which zlib takes as bytes.
+    return f"crc32:{zlib.crc32(features.contiguous().numpy().data):08x}"
 
 
 def _one_line(err: BaseException) -> str:
@@ -156,13 +157,13 @@ class Known:
             runs.setdefault(b, ([], []))
             runs[b][0].append(pos)
             runs[b][1].append(r)
-        for b, (pos, rows) in runs.items():
-            n, p0, r0 = len(pos), pos[0], rows[0]
-            if pos == list(range(p0, p0 + n)) and rows == list(range(r0, r0 + n)):
+        for b, (places, rows) in runs.items():
+            n, p0, r0 = len(places), places[0], rows[0]
+            if places == list(range(p0, p0 + n)) and rows == list(range(r0, r0 + n)):
                 out[p0 : p0 + n] = self.blocks[b][r0 : r0 + n]
             else:
                 picked = self.blocks[b].index_select(0, torch.tensor(rows))
-                out.index_copy_(0, torch.tensor(pos), picked)
+                out.index_copy_(0, torch.tensor(places), picked)
         return out
 
 

@@ -287,7 +287,7 @@ def locate(cache: FeatureCache, keys: list[list[str]], fkeys: list[str], dim: in
     unskipped[list(skipped)] = False
     keep = held & unskipped
     if keep.all():
-        kept: Sequence[int] = range(n)
+        kept: range | array[int] = range(n)
     else:
         kept = array("q", np.flatnonzero(keep).tobytes())
     missing = array("q", np.flatnonzero(~held & unskipped & first).tobytes())
@@ -354,7 +354,7 @@ def _runs(pos: np.ndarray, rows: np.ndarray, pack: int) -> np.ndarray:
     return np.stack([pos[first], np.full(len(first), pack), rows[first]])
 
 
-def _compact(runs: RowRuns, kept: Sequence[int]) -> RowRuns:
+def _compact(runs: RowRuns, kept: range | array[int]) -> RowRuns:
     """``runs`` (caller's positions) re-indexed by kept position 0..len(kept)-1: a run is cut
     where a file in it is not kept. Chunk by chunk, so no (N,) array of rows is built."""
     if isinstance(kept, range):  # every file kept: the positions are the same

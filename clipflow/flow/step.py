@@ -82,11 +82,13 @@ class StepRunner:
 
     def _eager(self, idx: torch.Tensor) -> None:
         if self.use_graph and self.graph is None:  # warm-up: on a side stream, as capture requires
+            side = self.side_stream
+            assert side is not None  # made in __init__ whenever use_graph (which only turns off)
             current = torch.cuda.current_stream(self.device)
-            self.side_stream.wait_stream(current)
-            with torch.cuda.stream(self.side_stream):
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
                 self._accumulate(idx)
-            current.wait_stream(self.side_stream)
+            current.wait_stream(side)
         else:
             self._accumulate(idx)
         self.eager_steps += 1

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..data.imageio import list_images, list_subdirs
@@ -76,7 +76,7 @@ class Mahalanobis:
 
     def score(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
         """sqrt((x − μ)ᵀ Σ⁻¹ (x − μ)) for features (N, D) -> (N,)."""
-        if self.mean is None:
+        if self.mean is None or self.precision is None:  # fit() sets both at once
             raise RuntimeError("fit the Mahalanobis baseline first")
         d = _numpy(features) - self.mean
         return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", d, self.precision, d), 0.0))
@@ -98,7 +98,7 @@ class LinearProbe:
     max_iter: int = 2000
     seed: int = 0
     threshold: float = 0.0
-    model: object | None = None
+    model: Pipeline | None = None  # StandardScaler -> LogisticRegression, once fitted
 
     def fit(self, real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray) -> LinearProbe:
         """Fit on real (N0, D) and fake (N1, D) training features (labels 0 / 1)."""

@@ -27,11 +27,12 @@ import time
 from dataclasses import asdict, dataclass, replace
 from importlib.resources import files
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
 from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..backbones.backbone import load_backbone
 from ..backbones.config import BackboneConfig
@@ -85,7 +86,8 @@ def list_experiments() -> list[str]:
 def named_experiments() -> list[str]:
     """Every experiment: those of ``all`` plus those run only by name (``by_name`` in
     all.yaml, e.g. backbones, which needs several backbones' weights)."""
-    extra = OmegaConf.load(_experiment_dir() / "all.yaml").get("by_name") or []
+    path = _experiment_dir() / "all.yaml"
+    extra = _yaml_mapping(OmegaConf.load(path), path).get("by_name") or []
     return list_experiments() + [n for n in extra if n not in list_experiments()]
 
 
@@ -95,7 +97,7 @@ def load_experiment(name: str) -> ExperimentSpec:
         raise ClipflowError(
             f"unknown experiment {name!r}; choose one of: all, {', '.join(named_experiments())}"
         )
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    raw = _yaml_mapping(OmegaConf.load(path), path)
     arms = [
         ArmSpec(a["name"], list(a.get("overrides") or []), a.get("paper")) for a in raw.pop("arms")
     ]
@@ -126,7 +128,15 @@ def compose_settings(overrides: list[str]) -> TrainSettings:
             cfg = compose(config_name="train", overrides=list(overrides))
     except Exception as err:  # Hydra's override errors say which key is wrong
         raise ClipflowError(f"bad override in {overrides}: {str(err).splitlines()[0]}") from None
-    return train_settings(OmegaConf.to_container(cfg, resolve=True))
+    return train_settings(_yaml_mapping(cfg, "configs/train.yaml"))
+
+
+def _yaml_mapping(cfg: DictConfig | ListConfig, where: object) -> dict[str, Any]:
+    """A loaded config as a plain dict (interpolations resolved); ours are all mappings."""
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(raw, dict):  # a YAML list at the top: no setting has a name
+        raise ClipflowError(f"{where} is a list, not a mapping of settings")
+    return cast(dict[str, Any], raw)  # the top-level keys of a config are setting names
 
 
 @dataclass
@@ -300,6 +310,7 @@ class Runner:
         backbone = self.backbone(s.backbone, device)
         split, cache = _train_split(s), feature_cache(s.data)
         natural = _natural_view(s, backbone, split.train, cache, device)
+        model: Mahalanobis | LinearProbe
         if name == "mahalanobis":
             model = Mahalanobis().fit(natural)
             val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
@@ -308,7 +319,7 @@ class Runner:
                 val_scores, np.r_[np.zeros(len(val.paths)), np.ones(len(val.paths))]
             )
         else:
-            fake_paths = probe_fake_paths(s.data.train_root, split.classes, s.seed)
+            fake_paths = probe_fake_paths(_train_root(s), split.classes, s.seed)
             fakes = _natural_view(s, backbone, fake_paths, cache, device)
             model = LinearProbe(seed=s.seed).fit(natural, fakes)
             threshold = model.threshold
@@ -355,12 +366,16 @@ class Runner:
         return spec.arms
 
     def _run_arm(self, spec: ExperimentSpec, arm: ArmSpec, out: Path) -> ArmResult:
-        runs, settings, failed = {}, {}, {}
+        runs: dict[int, SeedRun] = {}
+        settings: dict = {}  # the first seed's, as JSON
+        failed: dict[int, str] = {}
         for seed in self.seeds(spec):
             s = self.settings(spec, arm, seed)
             settings = settings or to_jsonable(s)
             folder = out / "arms" / _slug(arm.name) / f"seed{seed}"
             if arm.name == "checkpoint":
+                if self.opts.ckpt is None:  # a spec's own arm of that name: no file to load
+                    raise ClipflowError(f"{spec.name}: arm 'checkpoint' needs ckpt=PATH")
                 trained = self.load_arm(s, self.opts.ckpt)
             else:
                 try:
@@ -475,13 +490,22 @@ def _arm_key(s: TrainSettings) -> str:
 def _natural_view(s: TrainSettings, backbone, paths, cache, device) -> torch.Tensor:
     """(N, D) features of ``paths`` as they are (no proxy), one view: what baselines fit on."""
     plain = replace(s, train=replace(s.train, mode="N"), data=replace(s.data, views=1))
-    return train_features(plain, backbone, paths, cache, device).natural[0]  # view 0
+    natural = train_features(plain, backbone, paths, cache, device).natural
+    assert natural is not None  # mode N: the natural features are all there is
+    return natural[0]  # view 0
 
 
 def _train_split(s: TrainSettings):
     return discover_train_images(
-        Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
+        Path(_train_root(s)), s.data.per_class, s.data.val_fraction, s.seed
     )
+
+
+def _train_root(s: TrainSettings) -> str:
+    """data.train_root of an arm that trains or fits (_require_data asked for it already)."""
+    if s.data.train_root is None:
+        raise DataError("this arm trains on natural images: pass data.train_root=DIR")
+    return s.data.train_root
 
 
 def _require_data(spec: ExperimentSpec, s: TrainSettings, opts: RunOptions) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +35,9 @@ PAPER_METRIC = {
 
 
 # ------------------------------------------------------------------ statistics over seeds
-def _stat(values: list[float]) -> tuple[float | None, float | None]:
-    """(mean, sample std) over seeds; std is None for a single seed."""
+def _stat(values: list[float | None]) -> tuple[float | None, float | None]:
+    """(mean, sample std) over seeds, None (a seed without the number) left out; std is None
+    for a single seed."""
     vals = [v for v in values if v is not None]
     if not vals:
         return None, None
@@ -56,7 +58,7 @@ def mean_over(
     arm: ArmResult, metric: str, datasets: list[str]
 ) -> tuple[float | None, float | None]:
     """The mean over ``datasets`` for each seed, then (mean, std) over seeds."""
-    means = []
+    means: list[float | None] = []
     for run in arm.runs.values():
         vals = [r[metric] for r in run.rows if r["dataset"] in datasets]
         means.append(float(np.mean(vals)) if vals else None)
@@ -68,11 +70,18 @@ def _diff(ours: float | None, paper: float | None) -> float | None:
 
 
 # ------------------------------------------------------------------ comparison tables
-def table_sets(result: ExperimentResult, table: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """(rows to show, sets averaged in the mean row) for a comparison with ``table``."""
+def table_sets(
+    result: ExperimentResult, table: str | None
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(rows to show, sets averaged in the mean row) for a comparison with ``table``.
+
+    ``table`` None (the spec compares with no such table) is only valid for ``sets: extra``.
+    """
     evaluated = dict(result.sets)
     if result.spec.sets == "extra":
         return list(result.sets), list(evaluated)
+    if table is None:  # the paper's sets come from the table: there is none to take them from
+        raise KeyError(f"experiment {result.spec.name!r} compares with no paper table of its sets")
     paper = [s for s in PAPER_ORDER if s in paper_sets(table)] or list(PAPER_ORDER)
     rows = [(s, display_name(s)) for s in paper] + [
         (s, d) for s, d in result.sets if s not in paper
@@ -88,7 +97,7 @@ def _paper_mean(row: PaperRow | None, averaged: list[str]) -> tuple[float | None
     sets = [s for s in row.values if row.values[s] is not None]
     if not sets or set(sets) <= set(averaged):
         return row.mean, ""
-    vals = [row.value(s) for s in averaged if row.value(s) is not None]
+    vals = [v for v in (row.value(s) for s in averaged) if v is not None]
     if vals:
         return float(
             np.mean(vals)
@@ -109,8 +118,9 @@ def comparison(
     """Rows (one per set + mean), column names and notes of ``ours vs paper`` for ``table``."""
     rows_shown, averaged = table_sets(result, table)
     columns, notes = ["dataset", "display_name"], []
-    rows = [{"dataset": s, "display_name": d} for s, d in rows_shown]
-    mean = {"dataset": "mean", "display_name": f"Mean ({len(averaged)} sets)"}
+    # str cells (names) and float | None cells (numbers) side by side
+    rows: list[dict[str, Any]] = [{"dataset": s, "display_name": d} for s, d in rows_shown]
+    mean: dict[str, Any] = {"dataset": "mean", "display_name": f"Mean ({len(averaged)} sets)"}
     for arm in result.arms:
         prow = _paper_row(table, arm.paper)
         columns += [f"{arm.name}:ours", f"{arm.name}:std", f"{arm.name}:paper", f"{arm.name}:diff"]

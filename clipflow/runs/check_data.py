@@ -278,9 +278,9 @@ def check(req: CheckRequest, out: TextIO | None = None) -> int:
         rows, f = check_test_root(Path(req.test_root), benchmark=req.benchmark)
         print(format_sets(Path(req.test_root), rows), file=out)
         findings += f
-    for root in req.extra_roots or []:
-        rows, f = check_test_root(Path(root), extra=True)
-        print(format_sets(Path(root), rows), file=out)
+    for extra_root in req.extra_roots or []:
+        rows, f = check_test_root(Path(extra_root), extra=True)
+        print(format_sets(Path(extra_root), rows), file=out)
         findings += f
     for what, root in (("train_root", req.train_root), ("val_root", req.val_root)):
         if root:
