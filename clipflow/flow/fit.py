@@ -6,6 +6,20 @@ objective the paper describes in words (maximise the natural images' likelihood,
 proxies'). Eq. 7 as printed carries the opposite sign on its natural term: taken literally it
 would *maximise* the natural images' negative log-likelihood, so it is not implemented
 verbatim.
+
+The loop, as six functions read it (streaming features from disk and CUDA graphs are why it
+is split; the arithmetic is this)::
+
+    fit(model, natural (V, N, D), proxy (V, N, D), cfg)    # epoch e reads view e mod V
+      for epoch in range(cfg.resolved_epochs()):         # _train_loop
+          for rows in the epoch's buffers:                # _fit: one (all in RAM);
+                                                          # _fit_stream: bounded reads
+              for idx in randperm(rows) by batch_size:    # _run_steps
+                  nat, prx = natural[view][idx], proxy[view][idx]        # _view
+                  loss = batch_loss(model, nat, prx, cfg) # one flow pass over both
+                  loss.backward(); adam.step()            # _step_runner (a CUDA graph
+                                                          #   replay on GPUs, StepRunner)
+          history.append(mean loss, its parts, mean q per side); stop if not finite
 """
 
 from __future__ import annotations
