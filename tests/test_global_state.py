@@ -18,9 +18,8 @@ import pytest
 import torch
 
 import clipflow
-from clipflow.backbones import backbone
 from clipflow.backbones.backbone import load_backbone
-from clipflow.backbones.config import TINY_NAME, BackboneConfig
+from clipflow.backbones.config import TINY_NAME, BackboneConfig, model_config_dir, packaged_names
 from clipflow.eval.means import summarize
 from clipflow.eval.metrics import METRIC_COLUMNS
 from clipflow.eval.report import plot_ap
@@ -76,9 +75,9 @@ def _tiny_unregistered():
     """open_clip's registry as a fresh process has it (earlier tests may have built tiny)."""
     factory = open_clip.factory
     paths, configs = list(factory._MODEL_CONFIG_PATHS), dict(factory._MODEL_CONFIGS)
-    factory._MODEL_CONFIG_PATHS[:] = [p for p in paths if Path(p) != backbone._CONFIG_DIR]
-    # a rescan only adds configs: drop tiny's entry by hand
-    factory._MODEL_CONFIGS = {k: v for k, v in configs.items() if k != TINY_NAME}
+    factory._MODEL_CONFIG_PATHS[:] = [p for p in paths if Path(p) != model_config_dir()]
+    # a rescan only adds configs: drop the packaged test architectures' entries by hand
+    factory._MODEL_CONFIGS = {k: v for k, v in configs.items() if k not in packaged_names()}
     try:
         yield
     finally:
@@ -106,9 +105,10 @@ def test_building_tiny_registers_only_tiny_and_only_once():
         once = _process_state()
         load_backbone(BackboneConfig(name="tiny", pretrained=None))
         assert _process_state() == once  # a second build registers nothing more
-    assert set(once["models"]) - set(before["models"]) == {TINY_NAME}
+    # clipflow's own test architectures (clipflow-tiny and its kin), nothing of open_clip's
+    assert set(once["models"]) - set(before["models"]) == set(packaged_names()) > {TINY_NAME}
     assert set(before["models"]) <= set(once["models"])
-    assert once["config_paths"] == [*before["config_paths"], backbone._CONFIG_DIR]
+    assert once["config_paths"] == [*before["config_paths"], model_config_dir()]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "amp_bf16"])
