@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 from clipflow.cli.common import guarded
-from clipflow.paper.mini import reproduce_mini
+from clipflow.cli.reproduce import parse_request
+from clipflow.paper.mini import mini_arguments, prepare_mini
+from clipflow.paper.reproduce import run_reproduce
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,12 +43,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def reproduce_mini(args: argparse.Namespace) -> dict[str, dict[str, Path]]:
+    """Generate (or reuse) and check the miniature, then clipflow-reproduce it in-process."""
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    data = prepare_mini(args.out, args.images, args.size, seeds, fast=args.fast)
+    argv = mini_arguments(data, args.out, seeds, args.extra, fast=args.fast)
+    written = run_reproduce(parse_request(argv))
+    print(f"\nDone: {args.out / 'index.md'} links every table and plot.")
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    guarded(
-        lambda: reproduce_mini(args.out, args.images, args.size, seeds, args.extra, fast=args.fast)
-    )
+    guarded(lambda: reproduce_mini(args))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from clipflow.backbones.backbone import (
 from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
 from clipflow.checkpoints.checkpoint import load_checkpoint
+from clipflow.cli.reproduce import parse_request
 from clipflow.errors import BackboneError, CheckpointError, ClipflowError
 from clipflow.features.cache import CACHE_VERSION, FeatureCache, _hash
 from clipflow.paper.experiments import compose_settings, named_experiments
@@ -316,20 +317,22 @@ def test_backbones_experiment_runs_tiny_towers_of_each_family(bench, tmp_path):
     assert "backbones" in named_experiments()
     out = tmp_path / "out"
     run_reproduce(
-        [
-            "experiment=backbones",
-            f"out={out}",
-            f"data.train_root={bench / 'train'}",
-            f"data.test_root={bench / 'test'}",
-            "backbone=tiny",
-            "device=cpu",
-            "data.num_workers=0",
-            "data.per_class=null",
-            f"data.cache_dir={bench / 'cache'}",
-            "train.epochs=1",
-            "flow.n_blocks=2",
-            "save_checkpoints=false",
-        ]
+        parse_request(
+            [
+                "experiment=backbones",
+                f"out={out}",
+                f"data.train_root={bench / 'train'}",
+                f"data.test_root={bench / 'test'}",
+                "backbone=tiny",
+                "device=cpu",
+                "data.num_workers=0",
+                "data.per_class=null",
+                f"data.cache_dir={bench / 'cache'}",
+                "train.epochs=1",
+                "flow.n_blocks=2",
+                "save_checkpoints=false",
+            ]
+        )
     )
     with open(out / "backbones" / "backbones.csv") as f:
         rows = list(csv.DictReader(f))

@@ -19,6 +19,7 @@ from clipflow.backbones.backbone import load_backbone
 from clipflow.backbones.config import BackboneConfig
 from clipflow.cli import evaluate as eval_cli
 from clipflow.cli.check_data import main as check_data_main
+from clipflow.cli.check_data import parse_request
 from clipflow.data.benchmarks import (
     KNOWN_COUNTS,
     LAYOUTS,
@@ -164,7 +165,7 @@ def test_synthbuster_without_raise_reals_is_skipped_with_a_warning(tmp_path: Pat
 
 def _check(*args: str) -> tuple[int, str]:
     out = io.StringIO()
-    return run_check(list(args), out=out), out.getvalue()
+    return run_check(parse_request(args), out=out), out.getvalue()
 
 
 def test_check_data_counts_and_unknown_counts(tmp_path: Path):

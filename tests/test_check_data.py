@@ -12,10 +12,11 @@ import pytest
 from fixtures_images import write_image
 
 from clipflow.cli.check_data import main as check_data_main
+from clipflow.cli.check_data import parse_request
 from clipflow.data.layouts import PAPER_ORDER
 from clipflow.data.synthetic import make_benchmark
 from clipflow.errors import ClipflowError
-from clipflow.runs.check_data import CheckRequest, parse_request, run_check
+from clipflow.runs.check_data import CheckRequest, run_check
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def _tree(tmp_path: Path, layout: str) -> dict[str, Path]:
 
 def _check(*args: str) -> tuple[int, str]:
     out = io.StringIO()
-    code = run_check(list(args), out=out)
+    code = run_check(parse_request(args), out=out)
     return code, out.getvalue()
 
 
@@ -83,9 +84,9 @@ def test_train_root_without_natural_images_fails(tmp_path: Path):
 
 def test_usage_errors_are_one_line(tmp_path: Path, capsys):
     with pytest.raises(ClipflowError, match="nothing to check"):
-        run_check([])
+        run_check(parse_request([]))
     with pytest.raises(ClipflowError, match="unknown key 'data.tset_root'"):
-        run_check([f"data.tset_root={tmp_path}"])
+        run_check(parse_request([f"data.tset_root={tmp_path}"]))
     with pytest.raises(SystemExit) as exit_:
         check_data_main([])
     assert exit_.value.code == 2

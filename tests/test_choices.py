@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from clipflow.cli.reproduce import parse_request
 from clipflow.core.fileio import to_jsonable
 from clipflow.errors import ClipflowError
 from clipflow.paper.experiments import Runner, compose_settings, load_experiment, run_metadata
-from clipflow.paper.reproduce import parse_args
 from clipflow.paper.results import find_row
 from clipflow.paper.spec import RunOptions
 from clipflow.paper.tables import provenance
@@ -78,22 +78,22 @@ def test_each_arm_differs_from_the_default_in_exactly_its_key():
 
 def test_reproduce_draws_fresh_per_epoch_by_default_and_fast_caches_one_view():
     table1 = load_experiment("table1")
-    req = parse_args(["experiment=table1"])
+    req = parse_request(["experiment=table1"])
     assert req.opts.fast is False
     fresh = Runner(req.opts).settings(table1, table1.arms[2], 0)
     assert fresh.data.views == 0
-    req_fast = parse_args(["experiment=table1", "fast=true"])
+    req_fast = parse_request(["experiment=table1", "fast=true"])
     cached = Runner(req_fast.opts).settings(table1, table1.arms[2], 0)
     assert req_fast.opts.fast is True and cached.data.views == 1
     # an explicit data.views on the command line wins over either
     assert (
-        Runner(parse_args(["experiment=table1", "data.views=3"]).opts)
+        Runner(parse_request(["experiment=table1", "data.views=3"]).opts)
         .settings(table1, None, 0)
         .data.views
         == 3
     )
     with pytest.raises(SettingsError, match="fast=maybe"):
-        parse_args(["experiment=table1", "fast=maybe"])
+        parse_request(["experiment=table1", "fast=maybe"])
     # ...and the metadata and every table header say which was used
     bb = {"name": "clipflow-tiny", "preprocess": "paper"}
     meta = run_metadata(fresh, bb, req.opts, "table1")
@@ -111,13 +111,13 @@ def test_reproduce_draws_fresh_per_epoch_by_default_and_fast_caches_one_view():
 
 def test_seeds_come_from_the_command_line_else_the_experiment():
     choices, table1 = load_experiment("choices"), load_experiment("table1")
-    default = Runner(parse_args(["experiment=all"]).opts)
+    default = Runner(parse_request(["experiment=all"]).opts)
     assert default.seeds(choices) == [0, 1, 2] and default.seeds(table1) == [0]
-    given = Runner(parse_args(["experiment=all", "seeds=[4,5]"]).opts)
+    given = Runner(parse_request(["experiment=all", "seeds=[4,5]"]).opts)
     assert given.seeds(choices) == [4, 5] == given.seeds(table1)
-    assert Runner(parse_args(["experiment=choices", "seed=7"]).opts).seeds(choices) == [7]
+    assert Runner(parse_request(["experiment=choices", "seed=7"]).opts).seeds(choices) == [7]
     with pytest.raises(ClipflowError, match="seeds=\\[\\]"):
-        parse_args(["experiment=choices", "seeds=[]"])
+        parse_request(["experiment=choices", "seeds=[]"])
 
 
 def test_flow_block_is_a_plain_override_with_its_choices_checked():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clipflow.cli.reproduce import parse_request
 from clipflow.core.fileio import to_jsonable
 from clipflow.errors import ClipflowError, DataError
 from clipflow.paper.experiments import (
@@ -17,7 +18,7 @@ from clipflow.paper.experiments import (
     load_experiment,
     merge_overrides,
 )
-from clipflow.paper.reproduce import parse_args, run_reproduce
+from clipflow.paper.reproduce import run_reproduce
 from clipflow.paper.results import find_row
 from clipflow.paper.spec import ArmSpec
 
@@ -86,7 +87,7 @@ def test_arm_overrides_win_over_the_command_line_and_seed_goes_everywhere():
 
 
 def test_command_line_parsing():
-    names, opts, dry = parse_args(
+    names, opts, dry = parse_request(
         [
             "experiment=all",
             "seeds=[0,1,2]",
@@ -104,27 +105,31 @@ def test_command_line_parsing():
         and opts.out == Path("/tmp/x")
         and dry
     )
-    names, opts, _ = parse_args(["experiment=[table3,table1]", "seed=4", "data.extra_roots=/c"])
+    names, opts, _ = parse_request(["experiment=[table3,table1]", "seed=4", "data.extra_roots=/c"])
     assert names == ["table3", "table1"] and opts.seeds == [4] and opts.extra_roots == ["/c"]
 
 
 def test_usage_errors(tmp_path: Path, capsys):
     with pytest.raises(ClipflowError, match="no experiment given"):
-        parse_args(["backbone=tiny"])
+        parse_request(["backbone=tiny"])
     with pytest.raises(ClipflowError, match="unknown experiment 'table9'"):
-        run_reproduce(["experiment=table9"])
+        run_reproduce(parse_request(["experiment=table9"]))
     with pytest.raises(ClipflowError, match="bad override"):
-        run_reproduce(["experiment=table1", "flow.nope=1", f"out={tmp_path}", "dry_run=true"])
+        run_reproduce(
+            parse_request(["experiment=table1", "flow.nope=1", f"out={tmp_path}", "dry_run=true"])
+        )
     with pytest.raises(DataError, match="data.train_root"):
-        run_reproduce(["experiment=table1", "backbone=tiny", f"out={tmp_path}"])
+        run_reproduce(parse_request(["experiment=table1", "backbone=tiny", f"out={tmp_path}"]))
     with pytest.raises(DataError, match="extra_roots"):
         run_reproduce(
-            ["experiment=table5", "data.train_root=/x", "backbone=tiny", f"out={tmp_path}"]
+            parse_request(
+                ["experiment=table5", "data.train_root=/x", "backbone=tiny", f"out={tmp_path}"]
+            )
         )
 
 
 def test_dry_run_prints_each_arm(capsys):
-    assert run_reproduce(["experiment=table4", "dry_run=true"]) == {}
+    assert run_reproduce(parse_request(["experiment=table4", "dry_run=true"])) == {}
     out = capsys.readouterr().out
     assert "mid" in out and "proxy=freq_mask/mid ratio=0.1" in out and "mode=N+P" in out
 

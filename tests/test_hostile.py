@@ -551,7 +551,8 @@ def _detect_refuses(monkeypatch, capsys, trained_run: Path, out: Path, needle: s
     def never(*args, **kwargs):
         raise AssertionError("the checkpoint was loaded before out= was checked")
 
-    monkeypatch.setattr(cli, "load_checkpoint", never)
+    # clipflow-detect imports load_checkpoint when it runs: patched where it is defined
+    monkeypatch.setattr("clipflow.checkpoints.checkpoint.load_checkpoint", never)
     monkeypatch.setattr(
         sys,
         "argv",

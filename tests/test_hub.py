@@ -280,9 +280,9 @@ def test_online_hub_failures_are_one_line(monkeypatch, cls: str, needle: str):
 
 
 def test_reproduce_takes_a_hub_checkpoint():
-    from clipflow.paper.reproduce import parse_args
+    from clipflow.cli.reproduce import parse_request
 
-    req = parse_args(["experiment=table5", "ckpt=hf://owner/name@v1", "extra_roots=[/x]"])
+    req = parse_request(["experiment=table5", "ckpt=hf://owner/name@v1", "extra_roots=[/x]"])
     assert req.opts.ckpt == "hf://owner/name@v1"
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from clipflow.cli.reproduce import parse_request
 from clipflow.data.layouts import PAPER_ORDER
 from clipflow.eval.report import RANDOM_WARNING
 from clipflow.paper.mini import mini_arguments
@@ -171,9 +172,8 @@ def _mini_args(mini: Path, *extra: str) -> list[str]:
 
 
 def test_seeds_give_mean_and_std_and_seed0_reproduces(mini: Path):
-    run_reproduce(
-        ["experiment=normalization", "seeds=[0,1]", f"out={mini / 'two_seeds'}", *_mini_args(mini)]
-    )
+    argv = ["experiment=normalization", "seeds=[0,1]", f"out={mini / 'two_seeds'}"]
+    run_reproduce(parse_request([*argv, *_mini_args(mini)]))
     two = _csv(mini / "two_seeds" / "normalization" / "normalization_ap.csv")
     one = _csv(mini / "normalization" / "normalization_ap.csv")
     seed0 = _csv(mini / "two_seeds" / "normalization" / "arms" / "l2_on" / "seed0" / "results.csv")
@@ -224,16 +224,18 @@ def test_table5_new_generators_and_the_same_checkpoint(mini: Path):
     # ckpt=: table1's P model (seed 0) scores the new generators exactly as table5's P arm did
     data = mini / "data"
     run_reproduce(
-        [
-            "experiment=table5",
-            f"ckpt={mini / 'table1' / 'arms' / 'P' / 'seed0'}",
-            f"extra_roots=[{data / 'new_generators'}]",
-            f"out={mini / 'from_ckpt'}",
-            "device=cpu",
-            "data.num_workers=0",
-            f"data.cache_dir={mini / 'cache'}",
-            "baselines=[]",
-        ]
+        parse_request(
+            [
+                "experiment=table5",
+                f"ckpt={mini / 'table1' / 'arms' / 'P' / 'seed0'}",
+                f"extra_roots=[{data / 'new_generators'}]",
+                f"out={mini / 'from_ckpt'}",
+                "device=cpu",
+                "data.num_workers=0",
+                f"data.cache_dir={mini / 'cache'}",
+                "baselines=[]",
+            ]
+        )
     )
     again = _csv(mini / "from_ckpt" / "table5" / "table5_ap.csv")
     seed0 = _csv(mini / "table5" / "arms" / "P" / "seed0" / "results.csv")
@@ -288,7 +290,9 @@ def test_paper_experiments_draw_fresh_per_epoch_by_default(mini: Path):
 def test_choices_table_mean_and_std_per_arm_next_to_the_paper(mini: Path):
     """experiment=choices at two seeds: mAP / acc@val / acc@oracle ± std per arm, paper N+P."""
     out = mini / "choices_two_seeds"
-    run_reproduce(["experiment=choices", "seeds=[0,1]", f"out={out}", *_mini_args(mini)])
+    run_reproduce(
+        parse_request(["experiment=choices", "seeds=[0,1]", f"out={out}", *_mini_args(mini)])
+    )
     summary = _csv(out / "choices" / "summary.csv")
     assert [r["arm"] for r in summary] == [
         "default",

@@ -260,7 +260,8 @@ def test_without_perturb_the_cli_runs_the_plain_evaluation(monkeypatch, tmp_path
         (tmp_path / "results.md").write_text("plain\n")
         return {"results.md": tmp_path / "results.md", "results.csv": tmp_path / "results.csv"}
 
-    monkeypatch.setattr(eval_cli, "run_eval", fake_run_eval)
+    # clipflow-eval imports run_eval when it runs: patched where it is defined
+    monkeypatch.setattr("clipflow.runs.evaluate.run_eval", fake_run_eval)
     monkeypatch.setattr(
         sys, "argv", ["clipflow-eval", "ckpt=x", *QUIET, f"hydra.run.dir={tmp_path}"]
     )

@@ -368,8 +368,9 @@ def test_fuzzed_settings_build_or_raise_clipflow_error(command, picks, extra):
 
 
 def test_reproduce_and_check_data_values_go_through_the_layer(tmp_path: Path):
+    from clipflow.cli.check_data import parse_request as check_data_request
+    from clipflow.cli.reproduce import parse_request
     from clipflow.paper.experiments import compose_settings
-    from clipflow.paper.reproduce import parse_args
     from clipflow.runs.check_data import run_check
 
     for argv, needle in [
@@ -379,8 +380,8 @@ def test_reproduce_and_check_data_values_go_through_the_layer(tmp_path: Path):
         (["experiment=table1", "save_checkpoints=perhaps"], "save_checkpoints=perhaps"),
     ]:
         with pytest.raises(ClipflowError, match=needle):
-            parse_args(argv)
+            parse_request(argv)
     with pytest.raises(ClipflowError, match="proxy.ratio=2"):  # every arm's train overrides
         compose_settings(["backbone=tiny", "proxy.ratio=2"])
     with pytest.raises(ClipflowError, match="strict=maybe"):  # before any folder is scanned
-        run_check([f"data.test_root={tmp_path / 'absent'}", "strict=maybe"])
+        run_check(check_data_request([f"data.test_root={tmp_path / 'absent'}", "strict=maybe"]))

@@ -10,23 +10,20 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .common import hydra_app, lazy_names, run_dir, to_dict
+from .common import hydra_app, run_dir, to_dict
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-# Imported when the command runs, not at import: ``--help`` must not load torch/open_clip.
-_LAZY = {"calibrate_settings": "..settings.config", "run_calibrate": "..runs.calibrate"}
-
-
-__getattr__, _lazy = lazy_names(__name__, _LAZY, globals())
-
 
 def calibrate(cfg: DictConfig) -> None:
-    settings = _lazy("calibrate_settings")(to_dict(cfg))  # every value checked before the model
+    from ..runs.calibrate import run_calibrate
+    from ..settings.config import calibrate_settings
+
+    settings = calibrate_settings(to_dict(cfg))  # every value checked before the model
     out = run_dir("out")  # = out=, created by Hydra and checked writable
     try:
-        ckpt = _lazy("run_calibrate")(settings, out)
+        ckpt = run_calibrate(settings, out)
     except BaseException:
         _remove_if_empty(out)  # a refused run leaves no empty folder behind
         raise

@@ -1,7 +1,14 @@
 """What every Hydra entry point shares: the app wrapper, config -> dict, run dir, one-line errors.
 
-Only the standard library is imported at module level: ``--help`` (clipflow.cli.help) must
-answer without loading Hydra, torch or open_clip; the job functions import what they run.
+Imports in clipflow/cli/ follow one rule: at module level only the standard library,
+``clipflow.errors`` and this package's own modules (common, help); everything else of clipflow
+(and Hydra, torch, ...) is a plain ``from ..x import y`` inside the function that runs the
+command, and ``if TYPE_CHECKING:`` for annotations. Why: ``clipflow-<cmd> --help`` and Hydra's
+refusal of a bad override must answer without loading torch or open_clip
+(tests/test_cli_help.py). Tests that
+replace a library function patch it where it is defined (``clipflow.runs.evaluate.run_eval``):
+the command reads it from there when it runs. Command-line arguments are parsed here, in cli/,
+into the library's typed requests (``CheckRequest``, ``Request``); the library takes no argv.
 
 Exit codes: 0 success; 2 a usage error or bad input (one ``error: ...`` line on stderr, also for
 Hydra's own errors: unknown key, bad override syntax, unknown group option, unusable run dir);
@@ -12,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import logging
 import os
 import sys
@@ -231,26 +237,6 @@ def _reader_went_away() -> None:
     except (OSError, ValueError):  # stdout is no real file (captured, replaced): nothing to flush
         pass
     sys.exit(BROKEN_PIPE_EXIT)
-
-
-def lazy_names(module: str, table: dict[str, str], namespace: dict) -> tuple[Callable, Callable]:
-    """``(__getattr__, lookup)`` for a CLI module whose heavy names (``table``: name ->
-    relative module) are imported on first use, so that ``--help`` never loads torch.
-
-    ``lookup(name)`` prefers ``namespace`` (the module's globals): a name a test rebinds on
-    the module is the one used.
-    """
-    package = module.rpartition(".")[0]
-
-    def module_getattr(name: str) -> Any:
-        if name not in table:
-            raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(table[name], package), name)
-
-    def lookup(name: str) -> Any:
-        return namespace[name] if name in namespace else module_getattr(name)
-
-    return module_getattr, lookup
 
 
 def plain_main(doc: str, argv: list[str] | None, job: Callable[[list[str]], Any]) -> None:

@@ -11,31 +11,21 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from ..errors import ClipflowError, SomeFilesUnreadableError
-from .common import hydra_app, lazy_names, to_dict
+from .common import hydra_app, to_dict
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from ..detect import Detector, Prediction
-    from ..settings.config import DetectSettings, detect_settings
+    from ..settings.config import DetectSettings
 
-# Imported when the command runs, not at import: ``--help`` must not load torch/open_clip.
-_LAZY = {
-    "DetectSettings": "..settings.config",
-    "detect_settings": "..settings.config",
-    "load_checkpoint": "..checkpoints.checkpoint",
-}
-
-
-__getattr__, _lazy = lazy_names(__name__, _LAZY, globals())
-
-
-__all__ = ["DetectSettings", "detect_settings", "main", "run_detect"]
+__all__ = ["main", "run_detect"]
 
 
 def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Prediction]:
     """Expand the inputs, score them, print/write the records; raise on usage errors and,
     after everything is written, SomeFilesUnreadableError when some inputs failed."""
+    from ..checkpoints.checkpoint import load_checkpoint
     from ..detect import Detector, Prediction, expand_inputs, output_format
     from ..eval.conformal import check_level
 
@@ -49,7 +39,7 @@ def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Predicti
         )
     if s.out and s.out != "-":
         output_format(s.out, s.format)  # a bad name fails now, not after scoring
-    ckpt = _lazy("load_checkpoint")(s.ckpt)  # a refused checkpoint is the first thing to hear about
+    ckpt = load_checkpoint(s.ckpt)  # a refused checkpoint is the first thing to hear about
     entries = expand_inputs(s.inputs)
     if all(problem for _, problem in entries):
         raise ClipflowError("nothing to score: " + "; ".join(f"{p}: {why}" for p, why in entries))
@@ -88,7 +78,9 @@ def _emit(s: DetectSettings, det: Detector, records: list[Prediction], stdout: T
 
 
 def detect(cfg: DictConfig) -> None:
-    run_detect(_lazy("detect_settings")(to_dict(cfg)))  # every value checked before the checkpoint
+    from ..settings.config import detect_settings
+
+    run_detect(detect_settings(to_dict(cfg)))  # every value checked before the checkpoint
 
 
 def main() -> None:

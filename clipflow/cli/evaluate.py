@@ -9,20 +9,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import ClipflowError
-from .common import hydra_app, lazy_names, run_dir, to_dict
+from .common import hydra_app, run_dir, to_dict
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-# Imported when the command runs, not at import: ``--help`` must not load torch/open_clip.
-_LAZY = {"eval_settings": "..settings.config", "run_eval": "..runs.evaluate"}
-
-
-__getattr__, _lazy = lazy_names(__name__, _LAZY, globals())
-
 
 def evaluate(cfg: DictConfig) -> None:
-    settings = _lazy("eval_settings")(to_dict(cfg))  # every value checked before data or model
+    from ..runs.evaluate import run_eval
+    from ..settings.config import eval_settings
+
+    settings = eval_settings(to_dict(cfg))  # every value checked before data or model
     if not settings.ckpt:
         raise ClipflowError(
             "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"
@@ -34,7 +31,7 @@ def evaluate(cfg: DictConfig) -> None:
         files = run_robustness(settings, settings.perturb, out)
         print(files["robustness.md"].read_text())
     else:
-        files = _lazy("run_eval")(settings, out)
+        files = run_eval(settings, out)
         print(files["results.md"].read_text())
     print(f"results: {files['results.csv'].parent}")
 

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 
 
 def extract(cfg: DictConfig) -> None:
-    # Imported here, not at module level: ``--help`` must answer without torch/open_clip.
     from ..core import distributed
     from ..runs.extract import run_extract
     from ..settings.config import extract_settings

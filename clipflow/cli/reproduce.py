@@ -29,8 +29,73 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..errors import ClipflowError
 from .common import console_for_this_rank, guarded
+
+if TYPE_CHECKING:
+    from ..paper.reproduce import Request
+
+OWN_KEYS = {  # this command's keys; every other one is a clipflow-train override for every arm
+    "experiment",
+    "seeds",
+    "seed",
+    "out",
+    "extra_roots",
+    "data.extra_roots",
+    "ckpt",
+    "baselines",
+    "histogram_sets",
+    "save_checkpoints",
+    "dry_run",
+    "fast",
+}
+
+
+def parse_request(argv: Iterable[str]) -> Request:
+    """Experiment names, options and dry_run from ``key=value`` arguments."""
+    from ..paper.experiments import list_experiments, merge_overrides
+    from ..paper.reproduce import Request
+    from ..paper.spec import RunOptions
+    from ..settings.config import check
+    from ..settings.overrides import as_list, parse_overrides
+
+    own: dict[str, object] = {}
+    rest: list[str] = []
+    for o in parse_overrides(argv):
+        if o.key in OWN_KEYS:
+            own[o.key] = o.value
+        else:
+            rest.append(o.text)
+    # No seeds on the command line: each experiment's own (choices: 3), else [0].
+    seeds = own.get("seeds", [own["seed"]] if "seed" in own else None)
+    opts = RunOptions(
+        overrides=merge_overrides(rest),
+        seeds=None if seeds is None else check("seeds", seeds, list[int], "seed"),
+        out=Path(str(own.get("out", "outputs/reproduce"))),
+        extra_roots=[str(r) for r in as_list(own.get("extra_roots", own.get("data.extra_roots")))],
+        ckpt=str(own["ckpt"]) if own.get("ckpt") else None,
+        baselines=None if "baselines" not in own else [str(b) for b in as_list(own["baselines"])],
+        histogram_sets=[str(s) for s in as_list(own.get("histogram_sets"))] or None,
+        save_checkpoints=check("save_checkpoints", own.get("save_checkpoints", True), bool),
+        fast=check("fast", own.get("fast", False), bool),
+    )
+    names = [str(n) for n in as_list(own.get("experiment"))]
+    if not names:
+        raise ClipflowError(
+            "no experiment given — pass experiment=NAME "
+            f"(one of: all, {', '.join(list_experiments())})"
+        )
+    if opts.seeds is not None and not opts.seeds:
+        raise ClipflowError("seeds=[] runs nothing; pass e.g. seeds=[0,1,2]")
+    expanded: list[str] = []  # experiment=all: every experiment, in their order
+    for name in names:
+        expanded += list_experiments() if name == "all" else [name]
+    dry_run = check("dry_run", own.get("dry_run", False), bool)
+    return Request(list(dict.fromkeys(expanded)), opts, dry_run)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,7 +103,6 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return
-    # Imported only now: ``--help`` must answer without torch/open_clip.
     from ..paper.experiments import load_experiment, named_experiments
     from ..paper.reproduce import run_reproduce
 
@@ -48,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     _warnings_to_stderr()
     with console_for_this_rank():  # log lines printed above the progress bars
-        guarded(lambda: run_reproduce(argv))
+        guarded(lambda: run_reproduce(parse_request(argv)))
 
 
 def _warnings_to_stderr() -> None:

@@ -11,7 +11,6 @@ if TYPE_CHECKING:
 
 
 def train(cfg: DictConfig) -> None:
-    # Imported here, not at module level: ``--help`` must answer without torch/open_clip.
     from ..runs.train import run_train
     from ..settings.config import train_settings
 

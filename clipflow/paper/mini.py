@@ -1,10 +1,11 @@
 """`make reproduce-mini`: every experiment of the paper, end to end, on a generated miniature.
 
-1. writes a miniature of the whole benchmark under <out>/data (progan_train, progan_val, all 19
-   test sets in the release layout, four Table V generator folders), unless it is there;
-2. checks it as clipflow-check-data does;
-3. runs ``experiment=all`` as clipflow-reproduce does, with the random-weight ``tiny`` backbone
-   on the CPU, writing every table (with the paper column), plot and index.md under <out>.
+1. :func:`prepare_mini` writes a miniature of the whole benchmark under <out>/data
+   (progan_train, progan_val, all 19 test sets in the release layout, four Table V generator
+   folders), unless it is there, and checks it as clipflow-check-data does;
+2. scripts/reproduce_mini.py then runs clipflow-reproduce with :func:`mini_arguments`
+   (``experiment=all``, the random-weight ``tiny`` backbone on the CPU), writing every table
+   (with the paper column), plot and index.md under <out>.
 
 ``experiment=all`` includes ``choices`` (the one-at-a-time arms of what the paper leaves open),
 here at the miniature's seeds (default 0 and 1) instead of its own three. Training draws are
@@ -24,8 +25,7 @@ from typing import TextIO
 
 from ..data.synthetic import make_benchmark
 from ..errors import DataError
-from ..runs.check_data import CheckRequest, check
-from .reproduce import run_reproduce
+from ..runs.check_data import CheckRequest, run_check
 
 
 def mini_data(root: Path, images: int = 4, size: int = 48) -> dict[str, Path]:
@@ -69,16 +69,17 @@ def mini_arguments(
     ]
 
 
-def reproduce_mini(
+def prepare_mini(
     out: Path,
     images: int = 4,
     size: int = 48,
     seeds: Sequence[int] = (0, 1),
-    extra: Sequence[str] = (),
     log: TextIO | None = None,
     fast: bool = False,
-) -> dict[str, dict[str, Path]]:
-    """Generate (or reuse), check and reproduce the miniature; returns experiment -> files."""
+) -> dict[str, Path]:
+    """Generate (or reuse) and check the miniature under ``out/data``; returns its roots (for
+    :func:`mini_arguments`). ``seeds`` and ``fast``: what the notes printed to ``log`` say of
+    the run that follows."""
     out, log = Path(out), log or sys.stdout
     data = mini_data(out / "data", images, size)
     print(
@@ -105,8 +106,6 @@ def reproduce_mini(
         val_root=str(data["val_root"]),
         extra_roots=[str(data["extra_root"])],
     )
-    if check(request, out=log) != 0:
+    if run_check(request, out=log) != 0:
         raise DataError(f"the miniature under {out / 'data'} failed its check; see above")
-    written = run_reproduce(mini_arguments(data, out, seeds, extra, fast))
-    print(f"\nDone: {out / 'index.md'} links every table and plot.", file=log)
-    return written
+    return data

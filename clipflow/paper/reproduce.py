@@ -3,93 +3,36 @@
 :func:`reproduce` runs experiments (configs/experiment/*.yaml) in-process on one feature cache
 and writes, under ``out/<experiment>/``, the comparison tables (ours, paper, Δ) as CSV and
 Markdown, ``summary.{csv,md}``, ``results.json``, plots and every arm's per-set metrics and
-scores, then ``out/index.md``. :func:`run_reproduce` takes the command line's ``key=value``
-arguments (see clipflow-reproduce --help): the keys in ``OWN_KEYS`` are this module's, every
-other one is a clipflow-train override applied to every arm. Training draws are fresh per
-epoch (the paper's) unless ``fast=true``; seeds are the command line's, else each
-experiment's own.
+scores, then ``out/index.md``. :func:`run_reproduce` takes a :class:`Request`: the
+experiments and the :class:`RunOptions` (``opts.overrides`` are clipflow-train overrides
+applied to every arm); clipflow-reproduce builds it from its ``key=value`` arguments
+(clipflow.cli.reproduce). Training draws are fresh per epoch (the paper's) unless
+``opts.fast``; seeds are ``opts.seeds``, else each experiment's own.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 from ..core.fileio import atomic_write_text
-from ..errors import ClipflowError
 from ..runs.train import augmentation
-from ..settings.config import check
-from ..settings.overrides import as_list, parse_overrides
-from .experiments import Runner, list_experiments, load_experiment, merge_overrides
+from .experiments import Runner, load_experiment
 from .spec import ExperimentSpec, RunOptions
 from .tables import arm_summary_rows, fmt_number, fmt_signed, write_tables
 
 log = logging.getLogger("clipflow")
-OWN_KEYS = {
-    "experiment",
-    "seeds",
-    "seed",
-    "out",
-    "extra_roots",
-    "data.extra_roots",
-    "ckpt",
-    "baselines",
-    "histogram_sets",
-    "save_checkpoints",
-    "dry_run",
-    "fast",
-}
 
 
 class Request(NamedTuple):
-    """A parsed command line: which experiments, with what options; dry_run only prints."""
+    """Which experiments (by name, in order), with what options; dry_run only prints.
+    clipflow-reproduce builds one from its command line (clipflow.cli.reproduce)."""
 
     names: list[str]
     opts: RunOptions
-    dry_run: bool
-
-
-def parse_args(argv: Iterable[str]) -> Request:
-    """Experiment names, options and dry_run from ``key=value`` arguments."""
-    own: dict[str, object] = {}
-    rest: list[str] = []
-    for o in parse_overrides(argv):
-        if o.key in OWN_KEYS:
-            own[o.key] = o.value
-        else:
-            rest.append(o.text)
-    # No seeds on the command line: each experiment's own (choices: 3), else [0].
-    seeds = own.get("seeds", [own["seed"]] if "seed" in own else None)
-    opts = RunOptions(
-        overrides=merge_overrides(rest),
-        seeds=None if seeds is None else check("seeds", seeds, list[int], "seed"),
-        out=Path(str(own.get("out", "outputs/reproduce"))),
-        extra_roots=[str(r) for r in as_list(own.get("extra_roots", own.get("data.extra_roots")))],
-        ckpt=str(own["ckpt"]) if own.get("ckpt") else None,
-        baselines=None if "baselines" not in own else [str(b) for b in as_list(own["baselines"])],
-        histogram_sets=[str(s) for s in as_list(own.get("histogram_sets"))] or None,
-        save_checkpoints=check("save_checkpoints", own.get("save_checkpoints", True), bool),
-        fast=check("fast", own.get("fast", False), bool),
-    )
-    names = [str(n) for n in as_list(own.get("experiment"))]
-    if not names:
-        raise ClipflowError(
-            "no experiment given — pass experiment=NAME "
-            f"(one of: all, {', '.join(list_experiments())})"
-        )
-    if opts.seeds is not None and not opts.seeds:
-        raise ClipflowError("seeds=[] runs nothing; pass e.g. seeds=[0,1,2]")
-    return Request(_expand(names), opts, check("dry_run", own.get("dry_run", False), bool))
-
-
-def _expand(names: list[str]) -> list[str]:
-    out: list[str] = []
-    for name in names:
-        out += list_experiments() if name == "all" else [name]
-    return list(dict.fromkeys(out))
+    dry_run: bool = False
 
 
 def runnable(spec: ExperimentSpec, opts: RunOptions, explicit: bool) -> bool:
@@ -120,9 +63,9 @@ def dry_run(specs: list[ExperimentSpec], runner: Runner) -> None:
             print(f"  baselines: {', '.join(spec.baselines)}")
 
 
-def run_reproduce(argv: Iterable[str]) -> dict[str, dict[str, Path]]:
-    """Run the experiments named in ``argv``; returns experiment -> written files."""
-    req = parse_args(argv)
+def run_reproduce(req: Request) -> dict[str, dict[str, Path]]:
+    """Run (or with ``dry_run`` only print) the experiments of ``req``; returns experiment ->
+    written files."""
     return reproduce(req.names, req.opts, req.dry_run)
 
 

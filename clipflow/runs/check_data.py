@@ -6,15 +6,15 @@ their sources; a count we could not verify is shown as "count not known", never 
 and what would silently change a result is flagged: one of the paper's 19 sets missing, empty
 ``0_real``/``1_fake`` folders, images lying directly in a set folder instead of its
 ``0_real``/``1_fake``, generator folders whose reals cannot be found. Counts that differ from
-the release are warnings (``strict`` makes them errors too). clipflow-check-data is the
-command-line face of :func:`run_check`.
+the release are warnings (``strict`` makes them errors too). clipflow-check-data
+(clipflow.cli.check_data) builds a :class:`CheckRequest` from its arguments and calls
+:func:`run_check`.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -32,7 +32,6 @@ from ..data.layouts import (
     display_name,
 )
 from ..errors import ClipflowError, DataError
-from ..settings.overrides import as_list, parse_overrides
 
 # (real, fake) of the public releases (SPEC §8); UnivFD's diffusion sets: 1,000 fakes each,
 # with 1,000 reals in the shared pool.
@@ -228,44 +227,7 @@ class CheckRequest:
     benchmark: str = "auto"
 
 
-_KEYS = {
-    "data.test_root": "test_root",
-    "data.train_root": "train_root",
-    "data.val_root": "val_root",
-    "extra_roots": "extra_roots",
-    "data.extra_roots": "extra_roots",
-    "strict": "strict",
-    "data.benchmark": "benchmark",
-}
-
-
-def parse_request(argv: Iterable[str]) -> CheckRequest:
-    """``data.test_root=DIR extra_roots=[DIR,...] strict=true ...`` -> a request."""
-    req = CheckRequest()
-    for o in parse_overrides(argv):
-        if o.key not in _KEYS:
-            raise ClipflowError(f"unknown key {o.key!r}; use {', '.join(sorted(_KEYS))}")
-        if _KEYS[o.key] == "extra_roots":
-            req.extra_roots = [str(v) for v in as_list(o.value)]
-        elif o.key == "strict":  # strict=maybe: the settings layer's one-line error
-            from ..settings.config import check as check_value  # imports torch: only on this path
-
-            req.strict = check_value("strict", o.value, bool)
-        elif o.key == "data.benchmark":
-            from ..settings.config import check as check_value
-
-            req.benchmark = check_value("data.benchmark", o.value, str)
-        else:
-            setattr(req, _KEYS[o.key], o.value)
-    return req
-
-
-def run_check(argv: Iterable[str], out: TextIO | None = None) -> int:
-    """Check the roots named in ``argv``; print the report; return the exit code."""
-    return check(parse_request(argv), out)
-
-
-def check(req: CheckRequest, out: TextIO | None = None) -> int:
+def run_check(req: CheckRequest, out: TextIO | None = None) -> int:
     """Print the report of ``req`` to ``out`` (default: stdout at call time); 0 all good
     (warnings allowed), 1 a problem."""
     out = out or sys.stdout
