@@ -17,10 +17,11 @@ if TYPE_CHECKING:
 
 
 def calibrate(cfg: DictConfig) -> None:
-    from ..runs.calibrate import run_calibrate
     from ..settings.config import calibrate_settings
 
-    settings = calibrate_settings(to_dict(cfg))  # every value checked before the model
+    settings = calibrate_settings(to_dict(cfg))  # every value checked before torch is imported
+    from ..runs.calibrate import run_calibrate
+
     out = run_dir("out")  # = out=, created by Hydra and checked writable
     try:
         ckpt = run_calibrate(settings, out)

@@ -3,12 +3,13 @@
 Imports in clipflow/cli/ follow one rule: at module level only the standard library,
 ``clipflow.errors`` and this package's own modules (common, help); everything else of clipflow
 (and Hydra, torch, ...) is a plain ``from ..x import y`` inside the function that runs the
-command, and ``if TYPE_CHECKING:`` for annotations. Why: ``clipflow-<cmd> --help`` and Hydra's
-refusal of a bad override must answer without loading torch or open_clip
-(tests/test_cli_help.py). Tests that
-replace a library function patch it where it is defined (``clipflow.runs.evaluate.run_eval``):
-the command reads it from there when it runs. Command-line arguments are parsed here, in cli/,
-into the library's typed requests (``CheckRequest``, ``Request``); the library takes no argv.
+command, and ``if TYPE_CHECKING:`` for annotations; a command builds its settings (torch-free,
+clipflow.settings) before it imports the run that needs torch. Why: ``--help``, Hydra's refusal
+of a bad override and a refused setting must answer without loading torch or open_clip
+(tests/test_cli_help.py, tests/test_layers.py). Tests that replace a library function patch
+it where it is defined (``clipflow.runs.evaluate.run_eval``): the command reads it from there
+when it runs. Command-line arguments are parsed here, in cli/, into the library's typed requests
+(``CheckRequest``, ``Request``); the library takes no argv.
 
 Exit codes: 0 success; 2 a usage error or bad input (one ``error: ...`` line on stderr, also for
 Hydra's own errors: unknown key, bad override syntax, unknown group option, unusable run dir);

@@ -16,10 +16,11 @@ if TYPE_CHECKING:
 
 
 def evaluate(cfg: DictConfig) -> None:
-    from ..runs.evaluate import run_eval
     from ..settings.config import eval_settings
 
-    settings = eval_settings(to_dict(cfg))  # every value checked before data or model
+    settings = eval_settings(to_dict(cfg))  # every value checked before torch is imported
+    from ..runs.evaluate import run_eval
+
     if not settings.ckpt:
         raise ClipflowError(
             "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"

@@ -14,11 +14,12 @@ if TYPE_CHECKING:
 
 
 def extract(cfg: DictConfig) -> None:
-    from ..core import distributed
-    from ..runs.extract import run_extract
     from ..settings.config import extract_settings
 
-    settings, stages = extract_settings(to_dict(cfg))  # checked before data or model
+    settings, stages = extract_settings(to_dict(cfg))  # checked before torch is imported
+    from ..core import distributed
+    from ..runs.extract import run_extract
+
     try:
         summary = run_extract(settings, stages, run_dir())
     finally:

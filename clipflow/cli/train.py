@@ -11,10 +11,11 @@ if TYPE_CHECKING:
 
 
 def train(cfg: DictConfig) -> None:
-    from ..runs.train import run_train
     from ..settings.config import train_settings
 
-    settings = train_settings(to_dict(cfg))  # every value checked before data or model
+    settings = train_settings(to_dict(cfg))  # every value checked before torch is imported
+    from ..runs.train import run_train
+
     ckpt = run_train(settings, run_dir())
     print(f"checkpoint: {ckpt}")
 
