@@ -72,12 +72,12 @@ def test_tensorboard_missing_is_one_line_before_any_work(
     call_main, mini_bench: Path, tmp_path: Path, monkeypatch
 ):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
-    import clipflow.runs.train as pipeline
+    import clipflow.runs.train as train_run
 
     def never(*args, **kwargs):
         raise AssertionError("the data was scanned before the logger was checked")
 
-    monkeypatch.setattr(pipeline, "discover_train_images", never)
+    monkeypatch.setattr(train_run, "discover_train_images", never)
     code, out, err = _train(call_main, mini_bench, tmp_path, "logger=tensorboard")
     assert code == 2
     assert err.strip().count("\n") == 0 and "pip install 'clipflow[tb]'" in err

@@ -23,12 +23,12 @@ def _no_network(*args, **kwargs):
 def test_offline_train_fails_before_the_data_scan_with_the_repo_id(
     call_main, monkeypatch, tmp_path: Path
 ):
-    import clipflow.runs.train as pipeline
+    import clipflow.runs.train as train_run
 
     def never(*args, **kwargs):
         raise AssertionError("the training data was scanned before the weights were checked")
 
-    monkeypatch.setattr(pipeline, "discover_train_images", never)
+    monkeypatch.setattr(train_run, "discover_train_images", never)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(socket, "create_connection", _no_network)  # never reaches the probe
     code, out, err = call_main(
