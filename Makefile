@@ -1,6 +1,7 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
-# `make test` runs ruff (lint) and every test (what CI runs); `make test-fast` leaves out the `slow` ones (wheel
-# install, benchmark scripts) while you iterate; `make lint` is ruff's check and format check.
+# `make test` runs the checks (lint) and every test (what CI runs); `make test-fast` leaves out the `slow` ones
+# (wheel install, benchmark scripts) while you iterate; `make lint` is ruff's check and format check, the
+# import-linter contracts (the package's layers, no import cycle) and mypy over clipflow/.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -31,6 +32,8 @@ test-fast: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
 
 clean:
 	rm -rf outputs build *.egg-info

@@ -13,17 +13,17 @@ through :class:`BackboneProtocol` (the Python API). See docs/backbones.md.
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
-import open_clip
 import torch
 from torch import nn
 
 from ..core.machine import auto_compile, auto_precision
-from ..errors import BackboneError, first_line
+from ..errors import BackboneError
+from . import open_clip_tower as open_clip_family
 from . import timm_tower as timm_family
 from .config import (
     FAMILIES,
@@ -31,14 +31,12 @@ from .config import (
     PRECISIONS,
     TINY_NAME,
     BackboneConfig,
-    model_config_dir,
     packaged_names,
 )
 from .layers import LayerTap
-from .open_clip_tower import open_clip_tower
 from .protocol import CUSTOM, BackboneProtocol, ExtractorBackbone, input_record
 from .tower import Tower
-from .weights import check_weights_available, looks_like_path
+from .weights import check_weights_available
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +50,9 @@ class Backbone(nn.Module):
     """A frozen image tower (open_clip or timm) with the facts needed to preprocess and
     describe it. Implements :class:`BackboneProtocol`."""
 
+    _eager: nn.Module  # the tower as built (kept outside nn.Module's registry, see __init__)
+    visual: Callable[[torch.Tensor], torch.Tensor]  # the eager tower or its compiled form
+
     def __init__(self, tower: Tower, cfg: BackboneConfig):
         super().__init__()
         self.model = tower.model.eval().requires_grad_(False)
@@ -63,9 +64,9 @@ class Backbone(nn.Module):
         # the eager tower, kept out of nn.Module's registry: self.model holds its weights and
         # self.visual may become a compiled function (not a module) below
         object.__setattr__(self, "_eager", tower.visual)
-        self.feature_dim = tower.feature_dim if self.tap is None else None
-        if self.feature_dim is None:  # no output_dim (timm towers) or block tokens: measure
-            self.feature_dim = self._probe_dim()
+        known = tower.feature_dim if self.tap is None else None
+        # no output_dim (timm towers) or block tokens: measured by one forward pass
+        self.feature_dim: int = known if known is not None else self._probe_dim()
         if cfg.precision in _HALF:
             self.model.to(_HALF[cfg.precision])
         # visual(x) is the features without normalisation; compile just that tower, for one
@@ -149,7 +150,7 @@ class Backbone(nn.Module):
         }
 
 
-def _compiled(visual: nn.Module) -> nn.Module | None:
+def _compiled(visual: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """``torch.compile(visual)``, or None (logged) when this torch cannot compile."""
     try:
         return torch.compile(visual, dynamic=False)
@@ -166,12 +167,11 @@ def _first_line(err: Exception) -> str:
 def resolve_backbone_auto(cfg: BackboneConfig, device: str | torch.device) -> BackboneConfig:
     """``cfg`` with ``auto`` precision/compile resolved for ``device`` (the settings layer
     does this once; this covers configs built in code)."""
-    values = {}
     if cfg.precision == "auto":
-        values["precision"] = auto_precision(device)
+        cfg = replace(cfg, precision=auto_precision(device))
     if cfg.compile == "auto":
-        values["compile"] = auto_compile(device)
-    return replace(cfg, **values) if values else cfg
+        cfg = replace(cfg, compile=auto_compile(device))
+    return cfg
 
 
 def run_padded(fn, images: torch.Tensor, size: int) -> torch.Tensor:
@@ -232,16 +232,10 @@ def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Ba
         with _seeded(random):
             model = timm_family.create_timm(cfg.name, cfg.pretrained, cfg.cache_dir)
         return Backbone(timm_family.timm_tower(model), cfg).to(device)
-    if cfg.is_packaged:
-        register_tiny_config()
-    if random:
-        # Random towers (tests, demo, speed benchmarks) are seeded: the same in every process.
-        with _seeded(True), _quiet_open_clip():
-            model = open_clip.create_model(TINY_NAME if cfg.is_tiny else cfg.name, pretrained=None)
-    else:
-        with _quiet_open_clip():
-            model = _create_pretrained(cfg)
-    return Backbone(open_clip_tower(model, cfg.name), cfg).to(device)
+    # Random towers (tests, demo, speed benchmarks) are seeded: the same in every process.
+    with _seeded(random):
+        model = open_clip_family.create_open_clip(cfg)
+    return Backbone(open_clip_family.open_clip_tower(model, cfg.name), cfg).to(device)
 
 
 def check_settings(cfg: BackboneConfig) -> None:
@@ -267,15 +261,11 @@ def check_settings(cfg: BackboneConfig) -> None:
                 f"unknown timm model {cfg.name!r}; e.g. backbone.family=timm "
                 "backbone.name=vit_small_patch14_dinov2.lvd142m (see timm.list_models())"
             )
-    elif not cfg.is_packaged and not _is_open_clip_name(cfg.name):
+    elif not cfg.is_packaged and not open_clip_family.is_open_clip_name(cfg.name):
         hint = " (a timm model? add backbone.family=timm)" if _is_timm(cfg.name) else ""
         raise BackboneError(
             f"unknown open_clip model {cfg.name!r}{hint}; e.g. backbone.name=ViT-L-14-quickgelu"
         )
-
-
-def _is_open_clip_name(name: str) -> bool:
-    return name in open_clip.list_models() or name.startswith(("hf-hub:", "local-dir:"))
 
 
 def _is_timm(name: str) -> bool:
@@ -287,7 +277,12 @@ def _is_timm(name: str) -> bool:
 
 def name_problem(name: str) -> str | None:
     """Why ``name`` is no backbone name of any family (settings check), or None."""
-    if name == "tiny" or name in packaged_names() or _is_open_clip_name(name) or _is_timm(name):
+    if (
+        name == "tiny"
+        or name in packaged_names()
+        or open_clip_family.is_open_clip_name(name)
+        or _is_timm(name)
+    ):
         return None
     return "not an open_clip or timm model name (see open_clip.list_models(), timm.list_models())"
 
@@ -299,7 +294,7 @@ def recorded_name_problem(record: dict) -> str | None:
         return None  # any one-line name; the extractor given at load time is compared to it
     if family == "timm":
         return None if _is_timm(name) else "not a timm model name"
-    if name == "tiny" or name in packaged_names() or _is_open_clip_name(name):
+    if name == "tiny" or name in packaged_names() or open_clip_family.is_open_clip_name(name):
         return None
     return "not an open_clip model name"
 
@@ -340,63 +335,3 @@ def identity_mismatch(recorded: dict, actual: dict) -> str | None:
         if want != got:
             return f"{key} {got!r} (the checkpoint was trained with {want!r})"
     return None
-
-
-def register_tiny_config() -> None:
-    """Make ``clipflow-tiny`` known to open_clip (idempotent; only when a tiny tower is built).
-
-    open_clip finds architectures in a process-wide registry; adding our folder there at
-    import would change ``open_clip.list_models()`` for every program that imports clipflow.
-    """
-    if TINY_NAME not in open_clip.list_models():
-        open_clip.add_model_config(model_config_dir())
-
-
-class _BelowWarningFrom(logging.Filter):
-    """Drops records under WARNING whose source file lies in ``folder``."""
-
-    def __init__(self, folder: str):
-        super().__init__()
-        self.folder = folder
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not record.pathname.startswith(self.folder)
-
-
-@contextmanager
-def _quiet_open_clip():
-    """Keep only open_clip's warnings while it builds a model; nothing else changes.
-
-    open_clip logs its progress with ``logging.info`` on the *root* logger (it has no logger
-    of its own), so a filter on the root logger drops just its INFO records; the root level,
-    and every other record, stay as the application set them. The filter is removed on exit.
-    """
-    root = logging.getLogger()
-    quiet = _BelowWarningFrom(str(Path(open_clip.__file__).parent))
-    root.addFilter(quiet)
-    try:
-        yield
-    finally:
-        root.removeFilter(quiet)
-
-
-def _create_pretrained(cfg: BackboneConfig) -> nn.Module:
-    pretrained = cfg.pretrained
-    check_weights_available(cfg)  # fast and one line, before open_clip's hub client retries
-    try:
-        return open_clip.create_model(
-            cfg.name,
-            pretrained=str(Path(pretrained).expanduser())
-            if pretrained and looks_like_path(pretrained)
-            else pretrained,
-            cache_dir=cfg.cache_dir,
-        )
-    except Exception as err:  # hub, network and file errors all end here
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        reason = first_line(err, limit=120)
-        hint = " (HF_HUB_OFFLINE=1)" if offline else ""
-        raise BackboneError(
-            f"cannot load CLIP weights {cfg.name}/{pretrained}{hint}: "
-            f"{reason} — download them once with network access, or pass "
-            "backbone.pretrained=/path/to/open_clip_model.safetensors"
-        ) from None

@@ -59,8 +59,7 @@ def timm_tower(model: nn.Module) -> Tower:
     size = square_size(dc["input_size"])
     crop_pct = float(dc.get("crop_pct") or 1.0)
     blocks = getattr(model, "blocks", None)
-    # timm's ViTs hold an nn.Sequential: Tower.blocks is typed ModuleList, but layers.py only
-    # takes len() and indexes it, which a Sequential supports alike.
+    # timm's ViTs hold an nn.Sequential (layers.py only takes len() and indexes it)
     indexed_blocks = blocks if isinstance(blocks, nn.Sequential | nn.ModuleList) else None
     class_token = getattr(model, "cls_token", None) is not None
     return Tower(
@@ -70,7 +69,7 @@ def timm_tower(model: nn.Module) -> Tower:
         mean=tuple(float(x) for x in dc["mean"]),
         std=tuple(float(x) for x in dc["std"]),
         resize_to=max(size, math.floor(size / crop_pct)),  # timm's own resize-then-crop ratio
-        blocks=indexed_blocks,  # type: ignore[arg-type]  # a Sequential too: see above
+        blocks=indexed_blocks,
         class_token=class_token,
         prefix_tokens=int(getattr(model, "num_prefix_tokens", int(class_token))),
     )

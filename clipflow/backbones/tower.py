@@ -33,7 +33,7 @@ class Tower:
     std: tuple[float, ...]
     resize_to: int
     feature_dim: int | None = None
-    blocks: nn.ModuleList | None = None
+    blocks: nn.ModuleList | nn.Sequential | None = None  # timm ViTs: Sequential
     batch_first: bool = True
     class_token: bool = True
     prefix_tokens: int = 1

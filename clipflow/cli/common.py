@@ -209,7 +209,7 @@ def _bars_off():
         std.tqdm.__init__ = original
 
 
-def guarded(job: Callable[[], None]) -> None:
+def guarded(job: Callable[[], object]) -> None:
     """Run ``job``; a ClipflowError becomes one line on stderr and a non-zero exit."""
     try:
         job()

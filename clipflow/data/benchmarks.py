@@ -78,8 +78,9 @@ class KnownCount:
     verified: bool
 
     def expected(self) -> tuple[int, int] | None:
-        known = self.verified and self.real is not None and self.fake is not None
-        return (self.real, self.fake) if known else None
+        if not self.verified or self.real is None or self.fake is None:
+            return None
+        return (self.real, self.fake)
 
 
 _GRIP_CSV = (
@@ -187,7 +188,8 @@ def find_genimage(root: Path, explicit: bool = False) -> Found | None:
     gens = _genimage_generators(root)
     if not gens:
         return None
-    sets, names = [], {}
+    sets: list[TestSet] = []
+    names: dict[str, Path] = {}
     for g in gens:
         key = genimage_key(g.name)
         if key not in GENIMAGE_KEYS_SET and g.parent != root:

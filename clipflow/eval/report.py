@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.fileio import atomic_write_bytes, atomic_write_text, display_path
@@ -50,7 +51,7 @@ def scores_to_csv(scores: list[dict]) -> str:
     return to_csv(rows, SCORE_COLUMNS)
 
 
-def skipped_text(skipped: list[tuple[str, str]]) -> str:
+def skipped_text(skipped: Sequence[tuple[str | Path, str]]) -> str:
     """``skipped.txt``: one ``path<TAB>reason`` line per file not scored; names as
     :func:`~clipflow.core.fileio.display_path` writes them (so a tab or newline in a name, or a
     byte that is not UTF-8, cannot break a line)."""

@@ -362,11 +362,11 @@ def cached_extract(
 
     Only the files the cache lacks (per variant) go through the backbone.
     """
-    variants = [as_variant(v, i) for i, v in enumerate(variants)]
+    chosen = [as_variant(v, i) for i, v in enumerate(variants)]
     run = _Run(device, loader, seed, view, desc)
     if cache is None:
         return extract_features(
-            backbone, paths, transform, variants, device, loader, seed=seed, view=view, desc=desc
+            backbone, paths, transform, chosen, device, loader, seed=seed, view=view, desc=desc
         )
     if cache.read_only is None:
         cache.check()
@@ -374,7 +374,7 @@ def cached_extract(
     fkeys = [file_key(p) for p in paths]
     dim = backbone.feature_dim
     keys = [
-        cache.setting_key(backbone, transform, v, seed, view, loader.max_pixels) for v in variants
+        cache.setting_key(backbone, transform, v, seed, view, loader.max_pixels) for v in chosen
     ]
     known = [cache.lookup(key, set(fkeys), dim) for key in keys]
     dist = Distributed.current()
@@ -389,7 +389,7 @@ def cached_extract(
         cache.root,
         len(todo),
     )
-    job = _Job(cache, backbone, transform, variants, keys, paths, fkeys, run)
+    job = _Job(cache, backbone, transform, chosen, keys, paths, fkeys, run)
     if todo:
         job.fill(todo, known, dist)
     if dist.world > 1:

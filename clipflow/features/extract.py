@@ -177,9 +177,9 @@ def iter_feature_batches(
     proxies and crops there. Normalisation always runs on ``device``. Images above
     ``max_pixels`` (by their header) are skipped undecoded (see ``data.max_megapixels``).
     """
-    variants = [as_variant(v, i) for i, v in enumerate(variants)]
+    chosen = [as_variant(v, i) for i, v in enumerate(variants)]
     raw = loader.decode == "nvjpeg"
-    dataset = ImageFileDataset(paths, transform, variants, seed, view, raw, loader.max_pixels)
+    dataset = ImageFileDataset(paths, transform, chosen, seed, view, raw, loader.max_pixels)
     batches = DataLoader(
         dataset,
         batch_size=loader.batch_size,
@@ -198,7 +198,7 @@ def iter_feature_batches(
                 bad = bad + late_bad
             for i, reason in bad:
                 log.warning("skipped %s: %s", dataset.paths[i], reason)
-            current = _launch(backbone, images, idx, bad, len(variants), normalize, device)
+            current = _launch(backbone, images, idx, bad, len(chosen), normalize, device)
             # One batch behind: the GPU computes this batch while the caller handles the last.
             if in_flight is not None:
                 yield in_flight.result()

@@ -48,7 +48,8 @@ COMPACT_CHUNK = 1 << 16  # positions re-indexed at once by _compact
 class RowSource(Protocol):
     """Features of one variant, (V, N, D): ``read(view, positions)`` -> (len, D) float32."""
 
-    shape: tuple[int, int, int]
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
 
     def read(self, view: int, positions: torch.Tensor) -> torch.Tensor: ...
 

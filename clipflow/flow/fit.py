@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import TrainingDivergedError
-from ..features.stream import buffer_rows, epoch_buffers, ram_budget_bytes
+from ..features.stream import RowSource, buffer_rows, epoch_buffers, ram_budget_bytes
 from .config import TrainConfig
 from .model import LOG_2PI, CLIPFlow, score_from
 from .step import StepRunner
@@ -128,8 +128,8 @@ def _check_finite(mean_loss: float, epoch: int, cfg: TrainConfig) -> None:
 
 def fit(
     model: CLIPFlow,
-    natural: torch.Tensor | None,
-    proxy: torch.Tensor | None,
+    natural: torch.Tensor | RowSource | None,
+    proxy: torch.Tensor | RowSource | None,
     cfg: TrainConfig,
     device: str | torch.device = "cpu",
     on_epoch: Callable[[int, CLIPFlow, list[dict]], None] | None = None,
@@ -156,7 +156,7 @@ def train_threads(device: str | torch.device, threads: int | None) -> Iterator[N
     """On CPU, at most ``threads`` intra-op threads inside the block; restored on exit."""
     before = torch.get_num_threads()
     scoped = threads is not None and torch.device(device).type == "cpu" and threads < before
-    if scoped:
+    if scoped and threads is not None:
         torch.set_num_threads(threads)
     try:
         yield

@@ -27,10 +27,10 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
     unknown = sorted(set(stages) - {"train", "val", "test"})
     if unknown:
         raise DataError(f"unknown stage(s) {unknown}: use stages=[train,val,test]")
-    if not s.data.cache:
+    cache = feature_cache(s.data)  # checked before the backbone loads: no work to lose
+    if cache is None:
         raise DataError("clipflow-extract fills the feature cache: leave data.cache=true")
     device = distributed.init_from_env(resolve_device(s.device))
-    cache = feature_cache(s.data)  # checked before the backbone loads: no work to lose
     if cache.read_only:
         raise DataError(f"clipflow-extract cannot write the feature cache {cache.root}")
     backbone = load_backbone(s.backbone, device)

@@ -34,7 +34,7 @@ from ..eval.metrics import calibrate_threshold
 from ..eval.report import plot_loss, skipped_text, tensorboard_writer, write_history
 from ..features.cache import cached_extract, feature_cache, file_key
 from ..features.loader import Loader
-from ..features.stream import in_ram_bytes, locate, ram_budget_bytes
+from ..features.stream import PackFeatures, PackRows, in_ram_bytes, locate, ram_budget_bytes
 from ..flow.fit import fit
 from ..flow.model import CLIPFlow, score_features
 from ..settings.config import TrainSettings
@@ -86,7 +86,8 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
     ``backbone``: a ready one (your own extractor, docs/backbones.md) instead of s.backbone."""
     run_dir = Path(run_dir)
     device = resolve_device(s.device)
-    if not s.data.train_root:
+    train_root = s.data.train_root
+    if not train_root:
         raise DataError("no training images given — pass data.train_root=DIR (natural images only)")
     if backbone is not None:
         backbone = as_backbone(backbone)
@@ -94,9 +95,7 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
     else:
         check_weights_available(s.backbone)  # before the scan: a missing file is the first news
     watch = TrainingWatch(run_dir, s.logger)  # logger=tensorboard without the package: now
-    split = discover_train_images(
-        Path(s.data.train_root), s.data.per_class, s.data.val_fraction, s.seed
-    )
+    split = discover_train_images(Path(train_root), s.data.per_class, s.data.val_fraction, s.seed)
     val_paths = validation_paths(s, split.val)  # fail on a missing val set before the backbone runs
     log.info(
         "training on %d natural images (%d classes), validating on %d",
@@ -134,7 +133,8 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
         head.val_real_scores,
         extra,
     )
-    atomic_write_text(run_dir / "skipped_train.txt", skipped_text(split.skipped + head.skipped))
+    skipped: list[tuple[str | Path, str]] = [*split.skipped, *head.skipped]
+    atomic_write_text(run_dir / "skipped_train.txt", skipped_text(skipped))
     return ckpt
 
 
@@ -224,18 +224,18 @@ VALIDATION_PROXY = Variant("bandstop(30,100)@256", lambda img, gen: bandstop(img
 class TrainFeatures(NamedTuple):
     """Training features of one mode: (K, V, N, D) for K variants × V views of N images."""
 
-    features: torch.Tensor
+    features: torch.Tensor | PackFeatures  # PackFeatures: streamed from the cache's packs
     paths: list[str]  # the N images read
     skipped: list[tuple[str, str]]
     mode: str  # N: K = [natural]; P: [proxy]; N+P: [natural, proxy]
 
     @property
-    def natural(self) -> torch.Tensor | None:
+    def natural(self) -> torch.Tensor | PackRows | None:
         """(V, N, D) features of the images as they are; None in mode P."""
         return self.features[0] if self.mode in ("N", "N+P") else None
 
     @property
-    def proxy(self) -> torch.Tensor | None:
+    def proxy(self) -> torch.Tensor | PackRows | None:
         """(V, N, D) features of the proxies; None in mode N."""
         return self.features[-1] if self.mode in ("P", "N+P") else None
 

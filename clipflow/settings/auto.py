@@ -102,9 +102,15 @@ def _resolve_backbone(bb: BackboneConfig | dict, m: Machine):
     pick = {"precision": lambda: m.precision, "compile": lambda: m.compile}
     values = bb if isinstance(bb, dict) else vars(bb)
     chosen = {k: f() for k, f in pick.items() if values.get(k) == AUTO}
+    named = {f"backbone.{k}": v for k, v in chosen.items()}
     if isinstance(bb, dict):
-        return {**bb, **chosen}, {f"backbone.{k}": v for k, v in chosen.items()}
-    return replace(bb, **chosen), {f"backbone.{k}": v for k, v in chosen.items()}
+        return {**bb, **chosen}, named
+    resolved = bb
+    if "precision" in chosen:
+        resolved = replace(resolved, precision=m.precision)
+    if "compile" in chosen:
+        resolved = replace(resolved, compile=m.compile)
+    return resolved, named
 
 
 def _log_auto(chosen: dict[str, Any]) -> None:

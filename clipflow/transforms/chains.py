@@ -161,4 +161,6 @@ def resolve_with_chains(
     items = [i.strip() for i in items if i.strip()]
     named = [i for i in items if i.lower() != FAMILY]
     out = resolve_perturbations(named)
-    return out + chain_perturbations(cfg, seed) if len(named) < len(items) else out
+    if len(named) < len(items):
+        out += chain_perturbations(cfg, seed)  # ChainLength is a Perturbation
+    return out

@@ -63,7 +63,7 @@ CLEAN_STRENGTH = {
 }
 
 
-def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+def jpeg(image: torch.Tensor, quality: float) -> torch.Tensor:
     """Encode as JPEG in memory with PIL (libjpeg, 4:2:0 chroma subsampling) and decode.
 
     Runs on the CPU whatever ``image.device`` is (libjpeg is the codec images meet online)."""
@@ -75,7 +75,7 @@ def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
 WEBP_MAX_SIDE = 16383
 
 
-def webp(image: torch.Tensor, quality: int) -> torch.Tensor:
+def webp(image: torch.Tensor, quality: float) -> torch.Tensor:
     """Encode as lossy WebP in memory with PIL (libwebp, default method 4) and decode, on CPU."""
     if max(image.shape[-2:]) > WEBP_MAX_SIDE:  # libwebp's limit: say so, not "encoder error"
         raise ValueError(

@@ -325,13 +325,22 @@ def build_proxy(cfg: ProxyConfig, mode: str) -> ProxyFn:
             return op(images, cfg.band, p["ratio"], cfg.mask_mode, generator, images.dtype)
 
         return spectral
-    if cfg.name == "smoothing":
-        return lambda images, generator=None: gaussian_smooth(images, p["sigma"])
-    if cfg.name == "sharpening":
-        return lambda images, generator=None: sharpen(images, p["amount"], p["sigma"])
-    if cfg.name == "gaussian_noise":
-        return lambda images, generator=None: gaussian_noise(images, p["sigma"], generator)
-    if cfg.name == "color_jitter":
-        jitter = {k: p[k] for k in ("brightness", "contrast", "saturation", "hue")}
-        return lambda images, generator=None: color_jitter(images, **jitter, generator=generator)
-    return lambda images, generator=None: images  # "none": natural images only
+    return _spatial_proxy(cfg.name, p)
+
+
+def _spatial_proxy(name: str, p: dict) -> ProxyFn:
+    """The non-spectral proxies, their parameters resolved in ``p`` (ProxyConfig.describe)."""
+
+    def proxy(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if name == "smoothing":
+            return gaussian_smooth(images, p["sigma"])
+        if name == "sharpening":
+            return sharpen(images, p["amount"], p["sigma"])
+        if name == "gaussian_noise":
+            return gaussian_noise(images, p["sigma"], generator)
+        if name == "color_jitter":
+            jitter = {k: p[k] for k in ("brightness", "contrast", "saturation", "hue")}
+            return color_jitter(images, **jitter, generator=generator)
+        return images  # "none": natural images only
+
+    return proxy
