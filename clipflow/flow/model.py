@@ -130,7 +130,10 @@ def score_from(u: torch.Tensor, log_jac: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def score_features(
-    model: CLIPFlow, features: torch.Tensor, batch_size: int = 8192, device: str = "cpu"
+    model: CLIPFlow,
+    features: torch.Tensor,
+    batch_size: int = 8192,
+    device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """Scores for many features in batches, on ``device``; returns a CPU float tensor (N,)."""
     model.to(device).eval()

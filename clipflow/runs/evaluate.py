@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from ..backbones.backbone import Backbone, as_backbone, check_weights_available, load_backbone
 from ..backbones.preprocess import build_transform
+from ..backbones.protocol import BackboneProtocol
 from ..checkpoints.checkpoint import (
     Checkpoint,
     eval_backbone_config,
@@ -30,10 +32,11 @@ from ..errors import DataError
 from ..eval.means import check_set_names, summarize
 from ..eval.metrics import dataset_metrics, ours_metrics
 from ..eval.report import write_results
-from ..features.cache import cached_extract, feature_cache
+from ..features.cache import FeatureCache, cached_extract, feature_cache
+from ..features.extract import FeatureSet
 from ..features.loader import Loader
 from ..flow.model import score_features
-from ..settings.config import EvalSettings
+from ..settings.config import DataConfig, EvalSettings
 from ..transforms.reencode import describe_reencode, reencode_variant
 from ..transforms.variant import IDENTITY
 
@@ -88,7 +91,14 @@ def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
     return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, skipped)
 
 
-def test_features(backbone, sets: list[TestSet], data, cache, device, seed: int = 0):
+def test_features(
+    backbone: BackboneProtocol,
+    sets: list[TestSet],
+    data: DataConfig,
+    cache: FeatureCache | None,
+    device: str | torch.device,
+    seed: int = 0,
+) -> FeatureSet:
     """(1, N, D) features of every test image, each file once (shared real pools).
 
     ``data.reencode`` (e.g. jpeg96): every image, real or fake, is re-encoded the same way

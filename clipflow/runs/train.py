@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -20,6 +21,7 @@ import torch
 
 from ..backbones.backbone import as_backbone, check_weights_available, load_backbone
 from ..backbones.preprocess import build_transform
+from ..backbones.protocol import BackboneProtocol
 from ..checkpoints.checkpoint import (
     save_checkpoint,
 )
@@ -27,12 +29,14 @@ from ..core.fileio import atomic_write_text, to_jsonable
 from ..core.machine import resolve_device
 from ..core.versions import package_versions
 from ..data.layouts import (
+    TrainSplit,
     discover_train_images,
 )
 from ..errors import ClipflowError, DataError, TrainingDivergedError
 from ..eval.metrics import calibrate_threshold
 from ..eval.report import plot_loss, skipped_text, tensorboard_writer, write_history
-from ..features.cache import cached_extract, feature_cache, file_key
+from ..features.cache import FeatureCache, cached_extract, feature_cache, file_key
+from ..features.extract import FeatureSet
 from ..features.loader import Loader
 from ..features.stream import PackFeatures, PackRows, in_ram_bytes, locate, ram_budget_bytes
 from ..flow.fit import fit
@@ -43,6 +47,9 @@ from ..transforms.proxy import bandstop, build_proxy
 from ..transforms.variant import IDENTITY, Variant
 
 log = logging.getLogger(__name__)
+
+Device = str | torch.device
+OnEpoch = Callable[[int, CLIPFlow, list[dict]], None]  # (epoch, model, history) after each
 
 # SPEC §4.1.8: the paper masks the whole low band for P, a tenth of it for N+P.
 
@@ -67,7 +74,14 @@ class TrainedHead:
     skipped: list[tuple[str, str]]
 
 
-def train_head(s: TrainSettings, backbone, split, cache, device, on_epoch=None) -> TrainedHead:
+def train_head(
+    s: TrainSettings,
+    backbone: BackboneProtocol,
+    split: TrainSplit,
+    cache: FeatureCache | None,
+    device: Device,
+    on_epoch: OnEpoch | None = None,
+) -> TrainedHead:
     """Features (cached) -> fit -> threshold on the validation images: the core of a training
     run. A run that made no optimiser step, or whose scores are unusable, is refused here.
     ``on_epoch(epoch, model, history)`` is called after every epoch (see :func:`fit`)."""
@@ -240,7 +254,13 @@ class TrainFeatures(NamedTuple):
         return self.features[-1] if self.mode in ("P", "N+P") else None
 
 
-def train_features(s: TrainSettings, backbone, paths, cache, device) -> TrainFeatures:
+def train_features(
+    s: TrainSettings,
+    backbone: BackboneProtocol,
+    paths: Sequence[str | Path],
+    cache: FeatureCache | None,
+    device: Device,
+) -> TrainFeatures:
     """(K, V, N, D) features for K variants (natural and/or proxy) × V views of N images."""
     mode = s.train.mode
     proxy = proxy_variant(s.proxy, mode)
@@ -315,7 +335,13 @@ def streamed_train_features(
     return TrainFeatures(found.features, [paths[i] for i in found.kept], skipped, s.train.mode)
 
 
-def validation_features(s: TrainSettings, backbone, paths, cache, device):
+def validation_features(
+    s: TrainSettings,
+    backbone: BackboneProtocol,
+    paths: Sequence[str | Path],
+    cache: FeatureCache | None,
+    device: Device,
+) -> FeatureSet:
     """(2, N, D): natural validation images and their band-stop proxies (SPEC §4.3)."""
     fs = cached_extract(
         backbone,
@@ -333,7 +359,7 @@ def validation_features(s: TrainSettings, backbone, paths, cache, device):
     return fs
 
 
-def calibrate(model: CLIPFlow, val, device):
+def calibrate(model: CLIPFlow, val: FeatureSet, device: Device):
     """SPEC §7: threshold maximising accuracy on natural val images vs their band-stop proxies.
 
     Refuses (TrainingDivergedError) non-finite scores, a flow that gives every validation
