@@ -1,9 +1,9 @@
-"""The training glue: run_train and run_extract (settings, run_dir), and their stages.
+"""The training job: run_train (settings, run_dir) and its stages.
 
 folder → images → (proxy) → backbone → features → flow → threshold → checkpoint.
 Each step is a function of its own module; this file only wires them and writes files.
 The stages (train_features, validation_features, calibrate) are public so that
-paper/experiments.py and calibrate.py compose the same steps; evaluation is
+paper/experiments.py, calibrate.py and extract.py compose the same steps; evaluation is
 :mod:`clipflow.runs.evaluate`.
 """
 
