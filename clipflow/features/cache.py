@@ -6,11 +6,11 @@ name + weights identity + precision, the transform, the variant, the seed and th
 
     <cache>/v2-<setting key>/pack-<hash>.safetensors
 
-A pack stores the features (n, D) float32 of its readable files, in its metadata the *file
-key* of each row, the (file key, reason) of the files that could not be read and a checksum
-of the features. Entries are found by file key, not by file list, so adding or changing k
-files of a folder extracts those k files only (into new packs), and any subset of cached
-files is served from the cache.
+A pack stores the features (n, D) float32 of its readable files, in its metadata the setting
+key it was written under, the *file key* of each row, the (file key, reason) of the files that
+could not be read and a checksum of the features. Entries are found by file key, not by file
+list, so adding or changing k files of a folder extracts those k files only (into new packs),
+and any subset of cached files is served from the cache.
 
 A file key hashes the path with the file's size, mtime, ctime and inode: a file replaced by
 another of the same size whose mtime was restored still changes ctime and inode. The flip side:
@@ -18,8 +18,11 @@ moving or copying a dataset, or chmod/chown of its files, changes ctime or inode
 features are extracted again.
 
 Damage never reaches the caller: a pack that cannot be read, has the wrong shape or dtype,
-non-finite values or a wrong checksum is reported in one warning line, removed, and only its
-files are extracted again. A cache folder that cannot be written (read-only, a file, ...) is
+non-finite values or a wrong checksum, or that records another setting than its folder's (a
+pack copied between setting folders) is reported in one warning line, removed, and only its
+files are extracted again. Packs of format 2 (before packs recorded their setting) cannot be
+told apart from such a copy: they are removed too, one warning line per folder, and their
+files extracted again. A cache folder that cannot be written (read-only, a file, ...) is
 reported once; it still serves what it holds, and new features are extracted but not stored.
 Packs are written atomically as each completes, so an interrupted extraction resumes from the
 completed ones. Under torchrun, rank r extracts chunks r, r + world, ... of the missing files
@@ -62,8 +65,13 @@ class CacheSettings(Protocol):
     cache_shard_size: int
 
 
-CACHE_VERSION = 2
-PACK_FORMAT = f"clipflow-feature-pack-{CACHE_VERSION}"
+CACHE_VERSION = 2  # the folder layout and setting keys (v2-<key>)
+# 3: the header records the setting key the pack was written under. Format 2 packs lack it and
+# are removed as stale (serving one that was copied from another setting's folder is the bug
+# the key prevents).
+PACK_VERSION = 3
+PACK_FORMAT = f"clipflow-feature-pack-{PACK_VERSION}"
+_STALE_FORMATS = ("clipflow-feature-pack-2",)
 DEFAULT_SHARD_SIZE = 4096
 
 
@@ -227,13 +235,25 @@ class FeatureCache:
 
     def iter_packs(self, key: str) -> Iterator[Pack]:
         """:meth:`packs` one header at a time (a million files' keys need not be held twice)."""
+        stale = 0
         for path in sorted((self.root / key).glob("pack-*.safetensors")):
             try:
-                header = _read_header(path)
+                header = _read_header(path, key)
+            except _StalePack:
+                stale += 1
+                self._remove(path)
+                continue
             except Exception as err:  # any failure to parse a pack means the pack is damaged
                 self.discard(path, err)
                 continue
             yield header
+        if stale:  # one line for the folder: an old cache has hundreds of them
+            log.warning(
+                "feature cache: ignoring %d pack(s) of an older format in %s (they do not "
+                "record their setting); their files are extracted again",
+                stale,
+                self.root / key,
+            )
 
     def load(self, pack: Pack, dim: int | None) -> torch.Tensor | None:
         """The pack's (n, D) features, checked; None (reported, removed) when damaged."""
@@ -249,6 +269,9 @@ class FeatureCache:
             path,
             _one_line(err),
         )
+        self._remove(path)
+
+    def _remove(self, path: Path) -> None:
         if not self.read_only:
             try:
                 path.unlink(missing_ok=True)
@@ -291,6 +314,7 @@ class FeatureCache:
         checksum = _checksum(features)
         meta = {
             "format": PACK_FORMAT,
+            "setting": key,  # a copy into another setting's folder is refused on reading
             "rows": json.dumps(rows),
             "skipped": json.dumps(skipped),
             "checksum": checksum,
@@ -308,12 +332,24 @@ class FeatureCache:
             )
 
 
-def _read_header(path: Path) -> Pack:
+class _StalePack(Exception):
+    """A pack of an older format: removed and extracted again, reported once per folder."""
+
+
+def _read_header(path: Path, key: str) -> Pack:
+    """The header of the pack at ``path`` of setting ``key``; raises if it is damaged, of
+    another format or of another setting."""
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
         shape = fh.get_slice("features").get_shape()
+    if meta.get("format") in _STALE_FORMATS:
+        raise _StalePack(meta["format"])
     if meta.get("format") != PACK_FORMAT:
         raise ValueError(f"not a {PACK_FORMAT} file")
+    if meta.get("setting") != key:
+        raise ValueError(
+            f"written for setting {meta.get('setting')}, not {key} (copied from another folder?)"
+        )
     rows, skipped = json.loads(meta["rows"]), json.loads(meta["skipped"])
     if len(shape) != 2 or shape[0] != len(rows):
         raise ValueError(f"features of shape {shape} for {len(rows)} files")
