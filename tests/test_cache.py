@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import subprocess
@@ -417,3 +418,42 @@ def test_packs_of_the_old_format_are_extracted_again_with_one_warning(setup, cap
         with safe_open(str(pack), framework="pt") as fh:
             formats.add(fh.metadata()["format"])
     assert formats == {cache_mod.PACK_FORMAT}  # the old packs are gone
+
+
+def test_extract_stops_with_an_error_when_the_cache_fills_mid_run(
+    tmp_path: Path, mini_bench: Path, call_main, monkeypatch
+):
+    """clipflow-extract printed "features cached ... N images" and exited 0 when the disk
+    filled after a few packs; now it stops, says what it stored, and exits 2."""
+    real_write = cache_mod.atomic_write_bytes
+    calls = []
+
+    def fills_after_two(path, data):
+        calls.append(path)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(cache_mod, "atomic_write_bytes", fills_after_two)
+    code, out, err = call_main(
+        extract_cli.main,
+        "clipflow-extract",
+        f"data.train_root={mini_bench / 'train'}",
+        "backbone=tiny",
+        "device=cpu",
+        "data.num_workers=0",
+        "data.cache_shard_size=3",
+        "stages=[train,val]",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert code == 2 and "features cached" not in out
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: cannot write ") and "Traceback" not in err
+    assert "No space left on device" in line and "free space on the disk" in line
+    # what was stored: the two packs that were written, and no stage complete
+    stored = sum(_pack_rows(p) for p in sorted((tmp_path / "cache").rglob("pack-*")))
+    assert f"stored {stored} feature entries in 2 pack(s)" in line and stored > 0
+    assert "stages complete: none" in line and "resumes" in line
+    assert len(calls) == 3  # it stopped at the first failed pack, not extracting on
+    assert not (tmp_path / "run" / "extract.json").exists()

@@ -23,7 +23,8 @@ pack copied between setting folders) is reported in one warning line, removed, a
 files are extracted again. Packs of format 2 (before packs recorded their setting) cannot be
 told apart from such a copy: they are removed too, one warning line per folder, and their
 files extracted again. A cache folder that cannot be written (read-only, a file, ...) is
-reported once; it still serves what it holds, and new features are extracted but not stored.
+reported once; it still serves what it holds, and new features are extracted but not stored
+(a run that exists to fill the cache sets ``stop_on_write_error`` and stops instead).
 Packs are written atomically as each completes, so an interrupted extraction resumes from the
 completed ones. Under torchrun, rank r extracts chunks r, r + world, ... of the missing files
 and every rank then reads the others' packs.
@@ -182,6 +183,12 @@ class FeatureCache:
         self.root = Path(root).expanduser() if root else default_cache_dir()
         self.shard_size = shard_size
         self.read_only: bool | None = None  # None until check() has probed the folder
+        # False: a pack that cannot be written is warned about and the run goes on uncached;
+        # True (clipflow-extract, whose job is to store them): the write's OSError is raised.
+        self.stop_on_write_error = False
+        self.write_error: OSError | None = None  # the write that failed, if one did
+        self.stored_packs = 0  # what this object wrote, for reports of a run cut short
+        self.stored_entries = 0  # feature rows + skip records
 
     def check(self) -> str | None:
         """Probe, before any extraction, that the cache folder can be written; warn once if not.
@@ -308,7 +315,8 @@ class FeatureCache:
     def write_pack(
         self, key: str, rows: list[str], features: torch.Tensor, skipped: dict[str, str]
     ) -> None:
-        """Store one pack atomically; on failure warn once and stop writing (run goes on)."""
+        """Store one pack atomically; on failure warn once and stop writing (run goes on), or
+        with ``stop_on_write_error`` raise the OSError."""
         if self.read_only:
             return
         checksum = _checksum(features)
@@ -324,12 +332,17 @@ class FeatureCache:
             data = save({"features": features.contiguous()}, metadata=meta)
             atomic_write_bytes(self.root / key / name, data)
         except OSError as err:
-            self.read_only = True
+            self.read_only, self.write_error = True, err
+            if self.stop_on_write_error:
+                raise
             log.warning(
                 "feature cache %s: cannot write (%s): features are extracted without caching",
                 self.root,
-                _one_line(err),
+                err.strerror or _one_line(err),
             )
+            return
+        self.stored_packs += 1
+        self.stored_entries += len(rows) + len(skipped)
 
 
 class _StalePack(Exception):
