@@ -50,3 +50,27 @@ class SomeFilesUnreadableError(ClipflowError):
     """A batch finished, but some inputs could not be scored (they are listed with a reason)."""
 
     exit_code = 4
+
+
+class DiskFullError(ClipflowError, OSError):
+    """A write that ran out of room: a full disk, a full quota, or a file-size limit (ulimit -f).
+
+    Its message names the file, what to free and what was left as it was. It is an OSError too
+    (with the original errno), so code that carries on without a file it cannot write (the
+    feature cache) still catches it as before.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        errno: int | None = None,
+        filename: str | None = None,
+        reason: str | None = None,
+    ):
+        # strerror keeps the system's short reason ("No space left on device") for callers
+        # that print only that; str() is the whole one-line message.
+        OSError.__init__(self, errno, reason or message, filename)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

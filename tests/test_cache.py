@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import subprocess
@@ -364,3 +365,95 @@ def test_an_unwritable_cache_serves_hits_extracts_misses_and_writes_nothing(setu
     assert bb.seen == 1 and _packs(cache) == before
     fresh = cached_extract(bb, paths, tf, [IDENTITY], None)
     assert fs.paths == fresh.paths and torch.allclose(fs.features, fresh.features, atol=1e-6)
+
+
+def test_a_pack_copied_from_another_settings_folder_is_extracted_again(setup, caplog):
+    """A pack copied from the ``preprocess=paper`` folder into the ``univfd`` one: its
+    features are the paper crop's, so it is refused like a damaged pack, not served."""
+    bb, paths, _, cache = setup
+    paper, univfd = build_transform(bb, "paper"), build_transform(bb, "univfd")
+    cached_extract(bb, paths, paper, [IDENTITY], cache)
+    max_pixels = Loader().max_pixels
+    paper_key, univfd_key = (
+        cache.setting_key(bb, tf, IDENTITY, 0, 0, max_pixels) for tf in (paper, univfd)
+    )
+    assert paper_key != univfd_key
+    (cache.root / univfd_key).mkdir()
+    for pack in (cache.root / paper_key).iterdir():
+        (cache.root / univfd_key / pack.name).write_bytes(pack.read_bytes())
+    bb.seen = 0
+    with caplog.at_level(logging.WARNING, logger="clipflow.features.cache"):
+        got = cached_extract(bb, paths, univfd, [IDENTITY], cache)
+    assert bb.seen == 5  # every file extracted under its own setting
+    fresh = cached_extract(bb, paths, univfd, [IDENTITY], None)
+    assert torch.allclose(got.features, fresh.features, atol=1e-6)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3  # one per copied pack (5 files, shard_size=2)
+    assert all("another folder" in w and paper_key in w and "\n" not in w for w in warnings)
+    bb.seen = 0
+    cached_extract(bb, paths, univfd, [IDENTITY], cache)
+    assert bb.seen == 0  # the copies were replaced by packs of the right setting
+
+
+def test_packs_of_the_old_format_are_extracted_again_with_one_warning(setup, caplog):
+    """Format-2 packs do not record their setting, so a copied one cannot be told from a
+    genuine one: they are all removed and extracted again, reported in one line per folder."""
+    bb, paths, _, cache = setup
+    tf = build_transform(bb)
+    reference = cached_extract(bb, paths, tf, [IDENTITY], cache)
+    for pack in _packs(cache):  # rewritten as the previous version wrote them
+        with safe_open(str(pack), framework="pt") as fh:
+            meta, feats = fh.metadata(), fh.get_tensor("features")
+        del meta["setting"]
+        meta["format"] = "clipflow-feature-pack-2"
+        save_file({"features": feats}, str(pack), metadata=meta)
+    bb.seen = 0
+    with caplog.at_level(logging.WARNING, logger="clipflow.features.cache"):
+        again = cached_extract(bb, paths, tf, [IDENTITY], cache)
+    assert bb.seen == 5 and torch.allclose(again.features, reference.features, atol=1e-6)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "3 pack(s) of an older format" in warnings[0]
+    formats = set()
+    for pack in _packs(cache):
+        with safe_open(str(pack), framework="pt") as fh:
+            formats.add(fh.metadata()["format"])
+    assert formats == {cache_mod.PACK_FORMAT}  # the old packs are gone
+
+
+def test_extract_stops_with_an_error_when_the_cache_fills_mid_run(
+    tmp_path: Path, mini_bench: Path, call_main, monkeypatch
+):
+    """clipflow-extract printed "features cached ... N images" and exited 0 when the disk
+    filled after a few packs; now it stops, says what it stored, and exits 2."""
+    real_write = cache_mod.atomic_write_bytes
+    calls = []
+
+    def fills_after_two(path, data):
+        calls.append(path)
+        if len(calls) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(cache_mod, "atomic_write_bytes", fills_after_two)
+    code, out, err = call_main(
+        extract_cli.main,
+        "clipflow-extract",
+        f"data.train_root={mini_bench / 'train'}",
+        "backbone=tiny",
+        "device=cpu",
+        "data.num_workers=0",
+        "data.cache_shard_size=3",
+        "stages=[train,val]",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert code == 2 and "features cached" not in out
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: cannot write ") and "Traceback" not in err
+    assert "No space left on device" in line and "free space on the disk" in line
+    # what was stored: the two packs that were written, and no stage complete
+    stored = sum(_pack_rows(p) for p in sorted((tmp_path / "cache").rglob("pack-*")))
+    assert f"stored {stored} feature entries in 2 pack(s)" in line and stored > 0
+    assert "stages complete: none" in line and "resumes" in line
+    assert len(calls) == 3  # it stopped at the first failed pack, not extracting on
+    assert not (tmp_path / "run" / "extract.json").exists()

@@ -12,8 +12,9 @@ when it runs. Command-line arguments are parsed here, in cli/, into the library'
 (``CheckRequest``, ``Request``); the library takes no argv.
 
 Exit codes: 0 success; 2 a usage error or bad input (one ``error: ...`` line on stderr, also for
-Hydra's own errors: unknown key, bad override syntax, unknown group option, unusable run dir);
-3 training diverged; 4 some inputs unreadable; 130 interrupted.
+Hydra's own errors: unknown key, bad override syntax, unknown group option, unusable run dir)
+or an output that found no room (full disk or quota, ``ulimit -f``); 3 training diverged; 4 some
+inputs unreadable; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -210,18 +211,31 @@ def _bars_off():
 
 
 def guarded(job: Callable[[], object]) -> None:
-    """Run ``job``; a ClipflowError becomes one line on stderr and a non-zero exit."""
+    """Run ``job``; a ClipflowError, or a write anywhere that found no room (full disk or quota,
+    ``ulimit -f``), becomes one line on stderr and a non-zero exit."""
     try:
         job()
     except ClipflowError as err:
-        print(f"error: {err}", file=sys.stderr)
-        log.debug("error details", exc_info=True)
-        sys.exit(err.exit_code)
+        _exit_with(err)
     except KeyboardInterrupt:
         print("interrupted; files written so far are complete (atomic writes)", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:
         _reader_went_away()
+    except Exception as err:
+        # Writes through core.fileio say this themselves (DiskFullError); others (stdout
+        # redirected to a full disk, a library's own file) are explained here.
+        from ..core.fileio import no_room_errno, no_room_error
+
+        if no_room_errno(err) is None:
+            raise  # a bug: keep the traceback
+        _exit_with(no_room_error(err, getattr(err, "filename", None)))
+
+
+def _exit_with(err: ClipflowError) -> None:
+    print(f"error: {err}", file=sys.stderr)
+    log.debug("error details", exc_info=True)
+    sys.exit(err.exit_code)
 
 
 # 128 + SIGPIPE: the status a shell reports for a command whose reader closed the pipe

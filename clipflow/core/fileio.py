@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import secrets
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from ..errors import DiskFullError
 
 T = TypeVar("T")
 
@@ -41,12 +46,14 @@ def current_umask() -> int:
     return _IMPORT_UMASK
 
 
-def atomic_write(path: Path, write: Callable[[Path], T]) -> T:
+def atomic_write(path: Path, write: Callable[[Path], T], size: int | None = None) -> T:
     """``write(tmp)`` into a temporary file in ``path``'s folder, then os.replace it to ``path``;
     returns what ``write`` returns.
 
     A crash mid-write leaves the previous file (or none), never a truncated one. The file gets
     the mode a plain ``open(path, "w")`` would give (0o666 minus the umask), not mkstemp's 0o600.
+    A write that runs out of room raises :class:`DiskFullError` naming ``path`` and what to
+    free (``size``: the bytes it needed, when known).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,8 +63,10 @@ def atomic_write(path: Path, write: Callable[[Path], T]) -> T:
         os.chmod(tmp, 0o666 & ~current_umask())
         result = write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if no_room_errno(err) is not None and not isinstance(err, DiskFullError):
+            raise no_room_error(err, path, size) from err
         raise
     return result
 
@@ -71,11 +80,134 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
 
-    atomic_write(path, write)
+    atomic_write(path, write, len(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, encode_text(text))
+
+
+def atomic_write_set(files: dict[Path, bytes]) -> None:
+    """Write several files as one set: all of them, or none when one of them cannot be written
+    (the files of an earlier set stay as they were).
+
+    Each file is first written in full under a hidden name beside it; only when all are on disk
+    are they renamed into place, in the order given (put last the file a reader looks at first).
+    A rename needs no room, so a full disk stops the set before any file of it is replaced; an
+    error during the renames themselves (a folder put in the way meanwhile) can still leave
+    part of the set.
+    """
+    token = secrets.token_hex(4)  # two runs writing into one folder do not share hidden names
+    staged: list[tuple[Path, Path]] = []
+    path = None
+    try:
+        for path, data in files.items():
+            stage = Path(path).with_name(f".{Path(path).name}.{token}.staged")
+            atomic_write_bytes(stage, data)
+            staged.append((stage, Path(path)))
+        for stage, path in staged:
+            os.replace(stage, path)
+    except BaseException as err:
+        for stage, _ in staged:
+            stage.unlink(missing_ok=True)
+        if no_room_errno(err) is not None:
+            names = ", ".join(Path(p).name for p in files)
+            kept = f"none of {names} was written (earlier ones are as they were)"
+            needed = sum(len(d) for d in files.values())
+            raise no_room_error(err, path, needed, kept) from err
+        raise
+
+
+# -------------------------------------------------------------------------- out of room
+#
+# A write runs out of room three ways: the disk is full, the quota is, or the file would pass
+# the process's file-size limit (ulimit -f: Python ignores SIGXFSZ, so the write fails with
+# EFBIG instead of killing the process). Each is one line naming the file and what to free.
+
+NO_ROOM = frozenset(
+    code for code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None)) if code
+)
+# Rust libraries raise their own exception type, not an OSError: safetensors' save_file gives
+# SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, ...})").
+# The OS's errno is read from that text.
+_RUST_OS_ERROR = re.compile(r"\bOs \{ code: (\d+),")
+
+
+def no_room_errno(err: BaseException) -> int | None:
+    """The errno of ``err`` when it means "no room to write" (ENOSPC, EDQUOT, EFBIG), else None."""
+    code = err.errno if isinstance(err, OSError) else None
+    if code is None and not isinstance(err, OSError):
+        found = _RUST_OS_ERROR.search(str(err))
+        code = int(found.group(1)) if found else None
+    return code if code in NO_ROOM else None
+
+
+def no_room_error(
+    err: BaseException,
+    path: str | os.PathLike | None,
+    size: int | None = None,
+    kept: str | None = None,
+) -> DiskFullError:
+    """The one-line error for a write of ``path`` that ran out of room (``err`` as
+    :func:`no_room_errno` reads it): the file, the reason, what to free or raise, and
+    ``kept``, what was left as it was (default: the file itself)."""
+    code = no_room_errno(err) or errno.ENOSPC
+    reason = os.strerror(code)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    elif not isinstance(path, (str, os.PathLike)):
+        path = None  # an OSError's filename can be a file descriptor, or absent
+    name = display_path(path) if path is not None else "an output file"
+    kept = kept or (f"{Path(path).name} was left as it was" if path is not None else "")
+    if code == errno.EFBIG:
+        limit = _file_size_limit()
+        todo = (
+            f"this process may write files of at most {_size(limit)} (ulimit -f): raise the "
+            "limit (ulimit -f unlimited)"
+            if limit is not None
+            else "the file is larger than its file system takes: write it to another disk"
+        )
+    else:
+        folder = Path(os.path.abspath(path)).parent if path is not None else None
+        numbers = [f"{_size(size)} needed"] if size else []
+        free = _free_bytes(folder)
+        numbers += [f"{_size(free)} free"] if free is not None else []
+        where = f"the disk that holds {display_path(folder)}" if folder else "the output's disk"
+        todo = (f"{', '.join(numbers)}: " if numbers else "") + (
+            f"free space on {where} (or under your quota), or write to another disk"
+        )
+    message = f"cannot write {name}: {reason}; {todo}" + (f"; {kept}" if kept else "")
+    filename = os.fspath(path) if path is not None else None
+    return DiskFullError(message, code, filename, reason)
+
+
+def _file_size_limit() -> int | None:
+    """The process's file-size limit in bytes (``ulimit -f``), None when unlimited or unknown."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _free_bytes(folder: Path | None) -> int | None:
+    """Free bytes on the disk of ``folder`` (or of its nearest existing parent), if readable."""
+    while folder is not None and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free if folder is not None else None
+    except OSError:
+        return None
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def file_sha256(path: Path) -> str:

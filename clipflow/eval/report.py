@@ -1,8 +1,8 @@
 """Rows -> results.csv / results.md / metrics.json / scores.csv / skipped.txt / a plot;
 a training history -> metrics.csv / loss.png (and TensorBoard events with logger=tensorboard).
 
-Every file is written atomically; numbers in the tables are percentages with two decimals,
-the JSON keeps full precision.
+Every file is written atomically, and an evaluation's files as one set (all or none); numbers
+in the tables are percentages with two decimals, the JSON keeps full precision.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.fileio import atomic_write_bytes, atomic_write_text, display_path
+from ..core.fileio import (
+    atomic_write_bytes,
+    atomic_write_set,
+    atomic_write_text,
+    display_path,
+    encode_text,
+)
 from ..errors import ClipflowError
 from .means import Means, in_paper, paper_first
 from .metrics import METRIC_COLUMNS, OURS_COLUMNS
@@ -101,7 +107,9 @@ def write_results(
 ) -> dict[str, Path]:
     """Write all result files of one evaluation into ``run_dir``; return their paths.
 
-    ``means`` comes from :func:`clipflow.eval.means.summarize` of the same rows.
+    ``means`` comes from :func:`clipflow.eval.means.summarize` of the same rows. The files are
+    written as one set: a full disk leaves none of them (results.md, renamed last, never
+    stands without metrics.json and scores.csv).
     """
     run_dir = Path(run_dir)
     rows = [{**r, "in_paper": in_paper(r["dataset"])} for r in paper_first(rows)]
@@ -111,7 +119,7 @@ def write_results(
         name: run_dir / name
         for name in ("results.csv", "results.md", "metrics.json", "scores.csv", "skipped.txt")
     }
-    atomic_write_text(paths["results.csv"], to_csv(table, RESULTS_COLUMNS))
+    texts = {"results.csv": to_csv(table, RESULTS_COLUMNS)}
     md = f"# Results\n\n{describe_run(meta)}\n\n{to_markdown(table, RESULTS_COLUMNS)}"
     md += (
         "\n`acc@val`: threshold from the checkpoint; "
@@ -126,13 +134,16 @@ def write_results(
     md += benchmarks_text(rows)
     if skipped:
         md += f"\n{len(skipped)} unreadable file(s) skipped; see skipped.txt.\n"
-    atomic_write_text(paths["results.md"], md)
     payload = {**meta, "datasets": rows, **means.to_json(), "n_skipped": len(skipped)}
-    atomic_write_text(paths["metrics.json"], json.dumps(payload, indent=2, sort_keys=True))
-    atomic_write_text(paths["scores.csv"], scores_to_csv(scores))
-    atomic_write_text(paths["skipped.txt"], skipped_text(skipped))
+    texts["metrics.json"] = json.dumps(payload, indent=2, sort_keys=True)
+    texts["scores.csv"] = scores_to_csv(scores)
+    texts["skipped.txt"] = skipped_text(skipped)
+    files = {paths[name]: encode_text(text) for name, text in texts.items()}
     if rows:
-        paths["ap_per_dataset.png"] = plot_ap(rows, means, run_dir / "ap_per_dataset.png")
+        paths["ap_per_dataset.png"] = run_dir / "ap_per_dataset.png"
+        files[paths["ap_per_dataset.png"]] = png_bytes(ap_figure(rows, means))
+    files[paths["results.md"]] = encode_text(md)  # last: the file people open first
+    atomic_write_set(files)
     return paths
 
 
@@ -147,6 +158,11 @@ def benchmarks_text(rows: list[dict]) -> str:
 
 def plot_ap(rows: list[dict], means: Means, path: Path) -> Path:
     """Bar chart of AP per dataset (sets outside the paper's 19 in grey) with the mean as a line."""
+    return save_png(ap_figure(rows, means), path)
+
+
+def ap_figure(rows: list[dict], means: Means):
+    """The figure of :func:`plot_ap`."""
     names = [r["display_name"] for r in rows]
     fig, ax = new_figure(figsize=(max(4, 0.5 * len(names) + 2), 3.5))
     colors = ["#4C72B0" if in_paper(r["dataset"]) else "#999999" for r in rows]
@@ -160,7 +176,7 @@ def plot_ap(rows: list[dict], means: Means, path: Path) -> Path:
     ax.tick_params(axis="x", rotation=60)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    return save_png(fig, path)
+    return fig
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, **subplots_kw):
@@ -179,10 +195,15 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, **subplots_kw):
 
 def save_png(fig, path: Path, dpi: int = 110) -> Path:
     """Render a figure of :func:`new_figure` to ``path`` atomically."""
+    atomic_write_bytes(path, png_bytes(fig, dpi))
+    return path
+
+
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    """A figure of :func:`new_figure` rendered as PNG."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- training

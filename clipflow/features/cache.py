@@ -6,11 +6,11 @@ name + weights identity + precision, the transform, the variant, the seed and th
 
     <cache>/v2-<setting key>/pack-<hash>.safetensors
 
-A pack stores the features (n, D) float32 of its readable files, in its metadata the *file
-key* of each row, the (file key, reason) of the files that could not be read and a checksum
-of the features. Entries are found by file key, not by file list, so adding or changing k
-files of a folder extracts those k files only (into new packs), and any subset of cached
-files is served from the cache.
+A pack stores the features (n, D) float32 of its readable files, in its metadata the setting
+key it was written under, the *file key* of each row, the (file key, reason) of the files that
+could not be read and a checksum of the features. Entries are found by file key, not by file
+list, so adding or changing k files of a folder extracts those k files only (into new packs),
+and any subset of cached files is served from the cache.
 
 A file key hashes the path with the file's size, mtime, ctime and inode: a file replaced by
 another of the same size whose mtime was restored still changes ctime and inode. The flip side:
@@ -18,9 +18,13 @@ moving or copying a dataset, or chmod/chown of its files, changes ctime or inode
 features are extracted again.
 
 Damage never reaches the caller: a pack that cannot be read, has the wrong shape or dtype,
-non-finite values or a wrong checksum is reported in one warning line, removed, and only its
-files are extracted again. A cache folder that cannot be written (read-only, a file, ...) is
-reported once; it still serves what it holds, and new features are extracted but not stored.
+non-finite values or a wrong checksum, or that records another setting than its folder's (a
+pack copied between setting folders) is reported in one warning line, removed, and only its
+files are extracted again. Packs of format 2 (before packs recorded their setting) cannot be
+told apart from such a copy: they are removed too, one warning line per folder, and their
+files extracted again. A cache folder that cannot be written (read-only, a file, ...) is
+reported once; it still serves what it holds, and new features are extracted but not stored
+(a run that exists to fill the cache sets ``stop_on_write_error`` and stops instead).
 Packs are written atomically as each completes, so an interrupted extraction resumes from the
 completed ones. Under torchrun, rank r extracts chunks r, r + world, ... of the missing files
 and every rank then reads the others' packs.
@@ -62,8 +66,13 @@ class CacheSettings(Protocol):
     cache_shard_size: int
 
 
-CACHE_VERSION = 2
-PACK_FORMAT = f"clipflow-feature-pack-{CACHE_VERSION}"
+CACHE_VERSION = 2  # the folder layout and setting keys (v2-<key>)
+# 3: the header records the setting key the pack was written under. Format 2 packs lack it and
+# are removed as stale (serving one that was copied from another setting's folder is the bug
+# the key prevents).
+PACK_VERSION = 3
+PACK_FORMAT = f"clipflow-feature-pack-{PACK_VERSION}"
+_STALE_FORMATS = ("clipflow-feature-pack-2",)
 DEFAULT_SHARD_SIZE = 4096
 
 
@@ -174,6 +183,12 @@ class FeatureCache:
         self.root = Path(root).expanduser() if root else default_cache_dir()
         self.shard_size = shard_size
         self.read_only: bool | None = None  # None until check() has probed the folder
+        # False: a pack that cannot be written is warned about and the run goes on uncached;
+        # True (clipflow-extract, whose job is to store them): the write's OSError is raised.
+        self.stop_on_write_error = False
+        self.write_error: OSError | None = None  # the write that failed, if one did
+        self.stored_packs = 0  # what this object wrote, for reports of a run cut short
+        self.stored_entries = 0  # feature rows + skip records
 
     def check(self) -> str | None:
         """Probe, before any extraction, that the cache folder can be written; warn once if not.
@@ -227,13 +242,25 @@ class FeatureCache:
 
     def iter_packs(self, key: str) -> Iterator[Pack]:
         """:meth:`packs` one header at a time (a million files' keys need not be held twice)."""
+        stale = 0
         for path in sorted((self.root / key).glob("pack-*.safetensors")):
             try:
-                header = _read_header(path)
+                header = _read_header(path, key)
+            except _StalePack:
+                stale += 1
+                self._remove(path)
+                continue
             except Exception as err:  # any failure to parse a pack means the pack is damaged
                 self.discard(path, err)
                 continue
             yield header
+        if stale:  # one line for the folder: an old cache has hundreds of them
+            log.warning(
+                "feature cache: ignoring %d pack(s) of an older format in %s (they do not "
+                "record their setting); their files are extracted again",
+                stale,
+                self.root / key,
+            )
 
     def load(self, pack: Pack, dim: int | None) -> torch.Tensor | None:
         """The pack's (n, D) features, checked; None (reported, removed) when damaged."""
@@ -249,6 +276,9 @@ class FeatureCache:
             path,
             _one_line(err),
         )
+        self._remove(path)
+
+    def _remove(self, path: Path) -> None:
         if not self.read_only:
             try:
                 path.unlink(missing_ok=True)
@@ -285,12 +315,14 @@ class FeatureCache:
     def write_pack(
         self, key: str, rows: list[str], features: torch.Tensor, skipped: dict[str, str]
     ) -> None:
-        """Store one pack atomically; on failure warn once and stop writing (run goes on)."""
+        """Store one pack atomically; on failure warn once and stop writing (run goes on), or
+        with ``stop_on_write_error`` raise the OSError."""
         if self.read_only:
             return
         checksum = _checksum(features)
         meta = {
             "format": PACK_FORMAT,
+            "setting": key,  # a copy into another setting's folder is refused on reading
             "rows": json.dumps(rows),
             "skipped": json.dumps(skipped),
             "checksum": checksum,
@@ -300,20 +332,37 @@ class FeatureCache:
             data = save({"features": features.contiguous()}, metadata=meta)
             atomic_write_bytes(self.root / key / name, data)
         except OSError as err:
-            self.read_only = True
+            self.read_only, self.write_error = True, err
+            if self.stop_on_write_error:
+                raise
             log.warning(
                 "feature cache %s: cannot write (%s): features are extracted without caching",
                 self.root,
-                _one_line(err),
+                err.strerror or _one_line(err),
             )
+            return
+        self.stored_packs += 1
+        self.stored_entries += len(rows) + len(skipped)
 
 
-def _read_header(path: Path) -> Pack:
+class _StalePack(Exception):
+    """A pack of an older format: removed and extracted again, reported once per folder."""
+
+
+def _read_header(path: Path, key: str) -> Pack:
+    """The header of the pack at ``path`` of setting ``key``; raises if it is damaged, of
+    another format or of another setting."""
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
         shape = fh.get_slice("features").get_shape()
+    if meta.get("format") in _STALE_FORMATS:
+        raise _StalePack(meta["format"])
     if meta.get("format") != PACK_FORMAT:
         raise ValueError(f"not a {PACK_FORMAT} file")
+    if meta.get("setting") != key:
+        raise ValueError(
+            f"written for setting {meta.get('setting')}, not {key} (copied from another folder?)"
+        )
     rows, skipped = json.loads(meta["rows"]), json.loads(meta["skipped"])
     if len(shape) != 2 or shape[0] != len(rows):
         raise ValueError(f"features of shape {shape} for {len(rows)} files")
