@@ -327,6 +327,43 @@ def test_the_walk_finds_the_fields_that_had_no_rule():
     assert len(NUMERIC_FIELDS) > 40  # every command, nested sections and overrides included
 
 
+# ---------------------------------------------------------------- unknown keys
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("trian.lr=1", "train.lr"),
+        ("train.lrr=1", "train.lr"),
+        ("data.reencod=jpeg96", "data.reencode"),
+        ("lr=0.01", "train.lr"),  # the right name without its section
+    ],
+)
+def test_unknown_key_suggests_the_closest_known_ones(
+    monkeypatch, capsys, tmp_path: Path, typed: str, meant: str
+):
+    """Hydra's advice ("To append to your config use +trian.lr=1") is never what the user
+    wants; the line names the closest known keys instead."""
+    code, _, err = _main(monkeypatch, capsys, train_cli, typed, f"hydra.run.dir={tmp_path}")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    key = typed.split("=")[0]
+    assert f"unknown key {key} (did you mean {meant}" in err, err
+    assert "To append" not in err and f"+{key}" not in err
+
+
+def test_unknown_key_without_a_close_one_lists_the_top_level_keys(
+    monkeypatch, capsys, tmp_path: Path
+):
+    code, _, err = _main(monkeypatch, capsys, train_cli, "zzz.q=1", f"hydra.run.dir={tmp_path}")
+    assert code == 2 and "did you mean" not in err
+    assert "unknown key zzz.q (top-level keys: backbone, proxy" in err and "hydra" not in err
+
+
+def test_unknown_key_in_a_settings_mapping_suggests_too():
+    with pytest.raises(SettingsError, match=r"train\.lrr \(did you mean train\.lr\?\)"):
+        train_settings({"train": {"lrr": 1e-3}})
+    with pytest.raises(SettingsError, match=r"sede \(did you mean seed\?\)"):
+        train_settings({"sede": 1})
+
+
 def _main(monkeypatch, capsys, module, *args: str) -> tuple[int, str, str]:
     """A console script in-process: exit code (0 when it returns), stdout, stderr."""
     monkeypatch.setattr(sys, "argv", ["clipflow", *args])
@@ -402,6 +439,7 @@ def test_console_script_hydra_typo_exits_2_with_one_line(tmp_path: Path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert "trian" in proc.stderr and proc.stdout == ""
+    assert "did you mean train.lr?" in proc.stderr
 
 
 # ---------------------------------------------------------------- property-based fuzz

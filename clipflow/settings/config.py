@@ -47,6 +47,7 @@ from ..transforms.config import (
 from ..transforms.reencode import reencode_problem
 from .auto import AUTO, resolve_auto, resolve_backbone_overrides
 from .coerce import SettingsError, bad_value, coerce, shown
+from .suggest import did_you_mean
 
 if TYPE_CHECKING:
     from ..transforms.perturb import Perturbation
@@ -372,8 +373,9 @@ def _typed_fields(cls: type, values: Any, where: str, partial: bool = False) -> 
     hints = _hints(cls)
     unknown = sorted(map(str, set(values) - set(hints)))
     if unknown:
+        hint = did_you_mean(f"{where}.{unknown[0]}", [f"{where}.{k}" for k in hints])
         raise SettingsError(
-            f"unknown key(s) {', '.join(shown(f'{where}.{k}') for k in unknown)}; "
+            f"unknown key(s) {', '.join(shown(f'{where}.{k}') for k in unknown)}{hint}; "
             f"known under {where}: {', '.join(sorted(hints))}"
         )
     out = {}
@@ -393,8 +395,9 @@ def _top_level(cfg: Any, known: set[str]) -> dict:
         raise SettingsError(f"settings must be a mapping, got {type(cfg).__name__}")
     unknown = sorted(map(shown, set(cfg) - known))
     if unknown:
+        hint = did_you_mean(unknown[0], known)
         raise SettingsError(
-            f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"unknown key(s) {', '.join(unknown)}{hint}; known: {', '.join(sorted(known))}"
         )
     return cfg
 
