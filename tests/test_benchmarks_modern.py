@@ -298,6 +298,31 @@ def test_reencode_range_ends_pass_and_bind_library_callers_too():
         Reencode("short1+jpeg90", 90, 1)  # built directly, not through the settings
 
 
+def test_eval_with_no_scorable_set_names_a_skipped_txt_that_exists(
+    trained_run: Path, tmp_path: Path, monkeypatch, capsys
+):
+    """Every fake unreadable: no set has both classes. The message pointed to a skipped.txt
+    that was never written; now it is written first, and one reason is given inline."""
+    root = make_cnnspot_tree(tmp_path / "test", sets={"biggan": (2, 2)}, class_level={})
+    for fake in (root / "biggan" / "1_fake").iterdir():
+        fake.write_bytes(b"not an image")
+    out = tmp_path / "eval"
+    argv = [
+        "clipflow-eval", f"ckpt={trained_run}", f"data.test_root={root}", "device=cpu",
+        "data.num_workers=0", f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}",
+        *QUIET,
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as info:
+        eval_cli.main()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 2 and err.startswith("error: no dataset had readable"), err
+    assert "2 file(s) skipped, e.g. " in err and "1_fake" in err
+    listed = out / "skipped.txt"
+    assert f"every one in {listed}" in err and listed.is_file()
+    assert len(listed.read_text().splitlines()) == 2 and not (out / "results.csv").exists()
+
+
 def test_reencode_changes_both_classes_identically(tmp_path: Path):
     """An image stored as PNG and the same pixels stored as lossless-equal PNG under the other
     label get the same re-encoded features; and re-encoding changes what the backbone sees."""
