@@ -16,7 +16,7 @@ from fixtures_images import make_cnnspot_tree
 from huggingface_hub import ModelCard, constants
 
 from clipflow.checkpoints.checkpoint import load_checkpoint, resolve_checkpoint_path
-from clipflow.checkpoints.hub import parse_hub_ref
+from clipflow.checkpoints.hub import HubRef, fetch_checkpoint, parse_hub_ref
 from clipflow.checkpoints.push import plan_push
 from clipflow.cli import detect as detect_cli
 from clipflow.cli import evaluate as eval_cli
@@ -134,6 +134,43 @@ def test_snapshot_without_checkpoint_files_is_refused(hub_cache: Path):
 def test_bad_hub_names_are_refused(bad: str):
     with pytest.raises(CheckpointError, match="hf://OWNER/NAME"):
         parse_hub_ref(bad)
+
+
+PATH_LIKE = [
+    ("hf://a/b@../../x", "'..'"),
+    ("hf://a/b@/etc/passwd", "path-like"),
+    ("hf://a/b@v1/", "path-like"),
+    ("hf://a/b@refs//main", "path-like"),
+    ("hf://a/b@..\\x", "'\\\\'"),
+    ("hf://a/b@v1\x00", "control character"),
+    ("hf://a/b@v1\nmain", "control character"),
+    ("hf://a/b@v 1", "a space"),
+    ("hf://a/b@.git", "starting with '.'"),
+    ("hf://a/b@x" + "y" * 300, "longer than 256"),
+]
+
+
+@pytest.mark.parametrize(("ref", "reason"), PATH_LIKE)
+def test_path_like_revisions_are_refused_with_the_reason(ref: str, reason: str):
+    """A revision is a path in the Hub cache (refs/<revision>): hf://a/b@../../x passed."""
+    with pytest.raises(CheckpointError) as info:
+        parse_hub_ref(ref)
+    message = str(info.value)
+    assert reason in message and "revision" in message and "\n" not in message, message
+
+
+def test_a_hand_built_ref_is_checked_before_the_cache_is_read(monkeypatch):
+    def never(*a, **k):
+        raise AssertionError("snapshot_download was reached with a path-like revision")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", never)
+    with pytest.raises(CheckpointError, match="'..'"):
+        fetch_checkpoint(HubRef("owner/name", "../../../etc"))
+
+
+@pytest.mark.parametrize("rev", ["main", "v1.0", "refs/pr/1", "release/2025-01", V1])
+def test_branch_tag_and_commit_revisions_pass(rev: str):
+    assert parse_hub_ref(f"hf://owner/name@{rev}").revision == rev
 
 
 # ----------------------------------------------------------------------------- card + push
