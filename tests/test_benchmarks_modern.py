@@ -31,7 +31,7 @@ from clipflow.eval.means import summarize
 from clipflow.runs.check_data import run_check
 from clipflow.runs.evaluate import test_features as extract_test_features
 from clipflow.settings.config import DataConfig, check
-from clipflow.transforms.reencode import parse_reencode, reencode_variant
+from clipflow.transforms.reencode import Reencode, parse_reencode, reencode_variant
 
 QUIET = ("hydra/job_logging=none", "hydra/hydra_logging=none")
 
@@ -269,6 +269,58 @@ def test_reencode_setting_is_checked():
         with pytest.raises(ClipflowError):
             check("data.reencode", bad, str)
     assert DataConfig().reencode == "none" and DataConfig().benchmark == "auto"
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ("short1+jpeg90", "short side 1 px is outside 16-4096 px"),  # a torch internal assert
+        ("short15+jpeg90", "short side 15 px"),
+        ("short4097+jpeg90", "short side 4097 px"),
+        ("short99999999+jpeg90", "short side 99999999 px"),  # a 4e16-byte allocation per image
+        ("short512+jpeg0", "JPEG quality 0 is outside 1-100"),
+    ],
+)
+def test_reencode_short_side_has_a_range(spec: str, reason: str):
+    """The short side is 16-4096 px (clipflow/transforms/reencode.py says why), refused when
+    the settings are built: out of it every image failed, each with a library's error."""
+    with pytest.raises(ClipflowError) as info:
+        check("data.reencode", spec, str)
+    assert reason in str(info.value) and "short<pixels 16-4096>" in str(info.value)
+    with pytest.raises(DataError, match=reason):
+        parse_reencode(spec)
+
+
+def test_reencode_range_ends_pass_and_bind_library_callers_too():
+    assert parse_reencode("short16+jpeg1").short_side == 16
+    assert parse_reencode("short4096+jpeg100").short_side == 4096
+    with pytest.raises(DataError, match="short side 1 px"):
+        Reencode("short1+jpeg90", 90, 1)  # built directly, not through the settings
+
+
+def test_eval_with_no_scorable_set_names_a_skipped_txt_that_exists(
+    trained_run: Path, tmp_path: Path, monkeypatch, capsys
+):
+    """Every fake unreadable: no set has both classes. The message pointed to a skipped.txt
+    that was never written; now it is written first, and one reason is given inline."""
+    root = make_cnnspot_tree(tmp_path / "test", sets={"biggan": (2, 2)}, class_level={})
+    for fake in (root / "biggan" / "1_fake").iterdir():
+        fake.write_bytes(b"not an image")
+    out = tmp_path / "eval"
+    argv = [
+        "clipflow-eval", f"ckpt={trained_run}", f"data.test_root={root}", "device=cpu",
+        "data.num_workers=0", f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}",
+        *QUIET,
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as info:
+        eval_cli.main()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 2 and err.startswith("error: no dataset had readable"), err
+    assert "2 file(s) skipped, e.g. " in err and "1_fake" in err
+    listed = out / "skipped.txt"
+    assert f"every one in {listed}" in err and listed.is_file()
+    assert len(listed.read_text().splitlines()) == 2 and not (out / "results.csv").exists()
 
 
 def test_reencode_changes_both_classes_identically(tmp_path: Path):

@@ -16,8 +16,8 @@ from fixtures_images import make_cnnspot_tree
 from huggingface_hub import ModelCard, constants
 
 from clipflow.checkpoints.checkpoint import load_checkpoint, resolve_checkpoint_path
-from clipflow.checkpoints.hub import parse_hub_ref
-from clipflow.checkpoints.push import plan_push
+from clipflow.checkpoints.hub import HubRef, fetch_checkpoint, parse_hub_ref
+from clipflow.checkpoints.push import plan_push, read_results
 from clipflow.cli import detect as detect_cli
 from clipflow.cli import evaluate as eval_cli
 from clipflow.cli import push as push_cli
@@ -136,6 +136,43 @@ def test_bad_hub_names_are_refused(bad: str):
         parse_hub_ref(bad)
 
 
+PATH_LIKE = [
+    ("hf://a/b@../../x", "'..'"),
+    ("hf://a/b@/etc/passwd", "path-like"),
+    ("hf://a/b@v1/", "path-like"),
+    ("hf://a/b@refs//main", "path-like"),
+    ("hf://a/b@..\\x", "'\\\\'"),
+    ("hf://a/b@v1\x00", "control character"),
+    ("hf://a/b@v1\nmain", "control character"),
+    ("hf://a/b@v 1", "a space"),
+    ("hf://a/b@.git", "starting with '.'"),
+    ("hf://a/b@x" + "y" * 300, "longer than 256"),
+]
+
+
+@pytest.mark.parametrize(("ref", "reason"), PATH_LIKE)
+def test_path_like_revisions_are_refused_with_the_reason(ref: str, reason: str):
+    """A revision is a path in the Hub cache (refs/<revision>): hf://a/b@../../x passed."""
+    with pytest.raises(CheckpointError) as info:
+        parse_hub_ref(ref)
+    message = str(info.value)
+    assert reason in message and "revision" in message and "\n" not in message, message
+
+
+def test_a_hand_built_ref_is_checked_before_the_cache_is_read(monkeypatch):
+    def never(*a, **k):
+        raise AssertionError("snapshot_download was reached with a path-like revision")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", never)
+    with pytest.raises(CheckpointError, match="'..'"):
+        fetch_checkpoint(HubRef("owner/name", "../../../etc"))
+
+
+@pytest.mark.parametrize("rev", ["main", "v1.0", "refs/pr/1", "release/2025-01", V1])
+def test_branch_tag_and_commit_revisions_pass(rev: str):
+    assert parse_hub_ref(f"hf://owner/name@{rev}").revision == rev
+
+
 # ----------------------------------------------------------------------------- card + push
 
 
@@ -171,6 +208,42 @@ def test_card_has_metadata_choices_score_and_eval_table(trained_run: Path, eval_
         line for line in (eval_of_run / "results.md").read_text().splitlines() if "| biggan" in line
     )
     assert table_row in card_text  # the eval table, verbatim
+
+
+def test_card_names_the_outputs_as_they_are_and_no_local_path(trained_run: Path):
+    """Detector.predict returns decision / fpr_val (the card said label / fpr); the training
+    folder is published by its name only (an absolute path names the trainer's home)."""
+    card = plan_push(trained_run, "me/detector").card
+    assert "# score, decision, fpr_val, p_value" in card and "`fpr_val`" in card
+    assert "label, fpr" not in card and "`fpr`" not in card
+    train_root = json.loads((trained_run / "model.json").read_text())["config"]["data"]
+    train_root = Path(train_root["train_root"])
+    assert train_root.is_absolute() and str(train_root) not in card
+    assert f"`{train_root.name}` (natural images)" in card
+    assert str(trained_run.parent) not in card  # no other local path either
+
+
+@pytest.mark.parametrize(
+    ("metrics", "needle"),
+    [
+        (None, "no metrics.json there"),
+        ("{not json", "metrics.json is not valid JSON"),
+        ('{"datasets": []}', "metrics.json records no checkpoint_sha256"),
+        ("[1, 2]", "metrics.json records no checkpoint_sha256"),
+    ],
+)
+def test_results_without_a_checkpoint_record_say_what_is_missing(
+    trained_run: Path, tmp_path: Path, metrics: str | None, needle: str
+):
+    """clipflow-push results=DIR said "metrics.json records sha256 None" for a missing file."""
+    (tmp_path / "results.md").write_text("# Results\n")
+    if metrics is not None:
+        (tmp_path / "metrics.json").write_text(metrics)
+    with pytest.raises(ClipflowError) as info:
+        read_results(tmp_path, load_checkpoint(trained_run))
+    message = str(info.value)
+    assert needle in message and "None" not in message and "\n" not in message, message
+    assert "clipflow-eval" in message  # what to do
 
 
 def test_results_of_another_checkpoint_are_refused(trained_run: Path, eval_of_run: Path):

@@ -23,6 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from clipflow.backbones.config import BackboneConfig
+from clipflow.checkpoints.schema import MAX_PERM_SEED
 from clipflow.cli import calibrate as calibrate_cli
 from clipflow.cli import detect as detect_cli
 from clipflow.cli import evaluate as eval_cli
@@ -30,7 +32,12 @@ from clipflow.cli import extract as extract_cli
 from clipflow.cli import train as train_cli
 from clipflow.cli.common import check_writable_dir
 from clipflow.errors import ClipflowError
+from clipflow.settings.coerce import SettingsError
 from clipflow.settings.config import (
+    CalibrateSettings,
+    DetectSettings,
+    EvalSettings,
+    TrainSettings,
     calibrate_settings,
     detect_settings,
     eval_settings,
@@ -90,6 +97,9 @@ TRAIN_BAD = [
     ("train.epochs=-1", "train.epochs=-1"),
     ("train.epochs=0", "train.epochs"),
     ("train.cuda_graph=maybe", "train.cuda_graph=maybe: must be true or false"),
+    ("train.hinge_margin=-5", "train.hinge_margin=-5: must be in [0, 100]"),
+    ("train.seed=-1", "train.seed=-1"),
+    ("flow.perm_seed=-1", "flow.perm_seed=-1"),
     ("data.per_class=0", "data.per_class=0"),
     ("data.decode=nvjpg", "data.decode=nvjpg"),
     ("data.views=-1", "data.views=-1"),
@@ -98,6 +108,9 @@ TRAIN_BAD = [
     ("data.num_workers=-2", "data.num_workers"),
     ("data.cache=maybe", "data.cache"),
     ("data.train_root=[a,b]", "data.train_root"),
+    ("data.max_megapixels=0", "data.max_megapixels=0: must be in (0, 10000]"),
+    ("data.max_megapixels=-1", "data.max_megapixels=-1"),
+    ("data.max_megapixels=1e9", "data.max_megapixels"),
     ("flow.n_blocks=0", "flow.n_blocks=0"),
     ("flow.n_blocks=65", "flow.n_blocks"),
     ("flow.dr_dim=-4", "flow.dr_dim=-4"),
@@ -108,6 +121,8 @@ TRAIN_BAD = [
     ("loss=l2", "loss=l2"),
     ("seed=-1", "seed=-1"),
     ("seed=abc", "seed=abc"),
+    # a training seed is also FrEIA's permutation seed (seed·1000 + block < 2**32)
+    (f"seed={MAX_PERM_SEED + 1}", f"seed={MAX_PERM_SEED + 1}: must be in [0, {MAX_PERM_SEED}]"),
     ("device=gpu", "device=gpu"),
     ("backbone.precision=fp8", "backbone.precision"),
     ("backbone.preprocess=clip", "backbone.preprocess"),
@@ -133,6 +148,9 @@ BAD = {
         ("data.benchmark=imagenet", "data.benchmark"),
         ("data.reencode=png", "data.reencode=png"),
         ("data.reencode=jpeg0", "data.reencode"),
+        ("data.reencode=short1+jpeg90", "short side 1 px is outside 16-4096 px"),
+        ("data.reencode=short99999999+jpeg90", "short side 99999999 px is outside 16-4096"),
+        ("data.max_megapixels=0", "data.max_megapixels=0"),
         ("data.batch_size=0", "data.batch_size"),
         ("data.decode=nvjpg", "data.decode"),
         ("seed=x", "seed=x"),
@@ -160,6 +178,7 @@ BAD = {
         ("min_reals=0", "min_reals=0"),
         ("refit=maybe", "refit=maybe"),
         ("data.real_root=[a,b]", "data.real_root"),
+        ("data.max_megapixels=-1", "data.max_megapixels=-1"),
     ],
 }
 CASES = [(cmd, o, key) for cmd, rows in BAD.items() for o, key in rows]
@@ -217,6 +236,132 @@ def test_good_values_are_typed_and_kept():
     c = calibrate_settings(composed("calibrate", "ckpt=c", "data.real_root=/p", "refit=true"))
     assert (c.ckpt, c.data.real_root, c.refit, c.holdout, c.fpr) == ("c", "/p", True, 0.5, None)
     assert c.out.startswith("outputs/calibrate/")  # the default out= is a fresh dated folder
+
+
+def test_the_new_ranges_keep_their_edges():
+    """The ends of each range stated in clipflow/settings/config.py pass."""
+    s = train_settings(
+        composed(
+            "train",
+            "backbone=tiny",
+            "train.hinge_margin=0",
+            "data.max_megapixels=0.5",
+            f"seed={MAX_PERM_SEED}",
+        )
+    )
+    assert (s.train.hinge_margin, s.data.max_megapixels, s.flow.perm_seed) == (
+        0.0,
+        0.5,
+        MAX_PERM_SEED,
+    )
+    assert train_settings(composed("train", "data.max_megapixels=null")).data.max_megapixels is None
+    for spec in ("short16+jpeg1", "short4096+jpeg100", "none"):
+        assert eval_settings(composed("eval", f"data.reencode={spec}")).data.reencode == spec
+    assert eval_settings(composed("eval", f"seed={2**32 - 1}")).seed == 2**32 - 1  # no flow
+
+
+def test_the_training_seed_cap_is_the_checkpoints():
+    from clipflow.settings.config import MAX_TRAIN_SEED
+
+    assert MAX_TRAIN_SEED == MAX_PERM_SEED  # a run's seed is always one its checkpoint may hold
+
+
+# ---------------------------------------------------------------- every numeric field has a rule
+SETTINGS_CLASSES = {
+    "train": TrainSettings,
+    "eval": EvalSettings,
+    "detect": DetectSettings,
+    "calibrate": CalibrateSettings,
+}
+
+
+def _numeric(hint) -> bool:
+    """int, float, ``X | None`` or ``list[int]``: a value a range rule must bound."""
+    return hint in (int, float) or any(_numeric(a) for a in typing.get_args(hint))
+
+
+def _is_list(hint) -> bool:
+    return any(typing.get_origin(h) is list for h in (hint, *typing.get_args(hint)))
+
+
+def _numeric_fields(cls: type, prefix: tuple = ()) -> list[tuple[tuple, object]]:
+    """Every numeric field a user can set, as (path of YAML keys, type); the ``backbone``
+    overrides of eval, detect and calibrate (a dict) are BackboneConfig's fields."""
+    out = []
+    for name, hint in typing.get_type_hints(cls).items():
+        hint = BackboneConfig if name == "backbone" else hint
+        if is_dataclass(hint):
+            out += _numeric_fields(hint, (*prefix, name))
+        elif _numeric(hint):
+            out.append(((*prefix, name), hint))
+    return out
+
+
+NUMERIC_FIELDS = [
+    (command, path, hint)
+    for command, cls in SETTINGS_CLASSES.items()
+    for path, hint in _numeric_fields(cls)
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "path", "hint"),
+    NUMERIC_FIELDS,
+    ids=[f"{c}:{'.'.join(p)}" for c, p, _ in NUMERIC_FIELDS],
+)
+def test_every_numeric_setting_has_a_rule(command: str, path: tuple, hint):
+    """A value far below any sensible one is refused, naming the key. A numeric field added
+    without a rule in RULES fails here (train.hinge_margin=-5 and data.max_megapixels=0 were
+    accepted, and failed or misled only later)."""
+    absurd = -(10**15)
+    base = composed(command, "backbone=tiny") if command == "train" else composed(command)
+    tree = _assign(base, path, [absurd] if _is_list(hint) else absurd)
+    with pytest.raises(SettingsError) as info:
+        BUILDERS[command](tree)
+    assert f"{path[-1]}={absurd}" in str(info.value), str(info.value)
+
+
+def test_the_walk_finds_the_fields_that_had_no_rule():
+    names = {".".join(p) for c, p, _ in NUMERIC_FIELDS if c == "train"}
+    assert {"train.hinge_margin", "data.max_megapixels", "flow.perm_seed", "seed"} <= names
+    assert len(NUMERIC_FIELDS) > 40  # every command, nested sections and overrides included
+
+
+# ---------------------------------------------------------------- unknown keys
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("trian.lr=1", "train.lr"),
+        ("train.lrr=1", "train.lr"),
+        ("data.reencod=jpeg96", "data.reencode"),
+        ("lr=0.01", "train.lr"),  # the right name without its section
+    ],
+)
+def test_unknown_key_suggests_the_closest_known_ones(
+    monkeypatch, capsys, tmp_path: Path, typed: str, meant: str
+):
+    """Hydra's advice ("To append to your config use +trian.lr=1") is never what the user
+    wants; the line names the closest known keys instead."""
+    code, _, err = _main(monkeypatch, capsys, train_cli, typed, f"hydra.run.dir={tmp_path}")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    key = typed.split("=")[0]
+    assert f"unknown key {key} (did you mean {meant}" in err, err
+    assert "To append" not in err and f"+{key}" not in err
+
+
+def test_unknown_key_without_a_close_one_lists_the_top_level_keys(
+    monkeypatch, capsys, tmp_path: Path
+):
+    code, _, err = _main(monkeypatch, capsys, train_cli, "zzz.q=1", f"hydra.run.dir={tmp_path}")
+    assert code == 2 and "did you mean" not in err
+    assert "unknown key zzz.q (top-level keys: backbone, proxy" in err and "hydra" not in err
+
+
+def test_unknown_key_in_a_settings_mapping_suggests_too():
+    with pytest.raises(SettingsError, match=r"train\.lrr \(did you mean train\.lr\?\)"):
+        train_settings({"train": {"lrr": 1e-3}})
+    with pytest.raises(SettingsError, match=r"sede \(did you mean seed\?\)"):
+        train_settings({"sede": 1})
 
 
 def _main(monkeypatch, capsys, module, *args: str) -> tuple[int, str, str]:
@@ -294,6 +439,7 @@ def test_console_script_hydra_typo_exits_2_with_one_line(tmp_path: Path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
     assert "trian" in proc.stderr and proc.stdout == ""
+    assert "did you mean train.lr?" in proc.stderr
 
 
 # ---------------------------------------------------------------- property-based fuzz

@@ -5,7 +5,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from clipflow.backbones.backbone import check_weights_available
 from clipflow.backbones.config import BackboneConfig
@@ -82,3 +85,58 @@ def test_a_missing_local_file_and_random_towers(tmp_path: Path):
         check_weights_available(BackboneConfig(pretrained=str(tmp_path / "nope.safetensors")))
     check_weights_available(BackboneConfig(name="tiny", pretrained=None))  # nothing to fetch
     check_weights_available(BackboneConfig(pretrained=None))
+
+
+SHADOW = "root:$6$salt$hash:19000:0:99999:7:::\n"  # what /etc/shadow holds: text, no tensors
+
+
+def test_a_file_that_is_no_weights_says_what_it_is(tmp_path: Path):
+    """backbone.pretrained=/etc/shadow was refused with torch's "list index out of range"."""
+    text = tmp_path / "shadow"
+    text.write_text(SHADOW)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    cases = [
+        (BackboneConfig(pretrained=str(text)), f"CLIP weights file not recognised: {text}"),
+        (BackboneConfig(pretrained=str(tmp_path / "empty.pt")), "file is empty"),
+        (BackboneConfig(pretrained=str(tmp_path) + "/"), "path is a folder, not a file"),
+        (
+            BackboneConfig(family="timm", name="vit_small_patch14_dinov2", pretrained=str(text)),
+            "timm weights file not recognised",
+        ),
+    ]
+    for cfg, needle in cases:
+        with pytest.raises(BackboneError) as info:
+            check_weights_available(cfg)
+        message = str(info.value)
+        assert needle in message and "backbone.pretrained" in message, message
+        assert "\n" not in message and "list index" not in message
+
+
+def test_weights_files_of_every_format_pass(tmp_path: Path):
+    tensors = {"w": torch.zeros(2, 3)}
+    save_file(tensors, tmp_path / "open_clip_model.safetensors")
+    torch.save(tensors, tmp_path / "zip.pt")
+    torch.save(tensors, tmp_path / "legacy.bin", _use_new_zipfile_serialization=False)
+    np.savez(tmp_path / "big_vision.npz", w=np.zeros(3))
+    for name in ("open_clip_model.safetensors", "zip.pt", "legacy.bin", "big_vision.npz"):
+        check_weights_available(BackboneConfig(pretrained=str(tmp_path / name)))
+
+
+def test_train_with_a_text_file_as_weights_is_one_line(call_main, monkeypatch, tmp_path: Path):
+    import clipflow.runs.train as train_run
+
+    def never(*args, **kwargs):
+        raise AssertionError("the training data was scanned before the weights were checked")
+
+    monkeypatch.setattr(train_run, "discover_train_images", never)
+    (tmp_path / "shadow").write_text(SHADOW)
+    code, _, err = call_main(
+        train_cli.main,
+        "clipflow-train",
+        f"data.train_root={tmp_path}",
+        f"backbone.pretrained={tmp_path / 'shadow'}",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert f"file not recognised: {tmp_path / 'shadow'}" in err

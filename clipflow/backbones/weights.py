@@ -33,10 +33,7 @@ def check_weights_available(cfg: BackboneConfig) -> None:
         _check_timm_weights(cfg)
         return
     if looks_like_path(cfg.pretrained):
-        if not Path(cfg.pretrained).expanduser().is_file():
-            raise BackboneError(
-                f"CLIP weights file not found: {cfg.pretrained} — check backbone.pretrained"
-            )
+        _check_weights_file(cfg.pretrained, "CLIP")
         return
     source = _hub_source(cfg)
     if source is None or _in_cache(source, cfg.cache_dir):
@@ -64,11 +61,11 @@ def _check_timm_weights(cfg: BackboneConfig) -> None:
     if not cfg.pretrained:  # no weights to check (check_weights_available returns before too)
         return
     if cfg.pretrained != timm_family.TIMM_TAG:
-        if not Path(cfg.pretrained).expanduser().is_file():
-            raise BackboneError(
-                f"timm weights file not found: {cfg.pretrained} — check backbone.pretrained "
-                f"(or use backbone.pretrained={timm_family.TIMM_TAG} for timm's own weights)"
-            )
+        _check_weights_file(
+            cfg.pretrained,
+            "timm",
+            f" (or use backbone.pretrained={timm_family.TIMM_TAG} for timm's own weights)",
+        )
         return
     if not timm_family.is_timm_name(cfg.name):
         return  # check_settings words this one
@@ -81,6 +78,57 @@ def _check_timm_weights(cfg: BackboneConfig) -> None:
     why = _why_no_download((repo, files[0]))
     if why is not None:
         raise timm_family.offline_error(cfg.name, repo, why)
+
+
+def _check_weights_file(pretrained: str, family: str, alternative: str = "") -> None:
+    """A local ``backbone.pretrained`` is a readable weights file, or one BackboneError line
+    saying what it is instead. Without this, open_clip's loader reports a text file as
+    "list index out of range" (torch's unpickler choking on it)."""
+    problem = weights_file_problem(Path(pretrained).expanduser(), pretrained)
+    if problem:
+        raise BackboneError(
+            f"{family} weights {problem} — check backbone.pretrained: the model's weights "
+            f"file (.safetensors, or a PyTorch .pt/.pth/.bin){alternative}"
+        )
+
+
+# What a weights file starts with: PyTorch's zip format (torch.save, TorchScript; .npz too),
+# a legacy torch.save pickle (protocol 2-5), a .npy array; safetensors is checked by its header.
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOLS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+_NPY_MAGIC = b"\x93NUMPY"
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit on its JSON header
+
+
+def weights_file_problem(path: Path, shown: str | None = None) -> str | None:
+    """Why ``path`` is no weights file open_clip or timm could load, or None: a phrase such as
+    ``file not found: X`` (X = ``shown``, default the path). Read from the first bytes, so a
+    mistyped path to a text file or a folder is refused at once and says what it is."""
+    shown = shown or str(path)
+    if path.is_dir():
+        return f"path is a folder, not a file: {shown}"
+    if not path.is_file():
+        return f"file not found: {shown}" if not path.exists() else f"not a regular file: {shown}"
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as err:
+        return f"file cannot be read: {shown} ({err.strerror or err})"
+    if not head:
+        return f"file is empty: {shown}"
+    if head.startswith((_ZIP_MAGIC, _NPY_MAGIC, *_PICKLE_PROTOCOLS)):
+        return None
+    if _is_safetensors(head, path.stat().st_size):
+        return None
+    return f"file not recognised: {shown} is no safetensors, PyTorch or NumPy checkpoint"
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then that much JSON."""
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < n <= min(size - 8, _SAFETENSORS_MAX_HEADER)
 
 
 def _hub_source(cfg: BackboneConfig) -> tuple[str, str] | None:

@@ -24,7 +24,11 @@ SCHEME = "hf://"
 CHECKPOINT_FILES = (WEIGHTS_NAME, META_NAME)
 # Hub repo ids: OWNER/NAME, letters, digits, '-', '_', '.'; no '--' or '..' (the Hub's rules).
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
-_REVISION = re.compile(r"[^\s@]{1,256}")
+MAX_REVISION = 256
+# Characters no git branch or tag name may hold (git check-ref-format), besides spaces and
+# control characters; a revision is also a path in the Hub cache (refs/<revision>), so these
+# rules keep it from reaching outside it.
+_NOT_IN_REVISION = "\\~^:?*[@"
 _TRUE = {"1", "on", "yes", "true"}
 
 
@@ -47,19 +51,39 @@ def is_hub_ref(path: object) -> bool:
 def parse_hub_ref(text: str) -> HubRef:
     """``hf://OWNER/NAME[@REVISION]`` (the ``hf://`` is optional) -> HubRef; else one line."""
     body = text[len(SCHEME) :] if text.startswith(SCHEME) else text
-    repo_id, _, revision = body.partition("@")
-    ok = (
-        _REPO_ID.fullmatch(repo_id)
-        and "--" not in repo_id
-        and ".." not in repo_id
-        and (not _ or _REVISION.fullmatch(revision))
-    )
-    if not ok:
+    repo_id, at, revision = body.partition("@")
+    ok = _REPO_ID.fullmatch(repo_id) and "--" not in repo_id and ".." not in repo_id
+    if not ok or (at and not revision):
         raise CheckpointError(
             f"{text!r} is not a Hub checkpoint name; use hf://OWNER/NAME or "
             "hf://OWNER/NAME@REVISION (a branch, tag or commit)"
         )
+    problem = revision_problem(revision) if at else None
+    if problem:
+        raise CheckpointError(
+            f"{text!r}: the revision {problem}; use a branch, tag or commit "
+            "(hf://OWNER/NAME@v1, @main, @<commit>)"
+        )
     return HubRef(repo_id, revision or None)
+
+
+def revision_problem(revision: str) -> str | None:
+    """Why ``revision`` is no branch, tag or commit name (a phrase), or None. Git's ref-name
+    rules: a path-like revision (``../../x``, ``/etc``) would name a file outside the cache."""
+    if len(revision) > MAX_REVISION:
+        return f"is longer than {MAX_REVISION} characters"
+    if any(not c.isprintable() or c.isspace() for c in revision):
+        return "holds a space or a control character"
+    bad = next((c for c in revision if c in _NOT_IN_REVISION), None)
+    if bad is not None:
+        return f"holds {bad!r}, which no branch or tag name may"
+    if ".." in revision:
+        return "holds '..' (a step up a path)"
+    if revision.startswith("/") or revision.endswith("/") or "//" in revision:
+        return "is path-like (a leading, trailing or double '/')"
+    if any(part.startswith(".") for part in revision.split("/")) or revision.endswith(".lock"):
+        return "has a part starting with '.' or ends in '.lock'"
+    return None
 
 
 def hub_offline() -> bool:
@@ -82,7 +106,7 @@ def fetch_checkpoint(ref: str | HubRef) -> Path:
     Downloads into (or reads from) the Hugging Face cache; offline, only the cache is read.
     Every failure is one CheckpointError naming the repo and what to do.
     """
-    ref = parse_hub_ref(ref) if isinstance(ref, str) else ref
+    ref = parse_hub_ref(str(ref))  # a HubRef built by hand is checked like a typed one
     from huggingface_hub import snapshot_download
 
     offline = hub_offline()

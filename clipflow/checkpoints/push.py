@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..core.fileio import file_sha256
 from ..core.versions import __version__
-from ..errors import ClipflowError
+from ..errors import ClipflowError, first_line
 from .checkpoint import Checkpoint, load_checkpoint
 from .hub import parse_hub_ref
 from .schema import META_NAME, WEIGHTS_NAME
@@ -85,7 +85,7 @@ def _card_usage(repo_id: str) -> str:
         f"clipflow-eval ckpt=hf://{repo_id} data.test_root=/data/benchmark\n```\n\n"
         "```python\nfrom clipflow import Detector\n"
         f'det = Detector.from_pretrained("{repo_id}")  # revision="<commit>" pins it\n'
-        'det.predict(["photo.jpg"])  # score, label, fpr\n```\n\n'
+        'det.predict(["photo.jpg"])  # score, decision, fpr_val, p_value per image\n```\n\n'
         "Pin a revision (`hf://OWNER/NAME@<commit>`) for reproducible numbers. The CLIP "
         "backbone is loaded by open_clip from its own weights, not from this repo."
     )
@@ -127,7 +127,10 @@ def _card_training(meta: dict) -> str:
         loss = f"{loss} (margin {tcfg.get('hinge_margin')})"
     rows = [
         ("mode", f"`{train.get('mode', tcfg.get('mode', '?'))}`"),
-        ("training data", f"`{cfg.get('data', {}).get('train_root', '?')}` (natural images)"),
+        (
+            "training data",
+            f"`{_folder_name(cfg.get('data', {}).get('train_root'))}` (natural images)",
+        ),
         ("images", f"{train.get('n_images', '?')} in {len(classes) or '?'} classes"),
         ("loss", f"`{loss}`"),
         ("proxy", ", ".join(f"{k}={v}" for k, v in proxy.items()) or "none"),
@@ -139,6 +142,14 @@ def _card_training(meta: dict) -> str:
         ),
     ]
     return "## Training\n\n" + _table(rows) + "\n\nThe full resolved config is in `model.json`."
+
+
+def _folder_name(path: object) -> str:
+    """Only the last part of a training folder as typed: the card is public, and an absolute
+    path would publish the trainer's home folder and user name."""
+    if not path:
+        return "?"
+    return re.split(r"[\\/]", str(path).rstrip("/\\"))[-1] or "?"  # POSIX or Windows
 
 
 def _card_score(ckpt: Checkpoint) -> str:
@@ -156,9 +167,9 @@ def _card_score(ckpt: Checkpoint) -> str:
         "    score q(z) = (‖u‖² − 2 log|det J|) / (2C) = −log p(z)/C − ½ log 2π"
         "        higher = more likely AI-generated\n\n"
         "with `u` the flow's output for the image's CLIP feature `z`, `C` its dimension. "
-        f"An image is labelled `ai-generated` when its score exceeds the threshold "
+        f"An image's `decision` is `ai-generated` when its score exceeds the threshold "
         f"**{ckpt.threshold:.6g}**, chosen for maximum accuracy {calib}: no AI-generated image "
-        "was used. `fpr` (clipflow-detect, `Detector.predict`) is the share of the "
+        "was used. `fpr_val` (clipflow-detect, `Detector.predict`) is the share of the "
         f"{n_val} stored natural validation scores at least as high as an image's score: how "
         "often a real photo looks this unusual (`acc@val` in evaluation tables uses the same "
         "threshold)."
@@ -183,7 +194,7 @@ def _card_limitations(meta: dict) -> str:
         "- Post-processing (JPEG re-compression, resizing, blur, screenshots) shifts scores, "
         "usually towards natural; measure it with `clipflow-eval ... perturb=all`.",
         "- Natural images unlike the training photos (other cameras, medical, drawings, heavy "
-        "edits) can score high: read `fpr`, not only the label.",
+        "edits) can score high: read `fpr_val`, not only the decision.",
         "- A score is evidence, not proof: do not use it alone to decide about a person.",
     ]
     if meta["backbone"].get("random_init"):
@@ -235,14 +246,11 @@ def read_results(results_dir: str | Path, ckpt: Checkpoint) -> str:
         raise ClipflowError(
             f"results={folder}: no results.md there; pass the run dir clipflow-eval printed"
         )
-    try:
-        recorded = json.loads(metrics.read_text(encoding="utf-8")).get("checkpoint_sha256")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
+    recorded = _evaluated_sha256(folder, metrics)
     if recorded != ckpt.sha256:
         raise ClipflowError(
             f"results={folder} is not an evaluation of this checkpoint (metrics.json records "
-            f"sha256 {str(recorded)[:12]}, the checkpoint is {ckpt.sha256[:12]}); "
+            f"sha256 {recorded[:12]}, the checkpoint is {ckpt.sha256[:12]}); "
             "evaluate it with clipflow-eval ckpt=... and pass that run dir"
         )
     text = md.read_text(encoding="utf-8")
@@ -250,6 +258,34 @@ def read_results(results_dir: str | Path, ckpt: Checkpoint) -> str:
     if robustness.is_file():
         text += "\n\n" + robustness.read_text(encoding="utf-8")
     return text
+
+
+def _evaluated_sha256(folder: Path, metrics: Path) -> str:
+    """The checkpoint sha256 a clipflow-eval run's metrics.json records, or one line saying
+    what is missing: without it the results cannot be tied to the checkpoint."""
+    again = "rerun clipflow-eval ckpt=... and pass that run dir"
+    if not metrics.is_file():
+        raise ClipflowError(
+            f"results={folder}: no metrics.json there (clipflow-eval writes it beside "
+            f"results.md; it records which checkpoint was evaluated); {again}"
+        )
+    try:
+        record = json.loads(metrics.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ClipflowError(
+            f"results={folder}: cannot read metrics.json ({err.strerror})"
+        ) from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ClipflowError(
+            f"results={folder}: metrics.json is not valid JSON ({first_line(err)}); {again}"
+        ) from None
+    recorded = record.get("checkpoint_sha256") if isinstance(record, dict) else None
+    if not isinstance(recorded, str) or not recorded:
+        raise ClipflowError(
+            f"results={folder}: metrics.json records no checkpoint_sha256, so these results "
+            f"cannot be tied to the checkpoint (not a clipflow-eval run?); {again}"
+        )
+    return recorded
 
 
 def plan_push(

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -95,13 +96,16 @@ def hydra_error_line(err: BaseException, run_dir_key: str = RUN_DIR_KEY) -> str:
             f"cannot write the run dir ({where}: {reason}); "
             f"set {run_dir_key}=DIR to a writable folder"
         )
-    if isinstance(err, MissingConfigException) and err.options:
+    unknown_key = unknown_key_line(err)
+    if unknown_key is not None:
+        text = unknown_key
+    elif isinstance(err, MissingConfigException) and err.options:
         text = f"{first_line(err)}; available: {', '.join(err.options)}"
     elif isinstance(err, OverrideParseException):
         text = f"cannot parse override {err.override!r}: {first_line(err)}"
     else:
         text = " ".join(str(err).split()) or type(err).__name__
-    if isinstance(err.__cause__, OmegaConfBaseException):
+    if isinstance(err.__cause__, OmegaConfBaseException) and unknown_key is None:
         text += f" ({first_line(err.__cause__)})"
     if "'experiment'" in text:  # configs/experiment is clipflow-reproduce's, not a group here
         text = (
@@ -109,6 +113,41 @@ def hydra_error_line(err: BaseException, run_dir_key: str = RUN_DIR_KEY) -> str:
             "clipflow-reproduce experiment=NAME (clipflow-reproduce --list)"
         )
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def unknown_key_line(err: BaseException) -> str | None:
+    """Hydra's "Could not override 'trian.lr'. To append to your config use +trian.lr=1" as
+    ``unknown key trian.lr (did you mean train.lr?)``; None for any other error. Its advice
+    is never what the user wants: every command refuses keys it does not know."""
+    from omegaconf import DictConfig
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    from ..settings.suggest import did_you_mean
+
+    cause, node = err.__cause__, getattr(err.__cause__, "parent_node", None)
+    override = re.match(r"Could not override '([^']+)'", str(err))
+    if not isinstance(cause, (ConfigAttributeError, ConfigKeyError)) or override is None:
+        return None
+    if not isinstance(node, DictConfig) or "not in struct" not in str(cause):
+        return None
+    typed = override.group(1)  # as typed (the cause names only its first missing part)
+    root = node._get_root()  # the whole composed config: every key this command knows
+    known = [k for k in _dotted_keys(root) if k != "hydra" and not k.startswith("hydra.")]
+    top = ", ".join(k for k in known if "." not in k)
+    hint = did_you_mean(typed, known) or f" (top-level keys: {top})"
+    return f"unknown key {typed}{hint}; --help lists every key and its meaning"
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every key of a config, sections included, as dotted paths (``train``, ``train.lr``)."""
+    from omegaconf import DictConfig
+
+    keys = []
+    for key in node.keys() if isinstance(node, DictConfig) else ():
+        dotted = prefix + str(key)
+        keys.append(dotted)
+        keys += _dotted_keys(node._get_node(key), dotted + ".")
+    return keys
 
 
 def _os_error_in(err: BaseException | None) -> OSError | None:

@@ -24,6 +24,7 @@ from ..checkpoints.checkpoint import (
     require_backbone_identity,
     require_feature_dim,
 )
+from ..core.fileio import atomic_write_text, display_path
 from ..core.machine import resolve_device
 from ..core.versions import package_versions
 from ..data.benchmarks import discover_benchmark_sets
@@ -31,7 +32,7 @@ from ..data.layouts import TestSet, listing_skips, univfd_sample
 from ..errors import DataError
 from ..eval.means import check_set_names, summarize
 from ..eval.metrics import dataset_metrics, ours_metrics
-from ..eval.report import write_results
+from ..eval.report import skipped_text, write_results
 from ..features.cache import FeatureCache, cached_extract, feature_cache
 from ..features.extract import FeatureSet
 from ..features.loader import Loader
@@ -82,13 +83,27 @@ def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
     )
     cal = ev.ckpt.val_real_scores.numpy()
     rows, score_rows = evaluate_sets(ev.sets, score_of, ev.ckpt.threshold, cal)
-    if not rows:
-        raise DataError(
-            "no dataset had readable real and fake images; see skipped.txt and the warnings"
-        )
-    meta = eval_metadata(ev.ckpt, ev.backbone, s)
     skipped = listing_skips(ev.sets) + fs.skipped
+    if not rows:
+        raise no_scorable_set(Path(run_dir), skipped)
+    meta = eval_metadata(ev.ckpt, ev.backbone, s)
     return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, skipped)
+
+
+def no_scorable_set(run_dir: Path, skipped: list[tuple[str, str]]) -> DataError:
+    """The error when no set kept readable images of both classes. skipped.txt is written
+    first, so that the message names only a file that exists (the results never are)."""
+    text = "no dataset had readable real and fake images"
+    if not skipped:
+        return DataError(f"{text}; see the warnings above")
+    path, reason = skipped[0]
+    reason = " ".join(str(reason).split())  # as skipped.txt writes it: one line
+    example = f"{len(skipped)} file(s) skipped, e.g. {display_path(path)}: {reason}"
+    try:
+        atomic_write_text(run_dir / "skipped.txt", skipped_text(skipped))
+    except OSError:  # the reason above still says what went wrong
+        return DataError(f"{text}: {example}")
+    return DataError(f"{text}: {example}; every one in {run_dir / 'skipped.txt'}")
 
 
 def test_features(

@@ -16,7 +16,9 @@ logged in one line and kept in ``settings.auto``; library code never sees ``auto
 Caps (chosen to catch typos, far above any sensible run): ``flow.n_blocks`` ≤ 64,
 ``flow.dr_dim`` ≤ 4096, ``flow.hidden_mult`` ≤ 64, ``train.epochs`` ≤ 100000, batch sizes
 ≤ 65536 (``train.batch_size`` ≤ 1048576: features, not images), ``data.num_workers`` ≤ 256,
-``data.views`` ≤ 1000, ``seed`` < 2**32.
+``data.views`` ≤ 1000, ``data.max_megapixels`` ≤ 10000, ``train.hinge_margin`` ≤ 100,
+``seed`` < 2**32 (≤ 4294967 for training: it also seeds the flow's permutations).
+Every numeric field has a rule (tests/test_settings.py walks them).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backbones.config import FAMILIES, LAYER_POOLS, PRECISIONS, BackboneConfig
 from ..data.benchmarks import CHOICES as BENCHMARK_CHOICES
-from ..errors import ClipflowError, DataError
+from ..errors import ClipflowError
 from ..flow.config import BLOCKS, LOSSES, MODES, FlowConfig, TrainConfig
 from ..transforms.config import (
     BANDS,
@@ -42,9 +44,10 @@ from ..transforms.config import (
     ProxyConfig,
     check_chain_config,
 )
-from ..transforms.reencode import parse_reencode
+from ..transforms.reencode import reencode_problem
 from .auto import AUTO, resolve_auto, resolve_backbone_overrides
 from .coerce import SettingsError, bad_value, coerce, shown
+from .suggest import did_you_mean
 
 if TYPE_CHECKING:
     from ..transforms.perturb import Perturbation
@@ -248,15 +251,6 @@ def _not_empty(value: str) -> str | None:
     return "must not be empty" if not value.strip() else None
 
 
-def _reencode_problem(value: str) -> str | None:
-    """``data.reencode``: none, jpeg<Q> or short<S>+jpeg<Q> (clipflow.data.benchmarks)."""
-    try:
-        parse_reencode(value)
-    except DataError:
-        return "use none, jpeg<quality 1-100> (e.g. jpeg96) or short<pixels>+jpeg<quality>"
-    return None
-
-
 def _ge(lo: float, hi: float | None = None) -> Rule:
     return Rule(lo=lo, hi=hi)
 
@@ -266,6 +260,11 @@ def _unit(lo_open: bool = True, hi_open: bool = False) -> Rule:
 
 
 _SEED = Rule(lo=0, hi=2**32 - 1)
+# A training seed is also the flow's permutation seed: FrEIA seeds block i with seed·1000 + i,
+# numpy takes seeds < 2**32, and flow.n_blocks ≤ 64 (= checkpoints.schema.MAX_PERM_SEED, which
+# a checkpoint is held to when it is loaded).
+MAX_TRAIN_SEED = (2**32 - 64) // 1000
+_TRAIN_SEED = Rule(lo=0, hi=MAX_TRAIN_SEED)
 _DEVICE = Rule(check=_device)
 _LOADER_BATCH = _ge(1, 65536)
 _WORKERS = _ge(0, 256)
@@ -300,22 +299,30 @@ RULES: dict[str, Rule] = {
     "flow.hidden_mult": _ge(1, 64),
     "flow.clamp": Rule(lo=0.0, hi=100.0, lo_open=True),
     "flow.block": Rule(choices=BLOCKS),
+    "flow.perm_seed": _TRAIN_SEED,  # set from seed= (a saved config may carry it)
     "train.lr": Rule(lo=0.0, hi=1.0, lo_open=True),
     "train.batch_size": _ge(1, 2**20),
     "train.epochs": _ge(1, 100_000),
     "train.ram_budget_gb": Rule(lo=0.0, hi=2**20, lo_open=True),
+    # m in relu(m − q), the level proxy scores q are pushed above: a margin, so >= 0 (-5 is a
+    # sign typo); <= 100 catches typos, as q is per dimension (a few units for natural images)
+    "train.hinge_margin": _ge(0.0, 100.0),
+    "train.seed": _TRAIN_SEED,  # seed= of clipflow-train (a saved config may carry train.seed)
     "data.per_class": _ge(1),
     "data.val_fraction": _unit(hi_open=True),
     "data.views": _ge(0, 1000),
     "data.protocol": Rule(choices=("all", "univfd")),
     "data.benchmark": Rule(choices=BENCHMARK_CHOICES),
-    "data.reencode": Rule(check=_reencode_problem),
+    "data.reencode": Rule(check=reencode_problem),
     "data.max_per_class": _ge(1),
     "data.batch_size": Rule(lo=1, hi=65536, auto=True),
     "data.num_workers": Rule(lo=0, hi=256, auto=True),
     "data.prefetch_factor": _ge(1, 64),
     "data.decode": Rule(choices=("pil", "nvjpeg", AUTO), auto=True),
     "data.cache_shard_size": _ge(1, 2**24),
+    # > 0 (a cap of 0 skips every image); ≤ 10000 catches typos (PIL refuses past ~179 MP
+    # anyway unless the caller raises Image.MAX_IMAGE_PIXELS)
+    "data.max_megapixels": Rule(lo=0.0, hi=10_000.0, lo_open=True),
     "stages": Rule(
         check=lambda v: None if v in ("train", "val", "test") else "use train, val, test"
     ),
@@ -366,8 +373,9 @@ def _typed_fields(cls: type, values: Any, where: str, partial: bool = False) -> 
     hints = _hints(cls)
     unknown = sorted(map(str, set(values) - set(hints)))
     if unknown:
+        hint = did_you_mean(f"{where}.{unknown[0]}", [f"{where}.{k}" for k in hints])
         raise SettingsError(
-            f"unknown key(s) {', '.join(shown(f'{where}.{k}') for k in unknown)}; "
+            f"unknown key(s) {', '.join(shown(f'{where}.{k}') for k in unknown)}{hint}; "
             f"known under {where}: {', '.join(sorted(hints))}"
         )
     out = {}
@@ -387,8 +395,9 @@ def _top_level(cfg: Any, known: set[str]) -> dict:
         raise SettingsError(f"settings must be a mapping, got {type(cfg).__name__}")
     unknown = sorted(map(shown, set(cfg) - known))
     if unknown:
+        hint = did_you_mean(unknown[0], known)
         raise SettingsError(
-            f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"unknown key(s) {', '.join(unknown)}{hint}; known: {', '.join(sorted(known))}"
         )
     return cfg
 
@@ -405,7 +414,7 @@ def train_settings(cfg: dict) -> TrainSettings:
     :class:`TrainConfig`; ``seed`` also seeds the flow's permutations.
     """
     cfg = _top_level(cfg, _TRAIN_KEYS)
-    seed = check("seed", cfg.get("seed", 0), int)
+    seed = check("seed", cfg.get("seed", 0), int, "train.seed")  # also the permutations' seed
     train_values = dict(_section(cfg, "train"))
     for key in ("mode", "loss"):  # top-level keys win over train.mode / train.loss
         if key in cfg:

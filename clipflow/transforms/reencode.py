@@ -17,6 +17,17 @@ if TYPE_CHECKING:  # parsing is torch-free: the settings layer checks data.reenc
     import torch
 
 _REENCODE = re.compile(r"^(?:short(\d+)\+)?jpeg(\d+)$")
+# The short side S of short<S>+jpeg<Q>, in pixels. At least one 4:2:0 JPEG macroblock (16 x 16):
+# below it the codec no longer sees a picture, and a 1-pixel side breaks the antialiased
+# resize (a torch internal assert). At most 4096: that is already a 16 MP square (a 3:2 photo
+# decodes to 25 MP, 75 MB a copy, in every loader worker), and a typo such as short99999999
+# would otherwise ask for a 10^16-byte image and fail on every file.
+SHORT_MIN, SHORT_MAX = 16, 4096
+QUALITY_MIN, QUALITY_MAX = 1, 100
+USAGE = (
+    f"use none, jpeg<quality {QUALITY_MIN}-{QUALITY_MAX}> (e.g. jpeg96) or "
+    f"short<pixels {SHORT_MIN}-{SHORT_MAX}>+jpeg<quality> (e.g. short512+jpeg96)"
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,12 @@ class Reencode:
     name: str
     quality: int
     short_side: int | None = None
+
+    def __post_init__(self):
+        # built by parse_reencode, or directly by library code: the same ranges either way
+        problem = _range_problem(self.quality, self.short_side)
+        if problem:
+            raise DataError(f"data.reencode={self.name!r}: {problem}")
 
     def __call__(self, image: torch.Tensor, generator=None) -> torch.Tensor:
         from .perturb import jpeg  # the robustness code's libjpeg round trip, one home
@@ -48,16 +65,40 @@ def resize_short_side(image: torch.Tensor, size: int) -> torch.Tensor:
 
 def parse_reencode(spec: str | None) -> Reencode | None:
     """``none`` -> None; ``jpeg96`` / ``short512+jpeg96`` -> Reencode; else a DataError."""
-    text = str(spec or "none").strip().lower()
-    if text in ("none", "false", "off", ""):
+    problem = reencode_problem(spec)
+    if problem:
+        raise DataError(f"data.reencode={spec!r}: {problem}")
+    text = _normalized(spec)
+    m = _REENCODE.match(text)
+    if m is None:
+        return None
+    return Reencode(text, int(m.group(2)), int(m.group(1)) if m.group(1) else None)
+
+
+def reencode_problem(spec: str | None) -> str | None:
+    """What is wrong with a ``data.reencode`` value (one line), or None when it is usable."""
+    text = _normalized(spec)
+    if text in _OFF:
         return None
     m = _REENCODE.match(text)
-    if not m or not 1 <= int(m.group(2)) <= 100 or (m.group(1) and int(m.group(1)) < 1):
-        raise DataError(
-            f"data.reencode={spec!r}: use none, jpeg<quality 1-100> (e.g. jpeg96) or "
-            "short<pixels>+jpeg<quality> (e.g. short512+jpeg96)"
-        )
-    return Reencode(text, int(m.group(2)), int(m.group(1)) if m.group(1) else None)
+    if m is None:
+        return USAGE
+    return _range_problem(int(m.group(2)), int(m.group(1)) if m.group(1) else None)
+
+
+_OFF = ("none", "false", "off", "")
+
+
+def _normalized(spec: str | None) -> str:
+    return str(spec or "none").strip().lower()
+
+
+def _range_problem(quality: int, short_side: int | None) -> str | None:
+    if not QUALITY_MIN <= quality <= QUALITY_MAX:
+        return f"JPEG quality {quality} is outside {QUALITY_MIN}-{QUALITY_MAX}; {USAGE}"
+    if short_side is not None and not SHORT_MIN <= short_side <= SHORT_MAX:
+        return f"short side {short_side} px is outside {SHORT_MIN}-{SHORT_MAX} px; {USAGE}"
+    return None
 
 
 def reencode_variant(spec: str | None):
