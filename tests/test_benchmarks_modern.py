@@ -298,8 +298,9 @@ def test_reencode_range_ends_pass_and_bind_library_callers_too():
         Reencode("short1+jpeg90", 90, 1)  # built directly, not through the settings
 
 
+@pytest.mark.parametrize("extra", [[], ["perturb=jpeg50"]], ids=["eval", "robustness"])
 def test_eval_with_no_scorable_set_names_a_skipped_txt_that_exists(
-    trained_run: Path, tmp_path: Path, monkeypatch, capsys
+    trained_run: Path, tmp_path: Path, monkeypatch, capsys, extra: list[str]
 ):
     """Every fake unreadable: no set has both classes. The message pointed to a skipped.txt
     that was never written; now it is written first, and one reason is given inline."""
@@ -310,7 +311,7 @@ def test_eval_with_no_scorable_set_names_a_skipped_txt_that_exists(
     argv = [
         "clipflow-eval", f"ckpt={trained_run}", f"data.test_root={root}", "device=cpu",
         "data.num_workers=0", f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}",
-        *QUIET,
+        *extra, *QUIET,
     ]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as info:

@@ -18,7 +18,6 @@ from pathlib import Path
 from ..backbones.preprocess import build_transform
 from ..core.fileio import atomic_write_text
 from ..data.layouts import TestSet
-from ..errors import DataError
 from ..eval.chain_report import chain_records, length_rows, write_chain_summary
 from ..eval.means import in_paper, paper_first, summarize
 from ..eval.report import describe_run, new_figure, save_png, to_csv, to_markdown, write_results
@@ -29,7 +28,7 @@ from ..settings.config import EvalSettings, SettingsError
 from ..transforms.chains import ChainLength
 from ..transforms.perturb import CLEAN_STRENGTH, Perturbation
 from ..transforms.variant import IDENTITY
-from .evaluate import eval_metadata, evaluate_sets, prepare_eval
+from .evaluate import eval_metadata, evaluate_sets, no_scorable_set, prepare_eval
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +71,7 @@ def run_robustness(
     for pert, score_of in zip([None, *perturbations], score_maps):
         rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold, cal)
         if not rows:
-            raise DataError(
-                "no dataset had readable real and fake images; see skipped.txt and the warnings"
-            )
+            raise no_scorable_set(run_dir, skipped)
         folder = run_dir if pert is None else run_dir / "perturb" / pert.name
         block_meta = {**meta, "perturbation": pert.describe() if pert else None}
         means = summarize(rows)
