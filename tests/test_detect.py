@@ -26,6 +26,7 @@ from clipflow.errors import (
     TrainingDivergedError,
     UnreadableImageError,
 )
+from clipflow.eval.conformal import CalibrationError
 from clipflow.eval.metrics import false_positive_rate
 from clipflow.runs.evaluate import run_eval
 from clipflow.settings.config import EvalSettings
@@ -110,11 +111,55 @@ def test_unreadable_images_raise_or_are_reported(det: Detector, images):
         (torch.zeros(8, 8, 3, dtype=torch.uint8), ValueError),
         (torch.zeros(3, 4, 4, dtype=torch.int64), TypeError),
         ({"not": "an image"}, TypeError),
+        # what numpy/torch would refuse with their own exceptions: clipflow's one line first
+        (np.zeros((8, 8, 3), dtype=object), ValueError),
+        (np.zeros((8, 8, 3), dtype=np.longdouble), ValueError),
+        (torch.empty(3, 8, 8, device="meta"), ValueError),
+        (torch.zeros(3, 8, 8).to_sparse(), ValueError),
+        (np.zeros((0, 0, 3), np.uint8), ValueError),
+        (torch.zeros(3, 0, 5), ValueError),
     ],
 )
 def test_wrong_arrays_are_clear_errors(det: Detector, bad, err):
-    with pytest.raises(err):
+    with pytest.raises(err) as info:
         det.score(bad)
+    assert type(info.value) is err and "\n" not in str(info.value)
+    assert "clipflow" in info.traceback[-1].path.parts  # raised by clipflow's own check
+
+
+def test_a_path_with_a_nul_byte_is_an_unreadable_file(det: Detector, images):
+    nul = str(images[0]) + "\0.png"
+    with pytest.raises(UnreadableImageError, match="NUL byte"):
+        det.score(nul)
+    pred, good = det.predict([nul, images[0]], skip_errors=True)
+    assert pred.decision is None and "NUL byte" in pred.error and good.error is None
+
+
+def test_numpy_scalars_are_levels_and_copy_counts(det: Detector, images):
+    plain = det.predict(images[:3], fpr=0.5, unsure_k=1)
+    numpy = det.predict(images[:3], fpr=np.float32(0.5), unsure_k=np.int64(1))
+    assert [p.decision for p in numpy] == [p.decision for p in plain]
+    assert all(type(p.level) is float and p.level == 0.5 for p in numpy)  # JSON-writable
+    json.dumps([p.to_dict() for p in numpy])
+    assert det.score_files(images[:1], fpr=np.float64(0.5))[0].level == 0.5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"unsure_k": 2.5}, "unsure_k=2.5: use a whole number"),
+        ({"unsure_k": "2"}, "unsure_k='2'"),
+        ({"unsure_k": True}, "unsure_k=True"),
+        ({"unsure_k": 9}, "0..8"),
+        ({"fpr": "0.5"}, "a number in (0, 1)"),
+        ({"fpr": np.float32(1.5)}, "a number in (0, 1)"),
+        ({"fpr": np.float64("nan")}, "a number in (0, 1)"),
+    ],
+)
+def test_bad_levels_and_copy_counts_are_one_line_errors(det: Detector, images, kwargs, needle):
+    with pytest.raises(CalibrationError) as info:
+        det.predict(images[0], **kwargs)
+    assert needle in str(info.value) and "\n" not in str(info.value)
 
 
 def test_batch_route_matches_api_and_eval(

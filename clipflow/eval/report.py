@@ -123,8 +123,7 @@ def write_results(
     )
     md += f"\n{means.note()}\n"
     md += benchmarks_text(rows)
-    if skipped:
-        md += f"\n{len(skipped)} unreadable file(s) skipped; see skipped.txt.\n"
+    md += skipped_note(len(skipped), meta.get("n_not_finite", 0))
     atomic_write_text(paths["results.md"], md)
     payload = {**meta, "datasets": rows, **means.to_json(), "n_skipped": len(skipped)}
     atomic_write_text(paths["metrics.json"], json.dumps(payload, indent=2, sort_keys=True))
@@ -133,6 +132,20 @@ def write_results(
     if rows:
         paths["ap_per_dataset.png"] = plot_ap(rows, means, run_dir / "ap_per_dataset.png")
     return paths
+
+
+def skipped_note(n_skipped: int, n_not_finite: int = 0) -> str:
+    """results.md's count of what skipped.txt lists: files not read, and images the flow
+    scored NaN/inf (left out of every metric, so they are said apart)."""
+    text = ""
+    if n_skipped > n_not_finite:
+        text += f"\n{n_skipped - n_not_finite} unreadable file(s) skipped; see skipped.txt.\n"
+    if n_not_finite:
+        text += (
+            f"\n{n_not_finite} image(s) scored NaN or inf by the flow: left out of every metric "
+            "(no decision from a score that is not a number); see skipped.txt.\n"
+        )
+    return text
 
 
 def benchmarks_text(rows: list[dict]) -> str:
