@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from clipflow.errors import (
 from clipflow.eval.conformal import CalibrationError
 from clipflow.eval.metrics import false_positive_rate
 from clipflow.runs.evaluate import run_eval
-from clipflow.settings.config import EvalSettings
+from clipflow.settings.config import EvalSettings, detect_settings
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "detect.md"
 
@@ -262,6 +263,22 @@ def test_cli_scores_folder_to_csv_exit_0(detect, mini_bench: Path, trained_run: 
     # the table's header names the same fields as the records
     header = next(line for line in out.splitlines() if line.startswith("path"))
     assert header.split() == ["path", "score", "decision", "fpr_val", "p_value"]
+
+
+def test_num_workers_is_auto_like_every_other_command(monkeypatch):
+    """The shipped default resolves for this machine: 1 loader process on 2 CPUs (torch warns
+    about the former fixed 4 there), as data.num_workers=auto does for eval and train."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module(config_module="clipflow.configs", version_base="1.3"):
+        cfg = compose(config_name="detect", overrides=["inputs=a.png", "device=cpu"])
+    values = OmegaConf.to_container(cfg, resolve=True)
+    assert values["num_workers"] == "auto"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert detect_settings(values).num_workers == 1
+    assert detect_settings({**values, "num_workers": 3}).num_workers == 3  # explicit wins
 
 
 def test_cli_json_lines_on_stdout_and_exit_4(detect, mini_bench: Path, trained_run: Path):

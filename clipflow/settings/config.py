@@ -43,7 +43,7 @@ from ..transforms.config import (
     check_chain_config,
 )
 from ..transforms.reencode import parse_reencode
-from .auto import AUTO, resolve_auto, resolve_backbone_overrides
+from .auto import AUTO, resolve_auto, resolve_detect_auto
 from .coerce import SettingsError, bad_value, coerce, shown
 
 if TYPE_CHECKING:
@@ -268,7 +268,7 @@ def _unit(lo_open: bool = True, hi_open: bool = False) -> Rule:
 _SEED = Rule(lo=0, hi=2**32 - 1)
 _DEVICE = Rule(check=_device)
 _LOADER_BATCH = _ge(1, 65536)
-_WORKERS = _ge(0, 256)
+_WORKERS = Rule(lo=0, hi=256, auto=True)
 _POSITIVE = Rule(lo=0.0, lo_open=True)
 
 # Keys as the user types them (YAML paths). Fields without a rule only get the type check.
@@ -504,9 +504,8 @@ def detect_settings(cfg: dict) -> DetectSettings:
     }
     settings = DetectSettings(**values, backbone=_backbone_overrides(cfg.get("backbone")))
     _check_backbone_name(settings.backbone.get("name"))
-    # precision/compile overrides of the checkpoint's backbone may say auto
-    settings.backbone = resolve_backbone_overrides(settings.backbone, settings.device)
-    return settings
+    # num_workers (the shipped default) and precision/compile overrides may say auto
+    return resolve_detect_auto(settings)
 
 
 def calibrate_settings(cfg: dict) -> CalibrateSettings:
