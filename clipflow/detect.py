@@ -604,7 +604,8 @@ def _error_word(reason: str) -> str:
 def table_footer(
     det: Detector, records: Sequence[Prediction], fpr: float | None = None, unsure_k: int = 0
 ) -> str:
-    """What the numbers mean, in a few lines under the table."""
+    """What the numbers mean, in a few lines under the table. (The random-weight warning is
+    the backbone's own log line on stderr, once per command, not repeated here.)"""
     errors = [_error_word(r.error) for r in records if r.error is not None]
     n_fake = sum(r.decision == FAKE for r in records)
     n_unsure = sum(r.decision == UNSURE for r in records)
@@ -629,10 +630,5 @@ def table_footer(
         lines.append(
             f"{UNSURE}: the image and its {unsure_k} re-encoded copies are not all decided "
             "alike; spread: their lowest..highest score"
-        )
-    if det.random_backbone:
-        lines.append(
-            "warning: random-weight backbone: these scores show the pipeline runs, "
-            "they detect nothing"
         )
     return "\n".join(lines) + "\n"

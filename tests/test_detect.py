@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 import subprocess
@@ -259,7 +260,7 @@ def test_cli_scores_folder_to_csv_exit_0(detect, mini_bench: Path, trained_run: 
         and 0 <= float(r["fpr_val"]) <= 1
         for r in rows
     )
-    assert f"results: {out_csv}" in out and "random-weight backbone" in out
+    assert f"results: {out_csv}" in out
     # the table's header names the same fields as the records
     header = next(line for line in out.splitlines() if line.startswith("path"))
     assert header.split() == ["path", "score", "decision", "fpr_val", "p_value"]
@@ -279,6 +280,17 @@ def test_num_workers_is_auto_like_every_other_command(monkeypatch):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert detect_settings(values).num_workers == 1
     assert detect_settings({**values, "num_workers": 3}).num_workers == 3  # explicit wins
+
+
+def test_random_weight_warning_is_said_once(detect, mini_bench: Path, trained_run: Path, caplog):
+    """Once per command: our warning, not open_clip's own notice, nor a repeat in the table."""
+    folder = mini_bench / "test" / "mygen"
+    with caplog.at_level(logging.INFO):
+        code, out, err = detect(f"ckpt={trained_run}", f"inputs=[{folder}]", "num_workers=0")
+    said = re.compile(r"random[ -]weight|initiali[sz]ed randomly", re.I)
+    assert code == 0
+    assert len([line for line in (out + err).splitlines() if said.search(line)]) == 1
+    assert len([r for r in caplog.records if said.search(r.getMessage())]) == 1
 
 
 def test_cli_json_lines_on_stdout_and_exit_4(detect, mini_bench: Path, trained_run: Path):

@@ -90,6 +90,12 @@ def describe_run(meta: dict) -> str:
     return text
 
 
+def console_text(md: str) -> str:
+    """A results file as a command prints it: without the random-weight banner, which the
+    backbone's own warning has already said on this console (the file keeps it)."""
+    return md.replace("\n\n" + RANDOM_WARNING, "")
+
+
 def write_results(
     run_dir: Path,
     rows: list[dict],
