@@ -13,6 +13,10 @@ validation images that score at least as high: how often a real photo looks this
 ``p_value <= 0.01``: at most 1 % of real photos like the calibration ones are flagged, see
 docs/calibration.md); ``unsure_k=K`` also scores K re-encoded copies and says ``unsure`` when
 their decisions disagree.
+
+A score that is not a finite number (NaN, inf: a broken or overflowing flow) decides nothing:
+the image is an error record like an unreadable file (``predict``, ``score_files``), or raises
+:class:`~clipflow.errors.UnreadableImageError` without ``skip_errors``.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ RECORD_COLUMNS = (
     "score_max",
     "error",
 )
+# In the reason of an image whose score (or a copy's) is NaN or inf: no decision is made from it.
+NOT_FINITE = "not a finite number"
 
 
 @dataclass(frozen=True)
@@ -201,16 +207,19 @@ class Detector:
         return self.calibration.n
 
     def label(self, score: float) -> str:
-        return FAKE if score > self.threshold else REAL
+        """The decision at the checkpoint threshold; a NaN/inf score is refused, not decided."""
+        return FAKE if _finite(score) > self.threshold else REAL
 
     def fpr(self, score: float) -> float | None:
-        """Share of natural validation images scoring >= ``score`` (None without them)."""
-        value = false_positive_rate(self.calibration.scores, score)
+        """Share of natural validation images scoring >= ``score`` (None without them);
+        a NaN/inf score is refused (ValueError)."""
+        value = false_positive_rate(self.calibration.scores, _finite(score))
         return None if np.isnan(value) else value
 
     def p_values(self, images: Any, skip_errors: bool = False) -> np.ndarray:
         """Conformal p-values (N,) against the checkpoint's calibration reals: small = unlike
-        them. ``p <= alpha`` flags a real photo with probability <= alpha (docs/calibration.md)."""
+        them. ``p <= alpha`` flags a real photo with probability <= alpha (docs/calibration.md).
+        NaN for an image :meth:`score` could not score (``skip_errors=True``)."""
         return self.calibration.p_values(self.score(images, skip_errors))
 
     def predict(
@@ -224,25 +233,30 @@ class Detector:
 
         ``fpr=alpha`` decides by ``p_value <= alpha`` instead; ``unsure_k=K`` also scores K
         re-encoded copies (:data:`clipflow.eval.conformal.UNSURE_COPIES`) and decides ``unsure``
-        when the image and its copies are not all decided alike."""
-        self.check_fpr(fpr)
+        when the image and its copies are not all decided alike. An image whose score (or a
+        copy's) is not a finite number gets no decision: an error record with
+        ``skip_errors=True``, else UnreadableImageError."""
+        fpr = self.check_fpr(fpr)
         items = as_items(images)
-        copies = unsure_perturbations(unsure_k) if unsure_k else []
+        copies = unsure_perturbations(unsure_k)
         scores, errors = self._score(items, skip_errors, copies)
         paths = [str(x) if isinstance(x, (str, os.PathLike)) else None for x in items]
         return [self._prediction(scores[:, i], p, errors.get(i), fpr) for i, p in enumerate(paths)]
 
-    def check_fpr(self, fpr: float | None) -> None:
-        """Refuse a level this checkpoint's calibration reals cannot reach (one line)."""
-        if fpr is not None:
-            check_level(fpr, self.calibration.n)
+    def check_fpr(self, fpr: Any) -> float | None:
+        """``fpr`` as a float level (a numpy scalar too), or None; a level outside (0, 1), or
+        one this checkpoint's calibration reals cannot reach, is refused in one line."""
+        return None if fpr is None else check_level(fpr, self.calibration.n)
 
     def _score(
         self, items: list, skip_errors: bool, copies: Sequence = ()
     ) -> tuple[np.ndarray, dict[int, str]]:
-        """(1 + len(copies), N) scores: the images, then each re-encoded copy."""
+        """(1 + len(copies), N) scores: the images, then each re-encoded copy; and the reason
+        of each image not scored (unreadable, or a score that is not a finite number: its
+        column is NaN). Without ``skip_errors`` the first such image raises."""
         variants = [None, *copies]
-        scores, errors = np.full((len(variants), len(items)), np.nan), {}
+        scores = np.full((len(variants), len(items)), np.nan)
+        errors: dict[int, str] = {}
         for start in range(0, len(items), self.batch_size):
             batch, keep = [], []
             for i, item in enumerate(items[start : start + self.batch_size], start):
@@ -251,20 +265,32 @@ class Detector:
                     batch += [self.transform(v(image) if v else image) for v in variants]
                     keep.append(i)
                 except UnreadableImageError as err:
-                    if not skip_errors:
-                        raise
-                    errors[i] = err.reason
-                    log.warning("skipped %s", err)
+                    self._skip(err, i, errors, skip_errors)
             if keep:
                 feats = self.backbone(torch.stack(batch).to(self.device))  # (B·V, D)
                 got = score_features(self.model, feats, device=self.device).numpy()
                 scores[:, keep] = got.reshape(len(keep), len(variants)).T
+            for i in keep:
+                reason = not_finite_reason(scores[:, i], copies)
+                if reason is not None:
+                    scores[:, i] = np.nan  # NaN alone means "not scored": never a stray inf
+                    self._skip(
+                        UnreadableImageError(_name(items[i], i), reason), i, errors, skip_errors
+                    )
         return scores, errors
+
+    @staticmethod
+    def _skip(err: UnreadableImageError, i: int, errors: dict, skip_errors: bool) -> None:
+        """Record image ``i``'s reason (``skip_errors``), or raise it."""
+        if not skip_errors:
+            raise err
+        errors[i] = err.reason
+        log.warning("skipped %s", err)
 
     def score(self, images: Any, skip_errors: bool = False) -> np.ndarray:
         """Anomaly scores (N,) for one image or a list of them (paths, PIL images, arrays,
-        tensors; see :func:`to_uint8_chw`). An unreadable file raises UnreadableImageError,
-        or scores NaN with ``skip_errors=True``."""
+        tensors; see :func:`to_uint8_chw`). An unreadable file, or one the flow gives a NaN or
+        infinite score, raises UnreadableImageError, or scores NaN with ``skip_errors=True``."""
         return self._score(as_items(images), skip_errors)[0][0]
 
     def _decide(self, scores: np.ndarray, fpr: float | None) -> np.ndarray:
@@ -275,10 +301,13 @@ class Detector:
     def _prediction(
         self, scores: Any, path: str | None, error: str | None, fpr: float | None = None
     ) -> Prediction:
-        """``scores``: the image's score, then its copies' (one number without copies)."""
+        """``scores``: the image's score, then its copies' (one number without copies).
+        Every score must be finite here: callers turn the others into ``error``."""
         if error is not None:
             return Prediction(None, None, None, path, error)
         scores = np.atleast_1d(np.asarray(scores, float))
+        if not np.isfinite(scores).all():  # a caller forgot: still never a decision from NaN
+            return Prediction(None, None, None, path, not_finite_reason(scores, ()))
         score, fake = float(scores[0]), self._decide(scores, fpr)
         decision = (FAKE if fake[0] else REAL) if fake.all() == fake.any() else UNSURE
         spread = (float(scores.min()), float(scores.max())) if len(scores) > 1 else (None, None)
@@ -304,10 +333,11 @@ class Detector:
         unsure_k: int = 0,
     ) -> list[Prediction]:
         """Score many files in batches with a progress bar; unreadable files come back with
-        their reason instead of raising. Results follow the order of ``paths``. ``fpr`` and
-        ``unsure_k`` as in :meth:`predict`."""
-        self.check_fpr(fpr)
-        copies = unsure_perturbations(unsure_k) if unsure_k else []
+        their reason instead of raising, and so do files whose score (or a copy's) is not a
+        finite number. Results follow the order of ``paths``. ``fpr`` and ``unsure_k`` as in
+        :meth:`predict`."""
+        fpr = self.check_fpr(fpr)
+        copies = unsure_perturbations(unsure_k)
         files = [str(p) for p in paths]
         workers = (
             num_workers if len(files) > self.batch_size else 0
@@ -324,9 +354,45 @@ class Detector:
         scores = np.stack(
             [score_features(self.model, f, device=self.device).numpy() for f in fs.features]
         )  # (1 + K, N)
-        done = {p: self._prediction(scores[:, i], p, None, fpr) for i, p in enumerate(fs.paths)}
+        done = {}
+        for i, p in enumerate(fs.paths):
+            reason = not_finite_reason(scores[:, i], copies)
+            if reason is not None:
+                log.warning("skipped %s: %s", display_path(p), reason)
+            done[p] = self._prediction(scores[:, i], p, reason, fpr)
         done.update({p: Prediction(None, None, None, p, reason) for p, reason in fs.skipped})
         return [done[p] for p in files]
+
+
+# ----------------------------------------------------------------------------- scores
+
+
+def not_finite_reason(scores: np.ndarray, copies: Sequence = ()) -> str | None:
+    """Why no decision can come from an image's ``scores`` (its own, then each copy's), or
+    None when they are all finite numbers. ``score > threshold`` is False for NaN: deciding
+    anyway would call the image real with fpr_val 0."""
+    for k, value in enumerate(np.atleast_1d(np.asarray(scores, float))):
+        if not np.isfinite(value):
+            whose = "score" if k == 0 else f"score of its {_copy_name(copies[k - 1])} copy"
+            return f"{whose} is {value} ({NOT_FINITE}): no decision"
+    return None
+
+
+def _copy_name(copy: Any) -> str:
+    return str(getattr(copy, "name", None) or "re-encoded")
+
+
+def _finite(score: Any) -> float:
+    """``score`` as a float, or a one-line ValueError when it is not a finite number."""
+    value = float(score)
+    if not np.isfinite(value):
+        raise ValueError(f"score={value} is {NOT_FINITE}: no decision can be made from it")
+    return value
+
+
+def _name(item: Any, index: int) -> str:
+    """How an error names an input: its path, or its place in the list given."""
+    return str(item) if isinstance(item, (str, os.PathLike)) else f"image {index}"
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -346,29 +412,60 @@ def to_uint8_chw(item: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torc
 
     Files and PIL images get the same EXIF rotation and mode conversion as ``clipflow-eval``.
     Float arrays/tensors must hold values in [0, 1]; uint16 arrays are scaled by 255/65535.
-    Arrays are taken as RGB (convert OpenCV's BGR first).
+    Arrays are taken as RGB (convert OpenCV's BGR first). A path no file can have (a NUL byte)
+    is an UnreadableImageError; an array or tensor that holds no usable pixels a ValueError.
     """
     if isinstance(item, (str, os.PathLike)):
-        return pil_to_uint8_tensor(load_image(Path(item), max_pixels))
+        return pil_to_uint8_tensor(load_image(_checked_path(item), max_pixels))
     if isinstance(item, Image.Image):
         return pil_to_uint8_tensor(ImageOps.exif_transpose(item))
     if isinstance(item, np.ndarray):
-        if item.ndim == 3 and item.shape[-1] not in (1, 3, 4):
-            raise ValueError(
-                f"numpy images are HWC with 1, 3 or 4 channels; got shape {item.shape}"
-            )
-        if item.dtype == np.uint16:  # 16-bit data scaled like 16-bit files (65535 -> 255)
-            item = np.rint(item / 257.0).astype(np.uint8)
-        item = np.ascontiguousarray(item)
-        item = torch.from_numpy(
-            item if item.flags.writeable else item.copy()
-        )  # torch warns on read-only
-        item = item.permute(2, 0, 1) if item.ndim == 3 else item
+        item = _array_to_tensor(item)
     if isinstance(item, torch.Tensor):
-        return _tensor_to_uint8_chw(item.detach().cpu())
+        return _tensor_to_uint8_chw(_dense_cpu(item))
     raise TypeError(
         f"cannot score a {type(item).__name__}: pass a path, PIL image, numpy array or tensor"
     )
+
+
+def _checked_path(item: str | os.PathLike) -> Path:
+    """``item`` as a Path; a NUL byte (which no file name holds: the OS refuses the name) is
+    the file's reason, as for any other file that cannot be read."""
+    path = Path(item)
+    if "\0" in str(path):
+        raise UnreadableImageError(
+            display_path(str(path)), "the path holds a NUL byte: no file has that name"
+        )
+    return path
+
+
+def _array_to_tensor(item: np.ndarray) -> torch.Tensor:
+    """An HWC/HW numpy image as a CHW/HW tensor (uint16 scaled to uint8); a dtype torch cannot
+    hold (object, string, longdouble...) is a one-line ValueError."""
+    if item.ndim == 3 and item.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"numpy images are HWC with 1, 3 or 4 channels; got shape {item.shape}")
+    if item.dtype == np.uint16:  # 16-bit data scaled like 16-bit files (65535 -> 255)
+        item = np.rint(item / 257.0).astype(np.uint8)
+    item = np.ascontiguousarray(item)
+    try:
+        t = torch.from_numpy(
+            item if item.flags.writeable else item.copy()
+        )  # torch warns on read-only
+    except TypeError:
+        raise ValueError(
+            f"numpy images hold numbers; got dtype {item.dtype}: "
+            "use uint8, uint16 or float in [0, 1]"
+        ) from None
+    return t.permute(2, 0, 1) if t.ndim == 3 else t
+
+
+def _dense_cpu(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached on the CPU; a meta tensor (no data) or a sparse one is a ValueError."""
+    if t.is_meta:
+        raise ValueError("a meta tensor holds no pixels: pass a tensor with data (on cpu or cuda)")
+    if t.layout != torch.strided:
+        raise ValueError(f"image tensors are dense; got layout {t.layout}: use t.to_dense()")
+    return t.detach().cpu()
 
 
 def _tensor_to_uint8_chw(t: torch.Tensor) -> torch.Tensor:
@@ -378,6 +475,8 @@ def _tensor_to_uint8_chw(t: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"tensors are CHW (or HW) with 1, 3 or 4 channels; got shape {tuple(t.shape)}"
         )
+    if t.shape[1] == 0 or t.shape[2] == 0:
+        raise ValueError(f"an image needs pixels; got shape {tuple(t.shape)}")
     t = t[:3] if t.shape[0] >= 3 else t.expand(3, -1, -1)  # alpha dropped, as for files
     if t.dtype == torch.uint8:
         return t.contiguous()
@@ -481,7 +580,7 @@ def records_table(records: Sequence[Prediction]) -> str:
     rows = [("path", "score", "decision", "fpr_val", "p_value", *(("spread",) if spread else ()))]
     for r in records:
         if r.error is not None:
-            rows.append((display_path(str(r.path)), "-", "unreadable", r.error))
+            rows.append((display_path(str(r.path)), "-", _error_word(r.error), r.error))
             continue
         fpr = "n/a" if r.fpr_val is None else f"{100 * r.fpr_val:.1f}%"
         p = "n/a" if r.p_value is None else f"{r.p_value:.4f}"
@@ -492,24 +591,31 @@ def records_table(records: Sequence[Prediction]) -> str:
     lines = []
     for row in rows:
         cells = [c.rjust(widths[i]) if i == 1 else c.ljust(widths[i]) for i, c in enumerate(row)]
-        if row[2] == "unreadable":  # the reason is the last cell, however long
+        if row[1] == "-":  # an error row: the reason is the last cell, however long
             cells[-1] = row[-1]
         lines.append("  ".join(cells))
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
+def _error_word(reason: str) -> str:
+    """The decision cell of an error row: no score at all, or a score that decides nothing."""
+    return "no decision" if NOT_FINITE in reason else "unreadable"
+
+
 def table_footer(
     det: Detector, records: Sequence[Prediction], fpr: float | None = None, unsure_k: int = 0
 ) -> str:
-    """What the numbers mean, in a few lines under the table."""
-    n_bad = sum(r.error is not None for r in records)
+    """What the numbers mean, in a few lines under the table. (The random-weight warning is
+    the backbone's own log line on stderr, once per command, not repeated here.)"""
+    errors = [_error_word(r.error) for r in records if r.error is not None]
     n_fake = sum(r.decision == FAKE for r in records)
     n_unsure = sum(r.decision == UNSURE for r in records)
-    n_real = len(records) - n_bad - n_fake - n_unsure
+    n_real = len(records) - len(errors) - n_fake - n_unsure
+    problems = [f"{errors.count(w)} {w}" for w in ("unreadable", "no decision") if w in errors]
     lines = [
-        f"{len(records) - n_bad} scored: {n_fake} {FAKE}, {n_real} {REAL}"
+        f"{len(records) - len(errors)} scored: {n_fake} {FAKE}, {n_real} {REAL}"
         + (f", {n_unsure} {UNSURE}" if unsure_k else "")
-        + (f"; {n_bad} unreadable" if n_bad else ""),
+        + (f"; {', '.join(problems)}" if problems else ""),
         (
             f"decision: score > {det.threshold:.4f} (the checkpoint's threshold) -> {FAKE}"
             if fpr is None
@@ -525,10 +631,5 @@ def table_footer(
         lines.append(
             f"{UNSURE}: the image and its {unsure_k} re-encoded copies are not all decided "
             "alike; spread: their lowest..highest score"
-        )
-    if det.random_backbone:
-        lines.append(
-            "warning: random-weight backbone: these scores show the pipeline runs, "
-            "they detect nothing"
         )
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ from clipflow.detect import UNSURE, Detector
 from clipflow.eval.conformal import (
     CalibrationError,
     ConformalCalibration,
+    check_level,
     reals_needed,
     unsure_perturbations,
 )
@@ -83,6 +84,15 @@ def test_a_level_below_one_over_n_plus_one_is_refused():
     assert cal.decide(np.array([100.0]), 1 / 51)[0]  # exactly 1/(n+1): reachable
     with pytest.raises(CalibrationError, match="in \\(0, 1\\)"):
         cal.threshold(0.0)
+
+
+def test_a_numpy_level_means_the_number_it_prints():
+    """np.float32(0.7) is 0.699999988...: 0.7 * 10 reals must still count 7, not 6."""
+    cal = ConformalCalibration(np.arange(9.0))
+    probe = np.linspace(-1.0, 10.0, 45)
+    assert check_level(np.float32(0.7), 9) == 0.7 and type(check_level(np.float32(0.5), 9)) is float
+    assert np.array_equal(cal.decide(probe, np.float32(0.7)), cal.decide(probe, 0.7))
+    assert cal.threshold(np.float16(0.5)) == cal.threshold(0.5)
 
 
 # ----------------------------------------------------------------------------- eval columns

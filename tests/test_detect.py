@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import os
 import re
 import subprocess
 import sys
@@ -26,9 +28,10 @@ from clipflow.errors import (
     TrainingDivergedError,
     UnreadableImageError,
 )
+from clipflow.eval.conformal import CalibrationError
 from clipflow.eval.metrics import false_positive_rate
 from clipflow.runs.evaluate import run_eval
-from clipflow.settings.config import EvalSettings
+from clipflow.settings.config import EvalSettings, detect_settings
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "detect.md"
 
@@ -110,11 +113,55 @@ def test_unreadable_images_raise_or_are_reported(det: Detector, images):
         (torch.zeros(8, 8, 3, dtype=torch.uint8), ValueError),
         (torch.zeros(3, 4, 4, dtype=torch.int64), TypeError),
         ({"not": "an image"}, TypeError),
+        # what numpy/torch would refuse with their own exceptions: clipflow's one line first
+        (np.zeros((8, 8, 3), dtype=object), ValueError),
+        (np.zeros((8, 8, 3), dtype=np.longdouble), ValueError),
+        (torch.empty(3, 8, 8, device="meta"), ValueError),
+        (torch.zeros(3, 8, 8).to_sparse(), ValueError),
+        (np.zeros((0, 0, 3), np.uint8), ValueError),
+        (torch.zeros(3, 0, 5), ValueError),
     ],
 )
 def test_wrong_arrays_are_clear_errors(det: Detector, bad, err):
-    with pytest.raises(err):
+    with pytest.raises(err) as info:
         det.score(bad)
+    assert type(info.value) is err and "\n" not in str(info.value)
+    assert "clipflow" in info.traceback[-1].path.parts  # raised by clipflow's own check
+
+
+def test_a_path_with_a_nul_byte_is_an_unreadable_file(det: Detector, images):
+    nul = str(images[0]) + "\0.png"
+    with pytest.raises(UnreadableImageError, match="NUL byte"):
+        det.score(nul)
+    pred, good = det.predict([nul, images[0]], skip_errors=True)
+    assert pred.decision is None and "NUL byte" in pred.error and good.error is None
+
+
+def test_numpy_scalars_are_levels_and_copy_counts(det: Detector, images):
+    plain = det.predict(images[:3], fpr=0.5, unsure_k=1)
+    numpy = det.predict(images[:3], fpr=np.float32(0.5), unsure_k=np.int64(1))
+    assert [p.decision for p in numpy] == [p.decision for p in plain]
+    assert all(type(p.level) is float and p.level == 0.5 for p in numpy)  # JSON-writable
+    json.dumps([p.to_dict() for p in numpy])
+    assert det.score_files(images[:1], fpr=np.float64(0.5))[0].level == 0.5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"unsure_k": 2.5}, "unsure_k=2.5: use a whole number"),
+        ({"unsure_k": "2"}, "unsure_k='2'"),
+        ({"unsure_k": True}, "unsure_k=True"),
+        ({"unsure_k": 9}, "0..8"),
+        ({"fpr": "0.5"}, "a number in (0, 1)"),
+        ({"fpr": np.float32(1.5)}, "a number in (0, 1)"),
+        ({"fpr": np.float64("nan")}, "a number in (0, 1)"),
+    ],
+)
+def test_bad_levels_and_copy_counts_are_one_line_errors(det: Detector, images, kwargs, needle):
+    with pytest.raises(CalibrationError) as info:
+        det.predict(images[0], **kwargs)
+    assert needle in str(info.value) and "\n" not in str(info.value)
 
 
 def test_batch_route_matches_api_and_eval(
@@ -213,10 +260,37 @@ def test_cli_scores_folder_to_csv_exit_0(detect, mini_bench: Path, trained_run: 
         and 0 <= float(r["fpr_val"]) <= 1
         for r in rows
     )
-    assert f"results: {out_csv}" in out and "random-weight backbone" in out
+    assert f"results: {out_csv}" in out
     # the table's header names the same fields as the records
     header = next(line for line in out.splitlines() if line.startswith("path"))
     assert header.split() == ["path", "score", "decision", "fpr_val", "p_value"]
+
+
+def test_num_workers_is_auto_like_every_other_command(monkeypatch):
+    """The shipped default resolves for this machine: 1 loader process on 2 CPUs (torch warns
+    about the former fixed 4 there), as data.num_workers=auto does for eval and train."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module(config_module="clipflow.configs", version_base="1.3"):
+        cfg = compose(config_name="detect", overrides=["inputs=a.png", "device=cpu"])
+    values = OmegaConf.to_container(cfg, resolve=True)
+    assert values["num_workers"] == "auto"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert detect_settings(values).num_workers == 1
+    assert detect_settings({**values, "num_workers": 3}).num_workers == 3  # explicit wins
+
+
+def test_random_weight_warning_is_said_once(detect, mini_bench: Path, trained_run: Path, caplog):
+    """Once per command: our warning, not open_clip's own notice, nor a repeat in the table."""
+    folder = mini_bench / "test" / "mygen"
+    with caplog.at_level(logging.INFO):
+        code, out, err = detect(f"ckpt={trained_run}", f"inputs=[{folder}]", "num_workers=0")
+    said = re.compile(r"random[ -]weight|initiali[sz]ed randomly", re.I)
+    assert code == 0
+    assert len([line for line in (out + err).splitlines() if said.search(line)]) == 1
+    assert len([r for r in caplog.records if said.search(r.getMessage())]) == 1
 
 
 def test_cli_json_lines_on_stdout_and_exit_4(detect, mini_bench: Path, trained_run: Path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,27 @@ def test_univfd_protocol_is_recorded(trained_run: Path, mini_bench: Path, call_m
     )
     assert [r["dataset"] for r in rows[-2:]] == ["mean", "mean_all"]
     assert json.loads((out / "metrics.json").read_text())["protocol"].startswith("univfd")
+
+
+def test_random_weight_warning_is_said_once_on_the_console(
+    trained_run: Path, mini_bench: Path, tmp_path: Path, call_main
+):
+    """The backbone's warning, not open_clip's notice too, nor the banner of the printed
+    results.md again; the file keeps its banner for readers who were not at the console."""
+    code, out, err = call_main(
+        eval_cli.main,
+        "clipflow-eval",
+        f"ckpt={trained_run}",
+        f"data.test_root={mini_bench / 'test'}",
+        "device=cpu",
+        "data.num_workers=0",
+        f"hydra.run.dir={tmp_path / 'ev'}",
+    )
+    assert code == 0, err[-2000:]
+    said = re.compile(r"random[ -]weight|initiali[sz]ed randomly", re.I)
+    assert len([line for line in (out + err).splitlines() if said.search(line)]) == 1
+    assert "| biggan | BigGAN |" in out  # the table is still printed
+    assert "Random-weight backbone" in (tmp_path / "ev" / "results.md").read_text()
 
 
 def _one_line_error(result: tuple[int, str, str]) -> str:

@@ -134,10 +134,12 @@ def test_building_leaves_the_root_logger_alone_and_quiets_only_open_clip():
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
-    from_open_clip = [r for r in records if "open_clip" in r.pathname]
-    assert from_open_clip and all(r.levelno >= logging.WARNING for r in from_open_clip)
+    # open_clip's INFO progress is dropped, and so is its "initialized randomly" notice on a
+    # tower we build random on purpose: our own warning says it, once
+    assert [r for r in records if "open_clip" in r.pathname] == []
     assert "the application's own INFO" in [r.getMessage() for r in records]
-    assert any(r.name == "clipflow.backbones.backbone" for r in records)  # our warnings still pass
+    ours = [r for r in records if r.name == "clipflow.backbones.backbone"]
+    assert len(ours) == 1 and "random weights" in ours[0].getMessage()
 
 
 def test_plots_do_not_switch_the_matplotlib_backend(tmp_path: Path):

@@ -25,7 +25,7 @@ def create_open_clip(cfg: BackboneConfig) -> nn.Module:
     if cfg.is_packaged:
         register_packaged_configs()
     if cfg.is_tiny or not cfg.pretrained:
-        with _quiet_open_clip():
+        with _quiet_open_clip(random=True):
             return open_clip.create_model(TINY_NAME if cfg.is_tiny else cfg.name, pretrained=None)
     check_weights_available(cfg)  # fast and one line, before open_clip's hub client retries
     with _quiet_open_clip():
@@ -95,27 +95,38 @@ def register_packaged_configs() -> None:
         open_clip.add_model_config(model_config_dir())
 
 
-class _BelowWarningFrom(logging.Filter):
-    """Drops records under WARNING whose source file lies in ``folder``."""
+# open_clip's warning when it builds a tower without weights; a random tower is built on
+# purpose, and load_backbone has already said so with what it means (once per command).
+_OPEN_CLIP_RANDOM_NOTICE = "No pretrained weights loaded"
 
-    def __init__(self, folder: str):
+
+class _BelowWarningFrom(logging.Filter):
+    """Drops records under WARNING whose source file lies in ``folder``, and with ``random``
+    open_clip's own random-weights notice."""
+
+    def __init__(self, folder: str, random: bool = False):
         super().__init__()
-        self.folder = folder
+        self.folder, self.random = folder, random
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not record.pathname.startswith(self.folder)
+        if not record.pathname.startswith(self.folder):
+            return True
+        if self.random and record.getMessage().startswith(_OPEN_CLIP_RANDOM_NOTICE):
+            return False
+        return record.levelno >= logging.WARNING
 
 
 @contextmanager
-def _quiet_open_clip():
+def _quiet_open_clip(random: bool = False):
     """Keep only open_clip's warnings while it builds a model; nothing else changes.
 
     open_clip logs its progress with ``logging.info`` on the *root* logger (it has no logger
     of its own), so a filter on the root logger drops just its INFO records; the root level,
     and every other record, stay as the application set them. The filter is removed on exit.
+    ``random``: a random tower on purpose; its random-weights notice is dropped too.
     """
     root = logging.getLogger()
-    quiet = _BelowWarningFrom(str(Path(open_clip.__file__).parent))
+    quiet = _BelowWarningFrom(str(Path(open_clip.__file__).parent), random)
     root.addFilter(quiet)
     try:
         yield

@@ -1,8 +1,9 @@
 """clipflow-detect ckpt=PATH inputs=[FILE|DIR|GLOB,...] [out=FILE.jsonl|FILE.csv|-] [device=...]
 [fpr=0.01] [unsure=true]
 
-Exit codes: 0 every file scored; 2 usage error (one line on stderr); 4 some files unreadable
-(they are listed with their reason, everything else is scored and written).
+Exit codes: 0 every file scored; 2 usage error (one line on stderr); 4 some files unreadable,
+or scored NaN/inf, which decides nothing (they are listed with their reason, everything else
+is scored and written).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ def evaluate(cfg: DictConfig) -> None:
     from ..settings.config import eval_settings
 
     settings = eval_settings(to_dict(cfg))  # every value checked before torch is imported
+    from ..eval.report import console_text
     from ..runs.evaluate import run_eval
 
     if not settings.ckpt:
@@ -30,10 +31,10 @@ def evaluate(cfg: DictConfig) -> None:
         from ..runs.robustness import run_robustness  # only robustness runs need it
 
         files = run_robustness(settings, settings.perturb, out)
-        print(files["robustness.md"].read_text())
+        print(console_text(files["robustness.md"].read_text()))
     else:
         files = run_eval(settings, out)
-        print(files["results.md"].read_text())
+        print(console_text(files["results.md"].read_text()))
     print(f"results: {files['results.csv'].parent}")
 
 

@@ -18,6 +18,8 @@ Decisions are made on integer counts, never on rounded p-values, so ``decide`` a
 from __future__ import annotations
 
 import math
+import numbers
+from typing import Any
 
 import numpy as np
 
@@ -38,16 +40,34 @@ def reals_needed(alpha: float) -> int:
     return max(1, math.ceil(1.0 / alpha - 1.0 - _EPS))
 
 
-def check_level(alpha: float, n: int) -> None:
-    """Refuse a level outside (0, 1) or one that ``n`` calibration scores can never reach."""
-    if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
-        raise CalibrationError(f"fpr={alpha!r}: the level must be in (0, 1), e.g. fpr=0.01")
-    if n < 1 or _max_count(alpha, n) < 0:
+def check_level(alpha: Any, n: int) -> float:
+    """``alpha`` as a float level; refused outside (0, 1), when it is no real number, or when
+    ``n`` calibration scores can never reach it. Numpy scalars are levels like Python numbers."""
+    level = _as_level(alpha)
+    if level is None or not 0.0 < level < 1.0:
         raise CalibrationError(
-            f"fpr={alpha:g} needs at least {reals_needed(alpha)} calibration reals "
+            f"fpr={alpha!r}: the level must be a number in (0, 1), e.g. fpr=0.01"
+        )
+    if n < 1 or _max_count(level, n) < 0:
+        raise CalibrationError(
+            f"fpr={level:g} needs at least {reals_needed(level)} calibration reals "
             f"(the smallest p-value with n reals is 1/(n+1)); this checkpoint has {n}: "
             f"recalibrate with clipflow-calibrate on more real photos, or raise fpr"
         )
+    return level
+
+
+def _as_level(alpha: Any) -> float | None:
+    """A real number (Python or numpy, not a bool) as a float; None for anything else.
+
+    A numpy float narrower than 64 bits becomes the decimal it prints as: np.float32(0.7) is
+    0.699999988..., and 0.7 * (n + 1) would then count one real fewer than the user meant.
+    """
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
+        return None
+    if isinstance(alpha, np.floating) and np.finfo(alpha.dtype).bits < 64:
+        return float(str(alpha))
+    return float(alpha)
 
 
 def _max_count(alpha: float, n: int) -> int:
@@ -82,15 +102,17 @@ class ConformalCalibration:
         return np.where(counts < 0, np.nan, (1.0 + counts) / (self.n + 1))
 
     def decide(self, scores: np.ndarray, alpha: float) -> np.ndarray:
-        """True (ai-generated) iff p <= alpha; False for NaN scores (callers mark those)."""
-        check_level(alpha, self.n)
+        """True (ai-generated) iff p <= alpha. A NaN score has no p-value, so no decision:
+        it is refused (ValueError); callers record such images as errors first."""
+        level = check_level(alpha, self.n)
         counts = self.count_at_least(scores)
-        return (counts >= 0) & (counts <= _max_count(alpha, self.n))
+        if (counts < 0).any():
+            raise ValueError("a NaN score has no p-value: record it as an error, do not decide it")
+        return counts <= _max_count(level, self.n)
 
     def threshold(self, alpha: float) -> float:
         """The score t with ``p(s) <= alpha  iff  s > t`` (-inf: every score is flagged)."""
-        check_level(alpha, self.n)
-        k = _max_count(alpha, self.n)
+        k = _max_count(check_level(alpha, self.n), self.n)
         return -math.inf if k >= self.n else float(self.scores[self.n - k - 1])
 
 
@@ -110,14 +132,19 @@ UNSURE_COPIES = (
 )
 
 
-def unsure_perturbations(k: int) -> list:
-    """The first ``k`` of :data:`UNSURE_COPIES` as clipflow.transforms.perturb operations."""
+def unsure_perturbations(k: Any) -> list:
+    """The first ``k`` of :data:`UNSURE_COPIES` as clipflow.transforms.perturb operations
+    (0: none). ``k`` is a whole number (Python or numpy); anything else is refused."""
+    whole = isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_))
+    if not (whole and 0 <= k <= len(UNSURE_COPIES)):
+        raise CalibrationError(
+            f"unsure_k={k!r}: use a whole number of re-encoded copies per image, "
+            f"0..{len(UNSURE_COPIES)} (0: none)"
+        )
+    if k == 0:
+        return []
     from ..transforms.perturb import (
         parse_perturbation,  # torchvision: only when copies are asked for
     )
 
-    if not 1 <= k <= len(UNSURE_COPIES):
-        raise CalibrationError(
-            f"unsure_k={k}: use 1..{len(UNSURE_COPIES)} re-encoded copies per image"
-        )
-    return [parse_perturbation(name) for name in UNSURE_COPIES[:k]]
+    return [parse_perturbation(name) for name in UNSURE_COPIES[: int(k)]]

@@ -89,7 +89,7 @@ def oracle_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def dataset_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
     """All per-dataset numbers of the results table (AP, AUC in %, accuracies in %)."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
+    scores, labels = _finite(scores), np.asarray(labels, int)
     real, fake = scores[labels == 0], scores[labels == 1]
     if len(real) == 0 or len(fake) == 0:
         raise ValueError("a dataset needs both real and fake images for AP/AUC")
@@ -129,7 +129,7 @@ def ours_metrics(
     scores: np.ndarray, labels: np.ndarray, cal_scores: np.ndarray | None = None
 ) -> dict[str, float | None]:
     """:data:`OURS_COLUMNS` of one set (in %); conformal ones None without usable calibration."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
+    scores, labels = _finite(scores), np.asarray(labels, int)
     out: dict[str, float | None] = {
         f"tpr@fpr{100 * a:g}%(roc)": tpr_at_fpr(scores, labels, a) for a in OURS_LEVELS
     }
@@ -144,6 +144,15 @@ def ours_metrics(
                 None if fake is None else 100 * float(np.mean(fake[labels == y]))
             )
     return out
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """``scores`` as floats; NaN/inf refused: a comparison with NaN is False, so every
+    accuracy would count it as a "real" decision (clipflow.runs.evaluate leaves them out)."""
+    scores = np.asarray(scores, float)
+    if not np.isfinite(scores).all():
+        raise ValueError("metrics need finite scores: leave the NaN/inf ones out and record them")
+    return scores
 
 
 def false_positive_rate(val_real_scores: np.ndarray, score: float) -> float:

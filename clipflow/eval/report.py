@@ -97,6 +97,12 @@ def describe_run(meta: dict) -> str:
     return text
 
 
+def console_text(md: str) -> str:
+    """A results file as a command prints it: without the random-weight banner, which the
+    backbone's own warning has already said on this console (the file keeps it)."""
+    return md.replace("\n\n" + RANDOM_WARNING, "")
+
+
 def write_results(
     run_dir: Path,
     rows: list[dict],
@@ -132,8 +138,7 @@ def write_results(
     )
     md += f"\n{means.note()}\n"
     md += benchmarks_text(rows)
-    if skipped:
-        md += f"\n{len(skipped)} unreadable file(s) skipped; see skipped.txt.\n"
+    md += skipped_note(len(skipped), meta.get("n_not_finite", 0))
     payload = {**meta, "datasets": rows, **means.to_json(), "n_skipped": len(skipped)}
     texts["metrics.json"] = json.dumps(payload, indent=2, sort_keys=True)
     texts["scores.csv"] = scores_to_csv(scores)
@@ -145,6 +150,20 @@ def write_results(
     files[paths["results.md"]] = encode_text(md)  # last: the file people open first
     atomic_write_set(files)
     return paths
+
+
+def skipped_note(n_skipped: int, n_not_finite: int = 0) -> str:
+    """results.md's count of what skipped.txt lists: files not read, and images the flow
+    scored NaN/inf (left out of every metric, so they are said apart)."""
+    text = ""
+    if n_skipped > n_not_finite:
+        text += f"\n{n_skipped - n_not_finite} unreadable file(s) skipped; see skipped.txt.\n"
+    if n_not_finite:
+        text += (
+            f"\n{n_not_finite} image(s) scored NaN or inf by the flow: left out of every metric "
+            "(no decision from a score that is not a number); see skipped.txt.\n"
+        )
+    return text
 
 
 def benchmarks_text(rows: list[dict]) -> str:

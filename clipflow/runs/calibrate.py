@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -91,7 +92,7 @@ def run_calibrate(s: CalibrateSettings, out: Path) -> Path:
         model, threshold, config = ckpt.model, ckpt.threshold, ckpt.meta["config"]
         extra = {k: ckpt.meta[k] for k in _KEPT if k in ckpt.meta}
         backbone_record = ckpt.backbone
-    require_enough(len(used), s, "readable")
+    require_enough(len(used), s, "readable and finitely scored")
     extra["versions"] = package_versions()
     extra["calibration"] = {
         "n": len(used),
@@ -133,7 +134,9 @@ def require_enough(n: int, s: CalibrateSettings, what: str) -> None:
 
 
 def _score(s: CalibrateSettings, model, backbone, paths, device):
-    """(paths read, their scores) through the feature cache."""
+    """(paths read and scored, their scores) through the feature cache. A photo the flow
+    scores NaN or inf is skipped like an unreadable one (a warning, counted in the record's
+    n_skipped): clipflow-detect decides nothing from such a score, so it is no reference."""
     fs = cached_extract(
         backbone,
         paths,
@@ -148,9 +151,11 @@ def _score(s: CalibrateSettings, model, backbone, paths, device):
     for path, reason in fs.skipped:
         log.warning("skipped %s: %s", path, reason)
     scores = score_features(model.to(device), fs.features[0], device=device)
-    if not torch.isfinite(scores).all():
-        raise CalibrationError("the flow gives non-finite scores to some photos; retrain")
-    return fs.paths, scores
+    finite = torch.isfinite(scores)
+    for path, value in zip(fs.paths, scores.tolist()):
+        if not math.isfinite(value):
+            log.warning("skipped %s: score is %s (not a finite number)", path, value)
+    return [p for p, ok in zip(fs.paths, finite.tolist()) if ok], scores[finite]
 
 
 def refit_settings(s: CalibrateSettings, ckpt: Checkpoint) -> TrainSettings:

@@ -8,6 +8,7 @@ robustness.py and paper/experiments.py compose the same steps.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -78,15 +79,14 @@ def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
     ``backbone``: a ready one (your own extractor) instead of the checkpoint's."""
     ev = prepare_eval(s, backbone)
     fs = test_features(ev.backbone, ev.sets, s.data, feature_cache(s.data), ev.device, s.seed)
-    score_of = dict(
-        zip(fs.paths, score_features(ev.ckpt.model, fs.features[0], device=ev.device).tolist())
-    )
+    scores = score_features(ev.ckpt.model, fs.features[0], device=ev.device).tolist()
+    score_of, not_finite = split_not_finite(dict(zip(fs.paths, scores)))
     cal = ev.ckpt.val_real_scores.numpy()
     rows, score_rows = evaluate_sets(ev.sets, score_of, ev.ckpt.threshold, cal)
-    skipped = listing_skips(ev.sets) + fs.skipped
+    skipped = listing_skips(ev.sets) + fs.skipped + not_finite
     if not rows:
         raise no_scorable_set(Path(run_dir), skipped)
-    meta = eval_metadata(ev.ckpt, ev.backbone, s)
+    meta = {**eval_metadata(ev.ckpt, ev.backbone, s), "n_not_finite": len(not_finite)}
     return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, skipped)
 
 
@@ -104,6 +104,25 @@ def no_scorable_set(run_dir: Path, skipped: list[tuple[str, str]]) -> DataError:
     except OSError:  # the reason above still says what went wrong
         return DataError(f"{text}: {example}")
     return DataError(f"{text}: {example}; every one in {run_dir / 'skipped.txt'}")
+
+
+def split_not_finite(score_of: dict[str, float]) -> tuple[dict[str, float], list[tuple[str, str]]]:
+    """The finite scores, and ``(path, reason)`` for each image the flow scored NaN or inf.
+
+    ``score > threshold`` is False for NaN and sklearn refuses it: such an image is left out
+    of every metric and listed in skipped.txt (counted in metrics.json), never silently lost.
+    """
+    bad = [(p, v) for p, v in score_of.items() if not math.isfinite(v)]
+    if bad:
+        log.warning(
+            "%d image(s) scored NaN or inf by the flow: left out of every metric, listed in "
+            "skipped.txt",
+            len(bad),
+        )
+    finite = {p: v for p, v in score_of.items() if math.isfinite(v)}
+    return finite, [
+        (p, f"score is {v} (not a finite number): left out of the metrics") for p, v in bad
+    ]
 
 
 def test_features(
@@ -149,11 +168,20 @@ def evaluate_sets(
     cal_scores: np.ndarray | None = None,
 ):
     """Per-set metric rows and per-image score rows; sets left one-sided by skips are dropped.
-    ``cal_scores``: the checkpoint's calibration reals, for the conformal columns (ours)."""
+    ``cal_scores``: the checkpoint's calibration reals, for the conformal columns (ours).
+    A NaN/inf score is left out with a warning (run_eval lists them first: split_not_finite)."""
     rows, score_rows = [], []
     for ts in sets:
         items = [(str(p), 0) for p in ts.real] + [(str(p), 1) for p in ts.fake]
         items = [(p, y) for p, y in items if p in score_of]
+        n_scored = len(items)
+        items = [(p, y) for p, y in items if math.isfinite(score_of[p])]
+        if len(items) < n_scored:
+            log.warning(
+                "dataset %s: %d image(s) with a NaN/inf score left out of its metrics",
+                ts.name,
+                n_scored - len(items),
+            )
         labels = np.array([y for _, y in items], int)
         if labels.sum() == 0 or labels.sum() == len(labels):
             log.warning(

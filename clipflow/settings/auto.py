@@ -18,7 +18,7 @@ from ..backbones.config import BackboneConfig
 
 if TYPE_CHECKING:
     from ..core.machine import Machine
-    from .config import CalibrateSettings, EvalSettings, TrainSettings
+    from .config import CalibrateSettings, DetectSettings, EvalSettings, TrainSettings
 
 # The log line keeps the settings module's name: it is where users look for what auto chose.
 log = logging.getLogger("clipflow.settings.config")
@@ -65,15 +65,20 @@ def resolve_auto(settings: TrainSettings | EvalSettings | CalibrateSettings):
     return settings
 
 
-def resolve_backbone_overrides(overrides: dict, device: str) -> dict:
-    """clipflow-detect's backbone overrides (a dict over the checkpoint's backbone) with an
-    ``auto`` precision/compile resolved for ``device``, logged like :func:`resolve_auto`."""
-    if AUTO not in overrides.values():
-        return overrides
-    m = _probe(device)
-    resolved, chosen = _resolve_backbone(overrides, m)
+def resolve_detect_auto(settings: DetectSettings) -> DetectSettings:
+    """clipflow-detect's ``num_workers`` and its backbone overrides (a dict over the
+    checkpoint's backbone) with each ``auto`` resolved for ``settings.device`` as
+    :func:`resolve_auto` resolves them for the other commands, logged in the same line."""
+    workers_auto = settings.num_workers == AUTO
+    if not workers_auto and AUTO not in settings.backbone.values():
+        return settings
+    m = _probe(settings.device)
+    settings.backbone, chosen = _resolve_backbone(settings.backbone, m)
+    if workers_auto:
+        settings.num_workers = auto_workers(m.cpus, m.cuda)
+        chosen["data.num_workers"] = settings.num_workers
     _log_auto({**chosen, "device": m.label})
-    return resolved
+    return settings
 
 
 def _probe(device: str) -> Machine:

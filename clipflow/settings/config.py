@@ -45,7 +45,7 @@ from ..transforms.config import (
     check_chain_config,
 )
 from ..transforms.reencode import reencode_problem
-from .auto import AUTO, resolve_auto, resolve_backbone_overrides
+from .auto import AUTO, resolve_auto, resolve_detect_auto
 from .coerce import SettingsError, bad_value, coerce, shown
 from .suggest import did_you_mean
 
@@ -267,7 +267,7 @@ MAX_TRAIN_SEED = (2**32 - 64) // 1000
 _TRAIN_SEED = Rule(lo=0, hi=MAX_TRAIN_SEED)
 _DEVICE = Rule(check=_device)
 _LOADER_BATCH = _ge(1, 65536)
-_WORKERS = _ge(0, 256)
+_WORKERS = Rule(lo=0, hi=256, auto=True)
 _POSITIVE = Rule(lo=0.0, lo_open=True)
 
 # Keys as the user types them (YAML paths). Fields without a rule only get the type check.
@@ -513,9 +513,8 @@ def detect_settings(cfg: dict) -> DetectSettings:
     }
     settings = DetectSettings(**values, backbone=_backbone_overrides(cfg.get("backbone")))
     _check_backbone_name(settings.backbone.get("name"))
-    # precision/compile overrides of the checkpoint's backbone may say auto
-    settings.backbone = resolve_backbone_overrides(settings.backbone, settings.device)
-    return settings
+    # num_workers (the shipped default) and precision/compile overrides may say auto
+    return resolve_detect_auto(settings)
 
 
 def calibrate_settings(cfg: dict) -> CalibrateSettings:
