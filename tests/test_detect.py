@@ -135,6 +135,8 @@ def test_a_path_with_a_nul_byte_is_an_unreadable_file(det: Detector, images):
         det.score(nul)
     pred, good = det.predict([nul, images[0]], skip_errors=True)
     assert pred.decision is None and "NUL byte" in pred.error and good.error is None
+    recorded, fine = det.score_files([nul, images[0]])  # the file path: a recorded skip
+    assert recorded.decision is None and "NUL byte" in recorded.error and fine.error is None
 
 
 def test_numpy_scalars_are_levels_and_copy_counts(det: Detector, images):

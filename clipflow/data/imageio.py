@@ -305,6 +305,8 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
 
 def _check_file(path: Path) -> None:
     """Reject what is not a non-empty regular file, before PIL sees it."""
+    if "\x00" in str(path):  # no file system accepts it; os.stat would raise ValueError
+        raise UnreadableImageError(path, "the file name contains a NUL byte")
     try:
         st = path.stat()
     except FileNotFoundError:
