@@ -1,6 +1,7 @@
 """Checkpoints: trained parts only, exact round trip, refusal of anything wrong."""
 
 import json
+import os
 import time
 
 import pytest
@@ -237,16 +238,14 @@ def test_forged_tensors_are_refused(tmp_path, change, needle):
     assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
-def test_checkpoint_without_spec_tensor_still_loads_and_is_checked(tmp_path):
-    # Checkpoints written before the spec tensor existed: the schema and tensors still hold.
-    model, path = _save(tmp_path)
+def test_checkpoint_without_spec_tensor_is_refused(tmp_path):
+    # Without the spec nothing would tie threshold or clamp to the weights: such a file is
+    # refused whatever else it holds (re-hashed, so the hash check is not what refuses it).
+    _, path = _save(tmp_path)
     _forge(path, _set("spec", DELETE))
-    ckpt = load_checkpoint(path)
-    x = torch.randn(3, 16)
-    assert torch.allclose(ckpt.model.score(x), model.eval().score(x))
-    _edit(path, "threshold", "inf")
-    with pytest.raises(CheckpointError, match="threshold"):
+    with pytest.raises(CheckpointError, match="has no spec tensor") as err:
         load_checkpoint(path)
+    assert "\n" not in str(err.value)
 
 
 # ----------------------------------------------------------------------------- writer
@@ -271,3 +270,17 @@ def test_save_refuses_what_load_would_refuse_and_writes_nothing(
     with pytest.raises(CheckpointError, match=needle):
         save_checkpoint(tmp_path / "run", model, threshold, {"name": "tiny"}, {}, None, extra)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_both_checkpoint_files_get_the_mode_of_a_plain_open(tmp_path, umask, mode):
+    # safetensors writes its own 0600 temporary file; the weights must still follow the
+    # umask like model.json (and every other output) does.
+    old = os.umask(umask)
+    try:
+        _, path = _save(tmp_path)
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "model.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]

@@ -9,15 +9,21 @@ A checkpoint is a pair in one folder::
 
 Both are written to temporary files and moved into place with ``os.replace``; the JSON
 goes last and carries the hash, so a half-written or truncated pair is refused on load.
-The JSON is checked field by field (types, ranges, caps: :mod:`clipflow.checkpoints.schema`)
-before anything is allocated, and its model-defining fields (feature dim, flow, threshold) must
-equal the hashed ``spec`` tensor, so a hand-edited threshold or clamp is refused rather than
-silently used. No pickle is involved anywhere (safetensors cannot execute code).
+The JSON is read only up to :data:`~clipflow.checkpoints.schema.MAX_META_BYTES` and checked
+field by field (types, ranges, caps, displayable strings: :mod:`clipflow.checkpoints.schema`)
+before anything is allocated. Its model-defining fields (feature dim, flow, threshold, and the
+``calibration`` record when there is one) must equal the hashed ``spec`` tensor, which every
+checkpoint must hold, so a hand-edited threshold, clamp or calibration record is refused
+rather than silently used; ``calibration.n`` must be the number of stored calibration scores.
+No pickle is involved anywhere (safetensors cannot execute code).
 """
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,16 +35,28 @@ from safetensors.torch import load_file, save_file
 from ..backbones.backbone import identity_mismatch
 from ..backbones.config import BackboneConfig
 from ..backbones.protocol import CUSTOM
-from ..core.fileio import atomic_write, atomic_write_text, file_sha256
+from ..core.fileio import atomic_write, atomic_write_text, display_path, file_sha256
 from ..core.versions import __version__
 from ..errors import CheckpointError, first_line
 from ..flow.config import FlowConfig
 from ..flow.model import CLIPFlow
 from .hub import fetch_checkpoint, is_hub_ref
-from .schema import FORMAT, FORMAT_VERSION, META_NAME, WEIGHTS_NAME, short, validate_meta
+from .schema import (
+    FORMAT,
+    FORMAT_VERSION,
+    MAX_HISTORY,
+    MAX_META_BYTES,
+    META_NAME,
+    WEIGHTS_NAME,
+    display_text,
+    short,
+    validate_meta,
+)
 
 SPEC_TENSOR = "spec"
 SCORES_TENSOR = "val_real_scores"
+SPEC_FIELDS = ("feature_dim", "flow", "threshold", "calibration")  # calibration: when recorded
+MAX_SPEC_BYTES = 2**20  # a spec is a few hundred bytes (a calibration root at most ~25 KB)
 
 
 @dataclass
@@ -57,10 +75,17 @@ class Checkpoint:
         return self.meta["sha256"]
 
 
-def model_spec(feature_dim: int, flow: dict, threshold: float) -> dict:
-    """The fields that decide the scores and labels; stored in the hashed weights too."""
+def model_spec(
+    feature_dim: int, flow: dict, threshold: float, calibration: dict | None = None
+) -> dict:
+    """The fields that decide the scores, labels and p-values; stored in the hashed weights
+    too. ``calibration`` (clipflow-calibrate's record of whose photos the calibration scores
+    are) only when the checkpoint has one."""
     flow = {k: v for k, v in flow.items() if k != "feature_dim"}
-    return {"feature_dim": feature_dim, "flow": flow, "threshold": threshold}
+    spec = {"feature_dim": feature_dim, "flow": flow, "threshold": threshold}
+    if calibration is not None:
+        spec["calibration"] = calibration
+    return spec
 
 
 def _flow_config(meta: dict) -> FlowConfig:
@@ -85,16 +110,18 @@ def save_checkpoint(
 
     The record is checked against the same schema as on load before anything is written:
     a checkpoint this function writes can always be read back (e.g. no empty history, no
-    non-finite threshold or weights).
+    non-finite threshold or weights). Two things are recorded as load accepts them rather
+    than refused: a string holding a control character or an undecodable byte (a path, say)
+    is written with those as ``\\xNN`` (:func:`~clipflow.checkpoints.schema.display_text`),
+    and a ``history`` longer than :data:`~clipflow.checkpoints.schema.MAX_HISTORY` rows keeps
+    that many, evenly spaced, the first and last included (each row names its epoch; the run
+    folder's metrics.csv has them all).
     """
     folder = Path(folder)
+    where = f"the checkpoint for {display_path(folder)}"
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     scores = val_real_scores if val_real_scores is not None else torch.empty(0)
     tensors[SCORES_TENSOR] = scores.detach().float().cpu().reshape(-1).contiguous()
-    spec = model_spec(model.feature_dim, model.config_dict(), _plain_float(threshold))
-    tensors[SPEC_TENSOR] = torch.tensor(
-        list(json.dumps(spec, sort_keys=True).encode("utf-8")), dtype=torch.uint8
-    )
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -104,21 +131,54 @@ def save_checkpoint(
         "feature_dim": model.feature_dim,
         "flow": model.config_dict(),
         "backbone": backbone,
-        "threshold": spec["threshold"],
+        "threshold": _plain_float(threshold),
         "config": config,
         **(extra or {}),
     }
-    where = f"the checkpoint for {folder}"
-    validate_meta(json.loads(json.dumps(meta)), where)
+    meta = _recorded(meta)
+    validate_meta(meta, where)
+    # The spec is made of the recorded values themselves: load compares exactly these.
+    spec = model_spec(meta["feature_dim"], meta["flow"], meta["threshold"], meta.get("calibration"))
+    spec_bytes = json.dumps(spec, sort_keys=True).encode("utf-8")
+    tensors[SPEC_TENSOR] = torch.frombuffer(bytearray(spec_bytes), dtype=torch.uint8)
     _check_tensors(tensors, where)
+    _check_calibration_count(meta, tensors[SCORES_TENSOR].numel(), where)
     try:  # load refuses NaN/Infinity anywhere in the JSON, so they are never written
-        json.dumps(meta, allow_nan=False)
+        text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
     except ValueError:
         raise CheckpointError(f"{where} would record a NaN or infinite setting") from None
+    if len(text.encode("utf-8")) > MAX_META_BYTES or len(spec_bytes) > MAX_SPEC_BYTES:
+        raise CheckpointError(
+            f"{where} would record a {META_NAME} over load's {MAX_META_BYTES >> 20} MiB cap; "
+            "record less (the config, proxy or calibration record is too large)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     meta["sha256"] = _write_weights(folder / WEIGHTS_NAME, tensors)
     atomic_write_text(folder / META_NAME, json.dumps(meta, indent=2, sort_keys=True))
     return folder / WEIGHTS_NAME
+
+
+def _recorded(meta: dict) -> dict:
+    """``meta`` as it is written: plain JSON values, every string (keys included) made
+    displayable, the history thinned to :data:`MAX_HISTORY` rows."""
+    meta = json.loads(json.dumps(meta))  # plain JSON types; a NaN stays for the checks
+    stack: list[dict | list] = [meta]
+    while stack:  # no recursion: the schema refuses deep nesting, with a named field
+        node = stack.pop()
+        if isinstance(node, dict):
+            items = [(display_text(k), v) for k, v in node.items()]
+            node.clear()
+            node.update((k, display_text(v) if isinstance(v, str) else v) for k, v in items)
+            children = node.values()
+        else:
+            node[:] = [display_text(v) if isinstance(v, str) else v for v in node]
+            children = node
+        stack.extend(v for v in children if isinstance(v, (dict, list)))
+    history = meta.get("history")
+    if isinstance(history, list) and len(history) > MAX_HISTORY:
+        last = len(history) - 1
+        meta["history"] = [history[round(i * last / (MAX_HISTORY - 1))] for i in range(MAX_HISTORY)]
+    return meta
 
 
 def _plain_float(value: Any) -> float:
@@ -151,7 +211,8 @@ def resolve_checkpoint_path(path: str | Path) -> tuple[Path, Path]:
     p = Path(path).expanduser()
     if not p.exists():
         raise CheckpointError(
-            f"checkpoint not found: {p} — pass ckpt=<run dir, model.safetensors or hf://OWNER/NAME>"
+            f"checkpoint not found: {display_path(p)} — pass ckpt=<run dir, model.safetensors "
+            "or hf://OWNER/NAME>"
         )
     folder = p if p.is_dir() else p.parent
     weights = p if p.suffix == ".safetensors" and p.is_file() else folder / WEIGHTS_NAME
@@ -160,31 +221,61 @@ def resolve_checkpoint_path(path: str | Path) -> tuple[Path, Path]:
     meta = weights.with_suffix(".json")
     if not weights.is_file() or not meta.is_file():
         raise CheckpointError(
-            f"no clipflow checkpoint at {p}: expected {weights.name} and {meta.name} "
-            "(written by clipflow-train)"
+            f"no clipflow checkpoint at {display_path(p)}: expected {display_path(weights.name)} "
+            f"and {display_path(meta.name)} (written by clipflow-train)"
         )
     return weights, meta
 
 
 def read_meta(meta_path: Path) -> dict:
-    """The JSON of a checkpoint, every field validated (see :func:`validate_meta`)."""
+    """The JSON of a checkpoint, every field validated (see :func:`validate_meta`); a file
+    over :data:`MAX_META_BYTES` is refused before it is parsed (only that much is read)."""
+    shown = display_path(meta_path)
     try:
-        meta = json.loads(Path(meta_path).read_text(encoding="utf-8"), parse_constant=_no_constant)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        with open(meta_path, "rb") as fh:
+            raw = fh.read(MAX_META_BYTES + 1)
+    except OSError as err:
         raise CheckpointError(
-            f"checkpoint metadata {meta_path} is unreadable ({first_line(err)}); "
-            "re-run clipflow-train"
+            f"checkpoint metadata {shown} is unreadable ({display_text(first_line(err))})"
         ) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path} is not a clipflow checkpoint")
-    if meta.get("format_version") != FORMAT_VERSION or isinstance(meta.get("format_version"), bool):
+    if len(raw) > MAX_META_BYTES:
         raise CheckpointError(
-            f"checkpoint format version {meta.get('format_version')} is not supported by "
-            f"clipflow {__version__} (expects {FORMAT_VERSION}); retrain or use the clipflow "
-            "version that wrote it"
+            f"checkpoint metadata {shown} is over {MAX_META_BYTES >> 20} MiB (a clipflow "
+            f"{META_NAME} is a few KB to a few MB): refused unread; re-run clipflow-train"
         )
-    validate_meta(meta, meta_path)
+    with _gc_paused():
+        try:
+            meta = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise CheckpointError(
+                f"checkpoint metadata {shown} is unreadable ({display_text(first_line(err))}); "
+                "re-run clipflow-train"
+            ) from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError(f"{shown} is not a clipflow checkpoint")
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION or isinstance(version, bool):
+            raise CheckpointError(
+                f"checkpoint format version {short(version)} is not supported by clipflow "
+                f"{__version__} (expects {FORMAT_VERSION}); retrain or use the clipflow version "
+                "that wrote it"
+            )
+        validate_meta(meta, shown)
     return meta
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No garbage collection while a model.json is parsed and checked: JSON makes no reference
+    cycles, and a file of a million small lists (within the size cap) otherwise spends most of
+    its seconds in repeated full collections."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _no_constant(name: str) -> None:
@@ -195,32 +286,35 @@ def _no_constant(name: str) -> None:
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Rebuild the model from a checkpoint alone; refuse corrupt, edited or mismatched files.
 
-    Order matters: the JSON's fields and caps first, then the hash, then the tensor shapes
-    against a model built on the meta device (no memory), and only then the tensors.
+    Order matters: the JSON's size, fields and caps first, then the hash, then the JSON
+    against the hashed spec and the tensor shapes against a model built on the meta device
+    (no memory), and only then the tensors.
     """
     weights, meta_path = resolve_checkpoint_path(path)
     meta = read_meta(meta_path)
+    shown = display_path(weights)
     if file_sha256(weights) != meta["sha256"]:
         raise CheckpointError(
-            f"{weights} does not match the hash in {meta_path.name} (truncated or replaced); "
-            "retrain or restore it"
+            f"{shown} does not match the hash in {display_path(meta_path.name)} (truncated or "
+            "replaced); retrain or restore it"
         )
     flow_cfg = _flow_config(meta)
-    expected = _expected_tensors(meta["feature_dim"], flow_cfg, weights)
-    _check_spec(_read_spec(weights), meta, weights)  # names the edited JSON field, if any
-    _check_header(weights, expected)
+    expected = _expected_tensors(meta["feature_dim"], flow_cfg, shown)
+    _check_spec(_read_spec(weights, shown), meta, weights)  # names the edited JSON field
+    n_scores = _check_header(weights, expected, shown)
+    _check_calibration_count(meta, n_scores, shown)
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"cannot read {weights}: {first_line(err)}") from None
-    _check_tensors(tensors, weights)
+        raise CheckpointError(f"cannot read {shown}: {display_text(first_line(err))}") from None
+    _check_tensors(tensors, shown)
     model = CLIPFlow(meta["feature_dim"], flow_cfg)
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(
-            f"{weights} does not fit its own config ({first_line(err)})"
+            f"{shown} does not fit its own config ({display_text(first_line(err))})"
         ) from None
     model.eval()
     return Checkpoint(
@@ -233,14 +327,14 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     )
 
 
-def _expected_tensors(feature_dim: int, cfg: FlowConfig, weights: Path) -> dict[str, tuple]:
+def _expected_tensors(feature_dim: int, cfg: FlowConfig, shown: str) -> dict[str, tuple]:
     """name -> (shape, dtype) of the model the config describes, built without memory."""
     try:
         with torch.device("meta"):
             model = CLIPFlow(feature_dim, cfg)
     except Exception as err:  # FrEIA's own refusals (e.g. a dimension it cannot split)
         raise CheckpointError(
-            f"the flow config of {weights} cannot be built ({first_line(err)})"
+            f"the flow config of {shown} cannot be built ({display_text(first_line(err))})"
         ) from None
     return {f"model.{k}": (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
 
@@ -248,22 +342,25 @@ def _expected_tensors(feature_dim: int, cfg: FlowConfig, weights: Path) -> dict[
 _DTYPES = {"F32": torch.float32, "I64": torch.int64, "U8": torch.uint8}
 
 
-def _check_header(weights: Path, expected: dict[str, tuple]) -> None:
-    """Names, shapes and dtypes of the stored tensors vs the config's model, from the header."""
+def _check_header(weights: Path, expected: dict[str, tuple], shown: str) -> int:
+    """Names, shapes and dtypes of the stored tensors vs the config's model, from the header;
+    returns the number of calibration scores stored."""
     try:
         with safe_open(str(weights), framework="pt") as f:
             stored = {
                 k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()
             }
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"cannot read {weights}: {first_line(err)}") from None
+        raise CheckpointError(f"cannot read {shown}: {display_text(first_line(err))}") from None
     extra = {SCORES_TENSOR: "F32", SPEC_TENSOR: "U8"}
     missing = sorted(set(expected) - set(stored))
     unknown = sorted(set(stored) - set(expected) - set(extra))
     if missing or unknown:
-        what = f"missing {missing[0]}" if missing else f"unexpected tensor {unknown[0]}"
+        what = (
+            f"missing {missing[0]}" if missing else f"unexpected tensor {display_text(unknown[0])}"
+        )
         raise CheckpointError(
-            f"{weights} does not fit the feature_dim/flow of its {META_NAME} ({what})"
+            f"{shown} does not fit the feature_dim/flow of its {META_NAME} ({what})"
         )
     for name, (shape, dtype) in stored.items():
         if name in extra:
@@ -274,9 +371,21 @@ def _check_header(weights: Path, expected: dict[str, tuple]) -> None:
             want = f"{list(expected[name][0])} {expected[name][1]}"
         if not ok:
             raise CheckpointError(
-                f"{weights} does not fit the feature_dim/flow of its {META_NAME} ({name} is "
+                f"{shown} does not fit the feature_dim/flow of its {META_NAME} ({name} is "
                 f"{list(shape)} {dtype}, the config needs {want})"
             )
+    return stored[SCORES_TENSOR][0][0] if SCORES_TENSOR in stored else 0
+
+
+def _check_calibration_count(meta: dict, n_scores: int, where: Any) -> None:
+    """``calibration.n`` is the number of calibration scores the weights hold: the p-values
+    and ``n_cal`` of every decision are computed from those scores, not from the record."""
+    calibration = meta.get("calibration")
+    if calibration is not None and calibration["n"] != n_scores:
+        raise CheckpointError(
+            f"{where}: {META_NAME} field calibration.n ({calibration['n']}) is not the number "
+            f"of calibration scores stored ({n_scores}); restore it or re-run clipflow-calibrate"
+        )
 
 
 def _check_tensors(tensors: dict[str, torch.Tensor], where: Any) -> None:
@@ -300,36 +409,54 @@ def _is_permutation(perm: torch.Tensor, inverse: torch.Tensor | None) -> bool:
     )
 
 
-def _read_spec(weights: Path) -> torch.Tensor | None:
-    """The ``spec`` tensor alone (a few hundred bytes), or None in an older checkpoint."""
+def _read_spec(weights: Path, shown: str) -> bytes:
+    """The ``spec`` tensor's bytes alone (a few hundred); every checkpoint must have one."""
     try:
         with safe_open(str(weights), framework="pt") as f:
             if SPEC_TENSOR not in f.keys():
-                return None
-            if f.get_slice(SPEC_TENSOR).get_dtype() != "U8":
-                raise CheckpointError(f"{weights}: its {SPEC_TENSOR} tensor is not bytes")
-            return f.get_tensor(SPEC_TENSOR)
+                # Checkpoints of clipflow's first development days had none; without it any
+                # hand edit of threshold or clamp would be used, so none is loaded.
+                raise CheckpointError(
+                    f"{shown} has no {SPEC_TENSOR} tensor (the hashed copy of the model.json "
+                    "fields that decide scores and labels): it was stripped, or written by a "
+                    "clipflow from before checkpoints had one; retrain it with clipflow-train"
+                )
+            spec = f.get_slice(SPEC_TENSOR)
+            shape = spec.get_shape()
+            if spec.get_dtype() != "U8" or len(shape) != 1 or shape[0] > MAX_SPEC_BYTES:
+                raise CheckpointError(
+                    f"{shown}: its {SPEC_TENSOR} tensor is not 1-d bytes of at most "
+                    f"{MAX_SPEC_BYTES >> 10} KiB"
+                )
+            return f.get_tensor(SPEC_TENSOR).numpy().tobytes()
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"cannot read {weights}: {first_line(err)}") from None
+        raise CheckpointError(f"cannot read {shown}: {display_text(first_line(err))}") from None
 
 
-def _check_spec(spec: torch.Tensor | None, meta: dict, weights: Path) -> None:
-    """The JSON's feature dim, flow and threshold must be those hashed into the weights."""
-    if spec is None:  # written before the spec tensor existed: the schema checks still held
-        return
+def _check_spec(spec: bytes, meta: dict, weights: Path) -> None:
+    """The JSON's feature dim, flow, threshold and calibration record (present or absent)
+    must be those hashed into the weights."""
+    shown = display_path(weights)
     try:
-        stored = json.loads(bytes(spec.reshape(-1).tolist()).decode("utf-8"))
+        stored = json.loads(spec.decode("utf-8"), parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        raise CheckpointError(f"{weights}: its {SPEC_TENSOR} tensor is unreadable") from None
-    current = model_spec(meta["feature_dim"], meta["flow"], meta["threshold"])
-    if not isinstance(stored, dict):
-        raise CheckpointError(f"{weights}: its spec tensor is unreadable")
-    for key in ("feature_dim", "flow", "threshold"):
-        if stored.get(key) != current[key]:
+        stored = None
+    if not isinstance(stored, dict) or not set(stored) <= set(SPEC_FIELDS):
+        raise CheckpointError(f"{shown}: its {SPEC_TENSOR} tensor is unreadable")
+    current = model_spec(
+        meta["feature_dim"], meta["flow"], meta["threshold"], meta.get("calibration")
+    )
+    for key in SPEC_FIELDS:
+        if stored.get(key) != current.get(key):
+            hint = (
+                "restore it or re-run clipflow-calibrate on the source checkpoint"
+                if key == "calibration"
+                else "restore it or retrain"
+            )
             raise CheckpointError(
-                f"{META_NAME} field {key} ({short(current[key])}) differs from the value "
-                f"hashed into {weights.name} ({short(stored.get(key))}): the JSON was edited; "
-                "restore it or retrain"
+                f"{META_NAME} field {key} ({short(current.get(key))}) differs from the value "
+                f"hashed into {display_path(weights.name)} ({short(stored.get(key))}): the "
+                f"JSON was edited; {hint}"
             )
 
 
@@ -356,7 +483,8 @@ def require_backbone_identity(ckpt: Checkpoint, backbone) -> None:
     problem = identity_mismatch(recorded, actual)
     if problem:
         raise CheckpointError(
-            f"backbone {actual.get('name')!r} does not match checkpoint {ckpt.path}: {problem}"
+            f"backbone {actual.get('name')!r} does not match checkpoint "
+            f"{display_path(ckpt.path or '?')}: {problem}"
         )
     require_feature_dim(ckpt, backbone)
 

@@ -2,7 +2,9 @@
 
 :func:`validate_meta` checks a model.json field by field against :data:`META_SCHEMA` before
 anything is allocated (caps protect memory from a hostile or mistyped file); the first bad
-field is one CheckpointError naming it. Kept apart from
+field is one CheckpointError naming it. Every string in it, keys included, must be one that
+a terminal shows as text (:func:`text_problem`): the checkpoint's strings are shown to users
+(error lines, ``clipflow-push dry_run=true``'s model card). Kept apart from
 :mod:`clipflow.checkpoints.checkpoint`, which saves and loads the files (hashes, tensors,
 the ``spec`` check).
 """
@@ -36,6 +38,11 @@ MAX_HIDDEN_MULT = 16
 MAX_CLAMP = 100.0
 # FrEIA seeds block i's permutation with perm_seed·1000 + i, and numpy seeds are < 2**32.
 MAX_PERM_SEED = (2**32 - MAX_BLOCKS) // 1000
+# Caps on the file itself, checked before and while parsing: a model.json is a few KB (10,000
+# history rows ~ 2.5 MB); a 100 MB one would keep the loader busy for a minute.
+MAX_META_BYTES = 4 * 2**20
+MAX_HISTORY = 10_000  # rows; save_checkpoint keeps at most this many (metrics.csv has all)
+MAX_DEPTH = 32  # nesting of objects and lists, the free-form config included
 TRAIN_MODES = ("N", "P", "N+P")  # = train.MODES; not imported: train.py sits above this module
 PREPROCESS = ("paper", "univfd")
 
@@ -228,7 +235,7 @@ META_SCHEMA: dict[str, tuple[Check, bool]] = {
     "threshold": (_number(), True),
     "config": (_dict, True),
     # written by the training runs (save_checkpoint's ``extra``)
-    "history": (_list(_history_row, min_len=1), False),
+    "history": (_list(_history_row, min_len=1, max_len=MAX_HISTORY), False),
     "proxy": (_dict, False),
     "train": (
         _record(
@@ -281,10 +288,11 @@ def validate_meta(meta: Any, where: str | Path) -> None:
     """Check every field of a model.json against :data:`META_SCHEMA`; one CheckpointError
     naming the first bad field. Runs before anything is built, so caps protect memory."""
     try:
+        _shown_texts(meta)
         _record(META_SCHEMA)(meta)
         _cross_checks(meta)
     except _Invalid as err:
-        name = f"field {err.where}: " if err.where else ""
+        name = f"field {display_text(err.where)}: " if err.where else ""
         raise CheckpointError(
             f"{where} is not a usable clipflow checkpoint ({name}{err.reason}); "
             "re-run clipflow-train"
@@ -302,3 +310,97 @@ def _cross_checks(meta: dict) -> None:
     # require_feature_dim (the user may override the recorded one).
     if (meta["flow"]["dr_dim"] or dim) < 2:  # a coupling block splits the vector in two halves
         raise _Invalid("the flow needs at least 2 dimensions (dr_dim or feature_dim >= 2)", "flow")
+    calibration = meta.get("calibration")
+    if calibration is not None:  # clipflow-calibrate records holdout and n_fit iff it refit
+        for key in ("holdout", "n_fit"):
+            if key in calibration and not calibration["refit"]:
+                raise _Invalid("is recorded only with refit=true", f"calibration.{key}")
+            if key not in calibration and calibration["refit"]:
+                raise _Invalid("missing field (refit=true records it)", f"calibration.{key}")
+    # calibration.n is compared with the stored scores by the loader (it reads the tensors).
+
+
+# ----------------------------------------------------------------------------- shown text
+#
+# The rule clipflow.core.fileio.display_path applies to file names, applied to every string of
+# a model.json: a control character (C0 and DEL, as display_path; C1 too, which some terminals
+# take as the start of an escape sequence) or an undecodable byte would reach a terminal raw
+# when the string is shown. save_checkpoint records such characters as ``\xNN`` (display_text);
+# the loader refuses any string that still holds one (text_problem), instead of showing it.
+
+_UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def display_text(text: str) -> str:
+    """``text`` with every character :func:`text_problem` refuses written ``\\xNN`` (an
+    undecodable byte, surrogate-escaped, as that byte; another lone surrogate ``\\uXXXX``).
+    Other characters, backslashes included, are kept: a string a terminal shows as text."""
+    return _UNSHOWN.sub(_escaped, text)
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's escape of the byte code - 0xDC00
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code > 0xFF else f"\\x{code:02x}"
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` must not be shown to a user as it is (a control character or an
+    undecodable byte: a terminal escape sequence, a line break), or None."""
+    match = _UNSHOWN.search(text)
+    if match is None:
+        return None
+    what = "an undecodable byte" if ord(match.group()) >= 0xD800 else "a control character"
+    return f"holds {what} ({display_text(match.group())}) at character {match.start()}"
+
+
+def _shown_texts(meta: Any) -> None:
+    """Every key and string of the JSON tree, at any depth, passes :func:`text_problem`, and
+    no object or list is nested deeper than :data:`MAX_DEPTH`.
+
+    Walked level by level, without recursion and without a path per node (a hostile 4 MiB
+    file holds a million small lists; a tuple for each took seconds): the strings of a level
+    are searched at once, and only a file that fails is walked again to name the field.
+    """
+    if not isinstance(meta, dict):
+        return
+    level: list[Any] = [meta]
+    for _ in range(MAX_DEPTH):
+        texts: list[str] = []
+        deeper: list[Any] = []
+        for node in level:
+            if type(node) is dict:
+                texts.extend(map(str, node))
+                node = node.values()
+            for value in node:
+                kind = type(value)
+                if kind is str:
+                    texts.append(value)
+                elif (kind is dict or kind is list) and value:  # an empty one holds no text
+                    deeper.append(value)
+        if _UNSHOWN.search("".join(texts)):  # joining cannot make or hide such a character
+            _name_the_problem(meta)
+        if not deeper:
+            return
+        level = deeper
+    _name_the_problem(meta)
+
+
+def _name_the_problem(meta: dict) -> None:
+    """Raise the _Invalid that :func:`_shown_texts` found, naming the field (depth first)."""
+    stack: list[tuple[tuple[str, ...], Any]] = [((), meta)]
+    while stack:
+        path, node = stack.pop()
+        if len(path) >= MAX_DEPTH:
+            raise _Invalid(f"nested deeper than {MAX_DEPTH} levels", ".".join(path))
+        for key, value in node.items() if isinstance(node, dict) else enumerate(node):
+            problem = text_problem(str(key)) if isinstance(node, dict) else None
+            if problem:
+                raise _Invalid(f"the key {short(key)} {problem}", ".".join(path))
+            if isinstance(value, str) and text_problem(value):
+                where = ".".join((*path, str(key)))
+                raise _Invalid(f"{short(value)} {text_problem(value)}", where)
+            if isinstance(value, (dict, list)) and value:
+                stack.append(((*path, str(key)), value))
+    raise AssertionError("_shown_texts found a problem that is not there")  # pragma: no cover

@@ -51,7 +51,9 @@ def atomic_write(path: Path, write: Callable[[Path], T], size: int | None = None
     returns what ``write`` returns.
 
     A crash mid-write leaves the previous file (or none), never a truncated one. The file gets
-    the mode a plain ``open(path, "w")`` would give (0o666 minus the umask), not mkstemp's 0o600.
+    the mode a plain ``open(path, "w")`` would give (0o666 minus the umask), not mkstemp's 0o600,
+    whatever ``write`` did: the mode is set after it, since a writer may replace ``tmp`` with a
+    file of its own (safetensors' ``save_file`` writes a 0o600 temporary file and renames it).
     A write that runs out of room raises :class:`DiskFullError` naming ``path`` and what to
     free (``size``: the bytes it needed, when known).
     """
@@ -60,8 +62,8 @@ def atomic_write(path: Path, write: Callable[[Path], T], size: int | None = None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~current_umask())
         result = write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
