@@ -165,11 +165,12 @@ def _recorded(meta: dict) -> dict:
     stack: list[dict | list] = [meta]
     while stack:  # no recursion: the schema refuses deep nesting, with a named field
         node = stack.pop()
+        children: list
         if isinstance(node, dict):
             items = [(display_text(k), v) for k, v in node.items()]
             node.clear()
             node.update((k, display_text(v) if isinstance(v, str) else v) for k, v in items)
-            children = node.values()
+            children = list(node.values())
         else:
             node[:] = [display_text(v) if isinstance(v, str) else v for v in node]
             children = node
