@@ -27,7 +27,9 @@ from clipflow.eval.conformal import ConformalCalibration
 from clipflow.eval.metrics import dataset_metrics, ours_metrics
 from clipflow.runs.calibrate import run_calibrate
 from clipflow.runs.evaluate import run_eval
+from clipflow.runs.robustness import run_robustness
 from clipflow.settings.config import CalibrateSettings, EvalSettings
+from clipflow.transforms.perturb import parse_perturbation
 
 
 def _features(ckpt: Checkpoint, paths: list[Path]) -> torch.Tensor:
@@ -162,6 +164,23 @@ def test_eval_counts_and_lists_images_with_a_non_finite_score(
     assert str(biggan[0]) not in out["scores.csv"].read_text()
     md = out["results.md"].read_text()
     assert "1 image(s) scored NaN or inf by the flow" in md and "1 unreadable file(s)" in md
+
+
+def test_robustness_counts_and_lists_images_with_a_non_finite_score(
+    monkeypatch, trained_run, mini_bench, biggan, tmp_path
+):
+    ckpt = poisoned(trained_run, biggan[:1])  # its clean features only: the JPEG copy differs
+    monkeypatch.setattr("clipflow.runs.evaluate.load_checkpoint", lambda path: ckpt)
+    settings = EvalSettings(ckpt=str(trained_run), device="cpu")
+    settings.data.test_root, settings.data.num_workers = str(mini_bench / "test"), 0
+    jpeg = parse_perturbation("jpeg50")
+    run_robustness(settings, [jpeg], tmp_path / "robust")
+    clean = tmp_path / "robust"
+    listed = (clean / "skipped.txt").read_text()
+    assert NOT_FINITE in listed and str(biggan[0]) in listed
+    assert json.loads((clean / "metrics.json").read_text())["n_not_finite"] == 1
+    under = clean / "perturb" / jpeg.name
+    assert json.loads((under / "metrics.json").read_text())["n_not_finite"] == 0
 
 
 # ----------------------------------------------------------------------------- clipflow-calibrate

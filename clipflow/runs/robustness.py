@@ -28,7 +28,13 @@ from ..settings.config import EvalSettings, SettingsError
 from ..transforms.chains import ChainLength
 from ..transforms.perturb import CLEAN_STRENGTH, Perturbation
 from ..transforms.variant import IDENTITY
-from .evaluate import eval_metadata, evaluate_sets, no_scorable_set, prepare_eval
+from .evaluate import (
+    eval_metadata,
+    evaluate_sets,
+    no_scorable_set,
+    prepare_eval,
+    split_not_finite,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +74,21 @@ def run_robustness(
         "perturbations": [p.describe() for p in perturbations],
     }
     files, summary, note, chain_table = {}, [], "", []
-    for pert, score_of in zip([None, *perturbations], score_maps):
+    for pert, all_scores in zip([None, *perturbations], score_maps):
+        # as clipflow-eval: a non-finite score is no decision, listed and counted per block
+        score_of, not_finite = split_not_finite(all_scores)
         rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold, cal)
+        block_skipped = skipped + not_finite
         if not rows:
-            raise no_scorable_set(run_dir, skipped)
+            raise no_scorable_set(run_dir, block_skipped)
         folder = run_dir if pert is None else run_dir / "perturb" / pert.name
-        block_meta = {**meta, "perturbation": pert.describe() if pert else None}
+        block_meta = {
+            **meta,
+            "perturbation": pert.describe() if pert else None,
+            "n_not_finite": len(not_finite),
+        }
         means = summarize(rows)
-        written = write_results(folder, rows, means, block_meta, score_rows, skipped)
+        written = write_results(folder, rows, means, block_meta, score_rows, block_skipped)
         if pert is not None:  # the table header names the perturbation, not only the folder
             _title(written["results.md"], f"# Results under `{pert.name}`")
         files.update(
