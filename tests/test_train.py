@@ -28,8 +28,8 @@ def test_losses_equal_eq6_over_c_by_hand():
     log_p = -0.5 * (u**2).sum(1) - 0.5 * c * math.log(2 * math.pi) + lj  # Eq. 3
     q = -log_p / c - HALF_LOG_2PI  # Eq. 8
     # Eq. 6 / C: −log p / C for natural images (minimised: likelihood raised), +log p / C for
-    # proxies; q differs from −log p / C by a constant only. Eq. 7 as printed has the natural
-    # sign flipped, which would lower the natural likelihood.
+    # proxies; q differs from −log p / C by a constant only. Eq. 7 as printed is the exact
+    # negation of this (both terms flipped), which would lower the natural likelihood.
     assert torch.allclose(natural_term(u, lj, "paper"), q, atol=1e-5)
     assert torch.allclose(proxy_term(u, lj, "paper", 1.0), -q, atol=1e-5)
     ell = log_p / c
@@ -70,8 +70,9 @@ def _synthetic(n=512, d=24, shift=1.0, seed=0):
 
 
 def test_paper_loss_runs_away_on_proxies_where_default_stays_bounded():
-    # Eq. 7 as printed is unbounded below on proxies: the loss falls without a floor, by orders
-    # of magnitude per epoch, yet stays finite here, so the guard (non-finite only) lets it run.
+    # loss=paper (Eq. 6 / C) is unbounded below on proxies: the loss falls without a floor, by
+    # orders of magnitude per epoch, yet stays finite here, so the guard (non-finite only) lets
+    # it run.
     natural, direction = _synthetic(n=256)
     proxy = natural + direction
     cfg = dict(mode="P", lr=1e-2, batch_size=64, epochs=20)
@@ -79,8 +80,8 @@ def test_paper_loss_runs_away_on_proxies_where_default_stays_bounded():
     paper = CLIPFlow(natural.shape[1], FlowConfig(dr_dim=8, n_blocks=2))
     losses = [r["loss"] for r in fit(paper, None, proxy[None], TrainConfig(loss="paper", **cfg))]
     assert len(losses) == 20 and all(math.isfinite(x) for x in losses)
-    assert all(b < a for a, b in zip(losses, losses[1:])), "Eq. 7 should fall every epoch"
-    assert losses[-1] < -1e6, "Eq. 7 should run away on proxies"
+    assert all(b < a for a, b in zip(losses, losses[1:])), "Eq. 6 / C should fall every epoch"
+    assert losses[-1] < -1e6, "Eq. 6 / C should run away on proxies"
     torch.manual_seed(0)
     default = CLIPFlow(natural.shape[1], FlowConfig(dr_dim=8, n_blocks=2))
     hist = fit(default, None, proxy[None], TrainConfig(loss="logsigmoid", **cfg))

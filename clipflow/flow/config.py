@@ -54,9 +54,9 @@ class TrainConfig:
 
     Attributes:
         mode: ``N`` (natural only), ``P`` (proxies only) or ``N+P`` (both, paired).
-        loss: ``paper`` (Eq. 6 / C, i.e. Eq. 7 with its natural-term sign corrected; unbounded
-            below for proxies), ``logsigmoid`` (CFLOW-AD style, bounded; our default) or
-            ``hinge`` (margin on the proxy score).
+        loss: ``paper`` (Eq. 6 / C, the objective the paper describes; Eq. 7 as printed is
+            its exact negation; unbounded below for proxies), ``logsigmoid`` (CFLOW-AD style,
+            bounded; our default) or ``hinge`` (margin on the proxy score).
         epochs: ``None`` picks the paper's value for the mode (P 30, N+P 10; N 10).
         batch_size: images per step; an N+P step holds these images *and* their proxies.
         hinge_margin: m in relu(m − q) for ``loss=hinge``.

@@ -3,9 +3,10 @@
 ``loss=paper`` is Eq. 6 divided by C: mean q over natural features minus mean q over proxies
 (q = −log p/C − ½ log 2π, Eq. 8; the constant does not move the optimum). That is the
 objective the paper describes in words (maximise the natural images' likelihood, minimise the
-proxies'). Eq. 7 as printed carries the opposite sign on its natural term: taken literally it
-would *maximise* the natural images' negative log-likelihood, so it is not implemented
-verbatim.
+proxies'). Eq. 7 as printed is the exact negation of Eq. 6 / C: both of its terms carry the
+opposite sign ((‖u‖² − 2 log|det J|) / 2C is −log p / C up to a constant), so minimising it
+literally would lower the natural images' likelihood and raise the proxies'. It is not
+implemented verbatim.
 
 The loop, as six functions read it (streaming features from disk and CUDA graphs are why it
 is split; the arithmetic is this)::
@@ -65,7 +66,7 @@ def natural_from_score(q: torch.Tensor, loss: str) -> torch.Tensor:
         # ℓ = log p / C = −q − ½ log 2π; softplus(−ℓ) = −log σ(ℓ).
         return F.softplus(q + 0.5 * LOG_2PI)
     # paper and hinge: Eq. 6's natural half / C, q = −log p / C − ½ log 2π (Eq. 7 as printed
-    # has −q here, which would push natural images *away* from high likelihood)
+    # negates both halves of Eq. 6 / C: it has −q here and +q on the proxies)
     return q
 
 

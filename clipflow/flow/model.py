@@ -2,7 +2,8 @@
 
     features φ (N, D) ─► DR (Linear D→C) ─► z = DR/‖DR‖₂ ─► g⁻¹ (affine couplings) ─► u (N, C)
 
-Two coupling blocks are offered (SPEC §5; the choice moved N+P mAP by 11 points elsewhere):
+Two coupling blocks are offered (SPEC §5; docs/reproduce.md §7 says what their difference
+measured, and the choices experiment separates block type from capacity):
 ``glow`` = FrEIA ``GLOWCouplingBlock`` (both halves transformed) + a fixed ``PermuteRandom``;
 ``allinone`` = FrEIA ``AllInOneBlock`` (anomalib's CFLOW/FastFlow block: one half transformed,
 tanh soft clamp, learnable global affine, its own fixed hard permutation).
