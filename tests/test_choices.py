@@ -37,6 +37,9 @@ ARMS = {
     "width_4": {"flow.hidden_mult": 4},
     "clamp_1": {"flow.clamp": 1.0},
     "clamp_4": {"flow.clamp": 4.0},
+    "val_closed": {"data.val_band": "closed"},
+    "val_pixels": {"data.val_band": "pixels"},
+    "val_square": {"data.val_band": "square"},
 }
 
 

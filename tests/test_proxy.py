@@ -8,9 +8,10 @@ import pytest
 import torch
 import yaml
 
-from clipflow.transforms.config import BANDS, PROXY_NAMES, ProxyConfig
+from clipflow.transforms.config import BANDS, PROXY_NAMES, VAL_BANDS, ProxyConfig
 from clipflow.transforms.proxy import (
     bandstop,
+    bandstop_key,
     bandstop_mask,
     build_proxy,
     color_jitter,
@@ -210,6 +211,31 @@ def test_bandstop_zeroes_exactly_the_annulus(h, w):
     assert np.abs(f_out[..., stop]).max() < 1e-6
     np.testing.assert_allclose(f_out[..., ~stop], f_in[..., ~stop], atol=1e-6)
     assert torch.equal(bandstop(x), bandstop(x)) and bandstop(x).dtype == torch.uint8
+
+
+@pytest.mark.parametrize("h,w", [(512, 512), (256, 256), (63, 65)])
+def test_each_reading_of_the_validation_band_zeroes_its_own_set(h, w):
+    # exact integer distances from DC (fftfreq(n) * n rounds 60 to 59.999...: 60-80-100 ties)
+    ky, kx = np.meshgrid(
+        *(np.minimum(np.arange(n), n - np.arange(n)) for n in (h, w)), indexing="ij"
+    )
+    d, box, s = np.hypot(ky, kx), np.maximum(ky, kx), min(h, w) / 256
+    expected = {
+        "open": (d > 30 * s) & (d < 100 * s),
+        "closed": (d >= 30 * s) & (d <= 100 * s),
+        "pixels": (d > 30) & (d < 100),
+        "square": (box > 30 * s) & (box < 100 * s),
+    }
+    for reading, want in expected.items():
+        stop = bandstop_mask(h, w, reading=reading).numpy()
+        assert np.array_equal(stop, want), reading
+        assert np.array_equal(stop, mirror(stop)), reading  # the output stays real
+    if (h, w) == (512, 512):  # radii 60 and 200 are bin distances: four different sets
+        assert len({expected[r].tobytes() for r in VAL_BANDS}) == len(VAL_BANDS)
+    assert len({bandstop_key(r) for r in VAL_BANDS}) == len(VAL_BANDS)
+    assert bandstop_key() == "bandstop(30,100)@256"  # the default's recorded key is unchanged
+    with pytest.raises(ValueError, match="unknown band reading"):
+        bandstop_mask(h, w, reading="annulus")
 
 
 # ---------------------------------------------------------------- spatial proxies

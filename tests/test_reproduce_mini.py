@@ -18,7 +18,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from clipflow.cli.reproduce import parse_request
-from clipflow.data.layouts import PAPER_ORDER
+from clipflow.data.layouts import PAPER_FAMILIES, PAPER_ORDER
 from clipflow.eval.report import RANDOM_WARNING
 from clipflow.paper.mini import mini_arguments
 from clipflow.paper.reproduce import run_reproduce
@@ -302,6 +302,9 @@ def test_choices_table_mean_and_std_per_arm_next_to_the_paper(mini: Path):
         "width_4",
         "clamp_1",
         "clamp_4",
+        "val_closed",
+        "val_pixels",
+        "val_square",
     ]
     md = (out / "choices" / "summary.md").read_text()
     assert "one-at-a-time from the default" in md.lower()
@@ -318,6 +321,12 @@ def test_choices_table_mean_and_std_per_arm_next_to_the_paper(mini: Path):
         ]
         assert _f(row["mAP"]) == pytest.approx(np.mean(per_seed), abs=1e-4)
         assert _f(row["mAP_std"]) == pytest.approx(np.std(per_seed, ddof=1), abs=1e-4)
+        for family, members in PAPER_FAMILIES.items():  # the paper's groups of sets
+            found = [[float(r["ap"]) for r in x if r["dataset"] in members] for x in seeds]
+            if all(found):
+                want = np.mean([np.mean(f) for f in found])
+                assert _f(row[f"mAP_{family}"]) == pytest.approx(want, abs=1e-4), family
+        assert row["n_diverged"] == str(len(row["failed_seeds"].split()))
         cells = [
             row["arm"],
             f"{_f(row['mAP']):.2f} ± {_f(row['mAP_std']):.2f}",
@@ -327,6 +336,17 @@ def test_choices_table_mean_and_std_per_arm_next_to_the_paper(mini: Path):
             line.startswith(f"| {row['arm']} |") and all(c in line for c in cells)
             for line in md.splitlines()
         ), row["arm"]
+
+    # arms whose results are identical at both seeds are named under the table, with a reason
+    first: dict[tuple, str] = {}
+    for row in summary:
+        arm_dir = out / "choices" / "arms" / row["arm"]
+        key = tuple((arm_dir / f"seed{k}" / "results.csv").read_text() for k in (0, 1))
+        if key in first:
+            assert f"**{first[key]}** and **{row['arm']}** gave bit-identical" in md, row["arm"]
+        else:
+            first.setdefault(key, row["arm"])
+    assert ("Identical rows" in md) == (len(first) < len(summary))
 
     # the arms train different models: the block, the loss and the draws change the scores
     def scores(arm):

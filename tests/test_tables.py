@@ -236,5 +236,8 @@ def test_diverged_seeds_are_left_out_and_said(tmp_path: Path):
     md = paths["summary.md"].read_text()
     assert "**N+P**: seed 1 left out (training diverged: loss=-inf" in md
     assert "its numbers are over seeds [0]" in md and "**other**: seed 0 left out" in md
-    assert re.search(r"\| other \| clipflow \| — \| — \|", md)
+    # beside the mean, how many seeds it leaves out (a diverged seed biases the mean upward)
+    assert re.search(r"\| other \| clipflow \| — \| — \(1 of \d+ seeds diverged\) \|", md)
+    np_row = next(line for line in md.splitlines() if line.startswith("| N+P |"))
+    assert re.search(r"\(1 of \d+ seeds diverged\)", np_row) and rows[0]["n_diverged"] == 1
     assert '"1": "training diverged' in paths["results.json"].read_text()

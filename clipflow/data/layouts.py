@@ -32,6 +32,16 @@ PAPER_ORDER: tuple[str, ...] = (
     "seeingdark", "san", "crn", "imle", "guided", "ldm_200", "ldm_200_cfg", "ldm_100",
     "glide_100_27", "glide_50_27", "glide_100_10", "dalle",
 )  # fmt: skip
+# The paper's grouping of its 19 sets (§IV: six GAN models; DeepFakes, the low-level vision and
+# perceptual-loss models and DALL-E; the diffusion models Guided, LDM and Glide).
+PAPER_FAMILIES: dict[str, tuple[str, ...]] = {
+    "gan": ("progan", "cyclegan", "biggan", "stylegan", "gaugan", "stargan"),
+    "diffusion": (
+        "guided", "ldm_200", "ldm_200_cfg", "ldm_100", "glide_100_27", "glide_50_27",
+        "glide_100_10",
+    ),
+    "other": ("deepfake", "seeingdark", "san", "crn", "imle", "dalle"),
+}  # fmt: skip
 # Other CNNSpot sets we recognise; they sort after the paper's 19.
 KNOWN_SETS: tuple[str, ...] = PAPER_ORDER + ("stylegan2", "whichfaceisreal")
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..core.fileio import atomic_write_text, to_jsonable
-from ..data.layouts import PAPER_ORDER, display_name
+from ..data.layouts import PAPER_FAMILIES, PAPER_ORDER, display_name
 from ..eval.report import RANDOM_WARNING, new_figure, save_png, to_csv
 from .results import PaperRow, find_row, load_table, paper_sets
 from .spec import ArmResult, ExperimentResult, ExperimentSpec
@@ -269,7 +269,11 @@ ARM_SUMMARY_COLUMNS = (
     "diff_acc",
     "mean_acc@oracle",
     "mean_acc@oracle_std",
+    "mAP_gan",
+    "mAP_diffusion",
+    "mAP_other",
     "train_seconds",
+    "n_diverged",
     "failed_seeds",
 )
 
@@ -304,11 +308,91 @@ def arm_summary_rows(result: ExperimentResult) -> list[dict]:
                         mean_over(arm, "acc@oracle", averaged),
                     )
                 ),
+                **_family_means(arm, averaged),
                 "train_seconds": float(np.mean([r.seconds for r in runs])) if runs else None,
+                "n_diverged": len(arm.failed),
                 "failed_seeds": " ".join(str(s) for s in sorted(arm.failed)),
             }
         )
     return rows
+
+
+def _family_means(arm: ArmResult, averaged: list[str]) -> dict[str, float | None]:
+    """mAP per generator family (the paper's grouping): an arm can lead on GANs and trail on
+    diffusion models. Mean over the family's sets evaluated here, then over seeds."""
+    return {
+        f"mAP_{family}": mean_over(arm, "ap", [s for s in averaged if s in sets])[0]
+        for family, sets in PAPER_FAMILIES.items()
+    }
+
+
+def identical_arms(result: ExperimentResult) -> list[tuple[str, str]]:
+    """Pairs of arms whose every seed gave bit-identical per-set results (same seeds trained)."""
+
+    def fingerprint(arm: ArmResult) -> tuple | None:
+        if not arm.runs:
+            return None
+        return tuple(
+            (seed, json.dumps(run.rows, sort_keys=True, default=str))
+            for seed, run in sorted(arm.runs.items())
+        )
+
+    seen: dict[tuple, str] = {}
+    pairs = []
+    for arm in result.arms:
+        key = fingerprint(arm)
+        if key is None:
+            continue
+        if key in seen:
+            pairs.append((seen[key], arm.name))
+        else:
+            seen[key] = arm.name
+    return pairs
+
+
+def _why_identical(result: ExperimentResult, first: str, second: str) -> str:
+    """The reason two arms can tie exactly, from the settings they differ in."""
+    arms = {a.name: a for a in result.arms}
+    a, b = arms[first].settings, arms[second].settings
+    differ = {
+        f"{section}.{key}"
+        for section in set(a) | set(b)
+        if isinstance(a.get(section), dict) and isinstance(b.get(section), dict)
+        for key in set(a[section]) | set(b[section])
+        if a[section].get(key) != b[section].get(key)
+    }
+    if (
+        differ
+        and differ <= {"train.loss"}
+        and {a["train"]["loss"], b["train"]["loss"]}
+        == {
+            "paper",
+            "hinge",
+        }
+    ):
+        return (
+            "hinge equals the paper's loss until a proxy's score passes train.hinge_margin: "
+            "none did on these data"
+        )
+    if differ == {"data.val_band"}:
+        return (
+            "the two readings of the band zero the same frequency bins at these image sizes "
+            "(the scaled radii fall on no exact bin distance), so the thresholds coincide"
+        )
+    changed = ", ".join(sorted(differ)) or "no setting"
+    return f"they differ in {changed}, which changed nothing these data exercise"
+
+
+def _identical_note(result: ExperimentResult) -> str:
+    pairs = identical_arms(result)
+    if not pairs:
+        return ""
+    lines = [
+        f"- **{a}** and **{b}** gave bit-identical results at every seed: "
+        f"{_why_identical(result, a, b)}."
+        for a, b in pairs
+    ]
+    return "\nIdentical rows (not a coincidence of rounding):\n\n" + "\n".join(lines) + "\n"
 
 
 def _summary_tables(spec: ExperimentSpec) -> tuple[str | None, str | None]:
@@ -331,21 +415,25 @@ def fmt_signed(v: float | None) -> str:
 def summary_markdown(result: ExperimentResult) -> str:
     lines = [
         "| arm | kind | trainable params | mAP | paper mAP | Δ mAP "
-        "| mean acc@val | paper acc | Δ acc | acc@oracle (tuned on test labels) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mean acc@val | paper acc | Δ acc | acc@oracle (tuned on test labels) "
+        "| mAP GANs | mAP diffusion | mAP others |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in arm_summary_rows(result):
         cells = [
             r["arm"],
             r["kind"],
             "—" if r["n_params"] is None else f"{r['n_params']:,}",
-            fmt_number(r["mAP"], r["mAP_std"]),
+            fmt_number(r["mAP"], r["mAP_std"]) + _diverged(r, result),
             fmt_number(r["paper_mAP"]),
             fmt_signed(r["diff_mAP"]),
             fmt_number(r["mean_acc"], r["mean_acc_std"]),
             fmt_number(r["paper_acc"]),
             fmt_signed(r["diff_acc"]),
             fmt_number(r["mean_acc@oracle"], r["mean_acc@oracle_std"]),
+            fmt_number(r["mAP_gan"]),
+            fmt_number(r["mAP_diffusion"]),
+            fmt_number(r["mAP_other"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     head = f"# {result.spec.title}: summary per arm\n\n"
@@ -366,8 +454,20 @@ def summary_markdown(result: ExperimentResult) -> str:
         + "acc@val: accuracy at the threshold calibrated on validation images (natural vs "
         "their band-stop proxies, no fakes), what the paper reports; acc@oracle: the best "
         "threshold picked on the test labels (an upper bound, not a result). "
-        "Trainable parameters: DR + flow (baselines: their fitted numbers).\n" + _failures(result)
+        "Trainable parameters: DR + flow (baselines: their fitted numbers). mAP GANs / "
+        "diffusion / others: the same mean over the paper's groups of sets (GAN: ProGAN, "
+        "CycleGAN, BigGAN, StyleGAN, GauGAN, StarGAN; diffusion: Guided, LDM ×3, Glide ×3; "
+        "others: DeepFakes, SITD, SAN, CRN, IMLE, DALL-E), those found here.\n"
+        + _failures(result)
+        + _identical_note(result)
     )
+
+
+def _diverged(row: dict, result: ExperimentResult) -> str:
+    """Beside the mean: how many seeds it leaves out (a diverged seed biases it upward)."""
+    n = row["n_diverged"]
+    total = len(result.meta.get("seeds") or []) or n
+    return f" ({n} of {total} seeds diverged)" if n else ""
 
 
 def _failures(result: ExperimentResult) -> str:

@@ -43,7 +43,7 @@ from ..flow.fit import fit
 from ..flow.model import CLIPFlow, score_features
 from ..settings.config import TrainSettings
 from ..transforms.config import ProxyConfig
-from ..transforms.proxy import bandstop, build_proxy
+from ..transforms.proxy import bandstop, bandstop_key, build_proxy
 from ..transforms.variant import IDENTITY, Variant
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def train_head(
     if not history:  # fit refuses epochs < 1 itself; an untrained flow must never be saved
         raise ClipflowError("training ran no epoch (train.epochs must be >= 1); nothing to save")
     val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
-    threshold, val_real, val_info = calibrate(model, val, device)
+    threshold, val_real, val_info = calibrate(model, val, device, s.data.val_band)
     return TrainedHead(model, threshold, val_real, history, val_info, tf.paths, tf.skipped)
 
 
@@ -232,7 +232,10 @@ def proxy_variant(cfg: ProxyConfig, mode: str) -> Variant:
     return Variant("proxy:" + json.dumps(params, sort_keys=True), fn, crop_key)
 
 
-VALIDATION_PROXY = Variant("bandstop(30,100)@256", lambda img, gen: bandstop(img))
+def validation_proxy(reading: str = "open") -> Variant:
+    """The band-stop proxy of the threshold's validation set (SPEC §4.3), under one reading of
+    the paper's "(30, 100)" (``data.val_band``)."""
+    return Variant(bandstop_key(reading), lambda img, gen: bandstop(img, reading=reading))
 
 
 class TrainFeatures(NamedTuple):
@@ -347,7 +350,7 @@ def validation_features(
         backbone,
         paths,
         build_transform(backbone, train=False),
-        [IDENTITY, VALIDATION_PROXY],
+        [IDENTITY, validation_proxy(s.data.val_band)],
         cache,
         device,
         Loader.from_data(s.data),
@@ -359,7 +362,7 @@ def validation_features(
     return fs
 
 
-def calibrate(model: CLIPFlow, val: FeatureSet, device: Device):
+def calibrate(model: CLIPFlow, val: FeatureSet, device: Device, reading: str = "open"):
     """SPEC §7: threshold maximising accuracy on natural val images vs their band-stop proxies.
 
     Refuses (TrainingDivergedError) non-finite scores, a flow that gives every validation
@@ -375,7 +378,7 @@ def calibrate(model: CLIPFlow, val: FeatureSet, device: Device):
     info = {
         "n_images": len(val.paths),
         "n_skipped": len(val.skipped),
-        "proxy": VALIDATION_PROXY.key,
+        "proxy": bandstop_key(reading),
         "acc": float(np.mean((scores > threshold) == labels)),
     }
     return threshold, real, info

@@ -40,6 +40,7 @@ from ..transforms.config import (
     CHAIN_OPS,
     MASK_MODES,
     PROXY_NAMES,
+    VAL_BANDS,
     ChainConfig,
     ProxyConfig,
     check_chain_config,
@@ -65,6 +66,9 @@ class DataConfig:
         test_root: benchmark root (CNNSpot / UnivFD / ``<name>/0_real,1_fake`` layouts).
         per_class: natural training images sampled per class (the paper: 360 × 20 classes).
         val_fraction: share of ``per_class`` held out per class when no ``val_root`` is given.
+        val_band: which reading of the paper's validation band "(30, 100)" the threshold's
+            band-stop proxies use: ``open`` (SPEC §4.3), ``closed``, ``pixels`` or ``square``
+            (transforms/config.py VAL_BANDS).
         views: augmented views (crop + proxy draw) extracted per training image; epoch e
             trains on view e mod views.
         protocol: ``all`` images, or ``univfd`` (≤ max_per_class real + fake per set, seed 0,
@@ -90,6 +94,7 @@ class DataConfig:
     test_root: str | None = None
     per_class: int | None = 360
     val_fraction: float = 0.1
+    val_band: str = "open"
     views: int = 1
     protocol: str = "all"
     max_per_class: int = 1000
@@ -310,6 +315,7 @@ RULES: dict[str, Rule] = {
     "train.seed": _TRAIN_SEED,  # seed= of clipflow-train (a saved config may carry train.seed)
     "data.per_class": _ge(1),
     "data.val_fraction": _unit(hi_open=True),
+    "data.val_band": Rule(choices=VAL_BANDS),
     "data.views": _ge(0, 1000),
     "data.protocol": Rule(choices=("all", "univfd")),
     "data.benchmark": Rule(choices=BENCHMARK_CHOICES),

@@ -25,6 +25,13 @@ PROXY_NAMES = (
 DEFAULT_RATIO = {"N": 0.1, "P": 1.0, "N+P": 0.1}
 _DEFAULT_SIGMA = {"smoothing": 1.0, "sharpening": 1.0, "gaussian_noise": 5.0}
 CHAIN_OPS = ("jpeg", "webp", "resize", "blur", "noise", "crop")
+# The paper's validation proxies mask "the frequency band (30, 100)" (SPEC §4.3). Readings
+# (data.val_band): ``open`` (SPEC's, the default) zeroes the bins whose distance from DC in the
+# centred spectrum lies strictly in (30, 100), radii given for a 256-px image and scaled with
+# its size; ``closed`` the same with [30, 100] inclusive; ``pixels`` (30, 100) in bins of the
+# image as it is (no scaling to 256); ``square`` the max-norm distance max(|ky|, |kx|) in
+# (30, 100), the square bands the training masks use.
+VAL_BANDS = ("open", "closed", "pixels", "square")
 
 
 def ratio_problem(ratio: float) -> str | None:

@@ -15,7 +15,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor
 
-from .config import BANDS, MASK_MODES, ProxyConfig, ratio_problem
+from .config import BANDS, MASK_MODES, VAL_BANDS, ProxyConfig, ratio_problem
 from .perturb import blur_kernel_size
 
 
@@ -198,19 +198,21 @@ def bandstop(
     ref_size: int = 256,
     mode: str = "clean",
     out_dtype: torch.dtype = torch.uint8,
+    reading: str = "open",
 ) -> Tensor:
     """Zero every DFT bin whose distance from DC lies strictly in (low, high) (SPEC §4.3).
 
     Distances are those of the centred spectrum; the radii are given for a ``ref_size``
     image and scaled by ``min(H, W) / ref_size``. The zeroed set is conjugate-symmetric, so
-    the output is real. Deterministic.
+    the output is real. Deterministic. ``reading``: which reading of the band (VAL_BANDS in
+    transforms/config.py; ``open`` is the one described here).
     """
     _check_mode(mode)
     if not 0.0 <= low < high:
         raise ValueError(f"bandstop needs 0 <= low < high, got low={low}, high={high}")
     x, squeeze = _as_batch(images)  # (N, C, H, W)
     h, w = x.shape[-2:]
-    stop = bandstop_mask(h, w, low, high, ref_size, x.device)  # (H, W)
+    stop = bandstop_mask(h, w, low, high, ref_size, x.device, reading)  # (H, W)
     spec = torch.fft.fft2(x.to(torch.complex128)) * (~stop)
     return _spectral_output(torch.fft.ifft2(spec).real, mode, out_dtype, squeeze)
 
@@ -222,16 +224,33 @@ def bandstop_mask(
     high: float = 100.0,
     ref_size: int = 256,
     device: torch.device | str | None = None,
+    reading: str = "open",
 ) -> Tensor:
     """Bool (H, W) mask, True where :func:`bandstop` zeroes the bin (unshifted layout)."""
+    if reading not in VAL_BANDS:
+        raise ValueError(f"unknown band reading {reading!r}: use one of {VAL_BANDS}")
 
     def signed_abs(n: int) -> Tensor:  # |fftfreq(n) * n|: distance of index k from DC
         k = torch.arange(n, device=device, dtype=torch.float64)
         return torch.minimum(k, n - k)
 
-    dist = torch.hypot(signed_abs(h)[:, None], signed_abs(w)[None, :])  # (H, W)
-    scale = min(h, w) / ref_size
+    ky, kx = signed_abs(h)[:, None], signed_abs(w)[None, :]
+    dist = torch.maximum(ky, kx) if reading == "square" else torch.hypot(ky, kx)  # (H, W)
+    scale = 1.0 if reading == "pixels" else min(h, w) / ref_size
+    if reading == "closed":
+        return (dist >= low * scale) & (dist <= high * scale)
     return (dist > low * scale) & (dist < high * scale)
+
+
+def bandstop_key(reading: str = "open") -> str:
+    """The validation proxy's name (its feature-cache variant key) under ``reading``; the
+    default's key is the one every earlier cache and checkpoint recorded."""
+    return {
+        "open": "bandstop(30,100)@256",
+        "closed": "bandstop[30,100]@256",
+        "pixels": "bandstop(30,100)px",
+        "square": "bandstop-square(30,100)@256",
+    }[reading]
 
 
 # ---------------------------------------------------------------- spatial proxies (Table III)
