@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+from fixtures_checkpoints import DELETE, set_field
 from safetensors.torch import load_file, save_file
 
 from clipflow.checkpoints.checkpoint import load_checkpoint, save_checkpoint
@@ -15,8 +16,6 @@ from clipflow.detect import Detector
 from clipflow.errors import CheckpointError
 from clipflow.flow.config import FlowConfig
 from clipflow.flow.model import CLIPFlow
-
-DELETE = object()
 
 
 def _save(tmp_path, feature_dim=16, **extra):
@@ -80,16 +79,7 @@ def test_missing_and_foreign_files_give_one_line(tmp_path):
 def _edit(path, dotted, value):
     """Set (or delete) a dotted field of the checkpoint's model.json."""
     meta_path = path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text())
-    *parents, last = dotted.split(".")
-    node = meta
-    for key in parents:
-        node = node[key]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[last] = value
-    meta_path.write_text(json.dumps(meta))
+    meta_path.write_text(json.dumps(set_field(json.loads(meta_path.read_text()), dotted, value)))
 
 
 HISTORY = {"history": [{"epoch": 1, "loss": 0.5}], "train": {"mode": "N+P", "epochs": 1}}

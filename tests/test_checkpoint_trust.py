@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+from fixtures_checkpoints import DELETE, set_field
 from safetensors.torch import load_file, save_file
 
 from clipflow.checkpoints.checkpoint import (
@@ -34,7 +35,6 @@ from clipflow.errors import CheckpointError
 from clipflow.flow.config import FlowConfig
 from clipflow.flow.model import CLIPFlow
 
-DELETE = object()
 CALIBRATION = {
     "n": 4,
     "fingerprint": "a" * 64,
@@ -67,21 +67,9 @@ def _write_json(path, meta):
     path.with_suffix(".json").write_text(json.dumps(meta))
 
 
-def _set(meta, dotted, value):
-    *parents, last = dotted.split(".")
-    node = meta
-    for key in parents:
-        node = node[key]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[last] = value
-    return meta
-
-
 def _edit(path, dotted, value):
     """Set (or delete) a dotted field of model.json (the weights' hash stays valid)."""
-    _write_json(path, _set(_read_json(path), dotted, value))
+    _write_json(path, set_field(_read_json(path), dotted, value))
 
 
 def _forge(path, change):
@@ -103,7 +91,7 @@ def _spec_tensor(spec: dict) -> torch.Tensor:
 def _forge_spec(path, dotted, value):
     """Edit a dotted field of the hashed spec (and re-hash): what a forger who read the
     loader would do next to a JSON edit."""
-    spec = _set(_spec(path), dotted, value)
+    spec = set_field(_spec(path), dotted, value)
     _forge(path, lambda tensors: tensors.__setitem__(SPEC_TENSOR, _spec_tensor(spec)))
 
 

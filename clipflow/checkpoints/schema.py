@@ -333,8 +333,9 @@ _UNSHOWN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 def display_text(text: str) -> str:
     """``text`` with every character :func:`text_problem` refuses written ``\\xNN`` (an
-    undecodable byte, surrogate-escaped, as that byte; another lone surrogate ``\\uXXXX``).
-    Other characters, backslashes included, are kept: a string a terminal shows as text."""
+    undecodable byte, surrogate-escaped, as that byte; another lone surrogate as ``\\u`` and
+    four hex digits). Other characters, backslashes included, are kept: a string a terminal
+    shows as text."""
     return _UNSHOWN.sub(_escaped, text)
 
 
