@@ -36,20 +36,12 @@ class Machine:
     label: str  # for the log line, e.g. "cuda:0 NVIDIA H200"
     gpu_decode: bool  # JPEGs can be decoded on the device (torchvision built with CUDA)
     cpus: int  # CPUs this process may use (its share, under torchrun)
+    precision: str  # backbone.precision=auto here (auto_precision), asked once
+    compile: bool  # backbone.compile=auto here (auto_compile)
 
     @property
     def cuda(self) -> bool:
         return self.device.startswith("cuda")
-
-    @property
-    def precision(self) -> str:
-        """``backbone.precision=auto`` here (see :func:`auto_precision`)."""
-        return auto_precision(self.device)
-
-    @property
-    def compile(self) -> bool:
-        """``backbone.compile=auto`` here (see :func:`auto_compile`)."""
-        return auto_compile(self.device)
 
 
 def machine(device: str) -> Machine:
@@ -61,10 +53,11 @@ def machine(device: str) -> Machine:
     if resolved == "cuda":
         resolved = f"cuda:{torch.cuda.current_device()}"
     cpus = usable_cpus()
+    speed = (auto_precision(resolved), auto_compile(resolved))
     if resolved.startswith("cuda"):
         label = f"{resolved} {torch.cuda.get_device_name(torch.device(resolved))}"
-        return Machine(resolved, label, _gpu_jpeg_decode(), cpus)
-    return Machine(resolved, f"{resolved}, {cpus} CPUs", False, cpus)
+        return Machine(resolved, label, _gpu_jpeg_decode(), cpus, *speed)
+    return Machine(resolved, f"{resolved}, {cpus} CPUs", False, cpus, *speed)
 
 
 def _gpu_jpeg_decode() -> bool:

@@ -104,9 +104,9 @@ def _auto_data_value(name: str, m: Machine) -> Any:
 def _resolve_backbone(bb: BackboneConfig | dict, m: Machine):
     """(backbone with precision/compile resolved, {key: value chosen}); a dict of overrides
     (eval, detect) stays a dict."""
-    pick = {"precision": lambda: m.precision, "compile": lambda: m.compile}
     values = bb if isinstance(bb, dict) else vars(bb)
-    chosen = {k: f() for k, f in pick.items() if values.get(k) == AUTO}
+    facts = {"precision": m.precision, "compile": m.compile}
+    chosen = {k: v for k, v in facts.items() if values.get(k) == AUTO}
     named = {f"backbone.{k}": v for k, v in chosen.items()}
     if isinstance(bb, dict):
         return {**bb, **chosen}, named
