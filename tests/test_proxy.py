@@ -236,6 +236,8 @@ def test_each_reading_of_the_validation_band_zeroes_its_own_set(h, w):
     assert bandstop_key() == "bandstop(30,100)@256"  # the default's recorded key is unchanged
     with pytest.raises(ValueError, match="unknown band reading"):
         bandstop_mask(h, w, reading="annulus")
+    with pytest.raises(ValueError, match="unknown band reading"):
+        bandstop_key("annulus")
 
 
 # ---------------------------------------------------------------- spatial proxies

@@ -245,6 +245,8 @@ def bandstop_mask(
 def bandstop_key(reading: str = "open") -> str:
     """The validation proxy's name (its feature-cache variant key) under ``reading``; the
     default's key is the one every earlier cache and checkpoint recorded."""
+    if reading not in VAL_BANDS:  # settings built in code skip the settings' rule
+        raise ValueError(f"unknown band reading {reading!r}: use one of {VAL_BANDS}")
     return {
         "open": "bandstop(30,100)@256",
         "closed": "bandstop[30,100]@256",
