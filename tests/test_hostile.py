@@ -339,6 +339,7 @@ def test_display_path_is_reversible_and_leaves_plain_names_alone():
     from clipflow.core.fileio import display_path, parse_display_path, path_key_bytes
 
     names = [b"x\xffy.jpg", "café/ü.png".encode(), b"a\\xffb\tc\nd.jpg", b"plain/a b.JPG"]
+    names += ["photo\u202egpj.exe".encode(), "a\u0085b\u2066.jpg".encode(), b"a\\u202eb.jpg"]
     for raw in names:
         name = os.fsdecode(raw)
         shown = display_path(name)
@@ -347,6 +348,9 @@ def test_display_path_is_reversible_and_leaves_plain_names_alone():
         shown.encode("utf-8")  # always writable as UTF-8
     assert display_path("café/a b.JPG") == "café/a b.JPG"
     assert display_path(ODD) == "x\\xffy.jpg"
+    # a bidi override or a C1 control would make the name read differently: shown escaped
+    assert display_path("photo\u202egpj.exe") == "photo\\u202egpj.exe"
+    assert display_path("a\u0085b.jpg") == "a\\u0085b.jpg"
 
 
 def test_item_seed_of_ordinary_names_is_unchanged():

@@ -227,7 +227,11 @@ def file_sha256(path: Path) -> str:
 # Every hash, seed and text output goes through the two helpers below, so such a name is
 # scored like any other and written in one reversible way.
 
-_DISPLAY_ESCAPE = re.compile(rb"\\(\\|x[0-9a-fA-F]{2})")
+_DISPLAY_ESCAPE = re.compile(rb"\\(\\|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4})")
+# Characters that are valid text but change how the rest of a line reads: the C1 controls
+# (U+0085 is a line break to some readers) and the bidirectional overrides and isolates (a
+# name with U+202E shows its extension reversed: "photo\u202egpj.exe"). Written ``\uNNNN``.
+_DISPLAY_INVISIBLE = re.compile("[\u0080-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def path_key_bytes(path: str | os.PathLike | bytes) -> bytes:
@@ -249,8 +253,10 @@ def display_path(path: str | os.PathLike | bytes) -> str:
     """A file name as text for CSV / JSONL / TXT outputs, reversibly (:func:`parse_display_path`).
 
     The name's bytes are decoded as UTF-8; a byte that is not valid UTF-8, or is a control
-    character (tab, newline: they would break a line-based file), is written ``\\xNN`` and a
-    backslash is written ``\\\\``. Names without those characters are written unchanged.
+    character (tab, newline: they would break a line-based file), is written ``\\xNN``; a C1
+    control or a bidirectional override (it would make the name read differently) is written
+    ``\\uNNNN``; a backslash is written ``\\\\``. Names without those characters are written
+    unchanged.
     """
     out = []
     for ch in path_key_bytes(path).decode("utf-8", "surrogateescape"):
@@ -261,6 +267,8 @@ def display_path(path: str | os.PathLike | bytes) -> str:
             out.append(f"\\x{code - 0xDC00:02x}")
         elif code < 0x20 or code == 0x7F:
             out.append(f"\\x{code:02x}")
+        elif _DISPLAY_INVISIBLE.match(ch):
+            out.append(f"\\u{code:04x}")
         else:
             out.append(ch)
     return "".join(out)
@@ -271,7 +279,11 @@ def parse_display_path(text: str) -> str:
 
     def unescape(m: re.Match) -> bytes:
         token = m.group(1)
-        return b"\\" if token == b"\\" else bytes([int(token[1:], 16)])
+        if token == b"\\":
+            return b"\\"
+        if token.startswith(b"u"):
+            return chr(int(token[1:], 16)).encode("utf-8")
+        return bytes([int(token[1:], 16)])
 
     raw = _DISPLAY_ESCAPE.sub(unescape, text.encode("utf-8", "surrogatepass"))
     return raw.decode("utf-8", "surrogateescape")
