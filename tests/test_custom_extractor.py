@@ -25,6 +25,7 @@ from clipflow.checkpoints.checkpoint import load_checkpoint
 from clipflow.cli import calibrate as calibrate_cli
 from clipflow.cli import detect as detect_cli
 from clipflow.cli import evaluate as eval_cli
+from clipflow.cli import extract as extract_cli
 from clipflow.cli import train as train_cli
 from clipflow.data.synthetic import make_cnnspot_folder, make_train_folder
 from clipflow.errors import BackboneError, CheckpointError
@@ -146,6 +147,20 @@ def test_cli_train_calibrate_eval_detect_with_an_import_path(folders, call_main,
     )
     assert code == 0, err
     assert load_checkpoint(cal).meta["calibration"]["n"] == 6
+    # refit=true retrains from the recorded config, which names the custom extractor
+    code, _, err = call_main(
+        calibrate_cli.main,
+        "clipflow-calibrate",
+        f"ckpt={run}",
+        f"data.real_root={folders / 'photos'}",
+        f"out={tmp_path / 'refit'}",
+        "refit=true",
+        "min_reals=3",
+        f"backbone.factory={FACTORY}",
+        *common,
+    )
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "refit").backbone["factory"] == FACTORY
 
     code, out, err = call_main(
         eval_cli.main,
@@ -158,6 +173,18 @@ def test_cli_train_calibrate_eval_detect_with_an_import_path(folders, call_main,
     )
     assert code == 0, err
     assert "biggan" in (tmp_path / "eval" / "results.csv").read_text()
+    code, _, err = call_main(
+        extract_cli.main,
+        "clipflow-extract",
+        f"data.test_root={folders / 'test'}",
+        "stages=[test]",
+        *bb,
+        *common,
+        f"hydra.run.dir={tmp_path / 'extract'}",
+    )
+    assert code == 0, err
+    summary = json.loads((tmp_path / "extract" / "extract.json").read_text())
+    assert summary["backbone"]["factory"] == FACTORY and summary["test"]["n_images"] == 8
 
     images = folders / "test" / "biggan"
     detect = ("clipflow-detect", f"ckpt={cal}", f"inputs=[{images}]", "out=-", "num_workers=0")
@@ -210,6 +237,8 @@ def test_python_api_takes_the_extractor_on_every_job(folders, tmp_path):
     cs = replace(cs, ckpt=str(ckpt), data=replace(cs.data, real_root=str(folders / "photos")))
     cal = run_calibrate(cs, tmp_path / "cal", backbone=ext)
     assert load_checkpoint(cal).meta["calibration"]["n"] == 6
+    refit = run_calibrate(replace(cs, refit=True, min_reals=3), tmp_path / "refit", backbone=ext)
+    assert load_checkpoint(refit).backbone["weights_id"] == "small-convnet:seed0"
     with pytest.raises(CheckpointError, match="custom extractor"):
         run_calibrate(cs, tmp_path / "cal2")  # nothing to rebuild it from
     with pytest.raises(CheckpointError, match="weights_id"):
@@ -227,3 +256,34 @@ def test_python_api_takes_the_extractor_on_every_job(folders, tmp_path):
     # the factory's extractor is the same one: the same scores
     built = Detector.from_checkpoint(cal, device="cpu", backbone={"factory": FACTORY})
     np.testing.assert_allclose(built.score(paths), det.score(paths), rtol=1e-5, atol=1e-5)
+
+
+def test_a_recorded_factory_is_data_never_imported(folders, tmp_path):
+    """A checkpoint is data: its backbone.factory is shown, checked for form, never imported."""
+    ext = fixtures_extractor.SmallConvNet()
+    s = train_settings(
+        {
+            "mode": "N+P",
+            "device": "cpu",
+            "data": {"train_root": str(folders / "train"), **_data(folders)},
+            "train": {"epochs": 1},
+            "flow": {"n_blocks": 2},
+        }
+    )
+    run_train(s, tmp_path / "run", backbone=ext)
+    meta_path = tmp_path / "run" / "model.json"
+    meta = json.loads(meta_path.read_text())
+
+    def with_record(**fields) -> None:
+        meta_path.write_text(json.dumps({**meta, "backbone": {**meta["backbone"], **fields}}))
+
+    with_record(factory="planted_module:run_me")
+    with pytest.raises(CheckpointError, match="pass backbone.factory=planted_module:run_me"):
+        Detector.from_checkpoint(tmp_path / "run", device="cpu")
+    assert "planted_module" not in sys.modules
+    with_record(factory="planted_module")
+    with pytest.raises(CheckpointError, match="field backbone.factory"):
+        load_checkpoint(tmp_path / "run")
+    with_record(family="open_clip", name="tiny", factory=FACTORY)
+    with pytest.raises(CheckpointError, match="recorded only for family custom"):
+        load_checkpoint(tmp_path / "run")
