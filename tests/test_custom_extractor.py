@@ -31,6 +31,7 @@ from clipflow.data.synthetic import make_cnnspot_folder, make_train_folder
 from clipflow.errors import BackboneError, CheckpointError
 from clipflow.runs.calibrate import run_calibrate
 from clipflow.runs.evaluate import run_eval
+from clipflow.runs.robustness import run_robustness
 from clipflow.runs.train import run_train
 from clipflow.settings.coerce import SettingsError
 from clipflow.settings.config import (
@@ -38,6 +39,7 @@ from clipflow.settings.config import (
     eval_settings,
     train_settings,
 )
+from clipflow.transforms.perturb import parse_perturbation
 
 FACTORY = "fixtures_extractor:make_extractor"
 
@@ -248,6 +250,8 @@ def test_python_api_takes_the_extractor_on_every_job(folders, tmp_path):
     es = replace(es, data=replace(es.data, test_root=str(folders / "test")))
     files = run_eval(es, tmp_path / "eval", backbone=ext)
     assert "biggan" in files["results.csv"].read_text()
+    robust = run_robustness(es, [parse_perturbation("jpeg50")], tmp_path / "rob", backbone=ext)
+    assert "jpeg" in robust["robustness.md"].read_text()
 
     det = Detector.from_checkpoint(cal, device="cpu", backbone=ext)
     paths = sorted(str(p) for p in (folders / "test" / "biggan").rglob("*.png"))
