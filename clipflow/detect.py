@@ -36,14 +36,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .backbones.backbone import Backbone, BackboneProtocol, as_backbone, load_backbone
+from .backbones.backbone import Backbone, BackboneProtocol
 from .backbones.preprocess import build_transform
 from .backbones.protocol import ExtractorBackbone
 from .checkpoints.checkpoint import (
     Checkpoint,
-    eval_backbone_config,
+    checkpoint_backbone,
     load_checkpoint,
-    require_backbone_identity,
     require_feature_dim,
 )
 from .core.fileio import atomic_write_text, display_path, unwritable_reason
@@ -146,9 +145,11 @@ class Detector:
         """Load ``path`` (run folder, ``model.safetensors`` or its JSON) and its backbone.
 
         ``backbone`` overrides recorded fields,
-        e.g. ``{"pretrained": "/local/weights.safetensors"}``, or is a ready backbone (your own
-        :class:`~clipflow.backbones.backbone.BackboneProtocol` extractor, docs/backbones.md);
-        it must match the checkpoint's recorded backbone (name, layers, feature size).
+        e.g. ``{"pretrained": "/local/weights.safetensors"}`` or, for a checkpoint of a custom
+        extractor, ``{"factory": "pkg.mod:make_extractor"}``; or is a ready backbone (your own
+        :class:`~clipflow.backbones.backbone.BackboneProtocol` extractor, docs/backbones.md).
+        It must match the checkpoint's recorded backbone (name, layers, feature size; a custom
+        extractor also its ``weights_id``).
         """
         # a str as is (it may be hf://...); other path-likes the Path load_checkpoint makes
         ckpt = load_checkpoint(path if isinstance(path, str) else Path(path))
@@ -184,13 +185,10 @@ class Detector:
         """Like :meth:`from_checkpoint`, for a checkpoint loaded with ``load_checkpoint``."""
         device = resolve_device(device)
         if backbone is not None and not isinstance(backbone, dict):
-            ready = as_backbone(backbone)
-            require_backbone_identity(ckpt, ready)
+            ready = checkpoint_backbone(ckpt, {}, device, ready=backbone)
             return cls(ckpt, ready, device, batch_size)
         overrides = {k: v for k, v in (backbone or {}).items() if v is not None}
-        return cls(
-            ckpt, load_backbone(eval_backbone_config(ckpt, overrides), device), device, batch_size
-        )
+        return cls(ckpt, checkpoint_backbone(ckpt, overrides, device), device, batch_size)
 
     @property
     def threshold(self) -> float:

@@ -26,6 +26,7 @@ from ..errors import BackboneError
 from . import open_clip_tower as open_clip_family
 from . import timm_tower as timm_family
 from .config import (
+    CUSTOM,
     FAMILIES,
     LAYER_POOLS,
     PRECISIONS,
@@ -33,8 +34,9 @@ from .config import (
     BackboneConfig,
     packaged_names,
 )
+from .custom import find_factory, load_custom
 from .layers import LayerTap
-from .protocol import CUSTOM, BackboneProtocol, ExtractorBackbone, input_record
+from .protocol import BackboneProtocol, ExtractorBackbone, input_record
 from .tower import Tower
 from .weights import check_weights_available
 
@@ -215,8 +217,13 @@ def weights_identity(cfg: BackboneConfig) -> str:
     return f"{prefix}{cfg.name}:{cfg.pretrained}"
 
 
-def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Backbone:
-    """Build the frozen tower on ``device``; one clear error when weights are unavailable."""
+def load_backbone(
+    cfg: BackboneConfig, device: str | torch.device = "cpu"
+) -> Backbone | ExtractorBackbone:
+    """Build the frozen tower on ``device``; one clear error when weights are unavailable.
+    ``family: custom``: the user's extractor, built by ``cfg.factory`` (:mod:`.custom`)."""
+    if cfg.family == CUSTOM:
+        return load_custom(cfg, device)
     cfg = resolve_backbone_auto(cfg, device)
     check_settings(cfg)
     if cfg.precision == "fp16" and torch.device(device).type != "cuda":
@@ -241,10 +248,8 @@ def load_backbone(cfg: BackboneConfig, device: str | torch.device = "cpu") -> Ba
 def check_settings(cfg: BackboneConfig) -> None:
     """The choices of a backbone config, each refused in one line before anything is built."""
     if cfg.family == CUSTOM:
-        raise BackboneError(
-            "this backbone is a custom extractor: it is not built from settings; pass it to the "
-            "Python API (Detector.from_checkpoint(path, backbone=extractor), docs/backbones.md)"
-        )
+        find_factory(cfg.factory)  # importable, and a callable; called by load_backbone
+        return
     if cfg.family not in FAMILIES:
         raise BackboneError(f"backbone.family={cfg.family!r}: choose one of {', '.join(FAMILIES)}")
     if cfg.precision not in PRECISIONS:

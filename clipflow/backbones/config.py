@@ -7,6 +7,7 @@ checks these before any model code is imported. The tower itself is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,20 @@ TINY_NAME = "clipflow-tiny"
 # fp32: strict float32 (TF32 off, the UnivFD-style baseline); tf32: TensorFloat-32 matmuls;
 # bf16 / fp16: a half-precision copy of the frozen tower; amp_bf16: autocast over fp32 weights.
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "amp_bf16")
-FAMILIES = ("open_clip", "timm")  # built from settings; CUSTOM extractors come through the API
+CUSTOM = "custom"  # a user's extractor: built by ``factory`` or given to the Python API
+FAMILIES = ("open_clip", "timm", CUSTOM)
 LAYER_POOLS = ("concat", "mean")  # how the class tokens of several blocks combine
+# ``package.module:callable`` (the attribute may be dotted: ``module:Class.create``)
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+FACTORY_FORM = re.compile(rf"{_DOTTED}:{_DOTTED}")
+
+
+def factory_problem(text: str) -> str | None:
+    """Why ``text`` is no ``package.module:callable`` import path (the settings' check; the
+    module is imported only when the run loads the backbone), or None."""
+    if FACTORY_FORM.fullmatch(text) is None:
+        return "must be an import path package.module:callable (e.g. mypkg.nets:make_extractor)"
+    return None
 
 
 def model_config_dir() -> Path:
@@ -33,7 +46,8 @@ class BackboneConfig:
     """Which CLIP tower, which weights, how to run it. YAML keys under ``backbone:``.
 
     Attributes:
-        family: ``open_clip`` (default) or ``timm``; which library builds ``name``.
+        family: ``open_clip`` (default), ``timm`` (which library builds ``name``) or
+            ``custom`` (your own extractor, built by ``factory``).
         name: open_clip model name (``tiny`` = the random test backbone), or a timm model
             name with its pretrained tag (``vit_small_patch14_dinov2.lvd142m``).
         pretrained: open_clip tag (``openai``), ``timm`` (timm's weights for the name's tag),
@@ -51,6 +65,10 @@ class BackboneConfig:
             shipped configs): on for CUDA, off elsewhere.
         preprocess: ``paper`` (resize 256² → crop 224) or ``univfd`` (center crop only).
         cache_dir: where open_clip caches downloaded weights (null = its default).
+        factory: ``family: custom``: ``package.module:callable`` returning a
+            :class:`~clipflow.backbones.protocol.BackboneProtocol` extractor (called with
+            ``device=`` when it takes one); recorded in the checkpoint, so that evaluation,
+            detection and calibration rebuild it. See docs/backbones.md.
     """
 
     name: str = "ViT-L-14-quickgelu"
@@ -62,6 +80,7 @@ class BackboneConfig:
     family: str = "open_clip"
     layers: list[int] | None = None
     layer_pool: str = "concat"
+    factory: str | None = None
 
     @property
     def is_tiny(self) -> bool:

@@ -6,8 +6,10 @@
         def describe(self): return {"name": "my-net", "weights_id": "my-net:v1"}
         def __call__(self, images): ...      # (N, 3, S, S) normalised -> float32 (N, D)
 
-``clipflow.runs.train.run_train(s, run_dir, backbone=MyExtractor())``, ``run_eval(...)`` and
-``Detector.from_checkpoint(path, backbone=MyExtractor())`` accept it. ``describe()`` must give a
+Every job of the Python API takes it as ``backbone=`` (``run_train``, ``run_calibrate``,
+``run_eval``, ``run_robustness``, ``run_extract``, ``Detector.from_checkpoint``); the CLIs build
+it from an import path (``backbone.family=custom backbone.factory=pkg.mod:make``,
+:mod:`.custom`). ``describe()`` must give a
 ``name`` and a ``weights_id`` (they key the feature cache and are recorded in the checkpoint);
 optional: ``precision`` (default fp32), ``preprocess`` (paper | univfd, default paper),
 ``random_init``, ``resize_to`` (an attribute: the paper protocol's resize, default S·256/224).
@@ -22,9 +24,9 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from ..errors import BackboneError
+from .config import CUSTOM
 from .tower import PAPER_RESIZE_RATIO
 
-CUSTOM = "custom"  # the family recorded for extractors given through the Python API
 _ID = re.compile(r"[^\x00-\x1f]{1,4096}")
 
 
@@ -50,15 +52,14 @@ class ExtractorBackbone:
     an output of the wrong shape instead of training on it.
     """
 
-    def __init__(self, extractor, cfg_factory):
+    def __init__(self, extractor, cfg_factory, factory: str | None = None):
         info = _checked_info(extractor)
         self.extractor = extractor
         self.feature_dim = _positive_int(extractor, "feature_dim")
         self.image_size = _positive_int(extractor, "image_size")
         self.mean = _triple(extractor, "mean")
         self.std = _triple(extractor, "std")
-        resize = getattr(extractor, "resize_to", None)
-        self.resize_to = int(resize) if resize else round(self.image_size * PAPER_RESIZE_RATIO)
+        self.resize_to = _resize_to(extractor, self.image_size)
         self.info = info
         self.cfg = cfg_factory(
             family=CUSTOM,
@@ -66,6 +67,7 @@ class ExtractorBackbone:
             pretrained=None,
             precision=info.get("precision", "fp32"),
             preprocess=info.get("preprocess", "paper"),
+            factory=factory,
         )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -95,6 +97,8 @@ class ExtractorBackbone:
             **input_record(self),
             "layers": None,
             "layer_pool": None,
+            # how the CLIs rebuild it (backbone.factory); absent for one given to the API
+            **({"factory": self.cfg.factory} if self.cfg.factory else {}),
         }
 
 
@@ -139,6 +143,19 @@ def _positive_int(extractor, attr: str) -> int:
     value = getattr(extractor, attr)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise BackboneError(f"{type(extractor).__name__}.{attr}={value!r}: a positive integer")
+    return value
+
+
+def _resize_to(extractor, size: int) -> int:
+    """The paper protocol's square resize before the S-crop: ``resize_to`` or S·256/224."""
+    value = getattr(extractor, "resize_to", None)
+    if value is None:
+        return round(size * PAPER_RESIZE_RATIO)
+    if isinstance(value, bool) or not isinstance(value, int) or value < size:
+        raise BackboneError(
+            f"{type(extractor).__name__}.resize_to={value!r}: an integer >= image_size ({size}), "
+            "or leave it out (S·256/224)"
+        )
     return value
 
 

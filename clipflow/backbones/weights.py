@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import BackboneError
 from . import timm_tower as timm_family
+from .config import CUSTOM
+from .custom import find_factory
 
 if TYPE_CHECKING:
     from .config import BackboneConfig
@@ -27,6 +29,9 @@ def check_weights_available(cfg: BackboneConfig) -> None:
     retry for over a minute and print its own lines. Online, the only cost is one TCP connect
     to the hub, and only when the weights are not cached yet (i.e. before a download anyway).
     """
+    if cfg.family == CUSTOM:  # no weights of ours: the factory must at least be importable
+        find_factory(cfg.factory)
+        return
     if cfg.is_tiny or not cfg.pretrained:
         return
     if cfg.family == "timm":

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backbones.backbone import recorded_name_problem
-from ..backbones.config import FAMILIES, LAYER_POOLS, PRECISIONS
-from ..backbones.protocol import CUSTOM
+from ..backbones.config import CUSTOM, FACTORY_FORM, FAMILIES, LAYER_POOLS, PRECISIONS
 from ..errors import CheckpointError
 
 FORMAT = "clipflow-checkpoint"
@@ -218,9 +217,11 @@ BACKBONE_SCHEMA: dict[str, tuple[Check, bool]] = {  # the keys of Backbone.descr
     "mean": (_list(_number(), 1, 4), False),
     "std": (_list(_number(0.0, lo_open=True), 1, 4), False),
     # optional: checkpoints from before the backbone zoo are open_clip tower outputs
-    "family": (_choice((*FAMILIES, CUSTOM)), False),
+    "family": (_choice(FAMILIES), False),
     "layers": (_optional(_list(_int(0, 4096), 1, 4096)), False),
     "layer_pool": (_optional(_choice(LAYER_POOLS)), False),
+    # family custom built by clipflow's CLIs: the import path, shown to the user, never imported
+    "factory": (_str(FACTORY_FORM.pattern), False),
 }
 
 META_SCHEMA: dict[str, tuple[Check, bool]] = {
@@ -306,6 +307,8 @@ def _cross_checks(meta: dict) -> None:
     problem = recorded_name_problem(meta["backbone"])
     if problem:
         raise _Invalid(f"{short(meta['backbone']['name'])} is {problem}", "backbone.name")
+    if "factory" in meta["backbone"] and meta["backbone"].get("family") != CUSTOM:
+        raise _Invalid("is recorded only for family custom", "backbone.factory")
     # backbone.feature_dim is not compared here: the backbone actually loaded is, by
     # require_feature_dim (the user may override the recorded one).
     if (meta["flow"]["dr_dim"] or dim) < 2:  # a coupling block splits the vector in two halves

@@ -24,15 +24,13 @@ from pathlib import Path
 
 import torch
 
-from ..backbones.backbone import load_backbone
 from ..backbones.preprocess import build_transform
 from ..checkpoints.checkpoint import (
     META_NAME,
     WEIGHTS_NAME,
     Checkpoint,
-    eval_backbone_config,
+    checkpoint_backbone,
     load_checkpoint,
-    require_feature_dim,
     save_checkpoint,
 )
 from ..core.fileio import path_key_bytes, to_jsonable
@@ -65,9 +63,11 @@ _LOADER_FIELDS = (
 _KEPT = ("history", "proxy", "train", "validation")
 
 
-def run_calibrate(s: CalibrateSettings, out: Path) -> Path:
+def run_calibrate(s: CalibrateSettings, out: Path, backbone=None) -> Path:
     """Score ``s.data.real_root`` (refitting first if asked), write the new checkpoint to
-    ``out``; returns its weights path. Every input is checked before the backbone loads."""
+    ``out``; returns its weights path. Every input is checked before the backbone loads.
+    ``backbone``: a ready one (your own extractor, docs/backbones.md) instead of the
+    checkpoint's, checked against its record."""
     if not s.ckpt:
         raise ClipflowError(
             "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"
@@ -82,8 +82,7 @@ def run_calibrate(s: CalibrateSettings, out: Path) -> Path:
     cal_paths = split.val if s.refit else split.train
     require_enough(len(cal_paths), s, "usable")
     device = resolve_device(s.device)
-    backbone = load_backbone(eval_backbone_config(ckpt, s.backbone), device)
-    require_feature_dim(ckpt, backbone)
+    backbone = checkpoint_backbone(ckpt, s.backbone, device, ready=backbone)
     if s.refit:
         model, threshold, scores, used, extra, config = _refit(s, ckpt, backbone, split, device)
         backbone_record = backbone.describe()

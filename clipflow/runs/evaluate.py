@@ -15,15 +15,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..backbones.backbone import Backbone, as_backbone, check_weights_available, load_backbone
+from ..backbones.backbone import Backbone, check_weights_available
 from ..backbones.preprocess import build_transform
-from ..backbones.protocol import BackboneProtocol
+from ..backbones.protocol import BackboneProtocol, ExtractorBackbone
 from ..checkpoints.checkpoint import (
     Checkpoint,
+    checkpoint_backbone,
     eval_backbone_config,
     load_checkpoint,
-    require_backbone_identity,
-    require_feature_dim,
 )
 from ..core.fileio import atomic_write_text, display_path
 from ..core.machine import resolve_device
@@ -51,7 +50,7 @@ class EvalInputs(NamedTuple):
     device: str
     ckpt: Checkpoint
     sets: list[TestSet]
-    backbone: Backbone
+    backbone: Backbone | ExtractorBackbone
 
 
 def prepare_eval(s: EvalSettings, backbone=None) -> EvalInputs:
@@ -62,14 +61,11 @@ def prepare_eval(s: EvalSettings, backbone=None) -> EvalInputs:
     if not s.data.test_root:
         raise DataError("no test images given — pass data.test_root=DIR")
     if backbone is not None:
-        backbone = as_backbone(backbone)
-        require_backbone_identity(ckpt, backbone)
-    else:
-        backbone_cfg = eval_backbone_config(ckpt, s.backbone)
-        check_weights_available(backbone_cfg)  # before the (long) scan of the test folders
+        backbone = checkpoint_backbone(ckpt, s.backbone, device, ready=backbone)
+    else:  # before the (long) scan of the test folders
+        check_weights_available(eval_backbone_config(ckpt, s.backbone))
     sets = select_test_sets(discover_benchmark_sets(Path(s.data.test_root), s.data.benchmark), s)
-    backbone = backbone or load_backbone(backbone_cfg, device)
-    require_feature_dim(ckpt, backbone)
+    backbone = backbone or checkpoint_backbone(ckpt, s.backbone, device)
     ckpt.model.to(device)
     return EvalInputs(device, ckpt, sets, backbone)
 

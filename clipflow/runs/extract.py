@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..backbones.backbone import load_backbone
+from ..backbones.backbone import as_backbone, load_backbone
 from ..core import distributed
 from ..core.fileio import atomic_write_text, no_room_errno, no_room_error
 from ..core.machine import resolve_device
@@ -22,8 +22,9 @@ from .evaluate import test_features
 from .train import n_views, train_features, validation_features, validation_paths
 
 
-def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
+def run_extract(s: TrainSettings, stages: list[str], run_dir: Path, backbone=None) -> dict:
     """Fill the feature cache for the train / val / test stages (torchrun shards the files).
+    ``backbone``: a ready one (your own extractor, docs/backbones.md) instead of s.backbone.
 
     A pack that cannot be stored (the disk fills up) ends the run with an error that says what
     was stored: extracting on without storing would be wasted work, and a later run resumes
@@ -38,7 +39,7 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path) -> dict:
     if cache.read_only:
         raise DataError(f"clipflow-extract cannot write the feature cache {cache.root}")
     cache.stop_on_write_error = True
-    backbone = load_backbone(s.backbone, device)
+    backbone = as_backbone(backbone) if backbone is not None else load_backbone(s.backbone, device)
     summary: dict = {"cache_dir": str(cache.root), "backbone": backbone.describe()}
     try:
         _extract_stages(s, stages, backbone, cache, device, summary)

@@ -57,14 +57,19 @@ CHUNK = 4096  # images per extraction pass: bounds memory to CHUNK Ã— variants Ã
 
 
 def run_robustness(
-    s: EvalSettings, perturbations: Sequence[Perturbation], run_dir: Path, chunk: int = CHUNK
+    s: EvalSettings,
+    perturbations: Sequence[Perturbation],
+    run_dir: Path,
+    chunk: int = CHUNK,
+    backbone=None,
 ) -> dict[str, Path]:
-    """Evaluate ``s.ckpt`` on ``s.data.test_root`` clean and under each perturbation."""
+    """Evaluate ``s.ckpt`` on ``s.data.test_root`` clean and under each perturbation.
+    ``backbone``: a ready one (your own extractor), checked against the checkpoint's record."""
     if s.data.reencode not in (None, "none"):
         # the pass below builds its own variants: the re-encoding would be recorded, not applied
         raise SettingsError("data.reencode cannot be combined with perturb= yet; run them apart")
     run_dir = Path(run_dir)
-    device, ckpt, sets, backbone = prepare_eval(s)
+    device, ckpt, sets, backbone = prepare_eval(s, backbone)
     model = ckpt.model
     cal = ckpt.val_real_scores.numpy()  # conformal columns (ours): the clean calibration reals
     score_maps, skipped = score_variants(model, backbone, sets, perturbations, s, device, chunk)

@@ -21,7 +21,7 @@ import torch
 
 from ..backbones.backbone import as_backbone, check_weights_available, load_backbone
 from ..backbones.preprocess import build_transform
-from ..backbones.protocol import BackboneProtocol
+from ..backbones.protocol import BackboneProtocol, ExtractorBackbone
 from ..checkpoints.checkpoint import (
     save_checkpoint,
 )
@@ -105,9 +105,8 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
         raise DataError("no training images given — pass data.train_root=DIR (natural images only)")
     if backbone is not None:
         backbone = as_backbone(backbone)
-        s = replace(s, backbone=backbone.cfg)  # the checkpoint's config names what ran
-    else:
-        check_weights_available(s.backbone)  # before the scan: a missing file is the first news
+    else:  # before the scan: a missing file (or a custom factory's module) is the first news
+        check_weights_available(s.backbone)
     watch = TrainingWatch(run_dir, s.logger)  # logger=tensorboard without the package: now
     split = discover_train_images(Path(train_root), s.data.per_class, s.data.val_fraction, s.seed)
     val_paths = validation_paths(s, split.val)  # fail on a missing val set before the backbone runs
@@ -119,6 +118,8 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
     )
 
     backbone = backbone or load_backbone(s.backbone, device)
+    if isinstance(backbone, ExtractorBackbone):
+        s = replace(s, backbone=backbone.cfg)  # the checkpoint's config names what ran
     with watch:
         head = train_head(s, backbone, split, feature_cache(s.data), device, watch.on_epoch)
     mode = s.train.mode

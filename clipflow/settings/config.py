@@ -31,7 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from ..backbones.config import FAMILIES, LAYER_POOLS, PRECISIONS, BackboneConfig
+from ..backbones.config import (
+    CUSTOM,
+    FAMILIES,
+    LAYER_POOLS,
+    PRECISIONS,
+    BackboneConfig,
+    factory_problem,
+)
 from ..data.benchmarks import CHOICES as BENCHMARK_CHOICES
 from ..errors import ClipflowError
 from ..flow.config import BLOCKS, LOSSES, MODES, FlowConfig, TrainConfig
@@ -238,6 +245,20 @@ def _one_line(value: str) -> str | None:
     return None
 
 
+def _check_backbone(values: BackboneConfig | dict) -> None:
+    """``backbone.factory`` only with ``family: custom``, then ``backbone.name`` against the
+    registries (a custom extractor names itself). ``family: custom`` without a factory is
+    refused when the run loads the backbone: the Python API passes the extractor instead."""
+    given = values if isinstance(values, dict) else vars(values)
+    family, factory = given.get("family"), given.get("factory")
+    if factory and family not in (None, CUSTOM):
+        raise bad_value(
+            "backbone.factory", factory, f"builds a custom extractor: add backbone.family={CUSTOM}"
+        )
+    if family != CUSTOM:
+        _check_backbone_name(given.get("name"))
+
+
 def _check_backbone_name(name: str | None) -> None:
     """``backbone.name`` against open_clip's and timm's registries (dict lookups): a typo fails
     here, not after minutes of setup. Last of the checks, since the registries import torch:
@@ -289,6 +310,8 @@ RULES: dict[str, Rule] = {
     "backbone.family": Rule(choices=FAMILIES),
     "backbone.layers": _ge(-1024, 1024),
     "backbone.layer_pool": Rule(choices=LAYER_POOLS),
+    # the shape only: the module is imported when the run loads the backbone (not torch-free)
+    "backbone.factory": Rule(check=factory_problem),
     "proxy.name": Rule(choices=PROXY_NAMES),
     "proxy.band": Rule(check=_band),
     "proxy.ratio": _unit(),
@@ -441,7 +464,7 @@ def train_settings(cfg: dict) -> TrainSettings:
         seed=seed,
         logger=check("logger", cfg.get("logger", "none"), str),
     )
-    _check_backbone_name(settings.backbone.name)
+    _check_backbone(settings.backbone)
     return resolve_auto(settings)
 
 
@@ -473,7 +496,7 @@ def eval_settings(cfg: dict) -> EvalSettings:
         backbone=_backbone_overrides(cfg.get("backbone")),
         chain=chain,
     )
-    _check_backbone_name(settings.backbone.get("name"))
+    _check_backbone(settings.backbone)
     settings.perturb = _perturbations(spec, chain, seed)
     return resolve_auto(settings)
 
@@ -518,7 +541,7 @@ def detect_settings(cfg: dict) -> DetectSettings:
         if name != "backbone" and not (name == "ckpt" and value is None)
     }
     settings = DetectSettings(**values, backbone=_backbone_overrides(cfg.get("backbone")))
-    _check_backbone_name(settings.backbone.get("name"))
+    _check_backbone(settings.backbone)
     # num_workers (the shipped default) and precision/compile overrides may say auto
     return resolve_detect_auto(settings)
 
@@ -540,5 +563,5 @@ def calibrate_settings(cfg: dict) -> CalibrateSettings:
         seed=check("seed", cfg.get("seed", 0), int),
         backbone=_backbone_overrides(cfg.get("backbone")),
     )
-    _check_backbone_name(settings.backbone.get("name"))
+    _check_backbone(settings.backbone)
     return resolve_auto(settings)
