@@ -308,6 +308,10 @@ def test_push_uploads_checkpoint_and_card(trained_run: Path, fake_api, capsys):
     assert sorted(up["files"]) == ["README.md", "model.json", "model.safetensors"]
     assert up["files"]["model.safetensors"] == (trained_run / "model.safetensors").read_bytes()
     assert b"library_name: clipflow" in up["files"]["README.md"]
+    # the published model.json names the training folder without the local path to it
+    train_root = json.loads((trained_run / "model.json").read_text())["config"]["data"]
+    published = json.loads(up["files"]["model.json"])["config"]["data"]["train_root"]
+    assert published == "<local>/" + Path(train_root["train_root"]).name
     assert "commit/" + "c" * 40 in out
 
 
