@@ -158,7 +158,7 @@ class Detector:
     @classmethod
     def from_pretrained(
         cls,
-        repo_id: str,
+        repo_id: str | os.PathLike,
         revision: str | None = None,
         device: str = "auto",
         backbone: dict | BackboneProtocol | None = None,
@@ -166,7 +166,14 @@ class Detector:
     ) -> Detector:
         """A checkpoint from the Hugging Face Hub: ``"OWNER/NAME"`` (or ``hf://OWNER/NAME``,
         optionally ``@REVISION``), fetched through the Hub cache; ``HF_HUB_OFFLINE=1`` reads
-        only the cache. ``revision`` (a branch, tag or commit) pins the files."""
+        only the cache. ``revision`` (a branch, tag or commit) pins the files. An existing
+        local folder (what :meth:`save_pretrained` wrote) is read as it is, as the Hub's
+        own ``from_pretrained`` does."""
+        if os.path.isdir(repo_id):
+            if revision:
+                raise ClipflowError(f"{repo_id!r} is a local folder: it has no revision=")
+            return cls.from_checkpoint(repo_id, device, backbone, batch_size)
+        repo_id = str(repo_id)
         ref = repo_id if repo_id.startswith("hf://") else f"hf://{repo_id}"
         if revision:
             if "@" in ref:
@@ -189,6 +196,29 @@ class Detector:
             return cls(ckpt, ready, device, batch_size)
         overrides = {k: v for k, v in (backbone or {}).items() if v is not None}
         return cls(ckpt, checkpoint_backbone(ckpt, overrides, device), device, batch_size)
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        repo_id: str | None = None,
+        results: str | os.PathLike | None = None,
+    ) -> Path:
+        """Write this detector's checkpoint as a Hub model folder (model.safetensors,
+        model.json with local paths redacted, model card README.md), no network;
+        :meth:`from_pretrained` reads it back with identical scores. ``repo_id`` names the
+        card; ``results``: a clipflow-eval run dir of this checkpoint (its model-index)."""
+        from .checkpoints.push import save_pretrained
+
+        return save_pretrained(self.ckpt, save_directory, repo_id, results)
+
+    def push_to_hub(
+        self, repo_id: str, private: bool = False, results: str | os.PathLike | None = None
+    ) -> str:
+        """Upload the folder :meth:`save_pretrained` writes to ``repo_id`` (created if
+        needed) in one commit; returns the commit URL. Log in first (``hf auth login``)."""
+        from .checkpoints.push import push_to_hub
+
+        return push_to_hub(self.ckpt, repo_id, private, results)
 
     @property
     def threshold(self) -> float:

@@ -17,7 +17,7 @@ from huggingface_hub import ModelCard, constants
 
 from clipflow.checkpoints.checkpoint import load_checkpoint, resolve_checkpoint_path
 from clipflow.checkpoints.hub import HubRef, fetch_checkpoint, parse_hub_ref
-from clipflow.checkpoints.push import plan_push, read_results
+from clipflow.checkpoints.push import describe_plan, model_card, plan_push, read_results
 from clipflow.cli import detect as detect_cli
 from clipflow.cli import evaluate as eval_cli
 from clipflow.cli import push as push_cli
@@ -183,10 +183,20 @@ def eval_of_run(trained_run: Path, bench_root: Path, tmp_path: Path, call_main) 
 
 
 def test_card_has_metadata_choices_score_and_eval_table(trained_run: Path, eval_of_run: Path):
-    card_text = plan_push(trained_run, "me/detector", results=eval_of_run).card
+    plan = plan_push(trained_run, "me/detector", results=eval_of_run)
+    card_text = model_card(plan.ckpt, plan.repo_id, plan.results)
     card = ModelCard(card_text)
     assert card.data.library_name == "clipflow" and card.data.license == "mit"
-    assert "clipflow" in card.data.tags
+    assert "clipflow" in card.data.tags and card.data.pipeline_tag == "image-classification"
+    assert card.data.base_model is None  # a random tower has no Hub repo
+    assert card.data.datasets is None  # a synthetic training folder is no known dataset
+    # model-index: the eval's metrics.json, per set, as the Hub reads it
+    metrics = json.loads((eval_of_run / "metrics.json").read_text())
+    index = {(r.dataset_type, r.metric_type): r.metric_value for r in card.data.eval_results}
+    for row in metrics["datasets"]:
+        assert index[(row["dataset"], "ap")] == row["ap"]
+        assert index[(row["dataset"], "accuracy")] == row["acc@val"]
+    assert card.data.model_name == "me/detector"
     front = yaml.safe_load(card_text.split("---")[1])
     assert front["library_name"] == "clipflow"
     meta = json.loads((trained_run / "model.json").read_text())
@@ -213,8 +223,10 @@ def test_card_has_metadata_choices_score_and_eval_table(trained_run: Path, eval_
 def test_card_names_the_outputs_as_they_are_and_no_local_path(trained_run: Path):
     """Detector.predict returns decision / fpr_val (the card said label / fpr); the training
     folder is published by its name only (an absolute path names the trainer's home)."""
-    card = plan_push(trained_run, "me/detector").card
+    card = describe_plan(plan_push(trained_run, "me/detector"))
     assert "# score, decision, fpr_val, p_value" in card and "`fpr_val`" in card
+    assert "`p_value` is the conformal p-value" in card and "`decision`" in card
+    assert "model-index" not in card  # no eval given: no numbers invented
     assert "label, fpr" not in card and "`fpr`" not in card
     train_root = json.loads((trained_run / "model.json").read_text())["config"]["data"]
     train_root = Path(train_root["train_root"])
@@ -296,6 +308,10 @@ def test_push_uploads_checkpoint_and_card(trained_run: Path, fake_api, capsys):
     assert sorted(up["files"]) == ["README.md", "model.json", "model.safetensors"]
     assert up["files"]["model.safetensors"] == (trained_run / "model.safetensors").read_bytes()
     assert b"library_name: clipflow" in up["files"]["README.md"]
+    # the published model.json names the training folder without the local path to it
+    train_root = json.loads((trained_run / "model.json").read_text())["config"]["data"]
+    published = json.loads(up["files"]["model.json"])["config"]["data"]["train_root"]
+    assert published == "<local>/" + Path(train_root["train_root"]).name
     assert "commit/" + "c" * 40 in out
 
 

@@ -1,57 +1,70 @@
 """clipflow-push: a checkpoint published on the Hugging Face Hub with a generated model card.
 
-:func:`push_checkpoint` validates the checkpoint with ``load_checkpoint`` first, stages it
-with a generated model card (``README.md``, see :func:`model_card`) and uploads the folder in
-one commit. Reading ``hf://`` checkpoints is :mod:`clipflow.checkpoints.hub`.
+:func:`plan_push` validates the checkpoint with ``load_checkpoint`` first;
+:func:`save_pretrained` writes the folder a Hub model repo holds (model.safetensors,
+model.json with local paths redacted: :mod:`clipflow.checkpoints.pretrained`, and the model
+card ``README.md``, :func:`model_card`); :func:`push_to_hub` uploads that folder in one
+commit. ``Detector.save_pretrained`` / ``push_to_hub`` and ``clipflow-push`` all go through
+these. Reading ``hf://`` checkpoints (or such a folder) is :mod:`clipflow.checkpoints.hub`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.fileio import file_sha256
-from ..core.versions import __version__
+from ..core.fileio import atomic_write_text, file_sha256
 from ..errors import ClipflowError, first_line
+from .card_data import card_data, folder_name
 from .checkpoint import Checkpoint, load_checkpoint
 from .hub import parse_hub_ref
+from .pretrained import LOCAL, redacted_fields, save_published, upload_folder
 from .schema import META_NAME, WEIGHTS_NAME
 
 log = logging.getLogger(__name__)
 
 CARD_NAME = "README.md"
-CARD_TAGS = [
-    "clipflow",
-    "ai-generated-image-detection",
-    "image-forensics",
-    "normalizing-flow",
-    "clip",
-]
+PLACEHOLDER_REPO = "OWNER/NAME"  # in the card of a folder saved without a repo id
+
+
+@dataclass(frozen=True)
+class Results:
+    """A clipflow-eval run of a checkpoint: its results.md (+ robustness.md) and metrics.json."""
+
+    md: str
+    metrics: dict
+
 
 # ----------------------------------------------------------------------------- model card
 
 
-def model_card(ckpt: Checkpoint, repo_id: str, results_md: str | None = None) -> str:
-    """The README.md of a pushed checkpoint: YAML metadata + what the detector is, how it was
-    trained, what its score and threshold mean, its evaluation (if given) and its limits."""
-    from huggingface_hub import ModelCardData
-
-    meta = ckpt.meta
-    data = ModelCardData(license="mit", library_name="clipflow", tags=list(CARD_TAGS))
+def model_card(
+    ckpt: Checkpoint,
+    repo_id: str | None,
+    results: Results | None = None,
+    source_sha256: str | None = None,
+) -> str:
+    """The README.md of a published checkpoint: YAML metadata (card_data: base_model,
+    pipeline_tag, datasets, model-index from ``results``) + what the detector is, how it was
+    trained, what its outputs mean, its evaluation (if given) and its limits. ``repo_id``
+    None: a folder saved before its repo is known (the card says OWNER/NAME).
+    ``source_sha256``: the checkpoint it was exported from, when its weights differ."""
+    meta, name = ckpt.meta, repo_id or PLACEHOLDER_REPO
+    data = card_data(meta, name, results.metrics if results else None)
     sections = [
-        _card_intro(meta, repo_id),
-        _card_usage(repo_id),
+        _card_intro(meta, name),
+        _card_usage(name),
         _card_model(meta),
         _card_training(meta),
         _card_score(ckpt),
-        _card_results(results_md),
+        _card_results(results.md if results else None),
         _card_limitations(meta),
-        _card_files(ckpt),
+        _card_files(ckpt, source_sha256),
     ]
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
 
@@ -85,6 +98,7 @@ def _card_usage(repo_id: str) -> str:
         f"clipflow-eval ckpt=hf://{repo_id} data.test_root=/data/benchmark\n```\n\n"
         "```python\nfrom clipflow import Detector\n"
         f'det = Detector.from_pretrained("{repo_id}")  # revision="<commit>" pins it\n'
+        '# or a local copy of this repo: Detector.from_pretrained("path/to/folder")\n'
         'det.predict(["photo.jpg"])  # score, decision, fpr_val, p_value per image\n```\n\n'
         "Pin a revision (`hf://OWNER/NAME@<commit>`) for reproducible numbers. The CLIP "
         "backbone is loaded by open_clip from its own weights, not from this repo."
@@ -129,7 +143,7 @@ def _card_training(meta: dict) -> str:
         ("mode", f"`{train.get('mode', tcfg.get('mode', '?'))}`"),
         (
             "training data",
-            f"`{_folder_name(cfg.get('data', {}).get('train_root'))}` (natural images)",
+            f"`{folder_name(cfg.get('data', {}).get('train_root')) or '?'}` (natural images)",
         ),
         ("images", f"{train.get('n_images', '?')} in {len(classes) or '?'} classes"),
         ("loss", f"`{loss}`"),
@@ -142,14 +156,6 @@ def _card_training(meta: dict) -> str:
         ),
     ]
     return "## Training\n\n" + _table(rows) + "\n\nThe full resolved config is in `model.json`."
-
-
-def _folder_name(path: object) -> str:
-    """Only the last part of a training folder as typed: the card is public, and an absolute
-    path would publish the trainer's home folder and user name."""
-    if not path:
-        return "?"
-    return re.split(r"[\\/]", str(path).rstrip("/\\"))[-1] or "?"  # POSIX or Windows
 
 
 def _card_score(ckpt: Checkpoint) -> str:
@@ -172,7 +178,10 @@ def _card_score(ckpt: Checkpoint) -> str:
         "was used. `fpr_val` (clipflow-detect, `Detector.predict`) is the share of the "
         f"{n_val} stored natural validation scores at least as high as an image's score: how "
         "often a real photo looks this unusual (`acc@val` in evaluation tables uses the same "
-        "threshold)."
+        "threshold). `p_value` is the conformal p-value (1 + that count) / "
+        f"({n_val} + 1); `fpr=ALPHA` (`clipflow-detect fpr=0.01`, `Detector.predict(..., "
+        "fpr=0.01)`) decides `ai-generated` when `p_value` <= ALPHA instead, which flags at "
+        "most that share of real photos like the calibration ones."
     )
 
 
@@ -206,14 +215,28 @@ def _card_limitations(meta: dict) -> str:
     return "\n".join(lines)
 
 
-def _card_files(ckpt: Checkpoint) -> str:
+def _card_files(ckpt: Checkpoint, source_sha256: str | None = None) -> str:
     versions = ckpt.meta.get("versions") or {}
     pinned = ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) or "not recorded"
+    redacted = redacted_fields(ckpt.meta)
+    paths = (
+        f" Local paths are published by their last part only (`{LOCAL}/NAME`): "
+        + ", ".join(f"`{f}`" for f in redacted)
+        + "."
+        if redacted
+        else ""
+    )
+    source = (
+        f" Exported from checkpoint sha256 `{source_sha256}` (the evaluation above is of that "
+        "file): the same tensors, only the redacted path in its hashed record differs."
+        if source_sha256 and source_sha256 != ckpt.sha256
+        else ""
+    )
     return (
         "## Files\n\n"
         f"- `{WEIGHTS_NAME}`: the flow (and DR) weights, sha256 `{ckpt.sha256}`\n"
         f"- `{META_NAME}`: format, config, backbone, threshold, training record\n\n"
-        f"Trained with: {pinned}."
+        f"Trained with: {pinned}.{paths}{source}"
     )
 
 
@@ -221,21 +244,12 @@ def _table(rows: list[tuple[str, str]]) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
-# ----------------------------------------------------------------------------- push
+# ----------------------------------------------------------------------------- results
 
 
-@dataclass(frozen=True)
-class PushPlan:
-    """What an upload sends: the staged folder's files and the card text."""
-
-    repo_id: str
-    private: bool
-    files: dict[str, Path]  # name in repo -> local file
-    card: str
-
-
-def read_results(results_dir: str | Path, ckpt: Checkpoint) -> str:
-    """results.md of a clipflow-eval run of ``ckpt`` (robustness.md appended if present).
+def read_results(results_dir: str | os.PathLike, ckpt: Checkpoint) -> Results:
+    """results.md of a clipflow-eval run of ``ckpt`` (robustness.md appended if present)
+    and its metrics.json (the card's model-index).
 
     The run's metrics.json must name this checkpoint's sha256: results of another model
     embedded in the card would be wrong numbers under this model's name.
@@ -246,7 +260,8 @@ def read_results(results_dir: str | Path, ckpt: Checkpoint) -> str:
         raise ClipflowError(
             f"results={folder}: no results.md there; pass the run dir clipflow-eval printed"
         )
-    recorded = _evaluated_sha256(folder, metrics)
+    record = _evaluated_record(folder, metrics)
+    recorded = record["checkpoint_sha256"]
     if recorded != ckpt.sha256:
         raise ClipflowError(
             f"results={folder} is not an evaluation of this checkpoint (metrics.json records "
@@ -257,12 +272,12 @@ def read_results(results_dir: str | Path, ckpt: Checkpoint) -> str:
     robustness = folder / "robustness.md"
     if robustness.is_file():
         text += "\n\n" + robustness.read_text(encoding="utf-8")
-    return text
+    return Results(text, record)
 
 
-def _evaluated_sha256(folder: Path, metrics: Path) -> str:
-    """The checkpoint sha256 a clipflow-eval run's metrics.json records, or one line saying
-    what is missing: without it the results cannot be tied to the checkpoint."""
+def _evaluated_record(folder: Path, metrics: Path) -> dict:
+    """A clipflow-eval run's metrics.json, which records the checkpoint sha256, or one line
+    saying what is missing: without it the results cannot be tied to the checkpoint."""
     again = "rerun clipflow-eval ckpt=... and pass that run dir"
     if not metrics.is_file():
         raise ClipflowError(
@@ -285,54 +300,92 @@ def _evaluated_sha256(folder: Path, metrics: Path) -> str:
             f"results={folder}: metrics.json records no checkpoint_sha256, so these results "
             f"cannot be tied to the checkpoint (not a clipflow-eval run?); {again}"
         )
-    return recorded
+    return record
+
+
+# ----------------------------------------------------------------------------- save / push
+
+
+def save_pretrained(
+    ckpt: Checkpoint,
+    folder: str | os.PathLike,
+    repo_id: str | None = None,
+    results: str | os.PathLike | Results | None = None,
+) -> Path:
+    """Write the folder a Hub model repo of ``ckpt`` holds: model.safetensors, model.json
+    (local paths redacted) and the model card README.md; ``results``: a clipflow-eval run
+    dir of this checkpoint for the card. No network. Returns the folder, which
+    ``Detector.from_pretrained(folder)`` (or ``ckpt=folder``) loads with identical scores."""
+    if repo_id is not None:
+        repo_id = _repo_id(repo_id)
+    if results is not None and not isinstance(results, Results):
+        results = read_results(results, ckpt)
+    published = save_published(ckpt, folder)
+    assert published.path is not None  # load_checkpoint records where it read from
+    card = model_card(published, repo_id, results, ckpt.sha256)
+    atomic_write_text(published.path.parent / CARD_NAME, card)
+    return published.path.parent
+
+
+def push_to_hub(
+    ckpt: Checkpoint,
+    repo_id: str,
+    private: bool = False,
+    results: str | os.PathLike | Results | None = None,
+    api=None,
+) -> str:
+    """Upload ``ckpt`` as :func:`save_pretrained` writes it, in one commit to ``repo_id``
+    (created if needed); the commit URL. ``api``: an ``HfApi`` (default: a new one)."""
+    return push_checkpoint(PushPlan(_repo_id(repo_id), private, ckpt, _results(results, ckpt)), api)
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """What an upload sends: a validated checkpoint, where to, and the eval for its card."""
+
+    repo_id: str
+    private: bool
+    ckpt: Checkpoint
+    results: Results | None = None
+
+
+def _repo_id(repo: str) -> str:
+    if "@" in repo:
+        raise ClipflowError(f"repo={repo}: pushing goes to a repo, not a revision; drop '@...'")
+    return parse_hub_ref(repo).repo_id
+
+
+def _results(results: str | os.PathLike | Results | None, ckpt: Checkpoint) -> Results | None:
+    if results is None or isinstance(results, Results):
+        return results
+    return read_results(results, ckpt)
 
 
 def plan_push(
     ckpt_path: str | Path, repo: str, results: str | Path | None = None, private: bool = False
 ) -> PushPlan:
-    """Validate the checkpoint (load_checkpoint), read the results, write the card text."""
-    repo_id = parse_hub_ref(repo).repo_id
-    if "@" in repo:
-        raise ClipflowError(f"repo={repo}: pushing goes to a repo, not a revision; drop '@...'")
+    """Validate the repo name, the checkpoint (load_checkpoint) and the results."""
+    repo_id = _repo_id(repo)
     ckpt = load_checkpoint(ckpt_path)
-    assert ckpt.path is not None  # load_checkpoint always records where it read from
-    results_md = read_results(results, ckpt) if results else None
-    files = {WEIGHTS_NAME: ckpt.path, META_NAME: ckpt.path.with_suffix(".json")}
-    return PushPlan(repo_id, private, files, model_card(ckpt, repo_id, results_md))
+    return PushPlan(repo_id, private, ckpt, _results(results, ckpt))
 
 
 def describe_plan(plan: PushPlan) -> str:
-    """The dry-run report: target, files with sizes and hashes, then the card."""
+    """The dry-run report: target, the files as staged (sizes, hashes), then the card."""
     lines = [f"would upload to https://huggingface.co/{plan.repo_id} (private={plan.private}):"]
-    for name, path in plan.files.items():
-        lines.append(f"  {name}  {path.stat().st_size} bytes  sha256 {file_sha256(path)}")
-    lines.append(f"  {CARD_NAME}  {len(plan.card.encode('utf-8'))} bytes  (model card below)")
-    return "\n".join(lines) + "\n\n" + plan.card
+    with tempfile.TemporaryDirectory(prefix="clipflow-push-") as tmp:
+        stage = save_pretrained(plan.ckpt, tmp, plan.repo_id, plan.results)
+        for name in (WEIGHTS_NAME, META_NAME):
+            path = stage / name
+            lines.append(f"  {name}  {path.stat().st_size} bytes  sha256 {file_sha256(path)}")
+        card = (stage / CARD_NAME).read_text(encoding="utf-8")
+    lines.append(f"  {CARD_NAME}  {len(card.encode('utf-8'))} bytes  (model card below)")
+    return "\n".join(lines) + "\n\n" + card
 
 
 def push_checkpoint(plan: PushPlan, api=None) -> str:
-    """Create the repo if needed and upload the staged files in one commit; the commit URL."""
-    from huggingface_hub import HfApi
-
-    api = api or HfApi(library_name="clipflow", library_version=__version__)
+    """Stage the folder :func:`save_pretrained` writes and upload it in one commit; the
+    commit URL."""
     with tempfile.TemporaryDirectory(prefix="clipflow-push-") as tmp:
-        stage = Path(tmp)
-        for name, path in plan.files.items():
-            shutil.copyfile(path, stage / name)
-        (stage / CARD_NAME).write_text(plan.card, encoding="utf-8")
-        digest = file_sha256(stage / WEIGHTS_NAME)
-        try:
-            api.create_repo(plan.repo_id, private=plan.private, exist_ok=True)
-            info = api.upload_folder(
-                repo_id=plan.repo_id,
-                folder_path=stage,
-                commit_message=f"clipflow-push: checkpoint {digest[:12]}",
-            )
-        except Exception as err:  # auth, network, permissions: huggingface_hub's error types
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ClipflowError(
-                f"upload to {plan.repo_id} failed ({type(err).__name__}: {reason}); "
-                "log in with `hf auth login` (or set HF_TOKEN) and check you may write there"
-            ) from None
-    return str(getattr(info, "commit_url", info))
+        stage = save_pretrained(plan.ckpt, tmp, plan.repo_id, plan.results)
+        return upload_folder(stage, plan.repo_id, plan.private, api)

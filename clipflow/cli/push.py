@@ -1,9 +1,13 @@
 """clipflow-push ckpt=RUN_DIR repo=OWNER/NAME [results=EVAL_DIR] [private=true] [dry_run=true]
+clipflow-push ckpt=RUN_DIR out=DIR [repo=OWNER/NAME] [results=EVAL_DIR]
 
 Uploads a checkpoint (model.safetensors, model.json) to the Hugging Face Hub with a generated
 model card (README.md). The checkpoint is validated first; results=EVAL_DIR embeds a
-clipflow-eval run of the same checkpoint (its sha256 is checked). dry_run=true prints the
-files and the card and uploads nothing. Log in first: `hf auth login` or HF_TOKEN.
+clipflow-eval run of the same checkpoint (its sha256 is checked) and its numbers become the
+card's model-index. Local paths in model.json are published by their last part only
+(<local>/NAME). dry_run=true prints the files and the card and uploads nothing. out=DIR
+writes the same folder locally instead, without any network (repo= then only names the card).
+Log in first: `hf auth login` or HF_TOKEN.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import sys
 from ..errors import ClipflowError
 from .common import plain_main
 
-KEYS = ("ckpt", "repo", "results", "private", "dry_run")
+KEYS = ("ckpt", "repo", "results", "private", "dry_run", "out")
 
 
 def push(argv: list[str]) -> None:
@@ -22,12 +26,19 @@ def push(argv: list[str]) -> None:
     from ..settings.overrides import parse_keys
 
     args = parse_keys(argv, KEYS)
+    results = str(args["results"]) if args.get("results") else None
+    if args.get("out"):
+        export(args, results)
+        return
     if not args.get("ckpt") or not args.get("repo"):
-        raise ClipflowError("pass ckpt=RUN_DIR and repo=OWNER/NAME (see clipflow-push --help)")
+        raise ClipflowError(
+            "pass ckpt=RUN_DIR and repo=OWNER/NAME, or out=DIR to save locally "
+            "(see clipflow-push --help)"
+        )
     plan = plan_push(
         str(args["ckpt"]),
         str(args["repo"]),
-        str(args["results"]) if args.get("results") else None,
+        results,
         check("private", args.get("private", False), bool),
     )
     if check("dry_run", args.get("dry_run", False), bool):
@@ -36,6 +47,24 @@ def push(argv: list[str]) -> None:
         return
     print(f"uploaded: {push_checkpoint(plan)}")
     print(f"use it:   clipflow-detect ckpt=hf://{plan.repo_id} inputs=[...]")
+
+
+def export(args: dict, results: str | None) -> None:
+    """out=DIR: the folder an upload would send, written locally (no network)."""
+    from ..checkpoints.checkpoint import load_checkpoint
+    from ..checkpoints.push import save_pretrained
+    from ..core.fileio import display_path
+
+    if not args.get("ckpt"):
+        raise ClipflowError("pass ckpt=RUN_DIR with out=DIR (see clipflow-push --help)")
+    for key in ("dry_run", "private"):
+        if args.get(key) is not None:
+            raise ClipflowError(f"{key}= is for uploads; out=DIR only writes a local folder")
+    repo = str(args["repo"]) if args.get("repo") else None
+    folder = save_pretrained(load_checkpoint(str(args["ckpt"])), str(args["out"]), repo, results)
+    print(f"saved:   {display_path(folder)} (model.safetensors, model.json, README.md)")
+    print(f"use it:  clipflow-detect ckpt={display_path(folder)} inputs=[...]")
+    print(f"publish: clipflow-push ckpt={display_path(folder)} repo={repo or 'OWNER/NAME'}")
 
 
 def main(argv: list[str] | None = None) -> None:
