@@ -4,15 +4,17 @@ Each benchmark has its own published folder layout (none uses CNNSpot's ``0_real
 everywhere), so each has a finder (:mod:`clipflow.data.finders`) that turns its layout into
 :class:`~clipflow.data.layouts.TestSet` objects carrying a ``benchmark`` and a ``protocol``
 name, and one :class:`Layout` record here: its finder, protocol, counts, the folder it is
-unpacked into and every documented ``data.test_root`` placement. Set names are prefixed with the benchmark (``genimage/adm``, ``synthbuster/glide``):
-GenImage's BigGAN or Synthbuster's GLIDE must never be mistaken for the paper's
-``biggan``/``glide_*`` sets, whose mean keeps its meaning.
+unpacked into and every documented ``data.test_root`` placement. Set names are prefixed with
+the benchmark (``genimage/adm``, ``synthbuster/glide``): GenImage's BigGAN or Synthbuster's
+GLIDE must never be mistaken for the paper's ``biggan``/``glide_*`` sets, whose mean keeps its
+meaning.
 
 ``data.benchmark`` chooses: ``univfd`` (the CNNSpot/UnivFD discovery of
-clipflow.data.layouts only), one of :data:`BENCHMARKS`, or ``auto`` (every modern layout found at
-the root or in its
-children, and CNNSpot/UnivFD discovery for the other children). Layouts, counts and their
-sources: docs/datasets.md.
+clipflow.data.layouts only), one of :data:`BENCHMARKS`, or ``auto`` (every modern layout found
+at any of its documented placements, and CNNSpot/UnivFD discovery for the other children).
+Where nothing is found, the error names each layout tried; a recognised tree missing a part
+names the part (:class:`BenchmarkNotFound`, ``Found.skipped``). Layouts, placements, counts and
+their sources: docs/datasets.md.
 
 The bias-controlled switch that goes with these sets (``data.reencode``) is
 :mod:`clipflow.transforms.reencode`.
@@ -217,12 +219,25 @@ KNOWN_COUNTS = {name: kc for layout in LAYOUTS.values() for name, kc in layout.k
 
 
 class BenchmarkNotFound(DataError):
-    """No scorable set under a root; ``found`` keeps what was recognised (claimed folders and
-    the missing parts) for clipflow-check-data."""
+    """No scorable set under a root: each layout tried and where it looked, then the first
+    part found missing. ``found`` keeps what was recognised (claimed folders, every missing
+    part) and ``tried`` the message without that part, for clipflow-check-data."""
 
-    def __init__(self, message: str, found: Found):
-        super().__init__(message)
+    def __init__(self, root: Path, layouts: Iterable[Layout], found: Found):
+        layouts = list(layouts)
+        what = layouts[0].display if len(layouts) == 1 else "test"
         self.found = found
+        self.tried = (
+            f"no {what} set under {root} — tried "
+            + "; ".join(lay.tried() for lay in layouts)
+            + f" (docs: {DOCS})"
+        )
+        text = self.tried
+        if found.skipped:
+            (folder, reason), n = found.skipped[0], len(found.skipped)
+            more = f" (and {n - 1} more, see the warnings)" if n > 1 else ""
+            text += f" — recognised but incomplete: {folder}: {reason}{more}"
+        super().__init__(text)
 
 
 def find_modern(root: Path, benchmark: str = "auto") -> Found:
@@ -252,18 +267,6 @@ def _unclaimed(root: Path, claimed: list[Path]) -> list[Path]:
     return out
 
 
-def _not_found(root: Path, layouts: Iterable[Layout], found: Found) -> str:
-    """The one line when no set was found: each layout tried and where it looked."""
-    layouts = list(layouts)
-    what = layouts[0].display if len(layouts) == 1 else "test"
-    text = f"no {what} set under {root} — tried " + "; ".join(lay.tried() for lay in layouts)
-    if found.skipped:
-        folder, reason = found.skipped[0]
-        more = f" (and {len(found.skipped) - 1} more, see the warnings)" if found.skipped[1:] else ""
-        text += f" — recognised but incomplete: {folder}: {reason}{more}"
-    return f"{text} (docs: {DOCS})"
-
-
 def find_benchmark(root: str | Path, benchmark: str = "auto") -> Found:
     """Test sets under ``root`` for ``data.benchmark`` (see the module docstring), with the
     folders the modern finders claimed and the parts of their trees that are not scored.
@@ -280,13 +283,13 @@ def find_benchmark(root: str | Path, benchmark: str = "auto") -> Found:
     found = find_modern(root, benchmark)
     if benchmark != "auto":
         if not found.sets:
-            raise BenchmarkNotFound(_not_found(root, [LAYOUTS[benchmark]], found), found)
+            raise BenchmarkNotFound(root, [LAYOUTS[benchmark]], found)
         return found
     if not found.claimed:
         try:
             return Found(tag_univfd(discover_test_sets(root)))
         except NoTestSetError:
-            raise BenchmarkNotFound(_not_found(root, LAYOUTS.values(), found), found) from None
+            raise BenchmarkNotFound(root, LAYOUTS.values(), found) from None
     sets = list(found.sets)
     for child in _unclaimed(root, found.claimed):
         try:
@@ -294,7 +297,7 @@ def find_benchmark(root: str | Path, benchmark: str = "auto") -> Found:
         except DataError as err:  # a folder of other things next to the benchmarks
             log.info("not a test set folder: %s (%s)", child, err)
     if not sets:
-        raise BenchmarkNotFound(_not_found(root, LAYOUTS.values(), found), found)
+        raise BenchmarkNotFound(root, LAYOUTS.values(), found)
     check_unique(sets)
     return Found(sets, found.claimed, found.skipped)
 

@@ -154,8 +154,8 @@ def find_genimage(root: Path, explicit: bool = False) -> Found | None:
         display = f"GenImage {GENIMAGE_NAMES.get(key, key)}"
         split = g / GENIMAGE_SPLIT
         if not split.is_dir():
-            found.skip(split, f"{display}: val/ is missing (only train/ is there, and train is "
-                              "never scored) — unpack the generator's val/{ai,nature} there")  # fmt: skip
+            why = "only train/ is there, and train is never scored"
+            found.skip(split, f"{display}: val/ is missing ({why}) — unpack its val/{{ai,nature}}")
             continue
         found.pair(name, display, "genimage", split / GENIMAGE_REAL, split / GENIMAGE_FAKE)
     order = {k: i for i, k in enumerate(GENIMAGE_NAMES)}
@@ -204,20 +204,20 @@ def find_synthbuster(root: Path, explicit: bool = False) -> Found | None:
         if not (gens or (named and reals)) or not (named or explicit or len(gens) >= 2):
             continue
         found = Found(claimed=[*gens, *([reals] if reals else [])])
-        if reals is None:
+        if reals is None:  # nothing to score, but each part named
             found.skip(
                 folder / SYNTHBUSTER_REALS[0],
                 f"Synthbuster: the RAISE-1k reals ({SYNTHBUSTER_REALS[0]}/) are missing, so its "
                 f"{len(gens)} generator folder(s) ({', '.join(g.name for g in gens)}) are not "
                 "scored — clipflow-download-data benchmarks=[synthbuster] shows how to get them",
             )
-        elif not gens:
-            found.skip(folder, "Synthbuster: no generator folder "
-                               f"({', '.join(SYNTHBUSTER_GENERATORS)}) beside {reals.name}/")  # fmt: skip
-        for g in gens if reals else []:
+            return found
+        if not gens:
+            names = ", ".join(SYNTHBUSTER_GENERATORS)
+            found.skip(folder, f"Synthbuster: no generator folder ({names}) beside {reals.name}/")
+        for g in gens:
             found.pair(f"synthbuster/{g.name}", f"Synthbuster {g.name}", "synthbuster", reals, g)
-        note = f"real images from {reals.name}" if reals else ""
-        found.sets = [replace(s, note=note) for s in found.sets]
+        found.sets = [replace(s, note=f"real images from {reals.name}") for s in found.sets]
         return found
     return None
 

@@ -251,9 +251,9 @@ def make_genimage(
     rng = np.random.default_rng(seed)
     out = []
     for gen in gens:
-        g = folder / gen / GENIMAGE_ARCHIVES.get(gen, f"imagenet_{gen}") if form == "archive" else (
-            folder / gen
-        )
+        g = folder / gen
+        if form == "archive":
+            g = g / GENIMAGE_ARCHIVES.get(gen, f"imagenet_{gen}")
         _parts(g, parts, n, rng, size)
         out.append(g)
     return out

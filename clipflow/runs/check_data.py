@@ -82,7 +82,8 @@ def check_test_root(
     try:
         bench = find_benchmark(root, benchmark)
     except BenchmarkNotFound as err:  # the layout recognised still decides the advice
-        return [], incomplete_findings(root, err.found, benchmark) + [Finding("error", str(err))]
+        missing = incomplete_findings(root, err.found, benchmark)  # each part, once
+        return [], missing + [Finding("error", err.tried)]
     except DataError as err:
         return [], structural_findings(root) + [Finding("error", str(err))]
     findings = incomplete_findings(root, bench, benchmark)
