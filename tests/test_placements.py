@@ -64,8 +64,9 @@ def test_every_documented_placement_is_found(tmp_path: Path, bench: str, form: s
         assert all("/val/" in str(p) for s in found.sets for p in (*s.real, *s.fake))
     if bench == "wildrf":
         assert all("/test/" in str(p) for s in found.sets for p in (*s.real, *s.fake))
-    code, text = _check(root)
-    assert code == 0 and "ERROR" not in text and "mis-laid" not in text, text
+    for asked in ("auto", bench):  # clipflow-check-data data.test_root=... data.benchmark=...
+        code, text = _check(root, asked)
+        assert code == 0 and "ERROR" not in text and "mis-laid" not in text, text
 
 
 def test_all_four_side_by_side_in_the_download_placement(tmp_path: Path):
@@ -231,4 +232,7 @@ def test_eval_lists_a_platform_without_fakes_in_skipped_txt(
         f"{home / 'WildRF/test/facebook/1_fake'}\tWildRF Facebook: facebook/1_fake/ (fake images) "
         "is missing — put them there; until then WildRF Facebook is not scored"
     ]
-    assert json.loads((out / "metrics.json").read_text())["n_skipped"] == 1
+    meta = json.loads((out / "metrics.json").read_text())
+    assert (meta["n_skipped"], meta["n_left_out"]) == (1, 1)
+    md = (out / "results.md").read_text()
+    assert "1 part(s) of a benchmark tree missing" in md and "unreadable" not in md

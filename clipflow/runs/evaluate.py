@@ -89,7 +89,11 @@ def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
     skipped = ev.left_out + listing_skips(ev.sets) + fs.skipped + not_finite
     if not rows:
         raise no_scorable_set(Path(run_dir), skipped)
-    meta = {**eval_metadata(ev.ckpt, ev.backbone, s), "n_not_finite": len(not_finite)}
+    meta = {
+        **eval_metadata(ev.ckpt, ev.backbone, s),
+        "n_not_finite": len(not_finite),
+        "n_left_out": len(ev.left_out),  # parts of a benchmark tree missing (skipped.txt)
+    }
     return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, skipped)
 
 

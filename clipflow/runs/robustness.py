@@ -86,6 +86,7 @@ def run_robustness(
             **meta,
             "perturbation": pert.describe() if pert else None,
             "n_not_finite": len(not_finite),
+            "n_left_out": len(left_out),
         }
         means = summarize(rows)
         written = write_results(folder, rows, means, block_meta, score_rows, block_skipped)
