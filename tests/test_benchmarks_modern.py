@@ -20,6 +20,7 @@ from clipflow.backbones.config import BackboneConfig
 from clipflow.cli import evaluate as eval_cli
 from clipflow.cli.check_data import main as check_data_main
 from clipflow.cli.check_data import parse_request
+from clipflow.data import synthetic
 from clipflow.data.benchmarks import (
     KNOWN_COUNTS,
     LAYOUTS,
@@ -62,10 +63,8 @@ def make_chameleon(root: Path, n_real: int = 3, n_fake: int = 2) -> Path:
 
 
 def make_synthbuster(root: Path, gens=("dalle2", "glide"), n: int = 2) -> Path:
-    sb = root / "synthbuster"
-    _imgs(sb / "real_RAISE_1k", n + 1, 70)
-    for i, g in enumerate(gens):
-        _imgs(sb / g, n, 71 + i)
+    """n + 1 RAISE reals, n fakes per generator (clipflow.data.synthetic's miniature)."""
+    synthetic.make_synthbuster(root / "synthbuster", gens, n=n)
     return root
 
 

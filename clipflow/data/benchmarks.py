@@ -1,17 +1,20 @@
 """Today's AI-image benchmarks beside the paper's 19 sets: GenImage, Chameleon, Synthbuster, WildRF.
 
 Each benchmark has its own published folder layout (none uses CNNSpot's ``0_real``/``1_fake``
-everywhere), so each has a finder here that turns its layout into
+everywhere), so each has a finder (:mod:`clipflow.data.finders`) that turns its layout into
 :class:`~clipflow.data.layouts.TestSet` objects carrying a ``benchmark`` and a ``protocol``
-name. Set names are prefixed with the benchmark (``genimage/adm``, ``synthbuster/glide``):
-GenImage's BigGAN or Synthbuster's GLIDE must never be mistaken for the paper's
-``biggan``/``glide_*`` sets, whose mean keeps its meaning.
+name, and one :class:`Layout` record here: its finder, protocol, counts, the folder it is
+unpacked into and every documented ``data.test_root`` placement. Set names are prefixed with
+the benchmark (``genimage/adm``, ``synthbuster/glide``): GenImage's BigGAN or Synthbuster's
+GLIDE must never be mistaken for the paper's ``biggan``/``glide_*`` sets, whose mean keeps its
+meaning.
 
 ``data.benchmark`` chooses: ``univfd`` (the CNNSpot/UnivFD discovery of
-clipflow.data.layouts only), one of :data:`BENCHMARKS`, or ``auto`` (every modern layout found at
-the root or in its
-children, and CNNSpot/UnivFD discovery for the other children). Layouts, counts and their
-sources: docs/datasets.md.
+clipflow.data.layouts only), one of :data:`BENCHMARKS`, or ``auto`` (every modern layout found
+at any of its documented placements, and CNNSpot/UnivFD discovery for the other children).
+Where nothing is found, the error names each layout tried; a recognised tree missing a part
+names the part (:class:`BenchmarkNotFound`, ``Found.skipped``). Layouts, placements, counts and
+their sources: docs/datasets.md.
 
 The bias-controlled switch that goes with these sets (``data.reencode``) is
 :mod:`clipflow.transforms.reencode`.
@@ -20,47 +23,33 @@ The bias-controlled switch that goes with these sets (``data.reencode``) is
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import DataError
-from .imageio import list_subdirs, scan_images
-from .layouts import FAKE_DIR, REAL_DIR, TestSet, discover_test_sets
+from .finders import (
+    CHAMELEON_DIR,
+    GENIMAGE_DIR,
+    GENIMAGE_NAMES,
+    SYNTHBUSTER_DIR,
+    SYNTHBUSTER_GENERATORS,
+    SYNTHBUSTER_REALS,
+    WILDRF_DIR,
+    WILDRF_PLATFORMS,
+    Found,
+    find_chameleon,
+    find_genimage,
+    find_synthbuster,
+    find_wildrf,
+)
+from .imageio import list_subdirs
+from .layouts import NoTestSetError, TestSet, discover_test_sets
 
 log = logging.getLogger(__name__)
 
 UNIVFD = "univfd"  # the benchmark name of every set found by clipflow.data.layouts's discovery
-
-# GenImage generator folders (README: Midjourney, VQDM, Wukong, Stable Diffusion V1.4/V1.5,
-# GLIDE, BigGAN, ADM; the unpacked archives add a level such as imagenet_ai_0419_sdv4).
-_GENIMAGE_KEYS = (
-    ("sdv14", re.compile(r"sdv4|v_?1[._]?4|sd_?14|sdv14")),
-    ("sdv15", re.compile(r"sdv5|v_?1[._]?5|sd_?15|sdv15")),
-    ("midjourney", re.compile(r"midjourney")),
-    ("adm", re.compile(r"adm")),
-    ("glide", re.compile(r"glide")),
-    ("wukong", re.compile(r"wukong")),
-    ("vqdm", re.compile(r"vqdm")),
-    ("biggan", re.compile(r"biggan")),
-)
-GENIMAGE_NAMES = {
-    "midjourney": "Midjourney", "sdv14": "SD V1.4", "sdv15": "SD V1.5", "adm": "ADM",
-    "glide": "GLIDE", "wukong": "Wukong", "vqdm": "VQDM", "biggan": "BigGAN",
-}  # fmt: skip
-GENIMAGE_KEYS_SET = frozenset(GENIMAGE_NAMES)
-GENIMAGE_SPLIT = "val"
-GENIMAGE_REAL, GENIMAGE_FAKE = "nature", "ai"
-
-# Synthbuster (Zenodo 10066460 + GRIP's real_RAISE_1k.zip, data/synthbuster_download.sh).
-SYNTHBUSTER_GENERATORS = (
-    "dalle2", "dalle3", "firefly", "glide", "midjourney-v5", "stable-diffusion-1-3",
-    "stable-diffusion-1-4", "stable-diffusion-2", "stable-diffusion-xl",
-)  # fmt: skip
-SYNTHBUSTER_REALS = ("real_RAISE_1k", "RAISE", "raise-1k", "raise_1k", "real")
-
-WILDRF_PLATFORMS = ("reddit", "twitter", "facebook")
+DOCS = "docs/datasets.md"
 
 
 # ------------------------------------------------------------------------------- counts
@@ -119,184 +108,6 @@ def _unverified(names: list[str], source: str) -> dict[str, KnownCount]:
     return {name: KnownCount(None, None, source, False) for name in names}
 
 
-# ------------------------------------------------------------------------------- finders
-
-
-@dataclass
-class Found:
-    """What the finders made of a root: the sets, and the folders they claimed (not to be
-    scanned again as CNNSpot folders, nor flagged by check-data's layout rules)."""
-
-    sets: list[TestSet]
-    claimed: list[Path]
-
-
-def _images(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    if not folder.is_dir():
-        return [], []
-    listing = scan_images(folder)
-    return listing.images, listing.skipped
-
-
-def _make_set(
-    name: str, display: str, bench: str, real_dir: Path, fake_dir: Path, note: str = ""
-) -> TestSet | None:
-    real, skipped_r = _images(real_dir)
-    fake, skipped_f = _images(fake_dir)
-    if not real or not fake:
-        missing = " and ".join(
-            w for w, imgs in (("real", real), ("fake", fake)) if not imgs
-        )  # one-sided sets cannot be scored
-        log.warning("skipping test set '%s': no %s images (%s, %s)", name, missing, real_dir,
-                    fake_dir)  # fmt: skip
-        return None
-    protocol = LAYOUTS[bench].protocol
-    return TestSet(name, display, real, fake, note, skipped_r + skipped_f, bench, protocol)
-
-
-def genimage_key(folder_name: str) -> str:
-    """Canonical generator key of a GenImage folder name (unknown names: lower-cased)."""
-    low = folder_name.lower().replace(" ", "_")
-    for key, pattern in _GENIMAGE_KEYS:
-        if pattern.search(low):
-            return key
-    return low
-
-
-def _is_genimage_generator(folder: Path) -> bool:
-    split = folder / GENIMAGE_SPLIT
-    return (split / GENIMAGE_FAKE).is_dir() or (split / GENIMAGE_REAL).is_dir()
-
-
-def _genimage_generators(folder: Path) -> list[Path]:
-    """Generator folders (holding val/{ai,nature}) at ``folder``, its children or grandchildren
-    (the archives unpack as ``<Generator>/imagenet_..._<gen>/val/ai``)."""
-    if _is_genimage_generator(folder):
-        return [folder]
-    found = []
-    for child in list_subdirs(folder):
-        if _is_genimage_generator(child):
-            found.append(child)
-        else:
-            found += [g for g in list_subdirs(child) if _is_genimage_generator(g)]
-    return found
-
-
-def find_genimage(root: Path, explicit: bool = False) -> Found | None:
-    """GenImage generator folders (``<gen>/val/{ai,nature}``, at most two levels down); its
-    layout is its own, so ``explicit`` changes nothing."""
-    gens = _genimage_generators(root)
-    if not gens:
-        return None
-    sets: list[TestSet] = []
-    names: dict[str, Path] = {}
-    for g in gens:
-        key = genimage_key(g.name)
-        if key not in GENIMAGE_KEYS_SET and g.parent != root:
-            key = genimage_key(g.parent.name)  # e.g. Midjourney/<odd name>/val
-        name = f"genimage/{key}"
-        if name in names:
-            raise DataError(
-                f"two GenImage folders for generator {key!r}: {names[name]} and {g} — "
-                "remove one or point data.test_root at one of them"
-            )
-        names[name] = g
-        split = g / GENIMAGE_SPLIT
-        ts = _make_set(
-            name,
-            f"GenImage {GENIMAGE_NAMES.get(key, key)}",
-            "genimage",
-            split / GENIMAGE_REAL,
-            split / GENIMAGE_FAKE,
-        )
-        if ts:
-            sets.append(ts)
-    order = {k: i for i, k in enumerate(GENIMAGE_NAMES)}
-    sets.sort(key=lambda s: (order.get(s.name.split("/", 1)[1], len(order)), s.name))
-    return Found(sets, gens)
-
-
-def _chameleon_split(folder: Path) -> Path | None:
-    for cand in (folder / "test", folder):
-        if (cand / REAL_DIR).is_dir() and (cand / FAKE_DIR).is_dir():
-            return cand
-    return None
-
-
-def find_chameleon(root: Path, explicit: bool = False) -> Found | None:
-    """``Chameleon/test/{0_real,1_fake}`` (also ``Chameleon/Chameleon/test``, or the ``test``
-    folder itself). Without ``explicit`` the folder must be named Chameleon: its 0_real/1_fake
-    layout alone is CNNSpot's."""
-    candidates = [root, root / "Chameleon", root / "chameleon"]
-    candidates += [c for c in list_subdirs(root) if c.name.lower() == "chameleon"]
-    candidates += [g for c in candidates if c.is_dir() for g in list_subdirs(c)
-                   if g.name.lower() == "chameleon"]  # fmt: skip
-    for cand in dict.fromkeys(candidates):
-        if not cand.is_dir():
-            continue
-        named = cand.name.lower() == "chameleon" or (
-            cand.name == "test" and cand.resolve().parent.name.lower() == "chameleon"
-        )
-        split = _chameleon_split(cand)
-        if split and (named or explicit):
-            ts = _make_set(
-                "chameleon", "Chameleon", "chameleon", split / REAL_DIR, split / FAKE_DIR
-            )
-            return Found([ts] if ts else [], [cand])
-    return None
-
-
-def find_synthbuster(root: Path, explicit: bool = False) -> Found | None:
-    """A folder with Synthbuster's generator folders (``dalle2`` ...) and the RAISE-1k reals
-    (``real_RAISE_1k``, as GRIP's download script unpacks them), at the root or one level down."""
-    for folder in [root, *list_subdirs(root)]:
-        gens = [folder / g for g in SYNTHBUSTER_GENERATORS if (folder / g).is_dir()]
-        named = folder.name.lower() == "synthbuster"
-        if not gens or not (named or explicit or len(gens) >= 2):
-            continue
-        reals = next((folder / r for r in SYNTHBUSTER_REALS if (folder / r).is_dir()), None)
-        if reals is None:
-            log.warning(
-                "Synthbuster folder %s has no RAISE-1k reals (real_RAISE_1k/): its %d "
-                "generator folder(s) are skipped — see clipflow-download-data "
-                "benchmarks=[synthbuster]",
-                folder,
-                len(gens),
-            )
-            return Found([], gens)
-        sets = [
-            _make_set(f"synthbuster/{g.name}", f"Synthbuster {g.name}", "synthbuster", reals, g)
-            for g in gens
-        ]
-        note = f"real images from {reals.name}"
-        return Found([replace(s, note=note) for s in sets if s], [*gens, reals])
-    return None
-
-
-def find_wildrf(root: Path, explicit: bool = False) -> Found | None:
-    """``WildRF/test/{reddit,twitter,facebook}/{0_real,1_fake}``: one set per platform."""
-    for folder in [root, *list_subdirs(root)]:
-        test = folder / "test"
-        if folder == root and root.name == "test" and not test.is_dir():
-            test = root  # data.test_root=.../WildRF/test
-        platforms = [test / p for p in WILDRF_PLATFORMS if (test / p / FAKE_DIR).is_dir()]
-        if not platforms:
-            continue
-        sets = [
-            _make_set(
-                f"wildrf/{p.name}",
-                f"WildRF {p.name.capitalize()}",
-                "wildrf",
-                p / REAL_DIR,
-                p / FAKE_DIR,
-            )  # fmt: skip
-            for p in platforms
-        ]
-        claimed = [folder / s for s in ("train", "val") if (folder / s).is_dir()] + [test]
-        return Found([s for s in sets if s], claimed)
-    return None
-
-
 # ------------------------------------------------------------------------------- the layouts
 
 
@@ -311,6 +122,12 @@ class Layout:
         find: ``find(root, explicit)`` -> the sets under root (``explicit``: the user named
             this benchmark, so a generic folder name is accepted); None for CNNSpot/UnivFD,
             found by :func:`clipflow.data.layouts.discover_test_sets`.
+        expects: where its folders are expected under ``data.test_root`` (``[x/]``: the
+            level may be the root itself), for the error that says what was tried.
+        home: the folder clipflow-download-data and docs/datasets.md unpack it into.
+        folder: its own folder under ``home`` ("" for the paper's containers).
+        placements: every ``data.test_root`` the docs name for it; each is found (tests
+            generate each with clipflow.data.synthetic).
         known_counts: published (real, fake) counts per set name, for clipflow-check-data.
     """
 
@@ -318,10 +135,24 @@ class Layout:
     display: str
     protocol: str
     find: Callable[[Path, bool], Found | None] | None
+    expects: str
+    home: str
+    folder: str
+    placements: tuple[str, ...]
     known_counts: dict[str, KnownCount] = field(default_factory=dict)
 
+    def tried(self) -> str:
+        return f"{self.display} ({self.expects})"
 
-# A new layout is one entry here (and its finder above); data.benchmark's choices follow.
+
+_HOME = "data/benchmarks"  # clipflow-download-data benchmarks=...: <root>/benchmarks
+
+
+def _placements(*below: str) -> tuple[str, ...]:
+    return (_HOME, *(f"{_HOME}/{b}" for b in below))
+
+
+# A new layout is one entry here (and its finder in clipflow.data.finders).
 LAYOUTS: dict[str, Layout] = {
     layout.name: layout
     for layout in (
@@ -330,12 +161,20 @@ LAYOUTS: dict[str, Layout] = {
             "CNNSpot/UnivFD",
             "cnnspot-univfd: 0_real vs 1_fake per set (shared real pools for the diffusion sets)",
             None,
+            "<set>/{0_real,1_fake}, also <set>/<class>/... and inside container folders",
+            "data/benchmark",
+            "",
+            ("data/benchmark",),
         ),
         Layout(
             "genimage",
             "GenImage",
             "genimage-val: val split, nature (real) vs ai (fake), per generator",
             find_genimage,
+            f"[{GENIMAGE_DIR}/]<Generator>/[imagenet_*/]val/{{ai,nature}}",
+            _HOME,
+            GENIMAGE_DIR,
+            _placements(GENIMAGE_DIR),
             _unverified([f"genimage/{key}" for key in GENIMAGE_NAMES], _GENIMAGE_SRC),
         ),
         Layout(
@@ -343,6 +182,10 @@ LAYOUTS: dict[str, Layout] = {
             "Chameleon",
             "chameleon-test: test/0_real vs test/1_fake, one set",
             find_chameleon,
+            f"[{CHAMELEON_DIR}/]test/{{0_real,1_fake}}",
+            _HOME,
+            CHAMELEON_DIR,
+            _placements(CHAMELEON_DIR, f"{CHAMELEON_DIR}/test"),
             _unverified(["chameleon"], _CHAMELEON_SRC),
         ),
         Layout(
@@ -350,6 +193,11 @@ LAYOUTS: dict[str, Layout] = {
             "Synthbuster",
             "synthbuster: RAISE-1k reals vs each generator's 1000 fakes",
             find_synthbuster,
+            f"[{SYNTHBUSTER_DIR}/]{SYNTHBUSTER_REALS[0]}/ beside "
+            f"{'/, '.join(SYNTHBUSTER_GENERATORS[:2])}/, ... (images directly inside)",
+            _HOME,
+            SYNTHBUSTER_DIR,
+            _placements(SYNTHBUSTER_DIR),
             _synthbuster_counts(),
         ),
         Layout(
@@ -357,6 +205,10 @@ LAYOUTS: dict[str, Layout] = {
             "WildRF",
             "wildrf-test: test split, 0_real vs 1_fake per platform",
             find_wildrf,
+            f"[{WILDRF_DIR}/]test/{{{','.join(WILDRF_PLATFORMS)}}}/{{0_real,1_fake}}",
+            _HOME,
+            WILDRF_DIR,
+            _placements(WILDRF_DIR, f"{WILDRF_DIR}/test"),
             _unverified([f"wildrf/{p}" for p in WILDRF_PLATFORMS], _WILDRF_SRC),
         ),
     )
@@ -366,18 +218,41 @@ CHOICES = ("auto", *LAYOUTS)  # data.benchmark
 KNOWN_COUNTS = {name: kc for layout in LAYOUTS.values() for name, kc in layout.known_counts.items()}
 
 
+class BenchmarkNotFound(DataError):
+    """No scorable set under a root: each layout tried and where it looked, then the first
+    part found missing. ``found`` keeps what was recognised (claimed folders, every missing
+    part) and ``tried`` the message without that part, for clipflow-check-data."""
+
+    def __init__(self, root: Path, layouts: Iterable[Layout], found: Found):
+        layouts = list(layouts)
+        what = layouts[0].display if len(layouts) == 1 else "test"
+        self.found = found
+        self.tried = (
+            f"no {what} set under {root} — tried "
+            + "; ".join(lay.tried() for lay in layouts)
+            + f" (docs: {DOCS})"
+        )
+        text = self.tried
+        if found.skipped:
+            (folder, reason), n = found.skipped[0], len(found.skipped)
+            more = f" (and {n - 1} more, see the warnings)" if n > 1 else ""
+            text += f" — recognised but incomplete: {folder}: {reason}{more}"
+        super().__init__(text)
+
+
 def find_modern(root: Path, benchmark: str = "auto") -> Found:
-    """Every set of the modern layouts under ``root`` (``benchmark``: one of them, or auto)."""
+    """Every set of the modern layouts under ``root`` (``benchmark``: one of them, or auto),
+    each with its layout's protocol; the folders claimed and the parts left out."""
     names = BENCHMARKS if benchmark == "auto" else (benchmark,)
-    sets: list[TestSet] = []
-    claimed: list[Path] = []
+    out = Found()
     for name in names:
         find = LAYOUTS[name].find
         found = find(root, benchmark == name) if find is not None else None
         if found:
-            sets += found.sets
-            claimed += found.claimed
-    return Found(sets, claimed)
+            out.sets += [replace(s, protocol=LAYOUTS[name].protocol) for s in found.sets]
+            out.claimed += found.claimed
+            out.skipped += found.skipped
+    return out
 
 
 def _unclaimed(root: Path, claimed: list[Path]) -> list[Path]:
@@ -392,29 +267,29 @@ def _unclaimed(root: Path, claimed: list[Path]) -> list[Path]:
     return out
 
 
-def discover_benchmark_sets(root: str | Path, benchmark: str = "auto") -> list[TestSet]:
-    """Test sets under ``root`` for ``data.benchmark`` (see the module docstring).
+def find_benchmark(root: str | Path, benchmark: str = "auto") -> Found:
+    """Test sets under ``root`` for ``data.benchmark`` (see the module docstring), with the
+    folders the modern finders claimed and the parts of their trees that are not scored.
 
     Raises:
-        DataError: an unknown benchmark, a root without any set of the chosen layout(s).
+        DataError: an unknown benchmark, a missing root; :class:`BenchmarkNotFound` when no
+            set of the chosen layout(s) is found (its message names each layout tried).
     """
     root = Path(root)
     if benchmark not in CHOICES:
         raise DataError(f"data.benchmark={benchmark!r}: use one of {', '.join(CHOICES)}")
-    if benchmark == UNIVFD:
-        return tag_univfd(discover_test_sets(root))
-    if not root.is_dir():
-        return tag_univfd(discover_test_sets(root))  # its one-line error for a missing root
+    if benchmark == UNIVFD or not root.is_dir():  # its one-line error for a missing root
+        return Found(tag_univfd(discover_test_sets(root)))
     found = find_modern(root, benchmark)
     if benchmark != "auto":
         if not found.sets:
-            raise DataError(
-                f"no {LAYOUTS[benchmark].display} set under {root} — expected the layout in "
-                "docs/datasets.md (or data.benchmark=auto)"
-            )
-        return found.sets
+            raise BenchmarkNotFound(root, [LAYOUTS[benchmark]], found)
+        return found
     if not found.claimed:
-        return tag_univfd(discover_test_sets(root))
+        try:
+            return Found(tag_univfd(discover_test_sets(root)))
+        except NoTestSetError:
+            raise BenchmarkNotFound(root, LAYOUTS.values(), found) from None
     sets = list(found.sets)
     for child in _unclaimed(root, found.claimed):
         try:
@@ -422,9 +297,14 @@ def discover_benchmark_sets(root: str | Path, benchmark: str = "auto") -> list[T
         except DataError as err:  # a folder of other things next to the benchmarks
             log.info("not a test set folder: %s (%s)", child, err)
     if not sets:
-        raise DataError(f"no usable test set under {root} (see warnings; docs/datasets.md)")
+        raise BenchmarkNotFound(root, LAYOUTS.values(), found)
     check_unique(sets)
-    return sets
+    return Found(sets, found.claimed, found.skipped)
+
+
+def discover_benchmark_sets(root: str | Path, benchmark: str = "auto") -> list[TestSet]:
+    """The test sets of :func:`find_benchmark` (parts left out are logged as warnings)."""
+    return find_benchmark(root, benchmark).sets
 
 
 def tag_univfd(sets: list[TestSet]) -> list[TestSet]:
@@ -440,10 +320,3 @@ def check_unique(sets: list[TestSet]) -> None:
                 f"two test sets named '{s.name}' — point data.test_root at one benchmark folder"
             )
         seen.add(s.name)
-
-
-def claimed_folders(root: Path, benchmark: str = "auto") -> list[Path]:
-    """The folders the modern finders claim under ``root`` (for clipflow-check-data)."""
-    if benchmark == UNIVFD or not Path(root).is_dir():
-        return []
-    return find_modern(Path(root), benchmark).claimed

@@ -74,6 +74,10 @@ _NO_SETS_HINT = (
 )
 
 
+class NoTestSetError(DataError):
+    """No 0_real/1_fake folder at all under a root (not: folders found but empty)."""
+
+
 @dataclass
 class TestSet:
     """One evaluation set: real (label 0) and fake (label 1) image paths."""
@@ -180,7 +184,7 @@ def discover_test_sets(root: str | os.PathLike) -> list[TestSet]:
     else:
         _scan(root, 0, found)
     if not found:
-        raise DataError(f"no 0_real/1_fake folders under {root} — {_NO_SETS_HINT}")
+        raise NoTestSetError(f"no 0_real/1_fake folders under {root} — {_NO_SETS_HINT}")
     sets = _resolve_sets(found)
     if not sets:
         raise DataError(

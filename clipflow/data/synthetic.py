@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .layouts import CLASS_LEVEL_SETS, PAPER_ORDER, POOL_OF
+from .layouts import CLASS_LEVEL_SETS, FAKE_DIR, PAPER_ORDER, POOL_OF, REAL_DIR
 
 DEMO_CLASSES = ("airplane", "cat")
 
@@ -206,3 +206,118 @@ def make_benchmark(
         make_test_folder(paths["test_root"] / container, sets, n, seed + 2 + i, size)
     make_test_folder(paths["extra_root"], {g: "plain" for g in NEW_GENERATORS}, n, seed + 9, size)
     return paths
+
+
+# ---------------------------------------------------------------- today's benchmarks, in miniature
+# GenImage generator folders as the archives unpack (<Gen>/imagenet_*) and as its README draws
+# them (<Gen>/{train,val}); names as published.
+GENIMAGE_ARCHIVES = {
+    "stable_diffusion_v_1_4": "imagenet_ai_0419_sdv4",
+    "Midjourney": "imagenet_midjourney",
+    "ADM": "imagenet_ai_0508_adm",
+}
+GENIMAGE_PARTS = ("train/ai", "train/nature", "val/ai", "val/nature")
+PAIR = (REAL_DIR, FAKE_DIR)
+# benchmark -> the forms its tree takes in a documented placement
+FORMS: dict[str, tuple[str, ...]] = {
+    "univfd": ("release", "mirror"),
+    "genimage": ("archive", "readme"),
+    "chameleon": ("release", "nested"),
+    "synthbuster": ("release",),
+    "wildrf": ("release",),
+}
+
+
+def _parts(folder: Path, parts: Sequence[str], n: int, rng: np.random.Generator, size: int):
+    for part in parts:
+        fake = Path(part).name in (FAKE_DIR, "ai")
+        write_images(folder / part, n, rng, fake=fake, size=size)
+
+
+def make_genimage(
+    folder: Path,
+    form: str = "archive",
+    parts: Sequence[str] = GENIMAGE_PARTS,
+    gens: Sequence[str] = tuple(GENIMAGE_ARCHIVES),
+    n: int = 2,
+    size: int = 16,
+    seed: int = 3,
+) -> list[Path]:
+    """GenImage under ``folder``: ``<Gen>/imagenet_*/<part>`` (``archive``) or ``<Gen>/<part>``
+    (``readme``) for each of ``gens`` and ``parts`` (e.g. only ``val/ai``: an incomplete
+    generator). Returns the generator folders (those holding ``val``)."""
+    if form not in FORMS["genimage"]:
+        raise ValueError(f"form={form!r}: use {' or '.join(FORMS['genimage'])}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for gen in gens:
+        g = folder / gen
+        if form == "archive":
+            g = g / GENIMAGE_ARCHIVES.get(gen, f"imagenet_{gen}")
+        _parts(g, parts, n, rng, size)
+        out.append(g)
+    return out
+
+
+def make_chameleon(
+    folder: Path, form: str = "release", parts: Sequence[str] = PAIR, n: int = 2, size: int = 16
+) -> Path:
+    """Chameleon: ``<folder>/test/{0_real,1_fake}``, or ``nested``:
+    ``<folder>/Chameleon/test/...`` (as some copies unpack). Returns the ``test`` folder."""
+    test = folder / ("Chameleon/test" if form == "nested" else "test")
+    _parts(test, parts, n, np.random.default_rng(4), size)
+    return test
+
+
+def make_synthbuster(
+    folder: Path,
+    gens: Sequence[str] = ("dalle2", "glide"),
+    reals: bool = True,
+    n: int = 2,
+    size: int = 16,
+) -> Path:
+    """Synthbuster as GRIP's script unpacks it: ``<folder>/{real_RAISE_1k,<gen>...}``, images
+    directly inside (``reals=False``: the RAISE archive not unpacked)."""
+    rng = np.random.default_rng(5)
+    if reals:
+        write_images(folder / "real_RAISE_1k", n + 1, rng, size=size)
+    for g in gens:
+        write_images(folder / g, n, rng, fake=True, size=size)
+    return folder
+
+
+def make_wildrf(
+    folder: Path,
+    platforms: Mapping[str, Sequence[str]] | None = None,
+    splits: Sequence[str] = ("train", "val"),
+    n: int = 2,
+    size: int = 16,
+) -> Path:
+    """WildRF: ``<folder>/{train,val}/{0_real,1_fake}`` and
+    ``<folder>/test/<platform>/<parts>`` (default: reddit, twitter, facebook with both;
+    ``{}``: no ``test`` at all)."""
+    rng = np.random.default_rng(6)
+    for split in splits:
+        _parts(folder / split, PAIR, n, rng, size)
+    plats = {p: PAIR for p in ("reddit", "twitter", "facebook")} if platforms is None else platforms
+    for p, parts in plats.items():
+        _parts(folder / "test" / p, parts, n, rng, size)
+    return folder
+
+
+def make_placed(root: Path, benchmark: str, form: str, home: str, folder: str) -> Path:
+    """``benchmark``'s miniature tree in ``form`` at ``root/<home>/<folder>`` (a Layout's
+    documented place: clipflow.data.benchmarks.LAYOUTS); returns that folder."""
+    where = Path(root) / home / folder
+    if benchmark == "univfd":
+        for i, (container, sets) in enumerate(benchmark_layout(form).items()):
+            make_test_folder(where / container, sets, n=1, seed=20 + i, size=16)
+    elif benchmark == "genimage":
+        make_genimage(where, form)
+    elif benchmark == "chameleon":
+        make_chameleon(where, form)
+    elif benchmark in ("synthbuster", "wildrf") and form == "release":
+        (make_synthbuster if benchmark == "synthbuster" else make_wildrf)(where)
+    else:
+        raise ValueError(f"no miniature of {benchmark!r} in form {form!r}: see FORMS")
+    return where

@@ -138,7 +138,7 @@ def write_results(
     )
     md += f"\n{means.note()}\n"
     md += benchmarks_text(rows)
-    md += skipped_note(len(skipped), meta.get("n_not_finite", 0))
+    md += skipped_note(len(skipped), meta.get("n_not_finite", 0), meta.get("n_left_out", 0))
     payload = {**meta, "datasets": rows, **means.to_json(), "n_skipped": len(skipped)}
     texts["metrics.json"] = json.dumps(payload, indent=2, sort_keys=True)
     texts["scores.csv"] = scores_to_csv(scores)
@@ -152,12 +152,19 @@ def write_results(
     return paths
 
 
-def skipped_note(n_skipped: int, n_not_finite: int = 0) -> str:
-    """results.md's count of what skipped.txt lists: files not read, and images the flow
-    scored NaN/inf (left out of every metric, so they are said apart)."""
+def skipped_note(n_skipped: int, n_not_finite: int = 0, n_left_out: int = 0) -> str:
+    """results.md's count of what skipped.txt lists: parts of a benchmark tree missing,
+    files not read, and images the flow scored NaN/inf (left out of every metric, so they
+    are said apart)."""
     text = ""
-    if n_skipped > n_not_finite:
-        text += f"\n{n_skipped - n_not_finite} unreadable file(s) skipped; see skipped.txt.\n"
+    if n_left_out:
+        text += (
+            f"\n{n_left_out} part(s) of a benchmark tree missing, so not scored (the sets "
+            "they belong to are left out); see skipped.txt.\n"
+        )
+    if n_skipped > n_not_finite + n_left_out:
+        n_files = n_skipped - n_not_finite - n_left_out
+        text += f"\n{n_files} unreadable file(s) skipped; see skipped.txt.\n"
     if n_not_finite:
         text += (
             f"\n{n_not_finite} image(s) scored NaN or inf by the flow: left out of every metric "

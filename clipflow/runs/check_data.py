@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TextIO
 
 from ..data.benchmarks import KNOWN_COUNTS as MODERN_COUNTS
-from ..data.benchmarks import UNIVFD, claimed_folders, discover_benchmark_sets
+from ..data.benchmarks import UNIVFD, BenchmarkNotFound, find_benchmark
+from ..data.finders import Found
 from ..data.imageio import is_image_file, list_images, list_subdirs
 from ..data.layouts import (
     FAKE_DIR,
@@ -79,11 +80,14 @@ def check_test_root(
     if not root.is_dir():  # scanning a missing root would end in a traceback
         return [], [Finding("error", f"folder not found: {root}")]
     try:
-        claimed = claimed_folders(root, benchmark)
-        findings = structural_findings(root, skip=claimed)
-        sets = discover_benchmark_sets(root, benchmark)
+        bench = find_benchmark(root, benchmark)
+    except BenchmarkNotFound as err:  # the layout recognised still decides the advice
+        missing = incomplete_findings(root, err.found, benchmark)  # each part, once
+        return [], missing + [Finding("error", err.tried)]
     except DataError as err:
         return [], structural_findings(root) + [Finding("error", str(err))]
+    findings = incomplete_findings(root, bench, benchmark)
+    sets = bench.sets
     found = {ts.name: ts for ts in sets}
     rows = [_set_row(ts, findings) for ts in sets]
     paper_root = benchmark == UNIVFD or any(ts.benchmark in ("", UNIVFD) for ts in sets)
@@ -97,6 +101,17 @@ def check_test_root(
         order = {n: i for i, n in enumerate(PAPER_ORDER)}
         rows.sort(key=lambda r: order.get(r.name, len(order)))
     return rows, findings
+
+
+def incomplete_findings(root: Path, found: Found, benchmark: str = "auto") -> list[Finding]:
+    """CNNSpot's rules outside the folders a benchmark's finder claimed (not at all when one
+    modern benchmark is asked for: its tree is not CNNSpot's), and, from the layout the finder
+    recognised, every part of its tree that is missing (each an error)."""
+    cnnspot = benchmark in ("auto", UNIVFD)
+    findings = structural_findings(root, skip=found.claimed) if cnnspot else []
+    for folder, reason in found.skipped:
+        findings.append(Finding("error", f"incomplete: {folder} — {reason}"))
+    return findings
 
 
 def _set_row(ts: TestSet, findings: list[Finding]) -> SetRow:

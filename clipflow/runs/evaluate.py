@@ -27,7 +27,7 @@ from ..checkpoints.checkpoint import (
 from ..core.fileio import atomic_write_text, display_path
 from ..core.machine import resolve_device
 from ..core.versions import package_versions
-from ..data.benchmarks import discover_benchmark_sets
+from ..data.benchmarks import find_benchmark
 from ..data.layouts import TestSet, listing_skips, univfd_sample
 from ..errors import DataError
 from ..eval.means import check_set_names, summarize
@@ -51,6 +51,8 @@ class EvalInputs(NamedTuple):
     ckpt: Checkpoint
     sets: list[TestSet]
     backbone: Backbone | ExtractorBackbone
+    # parts of a benchmark tree that are not scored, with the reason (for skipped.txt)
+    left_out: list[tuple[str, str]]
 
 
 def prepare_eval(s: EvalSettings, backbone=None) -> EvalInputs:
@@ -64,10 +66,11 @@ def prepare_eval(s: EvalSettings, backbone=None) -> EvalInputs:
         backbone = checkpoint_backbone(ckpt, s.backbone, device, ready=backbone)
     else:  # before the (long) scan of the test folders
         check_weights_available(eval_backbone_config(ckpt, s.backbone))
-    sets = select_test_sets(discover_benchmark_sets(Path(s.data.test_root), s.data.benchmark), s)
+    found = find_benchmark(Path(s.data.test_root), s.data.benchmark)
+    sets = select_test_sets(found.sets, s)
     backbone = backbone or checkpoint_backbone(ckpt, s.backbone, device)
     ckpt.model.to(device)
-    return EvalInputs(device, ckpt, sets, backbone)
+    return EvalInputs(device, ckpt, sets, backbone, [(str(p), r) for p, r in found.skipped])
 
 
 def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
@@ -79,10 +82,14 @@ def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
     score_of, not_finite = split_not_finite(dict(zip(fs.paths, scores)))
     cal = ev.ckpt.val_real_scores.numpy()
     rows, score_rows = evaluate_sets(ev.sets, score_of, ev.ckpt.threshold, cal)
-    skipped = listing_skips(ev.sets) + fs.skipped + not_finite
+    skipped = ev.left_out + listing_skips(ev.sets) + fs.skipped + not_finite
     if not rows:
         raise no_scorable_set(Path(run_dir), skipped)
-    meta = {**eval_metadata(ev.ckpt, ev.backbone, s), "n_not_finite": len(not_finite)}
+    meta = {
+        **eval_metadata(ev.ckpt, ev.backbone, s),
+        "n_not_finite": len(not_finite),
+        "n_left_out": len(ev.left_out),  # parts of a benchmark tree missing (skipped.txt)
+    }
     return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, skipped)
 
 

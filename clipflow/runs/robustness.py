@@ -69,7 +69,7 @@ def run_robustness(
         # the pass below builds its own variants: the re-encoding would be recorded, not applied
         raise SettingsError("data.reencode cannot be combined with perturb= yet; run them apart")
     run_dir = Path(run_dir)
-    device, ckpt, sets, backbone = prepare_eval(s, backbone)
+    device, ckpt, sets, backbone, left_out = prepare_eval(s, backbone)
     model = ckpt.model
     cal = ckpt.val_real_scores.numpy()  # conformal columns (ours): the clean calibration reals
     score_maps, skipped = score_variants(model, backbone, sets, perturbations, s, device, chunk)
@@ -83,7 +83,7 @@ def run_robustness(
         # as clipflow-eval: a non-finite score is no decision, listed and counted per block
         score_of, not_finite = split_not_finite(all_scores)
         rows, score_rows = evaluate_sets(sets, score_of, ckpt.threshold, cal)
-        block_skipped = skipped + not_finite
+        block_skipped = left_out + skipped + not_finite
         if not rows:
             raise no_scorable_set(run_dir, block_skipped)
         folder = run_dir if pert is None else run_dir / "perturb" / pert.name
@@ -91,6 +91,7 @@ def run_robustness(
             **meta,
             "perturbation": pert.describe() if pert else None,
             "n_not_finite": len(not_finite),
+            "n_left_out": len(left_out),
         }
         means = summarize(rows)
         written = write_results(folder, rows, means, block_meta, score_rows, block_skipped)
