@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backbones.config import FAMILIES, LAYER_POOLS, PRECISIONS, BackboneConfig
 from ..data.benchmarks import CHOICES as BENCHMARK_CHOICES
+from ..data.layouts import MIN_IMAGES
 from ..errors import ClipflowError
 from ..flow.config import BLOCKS, LOSSES, MODES, FlowConfig, TrainConfig
 from ..transforms.config import (
@@ -338,7 +339,7 @@ RULES: dict[str, Rule] = {
     "detect.fpr": _unit(hi_open=True),
     "calibrate.fpr": _unit(hi_open=True),
     "calibrate.holdout": Rule(lo=0.0, hi=0.9, lo_open=True),
-    "calibrate.min_reals": _ge(1, 10**9),
+    "calibrate.min_reals": _ge(MIN_IMAGES, 10**9),  # = what discovery accepts
     "detect.unsure_k": _ge(1, 8),  # = len(conformal.UNSURE_COPIES)
     "detect.batch_size": _LOADER_BATCH,
     "detect.num_workers": _WORKERS,
