@@ -35,6 +35,8 @@ from clipflow.eval.transfer import (
 )
 from clipflow.flow.config import TrainConfig
 from clipflow.flow.fit import MIN_STEPS, optimisation_steps, short_training_warning
+from clipflow.paper.spec import ArmResult, SeedRun
+from clipflow.paper.tables import transfer_notes
 from clipflow.runs.evaluate import evaluate_sets
 from clipflow.settings.config import SettingsError, calibrate_settings
 
@@ -205,3 +207,12 @@ def test_a_set_unlike_the_calibration_is_flagged_in_table_json_and_footer(tmp_pa
     warnings = json.loads(files["metrics.json"].read_text())["warnings"]
     assert set(warnings) == {"calibration_transfer", "calibration_size"}
     assert transfer_metrics(np.ones(3), np.zeros(3), np.empty(0))["cal_transfer"] is None
+
+
+def test_reproduce_notes_name_the_sets_an_arm_does_not_transfer_to():
+    rows = [{"dataset": "news", "cal_transfer": "no"}, {"dataset": "like", "cal_transfer": "yes"}]
+    runs = {s: SeedRun(rows if s == 1 else rows[1:], 0.0, 1, {}) for s in (0, 1)}
+    (note,) = transfer_notes(ArmResult("N+P", "clipflow", None, runs))
+    assert note.startswith("N+P: the calibration does not transfer to news (seed 1)")
+    assert "like (seed" not in note
+    assert transfer_notes(ArmResult("P", "clipflow", None, {0: SeedRun(rows[1:], 0, 1, {})})) == []

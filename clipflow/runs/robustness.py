@@ -81,7 +81,8 @@ def run_robustness(
         "seed": s.seed,
         "perturbations": [p.describe() for p in perturbations],
     }
-    files, summary, note, chain_table, warnings = {}, [], "", [], {}
+    files, summary, note, chain_table = {}, [], "", []
+    warnings: dict[str, str] = {}  # the clean block's calibration warnings, for the summary
     for pert, all_scores in zip([None, *perturbations], score_maps):
         # as clipflow-eval: a non-finite score is no decision, listed and counted per block
         score_of, not_finite = split_not_finite(all_scores)
