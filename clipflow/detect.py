@@ -49,6 +49,7 @@ from .core.fileio import atomic_write_text, display_path, unwritable_reason
 from .core.machine import resolve_device
 from .data.imageio import DEFAULT_MAX_PIXELS, load_image, scan_images
 from .errors import ClipflowError, UnreadableImageError
+from .eval.checks import detect_notes
 from .eval.conformal import ConformalCalibration, check_level, unsure_perturbations
 from .eval.metrics import false_positive_rate
 from .features.decode import pil_to_uint8_tensor
@@ -660,4 +661,5 @@ def table_footer(
             f"{UNSURE}: the image and its {unsure_k} re-encoded copies are not all decided "
             "alike; spread: their lowest..highest score"
         )
+    lines += detect_notes(det.calibration.scores, det.threshold, det.ckpt.meta.get("warnings"))
     return "\n".join(lines) + "\n"

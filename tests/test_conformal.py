@@ -28,6 +28,7 @@ from clipflow.eval.conformal import (
 )
 from clipflow.eval.metrics import OURS_COLUMNS, mean_row, ours_metrics
 from clipflow.eval.report import RESULTS_COLUMNS
+from clipflow.eval.transfer import TRANSFER_COLUMNS
 from clipflow.runs.calibrate import fingerprint
 from clipflow.runs.evaluate import evaluate_sets
 
@@ -109,10 +110,12 @@ def test_eval_rows_have_our_columns_and_the_paper_columns_unchanged(tmp_path: Pa
     rows, _ = evaluate_sets(sets, score_of, 0.5, cal)
     before, _ = evaluate_sets(sets, score_of, 0.5)  # no calibration: conformal columns empty
     for row, plain in zip(rows, before):
-        assert set(OURS_COLUMNS) <= set(row)
-        assert {k: row[k] for k in plain if k not in OURS_COLUMNS} == {
-            k: plain[k] for k in plain if k not in OURS_COLUMNS
+        ours = (*OURS_COLUMNS, *TRANSFER_COLUMNS)
+        assert set(ours) <= set(row)
+        assert {k: row[k] for k in plain if k not in ours} == {
+            k: plain[k] for k in plain if k not in ours
         }
+        assert plain["cal_transfer"] is None and row["cal_transfer"] == "yes"  # exchangeable
         assert plain["fpr@p1%"] is None and plain["tpr@fpr1%(roc)"] == row["tpr@fpr1%(roc)"]
         # the realised FPR of p <= 5 % on exchangeable reals: about 5 %, within sampling error
         assert 1.0 < row["fpr@p5%"] < 9.0 and row["tpr@p5%"] > row["fpr@p5%"]
@@ -120,7 +123,8 @@ def test_eval_rows_have_our_columns_and_the_paper_columns_unchanged(tmp_path: Pa
     mean = mean_row(rows)
     assert mean["fpr@p5%"] == pytest.approx((rows[0]["fpr@p5%"] + rows[1]["fpr@p5%"]) / 2)
     assert "fpr@p5%" not in mean_row(before)
-    assert RESULTS_COLUMNS[-len(OURS_COLUMNS) :] == OURS_COLUMNS
+    assert RESULTS_COLUMNS[-len(OURS_COLUMNS) - 2 : -2] == OURS_COLUMNS
+    assert RESULTS_COLUMNS[-2:] == TRANSFER_COLUMNS
     # ROC columns: a perfectly separated set has TPR 100 at any FPR
     perfect = ours_metrics(np.r_[np.zeros(5), np.ones(5)], np.r_[np.zeros(5), np.ones(5)])
     assert perfect["tpr@fpr1%(roc)"] == 100.0

@@ -134,6 +134,10 @@ def test_summary_matches_each_block(robust_dir: Path):
     md = (robust_dir / "robustness.md").read_text()
     assert md.count("| jpeg30 |") == 2 and "Δ mean" in md and "Random-weight backbone" in md
     assert "| mean | mean_all | Δ mean |" in md and "not the paper's mean" in md
+    # the clean block's calibration warnings, said in the summary too (2 calibration reals)
+    assert "are blank: the checkpoint has 2 calibration reals" in md
+    summary = json.loads((robust_dir / "robustness.json").read_text())
+    assert "needs 99" in summary["warnings"]["calibration_size"]
 
 
 def test_plot_has_a_panel_per_family(robust_dir: Path):

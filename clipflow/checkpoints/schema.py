@@ -146,6 +146,15 @@ def _str_map(v: Any) -> None:
         _at(k, _str(r".{0,200}"), x)
 
 
+def _warning_map(v: Any) -> None:
+    """kind -> one warning message (clipflow/eval/checks.py), at most 16 of them."""
+    _dict(v)
+    if len(v) > 16:
+        raise _Invalid(f"{len(v)} warnings (at most 16)")
+    for k, x in v.items():
+        _at(k, _str(r".{1,4000}"), x)
+
+
 def _count_map(v: Any) -> None:
     """name -> count (e.g. training images per class)."""
     _dict(v)
@@ -265,6 +274,8 @@ META_SCHEMA: dict[str, tuple[Check, bool]] = {
         False,
     ),
     "versions": (_str_map, False),
+    # what the run found too small or not usable, also logged when it ran (eval/checks.py)
+    "warnings": (_warning_map, False),
     # written by clipflow-calibrate: whose photos val_real_scores are (clipflow/runs/calibrate.py)
     "calibration": (
         _record(
@@ -275,6 +286,7 @@ META_SCHEMA: dict[str, tuple[Check, bool]] = {
                 "date": (_str(r"[0-9T:+.Z-]{10,40}"), True),
                 "refit": (_bool, True),
                 "n_skipped": (_int(0), False),
+                "n_duplicates": (_int(0), False),  # content copies counted once
                 "source_sha256": (_str(r"[0-9a-f]{64}"), False),
                 "holdout": (_number(0.0, 1.0, lo_open=True), False),
                 "n_fit": (_int(0), False),

@@ -20,7 +20,8 @@ def calibrate(cfg: DictConfig) -> None:
     from ..settings.config import calibrate_settings
 
     settings = calibrate_settings(to_dict(cfg))  # every value checked before torch is imported
-    from ..runs.calibrate import run_calibrate
+    from ..checkpoints.checkpoint import load_checkpoint
+    from ..runs.calibrate import calibration_summary, run_calibrate
 
     out = run_dir("out")  # = out=, created by Hydra and checked writable
     try:
@@ -28,6 +29,7 @@ def calibrate(cfg: DictConfig) -> None:
     except BaseException:
         _remove_if_empty(out)  # a refused run leaves no empty folder behind
         raise
+    print(calibration_summary(load_checkpoint(ckpt)), end="")
     print(f"checkpoint: {ckpt}")
 
 

@@ -106,6 +106,12 @@ class TestSet:
         return len(self.fake)
 
 
+# The fewest natural images a folder of training or calibration photos may hold (one to fit or
+# calibrate on, one more: a split and a p-value both need two); clipflow-calibrate's
+# min_reals rule starts here too, so no accepted setting can never succeed.
+MIN_IMAGES = 2
+
+
 @dataclass
 class TrainSplit:
     """Natural images for training and for validation (disjoint), and train count per class."""
@@ -375,10 +381,10 @@ def discover_train_images(
     _check_train_root(root, hint)
     groups, skipped = _natural_groups(root)
     total = sum(len(v) for v in groups.values())
-    if total < 2:
+    if total < MIN_IMAGES:
         found = "no natural images" if total == 0 else "only 1 natural image"
         raise DataError(
-            f"{found} under {root} — at least 2 are needed: put them in <class>/0_real "
+            f"{found} under {root} — at least {MIN_IMAGES} are needed: put them in <class>/0_real "
             f"(CNNSpot progan_train), 0_real/, or a plain folder; {hint}"
         )
     split = TrainSplit(train=[], val=[], classes={}, skipped=skipped)

@@ -116,6 +116,71 @@ class ConformalCalibration:
         return -math.inf if k >= self.n else float(self.scores[self.n - k - 1])
 
 
+# ----------------------------------------------------------------------------- checkpoint checks
+
+# The levels a user is likely to type; what a calibration of n reals supports is said in these.
+COMMON_LEVELS = (0.01, 0.05, 0.1, 0.2)
+# The levels clipflow-eval reports (fpr@p1%, fpr@p5%): a calibration that cannot reach one of
+# them is worth a warning at training time (those columns would stay blank).
+WARN_LEVELS = (0.01, 0.05)
+# The checkpoint threshold flagging more than this share of its own calibration reals is
+# called out: a detector that calls over a quarter of real photos ai-generated is not usable
+# at its threshold (the demo's flags 87.5 %).
+THRESHOLD_SHARE_LIMIT = 0.25
+
+
+def smallest_level(n: int) -> float | None:
+    """The smallest level n calibration scores can reach, 1 / (n + 1) (None without any)."""
+    return 1.0 / (n + 1) if n >= 1 else None
+
+
+def supported_levels(n: int, levels: tuple[float, ...] = COMMON_LEVELS) -> list[float]:
+    """Those of ``levels`` that n calibration scores can reach."""
+    return [a for a in levels if n >= 1 and _max_count(a, n) >= 0]
+
+
+def levels_text(n: int) -> str:
+    """``fpr >= 0.0625 (of 0.01/0.05/0.1/0.2: 0.1, 0.2)``: what n calibration reals allow."""
+    low = smallest_level(n)
+    if low is None:
+        return "no level (no calibration reals)"
+    ok = supported_levels(n)
+    common = "/".join(f"{a:g}" for a in COMMON_LEVELS)
+    return f"fpr >= {low:.4g} (of {common}: {', '.join(f'{a:g}' for a in ok) or 'none'})"
+
+
+def calibration_size_warning(n: int, remedy: str) -> str | None:
+    """A warning when n calibration reals cannot reach one of :data:`WARN_LEVELS`: which
+    levels they support, what the others need, and ``remedy`` (how to get more reals)."""
+    missing = [a for a in WARN_LEVELS if a not in supported_levels(n, WARN_LEVELS)]
+    if not missing:
+        return None
+    needs = " and ".join(f"fpr={a:g} needs {reals_needed(a)}" for a in missing)
+    return (
+        f"only {n} calibration reals: they support {levels_text(n)}; {needs} "
+        f"(the smallest p-value with n reals is 1/(n+1)); {remedy}"
+    )
+
+
+def threshold_share(cal_scores: np.ndarray, threshold: float) -> float:
+    """Share of the calibration reals that ``score > threshold`` calls ai-generated."""
+    cal = np.asarray(cal_scores, float)
+    return float(np.mean(cal > threshold)) if len(cal) else 0.0
+
+
+def threshold_share_warning(cal_scores: np.ndarray, threshold: float, remedy: str) -> str | None:
+    """A warning when the threshold flags over :data:`THRESHOLD_SHARE_LIMIT` of the calibration
+    reals (they are real photos: each one flagged is a false positive)."""
+    share = threshold_share(cal_scores, threshold)
+    if share <= THRESHOLD_SHARE_LIMIT:
+        return None
+    return (
+        f"the threshold {threshold:.4g} calls {100 * share:.1f}% of the checkpoint's "
+        f"{len(cal_scores)} calibration reals ai-generated (real photos: false positives); "
+        f"decisions at the threshold are not usable: decide by p-value (fpr=0.05) instead, {remedy}"
+    )
+
+
 # ----------------------------------------------------------------------------- unsure verdict
 
 # Re-encodings an image meets online, alternating JPEG and resize so that any K mixes both.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,11 +24,22 @@ from ..core.fileio import (
 from ..errors import ClipflowError
 from .means import Means, in_paper, paper_first
 from .metrics import METRIC_COLUMNS, OURS_COLUMNS
+from .transfer import TRANSFER_COLUMNS, blank_levels_warning, transfer_warning
+
+log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ("dataset", "display_name", *METRIC_COLUMNS)
 # results.csv/.md of an evaluation: ``in_paper`` says yes/no per set, and for a mean row how
-# many of the paper's 19 sets it averages (see clipflow.eval.means for the rule).
-RESULTS_COLUMNS = ("dataset", "display_name", "in_paper", *METRIC_COLUMNS, *OURS_COLUMNS)
+# many of the paper's 19 sets it averages (see clipflow.eval.means for the rule); last, whether
+# each set's reals are like the calibration reals (clipflow.eval.transfer).
+RESULTS_COLUMNS = (
+    "dataset",
+    "display_name",
+    "in_paper",
+    *METRIC_COLUMNS,
+    *OURS_COLUMNS,
+    *TRANSFER_COLUMNS,
+)
 RANDOM_WARNING = (
     "**Random-weight backbone: these numbers show that the pipeline runs, not that it detects "
     "anything.**"
@@ -67,13 +79,17 @@ def skipped_text(skipped: Sequence[tuple[str | Path, str]]) -> str:
 def to_markdown(rows: list[dict], columns: tuple[str, ...]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(_fmt(row.get(k)) for k in columns) + " |")
+        lines.append(
+            "| " + " | ".join(_fmt(row.get(k), p_value=k.endswith("_p")) for k in columns) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def _fmt(value, csv_mode: bool = False) -> str:
+def _fmt(value, csv_mode: bool = False, p_value: bool = False) -> str:
     if value is None:
         return ""
+    if p_value and isinstance(value, float) and not csv_mode:  # 1e-30 is not "0.00"
+        return f"{value:.2g}"
     if isinstance(value, float):
         return f"{value:.6f}" if csv_mode else f"{value:.2f}"
     return str(value)
@@ -110,8 +126,11 @@ def write_results(
     meta: dict,
     scores: list[dict],
     skipped: list[tuple[str, str]],
+    log_warnings: bool = True,
 ) -> dict[str, Path]:
     """Write all result files of one evaluation into ``run_dir``; return their paths.
+    The calibration's warnings (:func:`calibration_notes`) are written, and logged unless
+    ``log_warnings`` is false (a robustness run logs its clean block's only).
 
     ``means`` comes from :func:`clipflow.eval.means.summarize` of the same rows. The files are
     written as one set: a full disk leaves none of them (results.md, renamed last, never
@@ -134,12 +153,24 @@ def write_results(
         "ROC (its test labels) reaches X% FPR; `fpr@pX%` / `tpr@pX%`: the conformal decision "
         "p <= X% against the checkpoint's calibration reals, its realised FPR on this set's "
         "reals (guaranteed <= X% only if they are exchangeable with the calibration reals) "
-        "and TPR on its fakes (docs/calibration.md).\n"
+        "and TPR on its fakes (docs/calibration.md); `cal_transfer`: `no` when this set's reals "
+        "are flagged significantly more often than the level allows (exact test, "
+        "`cal_transfer_p` its p-value): they are not like the calibration reals.\n"
     )
+    warnings = calibration_notes(rows, meta)
+    for text in warnings.values() if log_warnings else ():
+        log.warning("%s", text)
+    md += "".join(f"\n**Warning:** {text}\n" for text in warnings.values())
     md += f"\n{means.note()}\n"
     md += benchmarks_text(rows)
     md += skipped_note(len(skipped), meta.get("n_not_finite", 0), meta.get("n_left_out", 0))
-    payload = {**meta, "datasets": rows, **means.to_json(), "n_skipped": len(skipped)}
+    payload = {
+        **meta,
+        "datasets": rows,
+        **means.to_json(),
+        "n_skipped": len(skipped),
+        "warnings": warnings,
+    }
     texts["metrics.json"] = json.dumps(payload, indent=2, sort_keys=True)
     texts["scores.csv"] = scores_to_csv(scores)
     texts["skipped.txt"] = skipped_text(skipped)
@@ -150,6 +181,19 @@ def write_results(
     files[paths["results.md"]] = encode_text(md)  # last: the file people open first
     atomic_write_set(files)
     return paths
+
+
+def calibration_notes(rows: list[dict], meta: dict) -> dict[str, str]:
+    """The results' warnings about the calibration (written to results.md and metrics.json):
+    sets whose reals it does not fit, conformal columns it leaves blank."""
+    n_cal = meta.get("n_calibration")
+    if n_cal is None:  # no calibration reals known: no conformal columns to speak of
+        return {}
+    found = {
+        "calibration_transfer": transfer_warning(rows, n_cal),
+        "calibration_size": blank_levels_warning(n_cal),
+    }
+    return {k: v for k, v in found.items() if v}
 
 
 def skipped_note(n_skipped: int, n_not_finite: int = 0, n_left_out: int = 0) -> str:

@@ -255,6 +255,44 @@ def epoch_line(row: dict) -> str:
     return "  ".join(parts)
 
 
+# ----------------------------------------------------------------------------- too short
+
+# Fewer optimisation steps than this and a run is called too short to have learned. The
+# paper's recipe (6,480 training images, batch 128, 10 epochs of N+P) makes 510 steps; Adam
+# moves each weight by about lr per step, so 250 steps at lr 1e-4 move a weight at most ~0.025
+# from its initialisation, and far fewer (a 150-photo folder: 20 steps) leave the flow at its
+# random start (the natural-vs-proxy score gap of such a run ends near 0.004). A step count
+# is known before training and is the same on every machine; a loss-plateau test over ten
+# noisy epochs, or a gap bound, would depend on the backbone, dr_dim and loss.
+MIN_STEPS = 250
+
+
+def optimisation_steps(n_images: int, cfg: TrainConfig) -> int:
+    """Adam steps of :func:`fit` on ``n_images`` training rows: batches per epoch × epochs."""
+    return math.ceil(n_images / cfg.batch_size) * cfg.resolved_epochs()
+
+
+def short_training_warning(n_images: int, cfg: TrainConfig, history: list[dict]) -> str | None:
+    """A warning when the run made fewer than :data:`MIN_STEPS` optimisation steps, with the
+    final natural-vs-proxy score gap (what little was learned) and how to train longer."""
+    steps = optimisation_steps(n_images, cfg)
+    if steps >= MIN_STEPS:
+        return None
+    last = history[-1] if history else {}
+    gap = ""
+    if "q_natural" in last and "q_proxy" in last:
+        diff = last["q_proxy"] - last["q_natural"]
+        gap = f"; the proxies' mean score ends {diff:.4g} above the naturals'"
+    batches = math.ceil(n_images / cfg.batch_size)
+    epochs = math.ceil(MIN_STEPS / max(1, batches))
+    return (
+        f"training ran only {steps} optimisation steps ({cfg.resolved_epochs()} epochs x "
+        f"{batches} batches of {cfg.batch_size} on {n_images} "
+        f"images), fewer than {MIN_STEPS}: too short to have learned{gap}; train on more "
+        f"images, or longer (train.epochs={epochs}) or with smaller batches (train.batch_size)"
+    )
+
+
 def _step_runner(
     model: CLIPFlow,
     natural: torch.Tensor | None,

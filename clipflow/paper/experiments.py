@@ -158,6 +158,8 @@ class _Trained:
     n_params: int
     checkpoint: str | None
     seconds: float
+    # the head's calibration reals (conformal columns, cal_transfer); None for baselines
+    cal_scores: np.ndarray | None = None
 
 
 class Runner:
@@ -276,6 +278,7 @@ class Runner:
             n_params,
             path,
             time.perf_counter() - start,
+            head.val_real_scores.numpy(),
         )
         self._trained[key] = done
         return done
@@ -295,7 +298,13 @@ class Runner:
         scores = score_features(ckpt.model, test.features, device=device).tolist()
         n_params = sum(p.numel() for p in ckpt.model.parameters())
         return _Trained(
-            test, dict(zip(test.paths, scores)), ckpt.threshold, n_params, str(ckpt.path), 0.0
+            test,
+            dict(zip(test.paths, scores)),
+            ckpt.threshold,
+            n_params,
+            str(ckpt.path),
+            0.0,
+            ckpt.val_real_scores.numpy(),
         )
 
     def baseline(self, name: str, s: TrainSettings) -> _Trained:
@@ -406,7 +415,9 @@ class Runner:
     def _evaluate(self, spec: ExperimentSpec, trained: _Trained, folder: Path) -> SeedRun:
         """Per-set metrics of one trained arm on the experiment's sets; writes its files."""
         sets = trained.test.extra if spec.sets == "extra" else trained.test.sets
-        rows, score_rows = evaluate_sets(sets, trained.score_of, trained.threshold)
+        rows, score_rows = evaluate_sets(
+            sets, trained.score_of, trained.threshold, trained.cal_scores
+        )
         grouped: dict[str, tuple[list, list]] = {r["dataset"]: ([], []) for r in rows}
         for r in score_rows:
             grouped[r["dataset"]][r["label"]].append(r["score"])

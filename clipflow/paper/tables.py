@@ -19,6 +19,7 @@ import numpy as np
 from ..core.fileio import atomic_write_text, to_jsonable
 from ..data.layouts import PAPER_FAMILIES, PAPER_ORDER, display_name
 from ..eval.report import RANDOM_WARNING, new_figure, save_png, to_csv
+from ..eval.transfer import SIGNIFICANCE
 from .results import PaperRow, find_row, load_table, paper_sets
 from .spec import ArmResult, ExperimentResult, ExperimentSpec
 
@@ -148,7 +149,27 @@ def comparison(
         notes += [f"{arm.name}: {note}"] if note else []
         notes += [f"{arm.name}: paper row {prow.label}: {prow.note}"] if prow and prow.note else []
         notes += [] if prow else [f"{arm.name}: the paper has no number for this in {table}"]
+        notes += transfer_notes(arm)
     return rows + [mean], columns, notes
+
+
+def transfer_notes(arm: ArmResult) -> list[str]:
+    """A note naming the sets whose reals the arm's calibration does not fit (``cal_transfer``
+    "no" at some seed, clipflow.eval.transfer): its fpr= guarantee does not hold there."""
+    bad: dict[str, list[int]] = {}
+    for seed, run in sorted(arm.runs.items()):
+        for row in run.rows:
+            if row.get("cal_transfer") == "no":
+                bad.setdefault(row["dataset"], []).append(seed)
+    if not bad:
+        return []
+    named = ", ".join(f"{name} (seed {', '.join(map(str, seeds))})" for name, seeds in bad.items())
+    return [
+        f"{arm.name}: the calibration does not transfer to {named}: their reals are flagged "
+        "by p <= 1%/5% far more often than the level (exact test, significance "
+        f"{SIGNIFICANCE:g}), so they are not like the arm's calibration reals and fpr= "
+        "decisions do not hold there (docs/calibration.md)"
+    ]
 
 
 def _cell(row: dict, arm: str) -> list[str]:

@@ -10,6 +10,11 @@ against an image the flow was fit on.
 The record ``calibration: {n, fingerprint, root, date, refit, ...}`` in model.json names the
 photos: ``fingerprint`` is a sha256 over each calibration file's path (relative to ``root``,
 as bytes, :func:`~clipflow.core.fileio.path_key_bytes`) and size, in sorted order.
+
+Photos with the same content (sha256 of the file's bytes) are counted once: 25 copies of one
+photo are one photo, not 25 exchangeable draws (``n_duplicates`` in the record). What the run
+finds too small is logged and recorded as ``warnings`` (clipflow/eval/checks.py), and
+:func:`calibration_summary` is what clipflow-calibrate prints.
 """
 
 from __future__ import annotations
@@ -36,9 +41,16 @@ from ..checkpoints.checkpoint import (
 from ..core.fileio import path_key_bytes, to_jsonable
 from ..core.machine import resolve_device
 from ..core.versions import package_versions
-from ..data.layouts import discover_train_images
+from ..data.layouts import MIN_IMAGES, TrainSplit, discover_train_images
 from ..errors import ClipflowError, DataError
-from ..eval.conformal import CalibrationError, reals_needed
+from ..eval.checks import CALIBRATE_REMEDY, calibration_warnings, report
+from ..eval.conformal import (
+    COMMON_LEVELS,
+    CalibrationError,
+    ConformalCalibration,
+    levels_text,
+    reals_needed,
+)
 from ..features.cache import cached_extract, feature_cache
 from ..features.loader import Loader
 from ..flow.model import score_features
@@ -79,8 +91,9 @@ def run_calibrate(s: CalibrateSettings, out: Path, backbone=None) -> Path:
     root = Path(s.data.real_root).expanduser()
     holdout = s.holdout if s.refit else 0.0
     split = discover_train_images(root, None, holdout, s.seed, setting="data.real_root")
+    split, copies = drop_copies(split)
     cal_paths = split.val if s.refit else split.train
-    require_enough(len(cal_paths), s, "usable")
+    require_enough(len(cal_paths), s, "distinct usable", len(copies))
     device = resolve_device(s.device)
     backbone = checkpoint_backbone(ckpt, s.backbone, device, ready=backbone)
     if s.refit:
@@ -93,6 +106,7 @@ def run_calibrate(s: CalibrateSettings, out: Path, backbone=None) -> Path:
         backbone_record = ckpt.backbone
     require_enough(len(used), s, "readable and finitely scored")
     extra["versions"] = package_versions()
+    extra["warnings"] = calibrate_warnings(ckpt, extra, scores, threshold, copies)
     extra["calibration"] = {
         "n": len(used),
         "fingerprint": fingerprint(used, root),
@@ -100,6 +114,7 @@ def run_calibrate(s: CalibrateSettings, out: Path, backbone=None) -> Path:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "refit": s.refit,
         "n_skipped": len(cal_paths) - len(used) + len(split.skipped),
+        "n_duplicates": len(copies),
         "source_sha256": ckpt.sha256,
         **({"holdout": s.holdout, "n_fit": len(split.train)} if s.refit else {}),
     }
@@ -119,14 +134,17 @@ def check_output(out: Path, ckpt: Checkpoint) -> Path:
     return out
 
 
-def require_enough(n: int, s: CalibrateSettings, what: str) -> None:
-    """At least ``min_reals`` calibration photos, and enough for ``fpr`` when given."""
-    need = max(s.min_reals, reals_needed(s.fpr) if s.fpr is not None else 0)
+def require_enough(n: int, s: CalibrateSettings, what: str, copies: int = 0) -> None:
+    """At least ``min_reals`` calibration photos (never under :data:`MIN_IMAGES`, the least
+    any calibration can use), and enough for ``fpr`` when given. ``copies``: photos dropped
+    as content duplicates of others, said in the refusal."""
+    need = max(s.min_reals, MIN_IMAGES, reals_needed(s.fpr) if s.fpr is not None else 0)
     if n < need:
         part = f" (the held-out holdout={s.holdout:g} share; refit=true)" if s.refit else ""
         why = f"fpr={s.fpr:g} needs {reals_needed(s.fpr)}" if s.fpr is not None else ""
+        dup = f" after dropping {copies} duplicate(s) (same file content)" if copies else ""
         raise CalibrationError(
-            f"{s.data.real_root}: {n} {what} real photos for calibration{part}, at least "
+            f"{s.data.real_root}: {n} {what} real photos for calibration{part}{dup}, at least "
             f"{need} needed (min_reals={s.min_reals}{'; ' + why if why else ''}): add photos"
             + (" or raise holdout" if s.refit else "")
         )
@@ -190,11 +208,87 @@ def _refit(s: CalibrateSettings, ckpt: Checkpoint, backbone, split, device):
         "proxy": ckpt.meta.get("proxy", {}),
         "train": train,
         "validation": head.validation,
+        "warnings": head.warnings,
     }
     # The held-out photos again (from the cache): which of them were read, and their scores
     # under the new flow, exactly as calibrate() computed them for the threshold.
     used, scores = _score(s, head.model, backbone, split.val, device)
     return head.model, head.threshold, scores, used, extra, to_jsonable(ts)
+
+
+def drop_copies(split: TrainSplit) -> tuple[TrainSplit, list[Path]]:
+    """``split`` with each photo's content once (its first path: train before val, so a
+    held-out copy of a fitted photo is dropped too), and the paths dropped. Content is the
+    sha256 of the file's bytes: byte-identical copies (what a folder of copies holds) are
+    found without decoding; a re-encoded or resized copy is another file and is not."""
+    seen: set[str] = set()
+    kept: dict[str, list[Path]] = {"train": [], "val": []}
+    copies: list[Path] = []
+    for part in ("train", "val"):
+        for path in getattr(split, part):
+            digest = _content_hash(Path(path))
+            if digest is not None and digest in seen:
+                copies.append(path)
+                continue
+            seen.add(digest or f"unread:{path}")  # unreadable: extraction says why later
+            kept[part].append(path)
+    if copies:
+        log.warning(
+            "%d photo(s) have the same content as another (sha256 of the file): each content "
+            "counted once",
+            len(copies),
+        )
+    return replace(split, train=kept["train"], val=kept["val"]), copies
+
+
+def _content_hash(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def calibrate_warnings(ckpt: Checkpoint, extra: dict, scores, threshold: float, copies) -> dict:
+    """The new checkpoint's warnings, logged: duplicates dropped, calibration size and
+    threshold share on the new calibration. A refit's come from its training (which logged
+    them, on these same held-out photos); without refit the input's flow is kept, and so is
+    its short-training warning."""
+    dup = (
+        f"{len(copies)} photo(s) dropped as copies of others (same file content): identical "
+        "photos are not exchangeable draws, so each content counts once"
+        if copies
+        else None
+    )
+    if "warnings" in extra:  # refit: train_head's, on the held-out photos
+        return {**extra["warnings"], **report({"duplicates": dup})}
+    carried = ckpt.meta.get("warnings", {}).get("short_training")
+    found = report(
+        {"duplicates": dup, **calibration_warnings(scores.numpy(), threshold, CALIBRATE_REMEDY)}
+    )
+    return {**({"short_training": carried} if carried else {}), **found}
+
+
+def calibration_summary(ckpt: Checkpoint) -> str:
+    """What clipflow-calibrate prints: photos used / skipped / duplicates, the score
+    threshold of the p-value decision at the common levels, the smallest level reachable."""
+    record = ckpt.meta.get("calibration", {})
+    cal = ConformalCalibration(ckpt.val_real_scores.numpy())
+    cuts = []
+    for a in COMMON_LEVELS:
+        try:
+            cuts.append(f"fpr={a:g}: score > {cal.threshold(a):.4f}")
+        except CalibrationError:
+            cuts.append(f"fpr={a:g}: n/a (needs {reals_needed(a)} reals)")
+    return (
+        f"photos: {cal.n} used, {record.get('n_skipped', 0)} skipped, "
+        f"{record.get('n_duplicates', 0)} duplicate(s) dropped\n"
+        f"decision thresholds (p_value <= fpr): {'; '.join(cuts)}\n"
+        f"supported levels: {levels_text(cal.n)}; smallest 1/(n+1) with n = {cal.n}\n"
+    )
 
 
 def fingerprint(paths, root: Path) -> str:

@@ -33,6 +33,7 @@ from ..errors import DataError
 from ..eval.means import check_set_names, summarize
 from ..eval.metrics import dataset_metrics, ours_metrics
 from ..eval.report import skipped_text, write_results
+from ..eval.transfer import transfer_metrics
 from ..features.cache import FeatureCache, cached_extract, feature_cache
 from ..features.extract import FeatureSet
 from ..features.loader import Loader
@@ -202,6 +203,7 @@ def evaluate_sets(
                 "protocol": ts.protocol,
                 **dataset_metrics(scores, labels, threshold),
                 **ours_metrics(scores, labels, cal_scores),
+                **transfer_metrics(scores, labels, cal_scores),  # do its reals fit the cal?
             }
         )
         score_rows += [
@@ -225,6 +227,7 @@ def eval_metadata(ckpt: Checkpoint, backbone, s: EvalSettings) -> dict:
         "benchmark": s.data.benchmark,
         "reencode": describe_reencode(s.data.reencode),  # None: images scored as stored
         "threshold": ckpt.threshold,
+        "n_calibration": len(ckpt.val_real_scores),  # the reals behind the fpr@p columns
         "checkpoint": str(ckpt.path),
         "checkpoint_sha256": ckpt.sha256,
         "train_mode": ckpt.meta.get("train", {}).get("mode"),

@@ -20,7 +20,15 @@ from ..core.fileio import atomic_write_text
 from ..data.layouts import TestSet
 from ..eval.chain_report import chain_records, length_rows, write_chain_summary
 from ..eval.means import in_paper, paper_first, summarize
-from ..eval.report import describe_run, new_figure, save_png, to_csv, to_markdown, write_results
+from ..eval.report import (
+    calibration_notes,
+    describe_run,
+    new_figure,
+    save_png,
+    to_csv,
+    to_markdown,
+    write_results,
+)
 from ..features.extract import extract_features
 from ..features.loader import Loader
 from ..flow.model import score_features
@@ -79,6 +87,7 @@ def run_robustness(
         "perturbations": [p.describe() for p in perturbations],
     }
     files, summary, note, chain_table = {}, [], "", []
+    warnings: dict[str, str] = {}  # the clean block's calibration warnings, for the summary
     for pert, all_scores in zip([None, *perturbations], score_maps):
         # as clipflow-eval: a non-finite score is no decision, listed and counted per block
         score_of, not_finite = split_not_finite(all_scores)
@@ -94,7 +103,10 @@ def run_robustness(
             "n_left_out": len(left_out),
         }
         means = summarize(rows)
-        written = write_results(folder, rows, means, block_meta, score_rows, block_skipped)
+        written = write_results(
+            folder, rows, means, block_meta, score_rows, block_skipped, log_warnings=pert is None
+        )
+        warnings = warnings if pert is not None else calibration_notes(rows, block_meta)
         if pert is not None:  # the table header names the perturbation, not only the folder
             _title(written["results.md"], f"# Results under `{pert.name}`")
         files.update(
@@ -105,7 +117,7 @@ def run_robustness(
             chain_table += length_rows(pert.length if pert else 0, rows)
         # Every variant scores the same files, so its sets and mean rule are those of clean.
         note = note or means.note()
-    files.update(write_summary(run_dir, summary, {**meta, "mean_note": note}))
+    files.update(write_summary(run_dir, summary, {**meta, "mean_note": note, "warnings": warnings}))
     chains = [(p, m) for p, m in zip(perturbations, score_maps[1:]) if isinstance(p, ChainLength)]
     if chains:
         chain_meta = {**meta, "mean_note": note, "chain": _chain_meta(chains[0][0], len(chains))}
@@ -224,6 +236,8 @@ def summary_markdown(summary: list[dict], meta: dict) -> str:
         "are left out of every row alike.\n"
     )
     text += f"\n{meta['mean_note']}\n" if meta.get("mean_note") else ""
+    # the clean images' calibration warnings (each perturbation's are in its results.md)
+    text += "".join(f"\n**Warning:** {w}\n" for w in (meta.get("warnings") or {}).values())
     for metric, title in (
         ("ap", "AP (%)"),
         ("acc@val", "Accuracy at the checkpoint threshold, acc@val (%)"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +33,7 @@ from ..data.layouts import (
     discover_train_images,
 )
 from ..errors import ClipflowError, DataError, TrainingDivergedError
+from ..eval.checks import training_warnings
 from ..eval.metrics import calibrate_threshold
 from ..eval.report import plot_loss, skipped_text, tensorboard_writer, write_history
 from ..features.cache import FeatureCache, cached_extract, feature_cache, file_key
@@ -72,6 +73,7 @@ class TrainedHead:
     validation: dict
     train_paths: list[str]
     skipped: list[tuple[str, str]]
+    warnings: dict[str, str] = field(default_factory=dict)  # kind -> message (eval/checks.py)
 
 
 def train_head(
@@ -92,7 +94,8 @@ def train_head(
         raise ClipflowError("training ran no epoch (train.epochs must be >= 1); nothing to save")
     val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
     threshold, val_real, val_info = calibrate(model, val, device, s.data.val_band)
-    return TrainedHead(model, threshold, val_real, history, val_info, tf.paths, tf.skipped)
+    notes = training_warnings(s.train, len(tf.paths), history, threshold, val_real.numpy())
+    return TrainedHead(model, threshold, val_real, history, val_info, tf.paths, tf.skipped, notes)
 
 
 def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
@@ -138,6 +141,7 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
         },
         "validation": head.validation,
         "versions": package_versions(),
+        "warnings": head.warnings,  # also logged as the run trained
     }
     ckpt = save_checkpoint(
         run_dir,

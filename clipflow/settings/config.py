@@ -40,6 +40,7 @@ from ..backbones.config import (
     factory_problem,
 )
 from ..data.benchmarks import CHOICES as BENCHMARK_CHOICES
+from ..data.layouts import MIN_IMAGES
 from ..errors import ClipflowError
 from ..flow.config import BLOCKS, LOSSES, MODES, FlowConfig, TrainConfig
 from ..transforms.config import (
@@ -361,7 +362,7 @@ RULES: dict[str, Rule] = {
     "detect.fpr": _unit(hi_open=True),
     "calibrate.fpr": _unit(hi_open=True),
     "calibrate.holdout": Rule(lo=0.0, hi=0.9, lo_open=True),
-    "calibrate.min_reals": _ge(1, 10**9),
+    "calibrate.min_reals": _ge(MIN_IMAGES, 10**9),  # = what discovery accepts
     "detect.unsure_k": _ge(1, 8),  # = len(conformal.UNSURE_COPIES)
     "detect.batch_size": _LOADER_BATCH,
     "detect.num_workers": _WORKERS,
