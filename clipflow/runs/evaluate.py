@@ -31,6 +31,7 @@ from ..core.versions import package_versions
 from ..data.benchmarks import discover_benchmark_sets
 from ..data.layouts import TestSet, listing_skips, univfd_sample
 from ..errors import DataError
+from ..eval.html_report import eval_report, write_report
 from ..eval.means import check_set_names, summarize
 from ..eval.metrics import dataset_metrics, ours_metrics
 from ..eval.report import skipped_text, write_results
@@ -87,7 +88,11 @@ def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
     if not rows:
         raise no_scorable_set(Path(run_dir), skipped)
     meta = {**eval_metadata(ev.ckpt, ev.backbone, s), "n_not_finite": len(not_finite)}
-    return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, skipped)
+    means = summarize(rows)
+    files = write_results(Path(run_dir), rows, means, meta, score_rows, skipped)
+    page = eval_report(rows, means, meta, score_rows, cal)
+    files["report.html"] = write_report(Path(run_dir) / "report.html", page)
+    return files
 
 
 def no_scorable_set(run_dir: Path, skipped: list[tuple[str, str]]) -> DataError:
