@@ -143,6 +143,16 @@ def test_plot_has_a_panel_per_family(robust_dir: Path):
     assert width > 3 * height  # four panels side by side (jpeg, blur, resize, combined)
 
 
+def test_report_shows_the_clean_sets_and_the_robustness_curves(robust_dir: Path):
+    page = (robust_dir / "report.html").read_text(encoding="utf-8")
+    assert page.count('<section class="set"') == len(SETS)  # the clean images, per set
+    assert "Robustness: AP under each perturbation" in page
+    assert page.count("<svg") == len(SETS) + 1  # + the AP-vs-strength curves
+    table = page[page.index('<table class="robustness">') :]
+    assert all(f">{name}<" in table for name in NAMES)  # a row per perturbation
+    assert not (robust_dir / "perturb" / "jpeg95" / "report.html").exists()  # one per run
+
+
 def test_plot_draws_the_summary_numbers(robust_dir: Path):
     """Each panel: the clean AP then its family's perturbations, weakest first, per dataset."""
     summary = json.loads((robust_dir / "robustness.json").read_text())["rows"]

@@ -120,13 +120,16 @@ def report_sets(rows: list[dict], score_rows: list[dict], threshold: float) -> l
 # ----------------------------------------------------------------------------- HTML parts
 
 
-def table_html(rows: Sequence[dict], columns: Sequence[str], link_sets: bool = False) -> str:
-    """A table of ``rows`` over ``columns`` (any columns: those a results table has). Naming
-    columns come first, then the paper's metric columns, then every other column, headed
-    "ours, not in the paper". ``link_sets``: a set's name links to its section below."""
-    ident = [c for c in columns if c in ID_COLUMNS]
+def table_html(
+    rows: Sequence[dict], columns: Sequence[str], link_sets: bool = False, css: str = "results"
+) -> str:
+    """A table of ``rows`` over ``columns`` (any columns: those the results have). When some
+    are the paper's metric columns, the naming columns come first, then the paper's, then
+    every other column, headed "ours, not in the paper". ``link_sets``: a set's name links
+    to its section below; ``css``: the table's class (``results`` for a results table)."""
     paper = [c for c in columns if c in METRIC_COLUMNS]
-    ours = [c for c in columns if c not in ID_COLUMNS and c not in METRIC_COLUMNS]
+    ident = [c for c in columns if c in ID_COLUMNS] if paper else list(columns)
+    ours = [c for c in columns if c not in ident and c not in paper]
     groups = ""
     if paper and ours:
         groups = (
@@ -150,7 +153,7 @@ def table_html(rows: Sequence[dict], columns: Sequence[str], link_sets: bool = F
         body.append(f'<tr class="{kind}">{"".join(cells)}</tr>')
         n_sets += is_set
     return (
-        f'<div class="wide"><table class="results"><thead>{groups}<tr>{head}</tr></thead>'
+        f'<div class="wide"><table class="{text(css)}"><thead>{groups}<tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -229,8 +232,8 @@ def _thumb(m: dict, cal: ConformalCalibration | None) -> str:
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;
 color:#222}
-table.results{border-collapse:collapse;font-size:13px;margin:1em 0}
-table.results td,table.results th{border:1px solid #ccc;padding:2px 6px}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}
+td,th{border:1px solid #ccc;padding:2px 6px}
 td.num{text-align:right}th.paper{background:#eef3fa}th.ours{background:#f6efe6}
 tr.mean td{font-weight:600;background:#f4f4f4}
 .figure svg{max-width:100%;height:auto}.wide{overflow-x:auto}
