@@ -36,7 +36,10 @@ TIMEOUT_S = 90
 # into the page, so that --dump-dom carries it out (the page itself has no script).
 PROBE = """<script>
 window.addEventListener("load", () => {
-  const seen = (el) => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const seen = (el) => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0;
+  };
   const sets = [...document.querySelectorAll("section.set")].map((s) => ({
     id: s.id,
     title: s.querySelector("h3") ? s.querySelector("h3").textContent : "",
@@ -100,13 +103,17 @@ def _run(args: list[str], timeout: int = TIMEOUT_S) -> subprocess.CompletedProce
 
 def dump_dom(page: Path, timeout: int = TIMEOUT_S) -> str:
     """The DOM chromium built from ``page`` (a file), after its load event and scripts."""
-    proc = _run(["--virtual-time-budget=10000", "--dump-dom", Path(page).resolve().as_uri()], timeout)
+    proc = _run(
+        ["--virtual-time-budget=10000", "--dump-dom", Path(page).resolve().as_uri()], timeout
+    )
     return proc.stdout
 
 
 def screenshot(page: Path, png: Path, size: tuple[int, int] = (1280, 2000)) -> Path:
     """A PNG of the top ``size`` (width, height) of ``page`` as chromium draws it."""
-    _run([f"--screenshot={png}", f"--window-size={size[0]},{size[1]}", Path(page).resolve().as_uri()])
+    _run(
+        [f"--screenshot={png}", f"--window-size={size[0]},{size[1]}", Path(page).resolve().as_uri()]
+    )
     assert Path(png).is_file() and Path(png).stat().st_size > 0, "chromium wrote no screenshot"
     return Path(png)
 

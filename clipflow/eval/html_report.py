@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.fileio import atomic_write_bytes, display_path, encode_text
 from .conformal import CalibrationError, ConformalCalibration
-from .html_figures import set_figure, svg_of, thumbnail
+from .html_figures import set_svg, svg_of, thumbnail
 from .means import BENCHMARK_MEAN_PREFIX, MEAN_KEYS, Means
 from .metrics import METRIC_COLUMNS, OURS_LEVELS
 from .report import RANDOM_WARNING, RESULTS_COLUMNS, describe_run, results_table
@@ -195,7 +195,7 @@ def set_section(
     levels: dict,
 ) -> str:
     """One set: its heading, its figure (histograms, ROC, PR) and its worst mistakes."""
-    fig = svg_of(set_figure(s.real, s.fake, threshold, levels), salt=f"set{i}")
+    fig = set_svg(s.real, s.fake, threshold, levels)
     name = text(s.display_name)
     folder = "" if s.display_name == s.name else f" <small>({text(s.name)})</small>"
     parts = [
