@@ -68,9 +68,8 @@ def test_25_sets_of_100k_images_stay_under_3_mb(photos):
     rows, score_rows, cal = synthetic_results(25, 4000, photos)  # 100,000 images
     page = _page(rows, score_rows, cal)
     size = len(page.encode("utf-8"))
-    assert size < 3_000_000, (
-        f"report.html is {size / 1e6:.2f} MB"
-    )  # measured 1.43 MB (1.44 MB at 1M)
+    # measured 1.43 MB (1.44 MB with 1M images): the bound does not depend on N
+    assert size < 3_000_000, f"report.html is {size / 1e6:.2f} MB"
     assert page.count('<section class="set"') == 25
     assert page.count("<svg") == 25
     thumbs = page.count("data:image/jpeg;base64,")
