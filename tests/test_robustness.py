@@ -268,7 +268,7 @@ def test_without_perturb_the_cli_runs_the_plain_evaluation(monkeypatch, tmp_path
     def fake_run_eval(settings, run_dir):
         seen["ckpt"] = settings.ckpt
         (tmp_path / "results.md").write_text("plain\n")
-        return {"results.md": tmp_path / "results.md", "results.csv": tmp_path / "results.csv"}
+        return {name: tmp_path / name for name in ("results.md", "results.csv", "report.html")}
 
     # clipflow-eval imports run_eval when it runs: patched where it is defined
     monkeypatch.setattr("clipflow.runs.evaluate.run_eval", fake_run_eval)
