@@ -106,6 +106,7 @@ def test_names_are_escaped_bytes_safe_and_a_missing_image_is_a_placeholder(photo
     assert "<b>Gen</b>" not in page and "&lt;b&gt;Gen&lt;/b&gt; &amp; co" in page
     assert "caf\\xff&lt;i&gt;.png" in page and "<i>" not in page  # as scores.csv writes it
     assert "image not shown: file not found" in page
+    assert '<p class="warning"><strong>Random-weight backbone' in page  # said as a banner
     page.encode("utf-8")  # no lone surrogate left
 
 

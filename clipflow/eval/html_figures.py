@@ -126,11 +126,16 @@ def ticks(lo: float, hi: float, most: int = 5) -> list[tuple[float, str]]:
 
 
 def set_svg(
-    real: np.ndarray, fake: np.ndarray, threshold: float | None, levels: dict[str, float]
+    real: np.ndarray,
+    fake: np.ndarray,
+    threshold: float | None,
+    levels: dict[str, float],
+    label: str = "",
 ) -> str:
     """One set's figure as inline SVG, three panels: the score histograms of reals and fakes
     (normalised per class; the threshold dashed, each conformal level in ``levels`` dotted),
-    the ROC curve and the PR curve (each thinned to :data:`CURVE_POINTS` points)."""
+    the ROC curve and the PR curve (each thinned to :data:`CURVE_POINTS` points). ``label``:
+    the figure's accessible name (escaped here)."""
     hist = _histograms(real, fake, threshold, levels)
     scores = np.concatenate([real, fake])
     labels = np.concatenate([np.zeros(len(real), int), np.ones(len(fake), int)])
@@ -151,7 +156,7 @@ def set_svg(
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {3 * PANEL_W} {PANEL_H}" '
         f'width="{3 * PANEL_W}" height="{PANEL_H}" font-family="sans-serif" role="img">'
-        f"{body}</svg>"
+        f"<title>{html.escape(label)}</title>{body}</svg>"
     )
 
 

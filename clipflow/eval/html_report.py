@@ -62,8 +62,15 @@ def inline(md: str) -> str:
 
 
 def paragraphs(md: str) -> str:
-    """results.md paragraphs (blank-line separated) as HTML ``<p>`` elements."""
-    return "".join(f"<p>{inline(p)}</p>" for p in md.split("\n\n") if p.strip())
+    """results.md paragraphs (blank-line separated) as HTML ``<p>`` elements; the
+    random-weight warning stands out as a banner."""
+    return "".join(
+        f'<p class="warning">{inline(p)}</p>'
+        if p.strip() == RANDOM_WARNING
+        else f"<p>{inline(p)}</p>"
+        for p in md.split("\n\n")
+        if p.strip()
+    )
 
 
 def is_mean_row(row: dict) -> bool:
@@ -195,7 +202,7 @@ def set_section(
     levels: dict,
 ) -> str:
     """One set: its heading, its figure (histograms, ROC, PR) and its worst mistakes."""
-    fig = set_svg(s.real, s.fake, threshold, levels)
+    fig = set_svg(s.real, s.fake, threshold, levels, label=f"{s.display_name}: scores, ROC, PR")
     name = text(s.display_name)
     folder = "" if s.display_name == s.name else f" <small>({text(s.name)})</small>"
     parts = [
@@ -300,9 +307,7 @@ def eval_report(
     threshold = meta.get("threshold")
     table = results_table(rows, means)
     set_rows = [r for r in table if not is_mean_row(r)]
-    intro = paragraphs(describe_run(meta).replace("\n\n" + RANDOM_WARNING, ""))
-    if meta.get("backbone", {}).get("random_init"):
-        intro += f'<p class="warning">{inline(RANDOM_WARNING)}</p>'
+    intro = paragraphs(describe_run(meta))
     table_part = Section(
         "Results table",
         table_html(table, RESULTS_COLUMNS, link_sets=True) + paragraphs(means.note()),
