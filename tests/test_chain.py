@@ -299,6 +299,28 @@ def test_robust_rows_refuse_a_partial_mean():
     assert rows["b"]["robust_auc"] is None and rows["b"]["clean_auc"] is None
 
 
+def test_report_has_the_chain_curves_and_robust_auc(chain_dir: Path):
+    page = (chain_dir / "report.html").read_text(encoding="utf-8")
+    assert "Random degradation chains" in page and "Robustness: AP under each" in page
+    chain = page[page.rindex("Random degradation chains") :]  # its section, not the contents
+    assert '<table class="chain">' in chain and ">robust_auc<" in chain
+    assert chain.count("<svg") == 1  # the AP/AUC-vs-length curves
+    robust = json.loads((chain_dir / "robustness_chain.json").read_text())["robust"]
+    mean = next(r for r in robust if r["dataset"] == "mean")
+    assert f">{mean['robust_auc']:.2f}<" in chain
+
+
+@pytest.mark.slow
+def test_chain_report_reads_in_a_browser(chain_dir: Path, tmp_path: Path):
+    from browser import what_a_reader_sees
+
+    seen = what_a_reader_sees(chain_dir / "report.html", tmp_path)
+    assert [r[0] for r in seen["rows"]] == SETS  # the results table: a row per set
+    assert all(s["svgs"] == 1 for s in seen["sets"])
+    assert seen["svgs"] == len(SETS) + 2  # + the robustness and the chain curves
+    assert seen["figures"][-1] == "Random degradation chains" and not seen["scripts_loaded"]
+
+
 def test_plot_is_a_png_of_the_json_numbers(chain_dir: Path):
     png = (chain_dir / "robustness_chain.png").read_bytes()
     assert png[:8] == PNG and len(png) > 1000

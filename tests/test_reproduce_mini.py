@@ -118,6 +118,28 @@ def test_plots_and_index_agree_with_the_tables(mini: Path):
             assert "| " + " | ".join(cells) + " |" in index, (exp, row["arm"])
 
 
+def test_every_experiment_has_a_report_page_and_the_index_links_them(mini: Path):
+    index = (mini / "report.html").read_text(encoding="utf-8")
+    for exp in EXPERIMENTS:
+        assert f'<a href="{exp}/report.html">' in index
+        page = (mini / exp / "report.html").read_text(encoding="utf-8")
+        sets = {r["dataset"] for r in _csv(mini / exp / f"{COMPARED[exp][0]}.csv")} - {"mean"}
+        assert page.count('<section class="set"') == len(sets), exp  # a figure per set
+        assert page.count('<table class="comparison">') == len(COMPARED[exp])
+        assert "data:image/png;base64," in page  # the experiment's plots, embedded
+    assert "data:image/jpeg;base64," in (mini / "table1" / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_an_experiment_report_reads_in_a_browser(mini: Path, tmp_path: Path):
+    from browser import what_a_reader_sees
+
+    seen = what_a_reader_sees(mini / "table1" / "report.html", tmp_path)
+    assert len(seen["sets"]) == len(PAPER_ORDER)
+    assert all(s["svgs"] == 1 and s["decoded"] == s["images"] for s in seen["sets"])
+    assert sum(s["images"] for s in seen["sets"]) > 0 and not seen["scripts_loaded"]
+
+
 def test_table1_has_19_sets_plus_mean_with_paper_numbers_and_differences(mini: Path):
     rows = _csv(mini / "table1" / "table1_ap.csv")
     assert [r["dataset"] for r in rows] == [*PAPER_ORDER, "mean"]

@@ -147,6 +147,16 @@ def test_plot_has_a_panel_per_family(robust_dir: Path):
     assert width > 3 * height  # four panels side by side (jpeg, blur, resize, combined)
 
 
+def test_report_shows_the_clean_sets_and_the_robustness_curves(robust_dir: Path):
+    page = (robust_dir / "report.html").read_text(encoding="utf-8")
+    assert page.count('<section class="set"') == len(SETS)  # the clean images, per set
+    assert "Robustness: AP under each perturbation" in page
+    assert page.count("<svg") == len(SETS) + 1  # + the AP-vs-strength curves
+    table = page[page.index('<table class="robustness">') :]
+    assert all(f">{name}<" in table for name in NAMES)  # a row per perturbation
+    assert not (robust_dir / "perturb" / "jpeg95" / "report.html").exists()  # one per run
+
+
 def test_plot_draws_the_summary_numbers(robust_dir: Path):
     """Each panel: the clean AP then its family's perturbations, weakest first, per dataset."""
     summary = json.loads((robust_dir / "robustness.json").read_text())["rows"]
@@ -262,7 +272,7 @@ def test_without_perturb_the_cli_runs_the_plain_evaluation(monkeypatch, tmp_path
     def fake_run_eval(settings, run_dir):
         seen["ckpt"] = settings.ckpt
         (tmp_path / "results.md").write_text("plain\n")
-        return {"results.md": tmp_path / "results.md", "results.csv": tmp_path / "results.csv"}
+        return {name: tmp_path / name for name in ("results.md", "results.csv", "report.html")}
 
     # clipflow-eval imports run_eval when it runs: patched where it is defined
     monkeypatch.setattr("clipflow.runs.evaluate.run_eval", fake_run_eval)

@@ -36,6 +36,7 @@ def evaluate(cfg: DictConfig) -> None:
         files = run_eval(settings, out)
         print(console_text(files["results.md"].read_text()))
     print(f"results: {files['results.csv'].parent}")
+    print(f"report: {files['report.html']}")  # open it in a browser: tables, figures, mistakes
 
 
 def main() -> None:

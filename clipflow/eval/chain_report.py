@@ -20,6 +20,7 @@ import numpy as np
 
 from ..core.fileio import atomic_write_text, display_path
 from ..transforms.chains import ChainLength
+from .html_report import Section, figure_section, table_html
 from .means import in_paper, paper_first, summarize
 from .report import describe_run, new_figure, save_png, to_csv, to_markdown
 
@@ -199,3 +200,14 @@ def write_chain_summary(
     )
     paths["robustness_chain.png"] = save_png(chain_figure(series), run_dir / "robustness_chain.png")
     return paths
+
+
+def chain_section(table: list[dict]) -> Section:
+    """report.html's part for ``perturb=chain``: robust AP/AUC per set and the curves."""
+    note = (
+        "<p>AP and AUC (%) per chain length (0 = the clean images); robust AUC = mean AUC "
+        "over lengths 1..max_len, robust AP likewise (robustness_chain.md says how the chains "
+        "are drawn).</p>" + table_html(robust_rows(table), ROBUST_COLUMNS, css="chain")
+    )
+    fig = chain_figure(plot_series(table))
+    return figure_section("Random degradation chains", fig, note, salt="chain")

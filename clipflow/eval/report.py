@@ -138,8 +138,7 @@ def write_results(
     """
     run_dir = Path(run_dir)
     rows = [{**r, "in_paper": in_paper(r["dataset"])} for r in paper_first(rows)]
-    marked = [{**r, "in_paper": "yes" if r["in_paper"] else "no"} for r in rows]
-    table = marked + means.table_rows()
+    table = results_table(rows, means)
     paths = {
         name: run_dir / name
         for name in ("results.csv", "results.md", "metrics.json", "scores.csv", "skipped.txt")
@@ -181,6 +180,15 @@ def write_results(
     files[paths["results.md"]] = encode_text(md)  # last: the file people open first
     atomic_write_set(files)
     return paths
+
+
+def results_table(rows: list[dict], means: Means) -> list[dict]:
+    """The rows of results.csv/.md (and report.html): the sets, the paper's first, each
+    marked ``in_paper`` yes/no, then the mean rows."""
+    marked = [
+        {**r, "in_paper": "yes" if in_paper(r["dataset"]) else "no"} for r in paper_first(rows)
+    ]
+    return marked + means.table_rows()
 
 
 def calibration_notes(rows: list[dict], meta: dict) -> dict[str, str]:

@@ -47,6 +47,7 @@ from ..core.machine import resolve_device
 from ..core.versions import package_versions
 from ..data.layouts import discover_test_sets, discover_train_images
 from ..errors import ClipflowError, DataError, TrainingDivergedError
+from ..eval.html_report import confident_mistakes
 from ..eval.metrics import calibrate_threshold
 from ..eval.report import TABLE_COLUMNS, scores_to_csv, to_csv
 from ..features.cache import feature_cache
@@ -436,6 +437,7 @@ class Runner:
             trained.seconds,
             evaluated,
             trained.test.backbone,
+            confident_mistakes(score_rows, trained.threshold),
         )
 
 

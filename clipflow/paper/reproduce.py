@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..core.fileio import atomic_write_text
+from ..eval.html_report import write_report
 from ..runs.train import augmentation
 from .experiments import Runner, load_experiment
+from .report_page import experiment_report, index_report
 from .spec import ExperimentSpec, RunOptions
 from .tables import arm_summary_rows, fmt_number, fmt_signed, write_tables
 
@@ -91,6 +93,10 @@ def reproduce(
             start = time.perf_counter()
             result = runner.run(spec)
             written[spec.name] = write_tables(result, opts.out / spec.name)
+            page = experiment_report(result, written[spec.name])
+            written[spec.name]["report.html"] = write_report(
+                opts.out / spec.name / "report.html", page
+            )
             summaries.append((spec, arm_summary_rows(result)))
             print(written[spec.name]["summary.md"].read_text())
             print(
@@ -102,6 +108,7 @@ def reproduce(
         clip.setLevel(level)
         handler.close()
     atomic_write_text(opts.out / "index.md", index_markdown(summaries, written))
+    write_report(opts.out / "report.html", index_report(summaries))
     return written
 
 
@@ -117,7 +124,7 @@ def index_markdown(summaries, written: dict[str, dict[str, Path]]) -> str:
         files = ", ".join(
             f"[{name}]({spec.name}/{name})"
             for name in written[spec.name]
-            if name.endswith((".md", ".png"))
+            if name.endswith((".md", ".png", ".html"))
         )
         for i, r in enumerate(rows):
             cells = [

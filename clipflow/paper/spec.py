@@ -78,6 +78,9 @@ class SeedRun:
     seconds: float = 0.0
     sets: list[tuple[str, str]] = field(default_factory=list)  # (name, display name) evaluated
     backbone: dict = field(default_factory=dict)
+    # dataset -> {"real": reals called fake, "fake": fakes called real}, the few most confident
+    # (clipflow.eval.html_report.confident_mistakes): report.html's thumbnails
+    mistakes: dict[str, dict[str, list[dict]]] = field(default_factory=dict)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from ..core.versions import package_versions
 from ..data.benchmarks import find_benchmark
 from ..data.layouts import TestSet, listing_skips, univfd_sample
 from ..errors import DataError
+from ..eval.html_report import eval_report, write_report
 from ..eval.means import check_set_names, summarize
 from ..eval.metrics import dataset_metrics, ours_metrics
 from ..eval.report import skipped_text, write_results
@@ -91,7 +92,11 @@ def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
         "n_not_finite": len(not_finite),
         "n_left_out": len(ev.left_out),  # parts of a benchmark tree missing (skipped.txt)
     }
-    return write_results(Path(run_dir), rows, summarize(rows), meta, score_rows, skipped)
+    means = summarize(rows)
+    files = write_results(Path(run_dir), rows, means, meta, score_rows, skipped)
+    page = eval_report(rows, means, meta, score_rows, cal)
+    files["report.html"] = write_report(Path(run_dir) / "report.html", page)
+    return files
 
 
 def no_scorable_set(run_dir: Path, skipped: list[tuple[str, str]]) -> DataError:

@@ -14,11 +14,20 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..backbones.preprocess import build_transform
 from ..core.fileio import atomic_write_text
 from ..data.layouts import TestSet
-from ..eval.chain_report import chain_records, length_rows, write_chain_summary
+from ..eval.chain_report import chain_records, chain_section, length_rows, write_chain_summary
+from ..eval.html_report import (
+    Section,
+    eval_report,
+    figure_section,
+    paragraphs,
+    table_html,
+    write_report,
+)
 from ..eval.means import in_paper, paper_first, summarize
 from ..eval.report import (
     calibration_notes,
@@ -88,6 +97,7 @@ def run_robustness(
     }
     files, summary, note, chain_table = {}, [], "", []
     warnings: dict[str, str] = {}  # the clean block's calibration warnings, for the summary
+    clean: dict[str, Any] = {}  # the clean block, for report.html
     for pert, all_scores in zip([None, *perturbations], score_maps):
         # as clipflow-eval: a non-finite score is no decision, listed and counted per block
         score_of, not_finite = split_not_finite(all_scores)
@@ -106,7 +116,9 @@ def run_robustness(
         written = write_results(
             folder, rows, means, block_meta, score_rows, block_skipped, log_warnings=pert is None
         )
-        warnings = warnings if pert is not None else calibration_notes(rows, block_meta)
+        if pert is None:  # report.html shows the clean images' scores and mistakes
+            warnings = calibration_notes(rows, block_meta)
+            clean = {"rows": rows, "means": means, "meta": block_meta, "score_rows": score_rows}
         if pert is not None:  # the table header names the perturbation, not only the folder
             _title(written["results.md"], f"# Results under `{pert.name}`")
         files.update(
@@ -123,7 +135,26 @@ def run_robustness(
         chain_meta = {**meta, "mean_note": note, "chain": _chain_meta(chains[0][0], len(chains))}
         records = chain_records([p for p, _ in chains], [m for _, m in chains])
         files.update(write_chain_summary(run_dir, chain_table, records, chain_meta))
+    sections = [robustness_section(summary, note)]
+    sections += [chain_section(chain_table)] if chains else []
+    page = eval_report(**clean, cal_scores=cal, sections=sections, title="Results and robustness")
+    files["report.html"] = write_report(run_dir / "report.html", page)
     return files
+
+
+def robustness_section(summary: list[dict], mean_note: str) -> Section:
+    """report.html's part for ``perturb=``: AP per perturbation and set, and its curves."""
+    rows, columns = wide_table(summary, "ap")
+    note = (
+        f"<p>AP (%) of the clean images ({CLEAN}) and under each perturbation; the per-set "
+        "figures above are those of the clean images. Each perturbation's full results are "
+        "under perturb/&lt;name&gt;/.</p>"
+        + table_html(rows, columns, css="robustness")
+        + paragraphs(mean_note)
+    )
+    return figure_section(
+        "Robustness: AP under each perturbation", robustness_figure(summary), note, salt="robust"
+    )
 
 
 def _chain_meta(first: ChainLength, max_len: int) -> dict:
