@@ -64,8 +64,10 @@ from .baselines import (
     BASELINE_LABELS,
     BASELINE_PAPER,
     BASELINES,
+    KNN,
     LinearProbe,
     Mahalanobis,
+    baseline_options,
     probe_fake_paths,
 )
 from .spec import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, RunOptions, SeedRun
@@ -158,6 +160,8 @@ class _Trained:
     n_params: int
     checkpoint: str | None
     seconds: float
+    # the calibration reals' scores (validation naturals): the conformal columns; None = none
+    cal_scores: np.ndarray | None = None
 
 
 class Runner:
@@ -276,6 +280,7 @@ class Runner:
             n_params,
             path,
             time.perf_counter() - start,
+            head.val_real_scores.numpy(),
         )
         self._trained[key] = done
         return done
@@ -294,14 +299,21 @@ class Runner:
         test = self.test_data(replace(s, backbone=backbone.cfg), backbone, device)
         scores = score_features(ckpt.model, test.features, device=device).tolist()
         n_params = sum(p.numel() for p in ckpt.model.parameters())
-        return _Trained(
-            test, dict(zip(test.paths, scores)), ckpt.threshold, n_params, str(ckpt.path), 0.0
-        )
+        score_of = dict(zip(test.paths, scores))
+        cal = ckpt.val_real_scores.numpy()
+        return _Trained(test, score_of, ckpt.threshold, n_params, str(ckpt.path), 0.0, cal)
 
-    def baseline(self, name: str, s: TrainSettings) -> _Trained:
-        """Fit a baseline on this seed's training features; score every test image."""
+    def baseline(self, name: str, s: TrainSettings, options: dict | None = None) -> _Trained:
+        """Fit a baseline on this seed's training features; score every test image.
+
+        Baselines of reals only (Mahalanobis, kNN, reconstruction distance) take the flow's
+        threshold rule (natural validation images vs their band-stop proxies) and its
+        calibration reals for the conformal columns; ``options``: the baseline's settings."""
+        options = baseline_options(name, options)
         key = json.dumps(
-            [name, asdict(s.backbone), asdict(s.data), s.seed], sort_keys=True, default=str
+            [name, options, asdict(s.backbone), asdict(s.data), s.seed],
+            sort_keys=True,
+            default=str,
         )
         if key in self._trained:
             return self._trained[key]
@@ -309,29 +321,33 @@ class Runner:
         device = resolve_device(s.device)
         backbone = self.backbone(s.backbone, device)
         split, cache = _train_split(s), feature_cache(s.data)
+        test = self.test_data(s, backbone, device)
+        cal: np.ndarray | None = None
         natural = _natural_view(s, backbone, split.train, cache, device)
-        model: Mahalanobis | LinearProbe
-        if name == "mahalanobis":
-            model = Mahalanobis().fit(natural)
+        model: Mahalanobis | KNN | LinearProbe
+        if name in ("mahalanobis", "knn"):
+            model = Mahalanobis() if name == "mahalanobis" else KNN(k=options["k"])
+            model = _fit(model, natural)
             val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
-            val_scores = np.r_[model.score(val.features[0]), model.score(val.features[1])]
+            cal, fake = model.score(val.features[0]), model.score(val.features[1])
             threshold = calibrate_threshold(
-                val_scores, np.r_[np.zeros(len(val.paths)), np.ones(len(val.paths))]
+                np.r_[cal, fake], np.r_[np.zeros(len(cal)), np.ones(len(fake))]
             )
         else:
             fake_paths = probe_fake_paths(_train_root(s), split.classes, s.seed)
             fakes = _natural_view(s, backbone, fake_paths, cache, device)
             model = LinearProbe(seed=s.seed).fit(natural, fakes)
             threshold = model.threshold
-        test = self.test_data(s, backbone, device)
-        scores = model.score(test.features).tolist()
+        score_of = dict(zip(test.paths, model.score(test.features).tolist()))
+        n_params = model.n_params
         done = _Trained(
             test,
-            dict(zip(test.paths, scores)),
+            score_of,
             float(threshold),
-            model.n_params,
+            n_params,
             None,
             time.perf_counter() - start,
+            cal,
         )
         self._trained[key] = done
         return done
@@ -398,15 +414,16 @@ class Runner:
         runs = {}
         for seed in self.seeds(spec):
             s = self.settings(spec, None, seed)
-            runs[seed] = self._evaluate(
-                spec, self.baseline(name, s), out / "arms" / name / f"seed{seed}"
-            )
+            fitted = self.baseline(name, s, spec.baseline_settings.get(name))
+            runs[seed] = self._evaluate(spec, fitted, out / "arms" / name / f"seed{seed}")
         return ArmResult(BASELINE_LABELS[name], "baseline", BASELINE_PAPER[name], runs)
 
     def _evaluate(self, spec: ExperimentSpec, trained: _Trained, folder: Path) -> SeedRun:
         """Per-set metrics of one trained arm on the experiment's sets; writes its files."""
         sets = trained.test.extra if spec.sets == "extra" else trained.test.sets
-        rows, score_rows = evaluate_sets(sets, trained.score_of, trained.threshold)
+        rows, score_rows = evaluate_sets(
+            sets, trained.score_of, trained.threshold, trained.cal_scores
+        )
         grouped: dict[str, tuple[list, list]] = {r["dataset"]: ([], []) for r in rows}
         for r in score_rows:
             grouped[r["dataset"]][r["label"]].append(r["score"])
@@ -485,6 +502,14 @@ def _arm_key(s: TrainSettings) -> str:
     values["proxy"] = s.proxy.describe(s.train.mode)
     values["train"]["epochs"] = s.train.resolved_epochs()
     return json.dumps(values, sort_keys=True, default=str)
+
+
+def _fit(model, natural: torch.Tensor):
+    """``model.fit(natural)``; a baseline that cannot fit these features says so in one line."""
+    try:
+        return model.fit(natural)
+    except ValueError as err:
+        raise ClipflowError(f"baseline: {err}") from None
 
 
 def _natural_view(s: TrainSettings, backbone, paths, cache, device) -> torch.Tensor:

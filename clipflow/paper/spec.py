@@ -31,6 +31,8 @@ class ExperimentSpec:
     overrides: list[str] = field(default_factory=list)
     compare: list[dict] = field(default_factory=list)  # [{table, metric}]
     baselines: list[str] = field(default_factory=list)
+    # baseline name -> its settings (paper/baselines.py BASELINE_OPTIONS), e.g. {knn: {k: 5}}
+    baseline_settings: dict = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)  # bars | histograms | dr_curve
     sets: str = "test"  # test: data.test_root; extra: extra_roots (Table V)
     histogram_sets: list[str] = field(default_factory=list)

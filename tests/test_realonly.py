@@ -1,0 +1,46 @@
+"""Real-only baselines on the flow's features: kNN (cosine) beside the Gaussian, with the
+flow's threshold rule and conformal columns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clipflow.errors import ClipflowError
+from clipflow.paper.baselines import KNN, baseline_options
+
+
+def test_knn_equals_a_brute_force_mean_of_the_k_nearest_cosine_distances():
+    gen = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(50, 8, generator=gen), torch.randn(7, 8, generator=gen)
+    got = KNN(k=3, chunk=2).fit(bank).score(queries)  # chunks smaller than the queries
+    sims = np.array([[float(torch.cosine_similarity(q, b, dim=0)) for b in bank] for q in queries])
+    want = 1.0 - np.sort(sims, axis=1)[:, -3:].mean(axis=1)
+    assert got.shape == (7,)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_knn_scores_a_training_feature_near_zero_and_an_outlier_high():
+    gen = torch.Generator().manual_seed(1)
+    natural = torch.randn(40, 16, generator=gen) + 4.0  # a cluster away from the origin
+    model = KNN(k=1).fit(natural)
+    inside, outside = model.score(natural[:1]), model.score(-natural[:1])
+    assert inside[0] == pytest.approx(0.0, abs=1e-6) and outside[0] > 1.0
+    assert model.n_params == 40 * 16
+
+
+def test_knn_refuses_a_bad_k_in_one_line():
+    with pytest.raises(ValueError, match="at least k=10"):
+        KNN(k=10).fit(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="integer >= 1"):
+        KNN(k=0).fit(torch.zeros(3, 4))
+    with pytest.raises(RuntimeError, match="fit the kNN"):
+        KNN().score(np.zeros((1, 4)))
+
+
+def test_baseline_options_take_defaults_and_refuse_unknown_keys():
+    assert baseline_options("knn", None) == {"k": 5}
+    assert baseline_options("knn", {"k": 2}) == {"k": 2}
+    with pytest.raises(ClipflowError, match=r"baseline_settings.knn: unknown key\(s\) \['kk'\]"):
+        baseline_options("knn", {"kk": 2})
