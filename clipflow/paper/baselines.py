@@ -34,7 +34,7 @@ from ..errors import ClipflowError, DataError
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("univfd_linear", "mahalanobis", "knn")
+BASELINES = ("univfd_linear", "mahalanobis", "knn", "recon_distance")
 # The paper rows each baseline is compared with (Table I / II): UnivFD's linear probe is
 # UnivFD "LC"; the Gaussian density on deep features is DFM (PaDiM is its per-patch cousin).
 BASELINE_PAPER = {
@@ -52,6 +52,12 @@ BASELINE_LABELS = {
 # What each baseline's ``options`` may set (an experiment's ``baseline_settings``), defaults.
 BASELINE_OPTIONS: dict[str, dict] = {
     "knn": {"k": 5},
+    "recon_distance": {  # paper/baselines_realonly.py
+        "autoencoder": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "autoencoder_subfolder": "vae",
+        "distance": "pixel",
+        "batch_size": 8,
+    },
 }
 
 

@@ -70,6 +70,7 @@ from .baselines import (
     baseline_options,
     probe_fake_paths,
 )
+from .baselines_realonly import recon_distance_scores
 from .spec import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, RunOptions, SeedRun
 
 log = logging.getLogger(__name__)
@@ -323,23 +324,30 @@ class Runner:
         split, cache = _train_split(s), feature_cache(s.data)
         test = self.test_data(s, backbone, device)
         cal: np.ndarray | None = None
-        natural = _natural_view(s, backbone, split.train, cache, device)
-        model: Mahalanobis | KNN | LinearProbe
-        if name in ("mahalanobis", "knn"):
-            model = Mahalanobis() if name == "mahalanobis" else KNN(k=options["k"])
-            model = _fit(model, natural)
-            val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
-            cal, fake = model.score(val.features[0]), model.score(val.features[1])
-            threshold = calibrate_threshold(
-                np.r_[cal, fake], np.r_[np.zeros(len(cal)), np.ones(len(fake))]
-            )
+        if name == "recon_distance":
+            val_paths = validation_paths(s, split.val)
+            fitted = recon_distance_scores(s, options, test.paths, val_paths, device)
+            score_of, threshold, cal, n_params = fitted
         else:
-            fake_paths = probe_fake_paths(_train_root(s), split.classes, s.seed)
-            fakes = _natural_view(s, backbone, fake_paths, cache, device)
-            model = LinearProbe(seed=s.seed).fit(natural, fakes)
-            threshold = model.threshold
-        score_of = dict(zip(test.paths, model.score(test.features).tolist()))
-        n_params = model.n_params
+            natural = _natural_view(s, backbone, split.train, cache, device)
+            model: Mahalanobis | KNN | LinearProbe
+            if name in ("mahalanobis", "knn"):
+                model = Mahalanobis() if name == "mahalanobis" else KNN(k=options["k"])
+                model = _fit(model, natural)
+                val = validation_features(
+                    s, backbone, validation_paths(s, split.val), cache, device
+                )
+                cal, fake = model.score(val.features[0]), model.score(val.features[1])
+                threshold = calibrate_threshold(
+                    np.r_[cal, fake], np.r_[np.zeros(len(cal)), np.ones(len(fake))]
+                )
+            else:
+                fake_paths = probe_fake_paths(_train_root(s), split.classes, s.seed)
+                fakes = _natural_view(s, backbone, fake_paths, cache, device)
+                model = LinearProbe(seed=s.seed).fit(natural, fakes)
+                threshold = model.threshold
+            score_of = dict(zip(test.paths, model.score(test.features).tolist()))
+            n_params = model.n_params
         done = _Trained(
             test,
             score_of,
