@@ -44,3 +44,29 @@ def test_baseline_options_take_defaults_and_refuse_unknown_keys():
     assert baseline_options("knn", {"k": 2}) == {"k": 2}
     with pytest.raises(ClipflowError, match=r"baseline_settings.knn: unknown key\(s\) \['kk'\]"):
         baseline_options("knn", {"kk": 2})
+
+
+def test_realonly_experiment_arms_and_baselines():
+    """The flow with freq-mask, recon and both proxies; kNN, Gaussian, reconstruction distance.
+    backbone=tiny swaps SD's VAE for the random tiny autoencoder (arms and baseline alike)."""
+    from clipflow.paper.experiments import Runner, load_experiment, named_experiments
+    from clipflow.paper.spec import RunOptions
+
+    spec = load_experiment("realonly")
+    assert "realonly" in named_experiments() and spec.tables == ["realonly"]
+    assert spec.baselines == ["knn", "mahalanobis", "recon_distance"]
+    real = {a.name: Runner(RunOptions()).settings(spec, a, 0) for a in spec.arms}
+    tiny = {
+        a.name: Runner(RunOptions(overrides=["backbone=tiny"])).settings(spec, a, 0)
+        for a in spec.arms
+    }
+    assert {k: v.proxy.name for k, v in tiny.items()} == {
+        "freq_mask": "freq_mask",
+        "recon": "recon",
+        "both": "recon",
+    }
+    assert real["recon"].proxy.autoencoder == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert tiny["recon"].proxy.autoencoder == tiny["both"].proxy.autoencoder == "tiny"
+    assert (tiny["both"].proxy.freq_share, tiny["recon"].proxy.freq_share) == (0.5, 0.0)
+    assert all(v.train.mode == "N+P" for v in tiny.values())
+    assert spec.tiny_baseline_settings["recon_distance"] == {"autoencoder": "tiny"}

@@ -422,7 +422,10 @@ class Runner:
         runs = {}
         for seed in self.seeds(spec):
             s = self.settings(spec, None, seed)
-            fitted = self.baseline(name, s, spec.baseline_settings.get(name))
+            options = spec.baseline_settings.get(name)
+            if name in spec.tiny_baseline_settings and _asks_tiny(self.opts.overrides):
+                options = {**(options or {}), **spec.tiny_baseline_settings[name]}
+            fitted = self.baseline(name, s, options)
             runs[seed] = self._evaluate(spec, fitted, out / "arms" / name / f"seed{seed}")
         return ArmResult(BASELINE_LABELS[name], "baseline", BASELINE_PAPER[name], runs)
 

@@ -50,7 +50,7 @@ def mini_arguments(
 ) -> list[str]:
     """The clipflow-reproduce arguments of the miniature (tiny backbone, CPU, short training)."""
     return [
-        "experiment=all",
+        "experiment=[all,realonly]",
         f"seeds=[{','.join(str(s) for s in seeds)}]",
         f"out={out}",
         f"data.train_root={data['train_root']}",

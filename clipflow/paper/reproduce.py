@@ -20,6 +20,7 @@ from typing import NamedTuple
 from ..core.fileio import atomic_write_text
 from ..runs.train import augmentation
 from .experiments import Runner, load_experiment
+from .realonly import write_realonly
 from .spec import ExperimentSpec, RunOptions
 from .tables import arm_summary_rows, fmt_number, fmt_signed, write_tables
 
@@ -91,6 +92,8 @@ def reproduce(
             start = time.perf_counter()
             result = runner.run(spec)
             written[spec.name] = write_tables(result, opts.out / spec.name)
+            if "realonly" in spec.tables:  # its own table and plot (paper/realonly.py)
+                written[spec.name].update(write_realonly(result, opts.out / spec.name))
             summaries.append((spec, arm_summary_rows(result)))
             print(written[spec.name]["summary.md"].read_text())
             print(

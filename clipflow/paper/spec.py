@@ -33,6 +33,8 @@ class ExperimentSpec:
     baselines: list[str] = field(default_factory=list)
     # baseline name -> its settings (paper/baselines.py BASELINE_OPTIONS), e.g. {knn: {k: 5}}
     baseline_settings: dict = field(default_factory=dict)
+    # baseline name -> settings replacing those with the random ``backbone=tiny`` (miniature)
+    tiny_baseline_settings: dict = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)  # bars | histograms | dr_curve
     sets: str = "test"  # test: data.test_root; extra: extra_roots (Table V)
     histogram_sets: list[str] = field(default_factory=list)
@@ -43,7 +45,7 @@ class ExperimentSpec:
     # arm name -> overrides used instead when the run asks for the random ``backbone=tiny``
     # (miniature, tests): arms that each name a real backbone get a tiny one of that family
     tiny_arms: dict = field(default_factory=dict)
-    tables: list[str] = field(default_factory=list)  # extra tables: backbones
+    tables: list[str] = field(default_factory=list)  # extra tables: backbones | realonly
 
 
 @dataclass
