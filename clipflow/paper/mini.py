@@ -4,7 +4,8 @@
    (progan_train, progan_val, all 19 test sets in the release layout, four Table V generator
    folders), unless it is there, and checks it as clipflow-check-data does;
 2. scripts/reproduce_mini.py then runs clipflow-reproduce with :func:`mini_arguments`
-   (``experiment=all``, the random-weight ``tiny`` backbone on the CPU), writing every table
+   (``experiment=[all,realonly]``: the paper's experiments and our real-only bench, the
+   random-weight ``tiny`` backbone and autoencoder on the CPU), writing every table
    (with the paper column), plot and index.md under <out>.
 
 ``experiment=all`` includes ``choices`` (the one-at-a-time arms of what the paper leaves open),
