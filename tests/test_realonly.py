@@ -70,3 +70,39 @@ def test_realonly_experiment_arms_and_baselines():
     assert (tiny["both"].proxy.freq_share, tiny["recon"].proxy.freq_share) == (0.5, 0.0)
     assert all(v.train.mode == "N+P" for v in tiny.values())
     assert spec.tiny_baseline_settings["recon_distance"] == {"autoencoder": "tiny"}
+
+
+def test_real_only_baselines_carry_threshold_and_calibration_reals(tmp_path, mini_bench):
+    """kNN and the reconstruction distance (tiny autoencoder) fitted by the experiment runner:
+    a score per test image, a threshold from the flow's rule and the validation naturals'
+    scores, which evaluate_sets turns into the same conformal columns as the flow's."""
+    from clipflow.eval.metrics import OURS_COLUMNS
+    from clipflow.paper.experiments import Runner, compose_settings
+    from clipflow.paper.spec import RunOptions
+    from clipflow.runs.evaluate import evaluate_sets
+
+    s = compose_settings(
+        [
+            "backbone=tiny",
+            "device=cpu",
+            f"data.train_root={mini_bench / 'train'}",
+            f"data.test_root={mini_bench / 'test'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.num_workers=0",
+            "data.val_fraction=0.3",
+        ]
+    )
+    runner = Runner(RunOptions(overrides=["backbone=tiny"]))
+    knn = runner.baseline("knn", s, {"k": 2})
+    recon = runner.baseline("recon_distance", s, {"autoencoder": "tiny"})
+    assert runner.baseline("knn", s, {"k": 2}) is knn  # fitted once per settings
+    for fitted in (knn, recon):
+        assert fitted.cal_scores is not None and len(fitted.cal_scores) == 6  # 3 per class
+        assert np.isfinite(fitted.threshold)
+        assert set(fitted.score_of) == set(fitted.test.paths)
+        rows, _ = evaluate_sets(
+            fitted.test.sets, fitted.score_of, fitted.threshold, fitted.cal_scores
+        )
+        assert rows and all(set(OURS_COLUMNS) <= set(r) for r in rows)
+    assert all(v <= 0 for v in recon.score_of.values())  # minus a distance
+    assert len(list((tmp_path / "cache").glob("recon1-*/*.png"))) > len(recon.test.paths)
