@@ -84,7 +84,8 @@ def prepare_mini(
     out, log = Path(out), log or sys.stdout
     data = mini_data(out / "data", images, size)
     print(
-        "NOTE: random-weight `tiny` backbone and a generated miniature: the numbers mean nothing.",
+        "NOTE: random-weight `tiny` backbone (and `tiny` autoencoder for realonly) and a "
+        "generated miniature: the numbers mean nothing.",
         file=log,
         flush=True,
     )
