@@ -1,10 +1,10 @@
 """`make reproduce-mini`: every experiment of the paper, end to end, on a generated miniature.
 
 Generates a miniature of the whole benchmark under <out>/data (unless it is there), checks it
-as clipflow-check-data does, and runs clipflow-reproduce experiment=all on it with the
-random-weight `tiny` backbone on the CPU: every table (with the paper column), plot and
-index.md under <out>. The numbers mean nothing; the files and columns are those of a real run.
-About two minutes on 2 CPU cores. See clipflow.paper.mini.
+as clipflow-check-data does, and runs clipflow-reproduce experiment=[all,realonly] on it with
+the random-weight `tiny` backbone (and `tiny` autoencoder) on the CPU: every table (with the
+paper column), plot and index.md under <out>. The numbers mean nothing; the files and
+columns are those of a real run. About two minutes on 2 CPU cores. See clipflow.paper.mini.
 """
 
 from __future__ import annotations

@@ -292,7 +292,8 @@ def test_build_proxy_uses_the_modes_default_ratio_when_none():
     assert torch.equal(fixed(x, gen()), frequency_mask(x, "low", 0.1, generator=gen()))
 
 
-@pytest.mark.parametrize("name", PROXY_NAMES)
+# proxy=recon is built from each file's cached reconstruction (tests/test_recon.py)
+@pytest.mark.parametrize("name", [n for n in PROXY_NAMES if n != "recon"])
 def test_every_named_proxy_keeps_shape_and_dtype(name):
     fn = build_proxy(ProxyConfig(name=name), mode="N+P")
     x = random_images(2, 3, 16, 16)
@@ -300,6 +301,12 @@ def test_every_named_proxy_keeps_shape_and_dtype(name):
         y = fn(inp, gen())
         assert y.shape == inp.shape and y.dtype == torch.uint8
     assert ProxyConfig(name=name).describe("N+P")["name"] == name
+
+
+def test_recon_is_no_per_image_function():
+    with pytest.raises(ValueError, match="clipflow.features.recon"):
+        build_proxy(ProxyConfig(name="recon"), mode="N+P")
+    assert ProxyConfig(name="recon").describe("N+P")["autoencoder_subfolder"] == "vae"
 
 
 def test_describe_resolves_defaults():
@@ -339,7 +346,8 @@ def test_proxy_yamls_build_and_leave_crops_unpaired(path):
     cfg = ProxyConfig(**values)  # every key is a field
     assert values["pair_crop"] is False and "pair_crop" not in cfg.describe("N+P")
     assert ProxyConfig(**{**values, "pair_crop": True}).describe("N+P")["pair_crop"] is True
-    build_proxy(cfg, "N+P")
+    if cfg.name != "recon":  # built from reconstructions of the files (tests/test_recon.py)
+        build_proxy(cfg, "N+P")
 
 
 def test_mask_mode_and_pair_crop_are_per_run_settings():

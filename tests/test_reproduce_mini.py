@@ -26,6 +26,7 @@ from clipflow.paper.results import find_row, paper_row, paper_sets
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5", "choices"]
+EXPERIMENTS += ["realonly"]  # ours, run by name: the miniature asks for experiment=[all,realonly]
 
 
 SCRIPT = REPO / "scripts" / "reproduce_mini.py"
@@ -64,6 +65,7 @@ COMPARED = {
     "fig3": ["table1_ap"],
     "table5": ["table5_ap"],
     "choices": ["table1_ap", "table2_acc"],
+    "realonly": ["table1_ap", "table2_acc"],
 }
 
 
@@ -92,6 +94,8 @@ def test_every_table_mean_is_the_mean_of_its_rows_next_to_the_paper(mini: Path):
                 try:
                     prow = find_row(table, papers[arm])
                 except KeyError:  # e.g. Mahalanobis in Table II: the paper has no number
+                    prow = None
+                if prow is None:  # ...or no paper row at all (kNN, reconstruction distance)
                     assert mean[f"{arm}:paper"] == ""
                     continue
                 for r in sets:
@@ -378,3 +382,27 @@ def test_choices_table_mean_and_std_per_arm_next_to_the_paper(mini: Path):
     for arm in ("loss_hinge", "mask_clean", "cached_view", "pair_crop", "allinone"):
         assert [r["score"] for r in scores(arm)] != default, arm
     assert (out / "choices" / "ap_per_set.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_realonly_table_compares_every_real_only_row_on_one_cache(mini: Path):
+    """experiment=realonly: the flow with freq-mask, reconstruction and both proxies, kNN,
+    Gaussian and reconstruction distance, same columns, the paper's N+P as a reference row;
+    the reconstructions sit in the cache next to the features."""
+    rows = {r["arm"]: r for r in _csv(mini / "realonly" / "realonly.csv")}
+    summary = {r["arm"]: r for r in _csv(mini / "realonly" / "summary.csv")}
+    assert list(rows) == list(summary) and len(rows) == 6
+    assert {"freq_mask", "recon", "both", "kNN cosine (natural only)"} <= set(rows)
+    for arm, r in rows.items():  # same mAP and acc@val as the summary; every column filled
+        assert _f(r["mAP"]) == pytest.approx(_f(summary[arm]["mAP"]), abs=1e-6)
+        assert _f(r["mean_acc@val"]) == pytest.approx(_f(summary[arm]["mean_acc"]), abs=1e-6)
+        assert all(r[c] != "" for c in ("tpr@fpr1%", "tpr@fpr5%", "mAP_gan", "mAP_all")), arm
+    md = (mini / "realonly" / "realonly.md").read_text()
+    assert "| *paper N+P (Tables I, II; reference)* | paper | *95.56* | *87.30* |" in md
+    png = (mini / "realonly" / "realonly.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # the freq-mask arm is Table I's N+P, trained once; the recon arm another model
+    results = json.loads((mini / "realonly" / "results.json").read_text())
+    settings = {a["name"]: a["settings"] for a in results["arms"]}
+    assert settings["recon"]["proxy"]["autoencoder"] == "tiny"  # tiny_arms under backbone=tiny
+    assert settings["both"]["proxy"]["freq_share"] == 0.5
+    assert len(list((mini / "cache").glob("recon1-*/*.png"))) > 0

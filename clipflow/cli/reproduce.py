@@ -5,7 +5,7 @@ writes, under ``out/<experiment>/``, the comparison tables (ours, paper, Δ) as 
 Markdown, ``summary.{csv,md}``, ``results.json``, plots and every arm's per-set metrics and
 scores. Keys of this command (Hydra override syntax):
 
-  experiment=table1|table3|table4|fig4|normalization|fig3|table5|choices|backbones|all   (a list too)
+  experiment=table1|table3|table4|fig4|normalization|fig3|table5|choices|backbones|realonly|all   (a list too)
   seeds=[0,1,2]            every arm at every seed; tables show mean ± std
                            (default: the experiment's own, [0,1,2] for choices, else [0])
   fast=true                one cached crop + proxy draw per image for every epoch

@@ -3,6 +3,9 @@
 * :class:`Mahalanobis` — a Gaussian (mean + Ledoit–Wolf shrinkage covariance) fitted on
   *natural* training features only; score = Mahalanobis distance. The image-level analogue
   of the Gaussian anomaly detectors of Table I (DFM; PaDiM does the same per patch).
+* :class:`KNN` — distance to the *natural* training features' k nearest neighbours (cosine),
+  exact search by chunked matrix products in torch: the feature-space kNN detector trained
+  on reals only, beside the Gaussian.
 * :class:`LinearProbe` — UnivFD's linear probe: logistic regression on the features of the
   CNNSpot ProGAN training set's real **and fake** images (``<class>/0_real`` and
   ``<class>/1_fake``). This is the only place in clipflow where AI-generated images are
@@ -27,21 +30,47 @@ from sklearn.preprocessing import StandardScaler
 
 from ..data.imageio import list_images, list_subdirs
 from ..data.layouts import FAKE_DIR, REAL_DIR
-from ..errors import DataError
+from ..errors import ClipflowError, DataError
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("univfd_linear", "mahalanobis")
+BASELINES = ("univfd_linear", "mahalanobis", "knn", "recon_distance")
 # The paper rows each baseline is compared with (Table I / II): UnivFD's linear probe is
 # UnivFD "LC"; the Gaussian density on deep features is DFM (PaDiM is its per-patch cousin).
 BASELINE_PAPER = {
     "univfd_linear": {"method": "UnivFD", "variant": "LC"},
     "mahalanobis": {"method": "DFM", "variant": "-"},
+    "knn": None,  # not in the paper
+    "recon_distance": None,  # AEROBLADE's idea; not in the paper
 }
 BASELINE_LABELS = {
     "univfd_linear": "UnivFD linear probe",
     "mahalanobis": "Mahalanobis (natural only)",
+    "knn": "kNN cosine (natural only)",
+    "recon_distance": "Reconstruction distance (training-free)",
 }
+# What each baseline's ``options`` may set (an experiment's ``baseline_settings``), defaults.
+BASELINE_OPTIONS: dict[str, dict] = {
+    "knn": {"k": 5},
+    "recon_distance": {  # paper/baselines_realonly.py
+        "autoencoder": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "autoencoder_subfolder": "vae",
+        "distance": "pixel",
+        "batch_size": 8,
+    },
+}
+
+
+def baseline_options(name: str, given: dict | None) -> dict:
+    """A baseline's settings: its defaults (:data:`BASELINE_OPTIONS`) updated by ``given``;
+    an unknown key is a one-line error naming the known ones."""
+    known = BASELINE_OPTIONS.get(name, {})
+    unknown = sorted(set(given or {}) - set(known))
+    if unknown:
+        raise ClipflowError(
+            f"baseline_settings.{name}: unknown key(s) {unknown}; known: {sorted(known) or 'none'}"
+        )
+    return {**known, **(given or {})}
 
 
 def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -85,6 +114,49 @@ class Mahalanobis:
     def n_params(self) -> int:
         dim = 0 if self.mean is None else len(self.mean)
         return dim + dim * (dim + 1) // 2
+
+
+@dataclass
+class KNN:
+    """Mean cosine distance to the k nearest natural training features (higher = more fake).
+
+    Exact search: features are L2-normalised and compared by chunked matrix products, so
+    memory stays at ``chunk × N`` similarities whatever the number of queries.
+    """
+
+    k: int = 5
+    chunk: int = 1024
+    bank: torch.Tensor | None = None  # (N, D) unit rows
+
+    def fit(self, natural: torch.Tensor | np.ndarray) -> KNN:
+        """Keep the natural features (N, D), L2-normalised; needs N >= k."""
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise ValueError(f"the kNN baseline's k must be an integer >= 1, got {self.k!r}")
+        x = torch.as_tensor(_numpy(natural), dtype=torch.float32)
+        if len(x) < self.k:
+            raise ValueError(
+                f"the kNN baseline needs at least k={self.k} natural features, got {len(x)}"
+            )
+        self.bank = torch.nn.functional.normalize(x, dim=1)
+        return self
+
+    def score(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
+        """1 − mean cosine similarity to the k nearest natural features: (N, D) -> (N,)."""
+        if self.bank is None:
+            raise RuntimeError("fit the kNN baseline first")
+        q = torch.nn.functional.normalize(
+            torch.as_tensor(_numpy(features), dtype=torch.float32), dim=1
+        )
+        out = [
+            1.0 - (q[i : i + self.chunk] @ self.bank.T).topk(self.k, dim=1).values.mean(dim=1)
+            for i in range(0, len(q), self.chunk)
+        ]
+        return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+    @property
+    def n_params(self) -> int:
+        """Stored numbers: the natural features themselves (a kNN has no trained weights)."""
+        return 0 if self.bank is None else self.bank.numel()
 
 
 @dataclass

@@ -65,10 +65,13 @@ from .baselines import (
     BASELINE_LABELS,
     BASELINE_PAPER,
     BASELINES,
+    KNN,
     LinearProbe,
     Mahalanobis,
+    baseline_options,
     probe_fake_paths,
 )
+from .baselines_realonly import recon_distance_scores
 from .spec import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, RunOptions, SeedRun
 
 log = logging.getLogger(__name__)
@@ -298,20 +301,21 @@ class Runner:
         test = self.test_data(replace(s, backbone=backbone.cfg), backbone, device)
         scores = score_features(ckpt.model, test.features, device=device).tolist()
         n_params = sum(p.numel() for p in ckpt.model.parameters())
-        return _Trained(
-            test,
-            dict(zip(test.paths, scores)),
-            ckpt.threshold,
-            n_params,
-            str(ckpt.path),
-            0.0,
-            ckpt.val_real_scores.numpy(),
-        )
+        score_of = dict(zip(test.paths, scores))
+        cal = ckpt.val_real_scores.numpy()
+        return _Trained(test, score_of, ckpt.threshold, n_params, str(ckpt.path), 0.0, cal)
 
-    def baseline(self, name: str, s: TrainSettings) -> _Trained:
-        """Fit a baseline on this seed's training features; score every test image."""
+    def baseline(self, name: str, s: TrainSettings, options: dict | None = None) -> _Trained:
+        """Fit a baseline on this seed's training features; score every test image.
+
+        Baselines of reals only (Mahalanobis, kNN, reconstruction distance) take the flow's
+        threshold rule (natural validation images vs their band-stop proxies) and its
+        calibration reals for the conformal columns; ``options``: the baseline's settings."""
+        options = baseline_options(name, options)
         key = json.dumps(
-            [name, asdict(s.backbone), asdict(s.data), s.seed], sort_keys=True, default=str
+            [name, options, asdict(s.backbone), asdict(s.data), s.seed],
+            sort_keys=True,
+            default=str,
         )
         if key in self._trained:
             return self._trained[key]
@@ -319,29 +323,40 @@ class Runner:
         device = resolve_device(s.device)
         backbone = self.backbone(s.backbone, device)
         split, cache = _train_split(s), feature_cache(s.data)
-        natural = _natural_view(s, backbone, split.train, cache, device)
-        model: Mahalanobis | LinearProbe
-        if name == "mahalanobis":
-            model = Mahalanobis().fit(natural)
-            val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
-            val_scores = np.r_[model.score(val.features[0]), model.score(val.features[1])]
-            threshold = calibrate_threshold(
-                val_scores, np.r_[np.zeros(len(val.paths)), np.ones(len(val.paths))]
-            )
-        else:
-            fake_paths = probe_fake_paths(_train_root(s), split.classes, s.seed)
-            fakes = _natural_view(s, backbone, fake_paths, cache, device)
-            model = LinearProbe(seed=s.seed).fit(natural, fakes)
-            threshold = model.threshold
         test = self.test_data(s, backbone, device)
-        scores = model.score(test.features).tolist()
+        cal: np.ndarray | None = None
+        if name == "recon_distance":
+            val_paths = validation_paths(s, split.val)
+            fitted = recon_distance_scores(s, options, test.paths, val_paths, device)
+            score_of, threshold, cal, n_params = fitted
+        else:
+            natural = _natural_view(s, backbone, split.train, cache, device)
+            model: Mahalanobis | KNN | LinearProbe
+            if name in ("mahalanobis", "knn"):
+                model = Mahalanobis() if name == "mahalanobis" else KNN(k=options["k"])
+                model = _fit(model, natural)
+                val = validation_features(
+                    s, backbone, validation_paths(s, split.val), cache, device
+                )
+                cal, fake = model.score(val.features[0]), model.score(val.features[1])
+                threshold = calibrate_threshold(
+                    np.r_[cal, fake], np.r_[np.zeros(len(cal)), np.ones(len(fake))]
+                )
+            else:
+                fake_paths = probe_fake_paths(_train_root(s), split.classes, s.seed)
+                fakes = _natural_view(s, backbone, fake_paths, cache, device)
+                model = LinearProbe(seed=s.seed).fit(natural, fakes)
+                threshold = model.threshold
+            score_of = dict(zip(test.paths, model.score(test.features).tolist()))
+            n_params = model.n_params
         done = _Trained(
             test,
-            dict(zip(test.paths, scores)),
+            score_of,
             float(threshold),
-            model.n_params,
+            n_params,
             None,
             time.perf_counter() - start,
+            cal,
         )
         self._trained[key] = done
         return done
@@ -408,9 +423,11 @@ class Runner:
         runs = {}
         for seed in self.seeds(spec):
             s = self.settings(spec, None, seed)
-            runs[seed] = self._evaluate(
-                spec, self.baseline(name, s), out / "arms" / name / f"seed{seed}"
-            )
+            options = spec.baseline_settings.get(name)
+            if name in spec.tiny_baseline_settings and _asks_tiny(self.opts.overrides):
+                options = {**(options or {}), **spec.tiny_baseline_settings[name]}
+            fitted = self.baseline(name, s, options)
+            runs[seed] = self._evaluate(spec, fitted, out / "arms" / name / f"seed{seed}")
         return ArmResult(BASELINE_LABELS[name], "baseline", BASELINE_PAPER[name], runs)
 
     def _evaluate(self, spec: ExperimentSpec, trained: _Trained, folder: Path) -> SeedRun:
@@ -498,6 +515,14 @@ def _arm_key(s: TrainSettings) -> str:
     values["proxy"] = s.proxy.describe(s.train.mode)
     values["train"]["epochs"] = s.train.resolved_epochs()
     return json.dumps(values, sort_keys=True, default=str)
+
+
+def _fit(model, natural: torch.Tensor):
+    """``model.fit(natural)``; a baseline that cannot fit these features says so in one line."""
+    try:
+        return model.fit(natural)
+    except ValueError as err:
+        raise ClipflowError(f"baseline: {err}") from None
 
 
 def _natural_view(s: TrainSettings, backbone, paths, cache, device) -> torch.Tensor:

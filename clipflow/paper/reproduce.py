@@ -21,6 +21,7 @@ from ..core.fileio import atomic_write_text
 from ..eval.html_report import write_report
 from ..runs.train import augmentation
 from .experiments import Runner, load_experiment
+from .realonly import write_realonly
 from .report_page import experiment_report, index_report
 from .spec import ExperimentSpec, RunOptions
 from .tables import arm_summary_rows, fmt_number, fmt_signed, write_tables
@@ -93,6 +94,8 @@ def reproduce(
             start = time.perf_counter()
             result = runner.run(spec)
             written[spec.name] = write_tables(result, opts.out / spec.name)
+            if "realonly" in spec.tables:  # its own table and plot (paper/realonly.py)
+                written[spec.name].update(write_realonly(result, opts.out / spec.name))
             page = experiment_report(result, written[spec.name])
             written[spec.name]["report.html"] = write_report(
                 opts.out / spec.name / "report.html", page

@@ -31,6 +31,10 @@ class ExperimentSpec:
     overrides: list[str] = field(default_factory=list)
     compare: list[dict] = field(default_factory=list)  # [{table, metric}]
     baselines: list[str] = field(default_factory=list)
+    # baseline name -> its settings (paper/baselines.py BASELINE_OPTIONS), e.g. {knn: {k: 5}}
+    baseline_settings: dict = field(default_factory=dict)
+    # baseline name -> settings replacing those with the random ``backbone=tiny`` (miniature)
+    tiny_baseline_settings: dict = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)  # bars | histograms | dr_curve
     sets: str = "test"  # test: data.test_root; extra: extra_roots (Table V)
     histogram_sets: list[str] = field(default_factory=list)
@@ -41,7 +45,7 @@ class ExperimentSpec:
     # arm name -> overrides used instead when the run asks for the random ``backbone=tiny``
     # (miniature, tests): arms that each name a real backbone get a tiny one of that family
     tiny_arms: dict = field(default_factory=dict)
-    tables: list[str] = field(default_factory=list)  # extra tables: backbones
+    tables: list[str] = field(default_factory=list)  # extra tables: backbones | realonly
 
 
 @dataclass

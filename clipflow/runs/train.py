@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..backbones.autoencoder import load_autoencoder
 from ..backbones.backbone import as_backbone, check_weights_available, load_backbone
 from ..backbones.preprocess import build_transform
 from ..backbones.protocol import BackboneProtocol, ExtractorBackbone
@@ -39,6 +40,7 @@ from ..eval.report import plot_loss, skipped_text, tensorboard_writer, write_his
 from ..features.cache import FeatureCache, cached_extract, feature_cache, file_key
 from ..features.extract import FeatureSet
 from ..features.loader import Loader
+from ..features.recon import recon_cache, recon_variant, reconstruct_files
 from ..features.stream import PackFeatures, PackRows, in_ram_bytes, locate, ram_budget_bytes
 from ..flow.fit import fit
 from ..flow.model import CLIPFlow, score_features
@@ -237,6 +239,28 @@ def proxy_variant(cfg: ProxyConfig, mode: str) -> Variant:
     return Variant("proxy:" + json.dumps(params, sort_keys=True), fn, crop_key)
 
 
+def training_proxy(s: TrainSettings, paths: Sequence[str | Path], device: Device) -> Variant:
+    """The proxy variant of ``s``; ``proxy=recon`` first reconstructs ``paths`` (cached, on
+    ``device``): clipflow.features.recon."""
+    if s.proxy.name != "recon":
+        return proxy_variant(s.proxy, s.train.mode)
+    if s.train.mode == "N":  # natural images only: nothing to reconstruct
+        return Variant("proxy:unused")
+    ae = load_autoencoder(s.proxy.autoencoder, s.proxy.autoencoder_subfolder, device)
+    max_pixels = Loader.from_data(s.data).max_pixels
+    recons = reconstruct_files(
+        ae,
+        paths,
+        recon_cache(s.data),
+        device,
+        s.proxy.recon_batch_size,
+        None,
+        max_pixels,
+        "reconstruct train",
+    )
+    return recon_variant(s.proxy, s.train.mode, recons, ae.describe())
+
+
 def validation_proxy(reading: str = "open") -> Variant:
     """The band-stop proxy of the threshold's validation set (SPEC §4.3), under one reading of
     the paper's "(30, 100)" (``data.val_band``)."""
@@ -271,7 +295,7 @@ def train_features(
 ) -> TrainFeatures:
     """(K, V, N, D) features for K variants (natural and/or proxy) × V views of N images."""
     mode = s.train.mode
-    proxy = proxy_variant(s.proxy, mode)
+    proxy = training_proxy(s, paths, device)
     variants = {"N": [IDENTITY], "P": [proxy], "N+P": [IDENTITY, proxy]}[mode]
     transform = build_transform(backbone, train=True)
     views, kept, skipped = [], None, []

@@ -18,8 +18,11 @@ PROXY_NAMES = (
     "sharpening",
     "gaussian_noise",
     "color_jitter",
+    "recon",
     "none",
 )
+# proxy=recon: the frequency band in which recon_mix of the original replaces the reconstruction
+RECON_BANDS = ("all", "low", "high")
 # proxy.ratio=null: the masked share per training mode (SPEC §4.1.8: 1.0 for P, 0.1 for N+P;
 # N trains without proxies, its value only names the unused proxy in metadata).
 DEFAULT_RATIO = {"N": 0.1, "P": 1.0, "N+P": 0.1}
@@ -62,6 +65,14 @@ class ProxyConfig:
     saturation: float = 0.4
     hue: float = 0.1
     pair_crop: bool = False
+    # proxy=recon (configs/proxy/recon.yaml): an autoencoder's reconstruction of each image
+    autoencoder: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # tiny | Hub id | folder
+    autoencoder_subfolder: str = "vae"
+    recon_band: str = "high"
+    recon_mix: float = 0.0  # 0 = the reconstruction itself
+    recon_cutoff: float = 0.5  # radius of the low band, 1 = Nyquist
+    recon_batch_size: int = 8
+    freq_share: float = 0.0  # share of draws that are a freq_mask (band, ratio) instead
 
     def ratio_for(self, mode: str | None) -> float | None:
         """The masked share for training ``mode``: ``ratio``, or the mode's default."""
@@ -90,6 +101,8 @@ class ProxyConfig:
                 "mask_mode": self.mask_mode,
                 **paired,
             }
+        if self.name == "recon":
+            return {"name": "recon", **self._recon_params(mode), **paired}
         sigma = self.sigma if self.sigma is not None else _DEFAULT_SIGMA.get(self.name)
         keys = {
             "smoothing": {"sigma": sigma},
@@ -101,6 +114,22 @@ class ProxyConfig:
             "none": {},
         }[self.name]
         return {"name": self.name, **keys, **paired}
+
+    def _recon_params(self, mode: str | None) -> dict:
+        """proxy=recon's parameters that shape the proxy (band and cutoff only with a mix; the
+        frequency mask's only with a freq_share); the autoencoder's identity is added by
+        whoever loads it (clipflow.features.recon)."""
+        out: dict = {
+            "autoencoder": self.autoencoder,
+            "autoencoder_subfolder": self.autoencoder_subfolder,
+            "recon_mix": self.recon_mix,
+        }
+        if self.recon_mix > 0:
+            out |= {"recon_band": self.recon_band, "recon_cutoff": self.recon_cutoff}
+        if self.freq_share > 0:
+            mask = {"band": self.band, "ratio": self.ratio_for(mode), "mask_mode": self.mask_mode}
+            out |= {"freq_share": self.freq_share, "freq_mask": mask}
+        return out
 
 
 @dataclass

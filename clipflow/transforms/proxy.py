@@ -334,6 +334,8 @@ def build_proxy(cfg: ProxyConfig, mode: str) -> ProxyFn:
     Frequency proxies of float inputs take the float path (no uint8 cast).
     """
     p = cfg.describe(mode)
+    if cfg.name == "recon":  # needs an autoencoder and the files: clipflow.features.recon
+        raise ValueError("proxy=recon is built from reconstructions (clipflow.features.recon)")
     if p.get("sigma") is not None and p["sigma"] <= 0:
         raise ValueError(f"sigma must be > 0, got {p['sigma']}")
     if cfg.name in ("freq_mask", "freq_phase"):
