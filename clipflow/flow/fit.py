@@ -28,13 +28,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..core.machine import CPU_FLOW_THREADS, cpu_threads
 from ..errors import TrainingDivergedError
 from ..features.stream import RowSource, buffer_rows, epoch_buffers, ram_budget_bytes
 from .config import TrainConfig
@@ -43,11 +43,8 @@ from .step import StepRunner
 
 log = logging.getLogger(__name__)
 
-# Intra-op threads of CPU training. A step is ~a thousand small ops (batch 128 × C=128):
-# splitting each over threads gains little idle, and when another process takes a core
-# every op waits at the OpenMP barrier for the descheduled thread (3.4 s -> 180 s per epoch
-# measured on 2 cores; scripts/bench_train_cpu.py). One thread never waits for another.
-CPU_TRAIN_THREADS = 1
+# Intra-op threads of CPU training: the policy of core.machine.CPU_FLOW_THREADS (why: there).
+CPU_TRAIN_THREADS = CPU_FLOW_THREADS
 
 
 def natural_term(u: torch.Tensor, log_jac: torch.Tensor, loss: str) -> torch.Tensor:
@@ -152,18 +149,10 @@ def fit(
         return _fit(model, natural, proxy, cfg, device, on_epoch)
 
 
-@contextmanager
-def train_threads(device: str | torch.device, threads: int | None) -> Iterator[None]:
-    """On CPU, at most ``threads`` intra-op threads inside the block; restored on exit."""
-    before = torch.get_num_threads()
-    scoped = threads is not None and torch.device(device).type == "cpu" and threads < before
-    if scoped and threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        if scoped:
-            torch.set_num_threads(before)
+def train_threads(device: str | torch.device, threads: int | None):
+    """On CPU, at most ``threads`` intra-op threads inside the block; restored on exit
+    (:func:`clipflow.core.machine.cpu_threads`)."""
+    return cpu_threads(device, threads)
 
 
 def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict]:
