@@ -142,3 +142,16 @@ def test_cache_bench_smoke_full_hits_and_incremental(tmp_path: Path, capsys):
     assert result["extracted_new"] == 10 and result["incremental"]["cached"] == 200
     assert "backbone saw 10 images" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == [out]  # the temporary folder is removed
+
+
+@pytest.mark.slow
+def test_score_bench_reports_the_ratio_to_a_bare_one_thread_forward(tmp_path: Path, capsys):
+    out = tmp_path / "score.json"
+    code = _script_main("bench_score")(
+        ["--n", "600", "--dim", "64", "--batch-size", "256", "--repeats", "1", "--json", str(out)]
+    )
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert set(r["seconds"]) == {"bare_1thread", "policy", "torch_default"}
+    assert r["policy_over_bare"] > 0 and r["identical_scores"] is True
+    assert "policy / bare one-thread forward" in capsys.readouterr().out
