@@ -101,11 +101,11 @@ def test_cuda_run_resolves_to_the_fast_path(fake_h200, caplog):
     with caplog.at_level(logging.INFO, logger="clipflow.settings.config"):
         s = train_settings(composed("train"))  # device=auto: the (faked) GPU
     assert (s.backbone.precision, s.backbone.compile) == ("bf16", True)
-    assert (s.data.decode, s.data.batch_size, s.data.num_workers) == ("nvjpeg", 256, 16)
+    assert (s.data.decode, s.data.batch_size, s.data.num_workers) == ("by_size", 256, 16)
     assert s.device == "auto" and s.auto["device"] == "cuda:0 NVIDIA H200"
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto:")]
     assert lines == [
-        "auto: precision=bf16 decode=nvjpeg num_workers=16 batch_size=256 compile=on "
+        "auto: precision=bf16 decode=by_size num_workers=16 batch_size=256 compile=on "
         "(cuda:0 NVIDIA H200)"
     ]
 
