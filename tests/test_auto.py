@@ -240,7 +240,10 @@ def test_failed_compile_falls_back_to_eager_with_the_reason(monkeypatch, caplog)
         bb(x)  # the fallback is kept: one warning, not one per batch
     assert torch.allclose(out, eager(x), atol=1e-5) and bb.compiled is False
     warnings = [r.getMessage() for r in caplog.records if "backbone.compile" in r.getMessage()]
-    assert warnings == ["backbone.compile: no C compiler found; running the tower eagerly"]
+    assert len(warnings) == 1 and "FAILED (no C compiler found)" in warnings[0]
+    assert "EAGERLY" in warnings[0] and "metadata" in warnings[0]
+    assert bb.compile_status == "failed: no C compiler found"
+    assert eager.compile_status == "off"
 
 
 def test_auto_in_a_config_built_in_code_resolves_at_load():

@@ -264,6 +264,11 @@ META_SCHEMA: dict[str, tuple[Check, bool]] = {
         False,
     ),
     "versions": (_str_map, False),
+    # what the fast path ran as (Backbone.compile_status, StepRunner.status)
+    "speed": (
+        _record({"compile": (_str(), False), "cuda_graph": (_optional(_str()), False)}),
+        False,
+    ),
     # written by clipflow-calibrate: whose photos val_real_scores are (clipflow/runs/calibrate.py)
     "calibration": (
         _record(

@@ -132,6 +132,7 @@ def fit(
     device: str | torch.device = "cpu",
     on_epoch: Callable[[int, CLIPFlow, list[dict]], None] | None = None,
     cpu_threads: int | None = CPU_TRAIN_THREADS,
+    status: dict | None = None,
 ) -> list[dict]:
     """Train ``model`` in place and return one history row per epoch: ``epoch``, ``loss``, its
     parts (``natural``/``proxy``), the mean scores (``q_natural``/``q_proxy``), ``lr``, ``seconds``.
@@ -144,9 +145,12 @@ def fit(
         on_epoch: called after each finished epoch with (epoch, model, history).
         cpu_threads: on CPU, intra-op threads while training (the caller's count is restored
             afterwards); None keeps the caller's.
+        status: if given, ``status["cuda_graph"]`` is set to what the steps ran as
+            (:attr:`StepRunner.status`: ``captured``, ``off``, ``failed: <reason>``, ...), after
+            every epoch, so that a run's metadata says whether the fast path was in effect.
     """
     with train_threads(device, cpu_threads):
-        return _fit(model, natural, proxy, cfg, device, on_epoch)
+        return _fit(model, natural, proxy, cfg, device, on_epoch, status)
 
 
 def train_threads(device: str | torch.device, threads: int | None):
@@ -155,7 +159,7 @@ def train_threads(device: str | torch.device, threads: int | None):
     return cpu_threads(device, threads)
 
 
-def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict]:
+def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch, status) -> list[dict]:
     cfg.validate()
     natural = natural if cfg.mode in ("N", "N+P") else None
     proxy = proxy if cfg.mode in ("P", "N+P") else None
@@ -164,7 +168,7 @@ def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict
         raise ValueError(f"mode {cfg.mode} needs features for its terms; got none")
     model.to(device).train()
     if not isinstance(ref, torch.Tensor):  # a RowSource: features streamed from disk
-        return _fit_stream(model, natural, proxy, cfg, device, on_epoch)
+        return _fit_stream(model, natural, proxy, cfg, device, on_epoch, status)
     # All views on the device once: per-step host->device copies would dominate on a GPU.
     natural = natural.to(device).contiguous() if natural is not None else None
     proxy = proxy.to(device).contiguous() if proxy is not None else None
@@ -177,10 +181,10 @@ def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict
         order = torch.randperm(n, generator=gen).to(device)
         return _run_steps(runner, order, cfg.batch_size)
 
-    return _train_loop(model, cfg, runner, run_epoch, on_epoch)
+    return _train_loop(model, cfg, runner, run_epoch, on_epoch, status)
 
 
-def _fit_stream(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict]:
+def _fit_stream(model, natural, proxy, cfg: TrainConfig, device, on_epoch, status) -> list[dict]:
     """:func:`fit` on :class:`~clipflow.features.stream.RowSource` features, one bounded buffer at a
     time (see clipflow/features/stream.py for the order; all in one buffer = the in-RAM order)."""
     sources = [s for s in (natural, proxy) if s is not None]
@@ -205,7 +209,7 @@ def _fit_stream(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> li
             steps += _run_steps(runner, order, cfg.batch_size)
         return steps
 
-    return _train_loop(model, cfg, runner, run_epoch, on_epoch)
+    return _train_loop(model, cfg, runner, run_epoch, on_epoch, status)
 
 
 def _run_steps(runner: StepRunner, order: torch.Tensor, batch_size: int) -> int:
@@ -215,13 +219,15 @@ def _run_steps(runner: StepRunner, order: torch.Tensor, batch_size: int) -> int:
     return steps
 
 
-def _train_loop(model, cfg: TrainConfig, runner, run_epoch, on_epoch) -> list[dict]:
+def _train_loop(model, cfg: TrainConfig, runner, run_epoch, on_epoch, status) -> list[dict]:
     """The epochs: ``run_epoch(e)`` runs epoch e's steps and returns how many it ran."""
     history = []
     epochs = cfg.resolved_epochs()
     for epoch in tqdm(range(epochs), desc=f"train {cfg.mode}", unit="epoch"):
         start = time.perf_counter()
         steps = run_epoch(epoch)
+        if status is not None:
+            status["cuda_graph"] = runner.status
         row = {"epoch": epoch + 1, **{k: v / steps for k, v in runner.take_sums().items()}}
         _check_finite(row["loss"], epoch, cfg)
         # lr: constant (no schedule), recorded so that metrics.csv describes itself.
@@ -273,7 +279,7 @@ def _step_runner(
         opt.step()
         return {"loss": loss.detach(), **parts}
 
-    return StepRunner(step, cfg.batch_size, device, capture), epoch_t
+    return StepRunner(step, cfg.batch_size, device, cfg.cuda_graph), epoch_t
 
 
 def _view(

@@ -19,7 +19,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..backbones.backbone import as_backbone, check_weights_available, load_backbone
+from ..backbones.backbone import (
+    as_backbone,
+    check_weights_available,
+    compile_status,
+    load_backbone,
+    speed_line,
+)
 from ..backbones.preprocess import build_transform
 from ..backbones.protocol import BackboneProtocol
 from ..checkpoints.checkpoint import (
@@ -72,6 +78,7 @@ class TrainedHead:
     validation: dict
     train_paths: list[str]
     skipped: list[tuple[str, str]]
+    speed: dict  # what the fast path ran as: compile, cuda_graph (see run_train)
 
 
 def train_head(
@@ -87,12 +94,17 @@ def train_head(
     ``on_epoch(epoch, model, history)`` is called after every epoch (see :func:`fit`)."""
     tf = train_features(s, backbone, split.train, cache, device)
     model = build_model(backbone.feature_dim, s)
-    history = fit(model, tf.natural, tf.proxy, s.train, device, on_epoch)
+    fit_status: dict = {}
+    history = fit(model, tf.natural, tf.proxy, s.train, device, on_epoch, status=fit_status)
     if not history:  # fit refuses epochs < 1 itself; an untrained flow must never be saved
         raise ClipflowError("training ran no epoch (train.epochs must be >= 1); nothing to save")
     val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
     threshold, val_real, val_info = calibrate(model, val, device, s.data.val_band)
-    return TrainedHead(model, threshold, val_real, history, val_info, tf.paths, tf.skipped)
+    speed = {"compile": compile_status(backbone), "cuda_graph": fit_status.get("cuda_graph")}
+    log.info(speed_line(**speed))
+    return TrainedHead(
+        model, threshold, val_real, history, val_info, tf.paths, tf.skipped, speed
+    )
 
 
 def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
@@ -119,6 +131,9 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
     )
 
     backbone = backbone or load_backbone(s.backbone, device)
+    asked = "on" if s.train.cuda_graph and device.startswith("cuda") else "off"
+    log.info("%s (asked; what ran is logged after training and recorded as speed in the "
+             "checkpoint)", speed_line(compile_status(backbone), asked))
     with watch:
         head = train_head(s, backbone, split, feature_cache(s.data), device, watch.on_epoch)
     mode = s.train.mode
@@ -136,6 +151,7 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
             "epochs": s.train.resolved_epochs(),
         },
         "validation": head.validation,
+        "speed": head.speed,  # whether compile and the CUDA graph were in effect
         "versions": package_versions(),
     }
     ckpt = save_checkpoint(
