@@ -38,10 +38,7 @@ def bare_forward(model: CLIPFlow, features: torch.Tensor, batch_size: int) -> to
     torch.set_num_threads(1)
     try:
         return torch.cat(
-            [
-                model.score(features[i : i + batch_size])
-                for i in range(0, len(features), batch_size)
-            ]
+            [model.score(features[i : i + batch_size]) for i in range(0, len(features), batch_size)]
         )
     finally:
         torch.set_num_threads(before)
@@ -81,14 +78,18 @@ def run(n: int, dim: int, batch_size: int, repeats: int) -> dict:
 
 
 def print_table(r: dict) -> None:
-    print(f"scoring {r['n']:,} × {r['dim']} features, batch {r['batch_size']}, "
-          f"torch threads outside: {r['torch_threads']}")
+    print(
+        f"scoring {r['n']:,} × {r['dim']} features, batch {r['batch_size']}, "
+        f"torch threads outside: {r['torch_threads']}"
+    )
     for name, secs in r["seconds"].items():
         print(f"  {name:>14}: {secs:7.3f} s  {r['rows_per_s'][name]:10,.0f} rows/s")
     verdict = "PASS" if r["policy_over_bare"] <= r["target"] else "FAIL"
-    print(f"policy / bare one-thread forward: {r['policy_over_bare']:.2f}× "
-          f"(target ≤ {r['target']}×) {verdict}; torch default / bare: "
-          f"{r['default_over_bare']:.2f}×; identical scores: {r['identical_scores']}")
+    print(
+        f"policy / bare one-thread forward: {r['policy_over_bare']:.2f}× "
+        f"(target ≤ {r['target']}×) {verdict}; torch default / bare: "
+        f"{r['default_over_bare']:.2f}×; identical scores: {r['identical_scores']}"
+    )
 
 
 def main(argv=None) -> int:

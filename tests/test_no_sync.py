@@ -23,6 +23,7 @@ from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform, norm_constants
 from clipflow.data.synthetic import natural_image
 from clipflow.features import decode, extract
+from clipflow.features.batching import worker_parts
 from clipflow.features.decode import PackedPayloads, read_payload
 from clipflow.features.extract import extract_features
 from clipflow.features.loader import BY_SIZE, Loader, choose_decoder, nvjpeg_rate, pil_rate
@@ -118,6 +119,11 @@ def test_jpeg_payloads_are_read_once_and_packed_into_one_buffer(tmp_path, monkey
     for (kind, data), (kind2, data2) in zip(payloads, packed.unpack()):
         assert kind == kind2 and torch.equal(data, data2)
     assert packed.unpack()[0][1].untyped_storage().data_ptr() == packed.blob.data_ptr()
+    merged = PackedPayloads.merge(
+        [PackedPayloads.pack(payloads[:2]), PackedPayloads.pack(payloads[2:])]
+    )
+    for (kind, data), (kind2, data2) in zip(payloads, merged.unpack()):
+        assert kind == kind2 and torch.equal(data, data2)
 
 
 def test_device_stage_runs_off_the_main_thread_and_matches_pil(tmp_path, monkeypatch):
@@ -138,6 +144,34 @@ def test_device_stage_runs_off_the_main_thread_and_matches_pil(tmp_path, monkeyp
     assert dev.paths == pil.paths
     cos = torch.nn.functional.cosine_similarity(dev.features, pil.features, dim=-1)
     assert cos.min() >= 0.999
+
+
+# ---------------------------------------------------------------- worker tasks
+def test_a_batch_is_split_over_workers_in_pieces_that_divide_it():
+    assert worker_parts(256, 15) == 8 and worker_parts(256, 0) == 1 and worker_parts(64, 1) == 1
+    assert worker_parts(64, 3) == 2  # 3 does not divide 64
+    assert worker_parts(40, 16) == 2  # pieces of at least 16 images
+    assert worker_parts(100, 16) == 5
+
+
+@pytest.mark.parametrize("decoder", ["pil", "nvjpeg"])
+def test_regrouped_worker_pieces_give_the_same_batches(tmp_path, decoder):
+    paths = [str(p) for p in _jpegs(tmp_path, 37)]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    paths.insert(5, str(broken))
+    bb = _tiny()
+    tf = build_transform(bb)
+    batches = []
+    for workers in (0, 2):  # 2 workers: batches of 32 from pieces of 16
+        loader = Loader(batch_size=32, num_workers=workers, decode=decoder)
+        batches.append(list(extract.iter_feature_batches(bb, paths, tf, loader=loader)))
+    sizes = [[len(idx) + len(bad) for idx, _, bad in run] for run in batches]
+    assert sizes[0] == sizes[1] == [32, 6]  # backbone batches of 32, whatever the pieces
+    for (idx0, f0, bad0), (idx2, f2, bad2) in zip(*batches):
+        assert idx0 == idx2 and bad0 == bad2 and torch.allclose(f0, f2, atol=1e-6)
+    assert [i for i, _ in batches[1][0][2]] == [5]  # the broken file, reported in its batch
+    assert sum(len(b[0]) for b in batches[1]) == 37
 
 
 # ---------------------------------------------------------------- scoring threads

@@ -93,6 +93,20 @@ class PackedPayloads:
         pixels = [data if kind == "pixels" else None for kind, data in payloads]
         return cls(kinds, blob, spans, pixels)
 
+    @classmethod
+    def merge(cls, parts: list[PackedPayloads]) -> PackedPayloads:
+        """One batch from several packed pieces, in order (the blobs concatenated once)."""
+        kinds, spans, pixels, offset = [], [], [], 0
+        for part in parts:
+            kinds += part.kinds
+            pixels += part.pixels
+            spans += [
+                (a + offset, b + offset) if k == "jpeg" else (0, 0)
+                for k, (a, b) in zip(part.kinds, part.spans)
+            ]
+            offset += len(part.blob)
+        return cls(kinds, torch.cat([p.blob for p in parts]), spans, pixels)
+
     def unpack(self) -> list[tuple[str, torch.Tensor]]:
         """The payloads again; each JPEG a view into ``blob`` (no copy)."""
         out = []

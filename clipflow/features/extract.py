@@ -24,6 +24,7 @@ from ..core.fileio import path_key_bytes
 from ..data.imageio import DEFAULT_MAX_PIXELS, load_image
 from ..errors import UnreadableImageError
 from ..transforms.variant import Variant, VariantFn, as_variant
+from .batching import regrouped, worker_parts
 from .decode import PackedPayloads, decode_on_device, pil_to_uint8_tensor, read_payload
 from .loader import DEFAULT_LOADER, Loader
 
@@ -176,21 +177,25 @@ def iter_feature_batches(
     shards) keep the workers busy instead of restarting them per piece.
     ``decode="pil"`` decodes and crops in the loader workers; ``"nvjpeg"`` decodes JPEGs in one
     batched call on ``device`` (nvJPEG on CUDA; torchvision's CPU decoder otherwise) and runs
-    proxies and crops there. Normalisation always runs on ``device``. Images above
+    proxies and crops there, in a helper thread; ``"by_size"`` picks one of the two for these
+    files (:meth:`Loader.for_files`). Workers prepare pieces of a batch (features/batching.py). Normalisation always runs on ``device``. Images above
     ``max_pixels`` (by their header) are skipped undecoded (see ``data.max_megapixels``).
     """
     chosen = [as_variant(v, i) for i, v in enumerate(variants)]
     loader = loader.for_files([str(p) for p in paths], device)  # data.decode=by_size: choose
     raw = loader.decode == "nvjpeg"
     dataset = ImageFileDataset(paths, transform, chosen, seed, view, raw, loader.max_pixels)
-    batches = DataLoader(
+    # Worker tasks of a fraction of a batch (features/batching.py: the first batch sooner).
+    parts = worker_parts(loader.batch_size, loader.num_workers)
+    chunks = DataLoader(
         dataset,
-        batch_size=loader.batch_size,
+        batch_size=loader.batch_size // parts,
         num_workers=loader.num_workers,
         collate_fn=_collate,
         pin_memory=torch.device(device).type == "cuda" and not raw,
-        prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
+        prefetch_factor=loader.prefetch_factor * parts if loader.num_workers > 0 else None,
     )
+    batches = regrouped(chunks, parts, device)
     normalize = getattr(transform, "normalize", lambda x: x)
     in_flight: _InFlight | None = None
     with tqdm(total=len(dataset), desc=desc, unit="img") as bar:

@@ -85,7 +85,9 @@ def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
     """Score every dataset under ``data.test_root`` with a checkpoint; write the result files.
     ``backbone``: a ready one (your own extractor) instead of the checkpoint's."""
     ev = prepare_eval(s, backbone)
-    log.info("%s (what ran is recorded as speed in the results)", speed_line(compile_status(ev.backbone)))
+    log.info(
+        "%s (what ran is recorded as speed in the results)", speed_line(compile_status(ev.backbone))
+    )
     fs = test_features(ev.backbone, ev.sets, s.data, feature_cache(s.data), ev.device, s.seed)
     scores = score_features(ev.ckpt.model, fs.features[0], device=ev.device).tolist()
     score_of, not_finite = split_not_finite(dict(zip(fs.paths, scores)))

@@ -102,9 +102,7 @@ def train_head(
     threshold, val_real, val_info = calibrate(model, val, device, s.data.val_band)
     speed = {"compile": compile_status(backbone), "cuda_graph": fit_status.get("cuda_graph")}
     log.info(speed_line(**speed))
-    return TrainedHead(
-        model, threshold, val_real, history, val_info, tf.paths, tf.skipped, speed
-    )
+    return TrainedHead(model, threshold, val_real, history, val_info, tf.paths, tf.skipped, speed)
 
 
 def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
@@ -132,8 +130,10 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
 
     backbone = backbone or load_backbone(s.backbone, device)
     asked = "on" if s.train.cuda_graph and device.startswith("cuda") else "off"
-    log.info("%s (asked; what ran is logged after training and recorded as speed in the "
-             "checkpoint)", speed_line(compile_status(backbone), asked))
+    log.info(
+        "%s (asked; what ran is logged after training and recorded as speed in the checkpoint)",
+        speed_line(compile_status(backbone), asked),
+    )
     with watch:
         head = train_head(s, backbone, split, feature_cache(s.data), device, watch.on_epoch)
     mode = s.train.mode
