@@ -77,6 +77,18 @@ def test_bench_smoke_run_reports_both_paths(tmp_path: Path, capsys):
     assert result["model_only"] > 0 and row["input_only_pil"] > 0
     assert "default = no flags: backbone.precision=fp32" in stdout
     assert "ratio" in stdout and len(list((tmp_path / "jpegs" / "jpeg256").glob("*.jpg"))) == 8
+    # whether compile and the CUDA graph were in effect is recorded (on CPU: neither)
+    assert result["speed"] == {
+        "fast_compile": "off",
+        "default_compile": "off",
+        "train_cuda_graph": "off (cpu)",
+    }
+    assert "in effect: fast compile=off" in stdout and result["clone_us_per_batch"] > 0
+    # the PASS/FAIL table from the results file: a CPU does not reach the GPU targets
+    assert _script_main("bench_extract")(["--verdict", str(out)]) == 1
+    table = capsys.readouterr().out
+    assert "256 px end to end (default), img/s" in table and "| FAIL" in table
+    assert "NOT RUN" in table  # no 1024-px row in this run
 
 
 @pytest.mark.slow
