@@ -178,8 +178,9 @@ def iter_feature_batches(
     ``decode="pil"`` decodes and crops in the loader workers; ``"nvjpeg"`` decodes JPEGs in one
     batched call on ``device`` (nvJPEG on CUDA; torchvision's CPU decoder otherwise) and runs
     proxies and crops there, in a helper thread; ``"by_size"`` picks one of the two for these
-    files (:meth:`Loader.for_files`). Workers prepare pieces of a batch (features/batching.py). Normalisation always runs on ``device``. Images above
-    ``max_pixels`` (by their header) are skipped undecoded (see ``data.max_megapixels``).
+    files (:meth:`Loader.for_files`). Workers prepare pieces of a batch (features/batching.py).
+    Normalisation always runs on ``device``. Images above ``max_pixels`` (by their header) are
+    skipped undecoded (see ``data.max_megapixels``).
     """
     chosen = [as_variant(v, i) for i, v in enumerate(variants)]
     loader = loader.for_files([str(p) for p in paths], device)  # data.decode=by_size: choose

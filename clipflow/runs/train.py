@@ -100,8 +100,9 @@ def train_head(
         raise ClipflowError("training ran no epoch (train.epochs must be >= 1); nothing to save")
     val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
     threshold, val_real, val_info = calibrate(model, val, device, s.data.val_band)
-    speed = {"compile": compile_status(backbone), "cuda_graph": fit_status.get("cuda_graph")}
-    log.info(speed_line(**speed))
+    compiled, graph = compile_status(backbone), fit_status.get("cuda_graph")
+    log.info(speed_line(compiled, graph))
+    speed = {"compile": compiled, "cuda_graph": graph}
     return TrainedHead(model, threshold, val_real, history, val_info, tf.paths, tf.skipped, speed)
 
 
