@@ -253,26 +253,21 @@ def _syncs_during(fn) -> list[str]:
 @CUDA
 @pytest.mark.parametrize("decoder", ["pil", "nvjpeg"])
 def test_extraction_loop_makes_no_sync_per_batch(tmp_path, decoder):
-    paths = _jpegs(tmp_path, 24)
+    paths = _jpegs(tmp_path, 72)
     bb = _tiny().to("cuda")
     tf = build_transform(bb)
     proxy = Variant("fm", build_proxy(ProxyConfig(), "N+P"))  # masks drawn on the CPU
 
     def run():
-        loader = Loader(batch_size=4, num_workers=0, decode=decoder)
+        # 2 workers, batches of 32 from pieces of 16: the regrouping's device copies included
+        loader = Loader(batch_size=32, num_workers=2, decode=decoder)
         return extract_features(bb, paths, tf, [IDENTITY, proxy], "cuda", loader)
 
     run()  # warm-up: constants, cuBLAS handles, nvJPEG handle
-    where: list[str] = []
-    fs = None
-
-    def timed():
-        nonlocal fs
-        fs = run()
-
-    where = _syncs_during(timed)
-    assert fs is not None and len(fs.paths) == 24
-    # six batches; the intended wait is an event (not counted): any counted sync is a bug
+    done = []
+    where = _syncs_during(lambda: done.append(run()))
+    assert len(done[0].paths) == 72
+    # three batches; the intended wait is an event (not counted): any counted sync is a bug
     assert where == [], f"synchronising calls during extraction ({decoder}): {where}"
 
 
