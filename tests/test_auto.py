@@ -222,6 +222,7 @@ def test_cpu_training_run_records_what_auto_chose(monkeypatch, tmp_path: Path):
     e = eval_settings(composed("eval", "device=cpu", f"ckpt={tmp_path / 'run'}"))
     meta = eval_metadata(ckpt, load_backbone(eval_backbone_config(ckpt, e.backbone)), e)
     assert meta["auto"]["data.num_workers"] == 1 and meta["backbone"]["precision"] == "fp32"
+    assert meta["speed"] == {"compile": "off"}  # what ran, beside what auto chose (#25)
 
 
 def test_failed_compile_falls_back_to_eager_with_the_reason(monkeypatch, caplog):
