@@ -24,7 +24,7 @@ from clipflow.backbones.preprocess import build_transform, norm_constants
 from clipflow.data.synthetic import natural_image
 from clipflow.features import decode, extract
 from clipflow.features.batching import worker_parts
-from clipflow.features.decode import PackedPayloads, read_payload
+from clipflow.features.decode import PackedPayloads, PayloadGroup, read_payload
 from clipflow.features.extract import extract_features
 from clipflow.features.loader import BY_SIZE, Loader, choose_decoder, nvjpeg_rate, pil_rate
 from clipflow.flow.config import FlowConfig, TrainConfig
@@ -119,9 +119,8 @@ def test_jpeg_payloads_are_read_once_and_packed_into_one_buffer(tmp_path, monkey
     for (kind, data), (kind2, data2) in zip(payloads, packed.unpack()):
         assert kind == kind2 and torch.equal(data, data2)
     assert packed.unpack()[0][1].untyped_storage().data_ptr() == packed.blob.data_ptr()
-    merged = PackedPayloads.merge(
-        [PackedPayloads.pack(payloads[:2]), PackedPayloads.pack(payloads[2:])]
-    )
+    merged = PayloadGroup([PackedPayloads.pack(payloads[:2]), PackedPayloads.pack(payloads[2:])])
+    assert len(merged) == 4
     for (kind, data), (kind2, data2) in zip(payloads, merged.unpack()):
         assert kind == kind2 and torch.equal(data, data2)
 

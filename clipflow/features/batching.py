@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from .decode import PackedPayloads
+from .decode import PackedPayloads, PayloadGroup
 
 MIN_CHUNK = 16  # images per worker task at least: smaller ones cost more in queue traffic
 MAX_PARTS = 8
@@ -31,7 +31,8 @@ def regrouped(chunks: Iterable[tuple], parts: int, device) -> Iterator[tuple]:
     """``(images, kept, bad)`` per backbone batch from the loader's per-task pieces, in order.
 
     ``images`` are (b, K, 3, S, S) uint8 tensors (on ``device`` when it is CUDA), or a
-    :class:`PackedPayloads` of raw files (nvJPEG path), or None when no file of the batch
+    :class:`PackedPayloads` (one piece) or :class:`PayloadGroup` of raw files (nvJPEG path,
+    their bytes not copied again), or None when no file of the batch
     was readable.
     """
     if parts == 1:
@@ -54,7 +55,7 @@ def _merge(group: list[tuple], device) -> tuple:
     if not pieces:
         return None, kept, bad
     if isinstance(pieces[0], PackedPayloads):
-        return PackedPayloads.merge(pieces), kept, bad
+        return PayloadGroup(pieces), kept, bad
     if torch.device(device).type != "cuda":
         return torch.cat(pieces), kept, bad
     n = sum(len(p) for p in pieces)

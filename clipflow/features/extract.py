@@ -25,7 +25,13 @@ from ..data.imageio import DEFAULT_MAX_PIXELS, load_image
 from ..errors import UnreadableImageError
 from ..transforms.variant import Variant, VariantFn, as_variant
 from .batching import regrouped, worker_parts
-from .decode import PackedPayloads, decode_on_device, pil_to_uint8_tensor, read_payload
+from .decode import (
+    PackedPayloads,
+    PayloadGroup,
+    decode_on_device,
+    pil_to_uint8_tensor,
+    read_payload,
+)
 from .loader import DEFAULT_LOADER, Loader
 
 log = logging.getLogger(__name__)
@@ -139,7 +145,9 @@ def _collate(batch):
     return images, [i for _, i in good], bad
 
 
-def _device_stage(dataset: ImageFileDataset, packed: PackedPayloads, idx: list[int], device):
+def _device_stage(
+    dataset: ImageFileDataset, packed: PackedPayloads | PayloadGroup, idx: list[int], device
+):
     """Decode (nvJPEG) and transform a raw batch on the device; returns (images, kept, bad)."""
     paths = [dataset.paths[i] for i in idx]
     decoded = decode_on_device(packed.unpack(), paths, device)
