@@ -84,6 +84,7 @@ def test_bench_smoke_run_reports_both_paths(tmp_path: Path, capsys):
         "train_cuda_graph": "off (cpu)",
     }
     assert "in effect: fast compile=off" in stdout and result["clone_us_per_batch"] > 0
+    assert row["default_first_result_s"] > 0
     # the PASS/FAIL table from the results file: a CPU does not reach the GPU targets
     assert _script_main("bench_extract")(["--verdict", str(out)]) == 1
     table = capsys.readouterr().out
