@@ -101,11 +101,11 @@ def test_cuda_run_resolves_to_the_fast_path(fake_h200, caplog):
     with caplog.at_level(logging.INFO, logger="clipflow.settings.config"):
         s = train_settings(composed("train"))  # device=auto: the (faked) GPU
     assert (s.backbone.precision, s.backbone.compile) == ("bf16", True)
-    assert (s.data.decode, s.data.batch_size, s.data.num_workers) == ("nvjpeg", 256, 16)
+    assert (s.data.decode, s.data.batch_size, s.data.num_workers) == ("by_size", 256, 16)
     assert s.device == "auto" and s.auto["device"] == "cuda:0 NVIDIA H200"
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto:")]
     assert lines == [
-        "auto: precision=bf16 decode=nvjpeg num_workers=16 batch_size=256 compile=on "
+        "auto: precision=bf16 decode=by_size num_workers=16 batch_size=256 compile=on "
         "(cuda:0 NVIDIA H200)"
     ]
 
@@ -222,6 +222,7 @@ def test_cpu_training_run_records_what_auto_chose(monkeypatch, tmp_path: Path):
     e = eval_settings(composed("eval", "device=cpu", f"ckpt={tmp_path / 'run'}"))
     meta = eval_metadata(ckpt, load_backbone(eval_backbone_config(ckpt, e.backbone)), e)
     assert meta["auto"]["data.num_workers"] == 1 and meta["backbone"]["precision"] == "fp32"
+    assert meta["speed"] == {"compile": "off"}  # what ran, beside what auto chose (#25)
 
 
 def test_failed_compile_falls_back_to_eager_with_the_reason(monkeypatch, caplog):
@@ -240,7 +241,10 @@ def test_failed_compile_falls_back_to_eager_with_the_reason(monkeypatch, caplog)
         bb(x)  # the fallback is kept: one warning, not one per batch
     assert torch.allclose(out, eager(x), atol=1e-5) and bb.compiled is False
     warnings = [r.getMessage() for r in caplog.records if "backbone.compile" in r.getMessage()]
-    assert warnings == ["backbone.compile: no C compiler found; running the tower eagerly"]
+    assert len(warnings) == 1 and "FAILED (no C compiler found)" in warnings[0]
+    assert "EAGERLY" in warnings[0] and "metadata" in warnings[0]
+    assert bb.compile_status == "failed: no C compiler found"
+    assert eager.compile_status == "off"
 
 
 def test_auto_in_a_config_built_in_code_resolves_at_load():

@@ -77,6 +77,19 @@ def test_bench_smoke_run_reports_both_paths(tmp_path: Path, capsys):
     assert result["model_only"] > 0 and row["input_only_pil"] > 0
     assert "default = no flags: backbone.precision=fp32" in stdout
     assert "ratio" in stdout and len(list((tmp_path / "jpegs" / "jpeg256").glob("*.jpg"))) == 8
+    # whether compile and the CUDA graph were in effect is recorded (on CPU: neither)
+    assert result["speed"] == {
+        "fast_compile": "off",
+        "default_compile": "off",
+        "train_cuda_graph": "off (cpu)",
+    }
+    assert "in effect: fast compile=off" in stdout and result["clone_us_per_batch"] > 0
+    assert row["default_first_result_s"] > 0
+    # the PASS/FAIL table from the results file: a CPU does not reach the GPU targets
+    assert _script_main("bench_extract")(["--verdict", str(out)]) == 1
+    table = capsys.readouterr().out
+    assert "256 px end to end (default), img/s" in table and "| FAIL" in table
+    assert "NOT RUN" in table  # no 1024-px row in this run
 
 
 @pytest.mark.slow
@@ -142,3 +155,16 @@ def test_cache_bench_smoke_full_hits_and_incremental(tmp_path: Path, capsys):
     assert result["extracted_new"] == 10 and result["incremental"]["cached"] == 200
     assert "backbone saw 10 images" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == [out]  # the temporary folder is removed
+
+
+@pytest.mark.slow
+def test_score_bench_reports_the_ratio_to_a_bare_one_thread_forward(tmp_path: Path, capsys):
+    out = tmp_path / "score.json"
+    code = _script_main("bench_score")(
+        ["--n", "600", "--dim", "64", "--batch-size", "256", "--repeats", "1", "--json", str(out)]
+    )
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert set(r["seconds"]) == {"bare_1thread", "policy", "torch_default"}
+    assert r["policy_over_bare"] > 0 and r["identical_scores"] is True
+    assert "policy / bare one-thread forward" in capsys.readouterr().out

@@ -431,6 +431,7 @@ def test_non_utf8_name_is_extracted_into_the_cache(tmp_path: Path, trained_run: 
     )
     summary = run_extract(settings, ["test"], tmp_path / "x")
     assert summary["test"]["n_images"] == 2 and summary["test"]["n_skipped"] == 0
+    assert summary["speed"] == {"compile": "off"}  # what the fast path ran as (#25)
 
 
 def _hostile_tree(root: Path) -> Path:

@@ -73,9 +73,11 @@ class Backbone(nn.Module):
             self.model.to(_HALF[cfg.precision])
         # visual(x) is the features without normalisation; compile just that tower, for one
         # static batch shape (see forward): a second shape would recompile it, with dynamic shapes.
-        compiled = _compiled(tower.visual) if cfg.compile and self.tap is None else None
+        # Why a requested compile is not in effect (None: compiled, or not requested).
+        self.compile_fallback: str | None = None
+        compiled = self._compiled_tower(tower.visual) if cfg.compile and self.tap is None else None
         if cfg.compile and self.tap is not None:
-            log.warning("backbone.compile: not with backbone.layers; running the tower eagerly")
+            self._fall_back("not with backbone.layers")
         self.compiled = compiled is not None
         self.visual = compiled if compiled is not None else tower.visual
         self._compile_proven = False  # the compiled tower has run once (compile errors are past)
@@ -127,11 +129,38 @@ class Backbone(nn.Module):
         except Exception as err:
             if self._compile_proven:
                 raise  # compiled before: a real error of this batch, not of compilation
-            log.warning("backbone.compile: %s; running the tower eagerly", _first_line(err))
+            self._fall_back(_first_line(err))
             self.compiled, self.visual, self.static_batch = False, self._eager, None
             return self.visual(images)
         self._compile_proven = True
         return feats
+
+    def _compiled_tower(self, visual: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """``torch.compile(visual)``, or None (a loud, recorded fallback) when this torch
+        cannot compile."""
+        try:
+            return torch.compile(visual, dynamic=False)
+        except Exception as err:  # e.g. an unsupported Python version
+            self._fall_back(_first_line(err))
+            return None
+
+    def _fall_back(self, reason: str) -> None:
+        self.compile_fallback = reason
+        log.warning(
+            "backbone.compile FAILED (%s): the tower runs EAGERLY, slower on a GPU; recorded "
+            "as speed.compile in the run's metadata (backbone.compile=false skips the attempt)",
+            reason,
+        )
+
+    @property
+    def compile_status(self) -> str:
+        """For the run's metadata: ``on`` (compiled; ``on (not run yet)`` before the first
+        batch proved it), ``off`` (not asked for) or ``failed: <reason>`` (eager fallback)."""
+        if self.compile_fallback is not None:
+            return f"failed: {self.compile_fallback}"
+        if not self.cfg.compile:
+            return "off"
+        return "on" if self._compile_proven else "on (not run yet)"
 
     def _grow_static_batch(self, n: int) -> int:
         """The compiled batch size for a batch of ``n``: the largest seen (shapes only grow)."""
@@ -152,13 +181,16 @@ class Backbone(nn.Module):
         }
 
 
-def _compiled(visual: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """``torch.compile(visual)``, or None (logged) when this torch cannot compile."""
-    try:
-        return torch.compile(visual, dynamic=False)
-    except Exception as err:  # e.g. an unsupported Python version
-        log.warning("backbone.compile: %s; running the tower eagerly", _first_line(err))
-        return None
+def compile_status(backbone) -> str:
+    """What ran for ``backbone.compile`` (:attr:`Backbone.compile_status`; ``off`` for an
+    extractor of your own, which clipflow never compiles)."""
+    return getattr(backbone, "compile_status", "off")
+
+
+def speed_line(compile: str, cuda_graph: str | None = None) -> str:
+    """One log line of the fast path's state, e.g. ``speed: compile=on cuda_graph=captured``."""
+    graph = f" cuda_graph={cuda_graph}" if cuda_graph is not None else ""
+    return f"speed: compile={compile}{graph}"
 
 
 def _first_line(err: Exception) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -62,9 +63,7 @@ class ImageTransform:
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (..., 3, S, S) -> float32 in [0, 1], standardised with the backbone's mean/std."""
-        shape = (3, 1, 1)
-        mean = torch.tensor(self.mean, device=images.device).view(shape)
-        std = torch.tensor(self.std, device=images.device).view(shape)
+        mean, std = norm_constants(self.mean, self.std, images.device)  # (3, 1, 1) each
         # One float copy of the batch, then in place (copy=True: never touch the caller's tensor).
         return images.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)
 
@@ -83,6 +82,25 @@ class ImageTransform:
             "train": self.train,
             "resize": self.resize if self.protocol == "paper" else None,
         }
+
+
+@lru_cache(maxsize=32)
+def norm_constants(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (3, 1, 1) mean and std tensors on ``device``, built once per (mean, std, device).
+
+    Building them per batch was a pageable host-to-device copy, which waits for the GPU every
+    batch and undid extraction's one-batch-behind overlap. Never modified in place. Built
+    outside inference mode, so a first call inside ``torch.inference_mode`` does not hand
+    inference tensors to later callers.
+    """
+    with torch.inference_mode(False):
+        shape = (3, 1, 1)
+        return (
+            torch.tensor(mean, dtype=torch.float32, device=device).view(shape),
+            torch.tensor(std, dtype=torch.float32, device=device).view(shape),
+        )
 
 
 def resize_grouped(images: list[torch.Tensor], size: int) -> list[torch.Tensor]:

@@ -276,6 +276,11 @@ META_SCHEMA: dict[str, tuple[Check, bool]] = {
     "versions": (_str_map, False),
     # what the run found too small or not usable, also logged when it ran (eval/checks.py)
     "warnings": (_warning_map, False),
+    # what the fast path ran as (Backbone.compile_status, StepRunner.status)
+    "speed": (
+        _record({"compile": (_str(), False), "cuda_graph": (_optional(_str()), False)}),
+        False,
+    ),
     # written by clipflow-calibrate: whose photos val_real_scores are (clipflow/runs/calibrate.py)
     "calibration": (
         _record(

@@ -8,11 +8,21 @@ facts into the ``auto`` settings; the backbone asks :func:`auto_precision` /
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import ClipflowError
+
+# Intra-op threads for the flow on CPU, training (flow.fit) and scoring (flow.model.score_features)
+# alike. Their ops are small (batch 128 × C=128 in training, a few thousand rows of 768 in
+# scoring): splitting each over threads gains little idle, and when another process takes a core
+# every op waits at the OpenMP barrier for the descheduled thread (training: 3.4 s -> 180 s per
+# epoch on 2 cores; scoring: 1,901 rows/s with 2 threads vs 7,630 with 1 on a loaded 2-core
+# machine; scripts/bench_train_cpu.py, scripts/bench_score.py). One thread never waits for another.
+CPU_FLOW_THREADS = 1
 
 
 def resolve_device(name: str) -> str:
@@ -97,3 +107,18 @@ def auto_compile(device: str | torch.device) -> bool:
     """``backbone.compile=auto``: on for CUDA (one static batch shape), off on CPU, where
     compiling costs more than it saves for one extraction."""
     return torch.device(device).type == "cuda"
+
+
+@contextmanager
+def cpu_threads(device: str | torch.device, threads: int | None) -> Iterator[None]:
+    """On CPU, at most ``threads`` intra-op threads inside the block; the caller's count is
+    restored on exit. Other devices, or ``threads=None``, leave the count alone."""
+    before = torch.get_num_threads()
+    scoped = threads is not None and torch.device(device).type == "cpu" and threads < before
+    if scoped and threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if scoped:
+            torch.set_num_threads(before)

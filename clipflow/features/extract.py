@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +24,14 @@ from ..core.fileio import path_key_bytes
 from ..data.imageio import DEFAULT_MAX_PIXELS, load_image
 from ..errors import UnreadableImageError
 from ..transforms.variant import Variant, VariantFn, as_variant
-from .decode import decode_on_device, pil_to_uint8_tensor, read_payload
+from .batching import regrouped, worker_parts
+from .decode import (
+    PackedPayloads,
+    PayloadGroup,
+    decode_on_device,
+    pil_to_uint8_tensor,
+    read_payload,
+)
 from .loader import DEFAULT_LOADER, Loader
 
 log = logging.getLogger(__name__)
@@ -131,15 +140,17 @@ def _collate(batch):
     good = [(x, i) for x, i, _ in batch if x is not None]
     bad = [(i, reason) for x, i, reason in batch if x is None]
     if good and isinstance(good[0][0], tuple):  # raw payloads: decoded on the device later
-        return [x for x, _ in good], [i for _, i in good], bad
+        return PackedPayloads.pack([x for x, _ in good]), [i for _, i in good], bad
     images = torch.stack([x for x, _ in good]) if good else None
     return images, [i for _, i in good], bad
 
 
-def _device_stage(dataset: ImageFileDataset, payloads, idx: list[int], device):
+def _device_stage(
+    dataset: ImageFileDataset, packed: PackedPayloads | PayloadGroup, idx: list[int], device
+):
     """Decode (nvJPEG) and transform a raw batch on the device; returns (images, kept, bad)."""
     paths = [dataset.paths[i] for i in idx]
-    decoded = decode_on_device(payloads, paths, device)
+    decoded = decode_on_device(packed.unpack(), paths, device)
     bad = [
         (i, getattr(img, "reason", str(img)))
         for i, img in zip(idx, decoded)
@@ -174,28 +185,31 @@ def iter_feature_batches(
     shards) keep the workers busy instead of restarting them per piece.
     ``decode="pil"`` decodes and crops in the loader workers; ``"nvjpeg"`` decodes JPEGs in one
     batched call on ``device`` (nvJPEG on CUDA; torchvision's CPU decoder otherwise) and runs
-    proxies and crops there. Normalisation always runs on ``device``. Images above
-    ``max_pixels`` (by their header) are skipped undecoded (see ``data.max_megapixels``).
+    proxies and crops there, in a helper thread; ``"by_size"`` picks one of the two for these
+    files (:meth:`Loader.for_files`). Workers prepare pieces of a batch (features/batching.py).
+    Normalisation always runs on ``device``. Images above ``max_pixels`` (by their header) are
+    skipped undecoded (see ``data.max_megapixels``).
     """
     chosen = [as_variant(v, i) for i, v in enumerate(variants)]
+    loader = loader.for_files([str(p) for p in paths], device)  # data.decode=by_size: choose
     raw = loader.decode == "nvjpeg"
     dataset = ImageFileDataset(paths, transform, chosen, seed, view, raw, loader.max_pixels)
-    batches = DataLoader(
+    # Worker tasks of a fraction of a batch (features/batching.py: the first batch sooner).
+    parts = worker_parts(loader.batch_size, loader.num_workers)
+    chunks = DataLoader(
         dataset,
-        batch_size=loader.batch_size,
+        batch_size=loader.batch_size // parts,
         num_workers=loader.num_workers,
         collate_fn=_collate,
         pin_memory=torch.device(device).type == "cuda" and not raw,
-        prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
+        prefetch_factor=loader.prefetch_factor * parts if loader.num_workers > 0 else None,
     )
+    batches = regrouped(chunks, parts, device)
     normalize = getattr(transform, "normalize", lambda x: x)
     in_flight: _InFlight | None = None
     with tqdm(total=len(dataset), desc=desc, unit="img") as bar:
-        for images, idx, bad in batches:
+        for images, idx, bad in _device_staged(batches, dataset, device, raw):
             bar.update(len(idx) + len(bad))
-            if raw and images is not None:
-                images, idx, late_bad = _device_stage(dataset, images, idx, device)
-                bad = bad + late_bad
             for i, reason in bad:
                 log.warning("skipped %s: %s", dataset.paths[i], reason)
             current = _launch(backbone, images, idx, bad, len(chosen), normalize, device)
@@ -205,6 +219,38 @@ def iter_feature_batches(
             in_flight = current
     if in_flight is not None:
         yield in_flight.result()
+
+
+def _device_staged(batches, dataset: ImageFileDataset, device, raw: bool) -> Iterator[tuple]:
+    """The loader's (images, kept, bad) batches; raw ones (nvJPEG) decoded and transformed on
+    the device in a helper thread, one batch ahead.
+
+    The device stage (decode, proxies, crops) is mostly Python launching kernels; in its own
+    thread it runs while the main thread launches the backbone on the previous batch and waits
+    for its features (both release the GIL). Both threads queue on the device's current
+    stream, so the images are ready, in stream order, before the backbone reads them.
+    """
+    if not raw:
+        yield from batches
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="clipflow-device-stage") as pool:
+        pending: Future | None = None
+        for packed, idx, bad in batches:
+            ahead = pool.submit(_staged_batch, dataset, packed, idx, bad, device)
+            if pending is not None:
+                yield pending.result()
+            pending = ahead
+        if pending is not None:
+            yield pending.result()
+
+
+def _staged_batch(dataset: ImageFileDataset, packed, idx: list[int], bad: list, device):
+    if packed is None:
+        return None, idx, bad
+    where = torch.cuda.device(device) if torch.device(device).type == "cuda" else nullcontext()
+    with where:  # a new thread's current CUDA device is device 0 otherwise
+        images, kept, late_bad = _device_stage(dataset, packed, idx, device)
+    return images, kept, bad + late_bad
 
 
 @dataclass

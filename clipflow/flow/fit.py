@@ -28,13 +28,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..core.machine import CPU_FLOW_THREADS, cpu_threads
 from ..errors import TrainingDivergedError
 from ..features.stream import RowSource, buffer_rows, epoch_buffers, ram_budget_bytes
 from .config import TrainConfig
@@ -43,11 +43,8 @@ from .step import StepRunner
 
 log = logging.getLogger(__name__)
 
-# Intra-op threads of CPU training. A step is ~a thousand small ops (batch 128 × C=128):
-# splitting each over threads gains little idle, and when another process takes a core
-# every op waits at the OpenMP barrier for the descheduled thread (3.4 s -> 180 s per epoch
-# measured on 2 cores; scripts/bench_train_cpu.py). One thread never waits for another.
-CPU_TRAIN_THREADS = 1
+# Intra-op threads of CPU training: the policy of core.machine.CPU_FLOW_THREADS (why: there).
+CPU_TRAIN_THREADS = CPU_FLOW_THREADS
 
 
 def natural_term(u: torch.Tensor, log_jac: torch.Tensor, loss: str) -> torch.Tensor:
@@ -135,6 +132,7 @@ def fit(
     device: str | torch.device = "cpu",
     on_epoch: Callable[[int, CLIPFlow, list[dict]], None] | None = None,
     cpu_threads: int | None = CPU_TRAIN_THREADS,
+    status: dict | None = None,
 ) -> list[dict]:
     """Train ``model`` in place and return one history row per epoch: ``epoch``, ``loss``, its
     parts (``natural``/``proxy``), the mean scores (``q_natural``/``q_proxy``), ``lr``, ``seconds``.
@@ -147,26 +145,21 @@ def fit(
         on_epoch: called after each finished epoch with (epoch, model, history).
         cpu_threads: on CPU, intra-op threads while training (the caller's count is restored
             afterwards); None keeps the caller's.
+        status: if given, ``status["cuda_graph"]`` is set to what the steps ran as
+            (:attr:`StepRunner.status`: ``captured``, ``off``, ``failed: <reason>``, ...), after
+            every epoch, so that a run's metadata says whether the fast path was in effect.
     """
     with train_threads(device, cpu_threads):
-        return _fit(model, natural, proxy, cfg, device, on_epoch)
+        return _fit(model, natural, proxy, cfg, device, on_epoch, status)
 
 
-@contextmanager
-def train_threads(device: str | torch.device, threads: int | None) -> Iterator[None]:
-    """On CPU, at most ``threads`` intra-op threads inside the block; restored on exit."""
-    before = torch.get_num_threads()
-    scoped = threads is not None and torch.device(device).type == "cpu" and threads < before
-    if scoped and threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        if scoped:
-            torch.set_num_threads(before)
+def train_threads(device: str | torch.device, threads: int | None):
+    """On CPU, at most ``threads`` intra-op threads inside the block; restored on exit
+    (:func:`clipflow.core.machine.cpu_threads`)."""
+    return cpu_threads(device, threads)
 
 
-def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict]:
+def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch, status) -> list[dict]:
     cfg.validate()
     natural = natural if cfg.mode in ("N", "N+P") else None
     proxy = proxy if cfg.mode in ("P", "N+P") else None
@@ -175,7 +168,7 @@ def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict
         raise ValueError(f"mode {cfg.mode} needs features for its terms; got none")
     model.to(device).train()
     if not isinstance(ref, torch.Tensor):  # a RowSource: features streamed from disk
-        return _fit_stream(model, natural, proxy, cfg, device, on_epoch)
+        return _fit_stream(model, natural, proxy, cfg, device, on_epoch, status)
     # All views on the device once: per-step host->device copies would dominate on a GPU.
     natural = natural.to(device).contiguous() if natural is not None else None
     proxy = proxy.to(device).contiguous() if proxy is not None else None
@@ -188,10 +181,10 @@ def _fit(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict
         order = torch.randperm(n, generator=gen).to(device)
         return _run_steps(runner, order, cfg.batch_size)
 
-    return _train_loop(model, cfg, runner, run_epoch, on_epoch)
+    return _train_loop(model, cfg, runner, run_epoch, on_epoch, status)
 
 
-def _fit_stream(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> list[dict]:
+def _fit_stream(model, natural, proxy, cfg: TrainConfig, device, on_epoch, status) -> list[dict]:
     """:func:`fit` on :class:`~clipflow.features.stream.RowSource` features, one bounded buffer at a
     time (see clipflow/features/stream.py for the order; all in one buffer = the in-RAM order)."""
     sources = [s for s in (natural, proxy) if s is not None]
@@ -216,7 +209,7 @@ def _fit_stream(model, natural, proxy, cfg: TrainConfig, device, on_epoch) -> li
             steps += _run_steps(runner, order, cfg.batch_size)
         return steps
 
-    return _train_loop(model, cfg, runner, run_epoch, on_epoch)
+    return _train_loop(model, cfg, runner, run_epoch, on_epoch, status)
 
 
 def _run_steps(runner: StepRunner, order: torch.Tensor, batch_size: int) -> int:
@@ -226,13 +219,15 @@ def _run_steps(runner: StepRunner, order: torch.Tensor, batch_size: int) -> int:
     return steps
 
 
-def _train_loop(model, cfg: TrainConfig, runner, run_epoch, on_epoch) -> list[dict]:
+def _train_loop(model, cfg: TrainConfig, runner, run_epoch, on_epoch, status) -> list[dict]:
     """The epochs: ``run_epoch(e)`` runs epoch e's steps and returns how many it ran."""
     history = []
     epochs = cfg.resolved_epochs()
     for epoch in tqdm(range(epochs), desc=f"train {cfg.mode}", unit="epoch"):
         start = time.perf_counter()
         steps = run_epoch(epoch)
+        if status is not None:
+            status["cuda_graph"] = runner.status
         row = {"epoch": epoch + 1, **{k: v / steps for k, v in runner.take_sums().items()}}
         _check_finite(row["loss"], epoch, cfg)
         # lr: constant (no schedule), recorded so that metrics.csv describes itself.
@@ -322,7 +317,7 @@ def _step_runner(
         opt.step()
         return {"loss": loss.detach(), **parts}
 
-    return StepRunner(step, cfg.batch_size, device, capture), epoch_t
+    return StepRunner(step, cfg.batch_size, device, cfg.cuda_graph), epoch_t
 
 
 def _view(

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.machine import CPU_FLOW_THREADS, cpu_threads
 from .config import FlowConfig
 
 LOG_2PI = math.log(2 * math.pi)
@@ -135,11 +136,18 @@ def score_features(
     features: torch.Tensor,
     batch_size: int = 8192,
     device: str | torch.device = "cpu",
+    threads: int | None = CPU_FLOW_THREADS,
 ) -> torch.Tensor:
-    """Scores for many features in batches, on ``device``; returns a CPU float tensor (N,)."""
+    """Scores for many features in batches, on ``device``; returns a CPU float tensor (N,).
+
+    On CPU it runs under the flow's thread policy, as training does
+    (:data:`clipflow.core.machine.CPU_FLOW_THREADS`, the caller's count restored on return);
+    ``threads=None`` keeps the caller's count.
+    """
     model.to(device).eval()
     out = []
-    for start in range(0, len(features), batch_size):
-        chunk = features[start : start + batch_size].to(device, non_blocking=True)
-        out.append(model.score(chunk).float().cpu())
+    with cpu_threads(device, threads):
+        for start in range(0, len(features), batch_size):
+            chunk = features[start : start + batch_size].to(device, non_blocking=True)
+            out.append(model.score(chunk).float().cpu())
     return torch.cat(out) if out else torch.empty(0)

@@ -41,7 +41,9 @@ class StepRunner:
         self.idx = torch.zeros(
             batch_size, dtype=torch.long, device=self.device
         )  # (B,) static input
+        self.requested = cuda_graph
         self.use_graph = cuda_graph and self.device.type == "cuda"
+        self.fallback: str | None = None  # why capture failed (then every step runs eagerly)
         self.side_stream = torch.cuda.Stream(self.device) if self.use_graph else None
         self.graph: torch.cuda.CUDAGraph | None = None
         self.names: list[str] = []
@@ -51,6 +53,21 @@ class StepRunner:
     @property
     def captured(self) -> bool:
         return self.graph is not None
+
+    @property
+    def status(self) -> str:
+        """What the full steps run as, for the run's metadata: ``captured`` (graph replays),
+        ``off`` (not asked for), ``off (cpu)`` (no CUDA), ``failed: <reason>`` (eager after a
+        failed capture) or ``not reached`` (asked for, but no capture yet: too few full steps)."""
+        if self.graph is not None:
+            return "captured"
+        if self.fallback is not None:
+            return f"failed: {self.fallback}"
+        if not self.requested:
+            return "off"
+        if self.device.type != "cuda":
+            return f"off ({self.device.type})"
+        return "not reached"
 
     def __call__(self, idx: torch.Tensor) -> None:
         """One optimiser step on the rows ``idx`` (a device tensor)."""
@@ -101,10 +118,12 @@ class StepRunner:
             with torch.cuda.graph(graph, stream=self.side_stream):
                 self._accumulate(self.idx)
         except RuntimeError as err:  # recording runs nothing: the step is still to be done
+            self.fallback = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
             log.warning(
-                "CUDA graph capture of the training step failed (%s); training continues "
-                "eagerly (set train.cuda_graph=false to skip the attempt)",
-                err,
+                "CUDA graph capture of the training step FAILED (%s): training continues "
+                "EAGERLY, several times slower on a GPU; recorded as speed.cuda_graph in the "
+                "run's metadata (set train.cuda_graph=false to skip the attempt)",
+                self.fallback,
             )
             self.use_graph = False
             return

@@ -209,6 +209,7 @@ def _refit(s: CalibrateSettings, ckpt: Checkpoint, backbone, split, device):
         "train": train,
         "validation": head.validation,
         "warnings": head.warnings,
+        "speed": head.speed,  # compile / CUDA graph in effect (#25)
     }
     # The held-out photos again (from the cache): which of them were read, and their scores
     # under the new flow, exactly as calibrate() computed them for the threshold.

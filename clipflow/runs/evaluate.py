@@ -15,7 +15,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..backbones.backbone import Backbone, check_weights_available
+from ..backbones.backbone import (
+    Backbone,
+    check_weights_available,
+    compile_status,
+    speed_line,
+)
 from ..backbones.preprocess import build_transform
 from ..backbones.protocol import BackboneProtocol, ExtractorBackbone
 from ..checkpoints.checkpoint import (
@@ -79,6 +84,9 @@ def run_eval(s: EvalSettings, run_dir: Path, backbone=None) -> dict[str, Path]:
     """Score every dataset under ``data.test_root`` with a checkpoint; write the result files.
     ``backbone``: a ready one (your own extractor) instead of the checkpoint's."""
     ev = prepare_eval(s, backbone)
+    log.info(
+        "%s (what ran is recorded as speed in the results)", speed_line(compile_status(ev.backbone))
+    )
     fs = test_features(ev.backbone, ev.sets, s.data, feature_cache(s.data), ev.device, s.seed)
     scores = score_features(ev.ckpt.model, fs.features[0], device=ev.device).tolist()
     score_of, not_finite = split_not_finite(dict(zip(fs.paths, scores)))
@@ -238,5 +246,6 @@ def eval_metadata(ckpt: Checkpoint, backbone, s: EvalSettings) -> dict:
         "train_mode": ckpt.meta.get("train", {}).get("mode"),
         "test_root": s.data.test_root,
         "auto": s.auto,  # what each auto setting became on this machine
+        "speed": {"compile": compile_status(backbone)},  # a compile fallback shows here
         "versions": package_versions(),
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..backbones.backbone import as_backbone, load_backbone
+from ..backbones.backbone import as_backbone, compile_status, load_backbone
 from ..core import distributed
 from ..core.fileio import atomic_write_text, no_room_errno, no_room_error
 from ..core.machine import resolve_device
@@ -51,6 +51,7 @@ def run_extract(s: TrainSettings, stages: list[str], run_dir: Path, backbone=Non
         raise DataError(
             "nothing to extract: pass data.train_root, data.val_root and/or data.test_root"
         )
+    summary["speed"] = {"compile": compile_status(backbone)}  # a compile fallback shows here
     if distributed.Distributed.current().main:
         atomic_write_text(
             Path(run_dir) / "extract.json", json.dumps(summary, indent=2, default=str)

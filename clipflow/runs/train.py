@@ -20,7 +20,13 @@ import numpy as np
 import torch
 
 from ..backbones.autoencoder import load_autoencoder
-from ..backbones.backbone import as_backbone, check_weights_available, load_backbone
+from ..backbones.backbone import (
+    as_backbone,
+    check_weights_available,
+    compile_status,
+    load_backbone,
+    speed_line,
+)
 from ..backbones.preprocess import build_transform
 from ..backbones.protocol import BackboneProtocol, ExtractorBackbone
 from ..checkpoints.checkpoint import (
@@ -75,6 +81,7 @@ class TrainedHead:
     validation: dict
     train_paths: list[str]
     skipped: list[tuple[str, str]]
+    speed: dict  # what the fast path ran as: compile, cuda_graph (see run_train)
     warnings: dict[str, str] = field(default_factory=dict)  # kind -> message (eval/checks.py)
 
 
@@ -91,13 +98,19 @@ def train_head(
     ``on_epoch(epoch, model, history)`` is called after every epoch (see :func:`fit`)."""
     tf = train_features(s, backbone, split.train, cache, device)
     model = build_model(backbone.feature_dim, s)
-    history = fit(model, tf.natural, tf.proxy, s.train, device, on_epoch)
+    fit_status: dict = {}
+    history = fit(model, tf.natural, tf.proxy, s.train, device, on_epoch, status=fit_status)
     if not history:  # fit refuses epochs < 1 itself; an untrained flow must never be saved
         raise ClipflowError("training ran no epoch (train.epochs must be >= 1); nothing to save")
     val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
     threshold, val_real, val_info = calibrate(model, val, device, s.data.val_band)
     notes = training_warnings(s.train, len(tf.paths), history, threshold, val_real.numpy())
-    return TrainedHead(model, threshold, val_real, history, val_info, tf.paths, tf.skipped, notes)
+    compiled, graph = compile_status(backbone), fit_status.get("cuda_graph")
+    log.info(speed_line(compiled, graph))
+    speed = {"compile": compiled, "cuda_graph": graph}
+    return TrainedHead(
+        model, threshold, val_real, history, val_info, tf.paths, tf.skipped, speed, notes
+    )
 
 
 def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
@@ -125,6 +138,11 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
     backbone = backbone or load_backbone(s.backbone, device)
     if isinstance(backbone, ExtractorBackbone):
         s = replace(s, backbone=backbone.cfg)  # the checkpoint's config names what ran
+    asked = "on" if s.train.cuda_graph and device.startswith("cuda") else "off"
+    log.info(
+        "%s (asked; what ran is logged after training and recorded as speed in the checkpoint)",
+        speed_line(compile_status(backbone), asked),
+    )
     with watch:
         head = train_head(s, backbone, split, feature_cache(s.data), device, watch.on_epoch)
     mode = s.train.mode
@@ -142,6 +160,7 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
             "epochs": s.train.resolved_epochs(),
         },
         "validation": head.validation,
+        "speed": head.speed,  # whether compile and the CUDA graph were in effect
         "versions": package_versions(),
         "warnings": head.warnings,  # also logged as the run trained
     }

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..backbones.config import BackboneConfig
+from ..features.loader import BY_SIZE  # torch-free, as this layer must stay
 
 if TYPE_CHECKING:
     from ..core.machine import Machine
@@ -98,7 +99,9 @@ def _auto_data_value(name: str, m: Machine) -> Any:
         return _AUTO_BATCH["cuda" if m.cuda else "cpu"]
     if name == "num_workers":
         return auto_workers(m.cpus, m.cuda)
-    return "nvjpeg" if m.gpu_decode else "pil"  # decode
+    # decode: on a GPU that can decode JPEGs, nvJPEG or PIL per extraction by the files' size
+    # and the workers (features.loader.choose_decoder: measured, not always nvJPEG)
+    return BY_SIZE if m.gpu_decode else "pil"
 
 
 def _resolve_backbone(bb: BackboneConfig | dict, m: Machine):
@@ -119,7 +122,7 @@ def _resolve_backbone(bb: BackboneConfig | dict, m: Machine):
 
 
 def _log_auto(chosen: dict[str, Any]) -> None:
-    """One line, e.g. ``auto: precision=bf16 decode=nvjpeg num_workers=14 batch_size=256
+    """One line, e.g. ``auto: precision=bf16 decode=by_size num_workers=14 batch_size=256
     compile=on (cuda:0 NVIDIA H200)``."""
     parts = [f"{key.split('.')[-1]}={_on_off(chosen[key])}" for key in _LOG_ORDER if key in chosen]
     if parts:

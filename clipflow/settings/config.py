@@ -90,8 +90,9 @@ class DataConfig:
         batch_size, num_workers, prefetch_factor: extraction loader settings; ``auto`` (the
             shipped YAML default) is resolved by :func:`resolve_auto` for the device.
         decode: ``pil`` (workers decode + transform) or ``nvjpeg`` (JPEGs decoded on the GPU,
-            proxies and transforms on the GPU; other files through PIL); ``auto``: nvjpeg on
-            CUDA, pil otherwise.
+            proxies and transforms on the GPU; other files through PIL); ``auto``: on a CUDA
+            GPU one of the two per extraction by the files' size and the workers (measured
+            rule: features/loader.py choose_decoder), pil otherwise.
         cache, cache_dir: keep backbone features on disk (default ``$CLIPFLOW_CACHE`` or
             ``~/.cache/clipflow/features``), so the backbone runs once per image and view.
         max_megapixels: larger images are skipped (with the reason) from their header,

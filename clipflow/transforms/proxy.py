@@ -33,6 +33,20 @@ def _draw_device(generator: torch.Generator | None, device: torch.device) -> tor
     return generator.device if generator is not None else device
 
 
+def _moved(t: Tensor, device: torch.device) -> Tensor:
+    """``t`` on ``device``; CPU draws reach a GPU without waiting for it.
+
+    A plain ``.to("cuda")`` of pageable memory synchronises the stream: once per image on the
+    device-decode path. From pinned memory the copy is queued like a kernel (the caching host
+    allocator keeps the pinned block until the copy has run). The values are the same bytes.
+    """
+    if t.device == device:
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _parse_band(band: str) -> list[str]:
     names = band.split("+")
     bad = [b for b in names if b not in BANDS]
@@ -124,7 +138,7 @@ def frequency_band_mask(
         chosen = torch.zeros(n_images, area, dtype=torch.bool, device=draw)  # (N, A)
         chosen.scatter_(1, keys.argsort(dim=1)[:, :n], True)
         mask[:, y0:y1, x0:x1] |= chosen.view(n_images, y1 - y0, x1 - x0)
-    return mask.to(device)
+    return _moved(mask, device)
 
 
 def frequency_mask(
@@ -280,7 +294,7 @@ def gaussian_noise(
     """Additive N(0, sigma²) noise on the 0–255 scale, clipped."""
     x = _to_float(images)
     draw = _draw_device(generator, x.device)
-    noise = torch.randn(x.shape, generator=generator, device=draw, dtype=x.dtype).to(x.device)
+    noise = _moved(torch.randn(x.shape, generator=generator, device=draw, dtype=x.dtype), x.device)
     return _restore(x + sigma * noise, images.dtype)
 
 
