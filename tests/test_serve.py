@@ -1,0 +1,124 @@
+"""clipflow-serve without a browser: the function the page calls per batch of uploads gives
+clipflow-detect's records, refuses what it must, and the page's HTML escapes what users type.
+The page itself, driven in chromium, is tests/test_serve_browser.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_images import png_with_declared_size
+from PIL import Image
+
+from clipflow.cli import serve as serve_cli
+from clipflow.data.synthetic import fake_image, natural_image
+from clipflow.detect import Detector
+from clipflow.serve.render import RANDOM_WARNING, card_html, verdicts_html
+from clipflow.serve.uploads import Upload, card_facts, forget_upload, keep_upload, score_uploads
+from clipflow.settings.coerce import SettingsError
+from clipflow.settings.serve import serve_settings
+
+
+@pytest.fixture(scope="module")
+def det(trained_run: Path) -> Detector:
+    return Detector.from_checkpoint(trained_run, device="cpu", batch_size=4)
+
+
+def uploaded(folder: Path, name: str, data: bytes | np.ndarray) -> Upload:
+    """A file as Gradio holds an upload: ``<cache>/<hash>/<name>``."""
+    path = folder / f"hash-{name}" / name
+    path.parent.mkdir(parents=True)
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        Image.fromarray(data).save(path)
+    return Upload.of(path)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> list[Upload]:
+    rng = np.random.default_rng(0)
+    return [
+        uploaded(tmp_path, "real.png", natural_image(rng, 64)),
+        uploaded(tmp_path, "fake.png", fake_image(rng, 64)),
+    ]
+
+
+@pytest.mark.parametrize("fpr,unsure_k", [(None, 0), (0.5, 2)])
+def test_upload_records_are_detects_records_named_by_upload(det, pair, fpr, unsure_k):
+    got = score_uploads(det, pair, fpr, unsure_k)
+    want = det.score_files([u.path for u in pair], fpr=fpr, unsure_k=unsure_k)
+    assert [r.path for r in got] == ["real.png", "fake.png"]  # never the server's temp path
+    for g, w in zip(got, want):
+        assert {**g.to_dict(), "path": None} == {**w.to_dict(), "path": None}
+        assert g.decision in ("real", "ai-generated", "unsure") and g.p_value is not None
+    assert got[1].level == fpr and (got[1].score_min is not None) == bool(unsure_k)
+
+
+def test_hostile_upload_gives_detects_error_record(det, tmp_path):
+    uploads = [
+        uploaded(tmp_path, "evil.png", b"<?php system($_GET['c']); ?>"),
+        uploaded(tmp_path, "empty.jpg", b""),
+        uploaded(tmp_path, "bomb.png", png_with_declared_size(3000, 3000)),
+    ]
+    det.max_pixels = 1_000_000  # data.max_megapixels=1
+    try:
+        got = score_uploads(det, uploads)
+        want = det.score_files([u.path for u in uploads])
+    finally:
+        det.max_pixels = 100_000_000
+    assert [g.error for g in got] == [w.error for w in want]
+    assert "not an image" in got[0].error and "zero-byte" in got[1].error
+    assert "data.max_megapixels" in got[2].error and got[2].score is None
+
+
+def test_oversize_upload_is_refused_unread(det, pair, monkeypatch):
+    read = []
+    monkeypatch.setattr(det, "score_files", lambda paths, **kw: read.extend(paths) or [])
+    size = Path(pair[0].path).stat().st_size
+    got = score_uploads(det, pair, max_bytes=size - 1)
+    assert read == [] or pair[0].path not in read
+    assert got[0].decision is None and "exceeds the upload limit" in got[0].error
+    assert got[0].path == "real.png"
+
+
+def test_verdict_html_escapes_names_and_marks_each_row(det, tmp_path):
+    rng = np.random.default_rng(1)
+    name = "<img src=x onerror=alert(1)>.png"
+    uploads = [uploaded(tmp_path, name, natural_image(rng, 64)), uploaded(tmp_path, "x.png", b"")]
+    page = verdicts_html(det, score_uploads(det, uploads), None, 0)
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;.png" in page
+    assert page.count("<tr data-file=") == 2 and 'data-decision="error"' in page
+    assert "calibration reals" in page  # detect's footer explains the numbers
+    card = card_html(det, card_facts(det))
+    assert RANDOM_WARNING in card and "tiny" in card and "calibration reals" in card
+
+
+def test_keep_copies_and_forget_deletes(pair, tmp_path):
+    kept = [keep_upload(pair[0], tmp_path / "kept"), keep_upload(pair[0], tmp_path / "kept")]
+    assert [p.name for p in kept] == ["real.png", "real-1.png"]
+    forget_upload(pair[0])
+    assert not Path(pair[0].path).parent.exists() and kept[1].read_bytes()
+
+
+def test_settings_are_checked_and_safe_by_default():
+    s = serve_settings({"ckpt": "x"})
+    assert (s.host, s.keep, s.data.max_megapixels) == ("127.0.0.1", None, 100.0)
+    with pytest.raises(SettingsError, match="port=70000"):
+        serve_settings({"ckpt": "x", "port": 70000})
+    with pytest.raises(SettingsError, match="max_upload_mb=0"):
+        serve_settings({"ckpt": "x", "max_upload_mb": 0})
+
+
+def test_without_gradio_the_command_says_how_to_install_it(call_main, monkeypatch, trained_run):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    code, out, err = call_main(serve_cli.main, "clipflow-serve", f"ckpt={trained_run}")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "pip install 'clipflow[serve]'" in err
+
+
+def test_help_lists_the_serve_keys(call_main):
+    code, out, err = call_main(serve_cli.main, "clipflow-serve", "--help")
+    assert code == 0 and "max_upload_mb" in out and "data.max_megapixels" in out
