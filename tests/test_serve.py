@@ -122,3 +122,63 @@ def test_without_gradio_the_command_says_how_to_install_it(call_main, monkeypatc
 def test_help_lists_the_serve_keys(call_main):
     code, out, err = call_main(serve_cli.main, "clipflow-serve", "--help")
     assert code == 0 and "max_upload_mb" in out and "data.max_megapixels" in out
+
+
+# ----------------------------------------------------------------------------- the Space app
+
+
+@pytest.fixture
+def hub_calls(monkeypatch) -> list[tuple[str, dict]]:
+    """HfApi's two writes, recorded (with the uploaded files' text) instead of sent."""
+    import huggingface_hub
+
+    calls: list[tuple[str, dict]] = []
+    commit = "https://huggingface.co/me/detector/commit/" + "a" * 40
+
+    def upload_folder(self, **kw):
+        texts = {p.name: p.read_bytes() for p in Path(kw["folder_path"]).iterdir()}
+        calls.append(("upload_folder", {**kw, "files": texts}))
+        return huggingface_hub.CommitInfo(
+            commit_url=commit, commit_message="m", commit_description="", oid="a" * 40
+        )
+
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "create_repo",
+        lambda self, repo_id, **kw: calls.append(("create_repo", {"repo_id": repo_id, **kw})),
+    )
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_space_uploads_the_same_page_pinned_to_the_pushed_commit(
+    trained_run, hub_calls, capsys, monkeypatch
+):
+    from clipflow.cli import push as push_cli
+    from clipflow.serve import page
+
+    with pytest.raises(SystemExit) as info:
+        push_cli.main([f"ckpt={trained_run}", "repo=me/detector", "space=me/detector-demo"])
+        raise SystemExit(0)
+    assert info.value.code == 0, capsys.readouterr().err
+    space = [kw for name, kw in hub_calls if kw.get("repo_type") == "space"]
+    assert space[0]["space_sdk"] == "gradio" and space[0]["repo_id"] == "me/detector-demo"
+    files = space[1]["files"]
+    assert sorted(files) == ["README.md", "app.py", "requirements.txt"]
+    assert files["requirements.txt"].decode().startswith("clipflow[serve]==")
+    assert b"sdk: gradio" in files["README.md"] and b"app_file: app.py" in files["README.md"]
+    served = []  # app.py, run as a Space runs it, serves clipflow-serve's page
+    monkeypatch.setattr(page, "run_page", served.append)
+    exec(compile(files["app.py"], "app.py", "exec"), {"__name__": "__main__"})
+    assert served[0].ckpt == "hf://me/detector@" + "a" * 40
+    assert (served[0].host, served[0].port, served[0].keep) == ("0.0.0.0", 7860, None)
+    assert "spaces/me/detector-demo" in capsys.readouterr().out
+
+
+def test_push_refuses_a_bad_space_name_before_uploading(trained_run, hub_calls, capsys):
+    from clipflow.cli import push as push_cli
+
+    with pytest.raises(SystemExit) as info:
+        push_cli.main([f"ckpt={trained_run}", "repo=me/detector", "space=not a repo"])
+    assert info.value.code == 2 and hub_calls == []
+    assert "not a Hub checkpoint name" in capsys.readouterr().err

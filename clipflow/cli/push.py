@@ -1,9 +1,12 @@
 """clipflow-push ckpt=RUN_DIR repo=OWNER/NAME [results=EVAL_DIR] [private=true] [dry_run=true]
+[space=OWNER/SPACE]
 
 Uploads a checkpoint (model.safetensors, model.json) to the Hugging Face Hub with a generated
 model card (README.md). The checkpoint is validated first; results=EVAL_DIR embeds a
 clipflow-eval run of the same checkpoint (its sha256 is checked). dry_run=true prints the
-files and the card and uploads nothing. Log in first: `hf auth login` or HF_TOKEN.
+files and the card and uploads nothing. space=OWNER/SPACE also uploads clipflow-serve's page
+as a Gradio Space app (app.py + requirements.txt) serving the checkpoint at the commit just
+pushed. Log in first: `hf auth login` or HF_TOKEN.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import sys
 from ..errors import ClipflowError
 from .common import plain_main
 
-KEYS = ("ckpt", "repo", "results", "private", "dry_run")
+KEYS = ("ckpt", "repo", "results", "private", "dry_run", "space")
 
 
 def push(argv: list[str]) -> None:
+    from ..checkpoints.hub import parse_hub_ref
     from ..checkpoints.push import describe_plan, plan_push, push_checkpoint
     from ..settings.config import check
     from ..settings.overrides import parse_keys
@@ -30,12 +34,33 @@ def push(argv: list[str]) -> None:
         str(args["results"]) if args.get("results") else None,
         check("private", args.get("private", False), bool),
     )
+    space = parse_hub_ref(str(args["space"])).repo_id if args.get("space") else None
     if check("dry_run", args.get("dry_run", False), bool):
         print(describe_plan(plan))
+        if space:
+            print(_describe_space(space, plan.repo_id, None))
         print("dry run: nothing was uploaded", file=sys.stderr)
         return
-    print(f"uploaded: {push_checkpoint(plan)}")
+    url = push_checkpoint(plan)
+    print(f"uploaded: {url}")
     print(f"use it:   clipflow-detect ckpt=hf://{plan.repo_id} inputs=[...]")
+    if space:
+        _push_space(space, plan.repo_id, url, plan.private)
+
+
+def _describe_space(space: str, repo_id: str, revision: str | None) -> str:
+    from ..checkpoints.space import space_files
+
+    files = space_files(repo_id, revision)
+    return f"\nwould upload a Space app to https://huggingface.co/spaces/{space}:\n" + "".join(
+        f"\n--- {name}\n{text}" for name, text in files.items()
+    )
+
+
+def _push_space(space: str, repo_id: str, commit_url: str, private: bool) -> None:
+    from ..checkpoints.space import commit_of, push_space, space_files
+
+    print(f"space:    {push_space(space, space_files(repo_id, commit_of(commit_url)), private)}")
 
 
 def main(argv: list[str] | None = None) -> None:
