@@ -182,3 +182,25 @@ def test_push_refuses_a_bad_space_name_before_uploading(trained_run, hub_calls, 
         push_cli.main([f"ckpt={trained_run}", "repo=me/detector", "space=not a repo"])
     assert info.value.code == 2 and hub_calls == []
     assert "not a Hub checkpoint name" in capsys.readouterr().err
+
+
+def test_the_documented_serve_commands_take_only_known_keys():
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "detect.md").read_text() + (root / "README.md").read_text()
+    lines = [
+        line.split(" #")[0].split()
+        for line in text.splitlines()
+        if line.startswith("clipflow-serve ")
+    ]
+    assert len(lines) >= 4, lines
+    for argv in lines:
+        tree: dict = {}
+        for arg in argv[1:]:
+            key, value = arg.split("=", 1)
+            *parents, last = key.split(".")
+            node = tree
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        s = serve_settings(tree)  # an unknown key or a bad value raises, naming it
+        assert s.ckpt, argv
