@@ -46,7 +46,7 @@ def _chromium() -> str:
     return found
 
 
-def _wait_for_address(proc: subprocess.Popen, lines: list[str]) -> str:
+def _wait_for_address(proc: subprocess.Popen, lines: list[str], stderr: Path) -> str:
     """The address clipflow-serve prints once it answers (stdout read in a thread)."""
 
     def read() -> None:
@@ -64,7 +64,7 @@ def _wait_for_address(proc: subprocess.Popen, lines: list[str]) -> str:
             break
         time.sleep(0.2)
     proc.kill()
-    pytest.fail(f"clipflow-serve did not start: {''.join(lines)}{proc.stderr.read()[-2000:]}")
+    pytest.fail(f"clipflow-serve did not start: {''.join(lines)}{stderr.read_text()[-2000:]}")
 
 
 def test_page_answers_two_uploads(trained_run: Path, tmp_path: Path):
@@ -77,17 +77,18 @@ def test_page_answers_two_uploads(trained_run: Path, tmp_path: Path):
         Image.fromarray(pixels).save(tmp_path / name)
     server_tmp = tmp_path / "server-tmp"  # the server's TMPDIR: its uploads land under it
     server_tmp.mkdir()
-    port = free_port("127.0.0.1")
+    port, stderr = free_port("127.0.0.1"), tmp_path / "stderr.txt"
+    err_file = stderr.open("w")
     proc = subprocess.Popen(
         [str(BIN / "clipflow-serve"), f"ckpt={trained_run}", f"port={port}", "device=cpu"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=err_file,  # a file: a pipe nobody reads could fill and stall the server
         text=True,
         env={**os.environ, "TMPDIR": str(server_tmp), "HF_HUB_OFFLINE": "1"},
     )
     lines: list[str] = []
     try:
-        url = _wait_for_address(proc, lines)
+        url = _wait_for_address(proc, lines, stderr)
         assert url.startswith(f"http://127.0.0.1:{port}")
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=browser_path, args=FLAGS)
@@ -117,8 +118,12 @@ def test_page_answers_two_uploads(trained_run: Path, tmp_path: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             pytest.fail("clipflow-serve did not stop within 30 s of SIGTERM")
+        finally:
+            err_file.close()
     det = Detector.from_checkpoint(trained_run, device="cpu")
     want = det.score_files([tmp_path / n for n in images])
     assert seen == {n: (r.decision, f"{r.score:.4f}") for n, r in zip(images, want)}
-    assert code == 0, proc.stderr.read()[-2000:]
-    assert list(server_tmp.iterdir()) == []  # nothing uploaded was kept, no folder left
+    assert code == 0
+    left = [p.relative_to(server_tmp) for p in server_tmp.rglob("*") if p.is_file()]
+    assert left == [] and not list(server_tmp.glob("clipflow-serve-*"))  # no upload was kept
+    assert "stopped; uploads deleted" in stderr.read_text()
