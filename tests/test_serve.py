@@ -75,13 +75,16 @@ def test_hostile_upload_gives_detects_error_record(det, tmp_path):
 
 
 def test_oversize_upload_is_refused_unread(det, pair, monkeypatch):
-    read = []
-    monkeypatch.setattr(det, "score_files", lambda paths, **kw: read.extend(paths) or [])
-    size = Path(pair[0].path).stat().st_size
-    got = score_uploads(det, pair, max_bytes=size - 1)
-    assert read == [] or pair[0].path not in read
-    assert got[0].decision is None and "exceeds the upload limit" in got[0].error
-    assert got[0].path == "real.png"
+    read, score_files = [], det.score_files
+    monkeypatch.setattr(
+        det, "score_files", lambda paths, **kw: score_files(read.extend(paths) or paths, **kw)
+    )
+    sizes = [Path(u.path).stat().st_size for u in pair]
+    big = int(np.argmax(sizes))
+    got = score_uploads(det, pair, max_bytes=max(sizes) - 1)
+    assert read == [pair[1 - big].path]  # the other one alone was read and scored
+    assert got[big].decision is None and "exceeds the upload limit" in got[big].error
+    assert got[big].path == pair[big].name and got[1 - big].score is not None
 
 
 def test_verdict_html_escapes_names_and_marks_each_row(det, tmp_path):
@@ -204,3 +207,13 @@ def test_the_documented_serve_commands_take_only_known_keys():
             node[last] = value
         s = serve_settings(tree)  # an unknown key or a bad value raises, naming it
         assert s.ckpt, argv
+
+
+def test_an_unusable_keep_folder_is_refused_before_serving(trained_run, tmp_path):
+    from clipflow.errors import ClipflowError
+    from clipflow.serve.page import detector_for
+
+    (tmp_path / "file").write_text("x")
+    settings = serve_settings({"ckpt": str(trained_run), "keep": str(tmp_path / "file" / "in")})
+    with pytest.raises(ClipflowError, match="cannot keep uploads in keep=.*choose another"):
+        detector_for(settings)

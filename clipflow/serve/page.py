@@ -20,8 +20,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.fileio import unwritable_reason
 from ..data.imageio import max_pixels_of
 from ..detect import Detector
 from ..errors import ClipflowError
@@ -59,6 +61,9 @@ def detector_for(s: ServeSettings) -> Detector:
         raise ClipflowError(
             "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"
         )
+    why = unwritable_reason(Path(s.keep).expanduser() / "upload.png") if s.keep else None
+    if why:  # said now, not after someone's upload
+        raise ClipflowError(f"cannot keep uploads in keep={s.keep}: {why}; choose another keep=")
     ckpt = load_checkpoint(s.ckpt)
     if s.fpr is not None:  # a level the calibration cannot reach: refused before serving
         check_level(s.fpr, len(ckpt.val_real_scores))
@@ -92,9 +97,11 @@ def build_page(det: Detector, s: ServeSettings) -> Any:
             raise gr.Error(str(err)) from None
         finally:
             for upload in uploads:
-                if s.keep:
-                    keep_upload(upload, s.keep)
-                forget_upload(upload)
+                try:
+                    if s.keep:
+                        keep_upload(upload, s.keep)
+                finally:
+                    forget_upload(upload)  # whatever happened, the server's copy goes
         return verdicts_html(det, records, level, unsure_k), None  # None: the drop zone clears
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as page:
