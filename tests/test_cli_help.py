@@ -7,7 +7,16 @@ import sys
 
 import pytest
 
-from clipflow.cli import calibrate, check_data, detect, evaluate, extract, reproduce, train
+from clipflow.cli import (
+    calibrate,
+    check_data,
+    detect,
+    evaluate,
+    extract,
+    reproduce,
+    serve,
+    train,
+)
 from clipflow.cli.help import help_text, parse_config
 
 HYDRA_COMMANDS = [
@@ -16,6 +25,7 @@ HYDRA_COMMANDS = [
     (detect.main, "clipflow-detect"),
     (extract.main, "clipflow-extract"),
     (calibrate.main, "clipflow-calibrate"),
+    (serve.main, "clipflow-serve"),
 ]
 
 
@@ -25,8 +35,9 @@ def test_importing_the_cli_modules_loads_nothing_heavy():
         "import sys\n"
         "import clipflow.cli.train, clipflow.cli.evaluate, clipflow.cli.detect\n"
         "import clipflow.cli.extract, clipflow.cli.reproduce, clipflow.cli.check_data\n"
-        "import clipflow.cli.calibrate\n"
-        "heavy = ('torch', 'open_clip', 'hydra', 'omegaconf', 'numpy', 'clipflow.runs.train')\n"
+        "import clipflow.cli.calibrate, clipflow.cli.serve\n"
+        "heavy = ('torch', 'open_clip', 'hydra', 'omegaconf', 'numpy', 'clipflow.runs.train',"
+        " 'gradio')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run(

@@ -28,6 +28,7 @@ def _fresh(code: str) -> str:
         ("train", ["flow.block=nope"], "flow.block"),
         ("evaluate", ["ckpt=x", "data.benchmark=nope"], "data.benchmark"),
         ("detect", ["ckpt=x", "inputs=[x.png]", "fpr=3"], "fpr"),
+        ("serve", ["ckpt=x", "port=-1"], "port=-1"),
     ],
 )
 def test_a_bad_setting_is_refused_before_model_code_is_imported(command, args, named):

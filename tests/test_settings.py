@@ -44,6 +44,7 @@ from clipflow.settings.config import (
     extract_settings,
     train_settings,
 )
+from clipflow.settings.serve import ServeSettings, serve_settings
 
 BUILDERS = {
     "train": train_settings,
@@ -51,6 +52,7 @@ BUILDERS = {
     "eval": eval_settings,
     "detect": detect_settings,
     "calibrate": calibrate_settings,
+    "serve": serve_settings,
 }
 MAINS = {
     "train": train_cli,
@@ -200,7 +202,7 @@ def test_shipped_defaults_pass(command: str):
     settings = built[0] if isinstance(built, tuple) else built
     assert is_dataclass(settings)  # the shipped YAML passes every rule of its command
     data = getattr(settings, "data", None)
-    if data is not None:  # the shipped `auto` sizes are resolved to numbers when built
+    if hasattr(data, "batch_size"):  # the shipped `auto` sizes are resolved to numbers when built
         assert isinstance(data.batch_size, int) and isinstance(data.num_workers, int)
 
 
@@ -272,6 +274,7 @@ SETTINGS_CLASSES = {
     "eval": EvalSettings,
     "detect": DetectSettings,
     "calibrate": CalibrateSettings,
+    "serve": ServeSettings,
 }
 
 

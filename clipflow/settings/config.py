@@ -375,6 +375,10 @@ RULES: dict[str, Rule] = {
     "detect.batch_size": _LOADER_BATCH,
     "detect.num_workers": _WORKERS,
     "detect.inputs": Rule(check=_not_empty),
+    "serve.host": Rule(check=_one_line),
+    "serve.port": _ge(0, 65535),  # 0 = any free port
+    "serve.max_upload_mb": Rule(lo=0.0, hi=100_000.0, lo_open=True),
+    "serve.keep": Rule(check=_one_line),
     "chain.max_len": _ge(1, len(CHAIN_OPS)),
     "chain.ops": Rule(choices=CHAIN_OPS),
 }
