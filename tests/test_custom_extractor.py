@@ -211,18 +211,23 @@ def test_cli_train_calibrate_eval_detect_with_an_import_path(folders, call_main,
 # ----------------------------------------------------------------------------- Python API
 
 
-def test_python_api_takes_the_extractor_on_every_job(folders, tmp_path):
-    ext = fixtures_extractor.SmallConvNet()
-    s = train_settings(
+def _api_train_settings(folders, cache_home):
+    """One short N+P training on the folders' train/ (cache and outputs under cache_home)."""
+    return train_settings(
         {
             "mode": "N+P",
             "device": "cpu",
-            # a cache of its own: the extractor must run here (the CLI test's cache would serve)
-            "data": {"train_root": str(folders / "train"), **_data(tmp_path)},
+            "data": {"train_root": str(folders / "train"), **_data(cache_home)},
             "train": {"epochs": 1},
             "flow": {"n_blocks": 2},
         }
     )
+
+
+def test_python_api_takes_the_extractor_on_every_job(folders, tmp_path):
+    ext = fixtures_extractor.SmallConvNet()
+    # a cache of its own: the extractor must run here (the CLI test's cache would serve)
+    s = _api_train_settings(folders, cache_home=tmp_path)
     ckpt = run_train(s, tmp_path / "run", backbone=ext)
     assert "factory" not in load_checkpoint(ckpt).backbone  # given, not built from a path
 
@@ -265,15 +270,7 @@ def test_python_api_takes_the_extractor_on_every_job(folders, tmp_path):
 def test_a_recorded_factory_is_data_never_imported(folders, tmp_path):
     """A checkpoint is data: its backbone.factory is shown, checked for form, never imported."""
     ext = fixtures_extractor.SmallConvNet()
-    s = train_settings(
-        {
-            "mode": "N+P",
-            "device": "cpu",
-            "data": {"train_root": str(folders / "train"), **_data(folders)},
-            "train": {"epochs": 1},
-            "flow": {"n_blocks": 2},
-        }
-    )
+    s = _api_train_settings(folders, cache_home=folders)
     run_train(s, tmp_path / "run", backbone=ext)
     meta_path = tmp_path / "run" / "model.json"
     meta = json.loads(meta_path.read_text())

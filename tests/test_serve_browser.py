@@ -7,7 +7,6 @@ on SIGTERM leaving no upload behind. Every step is bounded in time."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import FLAGS, require_chromium
 from PIL import Image
 
 from clipflow.data.synthetic import fake_image, natural_image
@@ -25,25 +25,7 @@ from clipflow.serve.page import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 BIN = Path(sys.executable).parent
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-FLAGS = [
-    "--no-sandbox",  # tests run as root in CI containers
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 START_S, STEP_MS, STOP_S = 120, 60_000, 30
-
-
-def _chromium() -> str:
-    found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    if found is None:
-        pytest.skip("no chromium on PATH (apt-get install chromium)")
-    return found
 
 
 def _wait_for_address(proc: subprocess.Popen, lines: list[str], stderr: Path) -> str:
@@ -70,7 +52,7 @@ def _wait_for_address(proc: subprocess.Popen, lines: list[str], stderr: Path) ->
 def test_page_answers_two_uploads(trained_run: Path, tmp_path: Path):
     pytest.importorskip("gradio", reason="the clipflow[serve] extra is not installed")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    browser_path = _chromium()
+    browser_path = require_chromium()
     rng = np.random.default_rng(0)
     images = {"real.png": natural_image(rng, 96), "fake.png": fake_image(rng, 96)}
     for name, pixels in images.items():
@@ -91,7 +73,9 @@ def test_page_answers_two_uploads(trained_run: Path, tmp_path: Path):
         url = _wait_for_address(proc, lines, stderr)
         assert url.startswith(f"http://127.0.0.1:{port}")
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=browser_path, args=FLAGS)
+            browser = pw.chromium.launch(
+                executable_path=browser_path, args=[f for f in FLAGS if f != "--headless"]
+            )
             try:
                 page = browser.new_page()
                 page.set_default_timeout(STEP_MS)
