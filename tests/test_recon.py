@@ -175,3 +175,27 @@ def test_proxy_recon_trains_end_to_end_and_reuses_its_reconstructions(
         train(0.0)
         again = [m for m in caplog.messages if m.startswith("reconstruct train")]
     assert again == [f"reconstruct train: 0 reconstructed, {len(pngs)} from the cache"]
+
+
+def test_a_missing_autoencoder_stops_training_before_the_folder_scan(tmp_path: Path, monkeypatch):
+    """proxy=recon with an autoencoder folder that is not there: the one-line error comes first,
+    not after the scan and the backbone (the training folder here does not even exist)."""
+    from clipflow.paper.experiments import compose_settings
+    from clipflow.runs import train as train_run
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the training folders were scanned before the autoencoder check")
+
+    monkeypatch.setattr(train_run, "discover_train_images", no_scan)
+    s = compose_settings(
+        [
+            "mode=N+P",
+            "proxy=recon",
+            f"proxy.autoencoder={tmp_path / 'no-vae'}",
+            "backbone=tiny",
+            "device=cpu",
+            f"data.train_root={tmp_path / 'train'}",
+        ]
+    )
+    with pytest.raises(BackboneError, match="has no config.json"):
+        train_run.run_train(s, tmp_path / "run")

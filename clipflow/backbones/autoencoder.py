@@ -92,7 +92,8 @@ def load_autoencoder(
     name: str, subfolder: str = "", device: str | torch.device = "cpu"
 ) -> AutoencoderProtocol:
     """The autoencoder ``name`` (see the module docstring) on ``device``, frozen."""
-    if ":" in name and not Path(name).exists():
+    check_autoencoder_available(name, subfolder)
+    if _is_factory(name):
         return _factory(name, device)
     kl = _autoencoder_kl()
     if name == TINY_AUTOENCODER:
@@ -101,19 +102,41 @@ def load_autoencoder(
             model = kl.from_config(_TINY_CONFIG)
         identity = {"name": TINY_AUTOENCODER, "config": _TINY_CONFIG, "seed": _TINY_SEED}
         return DiffusersAutoencoder(model, identity).to(device)
-    local = Path(name).expanduser()
-    if local.exists() or name.startswith((".", "/", "~")):
-        folder = local / subfolder if subfolder else local
-        if not (folder / "config.json").is_file():
-            raise BackboneError(
-                f"autoencoder folder {folder} has no config.json — pass a folder saved by "
-                "AutoencoderKL.save_pretrained (or set proxy.autoencoder_subfolder)"
-            )
+    folder = _local_folder(name, subfolder)
+    if folder is not None:
         identity = {"name": str(folder.resolve()), "files": _file_stamps(folder)}
         return DiffusersAutoencoder(kl.from_pretrained(folder), identity).to(device)
-    _require_hub_files(name, subfolder)
     model = kl.from_pretrained(name, subfolder=subfolder or None)
     return DiffusersAutoencoder(model, {"name": name, "subfolder": subfolder}).to(device)
+
+
+def check_autoencoder_available(name: str, subfolder: str = "") -> None:
+    """The cheap checks of :func:`load_autoencoder`, run before a long scan of the training
+    folders: diffusers installed, a folder with its config.json, a Hub id cached or
+    downloadable. A factory is only imported when loaded."""
+    if _is_factory(name):
+        return
+    _autoencoder_kl()
+    if name != TINY_AUTOENCODER and _local_folder(name, subfolder) is None:
+        _require_hub_files(name, subfolder)
+
+
+def _is_factory(name: str) -> bool:
+    return ":" in name and not Path(name).exists()
+
+
+def _local_folder(name: str, subfolder: str) -> Path | None:
+    """The folder ``name`` names (with ``subfolder``), checked; None for a Hub id."""
+    local = Path(name).expanduser()
+    if not (local.exists() or name.startswith((".", "/", "~"))):
+        return None
+    folder = local / subfolder if subfolder else local
+    if not (folder / "config.json").is_file():
+        raise BackboneError(
+            f"autoencoder folder {folder} has no config.json — pass a folder saved by "
+            "AutoencoderKL.save_pretrained (or set proxy.autoencoder_subfolder)"
+        )
+    return folder
 
 
 def _autoencoder_kl():

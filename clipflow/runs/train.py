@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..backbones.autoencoder import load_autoencoder
+from ..backbones.autoencoder import check_autoencoder_available, load_autoencoder
 from ..backbones.backbone import (
     as_backbone,
     check_weights_available,
@@ -125,6 +125,8 @@ def run_train(s: TrainSettings, run_dir: Path, backbone=None) -> Path:
         backbone = as_backbone(backbone)
     else:  # before the scan: a missing file (or a custom factory's module) is the first news
         check_weights_available(s.backbone)
+    if s.proxy.name == "recon" and s.train.mode != "N":  # its autoencoder, before the scan too
+        check_autoencoder_available(s.proxy.autoencoder, s.proxy.autoencoder_subfolder)
     watch = TrainingWatch(run_dir, s.logger)  # logger=tensorboard without the package: now
     split = discover_train_images(Path(train_root), s.data.per_class, s.data.val_fraction, s.seed)
     val_paths = validation_paths(s, split.val)  # fail on a missing val set before the backbone runs
