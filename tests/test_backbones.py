@@ -32,7 +32,7 @@ from clipflow.checkpoints.checkpoint import load_checkpoint
 from clipflow.cli.reproduce import parse_request
 from clipflow.errors import BackboneError, CheckpointError, ClipflowError
 from clipflow.features.cache import CACHE_VERSION, FeatureCache, _hash
-from clipflow.paper.experiments import compose_settings, named_experiments
+from clipflow.paper.experiment_configs import compose_settings, named_experiments
 from clipflow.paper.reproduce import run_reproduce
 from clipflow.runs.evaluate import run_eval
 from clipflow.runs.train import run_train

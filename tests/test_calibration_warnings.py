@@ -35,8 +35,8 @@ from clipflow.eval.transfer import (
 )
 from clipflow.flow.config import TrainConfig
 from clipflow.flow.fit import MIN_STEPS, optimisation_steps, short_training_warning
+from clipflow.paper.comparison import transfer_notes
 from clipflow.paper.spec import ArmResult, SeedRun
-from clipflow.paper.tables import transfer_notes
 from clipflow.runs.evaluate import evaluate_sets
 from clipflow.settings.config import SettingsError, calibrate_settings
 

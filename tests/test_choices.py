@@ -13,10 +13,11 @@ import pytest
 from clipflow.cli.reproduce import parse_request
 from clipflow.core.fileio import to_jsonable
 from clipflow.errors import ClipflowError
-from clipflow.paper.experiments import Runner, compose_settings, load_experiment, run_metadata
+from clipflow.paper.experiment_configs import compose_settings, load_experiment
+from clipflow.paper.experiments import Runner
+from clipflow.paper.provenance import provenance, run_metadata
 from clipflow.paper.results import find_row
 from clipflow.paper.spec import RunOptions
-from clipflow.paper.tables import provenance
 from clipflow.settings.config import SettingsError
 
 # arm -> the one setting it changes, and its value there

@@ -11,16 +11,11 @@ import pytest
 from clipflow.cli.reproduce import parse_request
 from clipflow.core.fileio import to_jsonable
 from clipflow.errors import ClipflowError, DataError
-from clipflow.paper.experiments import (
-    Runner,
-    RunOptions,
-    list_experiments,
-    load_experiment,
-    merge_overrides,
-)
+from clipflow.paper.experiment_configs import list_experiments, load_experiment, merge_overrides
+from clipflow.paper.experiments import Runner
 from clipflow.paper.reproduce import run_reproduce
 from clipflow.paper.results import find_row
-from clipflow.paper.spec import ArmSpec
+from clipflow.paper.spec import ArmSpec, RunOptions
 
 ALL = ["table1", "table3", "table4", "fig4", "normalization", "fig3", "table5", "choices"]
 

@@ -49,7 +49,8 @@ def test_baseline_options_take_defaults_and_refuse_unknown_keys():
 def test_realonly_experiment_arms_and_baselines():
     """The flow with freq-mask, recon and both proxies; kNN, Gaussian, reconstruction distance.
     backbone=tiny swaps SD's VAE for the random tiny autoencoder (arms and baseline alike)."""
-    from clipflow.paper.experiments import Runner, load_experiment, named_experiments
+    from clipflow.paper.experiment_configs import load_experiment, named_experiments
+    from clipflow.paper.experiments import Runner
     from clipflow.paper.spec import RunOptions
 
     spec = load_experiment("realonly")
@@ -77,7 +78,8 @@ def test_real_only_baselines_carry_threshold_and_calibration_reals(tmp_path, min
     a score per test image, a threshold from the flow's rule and the validation naturals'
     scores, which evaluate_sets turns into the same conformal columns as the flow's."""
     from clipflow.eval.metrics import OURS_COLUMNS
-    from clipflow.paper.experiments import Runner, compose_settings
+    from clipflow.paper.experiment_configs import compose_settings
+    from clipflow.paper.experiments import Runner
     from clipflow.paper.spec import RunOptions
     from clipflow.runs.evaluate import evaluate_sets
 

@@ -141,7 +141,7 @@ def test_proxy_recon_trains_end_to_end_and_reuses_its_reconstructions(
     autoencoder; a second run with another blend reconstructs nothing (the blend is applied to
     the cached reconstructions; its features are extracted again)."""
     from clipflow.checkpoints.checkpoint import load_checkpoint
-    from clipflow.paper.experiments import compose_settings
+    from clipflow.paper.experiment_configs import compose_settings
     from clipflow.runs.train import run_train
 
     def train(mix: float) -> Path:
@@ -180,7 +180,7 @@ def test_proxy_recon_trains_end_to_end_and_reuses_its_reconstructions(
 def test_a_missing_autoencoder_stops_training_before_the_folder_scan(tmp_path: Path, monkeypatch):
     """proxy=recon with an autoencoder folder that is not there: the one-line error comes first,
     not after the scan and the backbone (the training folder here does not even exist)."""
-    from clipflow.paper.experiments import compose_settings
+    from clipflow.paper.experiment_configs import compose_settings
     from clipflow.runs import train as train_run
 
     def no_scan(*args, **kwargs):

@@ -519,7 +519,7 @@ def test_fuzzed_settings_build_or_raise_clipflow_error(command, picks, extra):
 def test_reproduce_and_check_data_values_go_through_the_layer(tmp_path: Path):
     from clipflow.cli.check_data import parse_request as check_data_request
     from clipflow.cli.reproduce import parse_request
-    from clipflow.paper.experiments import compose_settings
+    from clipflow.paper.experiment_configs import compose_settings
     from clipflow.runs.check_data import run_check
 
     for argv, needle in [

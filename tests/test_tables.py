@@ -13,15 +13,11 @@ import torch
 
 from clipflow.data.layouts import DISPLAY_NAMES, PAPER_ORDER
 from clipflow.eval.report import RANDOM_WARNING, scores_to_csv
-from clipflow.paper.experiments import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, SeedRun
+from clipflow.paper.arm_summary import arm_summary_rows
+from clipflow.paper.comparison import comparison, comparison_markdown, mean_over
 from clipflow.paper.results import PAPER_TABLES, canonical_generator, load_table, paper_row
-from clipflow.paper.tables import (
-    arm_summary_rows,
-    comparison,
-    comparison_markdown,
-    mean_over,
-    write_tables,
-)
+from clipflow.paper.spec import ArmResult, ArmSpec, ExperimentResult, ExperimentSpec, SeedRun
+from clipflow.paper.tables import write_tables
 
 SPEC_SECTION_9 = {  # SPEC §9 headline numbers: the stored tables must agree with them
     ("table1_ap", "Ours", "N"): 54.23, ("table1_ap", "Ours", "P"): 93.85,

@@ -57,7 +57,7 @@ OWN_KEYS = {  # this command's keys; every other one is a clipflow-train overrid
 
 def parse_request(argv: Iterable[str]) -> Request:
     """Experiment names, options and dry_run from ``key=value`` arguments."""
-    from ..paper.experiments import list_experiments, merge_overrides
+    from ..paper.experiment_configs import list_experiments, merge_overrides
     from ..paper.reproduce import Request
     from ..paper.spec import RunOptions
     from ..settings.config import check
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return
-    from ..paper.experiments import load_experiment, named_experiments
+    from ..paper.experiment_configs import load_experiment, named_experiments
     from ..paper.reproduce import run_reproduce
 
     if argv and argv[0] == "--list":

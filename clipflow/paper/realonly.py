@@ -25,9 +25,11 @@ import numpy as np
 from ..core.fileio import atomic_write_text
 from ..data.layouts import PAPER_FAMILIES
 from ..eval.report import new_figure, save_png, to_csv
+from .comparison import table_sets
+from .formatting import fmt_number
+from .provenance import provenance
 from .results import find_row
 from .spec import ArmResult, ExperimentResult
-from .tables import fmt_number, provenance, table_sets
 
 REALONLY_COLUMNS = (
     "arm",

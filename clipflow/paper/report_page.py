@@ -21,14 +21,10 @@ from ..eval.html_report import (
     table_html,
     text,
 )
+from .arm_summary import ARM_SUMMARY_COLUMNS, arm_summary_rows
+from .comparison import PAPER_METRIC, comparison
+from .provenance import provenance
 from .spec import ArmResult, ExperimentResult, ExperimentSpec, SeedRun
-from .tables import (
-    ARM_SUMMARY_COLUMNS,
-    PAPER_METRIC,
-    arm_summary_rows,
-    comparison,
-    provenance,
-)
 
 
 def experiment_report(result: ExperimentResult, written: dict[str, Path]) -> str:

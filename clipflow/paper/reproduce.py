@@ -20,11 +20,14 @@ from typing import NamedTuple
 from ..core.fileio import atomic_write_text
 from ..eval.html_report import write_report
 from ..runs.train import augmentation
-from .experiments import Runner, load_experiment
+from .arm_summary import arm_summary_rows
+from .experiment_configs import load_experiment
+from .experiments import Runner
+from .formatting import fmt_number, fmt_signed
 from .realonly import write_realonly
 from .report_page import experiment_report, index_report
 from .spec import ExperimentSpec, RunOptions
-from .tables import arm_summary_rows, fmt_number, fmt_signed, write_tables
+from .tables import write_tables
 
 log = logging.getLogger("clipflow")
 

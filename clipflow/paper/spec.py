@@ -1,7 +1,7 @@
 """The types passed between the paper's stages: experiment specs, run options, results.
 
-Kept apart from experiments.py (which produces results) and tables.py (which renders them), so
-that neither imports the other.
+Kept apart from experiments.py (which produces results) and the table modules (comparison.py,
+arm_summary.py, tables.py, ...: which render them), so that neither imports the other.
 """
 
 from __future__ import annotations
