@@ -53,13 +53,8 @@ from ..eval.report import TABLE_COLUMNS, scores_to_csv, to_csv
 from ..features.cache import feature_cache
 from ..flow.model import score_features
 from ..runs.evaluate import describe_protocol, evaluate_sets, select_test_sets, test_features
-from ..runs.train import (
-    augmentation,
-    train_features,
-    train_head,
-    validation_features,
-    validation_paths,
-)
+from ..runs.train import train_head
+from ..runs.train_data import augmentation, train_features, validation_features, validation_paths
 from ..settings.config import EvalSettings, TrainSettings, train_settings
 from .baselines import (
     BASELINE_LABELS,

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from ..core.fileio import atomic_write_text
 from ..eval.html_report import write_report
-from ..runs.train import augmentation
+from ..runs.train_data import augmentation
 from .experiments import Runner, load_experiment
 from .realonly import write_realonly
 from .report_page import experiment_report, index_report
