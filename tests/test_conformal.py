@@ -18,7 +18,7 @@ from clipflow.cli import calibrate as calibrate_cli
 from clipflow.cli import detect as detect_cli
 from clipflow.data.imageio import list_images
 from clipflow.data.layouts import TestSet
-from clipflow.detect import UNSURE, Detector
+from clipflow.detect import Detector
 from clipflow.eval.conformal import (
     CalibrationError,
     ConformalCalibration,
@@ -27,6 +27,7 @@ from clipflow.eval.conformal import (
     unsure_perturbations,
 )
 from clipflow.eval.metrics import OURS_COLUMNS, mean_row, ours_metrics
+from clipflow.eval.predictions import UNSURE
 from clipflow.eval.report import RESULTS_COLUMNS
 from clipflow.eval.transfer import TRANSFER_COLUMNS
 from clipflow.runs.calibrate import fingerprint

@@ -20,8 +20,9 @@ from PIL import Image
 import clipflow
 from clipflow.cli import detect as detect_cli
 from clipflow.cli.common import guarded
+from clipflow.data.expand import expand_inputs
 from clipflow.data.imageio import list_images
-from clipflow.detect import Detector, Prediction, expand_inputs, output_format, records_table
+from clipflow.detect import Detector
 from clipflow.errors import (
     ClipflowError,
     SomeFilesUnreadableError,
@@ -30,6 +31,7 @@ from clipflow.errors import (
 )
 from clipflow.eval.conformal import CalibrationError
 from clipflow.eval.metrics import false_positive_rate
+from clipflow.eval.predictions import Prediction, output_format, records_table
 from clipflow.runs.evaluate import run_eval
 from clipflow.settings.config import EvalSettings, detect_settings
 

@@ -19,7 +19,8 @@ from clipflow.features.extract import ImageFileDataset, extract_features
 from clipflow.features.loader import Loader
 from clipflow.flow.config import TrainConfig
 from clipflow.flow.fit import _view
-from clipflow.runs.train import augmentation, n_views, proxy_variant, run_train, train_features
+from clipflow.runs.train import run_train
+from clipflow.runs.train_data import augmentation, n_views, proxy_variant, train_features
 from clipflow.settings.config import DataConfig, TrainSettings, train_settings
 from clipflow.transforms.config import ProxyConfig
 from clipflow.transforms.proxy import build_proxy

@@ -25,6 +25,7 @@ from fixtures_images import make_hostile_files, write_image
 from PIL import Image
 
 import clipflow.data.imageio
+import clipflow.features.image_input
 from clipflow.checkpoints.checkpoint import load_checkpoint, save_checkpoint
 from clipflow.cli import detect as detect_cli
 from clipflow.core.fileio import file_sha256
@@ -134,13 +135,13 @@ def test_animation_scores_its_first_frame(det: Detector, corpus: Path, monkeypat
     red = np.zeros((16, 16, 3), np.uint8)
     red[..., 0] = 255
     decoded: list[np.ndarray] = []
-    to_tensor = clipflow.detect.pil_to_uint8_tensor
+    to_tensor = clipflow.features.image_input.pil_to_uint8_tensor
 
     def spy(img):
         decoded.append(np.asarray(img.convert("RGB")))
         return to_tensor(img)
 
-    monkeypatch.setattr(clipflow.detect, "pil_to_uint8_tensor", spy)
+    monkeypatch.setattr(clipflow.features.image_input, "pil_to_uint8_tensor", spy)
     ref = det.score([red])[0]
     for name in ("anim.gif", "anim.webp"):
         decoded.clear()
@@ -153,14 +154,14 @@ def test_exif_rotation_is_applied_before_scoring(det: Detector, corpus: Path, mo
     # Decided by the pixels the detector decoded (as the animation test): a random-weight
     # flow may score the stored and the shown orientation closer than any tolerance.
     decoded: list[np.ndarray] = []
-    to_tensor = clipflow.detect.pil_to_uint8_tensor
+    to_tensor = clipflow.features.image_input.pil_to_uint8_tensor
 
     def spy(img):
         out = to_tensor(img)
         decoded.append(out.permute(1, 2, 0).numpy())
         return out
 
-    monkeypatch.setattr(clipflow.detect, "pil_to_uint8_tensor", spy)
+    monkeypatch.setattr(clipflow.features.image_input, "pil_to_uint8_tensor", spy)
     with Image.open(corpus / "rotated.jpg") as raw:
         stored = np.array(raw.convert("RGB"))  # (20, 40, 3): as stored, not as displayed
         shown = np.array(raw.convert("RGB").transpose(Image.Transpose.ROTATE_270))

@@ -21,10 +21,12 @@ from fixtures_images import write_image
 from clipflow.checkpoints.checkpoint import Checkpoint, load_checkpoint
 from clipflow.cli import detect as detect_cli
 from clipflow.data.imageio import list_images
-from clipflow.detect import NOT_FINITE, Detector, to_uint8_chw
+from clipflow.detect import Detector
 from clipflow.errors import SomeFilesUnreadableError, UnreadableImageError
 from clipflow.eval.conformal import ConformalCalibration
 from clipflow.eval.metrics import dataset_metrics, ours_metrics
+from clipflow.eval.predictions import NOT_FINITE
+from clipflow.features.image_input import to_uint8_chw
 from clipflow.runs.calibrate import run_calibrate
 from clipflow.runs.evaluate import run_eval
 from clipflow.runs.robustness import run_robustness

@@ -351,7 +351,7 @@ def test_proxy_yamls_build_and_leave_crops_unpaired(path):
 
 
 def test_mask_mode_and_pair_crop_are_per_run_settings():
-    from clipflow.runs.train import proxy_variant
+    from clipflow.runs.train_data import proxy_variant
     from clipflow.settings.config import train_settings
 
     base = yaml.safe_load((PROXY_YAMLS[0].parent / "freq_mask.yaml").read_text())

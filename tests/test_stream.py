@@ -253,7 +253,7 @@ def test_train_features_past_the_budget_stay_in_the_packs(tmp_path):
     from clipflow.backbones.backbone import load_backbone
     from clipflow.backbones.config import BackboneConfig
     from clipflow.features.stream import PackFeatures
-    from clipflow.runs.train import train_features
+    from clipflow.runs.train_data import train_features
     from clipflow.settings.config import DataConfig, TrainSettings
 
     tiny = load_backbone(BackboneConfig(name="tiny", pretrained=None))

@@ -12,7 +12,7 @@ from clipflow.errors import TrainingDivergedError
 from clipflow.flow.config import FlowConfig, TrainConfig
 from clipflow.flow.fit import batch_loss, fit, natural_term, proxy_term
 from clipflow.flow.model import CLIPFlow, score_features
-from clipflow.runs.train import calibrate
+from clipflow.runs.threshold import calibrate
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 

@@ -17,7 +17,8 @@ from .common import hydra_app, to_dict
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from ..detect import Detector, Prediction
+    from ..detect import Detector
+    from ..eval.predictions import Prediction
     from ..settings.config import DetectSettings
 
 __all__ = ["main", "run_detect"]
@@ -27,8 +28,10 @@ def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Predicti
     """Expand the inputs, score them, print/write the records; raise on usage errors and,
     after everything is written, SomeFilesUnreadableError when some inputs failed."""
     from ..checkpoints.checkpoint import load_checkpoint
-    from ..detect import Detector, Prediction, expand_inputs, output_format
+    from ..data.expand import expand_inputs
+    from ..detect import Detector
     from ..eval.conformal import check_level
+    from ..eval.predictions import Prediction, output_format
 
     if not s.ckpt:
         raise ClipflowError(
@@ -65,7 +68,8 @@ def run_detect(s: DetectSettings, stdout: TextIO | None = None) -> list[Predicti
 
 
 def _emit(s: DetectSettings, det: Detector, records: list[Prediction], stdout: TextIO) -> None:
-    from ..detect import records_table, records_to_jsonl, table_footer, write_records
+    from ..detect import table_footer
+    from ..eval.predictions import records_table, records_to_jsonl, write_records
 
     if s.out == "-":
         stdout.write(records_to_jsonl(records))

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ClipflowError
 from ..eval.metrics import calibrate_threshold
-from ..runs.train import train_features, validation_features, validation_paths
+from ..runs.train_data import train_features, validation_features, validation_paths
 from ..settings.config import TrainSettings
 from .arm_data import TestData, train_root
 from .baselines import KNN, LinearProbe, Mahalanobis, probe_fake_paths

@@ -27,7 +27,7 @@ from ..eval.metrics import calibrate_threshold
 from ..features.decode import pil_to_uint8_tensor
 from ..features.loader import Loader
 from ..features.recon import Reconstructions, recon_cache, reconstruct_files
-from ..runs.train import validation_proxy
+from ..runs.train_data import validation_proxy
 from ..settings.config import TrainSettings
 
 log = logging.getLogger(__name__)

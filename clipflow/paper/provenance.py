@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..core.versions import package_versions
 from ..eval.report import RANDOM_WARNING
 from ..runs.evaluate import describe_protocol
-from ..runs.train import augmentation
+from ..runs.train_data import augmentation
 from ..settings.config import TrainSettings
 from .spec import RunOptions
 

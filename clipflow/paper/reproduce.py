@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from ..core.fileio import atomic_write_text
 from ..eval.html_report import write_report
-from ..runs.train import augmentation
+from ..runs.train_data import augmentation
 from .arm_summary import arm_summary_rows
 from .experiment_configs import load_experiment
 from .experiments import Runner

@@ -19,7 +19,7 @@ from ..errors import ClipflowError, DataError
 from ..features.cache import FeatureCache, feature_cache
 from ..settings.config import TrainSettings
 from .evaluate import test_features
-from .train import n_views, train_features, validation_features, validation_paths
+from .train_data import n_views, train_features, validation_features, validation_paths
 
 
 def run_extract(s: TrainSettings, stages: list[str], run_dir: Path, backbone=None) -> dict:

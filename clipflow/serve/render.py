@@ -12,7 +12,8 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from ..detect import Detector, Prediction, table_footer
+from ..detect import Detector, table_footer
+from ..eval.predictions import Prediction
 
 RANDOM_WARNING = (
     "The backbone of this checkpoint has random weights: its scores show that the pipeline runs, "

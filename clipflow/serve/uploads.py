@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.fileio import display_path
-from ..detect import Detector, Prediction
+from ..detect import Detector
+from ..eval.predictions import Prediction
 
 log = logging.getLogger(__name__)
 
