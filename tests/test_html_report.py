@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,16 @@ def test_names_are_escaped_bytes_safe_and_a_missing_image_is_a_placeholder(photo
     page.encode("utf-8")  # no lone surrogate left
 
 
+def test_a_threshold_outside_the_scores_is_still_drawn():
+    """The demo's case: the threshold below every score (every real flagged) must show."""
+    from clipflow.eval.html_figures import set_svg
+
+    real, fake = np.linspace(-0.9, -0.8, 12), np.linspace(-0.85, -0.7, 12)
+    inside = set_svg(real, fake, -0.82, {"p5%": -0.81})
+    below = set_svg(real, fake, -0.96, {"p5%": -0.81})
+    assert ">threshold<" in inside and ">threshold<" in below and ">p5%<" in below
+
+
 def test_table_shows_every_column_the_results_have_and_labels_ours():
     rows = [{"dataset": "a", "display_name": "A", "ap": 90.0, "transfer": "yes", "auc": 91.5}]
     table = table_html(rows, ("dataset", "display_name", "ap", "auc", "transfer"))
@@ -140,3 +151,6 @@ def test_a_miniature_eval_report_reads_in_a_browser(trained_run, mini_bench, tmp
     thumbs = sum(s["images"] for s in seen["sets"])
     assert thumbs > 0 and sum(s["decoded"] for s in seen["sets"]) == thumbs
     assert seen["scripts_loaded"] == []  # nothing fetched: it opens offline
+    # results.md's warnings (here: a calibration too small for p <= 1%) are on the page too
+    warnings = json.loads(files["metrics.json"].read_text())["warnings"]
+    assert warnings and report.read_text().count("Warning: ") == len(warnings)

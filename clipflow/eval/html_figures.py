@@ -163,6 +163,13 @@ def set_svg(
 def _histograms(real, fake, threshold, levels: dict[str, float]) -> str:
     both = np.concatenate([real, fake])
     lo, hi = float(both.min()), float(both.max())
+    # A threshold outside the scores is what a reader most needs to see (every real flagged,
+    # or none): the axis reaches it, with a little room so the line is not on the frame.
+    marks = [t for t in (threshold, *levels.values()) if t is not None and math.isfinite(t)]
+    if marks and (min(marks) < lo or max(marks) > hi):
+        lo, hi = min(lo, *marks), max(hi, *marks)
+        pad = 0.03 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
     if hi <= lo:  # one score for all: a bin around it
         lo, hi = lo - 0.5, hi + 0.5
     edges = np.linspace(lo, hi, BINS + 1)

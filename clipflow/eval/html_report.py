@@ -25,7 +25,13 @@ from .conformal import CalibrationError, ConformalCalibration
 from .html_figures import set_svg, svg_of, thumbnail
 from .means import BENCHMARK_MEAN_PREFIX, MEAN_KEYS, Means
 from .metrics import METRIC_COLUMNS, OURS_LEVELS
-from .report import RANDOM_WARNING, RESULTS_COLUMNS, describe_run, results_table
+from .report import (
+    RANDOM_WARNING,
+    RESULTS_COLUMNS,
+    calibration_notes,
+    describe_run,
+    results_table,
+)
 
 N_MISTAKES = 6  # thumbnails per set and direction (reals called fake, fakes called real)
 ID_COLUMNS = ("dataset", "display_name", "in_paper", "arm", "perturbation", "length")
@@ -308,6 +314,11 @@ def eval_report(
     table = results_table(rows, means)
     set_rows = [r for r in table if not is_mean_row(r)]
     intro = paragraphs(describe_run(meta))
+    # results.md's warnings (calibration too small, sets whose reals it does not fit), as banners
+    intro += "".join(
+        f'<p class="warning">Warning: {inline(note)}</p>'
+        for note in calibration_notes(rows, meta).values()
+    )
     table_part = Section(
         "Results table",
         table_html(table, RESULTS_COLUMNS, link_sets=True) + paragraphs(means.note()),
