@@ -51,7 +51,8 @@ from ..eval.conformal import (
     levels_text,
     reals_needed,
 )
-from ..features.cache import cached_extract, feature_cache
+from ..features.cache import feature_cache
+from ..features.cached_extract import cached_extract
 from ..features.loader import Loader
 from ..flow.model import score_features
 from ..settings.config import CalibrateSettings, TrainSettings, train_settings

@@ -40,7 +40,8 @@ from ..eval.means import check_set_names, summarize
 from ..eval.metrics import dataset_metrics, ours_metrics
 from ..eval.report import skipped_text, write_results
 from ..eval.transfer import transfer_metrics
-from ..features.cache import FeatureCache, cached_extract, feature_cache
+from ..features.cache import FeatureCache, feature_cache
+from ..features.cached_extract import cached_extract
 from ..features.extract import FeatureSet
 from ..features.loader import Loader
 from ..flow.model import score_features

@@ -43,7 +43,8 @@ from ..errors import ClipflowError, DataError, TrainingDivergedError
 from ..eval.checks import training_warnings
 from ..eval.metrics import calibrate_threshold
 from ..eval.report import plot_loss, skipped_text, tensorboard_writer, write_history
-from ..features.cache import FeatureCache, cached_extract, feature_cache, file_key
+from ..features.cache import FeatureCache, feature_cache, file_key
+from ..features.cached_extract import cached_extract
 from ..features.extract import FeatureSet
 from ..features.loader import Loader
 from ..features.recon import recon_cache, recon_variant, reconstruct_files
