@@ -39,12 +39,8 @@ from PIL import Image, ImageOps
 from .backbones.backbone import Backbone, BackboneProtocol
 from .backbones.preprocess import build_transform
 from .backbones.protocol import ExtractorBackbone
-from .checkpoints.checkpoint import (
-    Checkpoint,
-    checkpoint_backbone,
-    load_checkpoint,
-    require_feature_dim,
-)
+from .checkpoints.backbone_match import checkpoint_backbone, require_feature_dim
+from .checkpoints.checkpoint import Checkpoint, load_checkpoint
 from .core.fileio import atomic_write_text, display_path, unwritable_reason
 from .core.machine import resolve_device
 from .data.imageio import DEFAULT_MAX_PIXELS, load_image, scan_images

@@ -25,7 +25,8 @@ from fixtures_images import make_hostile_files, write_image
 from PIL import Image
 
 import clipflow.data.imageio
-from clipflow.checkpoints.checkpoint import load_checkpoint, save_checkpoint
+from clipflow.checkpoints.checkpoint import load_checkpoint
+from clipflow.checkpoints.save import save_checkpoint
 from clipflow.cli import detect as detect_cli
 from clipflow.core.fileio import file_sha256
 from clipflow.detect import Detector

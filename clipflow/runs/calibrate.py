@@ -30,14 +30,9 @@ from pathlib import Path
 import torch
 
 from ..backbones.preprocess import build_transform
-from ..checkpoints.checkpoint import (
-    META_NAME,
-    WEIGHTS_NAME,
-    Checkpoint,
-    checkpoint_backbone,
-    load_checkpoint,
-    save_checkpoint,
-)
+from ..checkpoints.backbone_match import checkpoint_backbone
+from ..checkpoints.checkpoint import META_NAME, WEIGHTS_NAME, Checkpoint, load_checkpoint
+from ..checkpoints.save import save_checkpoint
 from ..core.fileio import path_key_bytes, to_jsonable
 from ..core.machine import resolve_device
 from ..core.versions import package_versions

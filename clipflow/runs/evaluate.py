@@ -23,12 +23,8 @@ from ..backbones.backbone import (
 )
 from ..backbones.preprocess import build_transform
 from ..backbones.protocol import BackboneProtocol, ExtractorBackbone
-from ..checkpoints.checkpoint import (
-    Checkpoint,
-    checkpoint_backbone,
-    eval_backbone_config,
-    load_checkpoint,
-)
+from ..checkpoints.backbone_match import checkpoint_backbone, eval_backbone_config
+from ..checkpoints.checkpoint import Checkpoint, load_checkpoint
 from ..core.fileio import atomic_write_text, display_path
 from ..core.machine import resolve_device
 from ..core.versions import package_versions

@@ -29,9 +29,7 @@ from ..backbones.backbone import (
 )
 from ..backbones.preprocess import build_transform
 from ..backbones.protocol import BackboneProtocol, ExtractorBackbone
-from ..checkpoints.checkpoint import (
-    save_checkpoint,
-)
+from ..checkpoints.save import save_checkpoint
 from ..core.fileio import atomic_write_text, to_jsonable
 from ..core.machine import resolve_device
 from ..core.versions import package_versions
