@@ -36,7 +36,7 @@ from ..checkpoints.save import save_checkpoint
 from ..core.fileio import path_key_bytes, to_jsonable
 from ..core.machine import resolve_device
 from ..core.versions import package_versions
-from ..data.layouts import MIN_IMAGES, TrainSplit, discover_train_images
+from ..data.train_images import MIN_IMAGES, TrainSplit, discover_train_images
 from ..errors import ClipflowError, DataError
 from ..eval.checks import CALIBRATE_REMEDY, calibration_warnings, report
 from ..eval.conformal import (

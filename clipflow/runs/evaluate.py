@@ -29,7 +29,8 @@ from ..core.fileio import atomic_write_text, display_path
 from ..core.machine import resolve_device
 from ..core.versions import package_versions
 from ..data.benchmarks import find_benchmark
-from ..data.layouts import TestSet, listing_skips, univfd_sample
+from ..data.layouts import TestSet, listing_skips
+from ..data.testsets import univfd_sample
 from ..errors import DataError
 from ..eval.html_report import eval_report, write_report
 from ..eval.means import check_set_names, summarize

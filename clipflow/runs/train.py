@@ -33,10 +33,7 @@ from ..checkpoints.save import save_checkpoint
 from ..core.fileio import atomic_write_text, to_jsonable
 from ..core.machine import resolve_device
 from ..core.versions import package_versions
-from ..data.layouts import (
-    TrainSplit,
-    discover_train_images,
-)
+from ..data.train_images import TrainSplit, discover_train_images
 from ..errors import ClipflowError, DataError, TrainingDivergedError
 from ..eval.checks import training_warnings
 from ..eval.metrics import calibrate_threshold

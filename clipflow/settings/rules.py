@@ -31,7 +31,7 @@ from ..backbones.config import (
     factory_problem,
 )
 from ..data.benchmarks import CHOICES as BENCHMARK_CHOICES
-from ..data.layouts import MIN_IMAGES
+from ..data.train_images import MIN_IMAGES
 from ..flow.config import BLOCKS, LOSSES, MODES
 from ..transforms.config import (
     BANDS,
