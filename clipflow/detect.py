@@ -38,12 +38,8 @@ import torch
 from .backbones.backbone import Backbone, BackboneProtocol
 from .backbones.preprocess import build_transform
 from .backbones.protocol import ExtractorBackbone
-from .checkpoints.checkpoint import (
-    Checkpoint,
-    checkpoint_backbone,
-    load_checkpoint,
-    require_feature_dim,
-)
+from .checkpoints.backbone_match import checkpoint_backbone, require_feature_dim
+from .checkpoints.checkpoint import Checkpoint, load_checkpoint
 from .core.fileio import display_path
 from .core.machine import resolve_device
 from .data.imageio import DEFAULT_MAX_PIXELS

@@ -34,13 +34,8 @@ from clipflow.backbones.backbone import load_backbone
 from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
 from clipflow.data.synthetic import write_images
-from clipflow.features.cache import (
-    DEFAULT_SHARD_SIZE,
-    FeatureCache,
-    _assemble,
-    cached_extract,
-    file_key,
-)
+from clipflow.features.cache import DEFAULT_SHARD_SIZE, FeatureCache, file_key
+from clipflow.features.cached_extract import _assemble, cached_extract
 from clipflow.features.loader import DEFAULT_LOADER
 from clipflow.transforms.variant import IDENTITY
 

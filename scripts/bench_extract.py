@@ -41,7 +41,8 @@ from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
 from clipflow.data.synthetic import natural_image
 from clipflow.eval.metrics import dataset_metrics
-from clipflow.features.cache import FeatureCache, cached_extract
+from clipflow.features.cache import FeatureCache
+from clipflow.features.cached_extract import cached_extract
 from clipflow.features.extract import iter_feature_batches
 from clipflow.features.loader import Loader
 from clipflow.flow.config import FlowConfig, TrainConfig

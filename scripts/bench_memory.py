@@ -75,7 +75,8 @@ def measure(n: int, data: Path, workers: int) -> dict:
     from clipflow.backbones.backbone import load_backbone
     from clipflow.backbones.config import BackboneConfig
     from clipflow.backbones.preprocess import build_transform
-    from clipflow.features.cache import FeatureCache, cached_extract
+    from clipflow.features.cache import FeatureCache
+    from clipflow.features.cached_extract import cached_extract
     from clipflow.features.loader import Loader
     from clipflow.transforms.variant import IDENTITY
 

@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 from clipflow.backbones.backbone import load_backbone
 from clipflow.backbones.config import BackboneConfig
 from clipflow.backbones.preprocess import build_transform
-from clipflow.checkpoints.checkpoint import eval_backbone_config, load_checkpoint
+from clipflow.checkpoints.backbone_match import eval_backbone_config
+from clipflow.checkpoints.checkpoint import load_checkpoint
 from clipflow.checkpoints.schema import validate_meta
 from clipflow.core.machine import auto_compile
 from clipflow.features.cache import FeatureCache

@@ -31,7 +31,8 @@ from clipflow.errors import ClipflowError, DataError
 from clipflow.eval.means import summarize
 from clipflow.runs.check_data import run_check
 from clipflow.runs.evaluate import test_features as extract_test_features
-from clipflow.settings.config import DataConfig, check
+from clipflow.settings.config import DataConfig
+from clipflow.settings.rules import check
 from clipflow.transforms.reencode import Reencode, parse_reencode, reencode_variant
 
 QUIET = ("hydra/job_logging=none", "hydra/hydra_logging=none")

@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import clipflow.features.cache as cache_mod
+import clipflow.features.cached_extract as cached_mod
 import clipflow.runs.extract as extract_job
 from clipflow.backbones.backbone import load_backbone
 from clipflow.backbones.config import BackboneConfig
@@ -26,8 +27,10 @@ from clipflow.backbones.preprocess import build_transform
 from clipflow.cli import extract as extract_cli
 from clipflow.core.fileio import atomic_write_text
 from clipflow.errors import DataError
-from clipflow.features.cache import FeatureCache, cached_extract, feature_cache
+from clipflow.features.cache import FeatureCache, feature_cache
+from clipflow.features.cached_extract import cached_extract
 from clipflow.features.loader import Loader
+from clipflow.features.packs import PACK_FORMAT
 from clipflow.settings.config import train_settings
 from clipflow.transforms.config import ProxyConfig
 from clipflow.transforms.proxy import build_proxy
@@ -101,7 +104,7 @@ def test_interrupted_extraction_resumes_from_complete_shards(setup, monkeypatch)
     bb, paths, proxy, cache = setup
     tf = build_transform(bb)
     reference = cached_extract(bb, paths, tf, [IDENTITY], None)
-    real_stream = cache_mod.iter_feature_batches
+    real_stream = cached_mod.iter_feature_batches
 
     def interrupted_stream(*args, **kwargs):
         for n, batch in enumerate(real_stream(*args, **kwargs)):
@@ -109,10 +112,10 @@ def test_interrupted_extraction_resumes_from_complete_shards(setup, monkeypatch)
                 raise KeyboardInterrupt
             yield batch
 
-    monkeypatch.setattr(cache_mod, "iter_feature_batches", interrupted_stream)
+    monkeypatch.setattr(cached_mod, "iter_feature_batches", interrupted_stream)
     with pytest.raises(KeyboardInterrupt):
         cached_extract(bb, paths, tf, [IDENTITY], cache, loader=Loader(batch_size=1))
-    monkeypatch.setattr(cache_mod, "iter_feature_batches", real_stream)
+    monkeypatch.setattr(cached_mod, "iter_feature_batches", real_stream)
     bb.seen = 0
     resumed = cached_extract(bb, paths, tf, [IDENTITY], cache, loader=Loader(batch_size=1))
     assert bb.seen == 3  # shards 2 and 3 only (2 + 1 images); shard 1 came from disk
@@ -417,7 +420,7 @@ def test_packs_of_the_old_format_are_extracted_again_with_one_warning(setup, cap
     for pack in _packs(cache):
         with safe_open(str(pack), framework="pt") as fh:
             formats.add(fh.metadata()["format"])
-    assert formats == {cache_mod.PACK_FORMAT}  # the old packs are gone
+    assert formats == {PACK_FORMAT}  # the old packs are gone
 
 
 def test_extract_stops_with_an_error_when_the_cache_fills_mid_run(

@@ -9,7 +9,8 @@ import torch
 from fixtures_checkpoints import DELETE, set_field
 from safetensors.torch import load_file, save_file
 
-from clipflow.checkpoints.checkpoint import load_checkpoint, save_checkpoint
+from clipflow.checkpoints.checkpoint import load_checkpoint
+from clipflow.checkpoints.save import save_checkpoint
 from clipflow.checkpoints.schema import FLOW_SCHEMA, MAX_BLOCKS, MAX_FEATURE_DIM
 from clipflow.core.fileio import file_sha256
 from clipflow.detect import Detector

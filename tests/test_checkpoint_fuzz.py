@@ -15,13 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from clipflow.checkpoints.checkpoint import (
-    SPEC_TENSOR,
-    Checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from clipflow.checkpoints.checkpoint import Checkpoint, load_checkpoint
+from clipflow.checkpoints.save import save_checkpoint
 from clipflow.checkpoints.schema import text_problem
+from clipflow.checkpoints.tensors import SPEC_TENSOR
 from clipflow.core.fileio import file_sha256
 from clipflow.errors import CheckpointError
 from clipflow.flow.config import FlowConfig

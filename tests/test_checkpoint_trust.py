@@ -16,13 +16,8 @@ import torch
 from fixtures_checkpoints import DELETE, set_field
 from safetensors.torch import load_file, save_file
 
-from clipflow.checkpoints.checkpoint import (
-    SCORES_TENSOR,
-    SPEC_TENSOR,
-    load_checkpoint,
-    read_meta,
-    save_checkpoint,
-)
+from clipflow.checkpoints.checkpoint import load_checkpoint, read_meta
+from clipflow.checkpoints.save import save_checkpoint
 from clipflow.checkpoints.schema import (
     MAX_DEPTH,
     MAX_HISTORY,
@@ -30,6 +25,7 @@ from clipflow.checkpoints.schema import (
     display_text,
     text_problem,
 )
+from clipflow.checkpoints.tensors import SCORES_TENSOR, SPEC_TENSOR
 from clipflow.core.fileio import atomic_write, file_sha256
 from clipflow.errors import CheckpointError
 from clipflow.flow.config import FlowConfig

@@ -1,4 +1,5 @@
-"""Dataset discovery and sampling (clipflow.data.layouts): layouts, order, errors, seeds."""
+"""Dataset discovery and sampling (clipflow.data.layouts, .testsets, .train_images): layouts,
+order, errors, seeds."""
 
 from __future__ import annotations
 
@@ -20,10 +21,9 @@ from clipflow.data.layouts import (
     PAPER_ORDER,
     SHARED_REAL_POOLS,
     TestSet,
-    discover_test_sets,
-    discover_train_images,
-    univfd_sample,
 )
+from clipflow.data.testsets import discover_test_sets, univfd_sample
+from clipflow.data.train_images import discover_train_images
 from clipflow.errors import DataError
 
 

@@ -211,7 +211,7 @@ def test_train_whose_checkpoint_finds_no_room_is_one_line(
             'message: "No space left on device" })'
         )
 
-    monkeypatch.setattr("clipflow.checkpoints.checkpoint.save_file", full)
+    monkeypatch.setattr("clipflow.checkpoints.save.save_file", full)
     run = tmp_path / "run"
     line = _one_line(*_train(call_main, mini_bench, run)[::2])
     assert str(run / "model.safetensors") in line and "free space on the disk" in line

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from clipflow.checkpoints.checkpoint import load_checkpoint, save_checkpoint
+from clipflow.checkpoints.checkpoint import load_checkpoint
+from clipflow.checkpoints.save import save_checkpoint
 from clipflow.errors import ClipflowError
 from clipflow.flow.config import BLOCKS, FlowConfig
 from clipflow.flow.model import CLIPFlow, build_flow, log_prob_from, score_from

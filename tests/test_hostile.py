@@ -26,7 +26,8 @@ from PIL import Image
 
 import clipflow.data.imageio
 import clipflow.features.image_input
-from clipflow.checkpoints.checkpoint import load_checkpoint, save_checkpoint
+from clipflow.checkpoints.checkpoint import load_checkpoint
+from clipflow.checkpoints.save import save_checkpoint
 from clipflow.cli import detect as detect_cli
 from clipflow.core.fileio import file_sha256
 from clipflow.detect import Detector
@@ -464,7 +465,7 @@ EXPECTED_SKIPS = {
 
 
 def test_symlinks_never_count_an_image_twice_or_under_the_other_label(tmp_path: Path):
-    from clipflow.data.layouts import discover_test_sets
+    from clipflow.data.testsets import discover_test_sets
 
     [ts] = discover_test_sets(_hostile_tree(tmp_path))
     assert sorted(p.name for p in ts.real) == ["r0.png", "r1.png"]
@@ -490,7 +491,7 @@ def test_eval_records_every_left_out_entry_in_skipped_txt(trained_run: Path, tmp
 
 
 def test_training_walk_refuses_loops_and_links_into_fakes(tmp_path: Path):
-    from clipflow.data.layouts import discover_train_images
+    from clipflow.data.train_images import discover_train_images
 
     real = tmp_path / "train" / "cls" / "0_real"
     for i in range(4):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from fixtures_images import make_cnnspot_tree, make_full_benchmark
 
-from clipflow.checkpoints.checkpoint import save_checkpoint
+from clipflow.checkpoints.save import save_checkpoint
 from clipflow.core.fileio import file_sha256
 from clipflow.errors import CheckpointError, ClipflowError, DataError
 from clipflow.eval.means import PAPER_SETS

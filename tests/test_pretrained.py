@@ -15,9 +15,10 @@ import torch
 from huggingface_hub import ModelCard
 
 from clipflow.checkpoints.card_data import base_model_id, training_datasets
-from clipflow.checkpoints.checkpoint import load_checkpoint, save_checkpoint
+from clipflow.checkpoints.checkpoint import load_checkpoint
 from clipflow.checkpoints.pretrained import published_meta, save_published
 from clipflow.checkpoints.push import model_card
+from clipflow.checkpoints.save import save_checkpoint
 from clipflow.cli import push as push_cli
 from clipflow.data.synthetic import write_images
 from clipflow.detect import Detector

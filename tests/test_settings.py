@@ -1,5 +1,5 @@
-"""The settings layer (clipflow.settings.config): every value typed and range-checked before
-any work.
+"""The settings layer (clipflow.settings.config and .rules): every value typed and
+range-checked before any work.
 
 Bad values are composed with Hydra exactly as the CLIs see them and must raise a
 ClipflowError naming the key; the Hydra entry points turn Hydra's own errors and an unusable
@@ -241,7 +241,7 @@ def test_good_values_are_typed_and_kept():
 
 
 def test_the_new_ranges_keep_their_edges():
-    """The ends of each range stated in clipflow/settings/config.py pass."""
+    """The ends of each range stated in clipflow/settings/rules.py pass."""
     s = train_settings(
         composed(
             "train",
@@ -263,7 +263,7 @@ def test_the_new_ranges_keep_their_edges():
 
 
 def test_the_training_seed_cap_is_the_checkpoints():
-    from clipflow.settings.config import MAX_TRAIN_SEED
+    from clipflow.settings.rules import MAX_TRAIN_SEED
 
     assert MAX_TRAIN_SEED == MAX_PERM_SEED  # a run's seed is always one its checkpoint may hold
 

@@ -5,7 +5,7 @@ path** in it (a training folder, a weights file, the photos of clipflow-calibrat
 cache folder: any string that starts with ``/``, ``~``, ``C:\\`` or ``\\\\``) written as
 ``<local>/LAST_PART``. The field keeps its meaning (which folder or file, by name) without
 publishing the trainer's home folder or user name; relative paths and everything else are
-kept as recorded. The files are written by :func:`~clipflow.checkpoints.checkpoint.save_checkpoint`
+kept as recorded. The files are written by :func:`~clipflow.checkpoints.save.save_checkpoint`
 itself (the one writer of checkpoints), so the weights are byte-identical to the source's
 and keep its sha256, unless a redacted path is in the hashed spec (clipflow-calibrate's
 ``calibration.root``): then only the spec tensor differs, every score stays the same, and
@@ -27,7 +27,8 @@ from ..core.fileio import display_path
 from ..core.versions import __version__
 from ..errors import ClipflowError
 from .card_data import folder_name
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint
+from .save import save_checkpoint
 from .schema import WEIGHTS_NAME
 
 LOCAL = "<local>"

@@ -5,8 +5,8 @@ anything is allocated (caps protect memory from a hostile or mistyped file); the
 field is one CheckpointError naming it. Every string in it, keys included, must be one that
 a terminal shows as text (:func:`text_problem`): the checkpoint's strings are shown to users
 (error lines, ``clipflow-push dry_run=true``'s model card). Kept apart from
-:mod:`clipflow.checkpoints.checkpoint`, which saves and loads the files (hashes, tensors,
-the ``spec`` check).
+:mod:`clipflow.checkpoints.checkpoint` and :mod:`~clipflow.checkpoints.save`, which load and
+save the files (hashes), and :mod:`~clipflow.checkpoints.tensors` (tensors, the ``spec`` check).
 """
 
 from __future__ import annotations

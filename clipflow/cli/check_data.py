@@ -34,8 +34,8 @@ _KEYS = {  # argument -> CheckRequest field
 def parse_request(argv: Iterable[str]) -> CheckRequest:
     """``data.test_root=DIR extra_roots=[DIR,...] strict=true ...`` -> a request."""
     from ..runs.check_data import CheckRequest
-    from ..settings.config import check
     from ..settings.overrides import as_list, parse_overrides
+    from ..settings.rules import check
 
     req = CheckRequest()
     for o in parse_overrides(argv):

@@ -26,8 +26,8 @@ KEYS = ("ckpt", "repo", "results", "private", "dry_run", "out", "space")
 def push(argv: list[str]) -> None:
     from ..checkpoints.hub import parse_hub_ref
     from ..checkpoints.push import describe_plan, plan_push, push_checkpoint
-    from ..settings.config import check
     from ..settings.overrides import parse_keys
+    from ..settings.rules import check
 
     args = parse_keys(argv, KEYS)
     results = str(args["results"]) if args.get("results") else None

@@ -60,8 +60,8 @@ def parse_request(argv: Iterable[str]) -> Request:
     from ..paper.experiment_configs import list_experiments, merge_overrides
     from ..paper.reproduce import Request
     from ..paper.spec import RunOptions
-    from ..settings.config import check
     from ..settings.overrides import as_list, parse_overrides
+    from ..settings.rules import check
 
     own: dict[str, object] = {}
     rest: list[str] = []

@@ -44,11 +44,12 @@ from .finders import (
     find_wildrf,
 )
 from .imageio import list_subdirs
-from .layouts import NoTestSetError, TestSet, discover_test_sets
+from .layouts import TestSet
+from .testsets import NoTestSetError, discover_test_sets
 
 log = logging.getLogger(__name__)
 
-UNIVFD = "univfd"  # the benchmark name of every set found by clipflow.data.layouts's discovery
+UNIVFD = "univfd"  # the benchmark name of every set found by clipflow.data.testsets's discovery
 DOCS = "docs/datasets.md"
 
 
@@ -121,7 +122,7 @@ class Layout:
         protocol: what a set of it compares, recorded on every set found.
         find: ``find(root, explicit)`` -> the sets under root (``explicit``: the user named
             this benchmark, so a generic folder name is accepted); None for CNNSpot/UnivFD,
-            found by :func:`clipflow.data.layouts.discover_test_sets`.
+            found by :func:`clipflow.data.testsets.discover_test_sets`.
         expects: where its folders are expected under ``data.test_root`` (``[x/]``: the
             level may be the root itself), for the error that says what was tried.
         home: the folder clipflow-download-data and docs/datasets.md unpack it into.

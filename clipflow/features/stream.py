@@ -33,7 +33,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .cache import FeatureCache, read_rows
+from .cache import FeatureCache
+from .packs import read_rows
 
 log = logging.getLogger(__name__)
 

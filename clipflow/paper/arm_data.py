@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.layouts import discover_test_sets, discover_train_images
+from ..data.testsets import discover_test_sets
+from ..data.train_images import discover_train_images
 from ..errors import DataError
 from ..features.cache import feature_cache
 from ..runs.evaluate import select_test_sets, test_features

@@ -32,12 +32,9 @@ import numpy as np
 
 from ..backbones.backbone import load_backbone
 from ..backbones.config import BackboneConfig
-from ..checkpoints.checkpoint import (
-    eval_backbone_config,
-    load_checkpoint,
-    require_feature_dim,
-    save_checkpoint,
-)
+from ..checkpoints.backbone_match import eval_backbone_config, require_feature_dim
+from ..checkpoints.checkpoint import load_checkpoint
+from ..checkpoints.save import save_checkpoint
 from ..core.fileio import atomic_write_text, to_jsonable
 from ..core.machine import resolve_device
 from ..errors import ClipflowError, DataError, TrainingDivergedError

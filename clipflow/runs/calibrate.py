@@ -30,18 +30,13 @@ from pathlib import Path
 import torch
 
 from ..backbones.preprocess import build_transform
-from ..checkpoints.checkpoint import (
-    META_NAME,
-    WEIGHTS_NAME,
-    Checkpoint,
-    checkpoint_backbone,
-    load_checkpoint,
-    save_checkpoint,
-)
+from ..checkpoints.backbone_match import checkpoint_backbone
+from ..checkpoints.checkpoint import META_NAME, WEIGHTS_NAME, Checkpoint, load_checkpoint
+from ..checkpoints.save import save_checkpoint
 from ..core.fileio import path_key_bytes, to_jsonable
 from ..core.machine import resolve_device
 from ..core.versions import package_versions
-from ..data.layouts import MIN_IMAGES, TrainSplit, discover_train_images
+from ..data.train_images import MIN_IMAGES, TrainSplit, discover_train_images
 from ..errors import ClipflowError, DataError
 from ..eval.checks import CALIBRATE_REMEDY, calibration_warnings, report
 from ..eval.conformal import (
@@ -51,7 +46,8 @@ from ..eval.conformal import (
     levels_text,
     reals_needed,
 )
-from ..features.cache import cached_extract, feature_cache
+from ..features.cache import feature_cache
+from ..features.cached_extract import cached_extract
 from ..features.loader import Loader
 from ..flow.model import score_features
 from ..settings.config import CalibrateSettings, TrainSettings, train_settings

@@ -23,24 +23,22 @@ from ..backbones.backbone import (
 )
 from ..backbones.preprocess import build_transform
 from ..backbones.protocol import BackboneProtocol, ExtractorBackbone
-from ..checkpoints.checkpoint import (
-    Checkpoint,
-    checkpoint_backbone,
-    eval_backbone_config,
-    load_checkpoint,
-)
+from ..checkpoints.backbone_match import checkpoint_backbone, eval_backbone_config
+from ..checkpoints.checkpoint import Checkpoint, load_checkpoint
 from ..core.fileio import atomic_write_text, display_path
 from ..core.machine import resolve_device
 from ..core.versions import package_versions
 from ..data.benchmarks import find_benchmark
-from ..data.layouts import TestSet, listing_skips, univfd_sample
+from ..data.layouts import TestSet, listing_skips
+from ..data.testsets import univfd_sample
 from ..errors import DataError
 from ..eval.html_report import eval_report, write_report
 from ..eval.means import check_set_names, summarize
 from ..eval.metrics import dataset_metrics, ours_metrics
 from ..eval.report import skipped_text, write_results
 from ..eval.transfer import transfer_metrics
-from ..features.cache import FeatureCache, cached_extract, feature_cache
+from ..features.cache import FeatureCache, feature_cache
+from ..features.cached_extract import cached_extract
 from ..features.extract import FeatureSet
 from ..features.loader import Loader
 from ..flow.model import score_features

@@ -14,7 +14,8 @@ from ..core import distributed
 from ..core.fileio import atomic_write_text, no_room_errno, no_room_error
 from ..core.machine import resolve_device
 from ..data.benchmarks import discover_benchmark_sets
-from ..data.layouts import discover_train_images, listing_skips
+from ..data.layouts import listing_skips
+from ..data.train_images import discover_train_images
 from ..errors import ClipflowError, DataError
 from ..features.cache import FeatureCache, feature_cache
 from ..settings.config import TrainSettings

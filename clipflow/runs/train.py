@@ -27,11 +27,11 @@ from ..backbones.backbone import (
     speed_line,
 )
 from ..backbones.protocol import BackboneProtocol, ExtractorBackbone
-from ..checkpoints.checkpoint import save_checkpoint
+from ..checkpoints.save import save_checkpoint
 from ..core.fileio import atomic_write_text, to_jsonable
 from ..core.machine import resolve_device
 from ..core.versions import package_versions
-from ..data.layouts import TrainSplit, discover_train_images
+from ..data.train_images import TrainSplit, discover_train_images
 from ..errors import ClipflowError, DataError
 from ..eval.checks import training_warnings
 from ..eval.report import plot_loss, skipped_text, tensorboard_writer, write_history

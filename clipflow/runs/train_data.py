@@ -22,9 +22,10 @@ import torch
 from ..backbones.autoencoder import load_autoencoder
 from ..backbones.preprocess import build_transform
 from ..backbones.protocol import BackboneProtocol
-from ..data.layouts import discover_train_images
+from ..data.train_images import discover_train_images
 from ..errors import ClipflowError, DataError
-from ..features.cache import FeatureCache, cached_extract, file_key
+from ..features.cache import FeatureCache, file_key
+from ..features.cached_extract import cached_extract
 from ..features.extract import FeatureSet
 from ..features.loader import Loader
 from ..features.recon import recon_cache, recon_variant, reconstruct_files

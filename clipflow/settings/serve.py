@@ -1,7 +1,7 @@
 """Typed values of configs/serve.yaml (clipflow-serve), checked like every other command's.
 
-Kept apart from :mod:`clipflow.settings.config` (which holds the shared rules and helpers) so
-that module stays one screenful per command.
+Kept apart from :mod:`clipflow.settings.config` so that module stays one screenful per
+command; the rules and checks are in :mod:`clipflow.settings.rules`.
 """
 
 from __future__ import annotations
@@ -10,15 +10,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .auto import resolve_detect_auto
-from .config import (
-    DetectSettings,
-    _backbone_overrides,
-    _check_backbone_name,
-    _hints,
-    _top_level,
-    _typed_fields,
-    check,
-)
+from .config import DetectSettings, backbone_overrides
+from .rules import check, check_backbone_name, field_hints, top_level, typed_fields
 
 
 @dataclass
@@ -54,16 +47,16 @@ _RULE_KEY |= {"batch_size": "detect.batch_size"}
 
 def serve_settings(cfg: dict) -> ServeSettings:
     """clipflow-serve: checkpoint, address, decision level, caps, backbone overrides."""
-    cfg = _top_level(cfg, {f.name for f in fields(ServeSettings)})
-    hints = _hints(ServeSettings)
+    cfg = top_level(cfg, {f.name for f in fields(ServeSettings)})
+    hints = field_hints(ServeSettings)
     values: dict[str, Any] = {
         name: check(name, cfg[name], hints[name], _RULE_KEY.get(name, f"serve.{name}"))
         for name in (*_PLAIN, *_PLAIN_MORE)
         if name in cfg and not (name in ("ckpt", "keep") and cfg[name] is None)
     }
-    data = ServeData(**_typed_fields(ServeData, cfg.get("data"), "data"))
-    settings = ServeSettings(**values, data=data, backbone=_backbone_overrides(cfg.get("backbone")))
-    _check_backbone_name(settings.backbone.get("name"))
+    data = ServeData(**typed_fields(ServeData, cfg.get("data"), "data"))
+    settings = ServeSettings(**values, data=data, backbone=backbone_overrides(cfg.get("backbone")))
+    check_backbone_name(settings.backbone.get("name"))
     # the backbone overrides may say auto, as detect's do (workers: none, uploads are few)
     probe = DetectSettings(device=settings.device, num_workers=0, backbone=settings.backbone)
     settings.backbone = resolve_detect_auto(probe).backbone
