@@ -233,6 +233,9 @@ def test_card_names_the_outputs_as_they_are_and_no_local_path(trained_run: Path)
     assert train_root.is_absolute() and str(train_root) not in card
     assert f"`{train_root.name}` (natural images)" in card
     assert str(trained_run.parent) not in card  # no other local path either
+    # what training found too small is said on the card too (this short run: steps, reals)
+    warnings = json.loads((trained_run / "model.json").read_text())["warnings"]
+    assert warnings and all(f"- Recorded when it was made: {w}" in card for w in warnings.values())
 
 
 @pytest.mark.parametrize(

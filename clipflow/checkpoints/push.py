@@ -212,6 +212,10 @@ def _card_limitations(meta: dict) -> str:
             "- **Random-weight backbone: this checkpoint only shows that the pipeline runs; "
             "it detects nothing.**",
         )
+    # what training or clipflow-calibrate found too small or not usable (model.json warnings)
+    lines += [
+        f"- Recorded when it was made: {text}" for text in (meta.get("warnings") or {}).values()
+    ]
     return "\n".join(lines)
 
 
