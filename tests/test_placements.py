@@ -236,3 +236,29 @@ def test_eval_lists_a_platform_without_fakes_in_skipped_txt(
     assert (meta["n_skipped"], meta["n_left_out"]) == (1, 1)
     md = (out / "results.md").read_text()
     assert "1 part(s) of a benchmark tree missing" in md and "unreadable" not in md
+
+
+def test_extract_records_the_missing_parts_it_left_out(tmp_path: Path):
+    """clipflow-extract on the same incomplete WildRF tree: extract.json names the part."""
+    from clipflow.runs.extract import run_extract
+    from clipflow.settings.config import train_settings
+
+    home = tmp_path / HOME
+    INCOMPLETE["wildrf-platform-without-1_fake"][0](home)
+    s = train_settings(
+        {
+            "device": "cpu",
+            "backbone": {"name": "tiny", "pretrained": None},
+            "data": {
+                "test_root": str(home),
+                "num_workers": 0,
+                "cache_dir": str(tmp_path / "cache"),
+            },
+        }
+    )
+    summary = run_extract(s, ["test"], tmp_path / "x")
+    assert {"wildrf/reddit", "wildrf/twitter"} <= set(summary["test"]["sets"])
+    [(path, why)] = summary["test"]["left_out"]
+    assert path == str(home / "WildRF/test/facebook/1_fake") and "is missing" in why
+    saved = json.loads((tmp_path / "x" / "extract.json").read_text())
+    assert saved["test"]["left_out"] == [[path, why]]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from ..backbones.backbone import as_backbone, compile_status, load_backbone
 from ..core import distributed
-from ..core.fileio import atomic_write_text, no_room_errno, no_room_error
+from ..core.fileio import atomic_write_text, display_path, no_room_errno, no_room_error
 from ..core.machine import resolve_device
-from ..data.benchmarks import discover_benchmark_sets
+from ..data.benchmarks import find_benchmark
 from ..data.layouts import listing_skips
 from ..data.train_images import discover_train_images
 from ..errors import ClipflowError, DataError
@@ -84,12 +84,15 @@ def _extract_stages(
         )
         summary["val"] = {"n_images": len(val.paths), "n_skipped": len(val.skipped)}
     if "test" in stages and s.data.test_root:
-        sets = discover_benchmark_sets(Path(s.data.test_root), s.data.benchmark)
+        found = find_benchmark(Path(s.data.test_root), s.data.benchmark)
+        sets = found.sets
         fs = test_features(backbone, sets, s.data, cache, device, s.seed)
         summary["test"] = {
             "n_images": len(fs.paths),
             "n_skipped": len(listing_skips(sets)) + len(fs.skipped),
             "sets": [t.name for t in sets],
+            # parts of a benchmark tree missing (as eval's n_left_out), each with its reason
+            "left_out": [[display_path(p), why] for p, why in found.skipped],
         }
 
 
