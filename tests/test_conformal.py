@@ -268,6 +268,10 @@ def test_calibrate_refit_calibrates_on_held_out_photos(
     assert len(ckpt.val_real_scores) == record["n"] == ckpt.meta["validation"]["n_images"]
     assert ckpt.meta["train"]["n_images"] == record["n_fit"]  # fit and calibration disjoint
     assert len(ckpt.meta["history"]) >= 1
+    # 12 calibration reals are too few for fpr=0.05: the advice is calibrate's, not training's
+    size = ckpt.meta["warnings"]["calibration_size"]
+    assert "clipflow-calibrate on more (distinct) real photos" in size
+    assert "training folder" not in size
 
 
 def test_calibrate_names_out_when_its_folder_cannot_be_written(calibrate, tmp_path: Path):

@@ -35,13 +35,15 @@ def training_warnings(
     history: list[dict],
     threshold: float,
     cal_scores: np.ndarray,
+    remedy: str = TRAIN_REMEDY,
 ) -> dict[str, str]:
     """The warnings of a finished training (short run, small calibration, a threshold that
-    flags its own validation reals), logged; returns them for the checkpoint's record."""
+    flags its own validation reals), logged; returns them for the checkpoint's record.
+    ``remedy``: how to get more calibration reals (clipflow-calibrate refit says its own)."""
     return report(
         {
             "short_training": short_training_warning(n_train, train, history),
-            **calibration_warnings(cal_scores, threshold, TRAIN_REMEDY),
+            **calibration_warnings(cal_scores, threshold, remedy),
         }
     )
 

@@ -191,7 +191,7 @@ def _refit(s: CalibrateSettings, ckpt: Checkpoint, backbone, split, device):
     log.info(
         "refitting on %d photos; %d held out for calibration", len(split.train), len(split.val)
     )
-    head = train_head(ts, backbone, split, feature_cache(s.data), device)
+    head = train_head(ts, backbone, split, feature_cache(s.data), device, remedy=CALIBRATE_REMEDY)
     train = {
         **ckpt.meta.get("train", {"mode": ts.train.mode}),
         "n_images": len(head.train_paths),

@@ -33,7 +33,7 @@ from ..core.machine import resolve_device
 from ..core.versions import package_versions
 from ..data.train_images import TrainSplit, discover_train_images
 from ..errors import ClipflowError, DataError
-from ..eval.checks import training_warnings
+from ..eval.checks import TRAIN_REMEDY, training_warnings
 from ..eval.report import plot_loss, skipped_text, tensorboard_writer, write_history
 from ..features.cache import FeatureCache, feature_cache
 from ..flow.fit import fit
@@ -83,10 +83,12 @@ def train_head(
     cache: FeatureCache | None,
     device: Device,
     on_epoch: OnEpoch | None = None,
+    remedy: str = TRAIN_REMEDY,
 ) -> TrainedHead:
     """Features (cached) -> fit -> threshold on the validation images: the core of a training
     run. A run that made no optimiser step, or whose scores are unusable, is refused here.
-    ``on_epoch(epoch, model, history)`` is called after every epoch (see :func:`fit`)."""
+    ``on_epoch(epoch, model, history)`` is called after every epoch (see :func:`fit`);
+    ``remedy``: how its small-calibration warning says to get more reals."""
     tf = train_features(s, backbone, split.train, cache, device)
     model = build_model(backbone.feature_dim, s)
     fit_status: dict = {}
@@ -95,7 +97,7 @@ def train_head(
         raise ClipflowError("training ran no epoch (train.epochs must be >= 1); nothing to save")
     val = validation_features(s, backbone, validation_paths(s, split.val), cache, device)
     threshold, val_real, val_info = calibrate(model, val, device, s.data.val_band)
-    notes = training_warnings(s.train, len(tf.paths), history, threshold, val_real.numpy())
+    notes = training_warnings(s.train, len(tf.paths), history, threshold, val_real.numpy(), remedy)
     compiled, graph = compile_status(backbone), fit_status.get("cuda_graph")
     log.info(speed_line(compiled, graph))
     speed = {"compile": compiled, "cuda_graph": graph}
