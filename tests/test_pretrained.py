@@ -89,6 +89,12 @@ def test_push_out_writes_the_same_folder_offline(
     with pytest.raises(SystemExit) as info:
         push_cli.main([f"ckpt={trained_run}", f"out={tmp_path / 'x'}", "dry_run=true"])
     assert info.value.code == 2 and "out=DIR only writes" in capsys.readouterr().err
+    # an out= that cannot be a folder (a file in the way): one line naming out=, not a traceback
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SystemExit) as info:
+        push_cli.main([f"ckpt={trained_run}", f"out={tmp_path / 'a_file' / 'sub'}"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "set out=DIR" in err and len(err.strip().splitlines()) == 1
 
 
 def test_push_to_hub_uploads_what_save_pretrained_writes(

@@ -16,6 +16,7 @@ Log in first: `hf auth login` or HF_TOKEN.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from ..errors import ClipflowError
 from .common import plain_main
@@ -79,6 +80,7 @@ def export(args: dict, results: str | None) -> None:
     from ..checkpoints.checkpoint import load_checkpoint
     from ..checkpoints.push import save_pretrained
     from ..core.fileio import display_path
+    from .common import check_writable_dir
 
     if not args.get("ckpt"):
         raise ClipflowError("pass ckpt=RUN_DIR with out=DIR (see clipflow-push --help)")
@@ -86,7 +88,9 @@ def export(args: dict, results: str | None) -> None:
         if args.get(key) is not None:
             raise ClipflowError(f"{key}= is for uploads; out=DIR only writes a local folder")
     repo = str(args["repo"]) if args.get("repo") else None
-    folder = save_pretrained(load_checkpoint(str(args["ckpt"])), str(args["out"]), repo, results)
+    ckpt = load_checkpoint(str(args["ckpt"]))
+    check_writable_dir(Path(str(args["out"])).expanduser(), "out")  # before the files are made
+    folder = save_pretrained(ckpt, str(args["out"]), repo, results)
     print(f"saved:   {display_path(folder)} (model.safetensors, model.json, README.md)")
     print(f"use it:  clipflow-detect ckpt={display_path(folder)} inputs=[...]")
     print(f"publish: clipflow-push ckpt={display_path(folder)} repo={repo or 'OWNER/NAME'}")
