@@ -29,3 +29,18 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path):
     with pytest.raises(OSError):
         atomic_write(target, half_then_crash)
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["w.bin"]
+
+
+def test_folder_write_problem_tries_instead_of_reading_permissions(tmp_path):
+    """A file in the way, and (where /proc exists) a folder root's permissions call writable
+    but the kernel refuses: both found by trying; a usable folder is made and left empty."""
+    from clipflow.core.fileio import folder_write_problem, unwritable_reason
+
+    (tmp_path / "a_file").write_text("x")
+    assert folder_write_problem(tmp_path / "a_file" / "sub") is not None
+    assert folder_write_problem(tmp_path / "new" / "deep") is None
+    assert list((tmp_path / "new" / "deep").iterdir()) == []  # the probe file is gone
+    if os.path.isdir("/proc/self") and os.geteuid() == 0:
+        # root may write everywhere by permissions, /proc still refuses a new folder
+        assert unwritable_reason(Path("/proc/clipflow-probe/x")) is None
+        assert folder_write_problem(Path("/proc/clipflow-probe")) is not None

@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,15 +192,13 @@ def run_dir(key: str = RUN_DIR_KEY) -> Path:
 
 def check_writable_dir(path: Path, key: str = RUN_DIR_KEY) -> Path:
     """``path`` as a folder we can write into (created if missing), or a one-line error."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as err:
+    from ..core.fileio import folder_write_problem
+
+    why = folder_write_problem(path)
+    if why:
         raise ClipflowError(
-            f"cannot write the run dir {path}: {err.strerror or err}; "
-            f"set {key}=DIR to a writable folder"
-        ) from None
+            f"cannot write the run dir {path}: {why}; set {key}=DIR to a writable folder"
+        )
     return path
 
 

@@ -319,6 +319,20 @@ def unwritable_reason(path: Path) -> str | None:
     return None
 
 
+def folder_write_problem(folder: Path) -> str | None:
+    """Why nothing can be written into ``folder`` (None if it can), found by trying: the
+    folder is made if missing and a temporary file is created in it and removed. Unlike
+    :func:`unwritable_reason` it also catches what permissions do not show (root in /proc,
+    a read-only mount)."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
 def to_jsonable(value):
     """Dataclass / dict / list -> JSON-safe values: tuples become lists, anything else str.
 

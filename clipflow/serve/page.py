@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.fileio import unwritable_reason
+from ..core.fileio import folder_write_problem
 from ..data.imageio import max_pixels_of
 from ..detect import Detector
 from ..errors import ClipflowError
@@ -61,7 +61,7 @@ def detector_for(s: ServeSettings) -> Detector:
         raise ClipflowError(
             "no checkpoint given — pass ckpt=PATH (model.safetensors or its run folder)"
         )
-    why = unwritable_reason(Path(s.keep).expanduser() / "upload.png") if s.keep else None
+    why = folder_write_problem(Path(s.keep).expanduser()) if s.keep else None
     if why:  # said now, not after someone's upload
         raise ClipflowError(f"cannot keep uploads in keep={s.keep}: {why}; choose another keep=")
     ckpt = load_checkpoint(s.ckpt)
