@@ -31,7 +31,7 @@ from clipflow.backbones.preprocess import build_transform
 from clipflow.checkpoints.checkpoint import load_checkpoint
 from clipflow.cli.reproduce import parse_request
 from clipflow.errors import BackboneError, CheckpointError, ClipflowError
-from clipflow.features.cache import CACHE_VERSION, FeatureCache, _hash
+from clipflow.features.cache import CACHE_VERSION, FeatureCache, setting_hash
 from clipflow.paper.experiment_configs import compose_settings, named_experiments
 from clipflow.paper.reproduce import run_reproduce
 from clipflow.runs.evaluate import run_eval
@@ -167,7 +167,7 @@ def test_cache_keys_differ_across_backbones_and_layers(tmp_path):
     # plain open_clip towers keep the key they always had: existing caches stay valid
     bb = load_backbone(cfgs[0])
     d = bb.describe()
-    old = _hash(
+    old = setting_hash(
         {
             "v": CACHE_VERSION,
             "backbone": [d["name"], d["weights_id"], d["precision"]],

@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from ..errors import BackboneError
-from .weights import _why_no_download
+from .weights import why_no_download
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def _require_hub_files(repo: str, subfolder: str) -> None:
     filename = f"{subfolder}/config.json" if subfolder else "config.json"
     if isinstance(try_to_load_from_cache(repo, filename), str):
         return
-    why = _why_no_download((repo, filename))
+    why = why_no_download((repo, filename))
     if why is None:
         return
     where = f" --include '{subfolder}/*'" if subfolder else ""

@@ -43,7 +43,7 @@ def check_weights_available(cfg: BackboneConfig) -> None:
     source = _hub_source(cfg)
     if source is None or _in_cache(source, cfg.cache_dir):
         return  # an unknown tag is reported by open_clip; a cached file needs no network
-    why = _why_no_download(source)
+    why = why_no_download(source)
     if why is None:
         return
     repo, filename = source
@@ -80,7 +80,7 @@ def _check_timm_weights(cfg: BackboneConfig) -> None:
     repo, files = source
     if timm_family.in_hf_cache(repo, files, cfg.cache_dir):
         return
-    why = _why_no_download((repo, files[0]))
+    why = why_no_download((repo, files[0]))
     if why is not None:
         raise timm_family.offline_error(cfg.name, repo, why)
 
@@ -166,7 +166,7 @@ def _in_cache(source: tuple[str, str], cache_dir: str | None) -> bool:
     )
 
 
-def _why_no_download(source: tuple[str, str]) -> str | None:
+def why_no_download(source: tuple[str, str]) -> str | None:
     """Why a download cannot work right now, or None when it may (then open_clip tries)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return "HF_HUB_OFFLINE is set and the file is not in the Hugging Face cache"

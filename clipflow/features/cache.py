@@ -85,7 +85,7 @@ def file_key(path: str) -> str:
     return hashlib.blake2b(path_key_bytes(path) + ident.encode(), digest_size=16).hexdigest()
 
 
-def _hash(obj) -> str:
+def setting_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -141,7 +141,7 @@ class FeatureCache:
             # other families and block tokens: their own folders; plain open_clip towers keep
             # the keys they always had (their cached features stay valid)
             ident += [bb.get("family"), bb.get("layers"), bb.get("layer_pool")]
-        key = _hash(
+        key = setting_hash(
             {
                 "v": CACHE_VERSION,
                 "backbone": ident,
@@ -237,7 +237,7 @@ class FeatureCache:
         with ``stop_on_write_error`` raise the OSError."""
         if self.read_only:
             return
-        name = f"pack-{_hash([rows, sorted(skipped)])}.safetensors"
+        name = f"pack-{setting_hash([rows, sorted(skipped)])}.safetensors"
         try:
             data = pack_bytes(key, rows, features, skipped)
             atomic_write_bytes(self.root / key / name, data)

@@ -35,7 +35,7 @@ from ..transforms.config import ProxyConfig
 from ..transforms.proxy import build_proxy
 from ..transforms.recon import frequency_blend, reconstruct
 from ..transforms.variant import IDENTITY, Variant, VariantFn
-from .cache import CacheSettings, _hash, default_cache_dir, file_key
+from .cache import CacheSettings, default_cache_dir, file_key, setting_hash
 from .decode import pil_to_uint8_tensor
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class ReconCache:
 
     def folder(self, autoencoder: dict, before: str, max_pixels: int | None) -> Path:
         """The folder of one setting: autoencoder identity × pre-transform × pixel cap."""
-        key = _hash([RECON_VERSION, autoencoder, before, max_pixels])
+        key = setting_hash([RECON_VERSION, autoencoder, before, max_pixels])
         return self.root / f"recon{RECON_VERSION}-{key}"
 
     def read(self, path: Path) -> torch.Tensor | None:
