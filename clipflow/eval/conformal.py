@@ -48,7 +48,7 @@ def check_level(alpha: Any, n: int) -> float:
         raise CalibrationError(
             f"fpr={alpha!r}: the level must be a number in (0, 1), e.g. fpr=0.01"
         )
-    if n < 1 or _max_count(level, n) < 0:
+    if n < 1 or max_count(level, n) < 0:
         raise CalibrationError(
             f"fpr={level:g} needs at least {reals_needed(level)} calibration reals "
             f"(the smallest p-value with n reals is 1/(n+1)); this checkpoint has {n}: "
@@ -70,7 +70,7 @@ def _as_level(alpha: Any) -> float | None:
     return float(alpha)
 
 
-def _max_count(alpha: float, n: int) -> int:
+def max_count(alpha: float, n: int) -> int:
     """k: fake iff #{cal >= s} <= k (that is, (1 + count) / (n + 1) <= alpha)."""
     return math.floor(alpha * (n + 1) + _EPS) - 1
 
@@ -108,11 +108,11 @@ class ConformalCalibration:
         counts = self.count_at_least(scores)
         if (counts < 0).any():
             raise ValueError("a NaN score has no p-value: record it as an error, do not decide it")
-        return counts <= _max_count(level, self.n)
+        return counts <= max_count(level, self.n)
 
     def threshold(self, alpha: float) -> float:
         """The score t with ``p(s) <= alpha  iff  s > t`` (-inf: every score is flagged)."""
-        k = _max_count(check_level(alpha, self.n), self.n)
+        k = max_count(check_level(alpha, self.n), self.n)
         return -math.inf if k >= self.n else float(self.scores[self.n - k - 1])
 
 
@@ -136,7 +136,7 @@ def smallest_level(n: int) -> float | None:
 
 def supported_levels(n: int, levels: tuple[float, ...] = COMMON_LEVELS) -> list[float]:
     """Those of ``levels`` that n calibration scores can reach."""
-    return [a for a in levels if n >= 1 and _max_count(a, n) >= 0]
+    return [a for a in levels if n >= 1 and max_count(a, n) >= 0]
 
 
 def levels_text(n: int) -> str:

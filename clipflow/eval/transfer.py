@@ -8,7 +8,7 @@ would be if they were exchangeable with the n calibration reals.
 The test is one-sided and exact. Given the calibration scores, each exchangeable real is
 flagged with the same probability F (the share of the population above the stored threshold);
 F itself is random over calibration draws, ``Beta(k + 1, n - k)`` with k = the most calibration
-scores allowed at or above a flagged score (conformal.py's ``_max_count``), whose mean
+scores allowed at or above a flagged score (conformal.py's ``max_count``), whose mean
 ``(k + 1) / (n + 1)`` is the guarantee ``<= alpha``. So the count x follows the beta-binomial
 ``BetaBinomial(m, k + 1, n - k)``, and the p-value is its upper tail ``P(X >= x)``. For large n
 this is the binomial ``Binomial(m, alpha)`` tail; for small n it is wider, because a small
@@ -32,8 +32,8 @@ import numpy as np
 from .conformal import (
     CalibrationError,
     ConformalCalibration,
-    _max_count,
     check_level,
+    max_count,
     reals_needed,
     supported_levels,
 )
@@ -73,7 +73,7 @@ def _lgamma(v: np.ndarray) -> np.ndarray:
 def exceedance_p_value(n_flagged: int, n_real: int, alpha: float, n_cal: int) -> float:
     """How likely ``n_flagged`` or more of ``n_real`` exchangeable reals are flagged by
     ``p <= alpha`` against ``n_cal`` calibration reals (the tail of the module's test)."""
-    k = _max_count(check_level(alpha, n_cal), n_cal)
+    k = max_count(check_level(alpha, n_cal), n_cal)
     return beta_binomial_tail(n_flagged, n_real, k + 1, n_cal - k)
 
 
