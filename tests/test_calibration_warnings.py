@@ -23,10 +23,11 @@ from clipflow.eval.checks import training_warnings
 from clipflow.eval.conformal import (
     ConformalCalibration,
     calibration_size_warning,
+    threshold_share,
     threshold_share_warning,
 )
 from clipflow.eval.means import summarize
-from clipflow.eval.report import write_results
+from clipflow.eval.report import console_text, write_results
 from clipflow.eval.transfer import (
     SIGNIFICANCE,
     beta_binomial_tail,
@@ -207,6 +208,31 @@ def test_a_set_unlike_the_calibration_is_flagged_in_table_json_and_footer(tmp_pa
     warnings = json.loads(files["metrics.json"].read_text())["warnings"]
     assert set(warnings) == {"calibration_transfer", "calibration_size"}
     assert transfer_metrics(np.ones(3), np.zeros(3), np.empty(0))["cal_transfer"] is None
+
+
+def test_eval_says_when_the_checkpoint_threshold_flags_its_own_reals(tmp_path: Path):
+    # the demo's case: every calibration real above the threshold, so acc@val says little
+    rng = np.random.default_rng(4)
+    real, fake = [tmp_path / f"r{i}" for i in range(40)], [tmp_path / f"f{i}" for i in range(40)]
+    score_of = {str(p): float(s) for p, s in zip(real + fake, rng.normal(size=80))}
+    cal = rng.normal(size=20)
+    threshold = float(cal.min()) - 1.0
+    rows, score_rows = evaluate_sets([TestSet("s", "S", real, fake)], score_of, threshold, cal)
+    share = threshold_share(cal, threshold)
+    meta = {"threshold": threshold, "backbone": {}, "n_calibration": 20, "threshold_share": share}
+    files = write_results(tmp_path / "out", rows, summarize(rows), meta, score_rows, [])
+    md = files["results.md"].read_text()
+    assert "calls 100.0% of the checkpoint's 20 calibration reals ai-generated" in md
+    warnings = json.loads(files["metrics.json"].read_text())["warnings"]
+    assert "retrain" in warnings["threshold_share"]
+    # the console shows each warning once: the run logged it, so the printed table drops it
+    shown = console_text(md)
+    assert "calibration reals ai-generated" not in shown and "| s | S |" in shown
+    assert shown.count("\n\n\n") == md.count("\n\n\n")  # no blank line left behind
+    # a threshold that flags few of them says nothing
+    meta["threshold_share"] = threshold_share(cal, float(cal.max()))
+    files = write_results(tmp_path / "ok", rows, summarize(rows), meta, score_rows, [])
+    assert "threshold_share" not in json.loads(files["metrics.json"].read_text())["warnings"]
 
 
 def test_reproduce_notes_name_the_sets_an_arm_does_not_transfer_to():

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..flow.config import TrainConfig
 from ..flow.fit import short_training_warning
-from .conformal import calibration_size_warning, threshold_share_warning
+from .conformal import RETRAIN, calibration_size_warning, threshold_share_warning
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,6 @@ TRAIN_REMEDY = (
     "data.val_fraction, or clipflow-calibrate on more real photos like yours"
 )
 CALIBRATE_REMEDY = "for more: clipflow-calibrate on more (distinct) real photos"
-RETRAIN = "or retrain on more images / for more steps"
 
 
 def training_warnings(

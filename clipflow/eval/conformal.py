@@ -168,15 +168,24 @@ def threshold_share(cal_scores: np.ndarray, threshold: float) -> float:
     return float(np.mean(cal > threshold)) if len(cal) else 0.0
 
 
+# What to do about a threshold that flags its own calibration reals, besides deciding by p-value.
+RETRAIN = "or retrain on more images / for more steps"
+
+
 def threshold_share_warning(cal_scores: np.ndarray, threshold: float, remedy: str) -> str | None:
     """A warning when the threshold flags over :data:`THRESHOLD_SHARE_LIMIT` of the calibration
     reals (they are real photos: each one flagged is a false positive)."""
     share = threshold_share(cal_scores, threshold)
+    return share_warning(share, len(cal_scores), threshold, remedy)
+
+
+def share_warning(share: float, n_cal: int, threshold: float, remedy: str) -> str | None:
+    """:func:`threshold_share_warning` from the share itself (what eval records in its meta)."""
     if share <= THRESHOLD_SHARE_LIMIT:
         return None
     return (
         f"the threshold {threshold:.4g} calls {100 * share:.1f}% of the checkpoint's "
-        f"{len(cal_scores)} calibration reals ai-generated (real photos: false positives); "
+        f"{n_cal} calibration reals ai-generated (real photos: false positives); "
         f"decisions at the threshold are not usable: decide by p-value (fpr=0.05) instead, {remedy}"
     )
 

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ..core.fileio import (
     encode_text,
 )
 from ..errors import ClipflowError
+from .conformal import RETRAIN, share_warning
 from .means import Means, in_paper, paper_first
 from .metrics import METRIC_COLUMNS, OURS_COLUMNS
 from .transfer import TRANSFER_COLUMNS, blank_levels_warning, transfer_warning
@@ -40,6 +42,8 @@ RESULTS_COLUMNS = (
     *OURS_COLUMNS,
     *TRANSFER_COLUMNS,
 )
+# How a warning line starts in results.md / robustness.md (console_text drops them).
+WARNING_MARK = "**Warning:** "
 RANDOM_WARNING = (
     "**Random-weight backbone: these numbers show that the pipeline runs, not that it detects "
     "anything.**"
@@ -114,9 +118,11 @@ def describe_run(meta: dict) -> str:
 
 
 def console_text(md: str) -> str:
-    """A results file as a command prints it: without the random-weight banner, which the
-    backbone's own warning has already said on this console (the file keeps it)."""
-    return md.replace("\n\n" + RANDOM_WARNING, "")
+    """A results file as a command prints it: without the random-weight banner and the
+    ``**Warning:**`` lines, which the run has already logged on this console (the file keeps
+    them), so that each is said once."""
+    md = md.replace("\n\n" + RANDOM_WARNING, "")
+    return re.sub(r"\n" + re.escape(WARNING_MARK) + r"[^\n]*\n", "", md)
 
 
 def write_results(
@@ -159,7 +165,7 @@ def write_results(
     warnings = calibration_notes(rows, meta)
     for text in warnings.values() if log_warnings else ():
         log.warning("%s", text)
-    md += "".join(f"\n**Warning:** {text}\n" for text in warnings.values())
+    md += "".join(f"\n{WARNING_MARK}{text}\n" for text in warnings.values())
     md += f"\n{means.note()}\n"
     md += benchmarks_text(rows)
     md += skipped_note(len(skipped), meta.get("n_not_finite", 0), meta.get("n_left_out", 0))
@@ -193,13 +199,19 @@ def results_table(rows: list[dict], means: Means) -> list[dict]:
 
 def calibration_notes(rows: list[dict], meta: dict) -> dict[str, str]:
     """The results' warnings about the calibration (written to results.md and metrics.json):
-    sets whose reals it does not fit, conformal columns it leaves blank."""
+    sets whose reals it does not fit, conformal columns it leaves blank, a checkpoint
+    threshold that calls most of its own calibration reals ai-generated (acc@val then says
+    little)."""
     n_cal = meta.get("n_calibration")
     if n_cal is None:  # no calibration reals known: no conformal columns to speak of
         return {}
+    share = meta.get("threshold_share")  # absent in results written before it was recorded
     found = {
         "calibration_transfer": transfer_warning(rows, n_cal),
         "calibration_size": blank_levels_warning(n_cal),
+        "threshold_share": None
+        if share is None
+        else share_warning(share, n_cal, meta["threshold"], RETRAIN),
     }
     return {k: v for k, v in found.items() if v}
 

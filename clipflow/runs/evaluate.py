@@ -32,6 +32,7 @@ from ..data.benchmarks import find_benchmark
 from ..data.layouts import TestSet, listing_skips
 from ..data.testsets import univfd_sample
 from ..errors import DataError
+from ..eval.conformal import threshold_share
 from ..eval.html_report import eval_report, write_report
 from ..eval.means import check_set_names, summarize
 from ..eval.metrics import dataset_metrics, ours_metrics
@@ -239,6 +240,8 @@ def eval_metadata(ckpt: Checkpoint, backbone, s: EvalSettings) -> dict:
         "reencode": describe_reencode(s.data.reencode),  # None: images scored as stored
         "threshold": ckpt.threshold,
         "n_calibration": len(ckpt.val_real_scores),  # the reals behind the fpr@p columns
+        # share of those reals the threshold calls ai-generated: acc@val's warning (report.py)
+        "threshold_share": threshold_share(ckpt.val_real_scores, ckpt.threshold),
         "checkpoint": str(ckpt.path),
         "checkpoint_sha256": ckpt.sha256,
         "train_mode": ckpt.meta.get("train", {}).get("mode"),

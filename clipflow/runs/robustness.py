@@ -30,6 +30,7 @@ from ..eval.html_report import (
 )
 from ..eval.means import in_paper, paper_first, summarize
 from ..eval.report import (
+    WARNING_MARK,
     calibration_notes,
     describe_run,
     new_figure,
@@ -268,7 +269,7 @@ def summary_markdown(summary: list[dict], meta: dict) -> str:
     )
     text += f"\n{meta['mean_note']}\n" if meta.get("mean_note") else ""
     # the clean images' calibration warnings (each perturbation's are in its results.md)
-    text += "".join(f"\n**Warning:** {w}\n" for w in (meta.get("warnings") or {}).values())
+    text += "".join(f"\n{WARNING_MARK}{w}\n" for w in (meta.get("warnings") or {}).values())
     for metric, title in (
         ("ap", "AP (%)"),
         ("acc@val", "Accuracy at the checkpoint threshold, acc@val (%)"),
