@@ -241,7 +241,7 @@ def eval_metadata(ckpt: Checkpoint, backbone, s: EvalSettings) -> dict:
         "threshold": ckpt.threshold,
         "n_calibration": len(ckpt.val_real_scores),  # the reals behind the fpr@p columns
         # share of those reals the threshold calls ai-generated: acc@val's warning (report.py)
-        "threshold_share": threshold_share(ckpt.val_real_scores, ckpt.threshold),
+        "threshold_share": threshold_share(ckpt.val_real_scores.numpy(), ckpt.threshold),
         "checkpoint": str(ckpt.path),
         "checkpoint_sha256": ckpt.sha256,
         "train_mode": ckpt.meta.get("train", {}).get("mode"),
