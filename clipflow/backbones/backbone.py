@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..core.machine import auto_compile, auto_precision
-from ..errors import BackboneError
+from ..errors import BackboneError, first_line
 from . import open_clip_tower as open_clip_family
 from . import timm_tower as timm_family
 from .config import (
@@ -129,7 +129,7 @@ class Backbone(nn.Module):
         except Exception as err:
             if self._compile_proven:
                 raise  # compiled before: a real error of this batch, not of compilation
-            self._fall_back(_first_line(err))
+            self._fall_back(first_line(err, 160))
             self.compiled, self.visual, self.static_batch = False, self._eager, None
             return self.visual(images)
         self._compile_proven = True
@@ -141,7 +141,7 @@ class Backbone(nn.Module):
         try:
             return torch.compile(visual, dynamic=False)
         except Exception as err:  # e.g. an unsupported Python version
-            self._fall_back(_first_line(err))
+            self._fall_back(first_line(err, 160))
             return None
 
     def _fall_back(self, reason: str) -> None:
@@ -191,11 +191,6 @@ def speed_line(compile: str, cuda_graph: str | None = None) -> str:
     """One log line of the fast path's state, e.g. ``speed: compile=on cuda_graph=captured``."""
     graph = f" cuda_graph={cuda_graph}" if cuda_graph is not None else ""
     return f"speed: compile={compile}{graph}"
-
-
-def _first_line(err: Exception) -> str:
-    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def resolve_backbone_auto(cfg: BackboneConfig, device: str | torch.device) -> BackboneConfig:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..core.fileio import display_path
 from ..core.versions import __version__
-from ..errors import ClipflowError
+from ..errors import ClipflowError, first_line
 from .card_data import folder_name
 from .checkpoint import Checkpoint, load_checkpoint
 from .save import save_checkpoint
@@ -142,9 +142,13 @@ def upload_folder(folder: Path, repo_id: str, private: bool = False, api=None) -
             commit_message=f"clipflow-push: checkpoint {digest[:12]}",
         )
     except Exception as err:  # auth, network, permissions: huggingface_hub's error types
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ClipflowError(
-            f"upload to {repo_id} failed ({type(err).__name__}: {reason}); "
-            "log in with `hf auth login` (or set HF_TOKEN) and check you may write there"
-        ) from None
+        raise upload_error(f"upload to {repo_id}", err) from None
     return str(getattr(info, "commit_url", info))
+
+
+def upload_error(what: str, err: Exception) -> ClipflowError:
+    """One line for a failed Hub upload (``what``: e.g. "upload to OWNER/NAME")."""
+    return ClipflowError(
+        f"{what} failed ({type(err).__name__}: {first_line(err)}); "
+        "log in with `hf auth login` (or set HF_TOKEN) and check you may write there"
+    )

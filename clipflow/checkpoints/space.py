@@ -18,6 +18,7 @@ from pathlib import Path
 from ..core.versions import __version__
 from ..errors import ClipflowError
 from .hub import parse_hub_ref
+from .pretrained import upload_error
 
 APP_NAME, REQUIREMENTS_NAME, SPACE_CARD_NAME = "app.py", "requirements.txt", "README.md"
 # The Gradio the Space runs (Spaces install it from sdk_version); the page is tested with it.
@@ -92,9 +93,5 @@ def push_space(space_id: str, files: dict[str, str], private: bool = False, api=
                 commit_message="clipflow-push: the detector page",
             )
         except Exception as err:  # auth, network, permissions: huggingface_hub's error types
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ClipflowError(
-                f"upload of the Space {space} failed ({type(err).__name__}: {reason}); "
-                "log in with `hf auth login` (or set HF_TOKEN) and check you may write there"
-            ) from None
+            raise upload_error(f"upload of the Space {space}", err) from None
     return f"https://huggingface.co/spaces/{space}"

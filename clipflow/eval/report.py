@@ -150,25 +150,10 @@ def write_results(
         for name in ("results.csv", "results.md", "metrics.json", "scores.csv", "skipped.txt")
     }
     texts = {"results.csv": to_csv(table, RESULTS_COLUMNS)}
-    md = f"# Results\n\n{describe_run(meta)}\n\n{to_markdown(table, RESULTS_COLUMNS)}"
-    md += (
-        "\n`acc@val`: threshold from the checkpoint; "
-        "`acc@oracle`: best threshold on the test labels.\n"
-        "\nOurs, not in the paper: `tpr@fprX%(roc)`: TPR at the threshold where this set's own "
-        "ROC (its test labels) reaches X% FPR; `fpr@pX%` / `tpr@pX%`: the conformal decision "
-        "p <= X% against the checkpoint's calibration reals, its realised FPR on this set's "
-        "reals (guaranteed <= X% only if they are exchangeable with the calibration reals) "
-        "and TPR on its fakes (docs/calibration.md); `cal_transfer`: `no` when this set's reals "
-        "are flagged significantly more often than the level allows (exact test, "
-        "`cal_transfer_p` its p-value): they are not like the calibration reals.\n"
-    )
     warnings = calibration_notes(rows, meta)
     for text in warnings.values() if log_warnings else ():
         log.warning("%s", text)
-    md += "".join(f"\n{WARNING_MARK}{text}\n" for text in warnings.values())
-    md += f"\n{means.note()}\n"
-    md += benchmarks_text(rows)
-    md += skipped_note(len(skipped), meta.get("n_not_finite", 0), meta.get("n_left_out", 0))
+    md = results_markdown(rows, table, means, meta, warnings, len(skipped))
     payload = {
         **meta,
         "datasets": rows,
@@ -186,6 +171,38 @@ def write_results(
     files[paths["results.md"]] = encode_text(md)  # last: the file people open first
     atomic_write_set(files)
     return paths
+
+
+# Under the results table: what the columns mean, the paper's first, then ours.
+COLUMNS_LEGEND = (
+    "\n`acc@val`: threshold from the checkpoint; "
+    "`acc@oracle`: best threshold on the test labels.\n"
+    "\nOurs, not in the paper: `tpr@fprX%(roc)`: TPR at the threshold where this set's own "
+    "ROC (its test labels) reaches X% FPR; `fpr@pX%` / `tpr@pX%`: the conformal decision "
+    "p <= X% against the checkpoint's calibration reals, its realised FPR on this set's "
+    "reals (guaranteed <= X% only if they are exchangeable with the calibration reals) "
+    "and TPR on its fakes (docs/calibration.md); `cal_transfer`: `no` when this set's reals "
+    "are flagged significantly more often than the level allows (exact test, "
+    "`cal_transfer_p` its p-value): they are not like the calibration reals.\n"
+)
+
+
+def results_markdown(
+    rows: list[dict],
+    table: list[dict],
+    means: Means,
+    meta: dict,
+    warnings: dict[str, str],
+    n_skipped: int,
+) -> str:
+    """results.md: the run, the table, the column legend, the warnings (one line each,
+    starting with :data:`WARNING_MARK`), the mean's note, benchmarks and what was skipped."""
+    md = f"# Results\n\n{describe_run(meta)}\n\n{to_markdown(table, RESULTS_COLUMNS)}"
+    md += COLUMNS_LEGEND
+    md += "".join(f"\n{WARNING_MARK}{text}\n" for text in warnings.values())
+    md += f"\n{means.note()}\n"
+    md += benchmarks_text(rows)
+    return md + skipped_note(n_skipped, meta.get("n_not_finite", 0), meta.get("n_left_out", 0))
 
 
 def results_table(rows: list[dict], means: Means) -> list[dict]:
